@@ -243,6 +243,8 @@ export const make = <A, I>(
     yield* Effect.addFinalizer(() =>
       fileLock.withPermits(1)(
         Effect.gen(function* () {
+          // A failed append left bytes no one was told about: cut them so the next open does not count them.
+          if (active !== undefined && needsTruncate) yield* active.file.truncate(active.segment.bytes).pipe(Effect.ignore)
           if (active !== undefined && unsynced) yield* active.file.sync.pipe(Effect.ignore)
           yield* closeActive
           // Closed cleanly: the next open need not suspect lost events.
@@ -277,8 +279,12 @@ export const make = <A, I>(
           Effect.gen(function* () {
             if (batch.length === 0) return
             const first = batch[0]!.seq
-            if (first !== head + 1 || batch[batch.length - 1]!.seq !== head + batch.length) {
-              return yield* Effect.dieMessage(`journal append out of order: head ${head}, batch ${first}..`)
+            for (let i = 0; i < batch.length; i++) {
+              if (batch[i]!.seq !== head + 1 + i) {
+                return yield* Effect.dieMessage(
+                  `journal append out of order: head ${head}, batch ${first}.. has seq ${batch[i]!.seq} at ${i}`
+                )
+              }
             }
             if (active !== undefined && needsTruncate) {
               // A failed write may have left part of the batch behind: cut back to the last commit.
@@ -413,7 +419,10 @@ export const make = <A, I>(
           const handle = yield* openForRead(file, expected())
           const splitter = new LineSplitter()
           let done = false
+          // A bad line found after good ones in the same chunk: the good ones are delivered first, then this.
+          let failure: JournalReadError | undefined
           const pull: Effect.Effect<Array<ChangeEvent<A>>, Option.Option<JournalReadError>> = Effect.gen(function* () {
+            if (failure !== undefined) return yield* Effect.fail(Option.some(failure))
             if (done) return yield* Effect.fail(Option.none())
             const chunk = yield* handle
               .readAlloc(chunkBytes)
@@ -431,40 +440,42 @@ export const make = <A, I>(
               }
               return yield* Effect.fail(Option.none())
             }
-            const lines = splitter.push(chunk.value)
-            if (!Array.isArray(lines)) {
-              return yield* Effect.fail(
-                Option.some(
-                  new JournalCorrupt({ file, offset: lines.invalidUtf8At, reason: "line is not valid UTF-8" })
-                )
-              )
-            }
+            const split = splitter.push(chunk.value)
+            const lines = Array.isArray(split) ? split : split.lines
+            let bad: JournalCorrupt | undefined = Array.isArray(split)
+              ? undefined
+              : new JournalCorrupt({ file, offset: split.invalidUtf8At, reason: "line is not valid UTF-8" })
             const out: Array<ChangeEvent<A>> = []
             for (const line of lines) {
               const peeked = peekSeq(line.text)
               if (peeked !== undefined && peeked <= since) continue
               const event = codec.decodeLine(line.text)
               if (typeof event === "string") {
-                return yield* Effect.fail(Option.some(new JournalCorrupt({ file, offset: line.offset, reason: event })))
+                bad = new JournalCorrupt({ file, offset: line.offset, reason: event })
+                break
               }
               if (event.seq <= since) continue
               if (event.seq !== expected()) {
-                return yield* Effect.fail(
-                  Option.some(
-                    new JournalCorrupt({
-                      file,
-                      offset: line.offset,
-                      reason: `seq ${event.seq} where ${expected()} was expected`
-                    })
-                  )
-                )
+                bad = new JournalCorrupt({
+                  file,
+                  offset: line.offset,
+                  reason: `seq ${event.seq} where ${expected()} was expected`
+                })
+                break
               }
               out.push(event)
               advance(event.seq)
               if (event.seq >= target) {
+                // Whatever follows the target (even a bad line) is not part of this read.
                 done = true
+                bad = undefined
                 break
               }
+            }
+            if (bad !== undefined) {
+              done = true
+              if (out.length === 0) return yield* Effect.fail(Option.some<JournalReadError>(bad))
+              failure = bad
             }
             return out
           })

@@ -7,7 +7,8 @@ import { Either, ParseResult, Schema } from "effect"
 import type { ChangeEvent } from "../Domain/ChangeEvent.js"
 
 const NEWLINE = 0x0a
-const utf8 = new TextDecoder("utf-8", { fatal: true })
+// `ignoreBOM`: a byte-order mark is not ours to strip; kept, it fails the line's parse and leaves offsets exact.
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
 const encoder = new TextEncoder()
 
 /** Encode and decode events of one schema to and from journal lines. */
@@ -104,8 +105,11 @@ export class LineSplitter {
     return this.base
   }
 
-  /** Complete lines in `chunk` (plus what was carried), or the offset of a line that is not UTF-8. */
-  push(chunk: Uint8Array): Array<Line> | { readonly invalidUtf8At: number } {
+  /**
+   * Complete lines in `chunk` (plus what was carried), or the offset of a line that is not UTF-8
+   * together with the complete lines before it (so a reader can deliver those first).
+   */
+  push(chunk: Uint8Array): Array<Line> | { readonly invalidUtf8At: number; readonly lines: Array<Line> } {
     let bytes = chunk
     if (this.carry !== undefined) {
       bytes = new Uint8Array(this.carry.length + chunk.length)
@@ -124,24 +128,32 @@ export class LineSplitter {
     try {
       text = utf8.decode(complete)
     } catch {
-      return { invalidUtf8At: this.base + firstInvalidLine(complete) }
+      const bad = firstInvalidLine(complete)
+      const before = bad === 0 ? [] : splitLines(utf8.decode(complete.subarray(0, bad - 1)), bad - 1, this.base)
+      return { invalidUtf8At: this.base + bad, lines: before }
     }
-    const lines: Array<Line> = []
-    let offset = this.base
-    let start = 0
-    // Byte offsets are only needed for error reports; track them cheaply for ASCII lines.
-    const ascii = text.length === complete.length
-    while (start <= text.length) {
-      let end = text.indexOf("\n", start)
-      if (end < 0) end = text.length
-      const line = text.slice(start, end)
-      lines.push({ text: line, offset })
-      offset += (ascii ? line.length : Buffer.byteLength(line)) + 1
-      start = end + 1
-    }
+    const lines = splitLines(text, complete.length, this.base)
     this.base += last + 1
     return lines
   }
+}
+
+/** The lines of `text` (decoded from `byteLength` bytes without their final newline), starting at file offset `base`. */
+const splitLines = (text: string, byteLength: number, base: number): Array<Line> => {
+  const lines: Array<Line> = []
+  let offset = base
+  let start = 0
+  // Byte offsets are only needed for error reports; track them cheaply for ASCII lines.
+  const ascii = text.length === byteLength
+  while (start <= text.length) {
+    let end = text.indexOf("\n", start)
+    if (end < 0) end = text.length
+    const line = text.slice(start, end)
+    lines.push({ text: line, offset })
+    offset += (ascii ? line.length : Buffer.byteLength(line)) + 1
+    start = end + 1
+  }
+  return lines
 }
 
 /** Offset of the first line in `bytes` that is not valid UTF-8. */

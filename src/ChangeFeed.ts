@@ -1,0 +1,483 @@
+/**
+ * The change feed: the sink every producer hands events to, and the streams every reader
+ * follows.
+ *
+ * Producers put events on a bounded queue (`record` never blocks, `publish` waits for
+ * room and then for durability). One writer fiber takes batches from the queue, allocates
+ * seqs, stamps `ts`, appends the batch to the journal and only then publishes it to a
+ * sliding `PubSub` and acknowledges it: nothing is broadcast or acknowledged that is not in
+ * the journal, and a failed append consumes no seq. Readers replay the journal from their
+ * cursor and continue with the live tail, catching up from the journal whenever they fall
+ * behind the live buffer.
+ */
+import { FileSystem, Path } from "@effect/platform"
+import {
+  Chunk,
+  Clock,
+  Context,
+  Deferred,
+  Duration,
+  Effect,
+  Either,
+  ExecutionStrategy,
+  Exit,
+  Fiber,
+  Layer,
+  Metric,
+  Option,
+  PubSub,
+  Queue,
+  Scope,
+  Stream
+} from "effect"
+import { FeedBusy, FeedClosed, NotYetDurable, type PublishError } from "./ChangeFeed/Errors.js"
+import { decideReset, resetTo } from "./ChangeFeed/Reset.js"
+import { AgentDomain, type AgentEvent } from "./Domain/AgentEvent.js"
+import type { ChangeEvent } from "./Domain/ChangeEvent.js"
+import type { Cursor } from "./Domain/Cursor.js"
+import type { FeedItem } from "./Domain/FeedItem.js"
+import { type FeedDomain, routeSession } from "./Domain/FeedDomain.js"
+import * as Journal from "./Journal.js"
+
+export * from "./ChangeFeed/Errors.js"
+
+export interface ChangeFeedOptions {
+  /** Capacity of the intake queue (default 1024). */
+  readonly queueCapacity?: number | undefined
+  /** Live buffer per reader, in events (default 4096); a reader further behind catches up from the journal. */
+  readonly liveBuffer?: number | undefined
+  /** Most queue items the writer takes into one batch (default 512). */
+  readonly maxBatch?: number | undefined
+  /** Default `publish` timeout, for room in the queue and again for durability (default 10 s). */
+  readonly publishTimeoutMs?: number | undefined
+  /** At most one drop warning per this period (default 10 s). */
+  readonly dropWarningIntervalMs?: number | undefined
+  /** Backoff between append retries while the journal fails: doubling from `retryBaseMs` up to `retryMaxMs`. */
+  readonly retryBaseMs?: number | undefined
+  readonly retryMaxMs?: number | undefined
+  /** Append attempts for what is still queued at shutdown before giving up (default 5). */
+  readonly drainAttempts?: number | undefined
+}
+
+export interface Entry<A> {
+  readonly sessionId?: string | undefined
+  readonly event: A
+}
+
+export interface PublishOptions {
+  readonly timeoutMs?: number | undefined
+}
+
+export interface ChangesOptions {
+  /** Exclusive cursor: events with seq greater than this (default 0, everything retained). */
+  readonly since?: number | Cursor | undefined
+  /** Only this session's events; `Progress` items keep the cursor moving meanwhile. */
+  readonly sessionId?: string | undefined
+}
+
+export interface FeedStatus extends Journal.JournalInfo {
+  readonly dropped: number
+  readonly subscribers: number
+  readonly degraded: boolean
+  readonly lastError: string | undefined
+  readonly queued: number
+}
+
+export interface ChangeFeedService<A> {
+  readonly epoch: string
+  /** Records an event if it is durable. Never blocks, never fails: a full queue drops, counts and warns. */
+  readonly record: (sessionId: string | undefined, event: A) => Effect.Effect<void>
+  /** `record` for code outside Effect (the seed's `inbox`): same filtering, routing and dropping. */
+  readonly unsafeRecord: (sessionId: string | undefined, event: A) => void
+  /**
+   * Waits for room, then for the event to be in the journal (per the fsync mode), and answers
+   * its seq; `None` for an ephemeral event, which is not journaled.
+   */
+  readonly publish: (
+    sessionId: string | undefined,
+    event: A,
+    options?: PublishOptions
+  ) => Effect.Effect<Option.Option<number>, PublishError>
+  /** `publish` for a batch, accepted as a whole: one seq per entry in order, `null` for ephemeral ones. */
+  readonly publishAll: (
+    entries: ReadonlyArray<Entry<A>>,
+    options?: PublishOptions
+  ) => Effect.Effect<Array<number | null>, PublishError>
+  /** Replay from a cursor, then the live tail: exactly the events after it, in order, once each, or a reset. */
+  readonly changes: (options?: ChangesOptions) => Stream.Stream<FeedItem<A>, Journal.JournalReadError>
+  /** Journaled events with `since < seq <= upTo`, straight from the journal. */
+  readonly read: (since: number, upTo?: number) => Stream.Stream<ChangeEvent<A>, Journal.JournalReadError>
+  readonly headSeq: Effect.Effect<number>
+  readonly droppedCount: Effect.Effect<number>
+  readonly status: Effect.Effect<FeedStatus>
+}
+
+interface BatchItem<A> {
+  readonly entries: ReadonlyArray<Entry<A>>
+  readonly ack: Deferred.Deferred<number, FeedClosed>
+}
+type Item<A> = Entry<A> | BatchItem<A>
+const isBatch = <A>(item: Item<A>): item is BatchItem<A> => "ack" in item
+
+const journaledTotal = Metric.counter("change_feed_journaled_total", { incremental: true })
+const appendFailuresTotal = Metric.counter("change_feed_append_failures_total", { incremental: true })
+const droppedTotal = Metric.counter("change_feed_dropped_total", { incremental: true })
+
+/** Builds a feed for any event domain on top of an open journal. The journal must outlive the scope. */
+export const make = <A, I>(
+  domain: FeedDomain<A, I>,
+  journal: Journal.Journal<A>,
+  options: ChangeFeedOptions = {}
+): Effect.Effect<ChangeFeedService<A>, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const maxBatch = options.maxBatch ?? 512
+    const publishTimeoutMs = options.publishTimeoutMs ?? 10_000
+    const warnEveryMs = options.dropWarningIntervalMs ?? 10_000
+    const retryBaseMs = options.retryBaseMs ?? 10
+    const retryMaxMs = options.retryMaxMs ?? 5_000
+    const drainAttempts = options.drainAttempts ?? 5
+
+    const queue = yield* Queue.bounded<Item<A>>(options.queueCapacity ?? 1024)
+    // Sliding: a slow reader loses its oldest live events (and catches up from the journal),
+    // never stalls the writer. `null` is the end-of-feed marker sent at shutdown.
+    const pubsub = yield* PubSub.sliding<ChangeEvent<A> | null>(options.liveBuffer ?? 4096)
+    const warnSignal = yield* Queue.sliding<void>(1)
+
+    let closing = false
+    let closed = false
+    let dropped = 0
+    let warnPending = false
+    let degraded = false
+    let lastError: string | undefined = undefined
+    let subscribers = 0
+    let nextSeq = (yield* journal.headSeq) + 1
+
+    // ---- intake ----------------------------------------------------------------------
+
+    const signalWarning = () => {
+      if (!warnPending) {
+        warnPending = true
+        Queue.unsafeOffer(warnSignal, undefined)
+      }
+    }
+
+    const drop = () => {
+      dropped++
+      signalWarning()
+    }
+
+    const unsafeRecord = (sessionId: string | undefined, event: A): void => {
+      if (!domain.isDurable(event)) return
+      const entry: Entry<A> = { sessionId: routeSession(domain, sessionId, event), event }
+      if (closing || !Queue.unsafeOffer(queue, entry)) drop()
+    }
+
+    const publishAll = (
+      entries: ReadonlyArray<Entry<A>>,
+      publishOptions?: PublishOptions
+    ): Effect.Effect<Array<number | null>, PublishError> =>
+      Effect.gen(function* () {
+        const timeoutMs = publishOptions?.timeoutMs ?? publishTimeoutMs
+        const seqs: Array<number | null> = new Array(entries.length).fill(null)
+        const durable: Array<Entry<A>> = []
+        const positions: Array<number> = []
+        for (let i = 0; i < entries.length; i++) {
+          const { event, sessionId } = entries[i]!
+          if (!domain.isDurable(event)) continue
+          durable.push({ sessionId: routeSession(domain, sessionId, event), event })
+          positions.push(i)
+        }
+        if (durable.length === 0) return seqs
+        if (closing) return yield* new FeedClosed()
+        const ack = yield* Deferred.make<number, FeedClosed>()
+        yield* Queue.offer(queue, { entries: durable, ack }).pipe(
+          Effect.timeoutFail({ duration: Duration.millis(timeoutMs), onTimeout: () => new FeedBusy({ timeoutMs }) })
+        )
+        const first = yield* Deferred.await(ack).pipe(
+          Effect.timeoutFail({
+            duration: Duration.millis(timeoutMs),
+            onTimeout: () => new NotYetDurable({ timeoutMs })
+          })
+        )
+        for (let k = 0; k < positions.length; k++) seqs[positions[k]!] = first + k
+        return seqs
+      })
+
+    const publish = (sessionId: string | undefined, event: A, publishOptions?: PublishOptions) =>
+      Effect.map(publishAll([{ sessionId, event }], publishOptions), ([seq]) => Option.fromNullable(seq))
+
+    // ---- the writer: seq allocation, append, broadcast, ack --------------------------
+
+    const toChange = (seq: number, ts: string, entry: Entry<A>): ChangeEvent<A> =>
+      entry.sessionId === undefined
+        ? { seq, ts, event: entry.event }
+        : { seq, ts, session_id: entry.sessionId, event: entry.event }
+
+    const failAcks = (items: Iterable<Item<A>>) => {
+      let lost = 0
+      for (const item of items) {
+        if (isBatch(item)) {
+          lost += item.entries.length
+          Deferred.unsafeDone(item.ack, Exit.fail(new FeedClosed()))
+        } else lost++
+      }
+      return lost
+    }
+
+    /**
+     * Journals one batch, retrying with backoff while the journal fails (the seqs are reused
+     * on retry, since none was consumed), then broadcasts and acknowledges it. `attempts`
+     * bounds the retries (at shutdown); `restore` makes the backoff sleeps interruptible.
+     */
+    const writeBatch = (
+      items: ReadonlyArray<Item<A>>,
+      restore: <X, E, R>(effect: Effect.Effect<X, E, R>) => Effect.Effect<X, E, R>,
+      attempts: number
+    ) =>
+      Effect.gen(function* () {
+        const ts = new Date(yield* Clock.currentTimeMillis).toISOString()
+        const batch: Array<ChangeEvent<A>> = []
+        const acks: Array<readonly [Deferred.Deferred<number, FeedClosed>, number]> = []
+        let seq = nextSeq
+        for (const item of items) {
+          if (isBatch(item)) {
+            acks.push([item.ack, seq])
+            for (const entry of item.entries) batch.push(toChange(seq++, ts, entry))
+          } else {
+            batch.push(toChange(seq++, ts, item))
+          }
+        }
+        let failures = 0
+        while (true) {
+          const result = yield* Effect.either(journal.append(batch))
+          if (Either.isRight(result)) break
+          failures++
+          degraded = true
+          lastError = result.left.message
+          yield* Metric.increment(appendFailuresTotal)
+          if (failures === 1 || failures % 20 === 0) {
+            yield* Effect.logError(
+              `change feed degraded: append of seqs ${batch[0]!.seq}..${batch[batch.length - 1]!.seq} failed ` +
+                `(attempt ${failures}); retrying, nothing is lost`,
+              result.left
+            )
+          }
+          const delay = Math.min(retryMaxMs, retryBaseMs * 2 ** Math.min(failures - 1, 20))
+          const slept = failures >= attempts ? Exit.void : yield* Effect.exit(restore(Effect.sleep(delay)))
+          if (failures >= attempts || Exit.isFailure(slept)) {
+            const lost = failAcks(items)
+            yield* Effect.logError(`change feed: ${lost} accepted event(s) could not be journaled before shutdown`)
+            return
+          }
+        }
+        if (degraded) {
+          degraded = false
+          yield* Effect.logInfo(`change feed recovered: journal appends succeed again (head ${seq - 1})`)
+        }
+        nextSeq = seq
+        yield* PubSub.publishAll(pubsub, batch)
+        for (const [ack, first] of acks) Deferred.unsafeDone(ack, Exit.succeed(first))
+        yield* Metric.incrementBy(journaledTotal, batch.length)
+      })
+
+    const writer = Effect.uninterruptibleMask((restore) =>
+      Effect.flatMap(restore(Queue.takeBetween(queue, 1, maxBatch)), (items) =>
+        writeBatch(Chunk.toReadonlyArray(items), restore, Number.POSITIVE_INFINITY)
+      )
+    ).pipe(Effect.forever)
+
+    const writerFiber = yield* Effect.forkScoped(writer)
+
+    // At most one drop warning per period: the first drop warns at once, later ones are summed.
+    let reported = 0
+    yield* Effect.forkScoped(
+      Effect.forever(
+        Effect.gen(function* () {
+          yield* Queue.take(warnSignal)
+          const total = dropped
+          yield* Metric.incrementBy(droppedTotal, total - reported)
+          yield* Effect.logWarning(
+            `change feed queue full${closing ? " or closed" : ""}: dropped ${total - reported} event(s) ` +
+              `(${total} since start); use publish() where an event must land`
+          )
+          reported = total
+          yield* Effect.sleep(warnEveryMs)
+          warnPending = false
+          if (dropped > reported) signalWarning() // report what came in during the quiet period
+        })
+      )
+    )
+
+    // Shutdown: stop intake, journal everything accepted, end readers. Runs before the
+    // writer is interrupted by its scope, and before the journal is released.
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function* () {
+        closing = true
+        yield* Fiber.interrupt(writerFiber)
+        let drained = 0
+        while (true) {
+          const items = Chunk.toReadonlyArray(yield* Queue.takeAll(queue))
+          if (items.length === 0) break
+          for (let i = 0; i < items.length; i += maxBatch) {
+            yield* writeBatch(items.slice(i, i + maxBatch), (effect) => effect, drainAttempts)
+          }
+          drained += items.length
+        }
+        yield* Queue.shutdown(queue)
+        closed = true
+        yield* PubSub.publish(pubsub, null)
+        yield* Effect.logDebug(`change feed closed: drained ${drained} queued item(s), head ${nextSeq - 1}`)
+      })
+    )
+
+    // ---- readers -----------------------------------------------------------------------
+
+    const changes = (changesOptions: ChangesOptions = {}): Stream.Stream<FeedItem<A>, Journal.JournalReadError> =>
+      Stream.unwrapScoped(
+        Effect.gen(function* () {
+          const since = changesOptions.since ?? 0
+          const cursorIn: Cursor = typeof since === "number" ? { seq: since } : since
+          const sessionId = changesOptions.sessionId
+          yield* Effect.acquireRelease(
+            Effect.sync(() => subscribers++),
+            () => Effect.sync(() => subscribers--)
+          )
+          const outer = yield* Effect.scope
+          const pending: Array<FeedItem<A>> = []
+          let phase: Scope.CloseableScope | undefined
+          let live!: Queue.Dequeue<ChangeEvent<A> | null>
+          let replay: Effect.Effect<Chunk.Chunk<ChangeEvent<A>>, Option.Option<Journal.JournalReadError>> | undefined
+          let cursor = 0
+          let caughtUp = false
+          let ended = false
+
+          // Subscribe to the live tail first, then replay the journal up to the head seen
+          // after subscribing: every later event is sure to arrive live.
+          const startFrom = (from: number) =>
+            Effect.gen(function* () {
+              if (phase !== undefined) yield* Scope.close(phase, Exit.void)
+              phase = yield* Scope.fork(outer, ExecutionStrategy.sequential)
+              live = yield* Scope.extend(PubSub.subscribe(pubsub), phase)
+              const head = yield* journal.headSeq
+              cursor = from
+              replay = from < head ? yield* Scope.extend(Stream.toPull(journal.read(from, head)), phase) : undefined
+            })
+
+          const window = yield* journal.info
+          const reset = decideReset(cursorIn, window)
+          if (reset !== undefined) pending.push(reset)
+          yield* startFrom(reset === undefined ? cursorIn.seq : reset.continueFrom)
+
+          const deliver = (events: Iterable<ChangeEvent<A> | null>, out: Array<FeedItem<A>>): "ok" | "gap" | "end" => {
+            let passedOver = false
+            let outcome: "ok" | "gap" | "end" = "ok"
+            for (const event of events) {
+              if (event === null) {
+                outcome = "end"
+                break
+              }
+              if (event.seq <= cursor) continue
+              if (event.seq !== cursor + 1) {
+                outcome = "gap"
+                break
+              }
+              cursor = event.seq
+              if (sessionId === undefined || event.session_id === sessionId) {
+                out.push({ _tag: "Change", change: event })
+                passedOver = false
+              } else {
+                passedOver = true
+              }
+            }
+            if (passedOver) out.push({ _tag: "Progress", seq: cursor })
+            return outcome
+          }
+
+          const pull: Effect.Effect<Chunk.Chunk<FeedItem<A>>, Option.Option<Journal.JournalReadError>> = Effect.gen(
+            function* () {
+              while (true) {
+                if (pending.length > 0) return Chunk.unsafeFromArray(pending.splice(0))
+                if (ended || closed) return yield* Effect.fail(Option.none())
+                const out: Array<FeedItem<A>> = []
+                if (replay !== undefined) {
+                  const next = yield* Effect.either(replay)
+                  if (Either.isRight(next)) {
+                    deliver(next.right, out)
+                  } else if (Option.isNone(next.left)) {
+                    replay = undefined
+                  } else if (next.left.value._tag === "JournalPruned") {
+                    // Retention removed what this reader still needed: say so, go on from the head.
+                    const now = yield* journal.info
+                    out.push(resetTo("below_retention", cursor, now))
+                    yield* startFrom(now.headSeq)
+                  } else {
+                    return yield* Effect.fail(next.left)
+                  }
+                } else {
+                  if (!caughtUp) {
+                    caughtUp = true
+                    out.push({ _tag: "CaughtUp", seq: cursor })
+                  } else {
+                    const events = yield* Queue.takeBetween(live, 1, 1024)
+                    const outcome = deliver(events, out)
+                    // A seq gap means the live buffer slid past this reader: catch up from the journal.
+                    if (outcome === "gap") yield* startFrom(cursor)
+                    if (outcome === "end") ended = true
+                  }
+                }
+                if (out.length > 0) return Chunk.unsafeFromArray(out)
+              }
+            }
+          )
+          return Stream.repeatEffectChunkOption(pull)
+        })
+      )
+
+    const status = Effect.gen(function* () {
+      const info = yield* journal.info
+      const queued = yield* Queue.size(queue)
+      return { ...info, dropped, subscribers, degraded, lastError, queued: Math.max(0, queued) } satisfies FeedStatus
+    })
+
+    return {
+      epoch: journal.epoch,
+      record: (sessionId, event) => Effect.sync(() => unsafeRecord(sessionId, event)),
+      unsafeRecord,
+      publish,
+      publishAll,
+      changes,
+      read: journal.read,
+      headSeq: journal.headSeq,
+      droppedCount: Effect.sync(() => dropped),
+      status
+    } satisfies ChangeFeedService<A>
+  })
+
+/** Options of a feed on a journal directory. */
+export interface FeedOptions extends ChangeFeedOptions, Journal.JournalOptions {}
+
+/** A feed for any domain with its file journal; both are released with the scope. */
+export const makeFiles = <A, I>(
+  domain: FeedDomain<A, I>,
+  options: FeedOptions
+): Effect.Effect<ChangeFeedService<A>, Journal.JournalOpenError, FileSystem.FileSystem | Path.Path | Scope.Scope> =>
+  Effect.flatMap(Journal.make(domain.schema, options), (journal) => make(domain, journal, options))
+
+/** The agent platform's change feed. */
+export class ChangeFeed extends Context.Tag("effect-change-feed/ChangeFeed")<
+  ChangeFeed,
+  ChangeFeedService<AgentEvent>
+>() {}
+
+/** The agent feed on a journal directory. */
+export const layer = (
+  options: FeedOptions
+): Layer.Layer<ChangeFeed, Journal.JournalOpenError, FileSystem.FileSystem | Path.Path> =>
+  Layer.scoped(ChangeFeed, makeFiles(AgentDomain, options))
+
+/** The agent feed on an in-memory journal, for tests of code that uses the feed. */
+export const layerMemory = (options: ChangeFeedOptions & Journal.MemoryJournalOptions = {}): Layer.Layer<ChangeFeed> =>
+  Layer.scoped(
+    ChangeFeed,
+    Effect.flatMap(Journal.makeMemory<AgentEvent>(options), (journal) => make(AgentDomain, journal, options))
+  )

@@ -1,0 +1,61 @@
+/**
+ * What a reader of the feed receives: change events, and the markers that keep its cursor
+ * honest (a reset instead of silent loss, caught-up once replay reaches the head, progress
+ * while a session filter matches nothing).
+ */
+import type { ChangeEvent } from "./ChangeEvent.js"
+
+export type ResetReason = "below_retention" | "ahead_of_head" | "epoch_mismatch"
+
+export interface Change<A> {
+  readonly _tag: "Change"
+  readonly change: ChangeEvent<A>
+}
+
+/** The reader's cursor cannot be served; it must resync. The stream continues after `continueFrom`. */
+export interface Reset {
+  readonly _tag: "Reset"
+  readonly reason: ResetReason
+  /** The cursor that could not be served. */
+  readonly fromSeq: number
+  readonly oldestSeq: number
+  readonly headSeq: number
+  /** The seq the stream continues after (the new cursor). */
+  readonly continueFrom: number
+}
+
+/** Replay has reached the head as of when the reader started (or last caught up). */
+export interface CaughtUp {
+  readonly _tag: "CaughtUp"
+  readonly seq: number
+}
+
+/** Filtered events up to `seq` were passed over; the cursor may advance to it. */
+export interface Progress {
+  readonly _tag: "Progress"
+  readonly seq: number
+}
+
+export type FeedItem<A> = Change<A> | Reset | CaughtUp | Progress
+
+/** The seq a client should resume after once it has handled `item`. */
+export const cursorAfter = (item: FeedItem<unknown>): number => {
+  switch (item._tag) {
+    case "Change":
+      return item.change.seq
+    case "Reset":
+      return item.continueFrom
+    case "CaughtUp":
+    case "Progress":
+      return item.seq
+  }
+}
+
+/** The reset object as the original's clients expect it, with more fields. */
+export const resetWire = (reset: Reset) => ({
+  type: "feed_reset" as const,
+  from_seq: reset.fromSeq,
+  reason: reset.reason,
+  oldest_seq: reset.oldestSeq,
+  head_seq: reset.headSeq
+})
