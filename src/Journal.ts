@@ -244,7 +244,8 @@ export const make = <A, I>(
       fileLock.withPermits(1)(
         Effect.gen(function* () {
           // A failed append left bytes no one was told about: cut them so the next open does not count them.
-          if (active !== undefined && needsTruncate) yield* active.file.truncate(active.segment.bytes).pipe(Effect.ignore)
+          if (active !== undefined && needsTruncate)
+            yield* active.file.truncate(active.segment.bytes).pipe(Effect.ignore)
           if (active !== undefined && unsynced) yield* active.file.sync.pipe(Effect.ignore)
           yield* closeActive
           // Closed cleanly: the next open need not suspect lost events.

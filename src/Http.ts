@@ -1,0 +1,392 @@
+/**
+ * The HTTP service: handlers for the `FeedApi` contract, authorization, body limits, the
+ * OpenAPI UI at `/docs`, and the server layer with its configuration from the environment.
+ */
+import {
+  HttpApiBuilder,
+  HttpApiSwagger,
+  HttpMiddleware,
+  HttpServer,
+  HttpServerRequest,
+  HttpServerResponse
+} from "@effect/platform"
+import { HttpIncomingMessage } from "@effect/platform"
+import { NodeContext, NodeHttpServer } from "@effect/platform-node"
+import * as Crypto from "node:crypto"
+import { createServer } from "node:http"
+import { fileURLToPath } from "node:url"
+import {
+  Chunk,
+  Config,
+  Context,
+  Deferred,
+  Duration,
+  Effect,
+  Either,
+  Layer,
+  Option,
+  Redacted,
+  Schedule,
+  Stream
+} from "effect"
+import { FeedApi, Authorization } from "./Api.js"
+import * as ChangeFeed from "./ChangeFeed.js"
+import { AgentEvent, type AgentEventType, durableTypes, ephemeralTypes } from "./Domain/AgentEvent.js"
+import { ChangeEvent } from "./Domain/ChangeEvent.js"
+import { type Cursor, parseCursor } from "./Domain/Cursor.js"
+import { BadRequest, PayloadTooLarge, Unauthorized, Unavailable } from "./Domain/Errors.js"
+import { cursorAfter, resetWire } from "./Domain/FeedItem.js"
+import { keepaliveFrame, makeFrameEncoder } from "./Http/Sse.js"
+import type { FsyncMode } from "./Journal.js"
+import { ParseResult, Schema } from "effect"
+
+export interface HttpOptions {
+  /** Bearer token every `/api` route requires, when set. */
+  readonly token?: Redacted.Redacted | undefined
+  /** Keepalive comment period on open streams (default 15 s). */
+  readonly keepaliveMs?: number | undefined
+  /** Largest request body (default 1 MiB). */
+  readonly maxBodyBytes?: number | undefined
+  /** Most events in one POST (default 1000). */
+  readonly maxBatchEvents?: number | undefined
+}
+
+/** Completed when the server begins to shut down, so open streams end and the server can close. */
+export class StreamsShutdown extends Context.Tag("effect-change-feed/StreamsShutdown")<
+  StreamsShutdown,
+  Deferred.Deferred<void>
+>() {}
+
+const StreamsShutdownLive = Layer.effect(StreamsShutdown, Deferred.make<void>())
+
+/** Built after the server, so released before it: ends the streams, then the server closes. */
+const EndStreamsOnShutdown = Layer.scopedDiscard(
+  Effect.gen(function* () {
+    yield* HttpServer.HttpServer
+    const shutdown = yield* StreamsShutdown
+    yield* Effect.addFinalizer(() => Deferred.succeed(shutdown, undefined))
+  })
+)
+
+const tokenMatches = (expected: Redacted.Redacted, given: string): boolean => {
+  const a = Buffer.from(Redacted.value(expected))
+  const b = Buffer.from(given)
+  return a.length === b.length && Crypto.timingSafeEqual(a, b)
+}
+
+const AuthorizationLive = (token: Redacted.Redacted | undefined) =>
+  Layer.succeed(
+    Authorization,
+    Effect.gen(function* () {
+      if (token === undefined) return
+      const request = yield* HttpServerRequest.HttpServerRequest
+      const header = request.headers["authorization"]
+      let given: string | undefined
+      if (header !== undefined) {
+        const match = /^Bearer\s+(.+)$/i.exec(header)
+        if (match === null) {
+          return yield* new Unauthorized({ message: "the Authorization header must be 'Bearer <token>'" })
+        }
+        given = match[1]!.trim()
+      } else {
+        // EventSource cannot set headers: the stream also takes the token as a query parameter.
+        const params = yield* HttpServerRequest.ParsedSearchParams
+        const query = params["access_token"]
+        if (typeof query === "string" && request.url.startsWith("/api/v1/stream")) given = query
+      }
+      if (given === undefined) {
+        return yield* new Unauthorized({
+          message:
+            "this feed requires a bearer token: send 'Authorization: Bearer <token>' (or ?access_token= on the stream)"
+        })
+      }
+      if (!tokenMatches(token, given)) return yield* new Unauthorized({ message: "the bearer token is not valid" })
+    })
+  )
+
+const cursorParam = (field: string, text: string | undefined): Effect.Effect<Cursor, BadRequest> => {
+  if (text === undefined || text === "") return Effect.succeed({ seq: 0 })
+  return Either.match(parseCursor(text), {
+    onLeft: (message) => Effect.fail(new BadRequest({ field, message })),
+    onRight: Effect.succeed
+  })
+}
+
+const intParam = (
+  field: string,
+  text: string | undefined,
+  fallback: number,
+  min: number,
+  max: number
+): Effect.Effect<number, BadRequest> => {
+  if (text === undefined || text === "") return Effect.succeed(fallback)
+  const value = /^\d{1,9}$/.test(text) ? Number(text) : Number.NaN
+  return Number.isInteger(value) && value >= min && value <= max
+    ? Effect.succeed(value)
+    : Effect.fail(
+        new BadRequest({ field, message: `${field} must be an integer from ${min} to ${max}, got '${text}'` })
+      )
+}
+
+const encodeChange = Schema.encodeSync(ChangeEvent(AgentEvent))
+const decodeAgentEvent = Schema.decodeUnknownEither(AgentEvent)
+
+/** One event of a request body, or a `BadRequest` naming the field at fault. */
+const decodeEvent = (field: string, input: unknown): Effect.Effect<AgentEvent, BadRequest> => {
+  if (input === undefined) return Effect.fail(new BadRequest({ field, message: `${field} is missing` }))
+  const type = typeof input === "object" && input !== null ? (input as { type?: unknown }).type : undefined
+  if (typeof type !== "string") {
+    return Effect.fail(
+      new BadRequest({ field: `${field}.type`, message: `${field}.type must be an event type string` })
+    )
+  }
+  if (!durableTypes.has(type as AgentEventType) && !ephemeralTypes.has(type as AgentEventType)) {
+    return Effect.fail(new BadRequest({ field: `${field}.type`, message: `unknown event type '${type}'` }))
+  }
+  return Either.match(decodeAgentEvent(input), {
+    onRight: Effect.succeed,
+    onLeft: (error) => {
+      const issue = ParseResult.ArrayFormatter.formatErrorSync(error)[0]
+      const path =
+        issue === undefined ? "" : issue.path.map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`)).join("")
+      return Effect.fail(
+        new BadRequest({
+          field: field + path,
+          message: `${field}${path}: ${issue?.message ?? "invalid"} (type '${type}')`
+        })
+      )
+    }
+  })
+}
+
+const FeedGroupLive = (options: HttpOptions) =>
+  HttpApiBuilder.group(FeedApi, "feed", (handlers) =>
+    Effect.gen(function* () {
+      const feed = yield* ChangeFeed.ChangeFeed
+      const shutdown = yield* StreamsShutdown
+      const keepaliveMs = options.keepaliveMs ?? 15_000
+      const maxBatch = options.maxBatchEvents ?? 1000
+      const encoder = new TextEncoder()
+      const frame = makeFrameEncoder(feed.epoch, encodeChange)
+
+      return handlers
+        .handle("stream", ({ headers, urlParams }) =>
+          Effect.gen(function* () {
+            const lastEventId = headers["last-event-id"]
+            const cursor =
+              lastEventId !== undefined && lastEventId !== ""
+                ? yield* cursorParam("Last-Event-ID", lastEventId)
+                : yield* cursorParam("since", urlParams.since)
+            const frames = feed.changes({ since: cursor, sessionId: urlParams.session_id }).pipe(
+              Stream.mapChunks((items) => Chunk.of(Chunk.join(Chunk.map(items, frame), ""))),
+              Stream.catchAll((error) =>
+                Stream.make(`event: error\ndata: ${JSON.stringify({ type: "error", message: error.message })}\n\n`)
+              ),
+              Stream.merge(
+                Stream.fromSchedule(Schedule.spaced(Duration.millis(keepaliveMs))).pipe(Stream.as(keepaliveFrame)),
+                { haltStrategy: "left" }
+              ),
+              Stream.interruptWhen(Deferred.await(shutdown)),
+              Stream.map((text) => encoder.encode(text))
+            )
+            return HttpServerResponse.stream(frames, {
+              contentType: "text/event-stream",
+              headers: { "cache-control": "no-cache, no-transform", "x-accel-buffering": "no" }
+            })
+          })
+        )
+        .handle("events", ({ urlParams }) =>
+          Effect.gen(function* () {
+            const cursor = yield* cursorParam("since", urlParams.since)
+            const limit = yield* intParam("limit", urlParams.limit, 100, 1, 1000)
+            const waitSeconds = yield* intParam("wait", urlParams.wait, 0, 0, 60)
+            return yield* page(feed, cursor, limit, urlParams.session_id, waitSeconds * 1000)
+          })
+        )
+        .handle("append", ({ payload }) =>
+          Effect.gen(function* () {
+            const entries = "events" in payload ? payload.events : [payload]
+            if (entries.length > maxBatch) {
+              return yield* new PayloadTooLarge({
+                field: "events",
+                limit: maxBatch,
+                message: `a batch holds at most ${maxBatch} events, got ${entries.length}; split it`
+              })
+            }
+            const decoded: Array<ChangeFeed.Entry<AgentEvent>> = []
+            for (let i = 0; i < entries.length; i++) {
+              const at = "events" in payload ? `events[${i}].event` : "event"
+              decoded.push({ sessionId: entries[i]!.session_id, event: yield* decodeEvent(at, entries[i]!.event) })
+            }
+            const seqs = yield* feed.publishAll(decoded).pipe(
+              Effect.catchTags({
+                FeedBusy: (e) => new Unavailable({ accepted: false, message: e.message }),
+                FeedClosed: (e) => new Unavailable({ accepted: false, message: e.message }),
+                NotYetDurable: (e) => new Unavailable({ accepted: true, message: e.message })
+              })
+            )
+            return { seqs }
+          })
+        )
+        .handle("status", () =>
+          Effect.map(feed.status, (s) => ({
+            head_seq: s.headSeq,
+            oldest_seq: s.oldestSeq,
+            epoch: s.epoch,
+            segments: s.segments,
+            bytes: s.bytes,
+            dropped: s.dropped,
+            subscribers: s.subscribers,
+            degraded: s.degraded,
+            last_error: s.lastError ?? null,
+            queued: s.queued,
+            fsync: s.fsync
+          }))
+        )
+    })
+  )
+
+/**
+ * One page for polling clients: up to `limit` events after the cursor (or a reset), reading
+ * through the same reader as the stream. With `waitMs`, waits that long for a first event.
+ * A filtered page scans a bounded number of events, so `next_since` moves even when none match.
+ */
+const page = (
+  feed: ChangeFeed.ChangeFeedService<AgentEvent>,
+  cursor: Cursor,
+  limit: number,
+  sessionId: string | undefined,
+  waitMs: number
+) =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      // An ended stream (the feed is closing) reads as an empty chunk; a corrupt journal is a server error.
+      const pull = (yield* Stream.toPull(feed.changes({ since: cursor, sessionId }))).pipe(
+        Effect.catchAll((end) => (Option.isNone(end) ? Effect.succeed(Chunk.empty()) : Effect.die(end.value)))
+      )
+      const events: Array<ChangeEvent<AgentEvent>> = []
+      const scanLimit = cursor.seq + Math.max(10_000, limit)
+      let next = cursor.seq
+      let caughtUp = false
+      while (events.length < limit && next < scanLimit) {
+        if (caughtUp && (events.length > 0 || waitMs <= 0)) break
+        const chunk = caughtUp
+          ? yield* pull.pipe(
+              Effect.timeout(Duration.millis(waitMs)),
+              Effect.catchTag("TimeoutException", () => Effect.succeed(Chunk.empty()))
+            )
+          : yield* pull
+        if (Chunk.isEmpty(chunk)) break
+        for (const item of chunk) {
+          if (item._tag === "Reset") {
+            const status = yield* feed.status
+            return {
+              reset: resetWire(item),
+              next_since: item.continueFrom,
+              head_seq: status.headSeq,
+              epoch: status.epoch
+            }
+          }
+          if (events.length >= limit) break
+          if (item._tag === "Change") events.push(item.change)
+          if (item._tag === "CaughtUp") caughtUp = true
+          next = cursorAfter(item)
+        }
+      }
+      const status = yield* feed.status
+      return { events, next_since: next, head_seq: status.headSeq, epoch: status.epoch }
+    })
+  )
+
+const errorResponse = (status: number, body: Record<string, unknown>) => HttpServerResponse.unsafeJson(body, { status })
+
+/**
+ * Reads POST bodies up front so that an oversized body answers 413 (before reading it when
+ * it declares its length) and one that is not JSON answers 400 naming `body`; the API then
+ * decodes the same, already read, text.
+ */
+const checkBody = (maxBytes: number) =>
+  HttpMiddleware.make((app) =>
+    Effect.gen(function* () {
+      const request = yield* HttpServerRequest.HttpServerRequest
+      if (request.method !== "POST") return yield* app
+      const tooLarge = (size: string) =>
+        errorResponse(413, {
+          _tag: "PayloadTooLarge",
+          field: "body",
+          limit: maxBytes,
+          message: `the request body is ${size}; at most ${maxBytes} bytes are accepted, split the batch`
+        })
+      const length = request.headers["content-length"]
+      if (length !== undefined && Number(length) > maxBytes) return tooLarge(`${length} bytes`)
+      const text = yield* Effect.either(HttpIncomingMessage.withMaxBodySize(request.text, Option.some(maxBytes)))
+      if (Either.isLeft(text)) {
+        return String(text.left.cause ?? text.left.message).includes("max")
+          ? tooLarge(`over the limit`)
+          : errorResponse(400, { _tag: "BadRequest", field: "body", message: `the request body could not be read` })
+      }
+      try {
+        JSON.parse(text.right)
+      } catch (error) {
+        return errorResponse(400, {
+          _tag: "BadRequest",
+          field: "body",
+          message: `the request body is not valid JSON: ${(error as Error).message}`
+        })
+      }
+      return yield* app
+    })
+  )
+
+/** The API, its docs and the server, on whatever `HttpServer` is provided. Requires the feed. */
+export const layer = (options: HttpOptions = {}) =>
+  Layer.mergeAll(HttpApiBuilder.serve(checkBody(options.maxBodyBytes ?? 1024 * 1024)), EndStreamsOnShutdown).pipe(
+    Layer.provide(HttpApiSwagger.layer({ path: "/docs" })),
+    Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/docs/openapi.json" })),
+    Layer.provide(HttpApiBuilder.api(FeedApi).pipe(Layer.provide(FeedGroupLive(options)))),
+    Layer.provide(AuthorizationLive(options.token)),
+    Layer.provide(StreamsShutdownLive)
+  )
+
+/** Where `npm start` keeps its journal: a folder inside the project. */
+export const defaultDirectory = fileURLToPath(new URL("../data/feed", import.meta.url))
+
+/** Server configuration from the environment, with defaults. */
+export const ServerConfig = Config.all({
+  host: Config.string("HOST").pipe(Config.withDefault("127.0.0.1")),
+  port: Config.port("PORT").pipe(Config.withDefault(8787)),
+  directory: Config.string("FEED_DIR").pipe(Config.withDefault(defaultDirectory)),
+  fsync: Config.literal("always", "interval", "never")("FEED_FSYNC").pipe(Config.withDefault("always" as FsyncMode)),
+  token: Config.option(Config.redacted("FEED_TOKEN")),
+  segmentBytes: Config.integer("FEED_SEGMENT_BYTES").pipe(
+    Config.validate({ message: "FEED_SEGMENT_BYTES must be at least 1024", validation: (n) => n >= 1024 }),
+    Config.withDefault(8 * 1024 * 1024)
+  ),
+  retainSegments: Config.integer("FEED_RETAIN_SEGMENTS").pipe(
+    Config.validate({ message: "FEED_RETAIN_SEGMENTS must be at least 1", validation: (n) => n >= 1 }),
+    Config.withDefault(64)
+  )
+})
+
+/** The whole service from the environment: journal, feed, API and Node server. */
+export const layerFromConfig = Layer.unwrapEffect(
+  Effect.gen(function* () {
+    const config = yield* ServerConfig
+    const feed = ChangeFeed.layer({
+      directory: config.directory,
+      fsync: config.fsync,
+      segmentBytes: config.segmentBytes,
+      retention: { segments: config.retainSegments }
+    })
+    yield* Effect.logInfo(
+      `change feed: journal in ${config.directory} (fsync ${config.fsync}); ` +
+        `stream at http://${config.host}:${config.port}/api/v1/stream, docs at http://${config.host}:${config.port}/docs`
+    )
+    return layer({ token: Option.getOrUndefined(config.token) }).pipe(
+      HttpServer.withLogAddress,
+      Layer.provide(feed),
+      Layer.provide(NodeHttpServer.layer(createServer, { host: config.host, port: config.port })),
+      Layer.provide(NodeContext.layer)
+    )
+  })
+)

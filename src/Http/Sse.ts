@@ -1,0 +1,87 @@
+/**
+ * The Server-Sent Events wire of `/api/v1/stream`: one frame per feed item. Event frames
+ * are `id:` + `data:` (ChangeEvent JSON), as the original's clients expect; ids carry the
+ * epoch so a browser's automatic reconnect is epoch-checked.
+ */
+import type { ChangeEvent } from "../Domain/ChangeEvent.js"
+import { formatCursor } from "../Domain/Cursor.js"
+import { type FeedItem, resetWire } from "../Domain/FeedItem.js"
+
+export const keepaliveFrame = ": keepalive\n\n"
+
+/**
+ * Renders feed items to SSE text. The JSON of a live event is computed once and shared by
+ * every subscriber that receives the same event object.
+ */
+export const makeFrameEncoder = <A>(epoch: string, encodeChange: (change: ChangeEvent<A>) => unknown) => {
+  const cache = new WeakMap<ChangeEvent<A>, string>()
+  const json = (change: ChangeEvent<A>): string => {
+    let text = cache.get(change)
+    if (text === undefined) {
+      text = JSON.stringify(encodeChange(change))
+      cache.set(change, text)
+    }
+    return text
+  }
+  return (item: FeedItem<A>): string => {
+    switch (item._tag) {
+      case "Change":
+        return `id: ${formatCursor(epoch, item.change.seq)}\ndata: ${json(item.change)}\n\n`
+      case "Reset":
+        return `id: ${formatCursor(epoch, item.continueFrom)}\ndata: ${JSON.stringify(resetWire(item))}\n\n`
+      case "CaughtUp":
+        return `event: caught_up\nid: ${formatCursor(epoch, item.seq)}\ndata: {"type":"caught_up","seq":${item.seq}}\n\n`
+      case "Progress":
+        return `event: progress\nid: ${formatCursor(epoch, item.seq)}\ndata: {"type":"progress","seq":${item.seq}}\n\n`
+    }
+  }
+}
+
+export interface SseFrame {
+  readonly id: string | undefined
+  readonly event: string
+  readonly data: string
+}
+
+/**
+ * An incremental SSE parser (per the HTML standard's rules for `id`, `event`, `data` and
+ * comments), fed text chunks as they arrive. Used by the typed client and the tests.
+ */
+export const makeSseParser = (onFrame: (frame: SseFrame) => void, onComment?: (text: string) => void) => {
+  let buffer = ""
+  let id: string | undefined
+  let event = ""
+  let data: Array<string> = []
+  const line = (text: string) => {
+    if (text === "") {
+      if (data.length > 0) onFrame({ id, event: event === "" ? "message" : event, data: data.join("\n") })
+      event = ""
+      data = []
+      return
+    }
+    if (text.startsWith(":")) {
+      onComment?.(text.slice(1).trimStart())
+      return
+    }
+    const colon = text.indexOf(":")
+    const field = colon < 0 ? text : text.slice(0, colon)
+    let value = colon < 0 ? "" : text.slice(colon + 1)
+    if (value.startsWith(" ")) value = value.slice(1)
+    if (field === "data") data.push(value)
+    else if (field === "event") event = value
+    else if (field === "id" && !value.includes("\0")) id = value
+  }
+  return (chunk: string) => {
+    buffer += chunk
+    let start = 0
+    while (true) {
+      const nl = buffer.indexOf("\n", start)
+      if (nl < 0) break
+      let end = nl
+      if (end > start && buffer.charCodeAt(end - 1) === 13) end--
+      line(buffer.slice(start, end))
+      start = nl + 1
+    }
+    buffer = buffer.slice(start)
+  }
+}

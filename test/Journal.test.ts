@@ -1,0 +1,916 @@
+/**
+ * The file journal against real files in temp directories: exclusive reads, head recovery,
+ * rotation, retention, torn tails, corruption reports, the writer lock, epochs, the
+ * original's on-disk format, and bounded memory on a long replay.
+ */
+import { FileSystem } from "@effect/platform"
+import { NodeContext } from "@effect/platform-node"
+import { describe, it, assert } from "@effect/vitest"
+import { Cause, Chunk, Effect, Either, Exit, Schema, Stream } from "effect"
+import * as ChildProcess from "node:child_process"
+import * as NFs from "node:fs"
+import * as Os from "node:os"
+import { AgentEvent } from "../src/Domain/AgentEvent.js"
+import type { ChangeEvent } from "../src/Domain/ChangeEvent.js"
+import * as Journal from "../src/Journal.js"
+import { type Note as NoteType, Note, note, notes } from "./support/Notes.js"
+
+// ---------------------------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------------------------
+
+type Options = Omit<Journal.JournalOptions, "directory">
+
+const tempDir = Effect.flatMap(FileSystem.FileSystem, (fs) => fs.makeTempDirectoryScoped({ prefix: "journal-" }))
+
+const open = (directory: string, options: Options = {}) => Journal.make(Note, { directory, ...options })
+
+/** Opens the journal, runs `use` on it and closes it (cleanly) again. */
+const withJournal = <X, E>(
+  directory: string,
+  options: Options,
+  use: (journal: Journal.Journal<NoteType>) => Effect.Effect<X, E>
+) => Effect.scoped(Effect.flatMap(open(directory, options), use))
+
+const seqsOf = <A, E>(stream: Stream.Stream<ChangeEvent<A>, E>) =>
+  Stream.runCollect(stream).pipe(Effect.map((events) => Chunk.toArray(events).map((e) => e.seq)))
+
+/** Every event a stream delivers before it fails, and its error (the stream must fail). */
+const untilFailure = <A, E>(stream: Stream.Stream<A, E>) =>
+  Effect.gen(function* () {
+    const seen: Array<A> = []
+    const result = yield* stream.pipe(
+      Stream.runForEach((a) => Effect.sync(() => seen.push(a))),
+      Effect.either
+    )
+    if (Either.isRight(result)) return assert.fail(`the stream ended after ${seen.length} items without failing`)
+    return { seen, error: result.left }
+  })
+
+const range = (from: number, to: number): Array<number> =>
+  Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i)
+
+const segmentFile = (start: number) => `events-${String(start).padStart(20, "0")}.jsonl`
+
+const segmentFiles = (directory: string) =>
+  Effect.sync(() =>
+    NFs.readdirSync(directory)
+      .filter((name) => name.startsWith("events-"))
+      .sort()
+  )
+
+/** The lines of a file, without their newlines. */
+const linesOf = (file: string): Array<string> => {
+  const text = NFs.readFileSync(file, "utf8")
+  assert.isTrue(text.endsWith("\n"), `${file} ends with a newline`)
+  return text.slice(0, -1).split("\n")
+}
+
+const sizeOf = (file: string) => NFs.statSync(file).size
+
+/** Appends `batches` (sizes) of consecutive notes after the head; answers the seq ranges written. */
+const appendBatches = (journal: Journal.Journal<NoteType>, sizes: ReadonlyArray<number>, pad = 0) =>
+  Effect.gen(function* () {
+    const ranges: Array<[number, number]> = []
+    for (const size of sizes) {
+      const from = (yield* journal.headSeq) + 1
+      yield* journal.append(notes(from, size, pad))
+      ranges.push([from, from + size - 1])
+    }
+    return ranges
+  })
+
+const expectDie = <A, E>(effect: Effect.Effect<A, E>, messagePart: string) =>
+  Effect.gen(function* () {
+    const exit = yield* Effect.exit(effect)
+    assert.isTrue(Exit.isFailure(exit) && Cause.isDie(exit.cause), "the effect dies")
+    if (Exit.isFailure(exit)) assert.include(Cause.pretty(exit.cause), messagePart)
+  })
+
+// ---------------------------------------------------------------------------------------------------------------
+// Reads, appends, head
+// ---------------------------------------------------------------------------------------------------------------
+
+describe("Journal", () => {
+  it.scoped("empty_journal_reports_head_0_and_oldest_1", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const journal = yield* open(dir)
+      assert.strictEqual(yield* journal.headSeq, 0)
+      const info = yield* journal.info
+      assert.deepStrictEqual(info, {
+        headSeq: 0,
+        oldestSeq: 1,
+        epoch: journal.epoch,
+        segments: 0,
+        bytes: 0,
+        fsync: "always"
+      })
+      assert.deepStrictEqual(yield* seqsOf(journal.read(0)), [])
+      assert.deepStrictEqual(yield* seqsOf(journal.read(0, 10)), [])
+      assert.deepStrictEqual(yield* segmentFiles(dir), [])
+      assert.deepStrictEqual(journal.recovery, {
+        unclean: false,
+        newEpoch: false,
+        tornBytes: 0,
+        prunedSegments: 0,
+        tookOverLockFrom: undefined
+      })
+
+      yield* journal.append(notes(1, 2))
+      assert.deepStrictEqual(yield* segmentFiles(dir), ["events-00000000000000000001.jsonl"])
+      assert.deepStrictEqual(yield* journal.info, {
+        headSeq: 2,
+        oldestSeq: 1,
+        epoch: journal.epoch,
+        segments: 1,
+        bytes: sizeOf(`${dir}/events-00000000000000000001.jsonl`),
+        fsync: "always"
+      })
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  it.scoped("round_trip_with_exclusive_since", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const journal = yield* open(dir)
+      const withSession: ChangeEvent<NoteType> = {
+        seq: 11,
+        ts: "2026-11-27T10:00:01.500Z",
+        session_id: "s1",
+        event: note("with a session", "s1")
+      }
+      const all = [...notes(1, 10), withSession]
+      yield* journal.append(all.slice(0, 3))
+      yield* journal.append(all.slice(3, 10))
+      yield* journal.append([withSession])
+      assert.strictEqual(yield* journal.headSeq, 11)
+
+      assert.deepStrictEqual(Chunk.toArray(yield* Stream.runCollect(journal.read(0))), all)
+      for (let k = 0; k <= 11; k++) {
+        assert.deepStrictEqual(yield* seqsOf(journal.read(k)), range(k + 1, 11), `read(${k})`)
+      }
+      assert.deepStrictEqual(yield* seqsOf(journal.read(11)), [], "read(head) is empty")
+      assert.deepStrictEqual(yield* seqsOf(journal.read(15)), [], "a cursor past the head reads nothing")
+
+      assert.deepStrictEqual(yield* seqsOf(journal.read(2, 5)), [3, 4, 5])
+      assert.deepStrictEqual(yield* seqsOf(journal.read(0, 1)), [1])
+      assert.deepStrictEqual(yield* seqsOf(journal.read(10, 11)), [11])
+      assert.deepStrictEqual(yield* seqsOf(journal.read(5, 5)), [])
+      assert.deepStrictEqual(yield* seqsOf(journal.read(5, 3)), [])
+      assert.deepStrictEqual(yield* seqsOf(journal.read(0, 100)), range(1, 11), "upTo is capped at the head")
+
+      // `upTo` defaults to the head when the read runs, not when the stream value was made.
+      const later = journal.read(9)
+      yield* journal.append(notes(12, 2))
+      assert.deepStrictEqual(yield* seqsOf(later), [10, 11, 12, 13])
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  it.scoped("head_recovered_across_reopen", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      yield* withJournal(dir, {}, (journal) => appendBatches(journal, [3, 4]))
+
+      const journal = yield* open(dir)
+      assert.strictEqual(yield* journal.headSeq, 7)
+      const info = yield* journal.info
+      assert.strictEqual(info.oldestSeq, 1)
+      assert.strictEqual(info.segments, 1)
+      assert.strictEqual(info.bytes, sizeOf(`${dir}/${segmentFile(1)}`))
+      assert.deepStrictEqual(journal.recovery, {
+        unclean: false,
+        newEpoch: false,
+        tornBytes: 0,
+        prunedSegments: 0,
+        tookOverLockFrom: undefined
+      })
+
+      yield* expectDie(journal.append(notes(7, 1)), "out of order")
+      yield* journal.append(notes(8, 2))
+      assert.strictEqual(yield* journal.headSeq, 9)
+      assert.deepStrictEqual(Chunk.toArray(yield* Stream.runCollect(journal.read(0))), notes(1, 9))
+      assert.deepStrictEqual(
+        linesOf(`${dir}/${segmentFile(1)}`).map((line) => JSON.parse(line).seq),
+        range(1, 9)
+      )
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  it.scoped("append_that_does_not_continue_the_head_dies", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const journal = yield* open(dir)
+      yield* expectDie(journal.append(notes(2, 1)), "out of order")
+      yield* journal.append(notes(1, 2))
+      const file = `${dir}/${segmentFile(1)}`
+      const size = sizeOf(file)
+
+      yield* expectDie(journal.append(notes(4, 1)), "out of order") // a gap
+      yield* expectDie(journal.append(notes(2, 2)), "out of order") // a repeat
+      yield* expectDie(journal.append(notes(1, 1)), "out of order") // behind
+      // First and last continue the head, the middle does not.
+      yield* expectDie(journal.append([...notes(3, 1), ...notes(5, 1), ...notes(5, 1)]), "out of order")
+      yield* expectDie(journal.append([...notes(3, 1), ...notes(3, 1), ...notes(5, 1)]), "out of order")
+
+      assert.strictEqual(yield* journal.headSeq, 2)
+      assert.strictEqual(sizeOf(file), size, "nothing of a refused batch is written")
+      yield* journal.append([])
+      assert.strictEqual(sizeOf(file), size, "an empty batch writes nothing")
+      yield* journal.append(notes(3, 3))
+      assert.deepStrictEqual(yield* seqsOf(journal.read(0)), [1, 2, 3, 4, 5])
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Rotation
+  // -------------------------------------------------------------------------------------------------------------
+
+  it.scoped("rotation_names_each_segment_by_its_first_seq_and_reads_cross_segments", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      // segmentBytes 1: every append after the first starts a new segment.
+      const journal = yield* open(dir, { segmentBytes: 1 })
+      const ranges = yield* appendBatches(journal, [3, 4, 2, 5, 1])
+      assert.deepStrictEqual(ranges, [
+        [1, 3],
+        [4, 7],
+        [8, 9],
+        [10, 14],
+        [15, 15]
+      ])
+      assert.deepStrictEqual(yield* segmentFiles(dir), [
+        "events-00000000000000000001.jsonl",
+        "events-00000000000000000004.jsonl",
+        "events-00000000000000000008.jsonl",
+        "events-00000000000000000010.jsonl",
+        "events-00000000000000000015.jsonl"
+      ])
+      for (const [from, to] of ranges) {
+        const lines = linesOf(`${dir}/${segmentFile(from)}`)
+        assert.deepStrictEqual(
+          lines.map((line) => JSON.parse(line).seq),
+          range(from, to),
+          `lines of ${segmentFile(from)}`
+        )
+      }
+      const info = yield* journal.info
+      assert.strictEqual(info.segments, 5)
+      assert.strictEqual(
+        info.bytes,
+        ranges.reduce((sum, [from]) => sum + sizeOf(`${dir}/${segmentFile(from)}`), 0)
+      )
+      for (let k = 0; k <= 15; k++) {
+        assert.deepStrictEqual(yield* seqsOf(journal.read(k)), range(k + 1, 15), `read(${k})`)
+      }
+      assert.deepStrictEqual(
+        yield* seqsOf(journal.read(2, 9)),
+        range(3, 9),
+        "from inside one segment to the end of another"
+      )
+      assert.deepStrictEqual(yield* seqsOf(journal.read(5, 11)), range(6, 11))
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  it.scoped("rotation_happens_once_a_segment_reaches_segment_bytes", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      // Payloads padded to a fixed width: a line with a 1-digit seq is `probe` bytes, a 2-digit one `probe + 1`.
+      const probe =
+        Buffer.byteLength(JSON.stringify({ seq: 1, ts: notes(1, 1)[0]!.ts, event: notes(1, 1, 20)[0]!.event })) + 1
+      const journal = yield* open(dir, { segmentBytes: 3 * probe })
+      for (let seq = 1; seq <= 30; seq++) yield* journal.append(notes(seq, 1, 20))
+      assert.strictEqual(sizeOf(`${dir}/${segmentFile(1)}`), 3 * probe, "the probe is the real line size")
+      // Three lines fill a segment (>= segmentBytes): the next append rotates.
+      const starts = [1, 4, 7, 10, 13, 16, 19, 22, 25, 28]
+      assert.deepStrictEqual(yield* segmentFiles(dir), starts.map(segmentFile))
+      for (const start of starts) {
+        assert.deepStrictEqual(
+          linesOf(`${dir}/${segmentFile(start)}`).map((l) => JSON.parse(l).seq),
+          range(start, Math.min(start + 2, 30))
+        )
+      }
+      for (let k = 0; k <= 30; k++) {
+        assert.deepStrictEqual(yield* seqsOf(journal.read(k)), range(k + 1, 30), `read(${k})`)
+      }
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Retention
+  // -------------------------------------------------------------------------------------------------------------
+
+  it.scoped("retention_by_count_at_open_removes_the_oldest_segments", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      // segmentBytes 1: one segment per append, starting at 1, 6, 11, ..., 46.
+      yield* withJournal(dir, { segmentBytes: 1, retention: { segments: 100 } }, (journal) =>
+        appendBatches(journal, Array(10).fill(5))
+      )
+      assert.strictEqual((yield* segmentFiles(dir)).length, 10)
+
+      const journal = yield* open(dir, { segmentBytes: 1, retention: { segments: 3 } })
+      assert.strictEqual(journal.recovery.prunedSegments, 7)
+      assert.deepStrictEqual(yield* segmentFiles(dir), [segmentFile(36), segmentFile(41), segmentFile(46)])
+      const info = yield* journal.info
+      assert.strictEqual(info.headSeq, 50)
+      assert.strictEqual(info.oldestSeq, 36)
+      assert.strictEqual(info.segments, 3)
+      assert.strictEqual(
+        info.bytes,
+        [36, 41, 46].reduce((sum, s) => sum + sizeOf(`${dir}/${segmentFile(s)}`), 0)
+      )
+
+      yield* expectPruned(journal.read(0), 1, 36)
+      yield* expectPruned(journal.read(34), 35, 36)
+      assert.deepStrictEqual(yield* seqsOf(journal.read(35)), range(36, 50))
+      assert.deepStrictEqual(yield* seqsOf(journal.read(44)), range(45, 50))
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  it.scoped("retention_by_count_while_running_prunes_after_each_rotation", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const journal = yield* open(dir, { segmentBytes: 1, retention: { segments: 3 } })
+      let previousOldest = 1
+      for (let k = 1; k <= 10; k++) {
+        yield* journal.append(notes(5 * (k - 1) + 1, 5))
+        const kept = range(Math.max(1, k - 2), k).map((i) => 5 * (i - 1) + 1)
+        assert.deepStrictEqual(yield* segmentFiles(dir), kept.map(segmentFile), `after append ${k}`)
+        const info = yield* journal.info
+        assert.strictEqual(info.segments, kept.length)
+        assert.strictEqual(info.oldestSeq, kept[0]!)
+        assert.isAtLeast(info.oldestSeq, previousOldest)
+        previousOldest = info.oldestSeq
+        assert.deepStrictEqual(yield* seqsOf(journal.read(info.oldestSeq - 1)), range(info.oldestSeq, 5 * k))
+      }
+      assert.strictEqual(previousOldest, 36)
+      yield* expectPruned(journal.read(0), 1, 36)
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  it.scoped("retention_never_removes_the_active_segment", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      // Limits that no segment meets: only the active one is kept, however far over them it is.
+      const options: Options = { segmentBytes: 1, retention: { segments: 0, bytes: 1 } }
+      yield* withJournal(dir, options, (journal) =>
+        Effect.gen(function* () {
+          for (let k = 1; k <= 4; k++) {
+            const from = 3 * (k - 1) + 1
+            yield* journal.append(notes(from, 3))
+            assert.deepStrictEqual(yield* segmentFiles(dir), [segmentFile(from)], `after append ${k}`)
+            assert.strictEqual((yield* journal.info).oldestSeq, from)
+            assert.deepStrictEqual(yield* seqsOf(journal.read(from - 1)), [from, from + 1, from + 2])
+          }
+        })
+      )
+      const journal = yield* open(dir, options)
+      assert.strictEqual(journal.recovery.prunedSegments, 0)
+      assert.deepStrictEqual(yield* segmentFiles(dir), [segmentFile(10)])
+      assert.strictEqual(yield* journal.headSeq, 12)
+      yield* journal.append(notes(13, 1))
+      assert.deepStrictEqual(yield* segmentFiles(dir), [segmentFile(13)], "the new active segment replaces it")
+      assert.deepStrictEqual(yield* seqsOf(journal.read(12)), [13])
+      yield* expectPruned(journal.read(9), 10, 13)
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  it.scoped("retention_by_bytes_at_open_and_while_running", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      // Five padded lines per segment (~875 bytes): two full segments fit in 2000 bytes, three do not.
+      const options: Options = { segmentBytes: 1, retention: { segments: 100, bytes: 2000 } }
+      yield* withJournal(dir, options, (journal) =>
+        Effect.gen(function* () {
+          for (let k = 1; k <= 10; k++) {
+            const from = 5 * (k - 1) + 1
+            yield* journal.append(notes(from, 5, 100))
+            const size = sizeOf(`${dir}/${segmentFile(from)}`)
+            assert.isTrue(2 * size <= 2000 && 3 * size > 2000, `segment size ${size} suits the test`)
+            // Pruned at rotation, before the write: the two full segments and the new (empty) active one.
+            const kept = range(Math.max(1, k - 2), k).map((i) => 5 * (i - 1) + 1)
+            assert.deepStrictEqual(yield* segmentFiles(dir), kept.map(segmentFile), `after append ${k}`)
+            assert.strictEqual((yield* journal.info).oldestSeq, kept[0]!)
+          }
+        })
+      )
+      // At open all three are full: one more goes.
+      const journal = yield* open(dir, options)
+      assert.strictEqual(journal.recovery.prunedSegments, 1)
+      assert.deepStrictEqual(yield* segmentFiles(dir), [segmentFile(41), segmentFile(46)])
+      const info = yield* journal.info
+      assert.strictEqual(info.oldestSeq, 41)
+      assert.strictEqual(info.bytes, sizeOf(`${dir}/${segmentFile(41)}`) + sizeOf(`${dir}/${segmentFile(46)}`))
+      assert.isAtMost(info.bytes, 2000)
+      yield* expectPruned(journal.read(0), 1, 41)
+      assert.deepStrictEqual(yield* seqsOf(journal.read(40)), range(41, 50))
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Recovery: torn tails
+  // -------------------------------------------------------------------------------------------------------------
+
+  /** Writes 1..10 in two segments (1..4, 5..10), appends `tail` by hand to the newest, and reopens. */
+  const tornTailIsCut = (tail: Uint8Array, expectedHead = 10, expectedTorn = tail.length) =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      yield* withJournal(dir, { segmentBytes: 1 }, (journal) => appendBatches(journal, [4, 6]))
+      const newest = `${dir}/${segmentFile(5)}`
+      const before = sizeOf(newest)
+      NFs.appendFileSync(newest, tail)
+
+      const journal = yield* open(dir, { segmentBytes: 1000 })
+      assert.strictEqual(journal.recovery.tornBytes, expectedTorn)
+      assert.isFalse(journal.recovery.unclean)
+      assert.strictEqual(sizeOf(newest), before + tail.length - expectedTorn, "the torn tail is cut from the file")
+      assert.strictEqual(yield* journal.headSeq, expectedHead)
+      assert.strictEqual((yield* journal.info).bytes, sizeOf(`${dir}/${segmentFile(1)}`) + sizeOf(newest))
+
+      yield* journal.append(notes(expectedHead + 1, 2))
+      assert.deepStrictEqual(yield* segmentFiles(dir), [segmentFile(1), segmentFile(5)])
+      assert.deepStrictEqual(
+        linesOf(newest).map((line) => JSON.parse(line).seq),
+        range(5, expectedHead + 2)
+      )
+      assert.deepStrictEqual(Chunk.toArray(yield* Stream.runCollect(journal.read(0))), notes(1, expectedHead + 2))
+    })
+
+  it.scoped("torn_partial_line_is_cut_at_open", () =>
+    tornTailIsCut(Buffer.from(`{"seq":11,"ts":"2026-11-27T10:00:00.000Z","event":{"type":"no`)).pipe(
+      Effect.provide(NodeContext.layer)
+    )
+  )
+
+  it.scoped("torn_invalid_utf8_tail_is_cut_at_open", () =>
+    tornTailIsCut(new Uint8Array([0xff, 0xfe, 0x0a])).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  it.scoped("torn_nul_tail_is_cut_at_open", () =>
+    tornTailIsCut(new Uint8Array(4096)).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  it.scoped("torn_half_batch_keeps_its_complete_lines", () => {
+    const complete = notes(11, 2)
+      .map((e) => JSON.stringify({ seq: e.seq, ts: e.ts, event: e.event }) + "\n")
+      .join("")
+    const partial = `{"seq":13,"ts":"2026-11-27T10:00:00.000Z","ev`
+    return tornTailIsCut(Buffer.from(complete + partial), 12, partial.length).pipe(Effect.provide(NodeContext.layer))
+  })
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Corruption: reported with file and offset, never skipped
+  // -------------------------------------------------------------------------------------------------------------
+
+  /** 1..12 in three segments (1..4, 5..8, 9..12), closed; `tamper` then edits the files by hand. */
+  const tamperedJournal = (tamper: (dir: string) => void) =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      yield* withJournal(dir, { segmentBytes: 1 }, (journal) => appendBatches(journal, [4, 4, 4]))
+      tamper(dir)
+      const journal = yield* open(dir, { segmentBytes: 1 })
+      return { dir, journal }
+    })
+
+  /** Replaces line `index` of a segment with `bytes`; answers the byte offset where that line starts. */
+  const replaceLine = (file: string, index: number, bytes: Uint8Array | undefined): number => {
+    const lines = linesOf(file)
+    const offset = lines.slice(0, index).reduce((sum, line) => sum + Buffer.byteLength(line) + 1, 0)
+    const parts = lines.map((line) => Buffer.from(line + "\n"))
+    if (bytes === undefined) parts.splice(index, 1)
+    else parts[index] = Buffer.concat([bytes, Buffer.from("\n")])
+    NFs.writeFileSync(file, Buffer.concat(parts))
+    return offset
+  }
+
+  const expectCorrupt = (
+    stream: Stream.Stream<ChangeEvent<NoteType>, Journal.JournalReadError>,
+    delivered: Array<number>,
+    file: string,
+    offset: number,
+    reason: string
+  ) =>
+    Effect.gen(function* () {
+      const { seen, error } = yield* untilFailure(stream)
+      assert.deepStrictEqual(
+        seen.map((e) => e.seq),
+        delivered,
+        "the events before the bad line are delivered"
+      )
+      assert.instanceOf(error, Journal.JournalCorrupt)
+      const corrupt = error as Journal.JournalCorrupt
+      assert.strictEqual(corrupt.file, file)
+      assert.strictEqual(corrupt.offset, offset)
+      assert.include(corrupt.reason, reason)
+      assert.include(corrupt.message, `${file} at byte ${offset}`)
+    })
+
+  it.scoped("corrupt_line_in_a_closed_segment_is_reported_with_file_and_offset", () =>
+    Effect.gen(function* () {
+      let file = ""
+      let offset = -1
+      const { dir, journal } = yield* tamperedJournal((dir) => {
+        file = `${dir}/${segmentFile(1)}`
+        offset = replaceLine(file, 2, Buffer.from("this is not json"))
+      })
+      assert.strictEqual(file, `${dir}/${segmentFile(1)}`)
+      assert.isAbove(offset, 0)
+      assert.strictEqual(yield* journal.headSeq, 12)
+      yield* expectCorrupt(journal.read(0), [1, 2], file, offset, "invalid JSON")
+      // Reads that start past the damaged segment are not affected.
+      assert.deepStrictEqual(yield* seqsOf(journal.read(4)), range(5, 12))
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  it.scoped("corrupt_line_in_the_middle_of_the_active_segment_is_reported_not_cut", () =>
+    Effect.gen(function* () {
+      let offset = -1
+      const { dir, journal } = yield* tamperedJournal((dir) => {
+        offset = replaceLine(`${dir}/${segmentFile(9)}`, 1, Buffer.from(`{"seq":10,"ts":`))
+      })
+      assert.strictEqual(journal.recovery.tornBytes, 0, "only the tail is torn; the middle is corruption")
+      assert.strictEqual(yield* journal.headSeq, 12)
+      const file = `${dir}/${segmentFile(9)}`
+      yield* expectCorrupt(journal.read(0), range(1, 9), file, offset, "invalid JSON")
+      yield* expectCorrupt(journal.read(6), [7, 8, 9], file, offset, "invalid JSON")
+      // A read that ends before the bad line does not see it.
+      assert.deepStrictEqual(yield* seqsOf(journal.read(0, 9)), range(1, 9))
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  it.scoped("line_that_is_not_utf8_in_the_middle_is_reported", () =>
+    Effect.gen(function* () {
+      let offset = -1
+      const { dir, journal } = yield* tamperedJournal((dir) => {
+        offset = replaceLine(`${dir}/${segmentFile(9)}`, 1, new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]))
+      })
+      assert.strictEqual(yield* journal.headSeq, 12)
+      yield* expectCorrupt(journal.read(0), range(1, 9), `${dir}/${segmentFile(9)}`, offset, "not valid UTF-8")
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  it.scoped("line_with_a_seq_gap_is_reported", () =>
+    Effect.gen(function* () {
+      let offset = -1
+      const { dir, journal } = yield* tamperedJournal((dir) => {
+        offset = replaceLine(`${dir}/${segmentFile(9)}`, 1, undefined) // seq 10 is gone
+      })
+      assert.strictEqual(yield* journal.headSeq, 12)
+      const file = `${dir}/${segmentFile(9)}`
+      yield* expectCorrupt(journal.read(0), range(1, 9), file, offset, "seq 11 where 10 was expected")
+      yield* expectCorrupt(journal.read(9), [], file, offset, "seq 11 where 10 was expected")
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  it.scoped("line_with_a_repeated_seq_is_reported", () =>
+    Effect.gen(function* () {
+      let offset = -1
+      const { dir, journal } = yield* tamperedJournal((dir) => {
+        const file = `${dir}/${segmentFile(5)}`
+        offset = replaceLine(file, 2, Buffer.from(linesOf(file)[1]!)) // 5, 6, 6, 8
+      })
+      yield* expectCorrupt(journal.read(0), range(1, 6), `${dir}/${segmentFile(5)}`, offset, "seq 6 where 7")
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  it.scoped("missing_segment_is_reported_at_the_next_one", () =>
+    Effect.gen(function* () {
+      const { dir, journal } = yield* tamperedJournal((dir) => NFs.rmSync(`${dir}/${segmentFile(5)}`))
+      yield* expectCorrupt(journal.read(0), range(1, 4), `${dir}/${segmentFile(9)}`, 0, "expected 5")
+      assert.deepStrictEqual(yield* seqsOf(journal.read(8)), range(9, 12))
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  it.scoped("truncated_closed_segment_is_corruption_not_a_torn_tail", () =>
+    Effect.gen(function* () {
+      let offset = -1
+      const { dir, journal } = yield* tamperedJournal((dir) => {
+        const file = `${dir}/${segmentFile(1)}`
+        const lines = linesOf(file)
+        offset = lines.slice(0, 3).reduce((sum, line) => sum + line.length + 1, 0)
+        NFs.truncateSync(file, sizeOf(file) - 5)
+      })
+      assert.strictEqual(journal.recovery.tornBytes, 0)
+      yield* expectCorrupt(journal.read(0), [1, 2, 3], `${dir}/${segmentFile(1)}`, offset, "no line break")
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  // -------------------------------------------------------------------------------------------------------------
+  // One writer per directory
+  // -------------------------------------------------------------------------------------------------------------
+
+  const lockHolder = (dir: string) => JSON.parse(NFs.readFileSync(`${dir}/LOCK`, "utf8")) as { pid: number }
+
+  it.scoped("second_writer_is_refused_naming_the_holder", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const first = yield* open(dir)
+      const error = yield* Effect.flip(open(dir))
+      assert.instanceOf(error, Journal.JournalLocked)
+      const locked = error as Journal.JournalLocked
+      assert.include(locked.holder, `pid ${process.pid} on ${Os.hostname()}`)
+      assert.include(locked.message, `locked by pid ${process.pid} on ${Os.hostname()}`)
+      assert.include(locked.message, dir)
+      // The refused open left the holder alone.
+      assert.strictEqual(lockHolder(dir).pid, process.pid)
+      yield* first.append(notes(1, 1))
+      assert.deepStrictEqual(yield* seqsOf(first.read(0)), [1])
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  it.scoped("lock_of_a_process_on_another_host_is_respected", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const holder = { pid: 4242, hostname: "another-host.invalid", started_at: "2026-11-27T09:00:00.000Z" }
+      NFs.writeFileSync(`${dir}/LOCK`, JSON.stringify(holder) + "\n")
+      const error = yield* Effect.flip(open(dir))
+      assert.instanceOf(error, Journal.JournalLocked)
+      assert.include(error.message, "pid 4242 on another-host.invalid")
+      assert.deepStrictEqual(JSON.parse(NFs.readFileSync(`${dir}/LOCK`, "utf8")), holder)
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  it.scoped("stale_lock_of_an_exited_process_is_taken_over", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const exited = ChildProcess.spawnSync(process.execPath, ["-e", ""])
+      assert.strictEqual(exited.status, 0)
+      const deadPid = exited.pid!
+      assert.notStrictEqual(deadPid, process.pid)
+      NFs.writeFileSync(
+        `${dir}/LOCK`,
+        JSON.stringify({ pid: deadPid, hostname: Os.hostname(), started_at: "2026-11-27T09:00:00.000Z" }) + "\n"
+      )
+      yield* Effect.scoped(
+        Effect.gen(function* () {
+          const journal = yield* open(dir)
+          assert.include(journal.recovery.tookOverLockFrom ?? "", `pid ${deadPid} on ${Os.hostname()}`)
+          assert.strictEqual(lockHolder(dir).pid, process.pid)
+          yield* journal.append(notes(1, 1))
+        })
+      )
+      assert.isFalse(NFs.existsSync(`${dir}/LOCK`), "a clean close releases the lock")
+      const journal = yield* open(dir)
+      assert.strictEqual(journal.recovery.tookOverLockFrom, undefined)
+      assert.strictEqual(yield* journal.headSeq, 1)
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  it.scoped("unreadable_lock_is_taken_over", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      NFs.writeFileSync(`${dir}/LOCK`, `{"pid":12`)
+      const journal = yield* open(dir)
+      assert.strictEqual(journal.recovery.tookOverLockFrom, "an unreadable LOCK file")
+      assert.strictEqual(lockHolder(dir).pid, process.pid)
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Epoch
+  // -------------------------------------------------------------------------------------------------------------
+
+  const readText = (file: string) => NFs.readFileSync(file, "utf8")
+
+  it.scoped("epoch_is_stable_across_clean_reopens", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const epoch = yield* withJournal(dir, { fsync: "interval" }, (journal) =>
+        Effect.gen(function* () {
+          assert.match(journal.epoch, /^[0-9a-f]{16}$/)
+          assert.strictEqual(readText(`${dir}/EPOCH`), journal.epoch + "\n")
+          assert.strictEqual(readText(`${dir}/OPEN`), "interval\n", "OPEN marks the journal in use, with its mode")
+          yield* journal.append(notes(1, 3))
+          return journal.epoch
+        })
+      )
+      assert.isFalse(NFs.existsSync(`${dir}/OPEN`), "a clean close removes OPEN")
+      for (const fsync of ["always", "never", "interval"] as const) {
+        yield* withJournal(dir, { fsync }, (journal) =>
+          Effect.sync(() => {
+            assert.strictEqual(journal.epoch, epoch)
+            assert.strictEqual(journal.fsync, fsync)
+            assert.isFalse(journal.recovery.unclean)
+            assert.isFalse(journal.recovery.newEpoch)
+          })
+        )
+      }
+      assert.strictEqual(readText(`${dir}/EPOCH`), epoch + "\n")
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  for (const mode of ["interval", "never"] as const) {
+    it.scoped(`unclean_stop_in_${mode}_mode_starts_a_new_epoch`, () =>
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        const before = yield* withJournal(dir, { fsync: mode }, (journal) =>
+          journal.append(notes(1, 3)).pipe(Effect.as(journal.epoch))
+        )
+        // What a crash leaves behind: the OPEN marker of a process that never closed.
+        NFs.writeFileSync(`${dir}/OPEN`, `${mode}\n`)
+        const journal = yield* open(dir)
+        assert.notStrictEqual(journal.epoch, before)
+        assert.match(journal.epoch, /^[0-9a-f]{16}$/)
+        assert.isTrue(journal.recovery.unclean)
+        assert.isTrue(journal.recovery.newEpoch)
+        assert.strictEqual(readText(`${dir}/EPOCH`), journal.epoch + "\n")
+        assert.strictEqual((yield* journal.info).epoch, journal.epoch)
+        assert.strictEqual(readText(`${dir}/OPEN`), "always\n")
+        assert.deepStrictEqual(yield* seqsOf(journal.read(0)), [1, 2, 3], "the events themselves are kept")
+      }).pipe(Effect.provide(NodeContext.layer))
+    )
+  }
+
+  it.scoped("unclean_stop_in_always_mode_keeps_the_epoch", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const before = yield* withJournal(dir, { fsync: "always" }, (journal) =>
+        journal.append(notes(1, 3)).pipe(Effect.as(journal.epoch))
+      )
+      NFs.writeFileSync(`${dir}/OPEN`, "always\n")
+      const journal = yield* open(dir, { fsync: "interval" })
+      assert.strictEqual(journal.epoch, before)
+      assert.isTrue(journal.recovery.unclean)
+      assert.isFalse(journal.recovery.newEpoch)
+      assert.strictEqual(readText(`${dir}/EPOCH`), before + "\n")
+      assert.strictEqual(yield* journal.headSeq, 3)
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  // -------------------------------------------------------------------------------------------------------------
+  // The original's format
+  // -------------------------------------------------------------------------------------------------------------
+
+  it.scoped("journal_in_the_original_format_opens_reads_and_continues", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const first = [
+        `{"seq":1,"ts":"2026-11-27T10:00:00.123Z","session_id":"s1","event":{"type":"session_created","session_id":"s1","title":"Plan"}}`,
+        `{"seq":2,"ts":"2026-11-27T10:00:01.000Z","session_id":"s1","event":{"type":"message_appended","session_id":"s1","message_id":"m1","role":"user","content":[{"type":"text","text":"Hi \u00e9\u2603"}]}}`,
+        `{"seq":3,"ts":"2026-11-27T10:00:02.500Z","event":{"type":"complete","usage":{}}}`
+      ]
+      const second = [
+        `{"seq":4,"ts":"2026-11-27T10:00:03.000Z","session_id":"s1","event":{"type":"session_deleted","session_id":"s1"}}`,
+        `{"seq":5,"ts":"2026-11-27T10:00:04.000Z","event":{"type":"config.changed","path":"/etc/agent/config.toml"}}`
+      ]
+      const file1 = `${dir}/events-00000000000000000001.jsonl`
+      const file4 = `${dir}/events-00000000000000000004.jsonl`
+      NFs.writeFileSync(file1, first.map((l) => l + "\n").join(""))
+      NFs.writeFileSync(file4, second.map((l) => l + "\n").join(""))
+
+      const journal = yield* Journal.make(AgentEvent, { directory: dir })
+      assert.deepStrictEqual(journal.recovery, {
+        unclean: false,
+        newEpoch: false,
+        tornBytes: 0,
+        prunedSegments: 0,
+        tookOverLockFrom: undefined
+      })
+      const info = yield* journal.info
+      assert.strictEqual(info.headSeq, 5)
+      assert.strictEqual(info.oldestSeq, 1)
+      assert.strictEqual(info.segments, 2)
+      assert.strictEqual(info.bytes, sizeOf(file1) + sizeOf(file4))
+
+      const events = Chunk.toArray(yield* Stream.runCollect(journal.read(0)))
+      const expected: Array<ChangeEvent<AgentEvent>> = [
+        {
+          seq: 1,
+          ts: "2026-11-27T10:00:00.123Z",
+          session_id: "s1",
+          event: { type: "session_created", session_id: "s1", title: "Plan" }
+        },
+        {
+          seq: 2,
+          ts: "2026-11-27T10:00:01.000Z",
+          session_id: "s1",
+          event: {
+            type: "message_appended",
+            session_id: "s1",
+            message_id: "m1",
+            role: "user",
+            content: [{ type: "text", text: "Hi \u00e9\u2603" }]
+          }
+        },
+        { seq: 3, ts: "2026-11-27T10:00:02.500Z", event: { type: "complete", usage: {} } },
+        {
+          seq: 4,
+          ts: "2026-11-27T10:00:03.000Z",
+          session_id: "s1",
+          event: { type: "session_deleted", session_id: "s1" }
+        },
+        { seq: 5, ts: "2026-11-27T10:00:04.000Z", event: { type: "config.changed", path: "/etc/agent/config.toml" } }
+      ]
+      assert.deepStrictEqual(events, expected)
+      assert.isFalse("session_id" in events[2]!, "an absent session_id stays absent")
+
+      // Appends continue in the newest file, in the same format.
+      yield* journal.append([
+        {
+          seq: 6,
+          ts: "2026-11-27T11:00:00.000Z",
+          session_id: "s2",
+          event: { type: "session_created", session_id: "s2" }
+        },
+        { seq: 7, ts: "2026-11-27T11:00:01.000Z", event: { type: "cancelled", reason: "user" } }
+      ])
+      assert.deepStrictEqual(yield* segmentFiles(dir), [
+        "events-00000000000000000001.jsonl",
+        "events-00000000000000000004.jsonl"
+      ])
+      assert.strictEqual(
+        readText(file4),
+        [
+          ...second,
+          `{"seq":6,"ts":"2026-11-27T11:00:00.000Z","session_id":"s2","event":{"type":"session_created","session_id":"s2"}}`,
+          `{"seq":7,"ts":"2026-11-27T11:00:01.000Z","event":{"type":"cancelled","reason":"user"}}`
+        ]
+          .map((l) => l + "\n")
+          .join("")
+      )
+      assert.deepStrictEqual(yield* seqsOf(journal.read(5)), [6, 7])
+
+      // The same events journaled here are byte-identical to the original's lines.
+      const copyDir = yield* tempDir
+      const copy = yield* Journal.make(AgentEvent, { directory: copyDir })
+      yield* copy.append(events)
+      assert.deepStrictEqual(
+        NFs.readFileSync(`${copyDir}/events-00000000000000000001.jsonl`),
+        Buffer.from([...first, ...second].map((l) => l + "\n").join(""))
+      )
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Bounded memory
+  // -------------------------------------------------------------------------------------------------------------
+
+  it.scopedLive(
+    "reading_200k_events_from_0_holds_at_most_one_chunk_of_decoded_events",
+    () =>
+      Effect.gen(function* () {
+        let decoded = 0
+        // The Note schema, counting every line the journal decodes.
+        const CountedNote = Schema.transform(Note, Schema.typeSchema(Note), {
+          strict: true,
+          decode: (n) => {
+            decoded++
+            return n
+          },
+          encode: (n) => n
+        })
+        const dir = yield* tempDir
+        const readChunkBytes = 64 * 1024
+        const journal = yield* Journal.make(CountedNote, {
+          directory: dir,
+          fsync: "never",
+          readChunkBytes,
+          segmentBytes: 4 * 1024 * 1024
+        })
+        const total = 200_000
+        const batch = 500
+        const pad = 24
+        for (let from = 1; from <= total; from += batch) yield* journal.append(notes(from, batch, pad))
+        assert.strictEqual(yield* journal.headSeq, total)
+        const files = yield* segmentFiles(dir)
+        assert.isAbove(files.length, 3, "the read crosses segments")
+
+        // The shortest line is the first; a chunk (plus a carried partial line) holds at most this many lines.
+        const firstLine = linesOf(`${dir}/${files[0]}`)[0]!
+        assert.strictEqual(JSON.parse(firstLine).seq, 1)
+        const linesPerChunk = Math.ceil(readChunkBytes / (Buffer.byteLength(firstLine) + 1)) + 1
+        assert.isBelow(linesPerChunk, 1000)
+
+        decoded = 0
+        let consumed = 0
+        let maxInFlight = 0
+        let outOfOrder = 0
+        yield* journal.read(0).pipe(
+          Stream.runForEach((event) =>
+            Effect.sync(() => {
+              maxInFlight = Math.max(maxInFlight, decoded - consumed)
+              consumed++
+              if (event.seq !== consumed) outOfOrder++
+            })
+          )
+        )
+        assert.strictEqual(consumed, total)
+        assert.strictEqual(decoded, total)
+        assert.strictEqual(outOfOrder, 0)
+        assert.isAbove(maxInFlight, 1, "decoding runs ahead by a chunk, which is what is measured")
+        assert.isAtMost(maxInFlight, linesPerChunk)
+      }).pipe(Effect.provide(NodeContext.layer)),
+    30_000
+  )
+})
+
+const expectPruned = <A>(stream: Stream.Stream<A, Journal.JournalReadError>, requested: number, oldest: number) =>
+  Effect.gen(function* () {
+    const { seen, error } = yield* untilFailure(stream)
+    assert.strictEqual(seen.length, 0)
+    assert.instanceOf(error, Journal.JournalPruned)
+    const pruned = error as Journal.JournalPruned
+    assert.strictEqual(pruned.requested, requested)
+    assert.strictEqual(pruned.oldest, oldest)
+  })

@@ -1,0 +1,190 @@
+/**
+ * The line codec and splitter: the exact bytes of a line, what makes a line invalid, the seq
+ * peek used to skip lines below a cursor, and byte offsets across chunks and multi-byte UTF-8.
+ */
+import { describe, it, assert } from "@effect/vitest"
+import { LineSplitter, makeLineCodec, peekSeq, type Line } from "../../src/Journal/Lines.js"
+import { Note } from "../support/Notes.js"
+
+const bytes = (text: string) => new TextEncoder().encode(text)
+
+/** Feeds `data` to a splitter in pieces of `size` bytes; answers every line (the data must be valid UTF-8). */
+const splitInPieces = (data: Uint8Array, size: number): { lines: Array<Line>; splitter: LineSplitter } => {
+  const splitter = new LineSplitter()
+  const lines: Array<Line> = []
+  for (let i = 0; i < data.length; i += size) {
+    const result = splitter.push(data.subarray(i, i + size))
+    if (!Array.isArray(result)) return assert.fail(`unexpected invalid UTF-8 at ${result.invalidUtf8At}`)
+    lines.push(...result)
+  }
+  return { lines, splitter }
+}
+
+describe("Lines", () => {
+  describe("peekSeq", () => {
+    it("reads_the_seq_of_a_line_written_here", () => {
+      assert.strictEqual(peekSeq(`{"seq":1,"ts":"x","event":{}}`), 1)
+      assert.strictEqual(peekSeq(`{"seq":9007199254740991,"ts":"x"}`), 9007199254740991)
+      assert.strictEqual(peekSeq(`{"seq":120,`), 120)
+    })
+
+    it("answers_undefined_for_anything_else", () => {
+      assert.strictEqual(peekSeq(`{"ts":"x","seq":1}`), undefined)
+      assert.strictEqual(peekSeq(`{"seq": 1,"ts":"x"}`), undefined)
+      assert.strictEqual(peekSeq(`{"seq":,"ts":"x"}`), undefined)
+      assert.strictEqual(peekSeq(`{"seq":12`), undefined)
+      assert.strictEqual(peekSeq(`{"seq":1.5,"ts":"x"}`), undefined)
+      assert.strictEqual(peekSeq(`{"seq":"1","ts":"x"}`), undefined)
+      assert.strictEqual(peekSeq(`{"seq":123456789012345678,"ts":"x"}`), undefined, "more digits than a safe integer")
+      assert.strictEqual(peekSeq(""), undefined)
+    })
+  })
+
+  describe("LineSplitter", () => {
+    const text = 'a\u20acb\nxyz\n\u{1F600}\n{"k":"\u00e9"}\nlast\n'
+    const data = bytes(text)
+    const expected: Array<Line> = [
+      { text: "a\u20acb", offset: 0 }, // 1 + 3 + 1 bytes + newline
+      { text: "xyz", offset: 6 },
+      { text: "\u{1F600}", offset: 10 }, // 4 bytes
+      { text: '{"k":"\u00e9"}', offset: 15 }, // 10 bytes
+      { text: "last", offset: 26 }
+    ]
+
+    it("gives_byte_offsets_with_multi_byte_utf8_for_every_chunk_size", () => {
+      for (let size = 1; size <= data.length; size++) {
+        const { lines, splitter } = splitInPieces(data, size)
+        assert.deepStrictEqual(lines, expected, `pieces of ${size} bytes`)
+        assert.strictEqual(splitter.pending, 0)
+        assert.strictEqual(splitter.offset, data.length)
+      }
+    })
+
+    it("holds_back_an_incomplete_last_line", () => {
+      const splitter = new LineSplitter()
+      assert.deepStrictEqual(splitter.push(bytes("one\ntw")), [{ text: "one", offset: 0 }])
+      assert.strictEqual(splitter.pending, 2)
+      assert.strictEqual(splitter.offset, 4)
+      assert.deepStrictEqual(splitter.push(bytes("o")), [])
+      assert.strictEqual(splitter.pending, 3)
+      assert.deepStrictEqual(splitter.push(bytes("\nthree\n")), [
+        { text: "two", offset: 4 },
+        { text: "three", offset: 8 }
+      ])
+      assert.strictEqual(splitter.pending, 0)
+      assert.strictEqual(splitter.offset, 14)
+    })
+
+    it("counts_offsets_from_the_start_offset", () => {
+      const splitter = new LineSplitter(100)
+      assert.deepStrictEqual(splitter.push(bytes("ab\n\u00e9\n")), [
+        { text: "ab", offset: 100 },
+        { text: "\u00e9", offset: 103 }
+      ])
+      assert.strictEqual(splitter.offset, 106)
+    })
+
+    it("reports_the_line_that_is_not_utf8_with_the_lines_before_it", () => {
+      const splitter = new LineSplitter()
+      assert.deepStrictEqual(splitter.push(bytes("ok\n\u00e9\n")), [
+        { text: "ok", offset: 0 },
+        { text: "\u00e9", offset: 3 }
+      ])
+      const data = new Uint8Array([...bytes("good\n\u00e9!\n"), 0x7b, 0xff, 0xfe, 0x7d, 0x0a, ...bytes("after\n")])
+      assert.deepStrictEqual(splitter.push(data), {
+        invalidUtf8At: 6 + 9, // "good\n" 5 bytes, "é!\n" 4 bytes
+        lines: [
+          { text: "good", offset: 6 },
+          { text: "\u00e9!", offset: 11 }
+        ]
+      })
+      // The bad line first in the chunk: no lines before it.
+      assert.deepStrictEqual(new LineSplitter(7).push(new Uint8Array([0xc3, 0x0a])), { invalidUtf8At: 7, lines: [] })
+      // A multi-byte character split across chunks is not mistaken for invalid UTF-8.
+      const split = new LineSplitter()
+      assert.deepStrictEqual(split.push(new Uint8Array([0x61, 0xc3])), [])
+      assert.deepStrictEqual(split.push(new Uint8Array([0xa9, 0x0a])), [{ text: "a\u00e9", offset: 0 }])
+    })
+
+    it("keeps_a_byte_order_mark_so_the_line_fails_to_parse", () => {
+      const splitter = new LineSplitter()
+      assert.deepStrictEqual(splitter.push(bytes("\uFEFF{}\nx\n")), [
+        { text: "\uFEFF{}", offset: 0 },
+        { text: "x", offset: 6 }
+      ])
+    })
+
+    it("returns_empty_lines_as_lines", () => {
+      assert.deepStrictEqual(new LineSplitter().push(bytes("\n\na\n")), [
+        { text: "", offset: 0 },
+        { text: "", offset: 1 },
+        { text: "a", offset: 2 }
+      ])
+    })
+  })
+
+  describe("LineCodec", () => {
+    const codec = makeLineCodec(Note)
+
+    it("encodes_a_batch_in_the_original_line_format", () => {
+      const encoded = codec.encodeBatch([
+        {
+          seq: 1,
+          ts: "2026-11-27T10:00:00.123Z",
+          session_id: "s1",
+          event: { type: "note", session: "s1", text: "\u00e9" }
+        },
+        { seq: 2, ts: "2026-11-27T10:00:00.124Z", event: { type: "blip", text: "b" } }
+      ])
+      assert.strictEqual(
+        new TextDecoder().decode(encoded),
+        `{"seq":1,"ts":"2026-11-27T10:00:00.123Z","session_id":"s1","event":{"type":"note","session":"s1","text":"\u00e9"}}\n` +
+          `{"seq":2,"ts":"2026-11-27T10:00:00.124Z","event":{"type":"blip","text":"b"}}\n`
+      )
+      assert.strictEqual(codec.encodeBatch([]).length, 0)
+    })
+
+    it("decodes_a_line_and_leaves_an_absent_session_id_absent", () => {
+      assert.deepStrictEqual(
+        codec.decodeLine(`{"seq":3,"ts":"t","session_id":"s","event":{"type":"note","text":"x"}}`),
+        {
+          seq: 3,
+          ts: "t",
+          session_id: "s",
+          event: { type: "note", text: "x" }
+        }
+      )
+      const withoutSession = codec.decodeLine(`{"seq":4,"ts":"t","event":{"type":"blip","text":"y"}}`)
+      assert.deepStrictEqual(withoutSession, { seq: 4, ts: "t", event: { type: "blip", text: "y" } })
+      assert.isFalse(typeof withoutSession === "object" && "session_id" in withoutSession)
+      assert.deepStrictEqual(
+        codec.decodeLine(`{"seq":5,"ts":"t","session_id":null,"event":{"type":"note","text":""}}`),
+        {
+          seq: 5,
+          ts: "t",
+          event: { type: "note", text: "" }
+        }
+      )
+    })
+
+    it("answers_why_a_line_is_invalid", () => {
+      const reason = (line: string) => {
+        const decoded = codec.decodeLine(line)
+        return typeof decoded === "string" ? decoded : assert.fail(`${line} decoded`)
+      }
+      assert.include(reason(`{"seq":1,`), "invalid JSON")
+      assert.include(reason(``), "invalid JSON")
+      assert.include(reason(`\uFEFF{"seq":1,"ts":"t","event":{"type":"note","text":"x"}}`), "invalid JSON")
+      assert.strictEqual(reason(`[1]`), "field `seq` is not a positive integer")
+      assert.strictEqual(reason(`null`), "line is not a JSON object")
+      assert.strictEqual(reason(`7`), "line is not a JSON object")
+      assert.strictEqual(reason(`{"seq":0,"ts":"t","event":{}}`), "field `seq` is not a positive integer")
+      assert.strictEqual(reason(`{"seq":1.5,"ts":"t","event":{}}`), "field `seq` is not a positive integer")
+      assert.strictEqual(reason(`{"seq":"1","ts":"t","event":{}}`), "field `seq` is not a positive integer")
+      assert.strictEqual(reason(`{"seq":1,"event":{}}`), "field `ts` is not a string")
+      assert.strictEqual(reason(`{"seq":1,"ts":"t","session_id":7,"event":{}}`), "field `session_id` is not a string")
+      assert.include(reason(`{"seq":1,"ts":"t","event":{"type":"other","text":"x"}}`), "field `event` is invalid")
+      assert.include(reason(`{"seq":1,"ts":"t"}`), "field `event` is invalid")
+    })
+  })
+})
