@@ -149,7 +149,6 @@ export const make = <A, I>(
       yield* fs.writeFileString(tmp, epoch + "\n").pipe(Effect.mapError(io("write epoch", tmp)))
       yield* fs.rename(tmp, at(EPOCH_FILE)).pipe(Effect.mapError(io("write epoch", at(EPOCH_FILE))))
     }
-    yield* fs.writeFileString(at(OPEN_FILE), fsync + "\n").pipe(Effect.mapError(io("mark open", at(OPEN_FILE))))
 
     // Segments, and the head from the newest one's tail.
     const names = yield* fs.readDirectory(directory).pipe(Effect.mapError(io("list", directory)))
@@ -166,7 +165,7 @@ export const make = <A, I>(
     let tornBytes = 0
     if (segments.length > 0) {
       const newest = segments[segments.length - 1]!
-      const tail = yield* recoverTail(fs, at(newest.name), codec, MAX_TORN_BYTES)
+      const tail = yield* recoverTail(fs, at(newest.name), MAX_TORN_BYTES)
       if (tail.lastSeq !== undefined && tail.lastSeq < newest.start) {
         return yield* new JournalCorrupt({
           file: at(newest.name),
@@ -239,6 +238,8 @@ export const make = <A, I>(
     })
 
     const prunedSegments = yield* prune
+    // Marked open only once opening succeeded, so a failed open is not mistaken for a crash.
+    yield* fs.writeFileString(at(OPEN_FILE), fsync + "\n").pipe(Effect.mapError(io("mark open", at(OPEN_FILE))))
     if (segments.length > 0) active = yield* openActive(segments[segments.length - 1]!)
     yield* Effect.addFinalizer(() =>
       fileLock.withPermits(1)(

@@ -61,6 +61,22 @@ export const makeLineCodec = <A, I>(schema: Schema.Schema<A, I>): LineCodec<A> =
 }
 
 /**
+ * The seq of a line whose envelope is whole (`seq`, `ts`, `event`), without judging the
+ * event against a schema: recovery cuts only what a torn write leaves, never an event a
+ * newer catalog wrote (reads report those instead).
+ */
+export const envelopeSeq = (line: string): number | undefined => {
+  let raw: any
+  try {
+    raw = JSON.parse(line)
+  } catch {
+    return undefined
+  }
+  if (raw === null || typeof raw !== "object" || typeof raw.ts !== "string" || raw.event === undefined) return undefined
+  return typeof raw.seq === "number" && Number.isSafeInteger(raw.seq) && raw.seq >= 1 ? raw.seq : undefined
+}
+
+/**
  * The seq of a line without parsing all of it, for skipping lines below a cursor.
  * Lines written here start with `{"seq":`; anything else answers `undefined` (parse it fully).
  */

@@ -37,7 +37,12 @@ export const acquireLock = (
   import("effect/Scope").Scope
 > => {
   const me: Holder = { pid: process.pid, hostname: Os.hostname(), started_at: new Date().toISOString() }
-  const create = fs.writeFileString(path, JSON.stringify(me) + "\n", { flag: "wx" })
+  const text = JSON.stringify(me) + "\n"
+  // Written aside, then linked into place: the lock never exists without its holder's name.
+  const tmp = `${path}.${process.pid}.tmp`
+  const create = fs
+    .writeFileString(tmp, text)
+    .pipe(Effect.zipRight(fs.link(tmp, path)), Effect.ensuring(fs.remove(tmp).pipe(Effect.ignore)))
   const attempt = (
     tookOverFrom: string | undefined,
     retries: number

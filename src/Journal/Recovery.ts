@@ -6,10 +6,10 @@
 import { FileSystem } from "@effect/platform"
 import { Effect } from "effect"
 import { JournalCorrupt, JournalIoError } from "./Errors.js"
-import type { LineCodec } from "./Lines.js"
+import { envelopeSeq } from "./Lines.js"
 
 const NEWLINE = 0x0a
-const utf8 = new TextDecoder("utf-8", { fatal: true })
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
 
 export interface TailRecovery {
   /** Seq of the last valid line, or `undefined` when the segment holds no valid line. */
@@ -26,10 +26,9 @@ export interface TailRecovery {
  * zeros or half a batch). The first valid line from the end fixes the head. A window that
  * holds `maxTornBytes` of garbage without one valid line is corruption, not a torn tail.
  */
-export const recoverTail = <A>(
+export const recoverTail = (
   fs: FileSystem.FileSystem,
   path: string,
-  codec: LineCodec<A>,
   maxTornBytes: number
 ): Effect.Effect<TailRecovery, JournalCorrupt | JournalIoError> =>
   Effect.scoped(
@@ -54,7 +53,7 @@ export const recoverTail = <A>(
           const lineEnd = end - 1
           const prev = lineEnd === 0 ? -1 : buffer.lastIndexOf(NEWLINE, lineEnd - 1)
           if (prev < 0 && from > 0) break // the line may begin before the window: widen it
-          const decoded = decodeAt(codec, buffer.subarray(prev + 1, lineEnd))
+          const decoded = decodeAt(buffer.subarray(prev + 1, lineEnd))
           if (decoded !== undefined) {
             const validBytes = from + end
             return { lastSeq: decoded, validBytes, tornBytes: size - validBytes }
@@ -81,13 +80,12 @@ export const recoverTail = <A>(
     })
   )
 
-const decodeAt = <A>(codec: LineCodec<A>, bytes: Uint8Array): number | undefined => {
+const decodeAt = (bytes: Uint8Array): number | undefined => {
   let text: string
   try {
     text = utf8.decode(bytes)
   } catch {
     return undefined
   }
-  const decoded = codec.decodeLine(text)
-  return typeof decoded === "string" ? undefined : decoded.seq
+  return envelopeSeq(text)
 }
