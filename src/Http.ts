@@ -31,14 +31,14 @@ import {
 } from "effect"
 import { FeedApi, Authorization } from "./Api.js"
 import * as ChangeFeed from "./ChangeFeed.js"
-import { AgentEvent, type AgentEventType, durableTypes, ephemeralTypes } from "./Domain/AgentEvent.js"
+import { AgentEvent, decodeAgentEvent } from "./Domain/AgentEvent.js"
 import { ChangeEvent } from "./Domain/ChangeEvent.js"
 import { type Cursor, parseCursor } from "./Domain/Cursor.js"
 import { BadRequest, PayloadTooLarge, Unauthorized, Unavailable } from "./Domain/Errors.js"
 import { cursorAfter, resetWire } from "./Domain/FeedItem.js"
 import { keepaliveFrame, makeFrameEncoder } from "./Http/Sse.js"
 import type { FsyncMode } from "./Journal.js"
-import { ParseResult, Schema } from "effect"
+import { Schema } from "effect"
 
 export interface HttpOptions {
   /** Bearer token every `/api` route requires, when set. */
@@ -129,35 +129,12 @@ const intParam = (
 }
 
 const encodeChange = Schema.encodeSync(ChangeEvent(AgentEvent))
-const decodeAgentEvent = Schema.decodeUnknownEither(AgentEvent)
-
 /** One event of a request body, or a `BadRequest` naming the field at fault. */
-const decodeEvent = (field: string, input: unknown): Effect.Effect<AgentEvent, BadRequest> => {
-  if (input === undefined) return Effect.fail(new BadRequest({ field, message: `${field} is missing` }))
-  const type = typeof input === "object" && input !== null ? (input as { type?: unknown }).type : undefined
-  if (typeof type !== "string") {
-    return Effect.fail(
-      new BadRequest({ field: `${field}.type`, message: `${field}.type must be an event type string` })
-    )
-  }
-  if (!durableTypes.has(type as AgentEventType) && !ephemeralTypes.has(type as AgentEventType)) {
-    return Effect.fail(new BadRequest({ field: `${field}.type`, message: `unknown event type '${type}'` }))
-  }
-  return Either.match(decodeAgentEvent(input), {
-    onRight: Effect.succeed,
-    onLeft: (error) => {
-      const issue = ParseResult.ArrayFormatter.formatErrorSync(error)[0]
-      const path =
-        issue === undefined ? "" : issue.path.map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`)).join("")
-      return Effect.fail(
-        new BadRequest({
-          field: field + path,
-          message: `${field}${path}: ${issue?.message ?? "invalid"} (type '${type}')`
-        })
-      )
-    }
+const decodeEvent = (field: string, input: unknown): Effect.Effect<AgentEvent, BadRequest> =>
+  Either.match(decodeAgentEvent(field, input), {
+    onLeft: (invalid) => Effect.fail(new BadRequest(invalid)),
+    onRight: Effect.succeed
   })
-}
 
 const FeedGroupLive = (options: HttpOptions) =>
   HttpApiBuilder.group(FeedApi, "feed", (handlers) =>
@@ -368,25 +345,30 @@ export const ServerConfig = Config.all({
   )
 })
 
-/** The whole service from the environment: journal, feed, API and Node server. */
-export const layerFromConfig = Layer.unwrapEffect(
-  Effect.gen(function* () {
-    const config = yield* ServerConfig
-    const feed = ChangeFeed.layer({
-      directory: config.directory,
-      fsync: config.fsync,
-      segmentBytes: config.segmentBytes,
-      retention: { segments: config.retainSegments }
+export type ServerSettings = Config.Config.Success<typeof ServerConfig>
+
+/** The whole service (journal, feed, API, Node server) from settings; the feed is an output too. */
+export const layerFromSettings = (config: ServerSettings): Layer.Layer<ChangeFeed.ChangeFeed, unknown> =>
+  Layer.unwrapEffect(
+    Effect.gen(function* () {
+      const feed = ChangeFeed.layer({
+        directory: config.directory,
+        fsync: config.fsync,
+        segmentBytes: config.segmentBytes,
+        retention: { segments: config.retainSegments }
+      })
+      yield* Effect.logInfo(
+        `change feed: journal in ${config.directory} (fsync ${config.fsync}); ` +
+          `stream at http://${config.host}:${config.port}/api/v1/stream, docs at http://${config.host}:${config.port}/docs`
+      )
+      return layer({ token: Option.getOrUndefined(config.token) }).pipe(
+        HttpServer.withLogAddress,
+        Layer.provide(NodeHttpServer.layer(createServer, { host: config.host, port: config.port })),
+        Layer.provideMerge(feed),
+        Layer.provide(NodeContext.layer)
+      )
     })
-    yield* Effect.logInfo(
-      `change feed: journal in ${config.directory} (fsync ${config.fsync}); ` +
-        `stream at http://${config.host}:${config.port}/api/v1/stream, docs at http://${config.host}:${config.port}/docs`
-    )
-    return layer({ token: Option.getOrUndefined(config.token) }).pipe(
-      HttpServer.withLogAddress,
-      Layer.provide(feed),
-      Layer.provide(NodeHttpServer.layer(createServer, { host: config.host, port: config.port })),
-      Layer.provide(NodeContext.layer)
-    )
-  })
-)
+  )
+
+/** The whole service from the environment. */
+export const layerFromConfig = Layer.unwrapEffect(Effect.map(ServerConfig, layerFromSettings))

@@ -6,7 +6,7 @@
  * event equals its decoded form. The catalog is split into durable events (journaled) and ephemeral ones
  * (filtered before any copy), and each event names its own session by the one routing rule of `sessionIdOf`.
  */
-import { Schema } from "effect"
+import { Either, ParseResult, Schema } from "effect"
 import { absurd } from "effect/Function"
 import type { FeedDomain } from "./FeedDomain.js"
 
@@ -625,4 +625,30 @@ export const AgentDomain: FeedDomain<AgentEvent, AgentEventEncoded> = {
   schema: AgentEvent,
   isDurable: isDurableChange,
   sessionId: sessionIdOf
+}
+
+const decodeUnknown = Schema.decodeUnknownEither(AgentEvent)
+
+/**
+ * Decodes an event from outside (an HTTP body, a command line), answering what is wrong
+ * with the one field at fault (`events[3].event.type`) rather than the whole union's mismatch.
+ */
+export const decodeAgentEvent = (
+  field: string,
+  input: unknown
+): Either.Either<AgentEvent, { readonly field: string; readonly message: string }> => {
+  if (input === undefined) return Either.left({ field, message: `${field} is missing` })
+  const type = typeof input === "object" && input !== null ? (input as { type?: unknown }).type : undefined
+  if (typeof type !== "string") {
+    return Either.left({ field: `${field}.type`, message: `${field}.type must be an event type string` })
+  }
+  if (!durableTypes.has(type as AgentEventType) && !ephemeralTypes.has(type as AgentEventType)) {
+    return Either.left({ field: `${field}.type`, message: `unknown event type '${type}'` })
+  }
+  return Either.mapLeft(decodeUnknown(input), (error) => {
+    const issue = ParseResult.ArrayFormatter.formatErrorSync(error)[0]
+    const path =
+      issue === undefined ? "" : issue.path.map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`)).join("")
+    return { field: field + path, message: `${field}${path}: ${issue?.message ?? "invalid"} (type '${type}')` }
+  })
 }

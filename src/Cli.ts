@@ -1,0 +1,276 @@
+/**
+ * The `change-feed` command line: run the service, follow a feed, append events, show a
+ * server's status, and verify (or repair the torn tail of) a journal directory offline.
+ */
+import { Args, Command, Options } from "@effect/cli"
+import { NodeHttpClient } from "@effect/platform-node"
+import { Console, Effect, Either, Layer, Option, Redacted, Stream } from "effect"
+import * as Readline from "node:readline"
+import * as Client from "./Client.js"
+import { AgentEvent, decodeAgentEvent } from "./Domain/AgentEvent.js"
+import { produce } from "./Demo.js"
+import { layerFromSettings, ServerConfig } from "./Http.js"
+import { inspect, repair } from "./Journal/Inspect.js"
+
+const url = Options.text("url").pipe(
+  Options.withDescription("Feed server base URL (default $FEED_URL or http://127.0.0.1:8787)"),
+  Options.optional
+)
+const token = Options.redacted("token").pipe(
+  Options.withDescription("Bearer token (default $FEED_TOKEN)"),
+  Options.optional
+)
+
+const clientLayer = (urlOption: Option.Option<string>, tokenOption: Option.Option<Redacted.Redacted>) =>
+  Client.layer({
+    baseUrl: Option.getOrElse(urlOption, () => process.env["FEED_URL"] ?? "http://127.0.0.1:8787"),
+    token: Option.getOrElse(tokenOption, () =>
+      process.env["FEED_TOKEN"] === undefined ? undefined : Redacted.make(process.env["FEED_TOKEN"])
+    )
+  }).pipe(Layer.provide(NodeHttpClient.layerUndici))
+
+// ---- serve ------------------------------------------------------------------------------
+
+const serve = Command.make(
+  "serve",
+  {
+    host: Options.text("host").pipe(
+      Options.withDescription("Listen address (default $HOST or 127.0.0.1)"),
+      Options.optional
+    ),
+    port: Options.integer("port").pipe(
+      Options.withDescription("Listen port (default $PORT or 8787)"),
+      Options.optional
+    ),
+    dir: Options.directory("dir").pipe(
+      Options.withDescription("Journal directory (default $FEED_DIR or ./data/feed)"),
+      Options.optional
+    ),
+    fsync: Options.choice("fsync", ["always", "interval", "never"]).pipe(
+      Options.withDescription("When appends reach the disk (default $FEED_FSYNC or always)"),
+      Options.optional
+    ),
+    token,
+    demo: Options.boolean("demo").pipe(Options.withDescription("Also run a producer of demo agent sessions"))
+  },
+  (flags) =>
+    Effect.gen(function* () {
+      const env = yield* ServerConfig
+      const settings = {
+        ...env,
+        host: Option.getOrElse(flags.host, () => env.host),
+        port: Option.getOrElse(flags.port, () => env.port),
+        directory: Option.getOrElse(flags.dir, () => env.directory),
+        fsync: Option.getOrElse(flags.fsync, () => env.fsync),
+        token: Option.orElse(flags.token, () => env.token)
+      }
+      const service = layerFromSettings(settings)
+      const app = flags.demo
+        ? Layer.scopedDiscard(Effect.forkScoped(produce())).pipe(Layer.provideMerge(service))
+        : service
+      return yield* Layer.launch(app)
+    })
+).pipe(Command.withDescription("Run the feed service (HTTP API, SSE stream, docs at /docs) on a journal directory"))
+
+// ---- tail -------------------------------------------------------------------------------
+
+const describeEvent = (event: AgentEvent): string => {
+  const { type, ...rest } = event as { type: string } & Record<string, unknown>
+  const text = JSON.stringify(rest)
+  return `${type} ${text.length > 100 ? text.slice(0, 97) + "..." : text}`
+}
+
+const tail = Command.make(
+  "tail",
+  {
+    url,
+    token,
+    since: Options.text("since").pipe(
+      Options.withDescription("Resume after this cursor (seq or epoch:seq)"),
+      Options.withDefault("0")
+    ),
+    session: Options.text("session").pipe(Options.withDescription("Only this session's events"), Options.optional),
+    json: Options.boolean("json").pipe(Options.withDescription("Print each ChangeEvent as one JSON line"))
+  },
+  (flags) =>
+    Effect.gen(function* () {
+      const client = yield* Client.FeedClient
+      yield* client.follow({ since: flags.since, sessionId: Option.getOrUndefined(flags.session) }).pipe(
+        Stream.runForEach((item) => {
+          switch (item._tag) {
+            case "Change":
+              return flags.json
+                ? Console.log(JSON.stringify(item.change))
+                : Console.log(
+                    `#${item.change.seq} ${item.change.ts} ${item.change.session_id ?? "-"} ${describeEvent(item.change.event)}`
+                  )
+            case "Reset":
+              return flags.json
+                ? Console.log(
+                    JSON.stringify({
+                      type: "feed_reset",
+                      reason: item.reason,
+                      from_seq: item.fromSeq,
+                      oldest_seq: item.oldestSeq,
+                      head_seq: item.headSeq
+                    })
+                  )
+                : Console.error(
+                    `reset (${item.reason}): cursor ${item.fromSeq} cannot be served (retained ${item.oldestSeq}..${item.headSeq}); resync, continuing after ${item.continueFrom}`
+                  )
+            case "CaughtUp":
+              return flags.json ? Effect.void : Console.error(`-- caught up at seq ${item.seq}; following live --`)
+            case "Progress":
+              return Effect.void
+          }
+        })
+      )
+    }).pipe(Effect.provide(clientLayer(flags.url, flags.token)))
+).pipe(Command.withDescription("Follow a feed: replay after --since, then live; survives server restarts"))
+
+// ---- append -----------------------------------------------------------------------------
+
+/** A line is a bare event (it has a `type`) or `{"session_id":..,"event":..}`. */
+const parseAppendLine = (
+  text: string,
+  defaultSession: string | undefined
+): Either.Either<Client.AppendEntry, string> => {
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch (error) {
+    return Either.left(`not JSON (${(error as Error).message})`)
+  }
+  const object = (typeof json === "object" && json !== null ? json : {}) as Record<string, unknown>
+  const bare = typeof object["type"] === "string"
+  const sessionId = bare ? defaultSession : object["session_id"]
+  if (sessionId !== undefined && typeof sessionId !== "string") return Either.left("session_id must be a string")
+  return Either.mapBoth(decodeAgentEvent("event", bare ? json : object["event"]), {
+    onLeft: (invalid) => invalid.message,
+    onRight: (event) => ({ sessionId: sessionId ?? defaultSession, event })
+  })
+}
+
+const append = Command.make(
+  "append",
+  {
+    url,
+    token,
+    session: Options.text("session").pipe(
+      Options.withDescription("Session id to record the event(s) under"),
+      Options.optional
+    ),
+    event: Options.text("event").pipe(
+      Options.withDescription(
+        'One event as JSON, e.g. \'{"type":"session_deleted","session_id":"s1"}\'; without it, JSON lines from stdin'
+      ),
+      Options.optional
+    )
+  },
+  (flags) =>
+    Effect.gen(function* () {
+      const client = yield* Client.FeedClient
+      const defaultSession = Option.getOrUndefined(flags.session)
+      const toEntry = (text: string, lineNo: number) =>
+        Either.match(parseAppendLine(text, defaultSession), {
+          onLeft: (reason) =>
+            Effect.fail(new Error(`${flags.event._tag === "Some" ? "--event" : `line ${lineNo}`}: ${reason}`)),
+          onRight: (entry) => Effect.succeed(entry)
+        })
+      if (Option.isSome(flags.event)) {
+        const entry = yield* toEntry(flags.event.value, 1)
+        const seqs = yield* client.append([entry])
+        return yield* Console.log(JSON.stringify({ seqs }))
+      }
+      const lines = Stream.fromAsyncIterable(Readline.createInterface({ input: process.stdin }), (e) => e as Error)
+      let total = 0
+      let lineNo = 0
+      yield* lines.pipe(
+        Stream.filter((line) => line.trim() !== ""),
+        Stream.mapEffect((line) => toEntry(line, ++lineNo)),
+        Stream.grouped(500),
+        Stream.runForEach((chunk) =>
+          Effect.gen(function* () {
+            const seqs = yield* client.append(Array.from(chunk))
+            for (const seq of seqs) yield* Console.log(seq === null ? "null" : String(seq))
+            total += seqs.length
+            if (total >= 1000) yield* Console.error(`appended ${total} event(s)`)
+          })
+        )
+      )
+      yield* Console.error(`appended ${total} event(s) in all`)
+    }).pipe(Effect.provide(clientLayer(flags.url, flags.token)))
+).pipe(
+  Command.withDescription(
+    "Append one event (--event) or JSON lines from stdin; prints each seq once durable (null: ephemeral)"
+  )
+)
+
+// ---- status -----------------------------------------------------------------------------
+
+const status = Command.make("status", { url, token }, (flags) =>
+  Effect.gen(function* () {
+    const client = yield* Client.FeedClient
+    yield* Console.log(JSON.stringify(yield* client.status, null, 2))
+  }).pipe(Effect.provide(clientLayer(flags.url, flags.token)))
+).pipe(Command.withDescription("Show a server's head, retention window, epoch, subscribers and health"))
+
+// ---- inspect ----------------------------------------------------------------------------
+
+const inspectCommand = Command.make(
+  "inspect",
+  {
+    dir: Args.directory({ name: "DIR", exists: "yes" }).pipe(Args.withDescription("Journal directory")),
+    repair: Options.boolean("repair").pipe(
+      Options.withDescription("Cut a torn tail (and nothing else); needs the journal closed")
+    ),
+    json: Options.boolean("json").pipe(Options.withDescription("Print the report as JSON"))
+  },
+  (flags) =>
+    Effect.gen(function* () {
+      let lastShown = 0
+      const report = yield* inspect(AgentEvent, flags.dir, (read, total) => {
+        if (total < 64 * 1024 * 1024 || read - lastShown < total / 20) return Effect.void
+        lastShown = read
+        return Console.error(`verifying: ${Math.round((read / total) * 100)}%`)
+      })
+      if (flags.json) {
+        yield* Console.log(JSON.stringify(report, null, 2))
+      } else {
+        yield* Console.log(`journal ${report.directory} (epoch ${report.epoch ?? "none"})`)
+        for (const s of report.segments) {
+          yield* Console.log(
+            `  ${s.name}  ${s.bytes} bytes  ${s.lines} lines  seqs ${s.firstSeq ?? "-"}..${s.lastSeq ?? "-"}`
+          )
+        }
+        yield* Console.log(`${report.events} event(s) in ${report.segments.length} segment(s)`)
+        for (const p of report.problems) yield* Console.log(`CORRUPT ${p.file} at byte ${p.offset}: ${p.reason}`)
+        if (report.tornTail !== undefined) {
+          yield* Console.log(
+            `torn tail: ${report.tornTail.bytes} byte(s) at ${report.tornTail.file}:${report.tornTail.offset}` +
+              (flags.repair ? "" : " (the next open cuts it, or run with --repair)")
+          )
+        }
+      }
+      if (flags.repair && report.tornTail !== undefined) {
+        yield* repair(flags.dir, report.tornTail)
+        yield* Console.log(`cut ${report.tornTail.bytes} byte(s) from ${report.tornTail.file}`)
+      }
+      if (report.problems.length > 0) {
+        return yield* Effect.fail(
+          new Error(`${report.problems.length} corrupt place(s) found; --repair does not fix corruption`)
+        )
+      }
+    })
+).pipe(
+  Command.withDescription(
+    "Verify a journal offline: segments, seq ranges, every line; report corruption by file and offset"
+  )
+)
+
+export const command = Command.make("change-feed").pipe(
+  Command.withDescription("A durable, account-wide change feed for agent platforms"),
+  Command.withSubcommands([serve, tail, append, status, inspectCommand])
+)
+
+export const run = Command.run(command, { name: "change-feed", version: "0.1.0" })

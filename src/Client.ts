@@ -1,0 +1,225 @@
+/**
+ * The typed client, for Effect applications that consume a feed over HTTP.
+ *
+ * `follow` is a Stream that never gives up on a reachable server: it reconnects with
+ * backoff, resumes from the last cursor it delivered (epoch-checked), verifies that an
+ * unfiltered stream's seqs go up by exactly one (and resyncs from its cursor on a hole),
+ * and surfaces resets as typed items. `append` and `status` are the typed `HttpApiClient`
+ * calls of the same contract.
+ */
+import { HttpApiClient, HttpClient, HttpClientRequest } from "@effect/platform"
+import { Context, Data, Duration, Effect, Layer, Option, Redacted, Schedule, Schema, Stream } from "effect"
+import { FeedApi } from "./Api.js"
+import { AgentEvent } from "./Domain/AgentEvent.js"
+import { ChangeEvent } from "./Domain/ChangeEvent.js"
+import { type Cursor, formatCursor, parseCursor } from "./Domain/Cursor.js"
+import type { FeedItem, ResetReason } from "./Domain/FeedItem.js"
+import { makeSseParser, type SseFrame } from "./Http/Sse.js"
+
+export interface ClientOptions {
+  /** e.g. `http://127.0.0.1:8787` */
+  readonly baseUrl: string
+  readonly token?: string | Redacted.Redacted | undefined
+  /** Reconnect backoff: doubling from `baseMs` (default 250) up to `maxMs` (default 10 s). */
+  readonly reconnectBaseMs?: number | undefined
+  readonly reconnectMaxMs?: number | undefined
+}
+
+export interface AppendEntry {
+  readonly sessionId?: string | undefined
+  readonly event: AgentEvent
+}
+
+export interface FollowOptions {
+  /** Exclusive cursor: a seq or `<epoch>:<seq>` (default 0). */
+  readonly since?: number | string | Cursor | undefined
+  readonly sessionId?: string | undefined
+}
+
+/** The connection dropped, the server restarted, or the stream had a hole: reconnect from the cursor. */
+export class Disconnected extends Data.TaggedError("Disconnected")<{ readonly reason: string }> {
+  override get message() {
+    return `feed connection lost: ${this.reason}`
+  }
+}
+
+/** The server refused the request (bad cursor, bad token): retrying cannot help. */
+export class Refused extends Data.TaggedError("Refused")<{ readonly status: number; readonly body: string }> {
+  override get message() {
+    return `the feed server refused the stream (HTTP ${this.status}): ${this.body}`
+  }
+}
+
+/** The server sent something that is not the feed's protocol. */
+export class ProtocolError extends Data.TaggedError("ProtocolError")<{ readonly detail: string }> {
+  override get message() {
+    return `unexpected data from the feed server: ${this.detail}`
+  }
+}
+
+const decodeChange = Schema.decodeUnknownEither(ChangeEvent(AgentEvent))
+
+const cursorText = (since: FollowOptions["since"]): string => {
+  if (since === undefined) return "0"
+  if (typeof since === "number") return String(since)
+  if (typeof since === "string") return since
+  return since.epoch === undefined ? String(since.seq) : formatCursor(since.epoch, since.seq)
+}
+
+/** Turns one SSE frame into a feed item (or says why it is not one). */
+const toItem = (frame: SseFrame): FeedItem<AgentEvent> | ProtocolError | undefined => {
+  let data: any
+  try {
+    data = JSON.parse(frame.data)
+  } catch {
+    return new ProtocolError({ detail: `frame data is not JSON: ${frame.data.slice(0, 200)}` })
+  }
+  const idSeq =
+    frame.id === undefined
+      ? undefined
+      : Option.getOrUndefined(Option.map(parseCursor(frame.id).pipe(Option.getRight), (c) => c.seq))
+  switch (frame.event) {
+    case "caught_up":
+      return { _tag: "CaughtUp", seq: data.seq }
+    case "progress":
+      return { _tag: "Progress", seq: data.seq }
+    case "error":
+      return new ProtocolError({ detail: `server error: ${data.message}` })
+    case "message": {
+      if (data?.type === "feed_reset") {
+        return {
+          _tag: "Reset",
+          reason: data.reason as ResetReason,
+          fromSeq: data.from_seq,
+          oldestSeq: data.oldest_seq,
+          headSeq: data.head_seq,
+          continueFrom: idSeq ?? data.head_seq
+        }
+      }
+      const change = decodeChange(data)
+      if (change._tag === "Left") return new ProtocolError({ detail: `invalid change event: ${String(change.left)}` })
+      return { _tag: "Change", change: change.right }
+    }
+    default:
+      return undefined
+  }
+}
+
+export const make = (options: ClientOptions) =>
+  Effect.gen(function* () {
+    const token =
+      options.token === undefined
+        ? undefined
+        : Redacted.isRedacted(options.token)
+          ? Redacted.value(options.token)
+          : options.token
+    const withAuth = (client: HttpClient.HttpClient) =>
+      token === undefined ? client : HttpClient.mapRequest(client, HttpClientRequest.bearerToken(token))
+    const http = withAuth(yield* HttpClient.HttpClient)
+    const api = yield* HttpApiClient.make(FeedApi, { baseUrl: options.baseUrl, transformClient: withAuth })
+    const baseMs = options.reconnectBaseMs ?? 250
+    const maxMs = options.reconnectMaxMs ?? 10_000
+    const streamUrl = new URL("/api/v1/stream", options.baseUrl)
+
+    const follow = (followOptions: FollowOptions = {}): Stream.Stream<FeedItem<AgentEvent>, Refused | ProtocolError> =>
+      Stream.suspend(() => {
+        let cursor = cursorText(followOptions.since)
+        const filtered = followOptions.sessionId !== undefined
+        const seqOf = (text: string) =>
+          Option.getOrElse(
+            Option.map(Option.getRight(parseCursor(text)), (c) => c.seq),
+            () => 0
+          )
+
+        const connection = Stream.unwrapScoped(
+          Effect.gen(function* () {
+            const url = new URL(streamUrl)
+            if (filtered) url.searchParams.set("session_id", followOptions.sessionId!)
+            const response = yield* http
+              .execute(
+                HttpClientRequest.get(url).pipe(
+                  HttpClientRequest.setHeaders({ accept: "text/event-stream", "last-event-id": cursor })
+                )
+              )
+              .pipe(Effect.mapError((error) => new Disconnected({ reason: error.message })))
+            if (response.status >= 400 && response.status < 500) {
+              const body = yield* response.text.pipe(Effect.orElseSucceed(() => ""))
+              return yield* new Refused({ status: response.status, body })
+            }
+            if (response.status !== 200) return yield* new Disconnected({ reason: `HTTP ${response.status}` })
+            // One parser per connection: a new connection starts with an empty buffer.
+            let frames: Array<SseFrame> = []
+            const parser = makeSseParser((frame) => frames.push(frame))
+            return response.stream.pipe(
+              Stream.mapError((error) => new Disconnected({ reason: error.message })),
+              Stream.decodeText(),
+              Stream.mapConcat((text) => {
+                parser(text)
+                const out = frames
+                frames = []
+                return out
+              }),
+              Stream.mapEffect(
+                (frame): Effect.Effect<FeedItem<AgentEvent> | undefined, Disconnected | ProtocolError> => {
+                  const item = toItem(frame)
+                  if (item === undefined) return Effect.succeed(undefined)
+                  if (item instanceof ProtocolError) return Effect.fail(item)
+                  // A hole in an unfiltered stream: drop the connection, resume from the last good cursor.
+                  if (!filtered && item._tag === "Change" && item.change.seq !== seqOf(cursor) + 1) {
+                    return Effect.fail(
+                      new Disconnected({ reason: `hole: seq ${item.change.seq} after ${seqOf(cursor)}, resyncing` })
+                    )
+                  }
+                  if (frame.id !== undefined) cursor = frame.id
+                  return Effect.succeed(item)
+                }
+              ),
+              Stream.filter((item): item is FeedItem<AgentEvent> => item !== undefined),
+              Stream.concat(Stream.fail(new Disconnected({ reason: "the server ended the stream" })))
+            )
+          })
+        )
+        const backoff = Schedule.exponential(Duration.millis(baseMs)).pipe(
+          Schedule.union(Schedule.spaced(Duration.millis(maxMs))),
+          Schedule.whileInput((error: Disconnected | Refused | ProtocolError) => error._tag === "Disconnected"),
+          Schedule.tapInput((error: Disconnected | Refused | ProtocolError) =>
+            Effect.logDebug(`change feed client: ${error.message}; reconnecting from ${cursor}`)
+          )
+        )
+        // Only `Disconnected` is retried, so it never escapes.
+        return Stream.retry(connection, backoff) as Stream.Stream<FeedItem<AgentEvent>, Refused | ProtocolError>
+      })
+
+    return {
+      follow,
+      append: (entries: ReadonlyArray<AppendEntry>) =>
+        Effect.map(
+          api.feed.append({
+            payload: {
+              events: entries.map((e) =>
+                e.sessionId === undefined ? { event: e.event } : { session_id: e.sessionId, event: e.event }
+              )
+            }
+          }),
+          (result) => result.seqs
+        ),
+      status: api.feed.status(),
+      events: (params: { since?: string; limit?: number; session_id?: string; wait?: number } = {}) =>
+        api.feed.events({
+          urlParams: {
+            ...(params.since === undefined ? {} : { since: params.since }),
+            ...(params.limit === undefined ? {} : { limit: String(params.limit) }),
+            ...(params.session_id === undefined ? {} : { session_id: params.session_id }),
+            ...(params.wait === undefined ? {} : { wait: String(params.wait) })
+          }
+        })
+    } as const
+  })
+
+export type FeedClientService = Effect.Effect.Success<ReturnType<typeof make>>
+
+export class FeedClient extends Context.Tag("effect-change-feed/FeedClient")<FeedClient, FeedClientService>() {}
+
+/** The client as a layer; provide an `HttpClient` (e.g. `NodeHttpClient.layerUndici`). */
+export const layer = (options: ClientOptions): Layer.Layer<FeedClient, never, HttpClient.HttpClient> =>
+  Layer.effect(FeedClient, make(options))

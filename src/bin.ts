@@ -1,0 +1,16 @@
+/** Entry point of the `change-feed` command. */
+import { NodeContext, NodeRuntime } from "@effect/platform-node"
+import { Console, Effect } from "effect"
+import { run } from "./Cli.js"
+
+// A failed command prints its message (not a stack trace) and exits with status 1.
+run(process.argv).pipe(
+  Effect.catchAll((error) =>
+    Effect.zipRight(
+      Console.error(`change-feed: ${error instanceof Error ? error.message : String(error)}`),
+      Effect.sync(() => (process.exitCode = 1))
+    )
+  ),
+  Effect.provide(NodeContext.layer),
+  NodeRuntime.runMain
+)
