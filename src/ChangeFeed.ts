@@ -12,6 +12,7 @@
  */
 import { FileSystem, Path } from "@effect/platform"
 import {
+  Cause,
   Chunk,
   Clock,
   Context,
@@ -142,6 +143,10 @@ export const make = <A, I>(
     // never stalls the writer. `null` is the end-of-feed marker sent at shutdown.
     const pubsub = yield* PubSub.sliding<ChangeEvent<A> | null>(options.liveBuffer ?? 4096)
     const warnSignal = yield* Queue.sliding<void>(1)
+    // Opened by producers once an item is in the queue, closed by the writer before it looks. The
+    // writer waits on this, never in a queue take: a take interrupted at shutdown can lose the item
+    // it was just handed, where an interrupted wait on the latch loses nothing.
+    const hasWork = yield* Effect.makeLatch(false)
 
     let closing = false
     let closed = false
@@ -151,6 +156,8 @@ export const make = <A, I>(
     let lastError: string | undefined = undefined
     let subscribers = 0
     let nextSeq = (yield* journal.headSeq) + 1
+    /** A batch the writer was retrying when shutdown interrupted it: the drain journals it first. */
+    let stranded: ReadonlyArray<Item<A>> = []
 
     // ---- intake ----------------------------------------------------------------------
 
@@ -170,6 +177,7 @@ export const make = <A, I>(
       if (!domain.isDurable(event)) return
       const entry: Entry<A> = { sessionId: routeSession(domain, sessionId, event), event }
       if (closing || !Queue.unsafeOffer(queue, entry)) drop()
+      else hasWork.unsafeOpen()
     }
 
     const publishAll = (
@@ -190,8 +198,13 @@ export const make = <A, I>(
         if (durable.length === 0) return seqs
         if (closing) return yield* new FeedClosed()
         const ack = yield* Deferred.make<number, FeedClosed>()
-        yield* Queue.offer(queue, { entries: durable, ack }).pipe(
-          Effect.timeoutFail({ duration: Duration.millis(timeoutMs), onTimeout: () => new FeedBusy({ timeoutMs }) })
+        // Once offered, the writer must hear of it even if this caller is interrupted right then.
+        yield* Effect.uninterruptibleMask((restore) =>
+          restore(
+            Queue.offer(queue, { entries: durable, ack }).pipe(
+              Effect.timeoutFail({ duration: Duration.millis(timeoutMs), onTimeout: () => new FeedBusy({ timeoutMs }) })
+            )
+          ).pipe(Effect.zipRight(hasWork.open))
         )
         const first = yield* Deferred.await(ack).pipe(
           Effect.timeoutFail({
@@ -227,13 +240,14 @@ export const make = <A, I>(
     /**
      * Journals one batch, retrying with backoff while the journal fails (the seqs are reused
      * on retry, since none was consumed), then broadcasts and acknowledges it. `attempts`
-     * bounds the retries (at shutdown); `restore` makes the backoff sleeps interruptible.
+     * bounds the retries (at shutdown); `restore` makes the backoff sleeps interruptible, and a
+     * batch whose backoff is interrupted (by shutdown) is left to the drain.
      */
     const writeBatch = (
       items: ReadonlyArray<Item<A>>,
       restore: <X, E, R>(effect: Effect.Effect<X, E, R>) => Effect.Effect<X, E, R>,
       attempts: number
-    ) =>
+    ): Effect.Effect<void> =>
       Effect.gen(function* () {
         const ts = new Date(yield* Clock.currentTimeMillis).toISOString()
         const batch: Array<ChangeEvent<A>> = []
@@ -249,22 +263,29 @@ export const make = <A, I>(
         }
         let failures = 0
         while (true) {
-          const result = yield* Effect.either(journal.append(batch))
-          if (Either.isRight(result)) break
+          const attempt = yield* Effect.exit(journal.append(batch))
+          if (Exit.isSuccess(attempt)) break
+          const failure = Cause.failureOption(attempt.cause)
+          if (Option.isNone(failure)) return yield* refuseUnwritable(items, attempt.cause, restore, attempts)
           failures++
           degraded = true
-          lastError = result.left.message
+          lastError = failure.value.message
           yield* Metric.increment(appendFailuresTotal)
           if (failures === 1 || failures % 20 === 0) {
             yield* Effect.logError(
               `change feed degraded: append of seqs ${batch[0]!.seq}..${batch[batch.length - 1]!.seq} failed ` +
                 `(attempt ${failures}); retrying, nothing is lost`,
-              result.left
+              failure.value
             )
           }
           const delay = Math.min(retryMaxMs, retryBaseMs * 2 ** Math.min(failures - 1, 20))
           const slept = failures >= attempts ? Exit.void : yield* Effect.exit(restore(Effect.sleep(delay)))
-          if (failures >= attempts || Exit.isFailure(slept)) {
+          if (Exit.isFailure(slept)) {
+            // Shutdown: the batch is still accepted, and the drain retries it before the rest.
+            stranded = items
+            return
+          }
+          if (failures >= attempts) {
             const lost = failAcks(items)
             yield* Effect.logError(`change feed: ${lost} accepted event(s) could not be journaled before shutdown`)
             return
@@ -280,10 +301,45 @@ export const make = <A, I>(
         yield* Metric.incrementBy(journaledTotal, batch.length)
       })
 
+    /**
+     * An append that dies rather than fails (an event the codec cannot encode: nested too deep
+     * for the stack, a BigInt) would die again on every retry, and took the writer down with it.
+     * The items are journaled one by one instead: the one that cannot be written is refused (its
+     * publisher gets the defect, a recorded event counts as dropped), the rest go through with
+     * contiguous seqs.
+     */
+    const refuseUnwritable = (
+      items: ReadonlyArray<Item<A>>,
+      cause: Cause.Cause<unknown>,
+      restore: <X, E, R>(effect: Effect.Effect<X, E, R>) => Effect.Effect<X, E, R>,
+      attempts: number
+    ): Effect.Effect<void> =>
+      Effect.gen(function* () {
+        if (items.length > 1) {
+          for (let i = 0; i < items.length; i++) {
+            yield* writeBatch([items[i]!], restore, attempts)
+            if (stranded.length > 0) {
+              stranded = stranded.concat(items.slice(i + 1))
+              return
+            }
+          }
+          return
+        }
+        const item = items[0]!
+        if (isBatch(item)) Deferred.unsafeDone(item.ack, Exit.die(Cause.squash(cause)))
+        else drop()
+        yield* Effect.logError("change feed: refused an event that cannot be journaled", cause)
+      })
+
     const writer = Effect.uninterruptibleMask((restore) =>
-      Effect.flatMap(restore(Queue.takeBetween(queue, 1, maxBatch)), (items) =>
-        writeBatch(Chunk.toReadonlyArray(items), restore, Number.POSITIVE_INFINITY)
-      )
+      Effect.suspend(() => {
+        hasWork.unsafeClose()
+        return Effect.flatMap(Queue.takeUpTo(queue, maxBatch), (items) =>
+          Chunk.isEmpty(items)
+            ? restore(hasWork.await)
+            : writeBatch(Chunk.toReadonlyArray(items), restore, Number.POSITIVE_INFINITY)
+        )
+      })
     ).pipe(Effect.forever)
 
     const writerFiber = yield* Effect.forkScoped(writer)
@@ -316,7 +372,8 @@ export const make = <A, I>(
         yield* Fiber.interrupt(writerFiber)
         let drained = 0
         while (true) {
-          const items = Chunk.toReadonlyArray(yield* Queue.takeAll(queue))
+          const items = stranded.concat(Chunk.toReadonlyArray(yield* Queue.takeAll(queue)))
+          stranded = []
           if (items.length === 0) break
           for (let i = 0; i < items.length; i += maxBatch) {
             yield* writeBatch(items.slice(i, i + maxBatch), (effect) => effect, drainAttempts)
@@ -461,7 +518,14 @@ export const makeFiles = <A, I>(
   domain: FeedDomain<A, I>,
   options: FeedOptions
 ): Effect.Effect<ChangeFeedService<A>, Journal.JournalOpenError, FileSystem.FileSystem | Path.Path | Scope.Scope> =>
-  Effect.flatMap(Journal.make(domain.schema, options), (journal) => make(domain, journal, options))
+  Effect.gen(function* () {
+    // The journal gets a scope of its own, closed after the feed's finalizer (which drains into
+    // it): the journal adds resources to its scope as it runs (a segment file per rotation), and
+    // in the shared scope those would be released before the drain, which then wrote to closed files.
+    const journalScope = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.sequential)
+    const journal = yield* Scope.extend(Journal.make(domain.schema, options), journalScope)
+    return yield* make(domain, journal, options)
+  })
 
 /** The agent platform's change feed. */
 export class ChangeFeed extends Context.Tag("effect-change-feed/ChangeFeed")<

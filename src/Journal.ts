@@ -184,7 +184,9 @@ export const make = <A, I>(
 
     // Writer state. Only `append` (one writer) and the sync timer touch the file, under `fileLock`.
     const fileLock = yield* Effect.makeSemaphore(1)
-    const journalScope = yield* Effect.scope
+    // Segment files live in a scope of their own, made before the finalizer below is added, so it
+    // closes after it: the final truncate and sync must reach a file that is still open.
+    const journalScope = yield* Scope.fork(yield* Effect.scope, { _tag: "Sequential" })
     let active: Active | undefined
     let unsynced = false
     let needsTruncate = false
@@ -224,13 +226,14 @@ export const make = <A, I>(
       const now = yield* Clock.currentTimeMillis
       const count = segmentsToPrune(segments, retention, now, (i) => ages[i] ?? now)
       for (let i = 0; i < count; i++) {
-        const segment = segments[0]!
+        // Out of the list before the file goes: a reader that then finds it missing sees the
+        // oldest seq past it and answers a reset, not corruption. A file that cannot be removed
+        // is no longer served and is pruned again at the next open.
+        const segment = segments.shift()!
         const error = yield* fs.remove(at(segment.name)).pipe(Effect.flip, Effect.option)
         if (Option.isSome(error) && !(error.value._tag === "SystemError" && error.value.reason === "NotFound")) {
           yield* Effect.logWarning(`journal: could not remove ${at(segment.name)}`, error.value)
-          break
         }
-        segments.shift()
       }
       if (count > 0)
         yield* Effect.logInfo(`journal: pruned ${count} segment(s); oldest seq is now ${segments[0]?.start}`)
