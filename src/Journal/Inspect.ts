@@ -120,10 +120,11 @@ export const inspect = <A, I>(
               lines++
               if (typeof event === "string") {
                 report({ file, offset: line.offset, reason: event })
-                expected = expected === undefined ? undefined : expected + 1
+                // The bad line's seq is unknown: pick up contiguity again from the next good line.
+                expected = undefined
                 continue
               }
-              if (event.seq !== expected) {
+              if (expected !== undefined && event.seq !== expected) {
                 report({ file, offset: line.offset, reason: `seq ${event.seq} where ${expected} was expected` })
               }
               firstSeq ??= event.seq

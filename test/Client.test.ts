@@ -1,0 +1,164 @@
+/**
+ * The typed client against the real service on loopback: following across a server restart,
+ * typed resets, refusals, appends and status; and its hole check against a server that skips.
+ */
+import { NodeHttpClient } from "@effect/platform-node"
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Fiber, Queue, Redacted, Stream } from "effect"
+import * as NodeHttp from "node:http"
+import type { AddressInfo } from "node:net"
+import * as Client from "../src/Client.js"
+import type { FeedItem } from "../src/Domain/FeedItem.js"
+import type { AgentEvent } from "../src/Domain/AgentEvent.js"
+import { append, createdMany, start, status, tempDirectory } from "./support/Server.js"
+
+const fastReconnect = { reconnectBaseMs: 20, reconnectMaxMs: 200 }
+
+/** Follows in the background; `changes(n)` waits until n change events have arrived. */
+const followInBackground = (stream: Stream.Stream<FeedItem<AgentEvent>, unknown>) =>
+  Effect.gen(function* () {
+    const items = yield* Queue.unbounded<FeedItem<AgentEvent>>()
+    const fiber = yield* Effect.forkScoped(Stream.runForEach(stream, (item) => Queue.offer(items, item)))
+    const seen: Array<FeedItem<AgentEvent>> = []
+    const until = (done: (seen: ReadonlyArray<FeedItem<AgentEvent>>) => boolean) =>
+      Effect.gen(function* () {
+        while (!done(seen)) seen.push(yield* Queue.take(items))
+        return seen
+      }).pipe(
+        Effect.timeoutFail({
+          duration: "30 seconds",
+          onTimeout: () => new Error(`waited in vain; saw ${seen.length} items`)
+        })
+      )
+    const changes = (n: number) => until((s) => s.filter((i) => i._tag === "Change").length >= n)
+    return { fiber, seen, until, changes }
+  })
+
+const seqs = (items: ReadonlyArray<FeedItem<AgentEvent>>) =>
+  items.flatMap((item) => (item._tag === "Change" ? [item.change.seq] : []))
+
+const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i)
+
+describe("Client", () => {
+  it.scopedLive("follow_survives_a_server_restart_with_no_gap_and_no_duplicate", () =>
+    Effect.gen(function* () {
+      const directory = yield* tempDirectory
+      const first = yield* start({ directory })
+      const client = yield* Client.make({ baseUrl: first.url, ...fastReconnect })
+      const follower = yield* followInBackground(client.follow({ since: 0 }))
+      yield* append(first, createdMany(5))
+      yield* follower.changes(5)
+      yield* first.close
+      // While the server is down the client keeps trying; it resumes from seq 5 once it is back.
+      const second = yield* start({ directory, port: first.port })
+      yield* append(second, createdMany(5))
+      const seen = yield* follower.changes(10)
+      assert.deepStrictEqual(seqs(seen), range(1, 10))
+      assert.strictEqual(seen.filter((i) => i._tag === "Reset").length, 0)
+      yield* second.close
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici))
+  )
+
+  it.scopedLive("follow_surfaces_a_reset_as_a_typed_item_then_continues_live", () =>
+    Effect.gen(function* () {
+      const directory = yield* tempDirectory
+      const server = yield* start({ directory })
+      yield* append(server, createdMany(3))
+      const client = yield* Client.make({ baseUrl: server.url, ...fastReconnect })
+      const follower = yield* followInBackground(client.follow({ since: 99 }))
+      yield* follower.until((s) => s.some((i) => i._tag === "CaughtUp"))
+      yield* append(server, createdMany(2))
+      const seen = yield* follower.changes(2)
+      const reset = seen.find((i) => i._tag === "Reset")
+      assert.deepStrictEqual(reset, {
+        _tag: "Reset",
+        reason: "ahead_of_head",
+        fromSeq: 99,
+        oldestSeq: 1,
+        headSeq: 3,
+        continueFrom: 3
+      })
+      assert.deepStrictEqual(seqs(seen), [4, 5])
+      yield* server.close
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici))
+  )
+
+  it.scopedLive("follow_with_a_session_filter_delivers_only_that_session", () =>
+    Effect.gen(function* () {
+      const directory = yield* tempDirectory
+      const server = yield* start({ directory })
+      const client = yield* Client.make({ baseUrl: server.url, ...fastReconnect })
+      yield* append(server, [...createdMany(2, "a"), ...createdMany(1, "b"), ...createdMany(2, "a")])
+      const follower = yield* followInBackground(client.follow({ sessionId: "b" }))
+      const seen = yield* follower.until((s) => s.some((i) => i._tag === "CaughtUp"))
+      assert.deepStrictEqual(seqs(seen), [3])
+      yield* server.close
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici))
+  )
+
+  it.scopedLive("follow_fails_with_refused_when_the_token_is_wrong", () =>
+    Effect.gen(function* () {
+      const directory = yield* tempDirectory
+      const server = yield* start({ directory, http: { token: Redacted.make("secret") } })
+      const wrong = yield* Client.make({ baseUrl: server.url, token: "nope", ...fastReconnect })
+      const error = yield* wrong.follow().pipe(Stream.runDrain, Effect.flip)
+      assert.strictEqual(error._tag, "Refused")
+      assert.strictEqual(error._tag === "Refused" ? error.status : 0, 401)
+      const right = yield* Client.make({ baseUrl: server.url, token: Redacted.make("secret") })
+      assert.deepStrictEqual(yield* right.append([{ sessionId: "s1", event: { type: "cancelled" } }]), [1])
+      yield* server.close
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici))
+  )
+
+  it.scopedLive("append_answers_seqs_and_null_for_ephemeral_events_and_status_reflects_them", () =>
+    Effect.gen(function* () {
+      const directory = yield* tempDirectory
+      const server = yield* start({ directory })
+      const client = yield* Client.make({ baseUrl: server.url })
+      const result = yield* client.append([
+        { sessionId: "s1", event: { type: "session_created", session_id: "s1" } },
+        { sessionId: "s1", event: { type: "token", content: "hi" } },
+        { event: { type: "session_deleted", session_id: "s1" } }
+      ])
+      assert.deepStrictEqual(result, [1, null, 2])
+      const now = yield* client.status
+      assert.strictEqual(now.head_seq, 2)
+      assert.strictEqual((yield* status(server)).epoch, now.epoch)
+      yield* server.close
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici))
+  )
+
+  it.scopedLive("a_hole_in_an_unfiltered_stream_makes_the_client_resync_from_its_last_seq", () =>
+    Effect.gen(function* () {
+      // A server that skips seq 3 on the first connection. The client must not deliver 4 after 2:
+      // it reconnects with Last-Event-ID 2 and gets 3 and 4 in order.
+      const cursors: Array<string | undefined> = []
+      const change = (seq: number) =>
+        `id: e0:${seq}\ndata: ${JSON.stringify({ seq, ts: "2026-11-27T10:00:00.000Z", event: { type: "cancelled" } })}\n\n`
+      const server = NodeHttp.createServer((request, response) => {
+        const cursor = request.headers["last-event-id"] as string | undefined
+        cursors.push(cursor)
+        response.writeHead(200, { "content-type": "text/event-stream" })
+        if (cursors.length === 1) response.write(change(1) + change(2) + change(4))
+        else response.write(change(3) + change(4))
+      })
+      yield* Effect.acquireRelease(
+        Effect.async<void>((resume) => {
+          server.listen(0, "127.0.0.1", () => resume(Effect.void))
+        }),
+        () =>
+          Effect.async<void>((resume) => {
+            server.closeAllConnections()
+            server.close(() => resume(Effect.void))
+          })
+      )
+      const port = (server.address() as AddressInfo).port
+      const client = yield* Client.make({ baseUrl: `http://127.0.0.1:${port}`, ...fastReconnect })
+      const follower = yield* followInBackground(client.follow({ since: 0 }))
+      const seen = yield* follower.changes(4)
+      assert.deepStrictEqual(seqs(seen), [1, 2, 3, 4])
+      assert.deepStrictEqual(cursors.slice(0, 2), ["0", "e0:2"])
+      yield* Fiber.interrupt(follower.fiber)
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici))
+  )
+})
