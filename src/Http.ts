@@ -13,7 +13,7 @@ import {
 import { HttpIncomingMessage } from "@effect/platform"
 import { NodeContext, NodeHttpServer } from "@effect/platform-node"
 import * as Crypto from "node:crypto"
-import { createServer } from "node:http"
+import { createServer, type Server } from "node:http"
 import { fileURLToPath } from "node:url"
 import {
   Chunk,
@@ -35,8 +35,8 @@ import { AgentEvent, decodeAgentEvent } from "./Domain/AgentEvent.js"
 import { ChangeEvent } from "./Domain/ChangeEvent.js"
 import { type Cursor, parseCursor } from "./Domain/Cursor.js"
 import { BadRequest, PayloadTooLarge, Unauthorized, Unavailable } from "./Domain/Errors.js"
-import { cursorAfter, resetWire } from "./Domain/FeedItem.js"
-import { keepaliveFrame, makeFrameEncoder } from "./Http/Sse.js"
+import { cursorAfter, type FeedItem, resetWire } from "./Domain/FeedItem.js"
+import { keepaliveFrame, makeFrameEncoder, retryFrame } from "./Http/Sse.js"
 import type { FsyncMode } from "./Journal.js"
 import { Schema } from "effect"
 
@@ -45,6 +45,8 @@ export interface HttpOptions {
   readonly token?: Redacted.Redacted | undefined
   /** Keepalive comment period on open streams (default 15 s). */
   readonly keepaliveMs?: number | undefined
+  /** Reconnect delay advised to `EventSource` clients by the stream's first line, `retry:` (default 1 s). */
+  readonly retryMs?: number | undefined
   /** Largest request body (default 1 MiB). */
   readonly maxBodyBytes?: number | undefined
   /** Most events in one POST (default 1000). */
@@ -142,6 +144,7 @@ const FeedGroupLive = (options: HttpOptions) =>
       const feed = yield* ChangeFeed.ChangeFeed
       const shutdown = yield* StreamsShutdown
       const keepaliveMs = options.keepaliveMs ?? 15_000
+      const retry = retryFrame(options.retryMs ?? 1000)
       const maxBatch = options.maxBatchEvents ?? 1000
       const encoder = new TextEncoder()
       const frame = makeFrameEncoder(feed.epoch, encodeChange)
@@ -159,6 +162,7 @@ const FeedGroupLive = (options: HttpOptions) =>
               Stream.catchAll((error) =>
                 Stream.make(`event: error\ndata: ${JSON.stringify({ type: "error", message: error.message })}\n\n`)
               ),
+              Stream.prepend(Chunk.of(retry)),
               Stream.merge(
                 Stream.fromSchedule(Schedule.spaced(Duration.millis(keepaliveMs))).pipe(Stream.as(keepaliveFrame)),
                 { haltStrategy: "left" }
@@ -177,7 +181,7 @@ const FeedGroupLive = (options: HttpOptions) =>
             const cursor = yield* cursorParam("since", urlParams.since)
             const limit = yield* intParam("limit", urlParams.limit, 100, 1, 1000)
             const waitSeconds = yield* intParam("wait", urlParams.wait, 0, 0, 60)
-            return yield* page(feed, cursor, limit, urlParams.session_id, waitSeconds * 1000)
+            return yield* page(feed, shutdown, cursor, limit, urlParams.session_id, waitSeconds * 1000)
           })
         )
         .handle("append", ({ payload }) =>
@@ -230,6 +234,7 @@ const FeedGroupLive = (options: HttpOptions) =>
  */
 const page = (
   feed: ChangeFeed.ChangeFeedService<AgentEvent>,
+  shutdown: Deferred.Deferred<void>,
   cursor: Cursor,
   limit: number,
   sessionId: string | undefined,
@@ -250,7 +255,9 @@ const page = (
         const chunk = caughtUp
           ? yield* pull.pipe(
               Effect.timeout(Duration.millis(waitMs)),
-              Effect.catchTag("TimeoutException", () => Effect.succeed(Chunk.empty()))
+              Effect.catchTag("TimeoutException", () => Effect.succeed(Chunk.empty())),
+              // A long-poll must not hold up the server's close: shutdown ends the wait like a timeout.
+              Effect.raceFirst(Effect.as(Deferred.await(shutdown), Chunk.empty<FeedItem<AgentEvent>>()))
             )
           : yield* pull
         if (Chunk.isEmpty(chunk)) break
@@ -277,6 +284,32 @@ const page = (
 
 const errorResponse = (status: number, body: Record<string, unknown>) => HttpServerResponse.unsafeJson(body, { status })
 
+/** Deeper than this, encoding an event for the journal could overflow the stack. */
+const MAX_BODY_DEPTH = 256
+
+/**
+ * Why parsed JSON could not be journaled as sent, if it could not: nested so deep that encoding
+ * it would overflow the stack (and take the writer down), or holding a number literal too large
+ * for a double (`1e999` parses as Infinity and would be written as `null`, a line that no longer
+ * decodes). Walks without recursion, so the check itself cannot overflow.
+ */
+const cannotBeJournaled = (value: unknown): string | undefined => {
+  const pending: Array<unknown> = [value]
+  const depths: Array<number> = [1]
+  while (pending.length > 0) {
+    const next = pending.pop()
+    const depth = depths.pop()!
+    if (typeof next === "number" && !Number.isFinite(next)) return "holds a number too large to store"
+    if (next === null || typeof next !== "object") continue
+    if (depth > MAX_BODY_DEPTH) return `nests arrays and objects more than ${MAX_BODY_DEPTH} levels deep`
+    for (const child of Object.values(next)) {
+      pending.push(child)
+      depths.push(depth + 1)
+    }
+  }
+  return undefined
+}
+
 /**
  * Reads POST bodies up front so that an oversized body answers 413 (before reading it when
  * it declares its length) and one that is not JSON answers 400 naming `body`; the API then
@@ -302,14 +335,19 @@ const checkBody = (maxBytes: number) =>
           ? tooLarge(`over the limit`)
           : errorResponse(400, { _tag: "BadRequest", field: "body", message: `the request body could not be read` })
       }
+      let body: unknown
       try {
-        JSON.parse(text.right)
+        body = JSON.parse(text.right)
       } catch (error) {
         return errorResponse(400, {
           _tag: "BadRequest",
           field: "body",
           message: `the request body is not valid JSON: ${(error as Error).message}`
         })
+      }
+      const unstorable = cannotBeJournaled(body)
+      if (unstorable !== undefined) {
+        return errorResponse(400, { _tag: "BadRequest", field: "body", message: `the request body ${unstorable}` })
       }
       return yield* app
     })
@@ -324,6 +362,31 @@ export const layer = (options: HttpOptions = {}) =>
     Layer.provide(AuthorizationLive(options.token)),
     Layer.provide(StreamsShutdownLive)
   )
+
+/**
+ * The Node server to run the service on. It answers any request no handler takes: at shutdown
+ * the platform detaches the app's handler before it closes the server, and a request arriving
+ * in between (on an open keep-alive connection, or while the feed drains) would otherwise never
+ * be answered, and the server's close would wait for it forever.
+ */
+export const createNodeServer = (): Server => {
+  const server = createServer()
+  server.on("request", (request, response) => {
+    if (server.listenerCount("request") > 1) return
+    if (request.url?.startsWith("/api/v1/stream")) {
+      // An EventSource gives up for good on any answer but a 200 event stream: an empty one
+      // makes it reconnect, to the restarted server.
+      response.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "close" })
+      response.end()
+      return
+    }
+    response.writeHead(503, { "content-type": "application/json", connection: "close" })
+    response.end(
+      JSON.stringify({ _tag: "Unavailable", accepted: false, message: "the feed is shutting down; retry shortly" })
+    )
+  })
+  return server
+}
 
 /** Where `npm start` keeps its journal: a folder inside the project. */
 export const defaultDirectory = fileURLToPath(new URL("../data/feed", import.meta.url))
@@ -363,7 +426,7 @@ export const layerFromSettings = (config: ServerSettings): Layer.Layer<ChangeFee
       )
       return layer({ token: Option.getOrUndefined(config.token) }).pipe(
         HttpServer.withLogAddress,
-        Layer.provide(NodeHttpServer.layer(createServer, { host: config.host, port: config.port })),
+        Layer.provide(NodeHttpServer.layer(createNodeServer, { host: config.host, port: config.port })),
         Layer.provideMerge(feed),
         Layer.provide(NodeContext.layer)
       )

@@ -9,6 +9,9 @@ import { type FeedItem, resetWire } from "../Domain/FeedItem.js"
 
 export const keepaliveFrame = ": keepalive\n\n"
 
+/** Opens every stream: how long a browser's `EventSource` waits before it reconnects (its default is ~3 s). */
+export const retryFrame = (ms: number): string => `retry: ${ms}\n\n`
+
 /**
  * Renders feed items to SSE text. The JSON of a live event is computed once and shared by
  * every subscriber that receives the same event object.

@@ -1,0 +1,246 @@
+/**
+ * Rejected requests end to end: 400 with a JSON error naming the field, 413 past the body and
+ * batch limits, 401 without the configured token. Nothing from a rejected request is journaled.
+ */
+import { describe, it, assert } from "@effect/vitest"
+import { Effect, Redacted } from "effect"
+import {
+  append,
+  created,
+  openStream,
+  post,
+  request,
+  type JsonResponse,
+  start,
+  status,
+  tempDirectory,
+  type TestServer
+} from "../support/Server.js"
+
+/** A server with two events journaled, small limits, so rejections can be checked against its head. */
+const limitedServer = Effect.gen(function* () {
+  const server = yield* start({
+    directory: yield* tempDirectory,
+    http: { maxBodyBytes: 2048, maxBatchEvents: 3 }
+  })
+  yield* append(server, [created("s1"), created("s2")])
+  return server
+})
+
+/** Asserts a JSON error of `status` naming `field`, and that the head did not move. */
+const assertRejected = (server: TestServer, response: JsonResponse, expected: number, tag: string, field: string) =>
+  Effect.gen(function* () {
+    assert.strictEqual(response.status, expected, JSON.stringify(response.body))
+    assert.include(response.headers["content-type"] ?? "", "application/json")
+    assert.strictEqual(response.body._tag, tag)
+    assert.strictEqual(response.body.field, field)
+    assert.isString(response.body.message)
+    assert.isAbove(response.body.message.length, 10, "the message says what was wrong")
+    assert.strictEqual((yield* status(server)).head_seq, 2, "nothing was journaled")
+  })
+
+const events = (server: TestServer) => `${server.url}/api/v1/events`
+
+describe("400 Bad Request", () => {
+  it.scopedLive("a_bad_cursor_on_the_stream_names_since_or_last_event_id", () =>
+    Effect.gen(function* () {
+      const server = yield* limitedServer
+      const stream = `${server.url}/api/v1/stream`
+      for (const since of ["-1", "abc", "1.5", "XYZ:1"]) {
+        yield* assertRejected(server, yield* request(`${stream}?since=${since}`), 400, "BadRequest", "since")
+      }
+      for (const id of ["XYZ:1", "-1", "abc", "deadbeef:x"]) {
+        const response = yield* request(stream, { headers: { "last-event-id": id } })
+        yield* assertRejected(server, response, 400, "BadRequest", "Last-Event-ID")
+        assert.include(response.body.message, id)
+      }
+      // Nothing was left subscribed by the rejected streams.
+      assert.strictEqual((yield* status(server)).subscribers, 0)
+    })
+  )
+
+  it.scopedLive("bad_query_parameters_of_the_events_page_name_the_parameter", () =>
+    Effect.gen(function* () {
+      const server = yield* limitedServer
+      const cases: Array<[string, string]> = [
+        ["limit=0", "limit"],
+        ["limit=1001", "limit"],
+        ["limit=ten", "limit"],
+        ["since=-1", "since"],
+        ["since=abc", "since"],
+        ["wait=61", "wait"],
+        ["wait=-1", "wait"]
+      ]
+      for (const [query, field] of cases) {
+        yield* assertRejected(server, yield* request(`${events(server)}?${query}`), 400, "BadRequest", field)
+      }
+    })
+  )
+
+  it.scopedLive("a_body_that_is_not_json_names_body", () =>
+    Effect.gen(function* () {
+      const server = yield* limitedServer
+      yield* assertRejected(server, yield* post(events(server), `{"event": {"type": `), 400, "BadRequest", "body")
+      yield* assertRejected(server, yield* post(events(server), ""), 400, "BadRequest", "body")
+    })
+  )
+
+  it.scopedLive("an_unknown_event_type_names_event_type", () =>
+    Effect.gen(function* () {
+      const server = yield* limitedServer
+      const response = yield* post(events(server), { event: { type: "session_exploded", session_id: "s1" } })
+      yield* assertRejected(server, response, 400, "BadRequest", "event.type")
+      assert.include(response.body.message, "session_exploded")
+      yield* assertRejected(
+        server,
+        yield* post(events(server), { event: { session_id: "s1" } }),
+        400,
+        "BadRequest",
+        "event.type"
+      )
+    })
+  )
+
+  it.scopedLive("a_missing_payload_field_in_a_batch_names_its_path_and_rejects_the_whole_batch", () =>
+    Effect.gen(function* () {
+      const server = yield* limitedServer
+      const response = yield* post(events(server), {
+        events: [created("s1"), { event: { type: "session_created" } }, created("s3")]
+      })
+      yield* assertRejected(server, response, 400, "BadRequest", "events[1].event.session_id")
+      const wrongType = yield* post(events(server), {
+        events: [{ event: { type: "session_pinned_updated", session_id: "s1", pinned: "yes" } }]
+      })
+      yield* assertRejected(server, wrongType, 400, "BadRequest", "events[0].event.pinned")
+    })
+  )
+
+  it.scopedLive("a_body_of_neither_shape_is_rejected", () =>
+    Effect.gen(function* () {
+      const server = yield* limitedServer
+      for (const body of [{ events: "no" }, [created("s1")], 42]) {
+        const response = yield* post(events(server), body)
+        assert.strictEqual(response.status, 400, JSON.stringify(response.body))
+        assert.strictEqual((yield* status(server)).head_seq, 2)
+      }
+    })
+  )
+})
+
+describe("413 Payload Too Large", () => {
+  it.scopedLive("a_body_over_max_body_bytes_is_rejected_before_it_is_read", () =>
+    Effect.gen(function* () {
+      const server = yield* limitedServer
+      const big = JSON.stringify({ event: { type: "session_created", session_id: "s1", title: "x".repeat(4096) } })
+      const response = yield* post(events(server), big)
+      yield* assertRejected(server, response, 413, "PayloadTooLarge", "body")
+      assert.strictEqual(response.body.limit, 2048)
+      assert.include(response.body.message, `${Buffer.byteLength(big)} bytes`)
+    })
+  )
+
+  it.scopedLive("a_chunked_body_over_max_body_bytes_is_refused_and_nothing_is_journaled", () =>
+    Effect.gen(function* () {
+      const server = yield* limitedServer
+      const big = JSON.stringify({ event: { type: "session_created", session_id: "s1", title: "x".repeat(4096) } })
+      // Without a content-length the limit is found while reading; the platform's body reader then
+      // destroys the request, so the client sees the connection reset rather than the 413.
+      const outcome = yield* request(events(server), {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: big,
+        chunked: true
+      }).pipe(
+        Effect.map((response) => `${response.status} ${response.body?._tag}`),
+        Effect.catchAllDefect((defect) => Effect.succeed(String((defect as { code?: string }).code ?? defect)))
+      )
+      assert.oneOf(outcome, ["413 PayloadTooLarge", "ECONNRESET", "EPIPE"])
+      assert.strictEqual((yield* status(server)).head_seq, 2, "nothing was journaled")
+      // A chunked body within the limit is read and journaled.
+      const small = yield* request(events(server), {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(created("s3")),
+        chunked: true
+      })
+      assert.deepStrictEqual([small.status, small.body], [200, { seqs: [3] }])
+    })
+  )
+
+  it.scopedLive("a_batch_over_max_batch_events_is_rejected", () =>
+    Effect.gen(function* () {
+      const server = yield* limitedServer
+      const response = yield* post(events(server), { events: [1, 2, 3, 4].map((i) => created(`s${i}`)) })
+      yield* assertRejected(server, response, 413, "PayloadTooLarge", "events")
+      assert.strictEqual(response.body.limit, 3)
+      // At the limit it is accepted.
+      const ok = yield* post(events(server), { events: [1, 2, 3].map((i) => created(`s${i}`)) })
+      assert.deepStrictEqual(ok.body, { seqs: [3, 4, 5] })
+    })
+  )
+})
+
+describe("401 Unauthorized", () => {
+  const token = "s3cret-token"
+  const bearer = { authorization: `Bearer ${token}` }
+
+  const securedServer = Effect.gen(function* () {
+    const server = yield* start({ directory: yield* tempDirectory, http: { token: Redacted.make(token) } })
+    yield* append(server, [created("s1")], bearer)
+    return server
+  })
+
+  const assertUnauthorized = (response: JsonResponse) => {
+    assert.strictEqual(response.status, 401, JSON.stringify(response.body))
+    assert.strictEqual(response.body._tag, "Unauthorized")
+    assert.isString(response.body.message)
+  }
+
+  it.scopedLive("every_api_route_needs_the_bearer_token", () =>
+    Effect.gen(function* () {
+      const server = yield* securedServer
+      const routes = [
+        request(`${server.url}/api/v1/status`),
+        request(`${server.url}/api/v1/events`),
+        request(`${server.url}/api/v1/stream`),
+        post(`${server.url}/api/v1/events`, created("s2"))
+      ]
+      for (const route of routes) assertUnauthorized(yield* route)
+      assertUnauthorized(yield* request(`${server.url}/api/v1/status`, { headers: { authorization: "Bearer wrong" } }))
+      assertUnauthorized(
+        yield* request(`${server.url}/api/v1/status`, { headers: { authorization: `Bearer ${token}x` } })
+      )
+      assertUnauthorized(yield* request(`${server.url}/api/v1/status`, { headers: { authorization: token } }))
+      assertUnauthorized(yield* post(`${server.url}/api/v1/events`, created("s2"), { authorization: "Bearer wrong" }))
+
+      const ok = yield* request(`${server.url}/api/v1/status`, { headers: bearer })
+      assert.strictEqual(ok.status, 200)
+      assert.strictEqual(ok.body.head_seq, 1, "the rejected POSTs journaled nothing")
+    })
+  )
+
+  it.scopedLive("the_stream_accepts_the_token_as_access_token_and_other_routes_do_not", () =>
+    Effect.gen(function* () {
+      const server = yield* securedServer
+      const stream = yield* openStream(`${server.url}/api/v1/stream?access_token=${token}`)
+      assert.strictEqual(stream.status, 200)
+      const frames = yield* stream.untilCaughtUp
+      assert.strictEqual(frames[frames.length - 1]!.data, `{"type":"caught_up","seq":1}`)
+
+      const byHeader = yield* openStream(`${server.url}/api/v1/stream`, bearer)
+      assert.strictEqual(byHeader.status, 200)
+
+      assertUnauthorized(yield* request(`${server.url}/api/v1/stream?access_token=wrong`))
+      assertUnauthorized(yield* request(`${server.url}/api/v1/status?access_token=${token}`))
+      assertUnauthorized(yield* request(`${server.url}/api/v1/events?access_token=${token}`))
+    })
+  )
+
+  it.scopedLive("the_docs_stay_readable_without_the_token", () =>
+    Effect.gen(function* () {
+      const server = yield* securedServer
+      assert.strictEqual((yield* request(`${server.url}/docs`)).status, 200)
+      assert.strictEqual((yield* request(`${server.url}/docs/openapi.json`)).status, 200)
+    })
+  )
+})

@@ -1,0 +1,207 @@
+/**
+ * The life of a stream connection: keepalive comments driven by the clock (under `TestClock`),
+ * streams ending when the server shuts down, and resuming across a restart on the same
+ * journal directory and port.
+ */
+import { describe, it, assert } from "@effect/vitest"
+import { Chunk, Deferred, type Duration, Effect, Fiber, Option, Queue, TestClock } from "effect"
+import * as NodeHttp from "node:http"
+import * as Http from "../../src/Http.js"
+import {
+  append,
+  createdMany,
+  eventually,
+  openStream,
+  request,
+  seqsOf,
+  start,
+  status,
+  tempDirectory,
+  type TestServer
+} from "../support/Server.js"
+
+/** Closes the server; `false` if that takes longer than `limit` (the close goes on in the background). */
+const closeWithin = (server: TestServer, limit: Duration.DurationInput) =>
+  server.close.pipe(Effect.disconnect, Effect.timeout(limit), Effect.option, Effect.map(Option.isSome))
+
+/** Waits until some fiber of the server sleeps until `at` on the test clock. */
+const sleeperAt = (at: number) =>
+  eventually(Effect.map(TestClock.sleeps(), (wakeups) => Chunk.some(wakeups, (t) => t === at)))
+
+describe("keepalive", () => {
+  // `it.scoped` runs on the TestClock, and so does the server built inside it: the fibers the
+  // handlers fork take their clock from the runtime the server was built with. Real I/O does not
+  // wait for the clock, so the test waits for frames and for the keepalive's sleep to be
+  // registered, then moves the clock.
+  it.scoped("a_keepalive_comment_arrives_every_15_seconds_of_clock_time", () =>
+    Effect.gen(function* () {
+      const server = yield* start({ directory: yield* tempDirectory })
+      yield* append(server, createdMany(1))
+      const stream = yield* openStream(`${server.url}/api/v1/stream`)
+      yield* stream.untilCaughtUp
+      const t0 = yield* TestClock.currentTimeMillis
+
+      yield* sleeperAt(t0 + 15_000)
+      assert.strictEqual(yield* Queue.size(stream.comments), 0, "no keepalive before 15 s")
+      yield* TestClock.adjust("14999 millis")
+      yield* append(server, createdMany(1))
+      assert.deepStrictEqual(seqsOf([yield* stream.next]), [2])
+      assert.strictEqual(yield* Queue.size(stream.comments), 0, "no keepalive before 15 s")
+
+      yield* TestClock.adjust("1 millis")
+      assert.strictEqual(yield* Queue.take(stream.comments), "keepalive")
+      yield* sleeperAt(t0 + 30_000)
+      yield* TestClock.adjust("15 seconds")
+      assert.strictEqual(yield* Queue.take(stream.comments), "keepalive")
+
+      // A comment line, not a data frame: EventSource clients never see it.
+      assert.include(stream.text(), "\n\n: keepalive\n\n: keepalive\n\n")
+      assert.strictEqual(yield* Queue.size(stream.frames), 0)
+    })
+  )
+
+  it.scopedLive("the_keepalive_period_is_configurable", () =>
+    Effect.gen(function* () {
+      const server = yield* start({ directory: yield* tempDirectory, http: { keepaliveMs: 50 } })
+      const stream = yield* openStream(`${server.url}/api/v1/stream`)
+      yield* stream.untilCaughtUp
+      assert.strictEqual(yield* Queue.take(stream.comments), "keepalive")
+      assert.strictEqual(yield* Queue.take(stream.comments), "keepalive")
+    })
+  )
+})
+
+describe("shutdown", () => {
+  it.scopedLive("open_streams_end_when_the_server_shuts_down_and_the_close_completes", () =>
+    Effect.gen(function* () {
+      const server = yield* start({ directory: yield* tempDirectory })
+      yield* append(server, createdMany(2))
+      const all = yield* openStream(`${server.url}/api/v1/stream`)
+      const filtered = yield* openStream(`${server.url}/api/v1/stream?session_id=s2&since=1`)
+      yield* all.untilCaughtUp
+      yield* filtered.untilCaughtUp
+      assert.strictEqual((yield* status(server)).subscribers, 2)
+
+      assert.isTrue(yield* closeWithin(server, "20 seconds"), "the server's close completed")
+      for (const stream of [all, filtered]) {
+        const how = yield* Deferred.await(stream.ended).pipe(
+          Effect.timeoutFail({ duration: "20 seconds", onTimeout: () => new Error("a stream did not end") })
+        )
+        assert.strictEqual(how, "end", "the response ended cleanly")
+      }
+      // The port is closed.
+      const refused = yield* request(`${server.url}/api/v1/status`).pipe(
+        Effect.as("answered"),
+        Effect.catchAllDefect((defect) => Effect.succeed(String((defect as { code?: string }).code)))
+      )
+      assert.strictEqual(refused, "ECONNREFUSED")
+    })
+  )
+
+  it.scopedLive("a_long_poll_in_flight_answers_when_the_server_shuts_down", () =>
+    Effect.gen(function* () {
+      const server = yield* start({ directory: yield* tempDirectory })
+      yield* append(server, createdMany(1))
+      const poll = yield* request(`${server.url}/api/v1/events?since=1&wait=60`).pipe(Effect.fork)
+      yield* eventually(Effect.map(status(server), (s) => s.subscribers === 1))
+
+      assert.isTrue(yield* closeWithin(server, "20 seconds"), "the server's close completed")
+      const page = yield* Fiber.join(poll)
+      assert.deepStrictEqual([page.status, page.body.events, page.body.next_since], [200, [], 1])
+    })
+  )
+
+  it.scopedLive("requests_arriving_during_shutdown_are_all_answered_and_the_close_completes", () =>
+    Effect.gen(function* () {
+      const server = yield* start({ directory: yield* tempDirectory })
+      yield* append(server, createdMany(1))
+      // Clients keep sending while the server closes: each request must get an answer (or be
+      // refused once the port is closed), none may be left hanging, holding the close up.
+      const outcomes: Array<string> = []
+      const pending = new Set<NodeHttp.ClientRequest>()
+      const once = () =>
+        new Promise<string>((resolve) => {
+          const req = NodeHttp.request(`${server.url}/api/v1/status`, { agent: false }, (response) => {
+            response.resume()
+            response.on("end", () => done(String(response.statusCode)))
+            response.on("error", (error) => done(error.message))
+          })
+          const done = (outcome: string) => {
+            pending.delete(req)
+            outcomes.push(outcome)
+            resolve(outcome)
+          }
+          pending.add(req)
+          req.on("error", (error: NodeJS.ErrnoException) => done(error.code ?? error.message))
+          req.end()
+        })
+      let stopped = false
+      const loop = async () => {
+        while (!stopped && (await once()) !== "ECONNREFUSED") {}
+      }
+      const loops = Array.from({ length: 8 }, loop)
+      yield* eventually(Effect.sync(() => outcomes.length >= 16))
+
+      const closed = yield* closeWithin(server, "20 seconds")
+      stopped = true
+      yield* Effect.promise(() => Promise.all(loops)).pipe(Effect.timeout("20 seconds"), Effect.ignore)
+      const unanswered = pending.size
+      for (const req of pending) req.destroy()
+      assert.isTrue(closed, "the server's close completed")
+      assert.strictEqual(unanswered, 0, `requests left unanswered; outcomes: ${[...new Set(outcomes)]}`)
+      assert.includeMembers(outcomes, ["200", "ECONNREFUSED"])
+      for (const outcome of outcomes)
+        assert.oneOf(outcome, ["200", "503", "ECONNREFUSED", "ECONNRESET", "socket hang up"])
+    })
+  )
+
+  it.scopedLive("once_the_app_is_detached_requests_are_answered_rather_than_left_hanging", () =>
+    Effect.gen(function* () {
+      // The server as it is between the app's handler being detached and its close.
+      const bare = Http.createNodeServer()
+      yield* Effect.acquireRelease(
+        Effect.async<void>((resume) => void bare.listen(0, "127.0.0.1", () => resume(Effect.void))),
+        () => Effect.async<void>((resume) => void bare.close(() => resume(Effect.void)))
+      )
+      const url = `http://127.0.0.1:${(bare.address() as { port: number }).port}`
+      const api = yield* request(`${url}/api/v1/status`)
+      assert.deepStrictEqual([api.status, api.body._tag], [503, "Unavailable"])
+      // An EventSource would give up on a 503; an empty event stream makes it reconnect.
+      const stream = yield* request(`${url}/api/v1/stream?since=3`)
+      assert.deepStrictEqual(
+        [stream.status, stream.headers["content-type"], stream.body],
+        [200, "text/event-stream", ""]
+      )
+    })
+  )
+
+  it.scopedLive("a_restart_on_the_same_directory_and_port_keeps_epoch_and_head_and_streams_resume", () =>
+    Effect.gen(function* () {
+      const directory = yield* tempDirectory
+      const first = yield* start({ directory })
+      yield* append(first, createdMany(3))
+      const before = yield* status(first)
+      const stream = yield* openStream(`${first.url}/api/v1/stream`)
+      const frames = yield* stream.untilCaughtUp
+      yield* first.close
+      assert.strictEqual(yield* Deferred.await(stream.ended), "end")
+
+      const second = yield* start({ directory, port: first.port })
+      assert.strictEqual(second.url, first.url)
+      const after = yield* status(second)
+      assert.deepStrictEqual([after.epoch, after.head_seq], [before.epoch, 3])
+
+      // Resume from the last id seen, as a reconnecting EventSource does: no reset, no repeat.
+      const resumed = yield* openStream(`${second.url}/api/v1/stream`, {
+        "last-event-id": frames[frames.length - 1]!.id!
+      })
+      const replay = yield* resumed.untilCaughtUp
+      assert.deepStrictEqual(
+        replay.map((f) => [f.event, f.data]),
+        [["caught_up", `{"type":"caught_up","seq":3}`]]
+      )
+      assert.deepStrictEqual(yield* append(second, createdMany(1)), [4])
+      assert.deepStrictEqual(seqsOf([yield* resumed.next]), [4])
+    })
+  )
+})

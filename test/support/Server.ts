@@ -1,0 +1,263 @@
+/**
+ * The real service on a loopback port, for end-to-end tests: the file journal in a temp
+ * directory, the feed, the HTTP API and a Node server. A `TestServer` can be closed on its
+ * own and started again on the same directory and port, which is how the tests simulate a
+ * server restart. Also the tests' view of the wire: JSON requests and SSE streams read
+ * incrementally through `node:http`, frames parsed by the service's own `makeSseParser`.
+ */
+import { FileSystem, HttpServer } from "@effect/platform"
+import { NodeContext, NodeHttpServer } from "@effect/platform-node"
+import { Context, Deferred, Effect, Exit, Layer, Queue, Scope } from "effect"
+import * as NodeHttp from "node:http"
+import * as ChangeFeed from "../../src/ChangeFeed.js"
+import * as Http from "../../src/Http.js"
+import { makeSseParser, type SseFrame } from "../../src/Http/Sse.js"
+
+export interface TestServerOptions {
+  readonly directory: string
+  /** 0 (the default) picks a free port; a restart passes the port of the server it replaces. */
+  readonly port?: number | undefined
+  readonly feed?: Omit<ChangeFeed.FeedOptions, "directory"> | undefined
+  readonly http?: Http.HttpOptions | undefined
+  /** Extra routes served next to the API, e.g. `HttpApiBuilder.Router.use(...)` for a test page. */
+  readonly routes?: Layer.Layer<never> | undefined
+}
+
+export interface TestServer {
+  /** `http://127.0.0.1:<port>` */
+  readonly url: string
+  readonly port: number
+  readonly directory: string
+  /** Shuts this server down (streams end, the feed drains, the journal closes); idempotent. */
+  readonly close: Effect.Effect<void>
+}
+
+/** Starts the service. It is closed by `close` or, at the latest, with the caller's scope. */
+export const start = (options: TestServerOptions): Effect.Effect<TestServer, unknown, Scope.Scope> =>
+  Effect.gen(function* () {
+    const scope = yield* Scope.make()
+    yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
+    const layer = Http.layer(options.http ?? {}).pipe(
+      Layer.provide(options.routes ?? Layer.empty),
+      // Composed as `Http.layerFromSettings` does: the feed outlives the server, so requests in
+      // flight at shutdown still find it.
+      Layer.provideMerge(NodeHttpServer.layer(Http.createNodeServer, { host: "127.0.0.1", port: options.port ?? 0 })),
+      Layer.provide(ChangeFeed.layer({ ...options.feed, directory: options.directory })),
+      Layer.provide(NodeContext.layer)
+    )
+    const context = yield* Layer.buildWithScope(layer, scope).pipe(
+      Effect.tapErrorCause(() => Scope.close(scope, Exit.void))
+    )
+    const address = Context.get(context, HttpServer.HttpServer).address
+    if (address._tag !== "TcpAddress") return yield* Effect.dieMessage("the test server must listen on TCP")
+    return {
+      url: `http://127.0.0.1:${address.port}`,
+      port: address.port,
+      directory: options.directory,
+      close: Scope.close(scope, Exit.void)
+    }
+  })
+
+/** A scoped temp directory for a journal. */
+export const tempDirectory = Effect.flatMap(FileSystem.FileSystem, (fs) =>
+  fs.makeTempDirectoryScoped({ prefix: "http-test-" })
+).pipe(Effect.provide(NodeContext.layer))
+
+// ---------------------------------------------------------------------------------------------------------------
+// Requests
+//
+// Through `node:http` without connection pooling (`agent: false`, so `Connection: close`):
+// what the tests see is exactly what the server sent on one connection, and no pooled client
+// keeps (or reopens) idle connections that would hold up a server's close.
+// ---------------------------------------------------------------------------------------------------------------
+
+export interface RequestOptions {
+  readonly method?: string
+  readonly headers?: Record<string, string>
+  readonly body?: string | Uint8Array
+  /** Send the body with chunked transfer encoding, without a content-length. */
+  readonly chunked?: boolean
+}
+
+const send = (url: string, options: RequestOptions, signal?: AbortSignal) =>
+  new Promise<NodeHttp.IncomingMessage>((resolve, reject) => {
+    const request = NodeHttp.request(
+      url,
+      { method: options.method ?? "GET", headers: options.headers ?? {}, agent: false, ...(signal ? { signal } : {}) },
+      resolve
+    )
+    request.on("error", reject)
+    if (options.body !== undefined && options.chunked === true) {
+      request.write(options.body)
+      request.end()
+    } else {
+      request.end(options.body)
+    }
+  })
+
+export interface JsonResponse {
+  readonly status: number
+  readonly headers: NodeHttp.IncomingHttpHeaders
+  /** Parsed when the response is JSON, else the text. */
+  readonly body: any
+}
+
+/** One request, its whole response. */
+export const request = (url: string, options: RequestOptions = {}): Effect.Effect<JsonResponse> =>
+  Effect.promise(async () => {
+    const response = await send(url, options)
+    let text = ""
+    response.setEncoding("utf8")
+    for await (const chunk of response) text += chunk
+    const json = (response.headers["content-type"] ?? "").includes("json")
+    return { status: response.statusCode ?? 0, headers: response.headers, body: json ? JSON.parse(text) : text }
+  })
+
+export const post = (url: string, body: unknown, headers: Record<string, string> = {}) =>
+  request(url, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: typeof body === "string" ? body : JSON.stringify(body)
+  })
+
+export interface StatusBody {
+  readonly head_seq: number
+  readonly oldest_seq: number
+  readonly epoch: string
+  readonly segments: number
+  readonly bytes: number
+  readonly dropped: number
+  readonly subscribers: number
+  readonly degraded: boolean
+  readonly last_error: string | null
+  readonly queued: number
+  readonly fsync: string
+}
+
+/** The feed's status (asserting the request succeeded). */
+export const status = (server: TestServer, headers: Record<string, string> = {}): Effect.Effect<StatusBody> =>
+  Effect.flatMap(request(`${server.url}/api/v1/status`, { headers }), (response) =>
+    response.status === 200
+      ? Effect.succeed(response.body as StatusBody)
+      : Effect.dieMessage(`GET /api/v1/status answered ${response.status}: ${JSON.stringify(response.body)}`)
+  )
+
+export interface AppendEntry {
+  readonly session_id?: string
+  readonly event: Record<string, unknown>
+}
+
+/** Appends events, one request each, in order; answers their seqs (asserting each was journaled). */
+export const append = (
+  server: TestServer,
+  entries: ReadonlyArray<AppendEntry>,
+  headers: Record<string, string> = {}
+): Effect.Effect<Array<number>> =>
+  Effect.forEach(entries, (entry) =>
+    Effect.flatMap(post(`${server.url}/api/v1/events`, entry, headers), (response) =>
+      response.status === 200 && typeof response.body.seqs?.[0] === "number"
+        ? Effect.succeed(response.body.seqs[0] as number)
+        : Effect.dieMessage(`POST /api/v1/events answered ${response.status}: ${JSON.stringify(response.body)}`)
+    )
+  )
+
+/** A durable event of session `session` (routed by its own `session_id`). */
+export const created = (session: string, title = `title of ${session}`): AppendEntry => ({
+  event: { type: "session_created", session_id: session, title }
+})
+
+/** `n` durable events of session `session`. */
+export const createdMany = (n: number, session = "s1"): Array<AppendEntry> =>
+  Array.from({ length: n }, (_, i) => created(session, `event ${i + 1}`))
+
+/** Waits until `condition` holds, checking every `everyMs` (real time). */
+export const eventually = <E, R>(condition: Effect.Effect<boolean, E, R>, everyMs = 20): Effect.Effect<void, E, R> =>
+  Effect.gen(function* () {
+    while (!(yield* condition)) yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, everyMs)))
+  })
+
+// ---------------------------------------------------------------------------------------------------------------
+// SSE streams
+// ---------------------------------------------------------------------------------------------------------------
+
+export interface SseStream {
+  readonly status: number
+  readonly headers: NodeHttp.IncomingHttpHeaders
+  /** Every frame, in order of arrival. */
+  readonly frames: Queue.Dequeue<SseFrame>
+  /** Every comment line (`: keepalive` arrives as `keepalive`). */
+  readonly comments: Queue.Dequeue<string>
+  /** The raw text received so far. */
+  readonly text: () => string
+  /** Completed when the body ends: `"end"` for a clean end, else what went wrong. */
+  readonly ended: Deferred.Deferred<string>
+  /** The next frame (waits for it). */
+  readonly next: Effect.Effect<SseFrame>
+  /** Frames up to and including the first one matching `until`. */
+  readonly takeUntil: (until: (frame: SseFrame) => boolean) => Effect.Effect<Array<SseFrame>>
+  /** Frames up to and including the next `caught_up`. */
+  readonly untilCaughtUp: Effect.Effect<Array<SseFrame>>
+}
+
+/**
+ * Opens a stream and reads it in the background until it ends or the scope closes (which
+ * drops the connection). Answers once the response headers are in. Nothing here depends on
+ * the Effect clock, so it works the same under `TestClock`.
+ */
+export const openStream = (
+  url: string,
+  headers: Record<string, string> = {}
+): Effect.Effect<SseStream, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const abort = new AbortController()
+    yield* Effect.addFinalizer(() => Effect.sync(() => abort.abort()))
+    const response = yield* Effect.promise(() => send(url, { headers }, abort.signal))
+    const frames = yield* Queue.unbounded<SseFrame>()
+    const comments = yield* Queue.unbounded<string>()
+    const ended = yield* Deferred.make<string>()
+    let raw = ""
+    const parse = makeSseParser(
+      (frame) => Queue.unsafeOffer(frames, frame),
+      (comment) => Queue.unsafeOffer(comments, comment)
+    )
+    const finish = (how: string) => Deferred.unsafeDone(ended, Exit.succeed(how))
+    response.setEncoding("utf8")
+    response.on("data", (text: string) => {
+      raw += text
+      parse(text)
+    })
+    response.on("end", () => finish("end"))
+    response.on("error", (error) => finish(error.message))
+    response.on("close", () => finish(response.complete ? "end" : "closed before the end of the body"))
+    const next = Queue.take(frames)
+    const takeUntil = (until: (frame: SseFrame) => boolean) =>
+      Effect.gen(function* () {
+        const taken: Array<SseFrame> = []
+        while (true) {
+          const frame = yield* next
+          taken.push(frame)
+          if (until(frame)) return taken
+        }
+      })
+    return {
+      status: response.statusCode ?? 0,
+      headers: response.headers,
+      frames,
+      comments,
+      text: () => raw,
+      ended,
+      next,
+      takeUntil,
+      untilCaughtUp: takeUntil((frame) => frame.event === "caught_up")
+    }
+  })
+
+/** The data of a frame, parsed. */
+export const dataOf = (frame: SseFrame): any => JSON.parse(frame.data)
+
+/** The seqs of the change events among `frames` (resets, progress and caught-up frames left out). */
+export const seqsOf = (frames: ReadonlyArray<SseFrame>): Array<number> =>
+  frames.filter((f) => f.event === "message" && dataOf(f).seq !== undefined).map((f) => dataOf(f).seq as number)
+
+export const range = (from: number, to: number): Array<number> =>
+  Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i)
