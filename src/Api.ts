@@ -53,6 +53,15 @@ export const AppendBatch = Schema.Struct({
   events: Schema.Array(AppendOne)
 }).annotations({ identifier: "AppendBatch" })
 
+/**
+ * The POST body as documented. It is decoded by the handler (`decodeAppendBody`), so that
+ * any malformed body, whatever its shape, is answered with the one field at fault.
+ */
+export const AppendBody = Schema.Unknown.annotations({
+  identifier: "AppendBody",
+  jsonSchema: JSONSchema.make(Schema.Union(AppendBatch, AppendOne)) as object
+})
+
 export const AppendResult = Schema.Struct({
   seqs: Schema.Array(Schema.NullOr(Seq))
 }).annotations({ identifier: "AppendResult" })
@@ -130,7 +139,7 @@ export class FeedGroup extends HttpApiGroup.make("feed")
   )
   .add(
     HttpApiEndpoint.post("append", "/api/v1/events")
-      .setPayload(Schema.Union(AppendBatch, AppendOne))
+      .setPayload(AppendBody)
       .addSuccess(AppendResult)
       .addError(BadRequest)
       .addError(PayloadTooLarge)

@@ -138,6 +138,47 @@ const decodeEvent = (field: string, input: unknown): Effect.Effect<AgentEvent, B
     onRight: Effect.succeed
   })
 
+const isObject = (u: unknown): u is Record<string, unknown> => typeof u === "object" && u !== null && !Array.isArray(u)
+
+/** `{"session_id"?, "event"}` or `{"events": [...]}`, every entry checked, the first fault named. */
+const decodeAppendBody = (
+  body: unknown,
+  maxBatch: number
+): Effect.Effect<Array<ChangeFeed.Entry<AgentEvent>>, BadRequest | PayloadTooLarge> =>
+  Effect.gen(function* () {
+    if (!isObject(body) || (!("events" in body) && !("event" in body))) {
+      return yield* new BadRequest({
+        field: "body",
+        message:
+          'the body must be {"session_id"?: string, "event": {...}} or {"events": [{"session_id"?, "event"}, ...]}'
+      })
+    }
+    const batch = "events" in body
+    const entries = batch ? body["events"] : [body]
+    if (!Array.isArray(entries)) return yield* new BadRequest({ field: "events", message: "events must be an array" })
+    if (entries.length > maxBatch) {
+      return yield* new PayloadTooLarge({
+        field: "events",
+        limit: maxBatch,
+        message: `a batch holds at most ${maxBatch} events, got ${entries.length}; split it`
+      })
+    }
+    const decoded: Array<ChangeFeed.Entry<AgentEvent>> = []
+    for (let i = 0; i < entries.length; i++) {
+      const entry: unknown = entries[i]
+      const at = batch ? `events[${i}]` : ""
+      if (!isObject(entry)) return yield* new BadRequest({ field: at, message: `${at} must be an object` })
+      const sessionId = entry["session_id"]
+      if (sessionId !== undefined && typeof sessionId !== "string") {
+        const field = batch ? `${at}.session_id` : "session_id"
+        return yield* new BadRequest({ field, message: `${field} must be a string` })
+      }
+      const event = yield* decodeEvent(batch ? `${at}.event` : "event", entry["event"])
+      decoded.push({ sessionId, event })
+    }
+    return decoded
+  })
+
 const FeedGroupLive = (options: HttpOptions) =>
   HttpApiBuilder.group(FeedApi, "feed", (handlers) =>
     Effect.gen(function* () {
@@ -186,19 +227,7 @@ const FeedGroupLive = (options: HttpOptions) =>
         )
         .handle("append", ({ payload }) =>
           Effect.gen(function* () {
-            const entries = "events" in payload ? payload.events : [payload]
-            if (entries.length > maxBatch) {
-              return yield* new PayloadTooLarge({
-                field: "events",
-                limit: maxBatch,
-                message: `a batch holds at most ${maxBatch} events, got ${entries.length}; split it`
-              })
-            }
-            const decoded: Array<ChangeFeed.Entry<AgentEvent>> = []
-            for (let i = 0; i < entries.length; i++) {
-              const at = "events" in payload ? `events[${i}].event` : "event"
-              decoded.push({ sessionId: entries[i]!.session_id, event: yield* decodeEvent(at, entries[i]!.event) })
-            }
+            const decoded = yield* decodeAppendBody(payload, maxBatch)
             const seqs = yield* feed.publishAll(decoded).pipe(
               Effect.catchTags({
                 FeedBusy: (e) => new Unavailable({ accepted: false, message: e.message }),
