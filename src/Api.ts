@@ -34,32 +34,27 @@ export const ResetPage = Schema.Struct({
   epoch: Schema.String
 }).annotations({ identifier: "ResetPage" })
 
-/**
- * The body's events are checked against the catalog by the handler, not here, so that an
- * unknown or malformed event is answered with the one field at fault (`events[3].event.type`)
- * rather than the whole union's mismatch. The documented schema is still the catalog.
- */
-const EventBody = Schema.Unknown.annotations({
-  identifier: "AgentEvent",
-  jsonSchema: JSONSchema.make(AgentEvent) as object
-})
-
 export const AppendOne = Schema.Struct({
   session_id: Schema.optionalWith(Schema.String, { exact: true }),
-  event: EventBody
+  event: AgentEvent
 }).annotations({ identifier: "AppendOne" })
 
 export const AppendBatch = Schema.Struct({
   events: Schema.Array(AppendOne)
 }).annotations({ identifier: "AppendBatch" })
 
+/** A JSON Schema embedded as the OpenAPI component `name`, its `$defs` references pointed at where they now live. */
+const embeddedJsonSchema = (schema: Schema.Schema.Any, name: string): object =>
+  JSON.parse(JSON.stringify(JSONSchema.make(schema)).replaceAll('"#/$defs/', `"#/components/schemas/${name}/$defs/`))
+
 /**
- * The POST body as documented. It is decoded by the handler (`decodeAppendBody`), so that
- * any malformed body, whatever its shape, is answered with the one field at fault.
+ * The POST body as documented (one event, or a batch). It is decoded by the handler, so
+ * that any malformed body, whatever its shape, is answered with the one field at fault
+ * (`events[3].event.type`) rather than the whole union's mismatch.
  */
 export const AppendBody = Schema.Unknown.annotations({
   identifier: "AppendBody",
-  jsonSchema: JSONSchema.make(Schema.Union(AppendBatch, AppendOne)) as object
+  jsonSchema: embeddedJsonSchema(Schema.Union(AppendBatch, AppendOne), "AppendBody")
 })
 
 export const AppendResult = Schema.Struct({
