@@ -358,6 +358,16 @@ const checkBody = (maxBytes: number) =>
         })
       const length = request.headers["content-length"]
       if (length !== undefined && Number(length) > maxBytes) return tooLarge(`${length} bytes`)
+      // The API reads other media types as bytes or multipart, from the stream read here: it would
+      // wait forever for a body already consumed. A body is JSON, sent as such or without a type.
+      const type = request.headers["content-type"]
+      if (type !== undefined && type.trim() !== "" && !/^application\/json\s*(;|$)/i.test(type.trim())) {
+        return errorResponse(400, {
+          _tag: "BadRequest",
+          field: "content-type",
+          message: `the request body must be JSON, sent with 'content-type: application/json' (got '${type}')`
+        })
+      }
       const text = yield* Effect.either(HttpIncomingMessage.withMaxBodySize(request.text, Option.some(maxBytes)))
       if (Either.isLeft(text)) {
         return String(text.left.cause ?? text.left.message).includes("max")

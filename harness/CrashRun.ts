@@ -1,0 +1,746 @@
+/**
+ * The crash harness: the real server as a child process, killed with SIGKILL at random
+ * moments while producers append with durable acks and readers follow the SSE stream, then
+ * started again on the same directory and port. Everything is checked from the outside:
+ *
+ * - every acknowledged event is in the journal, at the acknowledged seq, with the content sent;
+ * - the journal's seqs are 1..head with no hole; no seq ever names two different events (acks,
+ *   frames readers saw live, the final journal), and no event is journaled twice;
+ * - the journal read over HTTP equals the segment files on disk, which end on whole lines;
+ * - every reader resumes (`Last-Event-ID`, or `?since=` with a plain seq) with no gap and no
+ *   duplicate; a reset is accepted only where the fsync mode allows a rollback
+ *   (`interval`/`never`: `epoch_mismatch` or `ahead_of_head`), never in `always`;
+ * - after a restart the head is not below anything acknowledged or seen (a rollback is allowed
+ *   only in `interval`/`never`, and only under a new epoch); `always` keeps its epoch;
+ * - a final SIGTERM shuts down cleanly (exit 0, the journal marked closed, the lock released).
+ *
+ * It is written against HTTP and the files only, not the library, so the code under test
+ * cannot mask its own bugs. Each event is a `message_appended` whose `message_id` is
+ * `p<producer>-<n>` and whose content is derived from that id, so any line can be checked alone.
+ */
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import { isDeepStrictEqual } from "node:util"
+import { makeSseParser, type SseFrame } from "../src/Http/Sse.js"
+import { hashString, makeRandom } from "./Random.js"
+import {
+  freePort,
+  type FsyncMode,
+  type Launcher,
+  type ServerCommand,
+  serverCommand,
+  ServerProcess,
+  type ServerStatus,
+  sleep
+} from "./ServerProcess.js"
+
+export interface CrashOptions {
+  readonly kills: number
+  readonly fsync: FsyncMode
+  readonly producers?: number | undefined
+  readonly readers?: number | undefined
+  readonly seed?: number | undefined
+  /** How the server is run (default `tsx`, as `npm start` does). */
+  readonly launcher?: Launcher | undefined
+  /** A command built beforehand (e.g. one bundle shared by several runs); wins over `launcher`. */
+  readonly command?: ServerCommand | undefined
+  /** The kill comes this long after the server is up: uniform in [min, max] ms (default 50..500). */
+  readonly minDelayMs?: number | undefined
+  readonly maxDelayMs?: number | undefined
+  /** Segment size, small so that rotation happens often (default 16 KiB). */
+  readonly segmentBytes?: number | undefined
+  /** Most events in one POST (default 8). */
+  readonly maxBatch?: number | undefined
+  /** Keep the journal directory even when the run passes. */
+  readonly keepDirectory?: boolean | undefined
+  /** Progress lines (one per kill). */
+  readonly progress?: ((line: string) => void) | undefined
+}
+
+export interface CrashReport {
+  readonly fsync: FsyncMode
+  readonly seed: number
+  readonly launcher: string
+  readonly kills: number
+  readonly elapsedMs: number
+  readonly meanStartupMs: number
+  readonly maxStartupMs: number
+  /** Events acknowledged with a seq (requests answered 200). */
+  readonly ackedEvents: number
+  readonly ackedRequests: number
+  /** Ephemeral events answered `null`, as they must be. */
+  readonly ephemeralNulls: number
+  /** Events of requests whose answer was lost to a kill: each may or may not be journaled. */
+  readonly inDoubtEvents: number
+  readonly inDoubtLanded: number
+  /** In-doubt batches of which only some events were journaled (a kill mid-write). */
+  readonly inDoubtPartialBatches: number
+  /** Events of the final journal, each checked against the content its id implies. */
+  readonly journalEvents: number
+  /** Acknowledged events found at their acknowledged seq. */
+  readonly ackedVerified: number
+  /** Frames readers received live and checked (order, content, seq). */
+  readonly readerEvents: number
+  readonly readerReconnects: number
+  readonly resets: Readonly<Record<string, number>>
+  /** Restarts whose head was below a seq already acknowledged or seen. */
+  readonly rollbacks: number
+  /** Acknowledged events lost to an allowed rollback. */
+  readonly lostAcked: number
+  readonly epochs: number
+  readonly segments: number
+  /** From the server's log: torn tails cut at open, stale locks taken over. */
+  readonly tornTailsCut: number
+  readonly lockTakeovers: number
+  readonly violations: ReadonlyArray<string>
+  /** Kept when the run failed (or when asked). */
+  readonly directory: string | undefined
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Events: everything about an event follows from its id
+// ---------------------------------------------------------------------------------------------------------------
+
+// Multi-byte characters, so line splitting and offsets see more than ASCII.
+const contentUnits = ["a", "b", "é", "→", "😀", " ", "z", '"', "\\", "ß"]
+
+const contentFor = (id: string): string => {
+  const h = hashString(id)
+  const length = 20 + (h % 300)
+  let text = `${id} `
+  for (let i = 0; i < length; i++) text += contentUnits[(h + i * 7) % contentUnits.length]
+  return text
+}
+
+const sessionOf = (id: string) => id.slice(0, id.indexOf("-"))
+
+/** The event a producer sends for `id`, in the order the server encodes its fields. */
+export const eventFor = (id: string) => ({
+  type: "message_appended",
+  session_id: sessionOf(id),
+  message_id: id,
+  role: "user",
+  content: contentFor(id)
+})
+
+interface WireChange {
+  readonly seq: number
+  readonly ts: string
+  readonly session_id?: string
+  readonly event: { readonly type: string; readonly message_id?: string }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The ledger: what was acknowledged, what was seen, and every violation
+// ---------------------------------------------------------------------------------------------------------------
+
+class Ledger {
+  readonly violations: Array<string> = []
+  /** id -> seq it was acknowledged with. */
+  readonly acked = new Map<string, number>()
+  readonly inDoubt = new Set<string>()
+  /** Every id a producer has put on the wire (a reader may see an event before its producer sees the ack). */
+  readonly sent = new Set<string>()
+  readonly inDoubtRequests: Array<ReadonlyArray<string>> = []
+  /** Ids that an allowed rollback took back (acknowledged, then lost). */
+  readonly lost = new Set<string>()
+  /** seq -> id, from every observation (acks, readers, journal). */
+  private readonly idAt = new Map<number, string>()
+  private readonly seqOf = new Map<string, number>()
+  maxSeq = 0
+
+  constructor(
+    private readonly onViolation: (text: string) => void,
+    private readonly limit = 200
+  ) {}
+
+  violation(text: string): void {
+    this.onViolation(text)
+    if (this.violations.length < this.limit) this.violations.push(text)
+    else if (this.violations.length === this.limit) this.violations.push("(more violations not shown)")
+  }
+
+  /** One more observation that seq `seq` holds event `id`; any other event at that seq, or that event elsewhere, is a violation. */
+  observe(seq: number, id: string, source: string): void {
+    const prior = this.idAt.get(seq)
+    if (prior === undefined) {
+      this.idAt.set(seq, id)
+      if (seq > this.maxSeq) this.maxSeq = seq
+    } else if (prior !== id) {
+      this.violation(`seq ${seq} names two events: ${prior} and, per ${source}, ${id} (a reused seq)`)
+    }
+    const priorSeq = this.seqOf.get(id)
+    if (priorSeq === undefined) this.seqOf.set(id, seq)
+    else if (priorSeq !== seq) this.violation(`event ${id} appears at seq ${priorSeq} and, per ${source}, at ${seq}`)
+  }
+
+  /** A rollback the mode allows: forget seqs `head + 1..upTo`, counting acknowledged events lost with them. */
+  release(head: number, upTo: number): number {
+    let lostAcked = 0
+    for (let seq = head + 1; seq <= upTo; seq++) {
+      const id = this.idAt.get(seq)
+      if (id === undefined) continue
+      this.idAt.delete(seq)
+      this.seqOf.delete(id)
+      if (this.acked.delete(id)) {
+        this.lost.add(id)
+        lostAcked++
+      }
+    }
+    this.maxSeq = 0
+    for (const seq of this.idAt.keys()) if (seq > this.maxSeq) this.maxSeq = seq
+    return lostAcked
+  }
+
+  /** Checks a change event's content against its id; answers the id when it is one of ours. */
+  checkChange(change: WireChange, source: string): string | undefined {
+    const id = change.event?.message_id
+    if (change.event?.type !== "message_appended" || typeof id !== "string") {
+      this.violation(
+        `${source}: seq ${change.seq} is not an event the producers sent: ${JSON.stringify(change).slice(0, 200)}`
+      )
+      return undefined
+    }
+    if (!this.sent.has(id)) {
+      this.violation(`${source}: seq ${change.seq} holds ${id}, which no producer had sent yet`)
+    }
+    if (change.session_id !== sessionOf(id) || !isDeepStrictEqual(change.event, eventFor(id))) {
+      this.violation(
+        `${source}: seq ${change.seq} (${id}) does not have the content sent: ${JSON.stringify(change).slice(0, 300)}`
+      )
+    }
+    if (typeof change.ts !== "string" || Number.isNaN(Date.parse(change.ts))) {
+      this.violation(`${source}: seq ${change.seq} has no valid ts: ${JSON.stringify(change.ts)}`)
+    }
+    this.observe(change.seq, id, source)
+    return id
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The run
+// ---------------------------------------------------------------------------------------------------------------
+
+const isRefused = (error: unknown): boolean => {
+  const cause = (error as { cause?: { code?: string } } | undefined)?.cause
+  return cause?.code === "ECONNREFUSED"
+}
+
+const countMatches = (text: string, pattern: RegExp) => (text.match(pattern) ?? []).length
+
+export const runCrash = async (options: CrashOptions): Promise<CrashReport> => {
+  const mode = options.fsync
+  const seed = options.seed ?? Date.now() % 2 ** 31
+  const random = makeRandom(seed)
+  const producerCount = options.producers ?? 4
+  const readerCount = options.readers ?? 3
+  const minDelay = options.minDelayMs ?? 50
+  const maxDelay = options.maxDelayMs ?? 500
+  const maxBatch = options.maxBatch ?? 8
+  const progress = options.progress ?? (() => {})
+  const started = Date.now()
+
+  const workDir = Fs.mkdtempSync(Path.join(Os.tmpdir(), `crash-${mode}-`))
+  const directory = Path.join(workDir, "journal")
+  const logFile = Path.join(workDir, "server.log")
+  const command = options.command ?? (await serverCommand(options.launcher ?? "tsx", workDir))
+  const server = new ServerProcess({
+    command,
+    directory,
+    port: await freePort(),
+    fsync: mode,
+    segmentBytes: options.segmentBytes ?? 16384,
+    // Nothing is pruned: every event ever acknowledged must still be readable at the end.
+    retainSegments: 1_000_000,
+    logFile
+  })
+
+  const ledger = new Ledger((text) => progress(`VIOLATION: ${text}`))
+  const stats = {
+    ackedEvents: 0,
+    ackedRequests: 0,
+    ephemeralNulls: 0,
+    readerEvents: 0,
+    readerReconnects: 0,
+    rollbacks: 0,
+    lostAcked: 0,
+    resets: {} as Record<string, number>
+  }
+  const startups: Array<number> = []
+  const epochs = new Set<string>()
+  let epoch: string | undefined
+  let stopProducers = false
+  let stopReaders = false
+
+  /**
+   * Starts the server and checks what it recovered against what the previous generation
+   * acknowledged or showed. That is measured before the start: once up, the new server answers
+   * producers before the harness reads its status, and those seqs may already be above it.
+   */
+  const startAndCheck = async (): Promise<ServerStatus> => {
+    // Let answers that arrived before the kill be handled first.
+    await sleep(20)
+    const previousMax = ledger.maxSeq
+    const { status, startupMs } = await server.start()
+    startups.push(startupMs)
+    const previous = epoch
+    epoch = status.epoch
+    epochs.add(status.epoch)
+    if (previous !== undefined) {
+      if (mode === "always" && status.epoch !== previous) {
+        ledger.violation(
+          `restart ${server.generation}: the epoch changed (${previous} -> ${status.epoch}) in always mode`
+        )
+      }
+      if (mode !== "always" && status.epoch === previous) {
+        ledger.violation(`restart ${server.generation}: an unclean stop in ${mode} mode kept the epoch ${previous}`)
+      }
+    }
+    if (status.head_seq < previousMax) {
+      stats.rollbacks++
+      if (mode === "always" || status.epoch === previous) {
+        ledger.violation(
+          `restart ${server.generation}: head ${status.head_seq} is below seq ${previousMax}, already acknowledged or seen`
+        )
+      } else {
+        stats.lostAcked += ledger.release(status.head_seq, previousMax)
+      }
+    }
+    if (status.degraded) ledger.violation(`restart ${server.generation}: the feed reports itself degraded at start`)
+    return status
+  }
+
+  // ---- producers ---------------------------------------------------------------------------------------------
+
+  const producer = async (index: number) => {
+    const rng = random.fork(1000 + index)
+    let counter = 0
+    let retry: Array<{ id: string | undefined; body: unknown }> | undefined
+    while (!stopProducers) {
+      const entries =
+        retry ??
+        Array.from({ length: rng.int(1, maxBatch) }, () => {
+          // Now and then an ephemeral event, which must come back as `null` and never be journaled.
+          if (rng.chance(0.1)) return { id: undefined, body: { event: { type: "token", content: "tok" } } }
+          const id = `p${index}-${++counter}`
+          const event = eventFor(id)
+          return { id, body: rng.chance(0.5) ? { session_id: event.session_id, event } : { event } }
+        })
+      retry = undefined
+      const ids = entries.flatMap((entry) => (entry.id === undefined ? [] : [entry.id]))
+      for (const id of ids) ledger.sent.add(id)
+      const body = entries.length === 1 && rng.chance(0.5) ? entries[0]!.body : { events: entries.map((e) => e.body) }
+      let status: number
+      let text: string
+      try {
+        const response = await fetch(`${server.url}/api/v1/events`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify(body),
+          signal: AbortSignal.timeout(60_000)
+        })
+        status = response.status
+        text = await response.text()
+      } catch (error) {
+        if (isRefused(error)) {
+          // Never reached a server: send the same events again once one is up.
+          retry = entries
+          await sleep(25)
+        } else {
+          // Sent, but the answer was lost (killed mid-request): journaled or not, no one knows.
+          for (const id of ids) ledger.inDoubt.add(id)
+          if (ids.length > 0) ledger.inDoubtRequests.push(ids)
+        }
+        continue
+      }
+      if (status === 503) {
+        for (const id of ids) ledger.inDoubt.add(id)
+        if (ids.length > 0) ledger.inDoubtRequests.push(ids)
+        continue
+      }
+      if (status !== 200) {
+        ledger.violation(`producer ${index}: POST answered ${status}: ${text.slice(0, 300)}`)
+        await sleep(100)
+        continue
+      }
+      let seqs: Array<number | null>
+      try {
+        seqs = (JSON.parse(text) as { seqs: Array<number | null> }).seqs
+      } catch {
+        ledger.violation(`producer ${index}: POST answered 200 with a body that is not JSON: ${text.slice(0, 300)}`)
+        continue
+      }
+      if (!Array.isArray(seqs) || seqs.length !== entries.length) {
+        ledger.violation(`producer ${index}: ${entries.length} events answered with seqs ${JSON.stringify(seqs)}`)
+        continue
+      }
+      stats.ackedRequests++
+      let previous: number | undefined
+      for (let i = 0; i < entries.length; i++) {
+        const id = entries[i]!.id
+        const seq = seqs[i]
+        if (id === undefined) {
+          if (seq === null) stats.ephemeralNulls++
+          else ledger.violation(`producer ${index}: an ephemeral event was answered with seq ${seq}`)
+          continue
+        }
+        if (typeof seq !== "number" || !Number.isSafeInteger(seq) || seq < 1) {
+          ledger.violation(`producer ${index}: ${id} was answered with ${JSON.stringify(seq)}`)
+          continue
+        }
+        // One request is accepted as a whole: its durable events get consecutive seqs.
+        if (previous !== undefined && seq !== previous + 1) {
+          ledger.violation(`producer ${index}: the batch's seqs are not consecutive: ${JSON.stringify(seqs)}`)
+        }
+        previous = seq
+        ledger.acked.set(id, seq)
+        ledger.observe(seq, id, `the ack to producer ${index}`)
+        stats.ackedEvents++
+      }
+    }
+  }
+
+  // ---- readers -----------------------------------------------------------------------------------------------
+
+  interface ReaderState {
+    /** The seq the reader has everything up to (its cursor's seq). */
+    last: number
+    /** The cursor as the server wrote it (`<epoch>:<seq>`), sent back as `Last-Event-ID`. */
+    cursor: string | undefined
+    abort: AbortController | undefined
+  }
+  const readerStates: Array<ReaderState> = []
+
+  const reader = async (index: number) => {
+    // Even readers resume the way browsers do (`Last-Event-ID`, epoch-checked); odd ones with a plain `?since=`.
+    const byHeader = index % 2 === 0
+    const state: ReaderState = { last: 0, cursor: undefined, abort: undefined }
+    readerStates.push(state)
+    const name = `reader ${index} (${byHeader ? "Last-Event-ID" : "?since="})`
+    const seqOfId = (id: string | undefined) => (id === undefined ? undefined : Number(id.slice(id.indexOf(":") + 1)))
+
+    const onFrame = (frame: SseFrame) => {
+      let data: any
+      try {
+        data = JSON.parse(frame.data)
+      } catch {
+        ledger.violation(`${name}: a frame's data is not JSON: ${frame.data.slice(0, 200)}`)
+        return
+      }
+      if (frame.event === "message" && data?.type === "feed_reset") {
+        stats.resets[data.reason] = (stats.resets[data.reason] ?? 0) + 1
+        const allowed = mode !== "always" && (data.reason === "epoch_mismatch" || data.reason === "ahead_of_head")
+        if (!allowed) ledger.violation(`${name}: reset in ${mode} mode after seq ${state.last}: ${frame.data}`)
+        if (data.from_seq !== state.last) {
+          ledger.violation(`${name}: a reset names cursor ${data.from_seq}, but the reader was at ${state.last}`)
+        }
+        const next = seqOfId(frame.id)
+        if (next === undefined || !Number.isSafeInteger(next)) {
+          ledger.violation(`${name}: a reset without a usable id: ${JSON.stringify(frame)}`)
+          return
+        }
+        state.last = next
+        state.cursor = frame.id
+        return
+      }
+      if (frame.event === "message") {
+        const change = data as WireChange
+        stats.readerEvents++
+        if (change.seq !== state.last + 1) {
+          ledger.violation(
+            change.seq <= state.last
+              ? `${name}: duplicate: seq ${change.seq} after ${state.last}`
+              : `${name}: gap: seq ${change.seq} after ${state.last} (missed ${state.last + 1}..${change.seq - 1})`
+          )
+        }
+        ledger.checkChange(change, name)
+        if (seqOfId(frame.id) !== change.seq) ledger.violation(`${name}: frame id ${frame.id} for seq ${change.seq}`)
+        state.last = Math.max(state.last, change.seq)
+        state.cursor = frame.id
+        return
+      }
+      if (frame.event === "caught_up") {
+        if (data.seq !== state.last)
+          ledger.violation(`${name}: caught_up at ${data.seq}, but the reader is at ${state.last}`)
+        state.cursor = frame.id
+        return
+      }
+      ledger.violation(`${name}: unexpected frame: ${JSON.stringify(frame).slice(0, 300)}`)
+    }
+
+    while (!stopReaders) {
+      const abort = new AbortController()
+      state.abort = abort
+      try {
+        const headers: Record<string, string> = { accept: "text/event-stream" }
+        let url = `${server.url}/api/v1/stream`
+        if (byHeader) {
+          if (state.cursor !== undefined) headers["last-event-id"] = state.cursor
+        } else {
+          url += `?since=${state.last}`
+        }
+        const response = await fetch(url, { headers, signal: abort.signal })
+        if (response.status !== 200) {
+          const text = await response.text()
+          if (response.status < 500) ledger.violation(`${name}: the stream answered ${response.status}: ${text}`)
+          await sleep(50)
+          continue
+        }
+        const body = response.body!.getReader()
+        const decoder = new TextDecoder()
+        const parse = makeSseParser(onFrame)
+        while (true) {
+          const { done, value } = await body.read()
+          if (done) break
+          parse(decoder.decode(value, { stream: true }))
+        }
+      } catch (error) {
+        if (isRefused(error)) {
+          await sleep(25)
+          continue
+        }
+      }
+      if (!stopReaders) stats.readerReconnects++
+    }
+  }
+
+  // ---- the kill loop -----------------------------------------------------------------------------------------
+
+  let report: CrashReport | undefined
+  try {
+    await startAndCheck()
+    const producers = Array.from({ length: producerCount }, (_, i) => producer(i))
+    const readers = Array.from({ length: readerCount }, (_, i) => reader(i))
+
+    for (let kill = 1; kill <= options.kills; kill++) {
+      await sleep(random.int(minDelay, maxDelay))
+      await server.kill("SIGKILL")
+      const status = await startAndCheck()
+      progress(
+        `${mode} kill ${kill}/${options.kills}: head ${status.head_seq}, acked ${stats.ackedEvents}, ` +
+          `in doubt ${ledger.inDoubt.size}, violations ${ledger.violations.length}, startup ${startups[startups.length - 1]} ms`
+      )
+    }
+
+    // The last generation runs to the end: quiesce, let every reader catch up, then read the journal back.
+    stopProducers = true
+    await Promise.all(producers)
+    const final = await server.status()
+    if (final === undefined) throw new Error(`the last server does not answer:\n${server.logTail()}`)
+    const catchUpDeadline = Date.now() + 120_000
+    while (readerStates.some((state) => state.last < final.head_seq) && Date.now() < catchUpDeadline) await sleep(20)
+    for (const [i, state] of readerStates.entries()) {
+      if (state.last !== final.head_seq) {
+        ledger.violation(`reader ${i} ended at seq ${state.last}, the head is ${final.head_seq}`)
+      }
+    }
+    stopReaders = true
+    for (const state of readerStates) state.abort?.abort()
+    await Promise.all(readers)
+
+    const journal = await readJournalOverHttp(server.url, final.head_seq, ledger)
+    const onDisk = readSegmentFiles(directory, ledger)
+    if (journal.length !== onDisk.length) {
+      ledger.violation(`the journal has ${journal.length} events over HTTP but ${onDisk.length} lines on disk`)
+    }
+    for (let i = 0; i < Math.min(journal.length, onDisk.length); i++) {
+      if (!isDeepStrictEqual(journal[i], onDisk[i])) {
+        ledger.violation(
+          `event ${i + 1} differs between HTTP and disk: ${JSON.stringify(journal[i])} vs ${JSON.stringify(onDisk[i])}`
+        )
+        break
+      }
+    }
+    for (let i = 0; i < onDisk.length; i++) {
+      if (onDisk[i]!.seq !== i + 1) {
+        ledger.violation(`the journal's seqs are not 1..${onDisk.length}: line ${i + 1} has seq ${onDisk[i]!.seq}`)
+        break
+      }
+    }
+    if (onDisk.length !== final.head_seq) {
+      ledger.violation(`the head is ${final.head_seq} but the files hold ${onDisk.length} events`)
+    }
+    const journaledIds = new Map<string, number>()
+    for (const change of onDisk) {
+      const id = ledger.checkChange(change, "the final journal")
+      if (id === undefined) continue
+      if (journaledIds.has(id))
+        ledger.violation(`${id} is journaled twice: seqs ${journaledIds.get(id)} and ${change.seq}`)
+      journaledIds.set(id, change.seq)
+    }
+    let ackedVerified = 0
+    for (const [id, seq] of ledger.acked) {
+      const at = journaledIds.get(id)
+      if (at === seq) ackedVerified++
+      else
+        ledger.violation(
+          `acknowledged ${id} (seq ${seq}) is ${at === undefined ? "missing from" : `at seq ${at} in`} the journal`
+        )
+    }
+    let inDoubtLanded = 0
+    for (const id of ledger.inDoubt) if (journaledIds.has(id)) inDoubtLanded++
+    let inDoubtPartialBatches = 0
+    for (const ids of ledger.inDoubtRequests) {
+      const landed = ids.filter((id) => journaledIds.has(id)).length
+      if (landed > 0 && landed < ids.length) inDoubtPartialBatches++
+    }
+
+    // A clean stop: exit 0, the journal marked closed (no OPEN file) and the lock released.
+    const exit = await server.kill("SIGTERM")
+    if (exit.code !== 0) ledger.violation(`SIGTERM: the server exited with code ${exit.code} (signal ${exit.signal})`)
+    for (const name of ["OPEN", "LOCK"]) {
+      if (Fs.existsSync(Path.join(directory, name)))
+        ledger.violation(`after a clean stop the journal still has ${name}`)
+    }
+
+    const log = Fs.readFileSync(logFile, "utf8")
+    report = {
+      fsync: mode,
+      seed,
+      launcher: options.command !== undefined ? "prebuilt" : (options.launcher ?? "tsx"),
+      kills: options.kills,
+      elapsedMs: Date.now() - started,
+      meanStartupMs: Math.round(startups.reduce((a, b) => a + b, 0) / startups.length),
+      maxStartupMs: Math.max(...startups),
+      ackedEvents: stats.ackedEvents,
+      ackedRequests: stats.ackedRequests,
+      ephemeralNulls: stats.ephemeralNulls,
+      inDoubtEvents: ledger.inDoubt.size,
+      inDoubtLanded,
+      inDoubtPartialBatches,
+      journalEvents: onDisk.length,
+      ackedVerified,
+      readerEvents: stats.readerEvents,
+      readerReconnects: stats.readerReconnects,
+      resets: stats.resets,
+      rollbacks: stats.rollbacks,
+      lostAcked: stats.lostAcked,
+      epochs: epochs.size,
+      segments: final.segments,
+      tornTailsCut: countMatches(log, /cut a torn tail/g),
+      lockTakeovers: countMatches(log, /journal lock in .* taken over/g),
+      violations: ledger.violations,
+      directory: undefined
+    }
+    return report
+  } catch (error) {
+    ledger.violation(`the run stopped: ${error instanceof Error ? error.message : String(error)}`)
+    throw Object.assign(new Error(`crash run (${mode}, seed ${seed}) failed; files kept in ${workDir}`), {
+      cause: error,
+      violations: ledger.violations
+    })
+  } finally {
+    stopProducers = true
+    stopReaders = true
+    for (const state of readerStates) state.abort?.abort()
+    if (server.isRunning) await server.kill("SIGKILL").catch(() => undefined)
+    const keep = options.keepDirectory === true || report === undefined || report.violations.length > 0
+    if (keep) {
+      if (report !== undefined) report = Object.assign(report, { directory: workDir })
+    } else {
+      Fs.rmSync(workDir, { recursive: true, force: true })
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Reading the journal back
+// ---------------------------------------------------------------------------------------------------------------
+
+/** Every event 1..head through `GET /api/v1/events`, page by page. */
+const readJournalOverHttp = async (url: string, head: number, ledger: Ledger): Promise<Array<WireChange>> => {
+  const events: Array<WireChange> = []
+  let since = 0
+  while (since < head) {
+    const response = await fetch(`${url}/api/v1/events?since=${since}&limit=1000`, {
+      signal: AbortSignal.timeout(60_000)
+    })
+    const page = (await response.json()) as { events?: Array<WireChange>; reset?: unknown; next_since: number }
+    if (response.status !== 200 || page.events === undefined) {
+      ledger.violation(
+        `GET /api/v1/events?since=${since} answered ${response.status}: ${JSON.stringify(page).slice(0, 300)}`
+      )
+      break
+    }
+    if (page.events.length === 0) {
+      ledger.violation(`GET /api/v1/events?since=${since} returned no events below the head ${head}`)
+      break
+    }
+    events.push(...page.events)
+    since = page.next_since
+  }
+  return events
+}
+
+/** Every line of every segment file, in name order; each file must end on a whole line and start at its name's seq. */
+const readSegmentFiles = (directory: string, ledger: Ledger): Array<WireChange> => {
+  const names = Fs.readdirSync(directory)
+    .filter((name) => /^events-\d{20}\.jsonl$/.test(name))
+    .sort()
+  const events: Array<WireChange> = []
+  for (const name of names) {
+    const text = Fs.readFileSync(Path.join(directory, name), "utf8")
+    if (text !== "" && !text.endsWith("\n")) ledger.violation(`${name} ends with a partial line`)
+    const lines = text.split("\n").filter((line) => line !== "")
+    for (const [i, line] of lines.entries()) {
+      let change: WireChange
+      try {
+        change = JSON.parse(line) as WireChange
+      } catch {
+        ledger.violation(`${name} line ${i + 1} is not JSON: ${line.slice(0, 200)}`)
+        continue
+      }
+      if (i === 0 && change.seq !== Number(name.slice(7, 27))) {
+        ledger.violation(`${name} starts with seq ${change.seq}`)
+      }
+      events.push(change)
+    }
+  }
+  return events
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The summary table
+// ---------------------------------------------------------------------------------------------------------------
+
+const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`
+
+/** One row per run: the figures the harness reports. */
+export const formatReports = (reports: ReadonlyArray<CrashReport>): string => {
+  const rows: Array<[string, (r: CrashReport) => string]> = [
+    ["kills (SIGKILL)", (r) => String(r.kills)],
+    ["elapsed", (r) => seconds(r.elapsedMs)],
+    ["startup mean / max", (r) => `${r.meanStartupMs} / ${r.maxStartupMs} ms`],
+    ["events acked", (r) => String(r.ackedEvents)],
+    ["requests acked", (r) => String(r.ackedRequests)],
+    ["ephemeral -> null", (r) => String(r.ephemeralNulls)],
+    ["in doubt (landed)", (r) => `${r.inDoubtEvents} (${r.inDoubtLanded})`],
+    ["in-doubt batches partly landed", (r) => String(r.inDoubtPartialBatches)],
+    ["journal events checked", (r) => String(r.journalEvents)],
+    ["acked found at their seq", (r) => `${r.ackedVerified}/${r.ackedEvents - r.lostAcked}`],
+    ["reader frames checked", (r) => String(r.readerEvents)],
+    ["reader reconnects", (r) => String(r.readerReconnects)],
+    [
+      "resets",
+      (r) =>
+        Object.entries(r.resets)
+          .map(([k, v]) => `${k} ${v}`)
+          .join(", ") || "0"
+    ],
+    ["rollbacks (acked lost)", (r) => `${r.rollbacks} (${r.lostAcked})`],
+    ["epochs", (r) => String(r.epochs)],
+    ["segments", (r) => String(r.segments)],
+    ["torn tails cut", (r) => String(r.tornTailsCut)],
+    ["stale locks taken over", (r) => String(r.lockTakeovers)],
+    ["seed", (r) => String(r.seed)],
+    ["VIOLATIONS", (r) => String(r.violations.length)]
+  ]
+  const header = ["fsync", ...reports.map((r) => r.fsync)]
+  const table = [header, ...rows.map(([label, cell]) => [label, ...reports.map(cell)])]
+  const widths = header.map((_, c) => Math.max(...table.map((row) => row[c]!.length)))
+  const line = (row: Array<string>) =>
+    row.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join("  ")
+  const rule = widths.map((w) => "-".repeat(w)).join("  ")
+  return [line(table[0]!), rule, ...table.slice(1).map(line)].join("\n")
+}
