@@ -36,7 +36,7 @@ import { decideReset, resetTo } from "./ChangeFeed/Reset.js"
 import { AgentDomain, type AgentEvent } from "./Domain/AgentEvent.js"
 import type { ChangeEvent } from "./Domain/ChangeEvent.js"
 import type { Cursor } from "./Domain/Cursor.js"
-import type { FeedItem } from "./Domain/FeedItem.js"
+import type { Change, FeedItem } from "./Domain/FeedItem.js"
 import { type FeedDomain, routeSession } from "./Domain/FeedDomain.js"
 import * as Journal from "./Journal.js"
 
@@ -115,10 +115,15 @@ export interface ChangeFeedService<A> {
 
 interface BatchItem<A> {
   readonly entries: ReadonlyArray<Entry<A>>
-  readonly ack: Deferred.Deferred<number, FeedClosed>
+  readonly ack: Deferred.Deferred<number, FeedClosed | NotYetDurable>
+  /** When the publisher stops waiting for durability (Clock millis), and its timeout. */
+  readonly deadline: number
+  readonly timeoutMs: number
 }
 type Item<A> = Entry<A> | BatchItem<A>
 const isBatch = <A>(item: Item<A>): item is BatchItem<A> => "ack" in item
+
+const asItem = <A>(change: ChangeEvent<A>): Change<A> => ({ _tag: "Change", change })
 
 const journaledTotal = Metric.counter("change_feed_journaled_total", { incremental: true })
 const appendFailuresTotal = Metric.counter("change_feed_append_failures_total", { incremental: true })
@@ -141,12 +146,19 @@ export const make = <A, I>(
     const queue = yield* Queue.bounded<Item<A>>(options.queueCapacity ?? 1024)
     // Sliding: a slow reader loses its oldest live events (and catches up from the journal),
     // never stalls the writer. `null` is the end-of-feed marker sent at shutdown.
-    const pubsub = yield* PubSub.sliding<ChangeEvent<A> | null>(options.liveBuffer ?? 4096)
+    // Events travel wrapped as reader items, wrapped once here rather than once per reader.
+    const pubsub = yield* PubSub.sliding<Change<A> | null>(options.liveBuffer ?? 4096)
     const warnSignal = yield* Queue.sliding<void>(1)
     // Opened by producers once an item is in the queue, closed by the writer before it looks. The
     // writer waits on this, never in a queue take: a take interrupted at shutdown can lose the item
     // it was just handed, where an interrupted wait on the latch loses nothing.
     const hasWork = yield* Effect.makeLatch(false)
+    const clock = yield* Effect.clock
+    /** Published batches whose publishers still wait for their ack. */
+    const awaiting = new Set<BatchItem<A>>()
+    /** Wakes the deadline sweeper: a first waiter, or one whose deadline comes before `sweepAt`. */
+    const sweepNeeded = yield* Effect.makeLatch(false)
+    let sweepAt = Number.POSITIVE_INFINITY
 
     let closing = false
     let closed = false
@@ -197,21 +209,33 @@ export const make = <A, I>(
         }
         if (durable.length === 0) return seqs
         if (closing) return yield* new FeedClosed()
-        const ack = yield* Deferred.make<number, FeedClosed>()
-        // Once offered, the writer must hear of it even if this caller is interrupted right then.
-        yield* Effect.uninterruptibleMask((restore) =>
-          restore(
-            Queue.offer(queue, { entries: durable, ack }).pipe(
-              Effect.timeoutFail({ duration: Duration.millis(timeoutMs), onTimeout: () => new FeedBusy({ timeoutMs }) })
-            )
-          ).pipe(Effect.zipRight(hasWork.open))
-        )
-        const first = yield* Deferred.await(ack).pipe(
-          Effect.timeoutFail({
-            duration: Duration.millis(timeoutMs),
-            onTimeout: () => new NotYetDurable({ timeoutMs })
-          })
-        )
+        const ack = yield* Deferred.make<number, FeedClosed | NotYetDurable>()
+        const item: BatchItem<A> = {
+          entries: durable,
+          ack,
+          deadline: clock.unsafeCurrentTimeMillis() + timeoutMs,
+          timeoutMs
+        }
+        // No timer on the common path: a queue with room takes the item at once, and the wait
+        // for durability is bounded by the shared deadline sweep below, not a timer per call.
+        awaiting.add(item)
+        if (awaiting.size === 1 || item.deadline < sweepAt) sweepNeeded.unsafeOpen()
+        if (Queue.unsafeOffer(queue, item)) {
+          hasWork.unsafeOpen()
+        } else {
+          // Once offered, the writer must hear of it even if this caller is interrupted right then.
+          yield* Effect.uninterruptibleMask((restore) =>
+            restore(
+              Queue.offer(queue, item).pipe(
+                Effect.timeoutFail({
+                  duration: Duration.millis(timeoutMs),
+                  onTimeout: () => new FeedBusy({ timeoutMs })
+                })
+              )
+            ).pipe(Effect.zipRight(hasWork.open))
+          ).pipe(Effect.tapError(() => Effect.sync(() => awaiting.delete(item))))
+        }
+        const first = yield* Deferred.await(ack)
         for (let k = 0; k < positions.length; k++) seqs[positions[k]!] = first + k
         return seqs
       })
@@ -231,6 +255,7 @@ export const make = <A, I>(
       for (const item of items) {
         if (isBatch(item)) {
           lost += item.entries.length
+          awaiting.delete(item)
           Deferred.unsafeDone(item.ack, Exit.fail(new FeedClosed()))
         } else lost++
       }
@@ -251,11 +276,11 @@ export const make = <A, I>(
       Effect.gen(function* () {
         const ts = new Date(yield* Clock.currentTimeMillis).toISOString()
         const batch: Array<ChangeEvent<A>> = []
-        const acks: Array<readonly [Deferred.Deferred<number, FeedClosed>, number]> = []
+        const acks: Array<readonly [BatchItem<A>, number]> = []
         let seq = nextSeq
         for (const item of items) {
           if (isBatch(item)) {
-            acks.push([item.ack, seq])
+            acks.push([item, seq])
             for (const entry of item.entries) batch.push(toChange(seq++, ts, entry))
           } else {
             batch.push(toChange(seq++, ts, item))
@@ -296,8 +321,11 @@ export const make = <A, I>(
           yield* Effect.logInfo(`change feed recovered: journal appends succeed again (head ${seq - 1})`)
         }
         nextSeq = seq
-        yield* PubSub.publishAll(pubsub, batch)
-        for (const [ack, first] of acks) Deferred.unsafeDone(ack, Exit.succeed(first))
+        yield* PubSub.publishAll(pubsub, batch.map(asItem))
+        for (const [item, first] of acks) {
+          awaiting.delete(item)
+          Deferred.unsafeDone(item.ack, Exit.succeed(first))
+        }
         yield* Metric.incrementBy(journaledTotal, batch.length)
       })
 
@@ -326,8 +354,10 @@ export const make = <A, I>(
           return
         }
         const item = items[0]!
-        if (isBatch(item)) Deferred.unsafeDone(item.ack, Exit.die(Cause.squash(cause)))
-        else drop()
+        if (isBatch(item)) {
+          awaiting.delete(item)
+          Deferred.unsafeDone(item.ack, Exit.die(Cause.squash(cause)))
+        } else drop()
         yield* Effect.logError("change feed: refused an event that cannot be journaled", cause)
       })
 
@@ -343,6 +373,33 @@ export const make = <A, I>(
     ).pipe(Effect.forever)
 
     const writerFiber = yield* Effect.forkScoped(writer)
+
+    // Publishers past their deadline are answered `NotYetDurable` (their events stay accepted
+    // and are journaled when the journal recovers). One sweeper serves all of them, instead of a
+    // timer per call: it idles while nobody waits, and sleeps until the earliest deadline.
+    yield* Effect.forkScoped(
+      Effect.forever(
+        Effect.suspend(() => {
+          sweepNeeded.unsafeClose()
+          if (awaiting.size === 0) {
+            sweepAt = Number.POSITIVE_INFINITY
+            return sweepNeeded.await
+          }
+          const now = clock.unsafeCurrentTimeMillis()
+          let next = Number.POSITIVE_INFINITY
+          for (const item of awaiting) {
+            if (now >= item.deadline) {
+              awaiting.delete(item)
+              Deferred.unsafeDone(item.ack, Exit.fail(new NotYetDurable({ timeoutMs: item.timeoutMs })))
+            } else if (item.deadline < next) next = item.deadline
+          }
+          if (next === Number.POSITIVE_INFINITY) return Effect.void
+          sweepAt = next
+          // A publisher with an earlier deadline opens the latch and the sweep starts over.
+          return Effect.raceFirst(Effect.sleep(next - now), sweepNeeded.await)
+        })
+      )
+    )
 
     // At most one drop warning per period: the first drop warns at once, later ones are summed.
     let reported = 0
@@ -402,7 +459,7 @@ export const make = <A, I>(
           const outer = yield* Effect.scope
           const pending: Array<FeedItem<A>> = []
           let phase: Scope.CloseableScope | undefined
-          let live!: Queue.Dequeue<ChangeEvent<A> | null>
+          let live!: Queue.Dequeue<Change<A> | null>
           let replay: Effect.Effect<Chunk.Chunk<ChangeEvent<A>>, Option.Option<Journal.JournalReadError>> | undefined
           let cursor = 0
           let caughtUp = false
@@ -425,14 +482,15 @@ export const make = <A, I>(
           if (reset !== undefined) pending.push(reset)
           yield* startFrom(reset === undefined ? cursorIn.seq : reset.continueFrom)
 
-          const deliver = (events: Iterable<ChangeEvent<A> | null>, out: Array<FeedItem<A>>): "ok" | "gap" | "end" => {
+          const deliver = (items: Iterable<Change<A> | null>, out: Array<FeedItem<A>>): "ok" | "gap" | "end" => {
             let passedOver = false
             let outcome: "ok" | "gap" | "end" = "ok"
-            for (const event of events) {
-              if (event === null) {
+            for (const item of items) {
+              if (item === null) {
                 outcome = "end"
                 break
               }
+              const event = item.change
               if (event.seq <= cursor) continue
               if (event.seq !== cursor + 1) {
                 outcome = "gap"
@@ -440,7 +498,7 @@ export const make = <A, I>(
               }
               cursor = event.seq
               if (sessionId === undefined || event.session_id === sessionId) {
-                out.push({ _tag: "Change", change: event })
+                out.push(item)
                 passedOver = false
               } else {
                 passedOver = true
@@ -459,7 +517,7 @@ export const make = <A, I>(
                 if (replay !== undefined) {
                   const next = yield* Effect.either(replay)
                   if (Either.isRight(next)) {
-                    deliver(next.right, out)
+                    deliver(Chunk.map(next.right, asItem), out)
                   } else if (Option.isNone(next.left)) {
                     replay = undefined
                   } else if (next.left.value._tag === "JournalPruned") {
