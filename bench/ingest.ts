@@ -1,0 +1,407 @@
+/**
+ * Section 1, ingest: events/s from the producer to durable to broadcast, per fsync mode, with
+ * ~300-byte events (`message_appended` with a 250-character content).
+ *
+ * - ours, `publish`: 64 concurrent publisher fibers, each waiting for its durable ack, so the
+ *   writer's group commit forms batches; "durable" is the last ack, "broadcast" the moment a live
+ *   reader (`feed.changes()`) receives the last event.
+ * - ours, `record`: fire-and-forget into a queue big enough for the whole run; "durable" is the
+ *   append that brings the journal head to the count, "broadcast" as above.
+ * - Redis Streams (`redis-server` with AOF `appendfsync always`, then `everysec`): pipelined `XADD`
+ *   through ioredis in batches of the sizes our writer committed, awaiting each pipeline; a second
+ *   connection follows with `XREAD BLOCK` for the broadcast time.
+ * - raw disk: `writeSync` of the same bytes in the same batch sizes, with `fsyncSync` per batch
+ *   (`always`), every 100 ms (`interval`) or never.
+ */
+import { Deferred, Effect, Exit, Stream } from "effect"
+import * as Fs from "node:fs"
+import * as Path from "node:path"
+import type { AgentEvent } from "../src/Domain/AgentEvent.js"
+import type { FsyncMode } from "../src/Journal.js"
+import {
+  type BenchConfig,
+  type BenchFeed,
+  durableEvent,
+  flushDisk,
+  formatRatio,
+  log,
+  now,
+  openFeed,
+  profiled,
+  removeDir,
+  rounds,
+  type Report,
+  runEffect,
+  sessionOf,
+  tempDir
+} from "./support.js"
+import { REDIS_MISSING, type RedisServer, redisVersion, startRedis } from "./redis.js"
+
+const SECTION = "ingest"
+const MODES: ReadonlyArray<FsyncMode> = ["always", "interval", "never"]
+const PUBLISHERS = 64
+const SYNC_INTERVAL_MS = 100
+
+interface Sizes {
+  /** Events per `publish` measurement (CPU-bound, see the report). */
+  readonly publish: number
+  /** Events per `record` measurement. */
+  readonly record: number
+  /** Most events per Redis measurement. */
+  readonly redis: number
+  /** Best of this many runs per figure (ours and baselines alike). */
+  readonly repeat: number
+}
+
+const sizes = (config: BenchConfig): Sizes =>
+  config.quick
+    ? { publish: 4_000, record: 30_000, redis: 10_000, repeat: 1 }
+    : { publish: 15_000, record: 200_000, redis: 50_000, repeat: 2 }
+
+interface Throughput {
+  /** Events per second until the last event was durable (acknowledged, or the head reached the count). */
+  readonly durable: number
+  /** Events per second until a live reader had received the last event. */
+  readonly broadcast: number
+  /** Mean events per journal append (group commit) or per pipeline. */
+  readonly batch: number
+  readonly dropped?: number
+}
+
+const perSecond = (count: number, ms: number) => count / (ms / 1000)
+
+/** Follows the feed live from its head; `done` resolves with the time it received seq `last`. */
+const liveReader = (bench: BenchFeed, last: number) =>
+  Effect.gen(function* () {
+    const caughtUp = yield* Deferred.make<void>()
+    const done = yield* Deferred.make<number>()
+    const since = yield* bench.feed.headSeq
+    yield* bench.feed.changes({ since }).pipe(
+      Stream.runForEachChunk((chunk) =>
+        Effect.sync(() => {
+          for (const item of chunk) {
+            if (item._tag === "CaughtUp") Deferred.unsafeDone(caughtUp, Exit.void)
+            else if (item._tag === "Change" && item.change.seq >= last) Deferred.unsafeDone(done, Exit.succeed(now()))
+          }
+        })
+      ),
+      Effect.forkScoped
+    )
+    yield* Deferred.await(caughtUp)
+    return Deferred.await(done)
+  })
+
+/** `publish` from `PUBLISHERS` concurrent fibers, each awaiting its ack before the next. */
+const oursPublish = async (mode: FsyncMode, count: number): Promise<Throughput> => {
+  const dir = tempDir(`ingest-publish-${mode}`)
+  const events = Array.from({ length: count }, (_, i) => durableEvent(i))
+  try {
+    return await runEffect(
+      Effect.gen(function* () {
+        const bench = yield* openFeed(dir, { fsync: mode, syncIntervalMs: SYNC_INTERVAL_MS })
+        const received = yield* liveReader(bench, count)
+        let next = 0
+        const publisher = Effect.gen(function* () {
+          while (next < count) {
+            const i = next++
+            yield* bench.feed.publish(sessionOf(i), events[i]!)
+          }
+        })
+        const t0 = now()
+        yield* Effect.all(
+          Array.from({ length: PUBLISHERS }, () => publisher),
+          { concurrency: "unbounded", discard: true }
+        )
+        const tDurable = now()
+        const tBroadcast = yield* received
+        return {
+          durable: perSecond(count, tDurable - t0),
+          broadcast: perSecond(count, tBroadcast - t0),
+          batch: bench.counter.events / bench.counter.batches
+        }
+      })
+    )
+  } finally {
+    removeDir(dir)
+  }
+}
+
+/** `unsafeRecord` of the whole count in one go (the queue holds it all), then wait for the writer. */
+const oursRecord = async (mode: FsyncMode, count: number): Promise<Throughput> => {
+  const dir = tempDir(`ingest-record-${mode}`)
+  const events = Array.from({ length: count }, (_, i) => durableEvent(i))
+  try {
+    return await runEffect(
+      Effect.gen(function* () {
+        const bench = yield* openFeed(dir, {
+          fsync: mode,
+          syncIntervalMs: SYNC_INTERVAL_MS,
+          queueCapacity: count + 1024
+        })
+        const received = yield* liveReader(bench, count)
+        const t0 = now()
+        for (let i = 0; i < count; i++) bench.feed.unsafeRecord(sessionOf(i), events[i]!)
+        const tBroadcast = yield* received
+        // The append that brought the head to the count is the durable moment (the writer broadcasts right after).
+        const tDurable = bench.counter.lastAppendAt
+        return {
+          durable: perSecond(count, tDurable - t0),
+          broadcast: perSecond(count, tBroadcast - t0),
+          batch: bench.counter.events / bench.counter.batches,
+          dropped: yield* bench.feed.droppedCount
+        }
+      })
+    )
+  } finally {
+    removeDir(dir)
+  }
+}
+
+/** The same bytes with `writeSync`, in batches of `batch` events, synced per the mode. */
+const rawDisk = (mode: FsyncMode, count: number, batch: number, sync: "fsync" | "fdatasync" = "fsync"): number => {
+  const dir = tempDir(`ingest-raw-${mode}`)
+  try {
+    const buffers: Array<Buffer> = []
+    const ts = new Date().toISOString()
+    for (let i = 0; i < count; i += batch) {
+      let text = ""
+      for (let k = i; k < Math.min(count, i + batch); k++) {
+        text += JSON.stringify({ seq: k + 1, ts, session_id: sessionOf(k), event: durableEvent(k) }) + "\n"
+      }
+      buffers.push(Buffer.from(text))
+    }
+    const fd = Fs.openSync(Path.join(dir, "events.jsonl"), "a")
+    const doSync = sync === "fsync" ? Fs.fsyncSync : Fs.fdatasyncSync
+    const t0 = now()
+    let lastSync = t0
+    for (const buffer of buffers) {
+      Fs.writeSync(fd, buffer)
+      if (mode === "always") doSync(fd)
+      else if (mode === "interval" && now() - lastSync >= SYNC_INTERVAL_MS) {
+        doSync(fd)
+        lastSync = now()
+      }
+    }
+    const elapsed = now() - t0
+    Fs.closeSync(fd)
+    return perSecond(count, elapsed)
+  } finally {
+    removeDir(dir)
+  }
+}
+
+/** Pipelined `XADD` of `batch` entries per round trip; a second connection follows with `XREAD BLOCK`. */
+const redisIngest = async (server: RedisServer, count: number, batch: number, key: string): Promise<Throughput> => {
+  const writer = await server.connect()
+  const reader = await server.connect()
+  const events: Array<AgentEvent> = Array.from({ length: count }, (_, i) => durableEvent(i))
+  const ts = new Date().toISOString()
+  const following = (async () => {
+    let seen = 0
+    let last = "0"
+    while (seen < count) {
+      const reply = await reader.xread("COUNT", 10_000, "BLOCK", 10_000, "STREAMS", key, last)
+      if (reply === null) continue
+      const entries = reply[0]![1]
+      seen += entries.length
+      last = entries[entries.length - 1]![0]
+    }
+    return now()
+  })()
+  const t0 = now()
+  for (let i = 0; i < count; i += batch) {
+    const pipeline = writer.pipeline()
+    for (let k = i; k < Math.min(count, i + batch); k++) {
+      pipeline.xadd(key, "*", "d", JSON.stringify({ seq: k + 1, ts, session_id: sessionOf(k), event: events[k] }))
+    }
+    const results = await pipeline.exec()
+    if (results === null || results.some(([error]) => error !== null)) throw new Error("XADD pipeline failed")
+  }
+  const tDurable = now()
+  const tBroadcast = await following
+  await writer.del(key)
+  return {
+    durable: perSecond(count, tDurable - t0),
+    broadcast: perSecond(count, tBroadcast - t0),
+    batch
+  }
+}
+
+type Contender = "ours" | "raw" | "rawDatasync" | "redisAlways" | "redisEverysec"
+
+export const run = async (config: BenchConfig, report: Report): Promise<void> => {
+  const size = sizes(config)
+  const version = redisVersion()
+  if (version === undefined) report.note(SECTION, REDIS_MISSING)
+  const redis: Partial<Record<"always" | "everysec", RedisServer>> = {}
+  try {
+    if (version !== undefined) {
+      log(`ingest: starting redis-server ${version} (AOF appendfsync always, and everysec) on loopback`)
+      redis.always = await startRedis("always")
+      redis.everysec = await startRedis("everysec")
+    }
+
+    // Warm the JIT on every path so the first measured mode is not the slow one.
+    await oursPublish("never", 2_000)
+    await oursRecord("never", 20_000)
+    for (const server of Object.values(redis)) await redisIngest(server, 5_000, 64, "warm")
+
+    let key = 0
+    for (const mode of MODES) {
+      for (const path of ["publish", "record"] as const) {
+        const count = path === "publish" ? size.publish : size.record
+        const redisCount = Math.min(count, size.redis)
+        const what = path === "publish" ? `publish x${PUBLISHERS}` : "record"
+        log(`ingest: ${what}, fsync=${mode}: ours ${count} events, then its baselines; best of ${size.repeat} rounds`)
+        // Baselines use the batch size our writer committed in the first round.
+        let batch = 0
+        const redisRun = (appendfsync: "always" | "everysec") => () => {
+          const server = redis[appendfsync]
+          if (mode !== "always" || server === undefined) return undefined
+          flushDisk()
+          return redisIngest(server, redisCount, batch, `ingest-${key++}`)
+        }
+        const best = await rounds<Contender, Throughput>(size.repeat, (t) => t.durable, [
+          [
+            "ours",
+            async () => {
+              flushDisk()
+              const t = await profiled(`ingest-${path}-${mode}`, () =>
+                path === "publish" ? oursPublish(mode, count) : oursRecord(mode, count)
+              )
+              if (batch === 0) batch = Math.max(1, Math.round(t.batch))
+              return t
+            }
+          ],
+          [
+            "raw",
+            () => {
+              flushDisk()
+              const rate = rawDisk(mode, count, batch)
+              return { durable: rate, broadcast: rate, batch }
+            }
+          ],
+          [
+            "rawDatasync",
+            () => {
+              if (mode !== "always") return undefined
+              flushDisk()
+              const rate = rawDisk(mode, count, batch, "fdatasync")
+              return { durable: rate, broadcast: rate, batch }
+            }
+          ],
+          ["redisAlways", redisRun("always")],
+          ["redisEverysec", redisRun("everysec")]
+        ])
+        const ours = best.ours!
+        const p = `ingest.ours.${mode}.${path}`
+        report.figure(
+          SECTION,
+          `${p}.durable`,
+          `ours ${what}, fsync=${mode}: durable (batch ~${batch})`,
+          ours.durable,
+          "ev/s",
+          {
+            detail: ours.dropped === undefined ? undefined : `dropped ${ours.dropped}`
+          }
+        )
+        report.figure(SECTION, `${p}.broadcast`, `ours ${what}, fsync=${mode}: at live reader`, ours.broadcast, "ev/s")
+        const rawLabel =
+          mode === "never" ? "writeSync" : mode === "always" ? "writeSync+fsyncSync" : "writeSync, fsyncSync/100ms"
+        report.figure(
+          SECTION,
+          `ingest.raw.${mode}.${path}`,
+          `raw fs ${rawLabel}, batch ${batch}, pre-encoded`,
+          best.raw!.durable,
+          "ev/s",
+          {
+            baseline: true
+          }
+        )
+        if (best.rawDatasync !== undefined) {
+          report.figure(
+            SECTION,
+            `ingest.raw.${mode}.${path}.fdatasync`,
+            `raw fs writeSync+fdatasyncSync, batch ${batch}, pre-encoded`,
+            best.rawDatasync.durable,
+            "ev/s",
+            {
+              baseline: true
+            }
+          )
+        }
+        for (const [appendfsync, r] of [
+          ["always", best.redisAlways],
+          ["everysec", best.redisEverysec]
+        ] as const) {
+          if (r === undefined) continue
+          const q = `ingest.redis.${appendfsync}.${path}`
+          const detail = `${redisCount} events`
+          report.figure(
+            SECTION,
+            `${q}.durable`,
+            `redis XADD pipelined, appendfsync=${appendfsync}, batch ${batch}: acked`,
+            r.durable,
+            "ev/s",
+            {
+              baseline: true,
+              detail
+            }
+          )
+          report.figure(
+            SECTION,
+            `${q}.broadcast`,
+            `redis XADD pipelined, appendfsync=${appendfsync}, batch ${batch}: at XREAD BLOCK reader`,
+            r.broadcast,
+            "ev/s",
+            {
+              baseline: true,
+              detail
+            }
+          )
+        }
+      }
+    }
+  } finally {
+    for (const server of Object.values(redis)) await server.stop()
+  }
+
+  // Ratios and goals. Interval and never are compared with Redis everysec (measured in `always`'s batch sizes).
+  for (const mode of MODES) {
+    for (const path of ["publish", "record"] as const) {
+      const p = `ingest.ours.${mode}.${path}`
+      if (mode === "always") report.ratio(`${p}.durable`, `ingest.redis.always.${path}.durable`, "redis always")
+      report.ratio(`${p}.durable`, `ingest.redis.everysec.${path}.durable`, "redis everysec")
+      report.ratio(`${p}.durable`, `ingest.raw.${mode}.${path}`, "raw fs")
+      const reader = mode === "always" ? "always" : "everysec"
+      report.ratio(`${p}.broadcast`, `ingest.redis.${reader}.${path}.broadcast`, `redis ${reader} reader`)
+    }
+  }
+  for (const path of ["publish", "record"] as const) {
+    const fig = `ingest.ours.always.${path}.durable`
+    const what = `ingest ${path === "publish" ? `publish x${PUBLISHERS}` : "record"}, fsync=always`
+    const always = report.ratios.find((r) => r.figure === fig && r.against === `ingest.redis.always.${path}.durable`)
+    const everysec = report.ratios.find(
+      (r) => r.figure === fig && r.against === `ingest.redis.everysec.${path}.durable`
+    )
+    if (always === undefined || everysec === undefined) {
+      report.goal(SECTION, fig, `${what} >= 2x redis appendfsync always`, "SKIP", "redis-server not installed")
+      report.goal(SECTION, fig, `${what} >= 1x redis appendfsync everysec`, "SKIP", "redis-server not installed")
+    } else {
+      report.goal(
+        SECTION,
+        fig,
+        `${what} >= 2x redis appendfsync always`,
+        always.value >= 2 ? "PASS" : "MISS",
+        formatRatio(always.value)
+      )
+      report.goal(
+        SECTION,
+        fig,
+        `${what} >= 1x redis appendfsync everysec`,
+        everysec.value >= 1 ? "PASS" : "MISS",
+        formatRatio(everysec.value)
+      )
+    }
+  }
+}
