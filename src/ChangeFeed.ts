@@ -49,7 +49,7 @@ export interface ChangeFeedOptions {
   readonly liveBuffer?: number | undefined
   /** Most queue items the writer takes into one batch (default 512). */
   readonly maxBatch?: number | undefined
-  /** Default `publish` timeout, for room in the queue and again for durability (default 10 s). */
+  /** Default `publish` timeout (10 s): room in the queue and durability must both come within it. */
   readonly publishTimeoutMs?: number | undefined
   /** At most one drop warning per this period (default 10 s). */
   readonly dropWarningIntervalMs?: number | undefined
