@@ -10,7 +10,7 @@
  *   deliver everything to every reader.
  */
 import { Deferred, Effect, Exit, Stream } from "effect"
-import { durableEvent, MB, now, openFeed, rawRead, rssSampler, runEffect, sessionOf } from "./support.js"
+import { durableEvent, MB, now, openFeed, rawRead, replayToHead, rssSampler, runEffect, sessionOf } from "./support.js"
 
 export interface ChildResult {
   readonly mode: string
@@ -36,16 +36,8 @@ const replay = (directory: string) =>
       const { feed } = yield* openFeed(directory)
       sampler.reset()
       const startRss = process.memoryUsage().rss
-      let events = 0
       const t0 = now()
-      yield* feed.changes({ since: 0 }).pipe(
-        Stream.takeUntil((item) => item._tag === "CaughtUp"),
-        Stream.runForEachChunk((chunk) =>
-          Effect.sync(() => {
-            for (const item of chunk) if (item._tag === "Change") events++
-          })
-        )
-      )
+      const events = yield* replayToHead(feed)
       return { startRss, events, ms: now() - t0 }
     })
   )

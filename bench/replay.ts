@@ -21,6 +21,7 @@ import {
   MB,
   now,
   openFeed,
+  replayToHead,
   profiled,
   rawRead,
   type Report,
@@ -49,16 +50,8 @@ const oursChanges = (dir: string): Promise<Rate> =>
   runEffect(
     Effect.gen(function* () {
       const { feed } = yield* openFeed(dir)
-      let events = 0
       const t0 = now()
-      yield* feed.changes({ since: 0 }).pipe(
-        Stream.takeUntil((item) => item._tag === "CaughtUp"),
-        Stream.runForEachChunk((chunk) =>
-          Effect.sync(() => {
-            for (const item of chunk) if (item._tag === "Change") events++
-          })
-        )
-      )
+      const events = yield* replayToHead(feed)
       return { events, rate: perSecond(events, now() - t0) }
     })
   )

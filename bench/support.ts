@@ -6,7 +6,7 @@
  * and child processes that answer one JSON line.
  */
 import { NodeContext } from "@effect/platform-node"
-import { Effect, ExecutionStrategy, Logger, LogLevel, Scope } from "effect"
+import { Effect, ExecutionStrategy, Logger, LogLevel, Scope, Stream } from "effect"
 import * as ChildProcess from "node:child_process"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
@@ -308,6 +308,21 @@ export interface BenchFeed {
  * The agent feed on a file journal in `directory`, with `append` wrapped to count the batches
  * the writer commits. Retention is lifted so bench journals of any size stay whole.
  */
+/** Replays the feed from 0 until it has caught up with the head; answers how many events came. */
+export const replayToHead = <A>(feed: ChangeFeed.ChangeFeedService<A>): Effect.Effect<number, unknown> =>
+  Effect.suspend(() => {
+    let events = 0
+    return feed.changes({ since: 0 }).pipe(
+      Stream.takeUntil((item) => item._tag === "CaughtUp"),
+      Stream.runForEachChunk((chunk) =>
+        Effect.sync(() => {
+          for (const item of chunk) if (item._tag === "Change") events++
+        })
+      ),
+      Effect.map(() => events)
+    )
+  })
+
 export const openFeed = (
   directory: string,
   options: Omit<ChangeFeed.FeedOptions, "directory"> = {}
