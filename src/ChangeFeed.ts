@@ -576,14 +576,9 @@ export const makeFiles = <A, I>(
   domain: FeedDomain<A, I>,
   options: FeedOptions
 ): Effect.Effect<ChangeFeedService<A>, Journal.JournalOpenError, FileSystem.FileSystem | Path.Path | Scope.Scope> =>
-  Effect.gen(function* () {
-    // The journal gets a scope of its own, closed after the feed's finalizer (which drains into
-    // it): the journal adds resources to its scope as it runs (a segment file per rotation), and
-    // in the shared scope those would be released before the drain, which then wrote to closed files.
-    const journalScope = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.sequential)
-    const journal = yield* Scope.extend(Journal.make(domain.schema, options), journalScope)
-    return yield* make(domain, journal, options)
-  })
+  // The journal keeps its segment files in a scope of its own, so opened before the feed it
+  // is released after the feed's drain, whatever it opened while running.
+  Effect.flatMap(Journal.make(domain.schema, options), (journal) => make(domain, journal, options))
 
 /** The agent platform's change feed. */
 export class ChangeFeed extends Context.Tag("effect-change-feed/ChangeFeed")<
