@@ -13,7 +13,7 @@ import { FeedApi } from "./Api.js"
 import { AgentEvent } from "./Domain/AgentEvent.js"
 import { ChangeEvent } from "./Domain/ChangeEvent.js"
 import { type Cursor, formatCursor, parseCursor } from "./Domain/Cursor.js"
-import type { FeedItem, ResetReason } from "./Domain/FeedItem.js"
+import { cursorAfter, type FeedItem, type ResetReason } from "./Domain/FeedItem.js"
 import { makeSseParser, type SseFrame } from "./Http/Sse.js"
 
 export interface ClientOptions {
@@ -124,12 +124,12 @@ export const make = (options: ClientOptions) =>
     const follow = (followOptions: FollowOptions = {}): Stream.Stream<FeedItem<AgentEvent>, Refused | ProtocolError> =>
       Stream.suspend(() => {
         let cursor = cursorText(followOptions.since)
+        /** The seq `cursor` names, kept alongside it rather than parsed again per event. */
+        let lastSeq = Option.getOrElse(
+          Option.map(Option.getRight(parseCursor(cursor)), (c) => c.seq),
+          () => 0
+        )
         const filtered = followOptions.sessionId !== undefined
-        const seqOf = (text: string) =>
-          Option.getOrElse(
-            Option.map(Option.getRight(parseCursor(text)), (c) => c.seq),
-            () => 0
-          )
 
         const connection = Stream.unwrapScoped(
           Effect.gen(function* () {
@@ -165,12 +165,15 @@ export const make = (options: ClientOptions) =>
                   if (item === undefined) return Effect.succeed(undefined)
                   if (item instanceof ProtocolError) return Effect.fail(item)
                   // A hole in an unfiltered stream: drop the connection, resume from the last good cursor.
-                  if (!filtered && item._tag === "Change" && item.change.seq !== seqOf(cursor) + 1) {
+                  if (!filtered && item._tag === "Change" && item.change.seq !== lastSeq + 1) {
                     return Effect.fail(
-                      new Disconnected({ reason: `hole: seq ${item.change.seq} after ${seqOf(cursor)}, resyncing` })
+                      new Disconnected({ reason: `hole: seq ${item.change.seq} after ${lastSeq}, resyncing` })
                     )
                   }
-                  if (frame.id !== undefined) cursor = frame.id
+                  if (frame.id !== undefined) {
+                    cursor = frame.id
+                    lastSeq = cursorAfter(item)
+                  }
                   return Effect.succeed(item)
                 }
               ),
