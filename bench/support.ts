@@ -309,10 +309,15 @@ export interface BenchFeed {
  * the writer commits. Retention is lifted so bench journals of any size stay whole.
  */
 /** Replays the feed from 0 until it has caught up with the head; answers how many events came. */
-export const replayToHead = <A>(feed: ChangeFeed.ChangeFeedService<A>): Effect.Effect<number, unknown> =>
+export const replayToHead = <A>(
+  feed: ChangeFeed.ChangeFeedService<A>,
+  as: "decoded" | "lines" = "decoded"
+): Effect.Effect<number, unknown> =>
   Effect.suspend(() => {
     let events = 0
-    return feed.changes({ since: 0 }).pipe(
+    const items: Stream.Stream<{ readonly _tag: string }, unknown> =
+      as === "lines" ? feed.changeLines({ since: 0 }) : feed.changes({ since: 0 })
+    return items.pipe(
       Stream.takeUntil((item) => item._tag === "CaughtUp"),
       Stream.runForEachChunk((chunk) =>
         Effect.sync(() => {

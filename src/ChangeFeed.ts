@@ -16,7 +16,6 @@ import {
   Chunk,
   Clock,
   Context,
-  Deferred,
   Duration,
   Effect,
   Either,
@@ -36,7 +35,7 @@ import { decideReset, resetTo } from "./ChangeFeed/Reset.js"
 import { AgentDomain, type AgentEvent } from "./Domain/AgentEvent.js"
 import type { ChangeEvent } from "./Domain/ChangeEvent.js"
 import type { Cursor } from "./Domain/Cursor.js"
-import type { Change, FeedItem } from "./Domain/FeedItem.js"
+import type { CaughtUp, Change, FeedItem, LineChange, LineItem, Progress, Reset } from "./Domain/FeedItem.js"
 import { type FeedDomain, routeSession } from "./Domain/FeedDomain.js"
 import * as Journal from "./Journal.js"
 
@@ -106,6 +105,11 @@ export interface ChangeFeedService<A> {
   ) => Effect.Effect<Array<number | null>, PublishError>
   /** Replay from a cursor, then the live tail: exactly the events after it, in order, once each, or a reset. */
   readonly changes: (options?: ChangesOptions) => Stream.Stream<FeedItem<A>, Journal.JournalReadError>
+  /**
+   * `changes` with each event as its journal line, never decoded: for passing events on as
+   * JSON (the SSE stream). Replay reads lines as written (`Journal.readLines`).
+   */
+  readonly changeLines: (options?: ChangesOptions) => Stream.Stream<LineItem, Journal.JournalReadError>
   /** Journaled events with `since < seq <= upTo`, straight from the journal. */
   readonly read: (since: number, upTo?: number) => Stream.Stream<ChangeEvent<A>, Journal.JournalReadError>
   readonly headSeq: Effect.Effect<number>
@@ -113,15 +117,47 @@ export interface ChangeFeedService<A> {
   readonly status: Effect.Effect<FeedStatus>
 }
 
-interface BatchItem<A> {
-  readonly entries: ReadonlyArray<Entry<A>>
-  readonly ack: Deferred.Deferred<number, FeedClosed | NotYetDurable>
-  /** When the publisher stops waiting for durability (Clock millis), and its timeout. */
-  readonly deadline: number
-  readonly timeoutMs: number
+type AckExit = Exit.Exit<number, FeedClosed | NotYetDurable>
+
+/**
+ * A published batch and its receipt, answered once (by the writer with the first seq, by the
+ * deadline sweep, or at shutdown). A one-shot callback rather than a `Deferred` per call: the
+ * receipt is on every `publish`'s path, and a `Deferred` costs several times more to make.
+ */
+class BatchItem<A> {
+  private exit: AckExit | undefined = undefined
+  private waiter: ((exit: AckExit) => void) | undefined = undefined
+  constructor(
+    readonly entries: ReadonlyArray<Entry<A>>,
+    /** When the publisher stops waiting for durability (Clock millis), and its timeout. */
+    readonly deadline: number,
+    readonly timeoutMs: number
+  ) {}
+
+  /** Answers the publisher; later answers are ignored. */
+  done(exit: AckExit): void {
+    if (this.exit !== undefined) return
+    this.exit = exit
+    const waiter = this.waiter
+    this.waiter = undefined
+    waiter?.(exit)
+  }
+
+  /** The first seq of the batch once answered (an interrupted wait leaves the batch accepted). */
+  readonly await: Effect.Effect<number, FeedClosed | NotYetDurable> = Effect.async((resume) => {
+    if (this.exit !== undefined) return resume(this.exit)
+    this.waiter = resume
+    return Effect.sync(() => (this.waiter = undefined))
+  })
 }
 type Item<A> = Entry<A> | BatchItem<A>
-const isBatch = <A>(item: Item<A>): item is BatchItem<A> => "ack" in item
+const isBatch = <A>(item: Item<A>): item is BatchItem<A> => item instanceof BatchItem
+
+/** A broadcast event as both kinds of reader item, each made once for every reader. */
+interface LiveChange<A> {
+  readonly decoded: Change<A>
+  readonly line: LineChange
+}
 
 const asItem = <A>(change: ChangeEvent<A>): Change<A> => ({ _tag: "Change", change })
 
@@ -147,7 +183,7 @@ export const make = <A, I>(
     // Sliding: a slow reader loses its oldest live events (and catches up from the journal),
     // never stalls the writer. `null` is the end-of-feed marker sent at shutdown.
     // Events travel wrapped as reader items, wrapped once here rather than once per reader.
-    const pubsub = yield* PubSub.sliding<Change<A> | null>(options.liveBuffer ?? 4096)
+    const pubsub = yield* PubSub.sliding<LiveChange<A> | null>(options.liveBuffer ?? 4096)
     const warnSignal = yield* Queue.sliding<void>(1)
     // Opened by producers once an item is in the queue, closed by the writer before it looks. The
     // writer waits on this, never in a queue take: a take interrupted at shutdown can lose the item
@@ -192,12 +228,40 @@ export const make = <A, I>(
       else hasWork.unsafeOpen()
     }
 
+    /** Queues durable entries as one batch and answers its first seq once journaled. */
+    const submit = (durable: ReadonlyArray<Entry<A>>, timeoutMs: number): Effect.Effect<number, PublishError> => {
+      if (closing) return Effect.fail(new FeedClosed())
+      const item = new BatchItem(durable, clock.unsafeCurrentTimeMillis() + timeoutMs, timeoutMs)
+      // No timer on the common path: a queue with room takes the item at once, and the wait
+      // for durability is bounded by the shared deadline sweep below, not a timer per call.
+      awaiting.add(item)
+      if (awaiting.size === 1 || item.deadline < sweepAt) sweepNeeded.unsafeOpen()
+      if (Queue.unsafeOffer(queue, item)) {
+        hasWork.unsafeOpen()
+        return item.await
+      }
+      // Once offered, the writer must hear of it even if this caller is interrupted right then.
+      return Effect.uninterruptibleMask((restore) =>
+        restore(
+          Queue.offer(queue, item).pipe(
+            Effect.timeoutFail({
+              duration: Duration.millis(timeoutMs),
+              onTimeout: () => new FeedBusy({ timeoutMs })
+            })
+          )
+        ).pipe(Effect.zipRight(hasWork.open))
+      ).pipe(
+        Effect.tapError(() => Effect.sync(() => awaiting.delete(item))),
+        Effect.zipRight(item.await)
+      )
+    }
+
+    // Plain functions around `submit`, not generators: these are on every publisher's path.
     const publishAll = (
       entries: ReadonlyArray<Entry<A>>,
       publishOptions?: PublishOptions
     ): Effect.Effect<Array<number | null>, PublishError> =>
-      Effect.gen(function* () {
-        const timeoutMs = publishOptions?.timeoutMs ?? publishTimeoutMs
+      Effect.suspend(() => {
         const seqs: Array<number | null> = new Array(entries.length).fill(null)
         const durable: Array<Entry<A>> = []
         const positions: Array<number> = []
@@ -207,41 +271,29 @@ export const make = <A, I>(
           durable.push({ sessionId: routeSession(domain, sessionId, event), event })
           positions.push(i)
         }
-        if (durable.length === 0) return seqs
-        if (closing) return yield* new FeedClosed()
-        const ack = yield* Deferred.make<number, FeedClosed | NotYetDurable>()
-        const item: BatchItem<A> = {
-          entries: durable,
-          ack,
-          deadline: clock.unsafeCurrentTimeMillis() + timeoutMs,
-          timeoutMs
-        }
-        // No timer on the common path: a queue with room takes the item at once, and the wait
-        // for durability is bounded by the shared deadline sweep below, not a timer per call.
-        awaiting.add(item)
-        if (awaiting.size === 1 || item.deadline < sweepAt) sweepNeeded.unsafeOpen()
-        if (Queue.unsafeOffer(queue, item)) {
-          hasWork.unsafeOpen()
-        } else {
-          // Once offered, the writer must hear of it even if this caller is interrupted right then.
-          yield* Effect.uninterruptibleMask((restore) =>
-            restore(
-              Queue.offer(queue, item).pipe(
-                Effect.timeoutFail({
-                  duration: Duration.millis(timeoutMs),
-                  onTimeout: () => new FeedBusy({ timeoutMs })
-                })
-              )
-            ).pipe(Effect.zipRight(hasWork.open))
-          ).pipe(Effect.tapError(() => Effect.sync(() => awaiting.delete(item))))
-        }
-        const first = yield* Deferred.await(ack)
-        for (let k = 0; k < positions.length; k++) seqs[positions[k]!] = first + k
-        return seqs
+        if (durable.length === 0) return Effect.succeed(seqs)
+        return Effect.map(submit(durable, publishOptions?.timeoutMs ?? publishTimeoutMs), (first) => {
+          for (let k = 0; k < positions.length; k++) seqs[positions[k]!] = first + k
+          return seqs
+        })
       })
 
-    const publish = (sessionId: string | undefined, event: A, publishOptions?: PublishOptions) =>
-      Effect.map(publishAll([{ sessionId, event }], publishOptions), ([seq]) => Option.fromNullable(seq))
+    const publish = (
+      sessionId: string | undefined,
+      event: A,
+      publishOptions?: PublishOptions
+    ): Effect.Effect<Option.Option<number>, PublishError> =>
+      Effect.suspend(() =>
+        domain.isDurable(event)
+          ? Effect.map(
+              submit(
+                [{ sessionId: routeSession(domain, sessionId, event), event }],
+                publishOptions?.timeoutMs ?? publishTimeoutMs
+              ),
+              Option.some
+            )
+          : Effect.succeed(Option.none())
+      )
 
     // ---- the writer: seq allocation, append, broadcast, ack --------------------------
 
@@ -256,7 +308,7 @@ export const make = <A, I>(
         if (isBatch(item)) {
           lost += item.entries.length
           awaiting.delete(item)
-          Deferred.unsafeDone(item.ack, Exit.fail(new FeedClosed()))
+          item.done(Exit.fail(new FeedClosed()))
         } else lost++
       }
       return lost
@@ -287,9 +339,13 @@ export const make = <A, I>(
           }
         }
         let failures = 0
+        let encoded: Journal.EncodedBatch
         while (true) {
           const attempt = yield* Effect.exit(journal.append(batch))
-          if (Exit.isSuccess(attempt)) break
+          if (Exit.isSuccess(attempt)) {
+            encoded = attempt.value
+            break
+          }
           const failure = Cause.failureOption(attempt.cause)
           if (Option.isNone(failure)) return yield* refuseUnwritable(items, attempt.cause, restore, attempts)
           failures++
@@ -321,10 +377,18 @@ export const make = <A, I>(
           yield* Effect.logInfo(`change feed recovered: journal appends succeed again (head ${seq - 1})`)
         }
         nextSeq = seq
-        yield* PubSub.publishAll(pubsub, batch.map(asItem))
+        const live: Array<LiveChange<A>> = new Array(batch.length)
+        for (let i = 0; i < batch.length; i++) {
+          const change = batch[i]!
+          live[i] = {
+            decoded: { _tag: "Change", change },
+            line: { _tag: "Change", seq: change.seq, sessionId: change.session_id, line: Journal.lineAt(encoded, i) }
+          }
+        }
+        yield* PubSub.publishAll(pubsub, live)
         for (const [item, first] of acks) {
           awaiting.delete(item)
-          Deferred.unsafeDone(item.ack, Exit.succeed(first))
+          item.done(Exit.succeed(first))
         }
         yield* Metric.incrementBy(journaledTotal, batch.length)
       })
@@ -356,7 +420,7 @@ export const make = <A, I>(
         const item = items[0]!
         if (isBatch(item)) {
           awaiting.delete(item)
-          Deferred.unsafeDone(item.ack, Exit.die(Cause.squash(cause)))
+          item.done(Exit.die(Cause.squash(cause)))
         } else drop()
         yield* Effect.logError("change feed: refused an event that cannot be journaled", cause)
       })
@@ -390,7 +454,7 @@ export const make = <A, I>(
           for (const item of awaiting) {
             if (now >= item.deadline) {
               awaiting.delete(item)
-              Deferred.unsafeDone(item.ack, Exit.fail(new NotYetDurable({ timeoutMs: item.timeoutMs })))
+              item.done(Exit.fail(new NotYetDurable({ timeoutMs: item.timeoutMs })))
             } else if (item.deadline < next) next = item.deadline
           }
           if (next === Number.POSITIVE_INFINITY) return Effect.void
@@ -446,7 +510,21 @@ export const make = <A, I>(
 
     // ---- readers -----------------------------------------------------------------------
 
-    const changes = (changesOptions: ChangesOptions = {}): Stream.Stream<FeedItem<A>, Journal.JournalReadError> =>
+    /**
+     * One reader, for either kind of change item `C`: how to replay the journal as `C`s, how to
+     * take a broadcast event as a `C`, and how to read a `C`'s seq and session.
+     */
+    interface ReaderFormat<C> {
+      readonly replay: (from: number, upTo: number) => Stream.Stream<C, Journal.JournalReadError>
+      readonly live: (change: LiveChange<A>) => C
+      readonly seqOf: (change: C) => number
+      readonly sessionOf: (change: C) => string | undefined
+    }
+
+    const follow = <C>(
+      format: ReaderFormat<C>,
+      changesOptions: ChangesOptions
+    ): Stream.Stream<C | Reset | CaughtUp | Progress, Journal.JournalReadError> =>
       Stream.unwrapScoped(
         Effect.gen(function* () {
           const since = changesOptions.since ?? 0
@@ -457,10 +535,11 @@ export const make = <A, I>(
             () => Effect.sync(() => subscribers--)
           )
           const outer = yield* Effect.scope
-          const pending: Array<FeedItem<A>> = []
+          type Item = C | Reset | CaughtUp | Progress
+          const pending: Array<Item> = []
           let phase: Scope.CloseableScope | undefined
-          let live!: Queue.Dequeue<Change<A> | null>
-          let replay: Effect.Effect<Chunk.Chunk<ChangeEvent<A>>, Option.Option<Journal.JournalReadError>> | undefined
+          let live!: Queue.Dequeue<LiveChange<A> | null>
+          let replay: Effect.Effect<Chunk.Chunk<C>, Option.Option<Journal.JournalReadError>> | undefined
           let cursor = 0
           let caughtUp = false
           let ended = false
@@ -474,7 +553,7 @@ export const make = <A, I>(
               live = yield* Scope.extend(PubSub.subscribe(pubsub), phase)
               const head = yield* journal.headSeq
               cursor = from
-              replay = from < head ? yield* Scope.extend(Stream.toPull(journal.read(from, head)), phase) : undefined
+              replay = from < head ? yield* Scope.extend(Stream.toPull(format.replay(from, head)), phase) : undefined
             })
 
           const window = yield* journal.info
@@ -482,7 +561,7 @@ export const make = <A, I>(
           if (reset !== undefined) pending.push(reset)
           yield* startFrom(reset === undefined ? cursorIn.seq : reset.continueFrom)
 
-          const deliver = (items: Iterable<Change<A> | null>, out: Array<FeedItem<A>>): "ok" | "gap" | "end" => {
+          const deliver = (items: Iterable<C | null>, out: Array<Item>): "ok" | "gap" | "end" => {
             let passedOver = false
             let outcome: "ok" | "gap" | "end" = "ok"
             for (const item of items) {
@@ -490,14 +569,14 @@ export const make = <A, I>(
                 outcome = "end"
                 break
               }
-              const event = item.change
-              if (event.seq <= cursor) continue
-              if (event.seq !== cursor + 1) {
+              const seq = format.seqOf(item)
+              if (seq <= cursor) continue
+              if (seq !== cursor + 1) {
                 outcome = "gap"
                 break
               }
-              cursor = event.seq
-              if (sessionId === undefined || event.session_id === sessionId) {
+              cursor = seq
+              if (sessionId === undefined || format.sessionOf(item) === sessionId) {
                 out.push(item)
                 passedOver = false
               } else {
@@ -508,16 +587,16 @@ export const make = <A, I>(
             return outcome
           }
 
-          const pull: Effect.Effect<Chunk.Chunk<FeedItem<A>>, Option.Option<Journal.JournalReadError>> = Effect.gen(
+          const pull: Effect.Effect<Chunk.Chunk<Item>, Option.Option<Journal.JournalReadError>> = Effect.gen(
             function* () {
               while (true) {
                 if (pending.length > 0) return Chunk.unsafeFromArray(pending.splice(0))
                 if (ended || closed) return yield* Effect.fail(Option.none())
-                const out: Array<FeedItem<A>> = []
+                const out: Array<Item> = []
                 if (replay !== undefined) {
                   const next = yield* Effect.either(replay)
                   if (Either.isRight(next)) {
-                    deliver(Chunk.map(next.right, asItem), out)
+                    deliver(next.right, out)
                   } else if (Option.isNone(next.left)) {
                     replay = undefined
                   } else if (next.left.value._tag === "JournalPruned") {
@@ -534,7 +613,10 @@ export const make = <A, I>(
                     out.push({ _tag: "CaughtUp", seq: cursor })
                   } else {
                     const events = yield* Queue.takeBetween(live, 1, 1024)
-                    const outcome = deliver(events, out)
+                    const outcome = deliver(
+                      Chunk.map(events, (event) => (event === null ? null : format.live(event))),
+                      out
+                    )
                     // A seq gap means the live buffer slid past this reader: catch up from the journal.
                     if (outcome === "gap") yield* startFrom(cursor)
                     if (outcome === "end") ended = true
@@ -547,6 +629,23 @@ export const make = <A, I>(
           return Stream.repeatEffectChunkOption(pull)
         })
       )
+
+    const decodedReader: ReaderFormat<Change<A>> = {
+      replay: (from, upTo) => Stream.map(journal.read(from, upTo), asItem),
+      live: (change) => change.decoded,
+      seqOf: (item) => item.change.seq,
+      sessionOf: (item) => item.change.session_id
+    }
+    const lineReader: ReaderFormat<LineChange> = {
+      replay: journal.readLines,
+      live: (change) => change.line,
+      seqOf: (item) => item.seq,
+      sessionOf: (item) => item.sessionId
+    }
+    const changes = (changesOptions: ChangesOptions = {}): Stream.Stream<FeedItem<A>, Journal.JournalReadError> =>
+      follow(decodedReader, changesOptions)
+    const changeLines = (changesOptions: ChangesOptions = {}): Stream.Stream<LineItem, Journal.JournalReadError> =>
+      follow(lineReader, changesOptions)
 
     const status = Effect.gen(function* () {
       const info = yield* journal.info
@@ -561,6 +660,7 @@ export const make = <A, I>(
       publish,
       publishAll,
       changes,
+      changeLines,
       read: journal.read,
       headSeq: journal.headSeq,
       droppedCount: Effect.sync(() => dropped),
@@ -596,5 +696,5 @@ export const layer = (
 export const layerMemory = (options: ChangeFeedOptions & Journal.MemoryJournalOptions = {}): Layer.Layer<ChangeFeed> =>
   Layer.scoped(
     ChangeFeed,
-    Effect.flatMap(Journal.makeMemory<AgentEvent>(options), (journal) => make(AgentDomain, journal, options))
+    Effect.flatMap(Journal.makeMemory(AgentDomain.schema, options), (journal) => make(AgentDomain, journal, options))
   )

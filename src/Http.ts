@@ -38,7 +38,6 @@ import { BadRequest, PayloadTooLarge, Unauthorized, Unavailable } from "./Domain
 import { cursorAfter, type FeedItem, resetWire } from "./Domain/FeedItem.js"
 import { keepaliveFrame, makeFrameEncoder, retryFrame } from "./Http/Sse.js"
 import type { FsyncMode } from "./Journal.js"
-import { Schema } from "effect"
 
 export interface HttpOptions {
   /** Bearer token every `/api` route requires, when set. */
@@ -130,7 +129,6 @@ const intParam = (
       )
 }
 
-const encodeChange = Schema.encodeSync(ChangeEvent(AgentEvent))
 /** One event of a request body, or a `BadRequest` naming the field at fault. */
 const decodeEvent = (field: string, input: unknown): Effect.Effect<AgentEvent, BadRequest> =>
   Either.match(decodeAgentEvent(field, input), {
@@ -188,7 +186,9 @@ const FeedGroupLive = (options: HttpOptions) =>
       const retry = retryFrame(options.retryMs ?? 1000)
       const maxBatch = options.maxBatchEvents ?? 1000
       const encoder = new TextEncoder()
-      const frame = makeFrameEncoder(feed.epoch, encodeChange)
+      const frames = makeFrameEncoder(feed.epoch)
+      const retryBytes = encoder.encode(retry)
+      const keepaliveBytes = encoder.encode(keepaliveFrame)
 
       return handlers
         .handle("stream", ({ headers, urlParams }) =>
@@ -198,20 +198,22 @@ const FeedGroupLive = (options: HttpOptions) =>
               lastEventId !== undefined && lastEventId !== ""
                 ? yield* cursorParam("Last-Event-ID", lastEventId)
                 : yield* cursorParam("since", urlParams.since)
-            const frames = feed.changes({ since: cursor, sessionId: urlParams.session_id }).pipe(
-              Stream.mapChunks((items) => Chunk.of(Chunk.join(Chunk.map(items, frame), ""))),
+            // Events travel as their journal lines, so a frame is the line copied after its `id:`.
+            const body = feed.changeLines({ since: cursor, sessionId: urlParams.session_id }).pipe(
+              Stream.mapChunks((items) => Chunk.of(frames(items))),
               Stream.catchAll((error) =>
-                Stream.make(`event: error\ndata: ${JSON.stringify({ type: "error", message: error.message })}\n\n`)
+                Stream.make(
+                  encoder.encode(`event: error\ndata: ${JSON.stringify({ type: "error", message: error.message })}\n\n`)
+                )
               ),
-              Stream.prepend(Chunk.of(retry)),
+              Stream.prepend(Chunk.of(retryBytes)),
               Stream.merge(
-                Stream.fromSchedule(Schedule.spaced(Duration.millis(keepaliveMs))).pipe(Stream.as(keepaliveFrame)),
+                Stream.fromSchedule(Schedule.spaced(Duration.millis(keepaliveMs))).pipe(Stream.as(keepaliveBytes)),
                 { haltStrategy: "left" }
               ),
-              Stream.interruptWhen(Deferred.await(shutdown)),
-              Stream.map((text) => encoder.encode(text))
+              Stream.interruptWhen(Deferred.await(shutdown))
             )
-            return HttpServerResponse.stream(frames, {
+            return HttpServerResponse.stream(body, {
               contentType: "text/event-stream",
               headers: { "cache-control": "no-cache, no-transform", "x-accel-buffering": "no" }
             })

@@ -11,6 +11,7 @@ import { FileSystem, Path } from "@effect/platform"
 import { Chunk, Clock, Effect, Exit, Option, Schedule, type Schema, Scope, Stream } from "effect"
 import * as Crypto from "node:crypto"
 import type { ChangeEvent } from "./Domain/ChangeEvent.js"
+import type { LineChange } from "./Domain/FeedItem.js"
 import {
   JournalCorrupt,
   JournalIoError,
@@ -18,13 +19,28 @@ import {
   JournalPruned,
   type JournalReadError
 } from "./Journal/Errors.js"
-import { type LineCodec, LineSplitter, makeLineCodec, peekSeq } from "./Journal/Lines.js"
+import {
+  type ByteLine,
+  ByteLineSplitter,
+  type EncodedBatch,
+  type Line,
+  type LineCodec,
+  LineSplitter,
+  lineAt,
+  makeLineCodec,
+  peekEnvelope,
+  peekSeq,
+  peekSeqBytes,
+  type Splitter
+} from "./Journal/Lines.js"
 import { acquireLock } from "./Journal/Lock.js"
 import { recoverTail } from "./Journal/Recovery.js"
 import { defaultRetention, type RetentionPolicy, segmentsToPrune } from "./Journal/Retention.js"
 import { parseSegmentName, type Segment, segmentIndexFor, segmentName } from "./Journal/Segment.js"
 
 export * from "./Journal/Errors.js"
+export type { EncodedBatch } from "./Journal/Lines.js"
+export { lineAt } from "./Journal/Lines.js"
 export type { RetentionPolicy } from "./Journal/Retention.js"
 
 /** When appends reach the disk: every batch (default), on a timer, or when the OS decides. */
@@ -75,13 +91,55 @@ export interface Journal<A> {
    * Appends a batch whose seqs continue the head: one write, and a sync in `always` mode.
    * On failure nothing of the batch stays in the file and the head does not move.
    */
-  readonly append: (batch: ReadonlyArray<ChangeEvent<A>>) => Effect.Effect<void, JournalIoError>
+  readonly append: (batch: ReadonlyArray<ChangeEvent<A>>) => Effect.Effect<EncodedBatch, JournalIoError>
   /**
    * Events with `since < seq <= upTo` (`upTo` defaults to the head when the read starts), in
    * order, read in bounded chunks. Fails with `JournalPruned` when `since + 1` is no longer retained.
    */
   readonly read: (since: number, upTo?: number) => Stream.Stream<ChangeEvent<A>, JournalReadError>
+  /**
+   * `read` without decoding: each event's line as written, with its seq and session read from
+   * the line's envelope. Checks what `read` checks (UTF-8, envelope, contiguous seqs, missing
+   * and pruned segments) except that the event inside is valid for the schema.
+   */
+  readonly readLines: (since: number, upTo?: number) => Stream.Stream<JournalLine, JournalReadError>
 }
+
+/** One journaled event as the bytes of its line (no newline), with its seq and session: a reader's item as it is. */
+export type JournalLine = LineChange
+
+/** How one kind of read turns a segment's lines into items. */
+interface LineFormat<L extends { readonly offset: number }, T> {
+  readonly splitter: () => Splitter<L>
+  /** The seq of a line without parsing it, to skip lines below the cursor; `undefined` to parse. */
+  readonly peek: (line: L) => number | undefined
+  /** The item of a line, or why the line is invalid. */
+  readonly parse: (line: L) => T | string
+  readonly seqOf: (item: T) => number
+}
+
+const decodedFormat = <A>(codec: LineCodec<A>): LineFormat<Line, ChangeEvent<A>> => ({
+  splitter: () => new LineSplitter(),
+  peek: (line) => peekSeq(line.text),
+  parse: (line) => codec.decodeLine(line.text),
+  seqOf: (event) => event.seq
+})
+
+const lineDecoder = new TextDecoder()
+const rawFormat = <A>(codec: LineCodec<A>): LineFormat<ByteLine, JournalLine> => ({
+  splitter: () => new ByteLineSplitter(),
+  peek: (line) => peekSeqBytes(line.bytes),
+  parse: (line) => {
+    const change = peekEnvelope(line.bytes)
+    if (change !== undefined) return change
+    // Another layout (an escaped session id, a journal written elsewhere), or damage: parse it in full.
+    const event = codec.decodeLine(lineDecoder.decode(line.bytes))
+    return typeof event === "string"
+      ? event
+      : { _tag: "Change", seq: event.seq, sessionId: event.session_id, line: line.bytes }
+  },
+  seqOf: (line) => line.seq
+})
 
 const DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
 const DEFAULT_SYNC_INTERVAL_MS = 100
@@ -93,6 +151,8 @@ const LOCK_FILE = "LOCK"
 const EPOCH_FILE = "EPOCH"
 /** Present while a process has the journal open; holds that process's fsync mode. */
 const OPEN_FILE = "OPEN"
+
+const emptyBatch: EncodedBatch = { bytes: new Uint8Array(0), ends: [] }
 
 const newEpochId = () => Crypto.randomBytes(8).toString("hex")
 
@@ -278,11 +338,11 @@ export const make = <A, I>(
         yield* prune
       })
 
-    const append = (batch: ReadonlyArray<ChangeEvent<A>>): Effect.Effect<void, JournalIoError> =>
+    const append = (batch: ReadonlyArray<ChangeEvent<A>>): Effect.Effect<EncodedBatch, JournalIoError> =>
       fileLock
         .withPermits(1)(
           Effect.gen(function* () {
-            if (batch.length === 0) return
+            if (batch.length === 0) return emptyBatch
             const first = batch[0]!.seq
             for (let i = 0; i < batch.length; i++) {
               if (batch[i]!.seq !== head + 1 + i) {
@@ -306,7 +366,8 @@ export const make = <A, I>(
               yield* rotate(first)
             }
             const current = active!
-            const bytes = codec.encodeBatch(batch)
+            const encoded = codec.encodeBatch(batch)
+            const bytes = encoded.bytes
             const written = Effect.gen(function* () {
               yield* current.file.writeAll(bytes)
               if (fsync === "always") yield* current.file.sync
@@ -318,6 +379,7 @@ export const make = <A, I>(
             current.segment.bytes += bytes.length
             unsynced = fsync !== "always"
             head += batch.length
+            return encoded
           })
         )
         .pipe(Effect.uninterruptible)
@@ -346,7 +408,11 @@ export const make = <A, I>(
       }
     })
 
-    const read = (since: number, upTo?: number): Stream.Stream<ChangeEvent<A>, JournalReadError> =>
+    const readAs = <L extends { readonly offset: number }, T>(
+      format: LineFormat<L, T>,
+      since: number,
+      upTo?: number
+    ): Stream.Stream<T, JournalReadError> =>
       Stream.suspend(() => {
         const target = Math.min(upTo ?? head, head)
         if (since >= target) return Stream.empty
@@ -371,6 +437,7 @@ export const make = <A, I>(
                 )
               }
               return readSegment(
+                format,
                 file,
                 () => expected,
                 (seq) => (expected = seq + 1),
@@ -412,21 +479,22 @@ export const make = <A, I>(
         })
       )
 
-    const readSegment = (
+    const readSegment = <L extends { readonly offset: number }, T>(
+      format: LineFormat<L, T>,
       file: string,
       expected: () => number,
       advance: (seq: number) => void,
       since: number,
       target: number
-    ): Stream.Stream<ChangeEvent<A>, JournalReadError> =>
+    ): Stream.Stream<T, JournalReadError> =>
       Stream.unwrapScoped(
         Effect.gen(function* () {
           const handle = yield* openForRead(file, expected())
-          const splitter = new LineSplitter()
+          const splitter = format.splitter()
           let done = false
           // A bad line found after good ones in the same chunk: the good ones are delivered first, then this.
           let failure: JournalReadError | undefined
-          const pull: Effect.Effect<Array<ChangeEvent<A>>, Option.Option<JournalReadError>> = Effect.gen(function* () {
+          const pull: Effect.Effect<Array<T>, Option.Option<JournalReadError>> = Effect.gen(function* () {
             if (failure !== undefined) return yield* Effect.fail(Option.some(failure))
             if (done) return yield* Effect.fail(Option.none())
             const chunk = yield* handle
@@ -450,27 +518,28 @@ export const make = <A, I>(
             let bad: JournalCorrupt | undefined = Array.isArray(split)
               ? undefined
               : new JournalCorrupt({ file, offset: split.invalidUtf8At, reason: "line is not valid UTF-8" })
-            const out: Array<ChangeEvent<A>> = []
+            const out: Array<T> = []
             for (const line of lines) {
-              const peeked = peekSeq(line.text)
+              const peeked = format.peek(line)
               if (peeked !== undefined && peeked <= since) continue
-              const event = codec.decodeLine(line.text)
-              if (typeof event === "string") {
-                bad = new JournalCorrupt({ file, offset: line.offset, reason: event })
+              const item = format.parse(line)
+              if (typeof item === "string") {
+                bad = new JournalCorrupt({ file, offset: line.offset, reason: item })
                 break
               }
-              if (event.seq <= since) continue
-              if (event.seq !== expected()) {
+              const seq = format.seqOf(item)
+              if (seq <= since) continue
+              if (seq !== expected()) {
                 bad = new JournalCorrupt({
                   file,
                   offset: line.offset,
-                  reason: `seq ${event.seq} where ${expected()} was expected`
+                  reason: `seq ${seq} where ${expected()} was expected`
                 })
                 break
               }
-              out.push(event)
-              advance(event.seq)
-              if (event.seq >= target) {
+              out.push(item)
+              advance(seq)
+              if (seq >= target) {
                 // Whatever follows the target (even a bad line) is not part of this read.
                 done = true
                 bad = undefined
@@ -488,6 +557,8 @@ export const make = <A, I>(
         })
       )
 
+    const decoded = decodedFormat(codec)
+    const raw = rawFormat(codec)
     const journal: Journal<A> = {
       directory,
       epoch,
@@ -502,7 +573,8 @@ export const make = <A, I>(
       headSeq: Effect.sync(() => head),
       info,
       append,
-      read
+      read: (since, upTo) => readAs(decoded, since, upTo),
+      readLines: (since, upTo) => readAs(raw, since, upTo)
     }
     return journal
   })
@@ -517,12 +589,25 @@ export interface MemoryJournalOptions {
  * An in-memory journal with the file journal's contract (contiguous seqs, exclusive reads,
  * `JournalPruned` below the retained window), for tests of the layers above it.
  */
-export const makeMemory = <A>(options: MemoryJournalOptions = {}): Effect.Effect<Journal<A>> =>
+export const makeMemory = <A, I>(
+  schema: Schema.Schema<A, I>,
+  options: MemoryJournalOptions = {}
+): Effect.Effect<Journal<A>> =>
   Effect.sync(() => {
+    const codec = makeLineCodec(schema)
     const events: Array<ChangeEvent<A>> = []
     const epoch = options.epoch ?? newEpochId()
+    const lines: Array<Uint8Array> = []
     let head = 0
     const oldest = () => (events.length > 0 ? events[0]!.seq : head + 1)
+    const slice = <T>(since: number, upTo: number | undefined, item: (index: number) => T) =>
+      Stream.suspend(() => {
+        const target = Math.min(upTo ?? head, head)
+        if (since >= target) return Stream.empty
+        if (since + 1 < oldest()) return Stream.fail(new JournalPruned({ requested: since + 1, oldest: oldest() }))
+        const from = since + 1 - oldest()
+        return Stream.fromIterable(Array.from({ length: target - since }, (_, k) => item(from + k)))
+      })
     const info = Effect.sync((): JournalInfo => ({
       headSeq: head,
       oldestSeq: oldest(),
@@ -540,22 +625,27 @@ export const makeMemory = <A>(options: MemoryJournalOptions = {}): Effect.Effect
       info,
       append: (batch) =>
         Effect.suspend(() => {
-          if (batch.length === 0) return Effect.void
+          if (batch.length === 0) return Effect.succeed(emptyBatch)
           if (batch[0]!.seq !== head + 1) return Effect.dieMessage(`journal append out of order: head ${head}`)
-          for (const e of batch) events.push(e)
+          const encoded = codec.encodeBatch(batch)
+          for (let i = 0; i < batch.length; i++) {
+            events.push(batch[i]!)
+            lines.push(lineAt(encoded, i))
+          }
           head += batch.length
           if (options.retainEvents !== undefined && events.length > options.retainEvents) {
             events.splice(0, events.length - options.retainEvents)
+            lines.splice(0, lines.length - options.retainEvents)
           }
-          return Effect.void
+          return Effect.succeed(encoded)
         }),
-      read: (since, upTo) =>
-        Stream.suspend(() => {
-          const target = Math.min(upTo ?? head, head)
-          if (since >= target) return Stream.empty
-          if (since + 1 < oldest()) return Stream.fail(new JournalPruned({ requested: since + 1, oldest: oldest() }))
-          const from = since + 1 - oldest()
-          return Stream.fromIterable(events.slice(from, from + (target - since)))
-        })
+      read: (since, upTo) => slice(since, upTo, (i) => events[i]!),
+      readLines: (since, upTo) =>
+        slice(since, upTo, (i) => ({
+          _tag: "Change" as const,
+          seq: events[i]!.seq,
+          sessionId: events[i]!.session_id,
+          line: lines[i]!
+        }))
     } satisfies Journal<A>
   })

@@ -4,11 +4,12 @@
  * under `test/ChangeFeed/`), then markers, epochs, the clock and the in-memory layer.
  */
 import { FileSystem, Path } from "@effect/platform"
+import * as NFs from "node:fs"
 import { describe, it, assert } from "@effect/vitest"
 import { Effect, Logger, Option, Stream, TestClock } from "effect"
 import * as ChangeFeed from "../src/ChangeFeed.js"
 import type { AgentEvent } from "../src/Domain/AgentEvent.js"
-import type { FeedItem } from "../src/Domain/FeedItem.js"
+import type { FeedItem, LineItem } from "../src/Domain/FeedItem.js"
 import { FaultInjector } from "./support/FailingFileSystem.js"
 import {
   complete,
@@ -645,6 +646,62 @@ describe("markers", () => {
         item._tag === "Change" ? item.change.seq : (item as { readonly seq: number }).seq
       )
       for (let i = 1; i < cursors.length; i++) assert.isTrue(cursors[i - 1]! <= cursors[i]!)
+    }).pipe(Effect.provide(Env))
+  )
+})
+
+describe("journal lines", () => {
+  it.scopedLive("change_lines_deliver_each_event_as_its_journal_line_replayed_and_live", () =>
+    Effect.gen(function* () {
+      const directory = yield* tempDir
+      const { feed } = yield* openFeed(directory)
+      const publishFor = (session: string, count: number) =>
+        feed.publishAll(Array.from({ length: count }, () => ({ sessionId: session, event: complete })))
+      const text = (line: Uint8Array) => new TextDecoder().decode(line)
+      const shape = (items: ReadonlyArray<LineItem>) =>
+        items.map((item) =>
+          item._tag === "Change"
+            ? [item.seq, item.sessionId, text(item.line)]
+            : item._tag === "Reset"
+              ? item._tag
+              : `${item._tag}:${item.seq}`
+        )
+
+      yield* publishFor("s2", 2) // 1, 2
+      yield* publishFor("s1", 1) // 3
+      yield* publishFor("s2", 2) // 4, 5
+      // Unfiltered from 1: replay 2..5, then 6 and 7 live; filtered: 3, progress, then 7 live.
+      const all = yield* feed.changeLines({ since: 1 }).pipe(Stream.take(7), Stream.runCollect, Effect.fork)
+      const s1 = yield* feed.changeLines({ sessionId: "s1" }).pipe(
+        Stream.takeUntil((item) => item._tag === "Change" && item.seq === 7),
+        Stream.runCollect,
+        Effect.fork
+      )
+      yield* Effect.sleep("50 millis")
+      yield* publishFor("s2", 1) // 6
+      yield* publishFor("s1", 1) // 7
+      // The journal's lines as written, byte for byte.
+      const lines = NFs.readdirSync(directory)
+        .filter((name) => name.startsWith("events-"))
+        .sort()
+        .flatMap((name) => NFs.readFileSync(`${directory}/${name}`, "utf8").split("\n").slice(0, -1))
+      const line = (seq: number, session: string) => [seq, session, lines[seq - 1]!]
+      assert.deepStrictEqual(shape([...(yield* joinWithin(all, "the unfiltered reader"))]), [
+        line(2, "s2"),
+        line(3, "s1"),
+        line(4, "s2"),
+        line(5, "s2"),
+        "CaughtUp:5",
+        line(6, "s2"),
+        line(7, "s1")
+      ])
+      const filtered = shape([...(yield* joinWithin(s1, "the filtered reader"))])
+      assert.deepStrictEqual(filtered.slice(0, 3), [line(3, "s1"), "Progress:5", "CaughtUp:5"])
+      assert.deepStrictEqual(filtered[filtered.length - 1], line(7, "s1"))
+      assert.isTrue(
+        filtered.slice(3, -1).every((item) => item === "Progress:6"),
+        "only progress while nothing matches"
+      )
     }).pipe(Effect.provide(Env))
   )
 })

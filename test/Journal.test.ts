@@ -167,6 +167,36 @@ describe("Journal", () => {
     }).pipe(Effect.provide(NodeContext.layer))
   )
 
+  it.scoped("read_lines_gives_each_line_as_written_with_its_seq_and_session", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const journal = yield* open(dir, { segmentBytes: 1 })
+      const events: Array<ChangeEvent<NoteType>> = [
+        ...notes(1, 3),
+        { seq: 4, ts: "2026-11-27T10:00:01.500Z", session_id: "s\u00e9", event: note("caf\u00e9", "s") },
+        // A session id with a character JSON escapes: not read in place, parsed in full instead.
+        { seq: 5, ts: "2026-11-27T10:00:01.500Z", session_id: 'a"b', event: note("quoted", 'a"b') }
+      ]
+      const written: Array<string> = []
+      for (const batch of [events.slice(0, 2), events.slice(2)]) {
+        const encoded = yield* journal.append(batch)
+        for (let i = 0; i < batch.length; i++) written.push(new TextDecoder().decode(Journal.lineAt(encoded, i)))
+      }
+      const onDisk = (yield* segmentFiles(dir)).flatMap((name) => linesOf(`${dir}/${name}`))
+      assert.deepStrictEqual(written, onDisk, "append answers the lines it wrote")
+
+      const lines = Chunk.toArray(yield* Stream.runCollect(journal.readLines(0)))
+      assert.deepStrictEqual(
+        lines.map((l) => [l.seq, l.sessionId, new TextDecoder().decode(l.line)]),
+        events.map((e, i) => [e.seq, e.session_id, onDisk[i]])
+      )
+      assert.deepStrictEqual(
+        Chunk.toArray(yield* Stream.runCollect(journal.readLines(2, 4))).map((l) => l.seq),
+        [3, 4]
+      )
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
   it.scoped("head_recovered_across_reopen", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
@@ -484,26 +514,33 @@ describe("Journal", () => {
     return offset
   }
 
+  /** Both reads from `since`, decoded and as lines, deliver `delivered` and then fail naming the bad line. */
   const expectCorrupt = (
-    stream: Stream.Stream<ChangeEvent<NoteType>, Journal.JournalReadError>,
+    journal: Journal.Journal<NoteType>,
+    since: number,
     delivered: Array<number>,
     file: string,
     offset: number,
     reason: string
   ) =>
     Effect.gen(function* () {
-      const { seen, error } = yield* untilFailure(stream)
-      assert.deepStrictEqual(
-        seen.map((e) => e.seq),
-        delivered,
-        "the events before the bad line are delivered"
-      )
-      assert.instanceOf(error, Journal.JournalCorrupt)
-      const corrupt = error as Journal.JournalCorrupt
-      assert.strictEqual(corrupt.file, file)
-      assert.strictEqual(corrupt.offset, offset)
-      assert.include(corrupt.reason, reason)
-      assert.include(corrupt.message, `${file} at byte ${offset}`)
+      for (const [name, stream] of [
+        ["read", journal.read(since)],
+        ["readLines", journal.readLines(since)]
+      ] as const) {
+        const { seen, error } = yield* untilFailure<{ readonly seq: number }, Journal.JournalReadError>(stream)
+        assert.deepStrictEqual(
+          seen.map((e) => e.seq),
+          delivered,
+          `${name}: the events before the bad line are delivered`
+        )
+        assert.instanceOf(error, Journal.JournalCorrupt, name)
+        const corrupt = error as Journal.JournalCorrupt
+        assert.strictEqual(corrupt.file, file, name)
+        assert.strictEqual(corrupt.offset, offset, name)
+        assert.include(corrupt.reason, reason, name)
+        assert.include(corrupt.message, `${file} at byte ${offset}`, name)
+      }
     })
 
   it.scoped("corrupt_line_in_a_closed_segment_is_reported_with_file_and_offset", () =>
@@ -517,7 +554,7 @@ describe("Journal", () => {
       assert.strictEqual(file, `${dir}/${segmentFile(1)}`)
       assert.isAbove(offset, 0)
       assert.strictEqual(yield* journal.headSeq, 12)
-      yield* expectCorrupt(journal.read(0), [1, 2], file, offset, "invalid JSON")
+      yield* expectCorrupt(journal, 0, [1, 2], file, offset, "invalid JSON")
       // Reads that start past the damaged segment are not affected.
       assert.deepStrictEqual(yield* seqsOf(journal.read(4)), range(5, 12))
     }).pipe(Effect.provide(NodeContext.layer))
@@ -532,10 +569,23 @@ describe("Journal", () => {
       assert.strictEqual(journal.recovery.tornBytes, 0, "only the tail is torn; the middle is corruption")
       assert.strictEqual(yield* journal.headSeq, 12)
       const file = `${dir}/${segmentFile(9)}`
-      yield* expectCorrupt(journal.read(0), range(1, 9), file, offset, "invalid JSON")
-      yield* expectCorrupt(journal.read(6), [7, 8, 9], file, offset, "invalid JSON")
+      yield* expectCorrupt(journal, 0, range(1, 9), file, offset, "invalid JSON")
+      yield* expectCorrupt(journal, 6, [7, 8, 9], file, offset, "invalid JSON")
       // A read that ends before the bad line does not see it.
       assert.deepStrictEqual(yield* seqsOf(journal.read(0, 9)), range(1, 9))
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  it.scoped("line_cut_short_at_a_closing_brace_is_reported", () =>
+    Effect.gen(function* () {
+      let offset = -1
+      const { dir, journal } = yield* tamperedJournal((dir) => {
+        const file = `${dir}/${segmentFile(5)}`
+        const line = linesOf(file)[1]!
+        // Still ends in "}" and still has its envelope: only the brackets show it is cut.
+        offset = replaceLine(file, 1, Buffer.from(line.slice(0, line.lastIndexOf("}"))))
+      })
+      yield* expectCorrupt(journal, 0, range(1, 5), `${dir}/${segmentFile(5)}`, offset, "invalid JSON")
     }).pipe(Effect.provide(NodeContext.layer))
   )
 
@@ -546,7 +596,7 @@ describe("Journal", () => {
         offset = replaceLine(`${dir}/${segmentFile(9)}`, 1, new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]))
       })
       assert.strictEqual(yield* journal.headSeq, 12)
-      yield* expectCorrupt(journal.read(0), range(1, 9), `${dir}/${segmentFile(9)}`, offset, "not valid UTF-8")
+      yield* expectCorrupt(journal, 0, range(1, 9), `${dir}/${segmentFile(9)}`, offset, "not valid UTF-8")
     }).pipe(Effect.provide(NodeContext.layer))
   )
 
@@ -558,8 +608,8 @@ describe("Journal", () => {
       })
       assert.strictEqual(yield* journal.headSeq, 12)
       const file = `${dir}/${segmentFile(9)}`
-      yield* expectCorrupt(journal.read(0), range(1, 9), file, offset, "seq 11 where 10 was expected")
-      yield* expectCorrupt(journal.read(9), [], file, offset, "seq 11 where 10 was expected")
+      yield* expectCorrupt(journal, 0, range(1, 9), file, offset, "seq 11 where 10 was expected")
+      yield* expectCorrupt(journal, 9, [], file, offset, "seq 11 where 10 was expected")
     }).pipe(Effect.provide(NodeContext.layer))
   )
 
@@ -570,14 +620,14 @@ describe("Journal", () => {
         const file = `${dir}/${segmentFile(5)}`
         offset = replaceLine(file, 2, Buffer.from(linesOf(file)[1]!)) // 5, 6, 6, 8
       })
-      yield* expectCorrupt(journal.read(0), range(1, 6), `${dir}/${segmentFile(5)}`, offset, "seq 6 where 7")
+      yield* expectCorrupt(journal, 0, range(1, 6), `${dir}/${segmentFile(5)}`, offset, "seq 6 where 7")
     }).pipe(Effect.provide(NodeContext.layer))
   )
 
   it.scoped("missing_segment_is_reported_at_the_next_one", () =>
     Effect.gen(function* () {
       const { dir, journal } = yield* tamperedJournal((dir) => NFs.rmSync(`${dir}/${segmentFile(5)}`))
-      yield* expectCorrupt(journal.read(0), range(1, 4), `${dir}/${segmentFile(9)}`, 0, "expected 5")
+      yield* expectCorrupt(journal, 0, range(1, 4), `${dir}/${segmentFile(9)}`, 0, "expected 5")
       assert.deepStrictEqual(yield* seqsOf(journal.read(8)), range(9, 12))
     }).pipe(Effect.provide(NodeContext.layer))
   )
@@ -592,7 +642,7 @@ describe("Journal", () => {
         NFs.truncateSync(file, sizeOf(file) - 5)
       })
       assert.strictEqual(journal.recovery.tornBytes, 0)
-      yield* expectCorrupt(journal.read(0), [1, 2, 3], `${dir}/${segmentFile(1)}`, offset, "no line break")
+      yield* expectCorrupt(journal, 0, [1, 2, 3], `${dir}/${segmentFile(1)}`, offset, "no line break")
     }).pipe(Effect.provide(NodeContext.layer))
   )
 

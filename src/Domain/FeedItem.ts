@@ -38,11 +38,25 @@ export interface Progress {
 
 export type FeedItem<A> = Change<A> | Reset | CaughtUp | Progress
 
+/**
+ * A change as the bytes of its journal line (its wire JSON, exactly as journaled), for readers
+ * that pass events on without decoding them.
+ */
+export interface LineChange {
+  readonly _tag: "Change"
+  readonly seq: number
+  readonly sessionId: string | undefined
+  readonly line: Uint8Array
+}
+
+/** What a reader of journal lines receives: `FeedItem` with changes as lines. */
+export type LineItem = LineChange | Reset | CaughtUp | Progress
+
 /** The seq a client should resume after once it has handled `item`. */
-export const cursorAfter = (item: FeedItem<unknown>): number => {
+export const cursorAfter = (item: FeedItem<unknown> | LineItem): number => {
   switch (item._tag) {
     case "Change":
-      return item.change.seq
+      return "change" in item ? item.change.seq : item.seq
     case "Reset":
       return item.continueFrom
     case "CaughtUp":

@@ -3,40 +3,55 @@
  * are `id:` + `data:` (ChangeEvent JSON), as the original's clients expect; ids carry the
  * epoch so a browser's automatic reconnect is epoch-checked.
  */
-import type { ChangeEvent } from "../Domain/ChangeEvent.js"
 import { formatCursor } from "../Domain/Cursor.js"
-import { type FeedItem, resetWire } from "../Domain/FeedItem.js"
+import { type LineItem, resetWire } from "../Domain/FeedItem.js"
 
 export const keepaliveFrame = ": keepalive\n\n"
 
 /** Opens every stream: how long a browser's `EventSource` waits before it reconnects (its default is ~3 s). */
 export const retryFrame = (ms: number): string => `retry: ${ms}\n\n`
 
-/**
- * Renders feed items to SSE text. The JSON of a live event is computed once and shared by
- * every subscriber that receives the same event object.
- */
-export const makeFrameEncoder = <A>(epoch: string, encodeChange: (change: ChangeEvent<A>) => unknown) => {
-  const cache = new WeakMap<ChangeEvent<A>, string>()
-  const json = (change: ChangeEvent<A>): string => {
-    let text = cache.get(change)
-    if (text === undefined) {
-      text = JSON.stringify(encodeChange(change))
-      cache.set(change, text)
-    }
-    return text
+/** The frame of an item that is not a change (ASCII text). */
+const markerFrame = (epoch: string, item: Exclude<LineItem, { readonly _tag: "Change" }>): string => {
+  switch (item._tag) {
+    case "Reset":
+      return `id: ${formatCursor(epoch, item.continueFrom)}\ndata: ${JSON.stringify(resetWire(item))}\n\n`
+    case "CaughtUp":
+      return `event: caught_up\nid: ${formatCursor(epoch, item.seq)}\ndata: {"type":"caught_up","seq":${item.seq}}\n\n`
+    case "Progress":
+      return `event: progress\nid: ${formatCursor(epoch, item.seq)}\ndata: {"type":"progress","seq":${item.seq}}\n\n`
   }
-  return (item: FeedItem<A>): string => {
-    switch (item._tag) {
-      case "Change":
-        return `id: ${formatCursor(epoch, item.change.seq)}\ndata: ${json(item.change)}\n\n`
-      case "Reset":
-        return `id: ${formatCursor(epoch, item.continueFrom)}\ndata: ${JSON.stringify(resetWire(item))}\n\n`
-      case "CaughtUp":
-        return `event: caught_up\nid: ${formatCursor(epoch, item.seq)}\ndata: {"type":"caught_up","seq":${item.seq}}\n\n`
-      case "Progress":
-        return `event: progress\nid: ${formatCursor(epoch, item.seq)}\ndata: {"type":"progress","seq":${item.seq}}\n\n`
+}
+
+/**
+ * Renders a run of feed items to the bytes of their SSE frames, in one buffer. A change's
+ * `data:` is its journal line copied as it is: the JSON is neither parsed nor encoded again,
+ * whether it came from the journal or live from the writer.
+ */
+export const makeFrameEncoder = (epoch: string) => {
+  const idPrefix = `id: ${epoch}:`
+  return (items: Iterable<LineItem>): Uint8Array => {
+    const heads: Array<string> = []
+    let size = 0
+    for (const item of items) {
+      const head = item._tag === "Change" ? `${idPrefix}${item.seq}\ndata: ` : markerFrame(epoch, item)
+      heads.push(head)
+      // Every frame head is ASCII: one byte per character.
+      size += head.length + (item._tag === "Change" ? item.line.length + 2 : 0)
     }
+    const out = Buffer.allocUnsafe(size)
+    let at = 0
+    let k = 0
+    for (const item of items) {
+      at += out.write(heads[k++]!, at, "latin1")
+      if (item._tag === "Change") {
+        out.set(item.line, at)
+        at += item.line.length
+        out[at++] = 0x0a
+        out[at++] = 0x0a
+      }
+    }
+    return out
   }
 }
 

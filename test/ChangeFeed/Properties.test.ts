@@ -4,12 +4,15 @@
  * rotation with pruning underneath, every reader receives exactly the events after its
  * cursor, in order, once each, up to the head — or a reset (the right one) and then exactly
  * the events after the reset's `continueFrom`. Readers run concurrently with the recording.
+ * Readers follow either `changes` (decoded events) or `changeLines` (journal lines, each
+ * checked to be the JSON of the event at its seq).
  */
 import { describe, it, assert } from "@effect/vitest"
-import { Effect, FastCheck as fc } from "effect"
-import type { ChangesOptions } from "../../src/ChangeFeed.js"
-import type { AgentEvent } from "../../src/Domain/AgentEvent.js"
-import type { ResetReason } from "../../src/Domain/FeedItem.js"
+import { Effect, FastCheck as fc, Schema, Stream } from "effect"
+import type { ChangeFeedService, ChangesOptions } from "../../src/ChangeFeed.js"
+import { AgentEvent } from "../../src/Domain/AgentEvent.js"
+import { ChangeEvent } from "../../src/Domain/ChangeEvent.js"
+import type { FeedItem, ResetReason } from "../../src/Domain/FeedItem.js"
 import {
   delivered,
   Env,
@@ -35,6 +38,7 @@ type Command =
       readonly epoch: "none" | "same" | "wrong"
       /** Wait for the journal to catch up and for the reader to start before going on. */
       readonly settled: boolean
+      readonly via: "changes" | "changeLines"
     }
   | { readonly _tag: "Restart" }
 
@@ -53,11 +57,30 @@ const command: fc.Arbitrary<Command> = fc.oneof(
       _tag: fc.constant("Read" as const),
       at: fc.nat({ max: 1_000 }),
       epoch: fc.constantFrom("none" as const, "same" as const, "wrong" as const),
-      settled: fc.boolean()
+      settled: fc.boolean(),
+      via: fc.constantFrom("changes" as const, "changeLines" as const)
     })
   },
   { weight: 1, arbitrary: fc.constant({ _tag: "Restart" as const }) }
 )
+
+const decodeLine = Schema.decodeUnknownSync(Schema.parseJson(ChangeEvent(AgentEvent)))
+
+/**
+ * `changeLines` seen as `changes`: each line decoded, and its seq and session checked against
+ * the line, so the checks below hold the lines to the same contract.
+ */
+const linesAsChanges = (
+  feed: ChangeFeedService<AgentEvent>,
+  options: ChangesOptions
+): Stream.Stream<FeedItem<AgentEvent>, unknown> =>
+  Stream.map(feed.changeLines(options), (item) => {
+    if (item._tag !== "Change") return item
+    const change = decodeLine(new TextDecoder().decode(item.line))
+    assert.strictEqual(change.seq, item.seq, "a line's seq is the seq it is delivered at")
+    assert.strictEqual(change.session_id, item.sessionId, "a line's session is the session it is delivered with")
+    return { _tag: "Change" as const, change }
+  })
 
 interface Tracked {
   readonly reader: Reader<AgentEvent>
@@ -181,7 +204,10 @@ describe("properties", () => {
               const cursor = cmd.at % (head + 4)
               const since: ChangesOptions["since"] =
                 cmd.epoch === "none" ? cursor : { epoch: cmd.epoch === "same" ? feed.epoch : "ffff", seq: cursor }
-              const reader = yield* follow(feed.changes({ since }), cursor)
+              const reader = yield* follow(
+                cmd.via === "changes" ? feed.changes({ since }) : linesAsChanges(feed, { since }),
+                cursor
+              )
               let expected: Tracked["expected"] = undefined
               if (cmd.settled) {
                 // Nothing moves the window until the reader has decided: its reset is predictable.

@@ -3,7 +3,16 @@
  * peek used to skip lines below a cursor, and byte offsets across chunks and multi-byte UTF-8.
  */
 import { describe, it, assert } from "@effect/vitest"
-import { LineSplitter, makeLineCodec, peekSeq, type Line } from "../../src/Journal/Lines.js"
+import {
+  ByteLineSplitter,
+  lineAt,
+  LineSplitter,
+  makeLineCodec,
+  peekEnvelope,
+  peekSeq,
+  peekSeqBytes,
+  type Line
+} from "../../src/Journal/Lines.js"
 import { Note } from "../support/Notes.js"
 
 const bytes = (text: string) => new TextEncoder().encode(text)
@@ -37,6 +46,71 @@ describe("Lines", () => {
       assert.strictEqual(peekSeq(`{"seq":"1","ts":"x"}`), undefined)
       assert.strictEqual(peekSeq(`{"seq":123456789012345678,"ts":"x"}`), undefined, "more digits than a safe integer")
       assert.strictEqual(peekSeq(""), undefined)
+    })
+  })
+
+  describe("peekEnvelope", () => {
+    it("reads_seq_and_session_in_place_from_a_line_written_here", () => {
+      const codec = makeLineCodec(Note)
+      const encoded = codec.encodeBatch([
+        { seq: 41, ts: "2026-11-27T10:00:00.123Z", session_id: "s\u00e9", event: { type: "note", text: "a" } },
+        { seq: 42, ts: "2026-11-27T10:00:00.123Z", event: { type: "blip", text: "b" } }
+      ])
+      const [first, second] = [lineAt(encoded, 0), lineAt(encoded, 1)]
+      assert.deepStrictEqual(peekEnvelope(first), { _tag: "Change", seq: 41, sessionId: "s\u00e9", line: first })
+      assert.deepStrictEqual(peekEnvelope(second), { _tag: "Change", seq: 42, sessionId: undefined, line: second })
+      assert.strictEqual(peekSeqBytes(lineAt(encoded, 1)), 42)
+    })
+
+    it("answers_undefined_for_any_other_layout_or_a_broken_envelope", () => {
+      for (const line of [
+        `{"ts":"t","seq":1,"event":{}}`, // another key order
+        `{"seq":1,"ts":"t","session_id":"a\\"b","event":{}}`, // an escaped session id: parse in full
+        `{"seq":0,"ts":"t","event":{}}`,
+        `{"seq":1,"ts":"t","event":{"type":"x"}`, // cut short, still ending in a brace
+        `{"seq":1,"ts":"t","event":{"type":"x"}}{"seq":2,"ts":"t","event":{}}`, // two lines run together
+        `{"seq":1,"ts":"t","event":{"type":"x\\"}}`, // a string left open by an escaped quote
+        `{"seq":1,"ts":"t"}`,
+        `{"seq":1,"ts":"t,"event":{}}`,
+        `{"seq":1,"ts":"t","sessionid":"s","event":{}}`,
+        ""
+      ]) {
+        assert.strictEqual(peekEnvelope(bytes(line)), undefined, line)
+      }
+    })
+  })
+
+  describe("ByteLineSplitter", () => {
+    it("gives_the_same_lines_and_offsets_as_the_text_splitter_for_every_chunk_size", () => {
+      const data = bytes('a\u20acb\nxyz\n\u{1F600}\n{"k":"\u00e9"}\nlast\ntail')
+      const decoder = new TextDecoder()
+      for (let size = 1; size <= data.length; size++) {
+        const text = new LineSplitter()
+        const raw = new ByteLineSplitter()
+        const expected: Array<Line> = []
+        const got: Array<Line> = []
+        for (let i = 0; i < data.length; i += size) {
+          const a = text.push(data.subarray(i, i + size))
+          const b = raw.push(data.subarray(i, i + size))
+          if (!Array.isArray(a) || !Array.isArray(b)) return assert.fail("unexpected invalid UTF-8")
+          expected.push(...a)
+          got.push(...b.map((line) => ({ text: decoder.decode(line.bytes), offset: line.offset })))
+        }
+        assert.deepStrictEqual(got, expected, `pieces of ${size} bytes`)
+        assert.strictEqual(raw.pending, 4)
+        assert.strictEqual(raw.offset, text.offset)
+      }
+    })
+
+    it("reports_the_offset_of_a_line_that_is_not_utf8_after_the_lines_before_it", () => {
+      const data = new Uint8Array([...bytes("ok\n"), 0xc3, 0x28, 0x0a, ...bytes("next\n")])
+      const split = new ByteLineSplitter(10).push(data)
+      assert.ok(!Array.isArray(split))
+      assert.strictEqual(split.invalidUtf8At, 13)
+      assert.deepStrictEqual(
+        split.lines.map((line) => [new TextDecoder().decode(line.bytes), line.offset]),
+        [["ok", 10]]
+      )
     })
   })
 
@@ -136,12 +210,13 @@ describe("Lines", () => {
         },
         { seq: 2, ts: "2026-11-27T10:00:00.124Z", event: { type: "blip", text: "b" } }
       ])
-      assert.strictEqual(
-        new TextDecoder().decode(encoded),
-        `{"seq":1,"ts":"2026-11-27T10:00:00.123Z","session_id":"s1","event":{"type":"note","session":"s1","text":"\u00e9"}}\n` +
-          `{"seq":2,"ts":"2026-11-27T10:00:00.124Z","event":{"type":"blip","text":"b"}}\n`
-      )
-      assert.strictEqual(codec.encodeBatch([]).length, 0)
+      const first = `{"seq":1,"ts":"2026-11-27T10:00:00.123Z","session_id":"s1","event":{"type":"note","session":"s1","text":"\u00e9"}}`
+      const second = `{"seq":2,"ts":"2026-11-27T10:00:00.124Z","event":{"type":"blip","text":"b"}}`
+      const decoder = new TextDecoder()
+      assert.strictEqual(decoder.decode(encoded.bytes), `${first}\n${second}\n`)
+      assert.strictEqual(decoder.decode(lineAt(encoded, 0)), first, "each event's line, as written")
+      assert.strictEqual(decoder.decode(lineAt(encoded, 1)), second)
+      assert.strictEqual(codec.encodeBatch([]).bytes.length, 0)
     })
 
     it("decodes_a_line_and_leaves_an_absent_session_id_absent", () => {
