@@ -55,7 +55,7 @@ interface Rate {
   readonly rate: number
 }
 
-const oursChanges = (dir: string, as: "decoded" | "lines"): Promise<Rate> =>
+export const oursChanges = (dir: string, as: "decoded" | "lines"): Promise<Rate> =>
   runEffect(
     Effect.gen(function* () {
       const { feed } = yield* openFeed(dir)
@@ -94,7 +94,7 @@ const countFramesUntilCaughtUp = (response: NodeHttp.IncomingMessage): Promise<n
   })
 
 /** A reconnecting SSE client: `GET /api/v1/stream?since=0` over loopback until `caught_up`. */
-const oursSse = (dir: string): Promise<Rate> =>
+export const oursSse = (dir: string): Promise<Rate> =>
   runEffect(
     Effect.gen(function* () {
       const { feed } = yield* openFeed(dir)

@@ -283,21 +283,23 @@ export const peekEnvelope = (bytes: Uint8Array): LineChange | undefined => {
     sessionId = textOf(bytes, from, end)
     next = end + 1
   }
-  return matchAt(bytes, next, EVENT_OPEN) && isWhole(bytes)
+  // The envelope up to the event's brace is checked; the rest must close it and then the line.
+  return matchAt(bytes, next, EVENT_OPEN) && closesAtEnd(bytes, next + EVENT_OPEN.length - 1)
     ? { _tag: "Change", seq, sessionId, line: bytes }
     : undefined
 }
 
 /**
- * Whether a line is one whole JSON value as far as its brackets and strings go: every string
- * closed, brackets balanced and closing only at the last byte. It catches what damage to a file
- * looks like (a line cut short, two lines run together) without building the value, and skips
- * over each string with a native search, since strings are most of a line.
+ * Whether the value opening at `from` (inside the line's outer object) is whole as far as its
+ * brackets and strings go, and the line ends right after it closes: every string closed,
+ * brackets balanced. It catches what damage to a file looks like (a line cut short, two lines
+ * run together) without building the value, and skips over each string with a native search,
+ * since strings are most of a line.
  */
-const isWhole = (bytes: Uint8Array): boolean => {
-  let depth = 0
+const closesAtEnd = (bytes: Uint8Array, from: number): boolean => {
+  let depth = 1
   const last = bytes.length - 1
-  for (let i = 0; i <= last; i++) {
+  for (let i = from; i <= last; i++) {
     const b = bytes[i]!
     if (b === QUOTE) {
       i = closingQuote(bytes, i + 1)
