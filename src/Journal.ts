@@ -8,7 +8,7 @@
  * `makeMemory` an in-memory one with the same contract, for tests of what sits on top.
  */
 import { FileSystem, Path } from "@effect/platform"
-import { Chunk, Clock, Effect, Exit, Option, Schedule, type Schema, Scope, Stream } from "effect"
+import { Chunk, Clock, Effect, Exit, Fiber, Option, Runtime, Schedule, type Schema, Scope, Stream } from "effect"
 import * as Crypto from "node:crypto"
 import type { ChangeEvent } from "./Domain/ChangeEvent.js"
 import type { LineChange } from "./Domain/FeedItem.js"
@@ -491,17 +491,23 @@ export const make = <A, I>(
         Effect.gen(function* () {
           const handle = yield* openForRead(file, expected())
           const splitter = format.splitter()
+          const readChunk = handle
+            .readAlloc(chunkBytes)
+            .pipe(Effect.mapError((cause) => Option.some(new JournalIoError({ operation: "read", path: file, cause }))))
+          // The next chunk is read while this one's lines are worked through, so the wait for the
+          // read (a trip through the I/O threads) overlaps the work. `runFork` issues the read at
+          // once; a forked fiber would only start once this one is done with the chunk.
+          const startRead = Runtime.runFork(yield* Effect.runtime<never>())
+          let ahead: Fiber.RuntimeFiber<Option.Option<Uint8Array>, Option.Option<JournalReadError>> | undefined
+          yield* Effect.addFinalizer(() => (ahead === undefined ? Effect.void : Fiber.interrupt(ahead)))
           let done = false
           // A bad line found after good ones in the same chunk: the good ones are delivered first, then this.
           let failure: JournalReadError | undefined
           const pull: Effect.Effect<Array<T>, Option.Option<JournalReadError>> = Effect.gen(function* () {
             if (failure !== undefined) return yield* Effect.fail(Option.some(failure))
             if (done) return yield* Effect.fail(Option.none())
-            const chunk = yield* handle
-              .readAlloc(chunkBytes)
-              .pipe(
-                Effect.mapError((cause) => Option.some(new JournalIoError({ operation: "read", path: file, cause })))
-              )
+            const chunk = ahead === undefined ? yield* readChunk : yield* Fiber.join(ahead)
+            ahead = Option.isSome(chunk) ? startRead(readChunk) : undefined
             if (Option.isNone(chunk)) {
               done = true
               if (expected() <= target && splitter.pending > 0) {

@@ -168,18 +168,39 @@ export abstract class Splitter<L> {
   push(chunk: Uint8Array): Array<L> | { readonly invalidUtf8At: number; readonly lines: Array<L> } {
     // Views of a plain `Uint8Array` cost less to make than views of a `Buffer`, and a line is one.
     let bytes = Buffer.isBuffer(chunk) ? new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength) : chunk
+    let lines: Array<L> = []
     if (this.carry !== undefined) {
-      bytes = new Uint8Array(this.carry.length + chunk.length)
-      bytes.set(this.carry, 0)
-      bytes.set(chunk, this.carry.length)
+      // Only the carried line is joined with the start of the chunk, not the whole chunk.
+      const first = bytes.indexOf(NEWLINE)
+      const joined = new Uint8Array(this.carry.length + (first < 0 ? bytes.length : first + 1))
+      joined.set(this.carry, 0)
+      joined.set(first < 0 ? bytes : bytes.subarray(0, first + 1), this.carry.length)
       this.carry = undefined
+      if (first < 0) {
+        this.carry = joined
+        return []
+      }
+      const result = this.complete(joined, joined.length - 1)
+      if (!Array.isArray(result)) return result
+      lines = result
+      bytes = bytes.subarray(first + 1)
     }
     const last = bytes.lastIndexOf(NEWLINE)
     if (last < 0) {
-      this.carry = bytes
-      return []
+      if (bytes.length > 0) this.carry = bytes.slice()
+      return lines
     }
     if (last + 1 < bytes.length) this.carry = bytes.slice(last + 1)
+    const result = this.complete(bytes, last)
+    if (Array.isArray(result)) return lines.length === 0 ? result : lines.concat(result)
+    return { invalidUtf8At: result.invalidUtf8At, lines: lines.concat(result.lines) }
+  }
+
+  /** The lines of `bytes` up to the newline at `last`, moving the offset past them unless one is not UTF-8. */
+  private complete(
+    bytes: Uint8Array,
+    last: number
+  ): Array<L> | { readonly invalidUtf8At: number; readonly lines: Array<L> } {
     const complete = bytes.subarray(0, last)
     const lines = this.split(complete, this.base)
     if (lines === undefined) {
