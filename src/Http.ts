@@ -25,8 +25,8 @@ import {
   Either,
   Layer,
   Option,
+  Queue,
   Redacted,
-  Schedule,
   Stream
 } from "effect"
 import { FeedApi, Authorization } from "./Api.js"
@@ -177,6 +177,46 @@ const decodeAppendBody = (
     return decoded
   })
 
+/**
+ * What one stream connection sends: `first`, then the frames, with a keepalive every
+ * `keepaliveMs`, until the frames end or `shutdown` completes. Frames and keepalives meet in one
+ * bounded queue the response drains; merging the streams instead would cost fibers per frame.
+ * A client that stops reading fills the queue and pauses its own reader, never the feed.
+ */
+const connectionBody = (
+  frames: Stream.Stream<Uint8Array>,
+  options: {
+    readonly first: Uint8Array
+    readonly keepalive: Uint8Array
+    readonly keepaliveMs: number
+    readonly shutdown: Effect.Effect<void>
+  }
+): Stream.Stream<Uint8Array> =>
+  Stream.unwrapScoped(
+    Effect.gen(function* () {
+      // `null` marks the end of the frames: what was queued before it is still sent.
+      const queue = yield* Effect.acquireRelease(Queue.bounded<Uint8Array | null>(16), Queue.shutdown)
+      yield* Queue.offer(queue, options.first)
+      yield* frames.pipe(
+        Stream.runForEachChunk((chunk) => Queue.offerAll(queue, chunk)),
+        Effect.zipRight(Queue.offer(queue, null)),
+        // A reader that dies ends the connection rather than leaving it open and silent.
+        Effect.catchAllDefect((defect) =>
+          Effect.zipRight(Effect.logError("stream reader died", defect), Queue.shutdown(queue))
+        ),
+        Effect.forkScoped
+      )
+      yield* Queue.offer(queue, options.keepalive).pipe(
+        Effect.delay(Duration.millis(options.keepaliveMs)),
+        Effect.forever,
+        Effect.forkScoped
+      )
+      // Shutdown ends the connection at once, queued frames or not.
+      yield* options.shutdown.pipe(Effect.zipRight(Queue.shutdown(queue)), Effect.forkScoped)
+      return Stream.fromQueue(queue).pipe(Stream.takeWhile((bytes): bytes is Uint8Array => bytes !== null))
+    })
+  )
+
 const FeedGroupLive = (options: HttpOptions) =>
   HttpApiBuilder.group(FeedApi, "feed", (handlers) =>
     Effect.gen(function* () {
@@ -199,20 +239,20 @@ const FeedGroupLive = (options: HttpOptions) =>
                 ? yield* cursorParam("Last-Event-ID", lastEventId)
                 : yield* cursorParam("since", urlParams.since)
             // Events travel as their journal lines, so a frame is the line copied after its `id:`.
-            const body = feed.changeLines({ since: cursor, sessionId: urlParams.session_id }).pipe(
+            const events = feed.changeLines({ since: cursor, sessionId: urlParams.session_id }).pipe(
               Stream.mapChunks((items) => Chunk.of(frames(items))),
               Stream.catchAll((error) =>
                 Stream.make(
                   encoder.encode(`event: error\ndata: ${JSON.stringify({ type: "error", message: error.message })}\n\n`)
                 )
-              ),
-              Stream.prepend(Chunk.of(retryBytes)),
-              Stream.merge(
-                Stream.fromSchedule(Schedule.spaced(Duration.millis(keepaliveMs))).pipe(Stream.as(keepaliveBytes)),
-                { haltStrategy: "left" }
-              ),
-              Stream.interruptWhen(Deferred.await(shutdown))
+              )
             )
+            const body = connectionBody(events, {
+              first: retryBytes,
+              keepalive: keepaliveBytes,
+              keepaliveMs,
+              shutdown: Deferred.await(shutdown)
+            })
             return HttpServerResponse.stream(body, {
               contentType: "text/event-stream",
               headers: { "cache-control": "no-cache, no-transform", "x-accel-buffering": "no" }
