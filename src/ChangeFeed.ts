@@ -5,7 +5,7 @@
  * Producers put events on a bounded queue (`record` never blocks, `publish` waits for
  * room and then for durability). One writer fiber takes batches from the queue, allocates
  * seqs, stamps `ts`, appends the batch to the journal and only then publishes it to a
- * sliding `PubSub` and acknowledges it: nothing is broadcast or acknowledged that is not in
+ * live buffer all readers share and acknowledges it: nothing is broadcast or acknowledged that is not in
  * the journal, and a failed append consumes no seq. Readers replay the journal from their
  * cursor and continue with the live tail, catching up from the journal whenever they fall
  * behind the live buffer.
@@ -25,12 +25,12 @@ import {
   Layer,
   Metric,
   Option,
-  PubSub,
   Queue,
   Scope,
   Stream
 } from "effect"
 import { FeedBusy, FeedClosed, NotYetDurable, type PublishError } from "./ChangeFeed/Errors.js"
+import { LiveBuffer } from "./ChangeFeed/LiveBuffer.js"
 import { decideReset, resetTo } from "./ChangeFeed/Reset.js"
 import { AgentDomain, type AgentEvent } from "./Domain/AgentEvent.js"
 import type { ChangeEvent } from "./Domain/ChangeEvent.js"
@@ -181,9 +181,8 @@ export const make = <A, I>(
 
     const queue = yield* Queue.bounded<Item<A>>(options.queueCapacity ?? 1024)
     // Sliding: a slow reader loses its oldest live events (and catches up from the journal),
-    // never stalls the writer. `null` is the end-of-feed marker sent at shutdown.
-    // Events travel wrapped as reader items, wrapped once here rather than once per reader.
-    const pubsub = yield* PubSub.sliding<LiveChange<A> | null>(options.liveBuffer ?? 4096)
+    // never stalls the writer. Events are held as reader items, made once here rather than once per reader.
+    const live = new LiveBuffer<LiveChange<A>>(options.liveBuffer ?? 4096)
     const warnSignal = yield* Queue.sliding<void>(1)
     // Opened by producers once an item is in the queue, closed by the writer before it looks. The
     // writer waits on this, never in a queue take: a take interrupted at shutdown can lose the item
@@ -377,15 +376,15 @@ export const make = <A, I>(
           yield* Effect.logInfo(`change feed recovered: journal appends succeed again (head ${seq - 1})`)
         }
         nextSeq = seq
-        const live: Array<LiveChange<A>> = new Array(batch.length)
+        const broadcast: Array<LiveChange<A>> = new Array(batch.length)
         for (let i = 0; i < batch.length; i++) {
           const change = batch[i]!
-          live[i] = {
+          broadcast[i] = {
             decoded: { _tag: "Change", change },
             line: { _tag: "Change", seq: change.seq, sessionId: change.session_id, line: Journal.lineAt(encoded, i) }
           }
         }
-        yield* PubSub.publishAll(pubsub, live)
+        live.push(batch[0]!.seq, broadcast)
         for (const [item, first] of acks) {
           awaiting.delete(item)
           item.done(Exit.succeed(first))
@@ -503,7 +502,7 @@ export const make = <A, I>(
         }
         yield* Queue.shutdown(queue)
         closed = true
-        yield* PubSub.publish(pubsub, null)
+        live.close()
         yield* Effect.logDebug(`change feed closed: drained ${drained} queued item(s), head ${nextSeq - 1}`)
       })
     )
@@ -538,19 +537,18 @@ export const make = <A, I>(
           type Item = C | Reset | CaughtUp | Progress
           const pending: Array<Item> = []
           let phase: Scope.CloseableScope | undefined
-          let live!: Queue.Dequeue<LiveChange<A> | null>
           let replay: Effect.Effect<Chunk.Chunk<C>, Option.Option<Journal.JournalReadError>> | undefined
           let cursor = 0
           let caughtUp = false
           let ended = false
 
-          // Subscribe to the live tail first, then replay the journal up to the head seen
-          // after subscribing: every later event is sure to arrive live.
+          // Replay the journal up to its head, then follow the live buffer: every later event is
+          // put in the buffer after it is journaled, so the reader either finds it there or
+          // finds that the buffer slid past it, and replays again.
           const startFrom = (from: number) =>
             Effect.gen(function* () {
               if (phase !== undefined) yield* Scope.close(phase, Exit.void)
               phase = yield* Scope.fork(outer, ExecutionStrategy.sequential)
-              live = yield* Scope.extend(PubSub.subscribe(pubsub), phase)
               const head = yield* journal.headSeq
               cursor = from
               replay = from < head ? yield* Scope.extend(Stream.toPull(format.replay(from, head)), phase) : undefined
@@ -561,14 +559,10 @@ export const make = <A, I>(
           if (reset !== undefined) pending.push(reset)
           yield* startFrom(reset === undefined ? cursorIn.seq : reset.continueFrom)
 
-          const deliver = (items: Iterable<C | null>, out: Array<Item>): "ok" | "gap" | "end" => {
+          const deliver = (items: Iterable<C>, out: Array<Item>): "ok" | "gap" => {
             let passedOver = false
-            let outcome: "ok" | "gap" | "end" = "ok"
+            let outcome: "ok" | "gap" = "ok"
             for (const item of items) {
-              if (item === null) {
-                outcome = "end"
-                break
-              }
               const seq = format.seqOf(item)
               if (seq <= cursor) continue
               if (seq !== cursor + 1) {
@@ -612,14 +606,12 @@ export const make = <A, I>(
                     caughtUp = true
                     out.push({ _tag: "CaughtUp", seq: cursor })
                   } else {
-                    const events = yield* Queue.takeBetween(live, 1, 1024)
-                    const outcome = deliver(
-                      Chunk.map(events, (event) => (event === null ? null : format.live(event))),
-                      out
-                    )
-                    // A seq gap means the live buffer slid past this reader: catch up from the journal.
-                    if (outcome === "gap") yield* startFrom(cursor)
-                    if (outcome === "end") ended = true
+                    const events = live.after(cursor, 1024)
+                    // The live buffer slid past this reader: catch up from the journal.
+                    if (events === "gap") yield* startFrom(cursor)
+                    else if (events === "end") ended = true
+                    else if (events.length === 0) yield* live.awaitAfter(cursor)
+                    else deliver(events.map(format.live), out)
                   }
                 }
                 if (out.length > 0) return Chunk.unsafeFromArray(out)

@@ -23,6 +23,7 @@ import {
   Duration,
   Effect,
   Either,
+  Fiber,
   Layer,
   Option,
   Queue,
@@ -204,7 +205,10 @@ const connectionBody = (
         Effect.catchAllDefect((defect) =>
           Effect.zipRight(Effect.logError("stream reader died", defect), Queue.shutdown(queue))
         ),
-        Effect.forkScoped
+        // Told to stop when the connection goes, not waited for: the connection's close must not
+        // hang on a reader interrupted mid-replay. The reader lets go of its subscription as it ends.
+        Effect.forkDaemon,
+        Effect.tap((reader) => Effect.addFinalizer(() => Fiber.interruptFork(reader)))
       )
       yield* Queue.offer(queue, options.keepalive).pipe(
         Effect.delay(Duration.millis(options.keepaliveMs)),
