@@ -9,17 +9,19 @@
  *
  * Subscribers reach the feed through a `Transport`: `inProcess` follows `feed.changes()` in the
  * feed's process; `sseLoopback` connects HTTP clients to the service's own server
- * (`GET /api/v1/stream` over 127.0.0.1), parses the frames and each change's JSON. Every run is a
+ * (`GET /api/v1/stream` over 127.0.0.1). Those clients run on a worker thread of their own
+ * (`fanout-clients.ts`) and only scan each frame for the event's index: in production they are on
+ * other machines and parse JSON there, and one thread serving the feed and parsing a million frames
+ * a second (100 clients at 10,000 ev/s) would measure the bench, not the feed. Every run is a
  * child process (`fanout-child.ts`), so a run the machine cannot keep up with is cut at a cap.
  */
 import { HttpServer } from "@effect/platform"
 import { NodeContext, NodeHttpServer } from "@effect/platform-node"
 import { Context, Deferred, Effect, Exit, Layer, Stream, type Scope } from "effect"
-import * as NodeHttp from "node:http"
 import * as ChangeFeed from "../src/ChangeFeed.js"
 import * as Http from "../src/Http.js"
-import { makeSseParser } from "../src/Http/Sse.js"
 import type { AgentEvent } from "../src/Domain/AgentEvent.js"
+import { clock, spawnSseClients, Tally } from "./fanout-clients.js"
 import {
   type BenchConfig,
   type BenchFeed,
@@ -27,7 +29,6 @@ import {
   Histogram,
   indexOf,
   log,
-  now,
   openFeed,
   type Report,
   runChild,
@@ -51,25 +52,25 @@ export interface Transport {
   readonly name: string
   /**
    * Attaches `count` subscribers following the feed live from its current head, and completes
-   * once every one of them is live. Each received change calls `onChange(index)` with the
-   * index its event carries (`indexOf`).
+   * once every one of them is live. Every change a subscriber receives is counted into `tally`,
+   * by the index its event carries (`indexOf`). Answers `collect`, to call once while the scope
+   * is open: it stops the counting and answers the latencies of the deliveries counted.
    */
   readonly attach: (
     bench: BenchFeed,
     count: number,
-    onChange: (index: number) => void
-  ) => Effect.Effect<void, unknown, Scope.Scope>
+    tally: Tally
+  ) => Effect.Effect<() => Histogram, unknown, Scope.Scope>
 }
 
 /**
  * Subscribers as HTTP clients of the service's own server (`Http.layer` on a Node server on
  * 127.0.0.1, port 0, serving the bench's feed): each one a `GET /api/v1/stream?since=<head>`
- * over its own loopback connection, frames parsed with the service's SSE parser, each change's
- * JSON parsed as a client would.
+ * over its own loopback connection, all of them on a worker thread (`spawnSseClients`).
  */
 export const sseLoopback: Transport = {
-  name: "SSE over loopback (GET /api/v1/stream)",
-  attach: (bench, count, onChange) =>
+  name: "SSE over loopback (GET /api/v1/stream), clients on a worker thread",
+  attach: (bench, count, tally) =>
     Effect.gen(function* () {
       const scope = yield* Effect.scope
       const server = Http.layer().pipe(
@@ -81,44 +82,14 @@ export const sseLoopback: Transport = {
       const address = Context.get(context, HttpServer.HttpServer).address
       if (address._tag !== "TcpAddress") return yield* Effect.dieMessage("the bench server must listen on TCP")
       const since = yield* bench.feed.headSeq
-      const requests: Array<NodeHttp.ClientRequest> = []
-      yield* Effect.addFinalizer(() => Effect.sync(() => requests.forEach((request) => request.destroy())))
-      yield* Effect.async<void, Error>((resume) => {
-        let live = 0
-        for (let s = 0; s < count; s++) {
-          const request = NodeHttp.get(
-            { host: "127.0.0.1", port: address.port, path: `/api/v1/stream?since=${since}`, agent: false },
-            (response) => {
-              if (response.statusCode !== 200) {
-                resume(Effect.fail(new Error(`GET /api/v1/stream answered ${response.statusCode}`)))
-                return
-              }
-              response.setEncoding("utf8")
-              response.on(
-                "data",
-                makeSseParser((frame) => {
-                  if (frame.event === "caught_up") {
-                    if (++live === count) resume(Effect.void)
-                  } else if (frame.event === "message") {
-                    const change = JSON.parse(frame.data)
-                    const id: unknown = change?.event?.message_id
-                    if (typeof id === "string" && id.startsWith("m")) onChange(Number(id.slice(1)))
-                  }
-                })
-              )
-            }
-          )
-          request.on("error", (error) => resume(Effect.fail(error)))
-          requests.push(request)
-        }
-      })
+      return yield* spawnSseClients({ port: address.port, since, subscribers: count }, tally)
     })
 }
 
 /** Subscribers in this process, each a `feed.changes()` stream. */
 export const inProcess: Transport = {
   name: "in-process feed.changes()",
-  attach: (bench, count, onChange) =>
+  attach: (bench, count, tally) =>
     Effect.gen(function* () {
       const since = yield* bench.feed.headSeq
       const live = yield* Deferred.make<void>()
@@ -128,7 +99,7 @@ export const inProcess: Transport = {
           Stream.runForEachChunk((chunk) =>
             Effect.sync(() => {
               for (const item of chunk) {
-                if (item._tag === "Change") onChange(indexOf(item.change.event))
+                if (item._tag === "Change") tally.count(indexOf(item.change.event), clock())
                 else if (item._tag === "CaughtUp" && ++caughtUp === count) Deferred.unsafeDone(live, Exit.void)
               }
             })
@@ -137,6 +108,10 @@ export const inProcess: Transport = {
         )
       }
       yield* Deferred.await(live)
+      return () => {
+        tally.stop()
+        return tally.latency
+      }
     })
 }
 
@@ -190,31 +165,36 @@ export const start = (
   const dir = tempDir("fanout")
   const total = Math.round(rate * seconds)
   const events: Array<AgentEvent> = Array.from({ length: total }, (_, i) => durableEvent(i))
-  const sentAt = new Float64Array(total)
-  const received = new Uint32Array(total)
+  // Times are `clock()` readings: subscribers on another thread compare theirs with `sentAt`.
+  const tally = Tally.make(total)
+  const { received, sentAt } = tally.memory
   const ackedAt = new Float64Array(total)
-  const delivery = new Histogram()
-  let deliveries = 0
+  let collect: (() => Histogram) | undefined
+  let latency: Histogram | undefined
   let sent = 0
   let elapsed = 0
   let stoppedAt = 0
-  const onChange = (index: number) => {
-    if (stoppedAt > 0 || index < 0 || index >= total) return
-    delivery.recordMs(now() - sentAt[index]!)
-    received[index]!++
-    deliveries++
+  // Stops the run and takes the subscribers' latencies: at the end of `done`, before the
+  // subscribers are torn down, or from `snapshot` when the run is cut.
+  const stop = (): Histogram => {
+    if (latency === undefined) {
+      stoppedAt = clock()
+      tally.stop()
+      latency = collect?.() ?? new Histogram()
+    }
+    return latency
   }
   const expected = total * subscribers
   const done = runEffect(
     Effect.gen(function* () {
       const bench = yield* openFeed(dir, { fsync: "always" })
-      yield* transport.attach(bench, subscribers, onChange)
+      collect = yield* transport.attach(bench, subscribers, tally)
       // Events published but not yet acknowledged; the producer holds back while more than a
       // second's worth are, so an overloaded run stays bounded instead of piling up fibers.
       let pending = 0
       const acked = (from: number, to: number) =>
         Effect.sync(() => {
-          const at = now()
+          const at = clock()
           for (let i = from; i < to; i++) ackedAt[i] = at
         })
       const settled = (count: number) => Effect.sync(() => void (pending -= count))
@@ -228,11 +208,11 @@ export const start = (
           .pipe(Effect.zipRight(acked(from, to)), Effect.ensuring(settled(to - from)))
       }
       // Every tick, publish what is due by now; give up publishing after twice the planned time.
-      const t0 = now()
-      while (sent < total && now() - t0 < seconds * 2000) {
-        const due = Math.min(total, Math.floor(((now() - t0) / 1000) * rate) + 1, sent + Math.max(0, rate - pending))
+      const t0 = clock()
+      while (sent < total && clock() - t0 < seconds * 2000) {
+        const due = Math.min(total, Math.floor(((clock() - t0) / 1000) * rate) + 1, sent + Math.max(0, rate - pending))
         if (producer === "publishAll" && due > sent) {
-          const at = now()
+          const at = clock()
           for (let i = sent; i < due; i++) sentAt[i] = at
           pending += due - sent
           yield* Effect.forkDaemon(publishTick(sent, due))
@@ -240,24 +220,24 @@ export const start = (
         }
         for (; sent < due; sent++) {
           pending++
-          sentAt[sent] = now()
+          sentAt[sent] = clock()
           yield* Effect.forkDaemon(publishOne(sent))
         }
         yield* Effect.sleep("1 millis")
       }
-      elapsed = now() - t0
+      elapsed = clock() - t0
       // Wait for every ack and every delivery, but no longer than `waitMs` after the last publish.
-      const deadline = now() + waitMs
-      while ((deliveries < expected || pending > 0) && now() < deadline) yield* Effect.sleep("5 millis")
-      stoppedAt = now()
+      const deadline = clock() + waitMs
+      while ((tally.deliveries < expected || pending > 0) && clock() < deadline) yield* Effect.sleep("5 millis")
+      stop()
     })
   )
   const snapshot = (capped: boolean): RunResult => {
-    if (stoppedAt === 0) stoppedAt = now()
+    const delivered = stop()
     const end = stoppedAt
     const ack = new Histogram()
     const all = new Histogram()
-    all.merge(delivery)
+    all.merge(delivered)
     for (let i = 0; i < sent; i++) {
       const missing = subscribers - received[i]!
       if (missing > 0) all.recordManyMs(end - sentAt[i]!, missing)
@@ -270,7 +250,7 @@ export const start = (
       subscribers,
       published: sent,
       rate: sent / (publishMs / 1000),
-      delivered: deliveries / Math.max(1, sent * subscribers),
+      delivered: tally.deliveries / Math.max(1, sent * subscribers),
       p50: all.quantileMs(0.5),
       p99: all.quantileMs(0.99),
       max: all.max,
