@@ -44,7 +44,7 @@ export * from "./ChangeFeed/Errors.js"
 export interface ChangeFeedOptions {
   /** Capacity of the intake queue (default 1024). */
   readonly queueCapacity?: number | undefined
-  /** Live buffer per reader, in events (default 4096); a reader further behind catches up from the journal. */
+  /** Live buffer shared by all readers, in events (default 4096); a reader further behind catches up from the journal. */
   readonly liveBuffer?: number | undefined
   /** Most queue items the writer takes into one batch (default 512). */
   readonly maxBatch?: number | undefined
@@ -381,7 +381,13 @@ export const make = <A, I>(
           const change = batch[i]!
           broadcast[i] = {
             decoded: { _tag: "Change", change },
-            line: { _tag: "Change", seq: change.seq, sessionId: change.session_id, line: Journal.lineAt(encoded, i) }
+            line: {
+              _tag: "Change",
+              seq: change.seq,
+              sessionId: change.session_id,
+              line: Journal.lineAt(encoded, i),
+              live: true
+            }
           }
         }
         live.push(batch[0]!.seq, broadcast)

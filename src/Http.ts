@@ -244,7 +244,7 @@ const FeedGroupLive = (options: HttpOptions) =>
                 : yield* cursorParam("since", urlParams.since)
             // Events travel as their journal lines, so a frame is the line copied after its `id:`.
             const events = feed.changeLines({ since: cursor, sessionId: urlParams.session_id }).pipe(
-              Stream.mapChunks((items) => Chunk.of(frames(items))),
+              Stream.mapChunks((items) => Chunk.of(frames(Chunk.toReadonlyArray(items)))),
               Stream.catchAll((error) =>
                 Stream.make(
                   encoder.encode(`event: error\ndata: ${JSON.stringify({ type: "error", message: error.message })}\n\n`)

@@ -47,6 +47,8 @@ export interface LineChange {
   readonly seq: number
   readonly sessionId: string | undefined
   readonly line: Uint8Array
+  /** Set on a live event: every reader receives this same object, so what is made of it can be shared. */
+  readonly live?: true
 }
 
 /** What a reader of journal lines receives: `FeedItem` with changes as lines. */

@@ -4,7 +4,7 @@
  * epoch so a browser's automatic reconnect is epoch-checked.
  */
 import { formatCursor } from "../Domain/Cursor.js"
-import { type LineItem, resetWire } from "../Domain/FeedItem.js"
+import { type LineChange, type LineItem, resetWire } from "../Domain/FeedItem.js"
 
 export const keepaliveFrame = ": keepalive\n\n"
 
@@ -26,24 +26,56 @@ const markerFrame = (epoch: string, item: Exclude<LineItem, { readonly _tag: "Ch
 /**
  * Renders a run of feed items to the bytes of their SSE frames, in one buffer. A change's
  * `data:` is its journal line copied as it is: the JSON is neither parsed nor encoded again,
- * whether it came from the journal or live from the writer.
+ * whether it came from the journal or live from the writer. The frame of a live event, which
+ * every connection sends, is made once and shared.
  */
 export const makeFrameEncoder = (epoch: string) => {
   const idPrefix = `id: ${epoch}:`
-  return (items: Iterable<LineItem>): Uint8Array => {
-    const heads: Array<string> = []
+  const shared = new WeakMap<LineChange, Uint8Array>()
+  /** A change's frame on its own. */
+  const changeFrame = (item: LineChange): Uint8Array => {
+    const head = `${idPrefix}${item.seq}\ndata: `
+    const frame = Buffer.allocUnsafe(head.length + item.line.length + 2)
+    const at = frame.write(head, 0, "latin1")
+    frame.set(item.line, at)
+    frame[at + item.line.length] = 0x0a
+    frame[at + item.line.length + 1] = 0x0a
+    return frame
+  }
+  return (items: ReadonlyArray<LineItem>): Uint8Array => {
+    // Each item's bytes: a live event's shared frame, or an ASCII head (a marker frame, or the
+    // `id:` and `data:` before a replayed event's line, which is copied after it).
+    const heads: Array<Uint8Array | string> = new Array(items.length)
     let size = 0
-    for (const item of items) {
-      const head = item._tag === "Change" ? `${idPrefix}${item.seq}\ndata: ` : markerFrame(epoch, item)
-      heads.push(head)
-      // Every frame head is ASCII: one byte per character.
-      size += head.length + (item._tag === "Change" ? item.line.length + 2 : 0)
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i]!
+      if (item._tag !== "Change") {
+        heads[i] = markerFrame(epoch, item)
+      } else if (item.live === true) {
+        let frame = shared.get(item)
+        if (frame === undefined) {
+          frame = changeFrame(item)
+          shared.set(item, frame)
+        }
+        heads[i] = frame
+      } else {
+        heads[i] = `${idPrefix}${item.seq}\ndata: `
+        size += item.line.length + 2
+      }
+      size += heads[i]!.length
     }
+    if (items.length === 1 && typeof heads[0] !== "string") return heads[0]!
     const out = Buffer.allocUnsafe(size)
     let at = 0
-    let k = 0
-    for (const item of items) {
-      at += out.write(heads[k++]!, at, "latin1")
+    for (let i = 0; i < items.length; i++) {
+      const head = heads[i]!
+      if (typeof head !== "string") {
+        out.set(head, at)
+        at += head.length
+        continue
+      }
+      at += out.write(head, at, "latin1")
+      const item = items[i]!
       if (item._tag === "Change") {
         out.set(item.line, at)
         at += item.line.length
