@@ -4,9 +4,9 @@
  *
  * Producers put events on a bounded queue (`record` never blocks, `publish` waits for
  * room and then for durability). One writer fiber takes batches from the queue, allocates
- * seqs, stamps `ts`, appends the batch to the journal and only then publishes it to a
- * live buffer all readers share and acknowledges it: nothing is broadcast or acknowledged that is not in
- * the journal, and a failed append consumes no seq. Readers replay the journal from their
+ * seqs, stamps `ts`, appends the batch to the journal and only then puts it in the live
+ * buffer all readers share and acknowledges it: nothing is broadcast or acknowledged that is
+ * not in the journal, and a failed append consumes no seq. Readers replay the journal from their
  * cursor and continue with the live tail, catching up from the journal whenever they fall
  * behind the live buffer.
  */

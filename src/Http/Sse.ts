@@ -31,10 +31,12 @@ const markerFrame = (epoch: string, item: Exclude<LineItem, { readonly _tag: "Ch
  */
 export const makeFrameEncoder = (epoch: string) => {
   const idPrefix = `id: ${epoch}:`
+  /** What precedes a change's line in its frame. */
+  const changeHead = (item: LineChange): string => `${idPrefix}${item.seq}\ndata: `
   const shared = new WeakMap<LineChange, Uint8Array>()
   /** A change's frame on its own. */
   const changeFrame = (item: LineChange): Uint8Array => {
-    const head = `${idPrefix}${item.seq}\ndata: `
+    const head = changeHead(item)
     const frame = Buffer.allocUnsafe(head.length + item.line.length + 2)
     const at = frame.write(head, 0, "latin1")
     frame.set(item.line, at)
@@ -59,7 +61,7 @@ export const makeFrameEncoder = (epoch: string) => {
         }
         heads[i] = frame
       } else {
-        heads[i] = `${idPrefix}${item.seq}\ndata: `
+        heads[i] = changeHead(item)
         size += item.line.length + 2
       }
       size += heads[i]!.length
