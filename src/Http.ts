@@ -195,8 +195,9 @@ const connectionBody = (
 ): Stream.Stream<Uint8Array> =>
   Stream.unwrapScoped(
     Effect.gen(function* () {
-      // `null` marks the end of the frames: what was queued before it is still sent.
-      const queue = yield* Effect.acquireRelease(Queue.bounded<Uint8Array | null>(16), Queue.shutdown)
+      // `null` marks the end of the frames: what was queued before it is still sent. Small, since
+      // each entry can be a large run of frames and a client that stops reading keeps it full.
+      const queue = yield* Effect.acquireRelease(Queue.bounded<Uint8Array | null>(4), Queue.shutdown)
       yield* Queue.offer(queue, options.first)
       yield* frames.pipe(
         Stream.runForEachChunk((chunk) => Queue.offerAll(queue, chunk)),
