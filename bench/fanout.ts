@@ -15,13 +15,10 @@
  * a second (100 clients at 10,000 ev/s) would measure the bench, not the feed. Every run is a
  * child process (`fanout-child.ts`), so a run the machine cannot keep up with is cut at a cap.
  */
-import { HttpServer } from "@effect/platform"
-import { NodeContext, NodeHttpServer } from "@effect/platform-node"
-import { Context, Deferred, Effect, Exit, Layer, Stream, type Scope } from "effect"
-import * as ChangeFeed from "../src/ChangeFeed.js"
-import * as Http from "../src/Http.js"
+import { Deferred, Effect, Exit, Stream, type Scope } from "effect"
 import type { AgentEvent } from "../src/Domain/AgentEvent.js"
 import { clock, spawnSseClients, Tally } from "./fanout-clients.js"
+import { serveFeed } from "./server.js"
 import {
   type BenchConfig,
   type BenchFeed,
@@ -72,17 +69,9 @@ export const sseLoopback: Transport = {
   name: "SSE over loopback (GET /api/v1/stream), clients on a worker thread",
   attach: (bench, count, tally) =>
     Effect.gen(function* () {
-      const scope = yield* Effect.scope
-      const server = Http.layer().pipe(
-        Layer.provideMerge(NodeHttpServer.layer(Http.createNodeServer, { host: "127.0.0.1", port: 0 })),
-        Layer.provide(Layer.succeed(ChangeFeed.ChangeFeed, bench.feed)),
-        Layer.provide(NodeContext.layer)
-      )
-      const context = yield* Layer.buildWithScope(server, scope)
-      const address = Context.get(context, HttpServer.HttpServer).address
-      if (address._tag !== "TcpAddress") return yield* Effect.dieMessage("the bench server must listen on TCP")
+      const port = yield* serveFeed(bench.feed)
       const since = yield* bench.feed.headSeq
-      return yield* spawnSseClients({ port: address.port, since, subscribers: count }, tally)
+      return yield* spawnSseClients({ port, since, subscribers: count }, tally)
     })
 }
 

@@ -15,13 +15,9 @@
  * The journal is written through the library beforehand (fsync `never`); every figure is the best
  * of the section's repeat count, and the page cache is warm for all of them alike.
  */
-import { HttpServer } from "@effect/platform"
-import { NodeContext, NodeHttpServer } from "@effect/platform-node"
-import { Context, Effect, Layer, Stream } from "effect"
+import { Effect, Stream } from "effect"
 import * as Fs from "node:fs"
 import * as NodeHttp from "node:http"
-import * as ChangeFeed from "../src/ChangeFeed.js"
-import * as Http from "../src/Http.js"
 import {
   type BenchConfig,
   directoryBytes,
@@ -41,6 +37,7 @@ import {
   rounds,
   writeJournal
 } from "./support.js"
+import { serveFeed } from "./server.js"
 import { REDIS_MISSING, type RedisServer, redisVersion, startRedis } from "./redis.js"
 
 const SECTION = "replay"
@@ -98,20 +95,13 @@ export const oursSse = (dir: string): Promise<Rate> =>
   runEffect(
     Effect.gen(function* () {
       const { feed } = yield* openFeed(dir)
-      const server = Http.layer().pipe(
-        Layer.provideMerge(NodeHttpServer.layer(Http.createNodeServer, { host: "127.0.0.1", port: 0 })),
-        Layer.provide(Layer.succeed(ChangeFeed.ChangeFeed, feed)),
-        Layer.provide(NodeContext.layer)
-      )
-      const context = yield* Layer.build(server)
-      const address = Context.get(context, HttpServer.HttpServer).address
-      if (address._tag !== "TcpAddress") return yield* Effect.dieMessage("the bench server must listen on TCP")
+      const port = yield* serveFeed(feed)
       const t0 = now()
       const events = yield* Effect.promise(
         () =>
           new Promise<number>((resolve, reject) => {
             const request = NodeHttp.get(
-              { host: "127.0.0.1", port: address.port, path: "/api/v1/stream?since=0", agent: false },
+              { host: "127.0.0.1", port, path: "/api/v1/stream?since=0", agent: false },
               (response) => countFramesUntilCaughtUp(response).then(resolve, reject)
             )
             request.on("error", reject)
@@ -187,9 +177,11 @@ export const run = async (config: BenchConfig, report: Report): Promise<void> =>
     await writeJournal(dir, size.events)
     const bytes = directoryBytes(dir)
     const detail = `${size.events} events, ${(bytes / MB).toFixed(0)} MiB`
-    // Warm the page cache and the JIT for every reader alike.
+    // Warm the page cache and the JIT for every reader alike (Redis's gets its own warm-up below).
     await rawRead(dir)
     await oursRead(dir)
+    await oursChanges(dir, "decoded")
+    await oursSse(dir) // reads lines too
 
     const version = redisVersion()
     if (version === undefined) report.note(SECTION, REDIS_MISSING)
