@@ -526,8 +526,11 @@ export const make = <A, I>(
               : new JournalCorrupt({ file, offset: split.invalidUtf8At, reason: "line is not valid UTF-8" })
             const out: Array<T> = []
             for (const line of lines) {
-              const peeked = format.peek(line)
-              if (peeked !== undefined && peeked <= since) continue
+              // Lines at or below the cursor only come before the first one delivered.
+              if (expected() === since + 1) {
+                const peeked = format.peek(line)
+                if (peeked !== undefined && peeked <= since) continue
+              }
               const item = format.parse(line)
               if (typeof item === "string") {
                 bad = new JournalCorrupt({ file, offset: line.offset, reason: item })
