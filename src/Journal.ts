@@ -91,18 +91,27 @@ export interface Journal<A> {
    * Appends a batch whose seqs continue the head: one write, and a sync in `always` mode.
    * On failure nothing of the batch stays in the file and the head does not move.
    */
-  readonly append: (batch: ReadonlyArray<ChangeEvent<A>>) => Effect.Effect<EncodedBatch, JournalIoError>
+  readonly append: (batch: ReadonlyArray<JournalEvent<A>>) => Effect.Effect<EncodedBatch, JournalIoError>
   /**
    * Events with `since < seq <= upTo` (`upTo` defaults to the head when the read starts), in
    * order, read in bounded chunks. Fails with `JournalPruned` when `since + 1` is no longer retained.
    */
-  readonly read: (since: number, upTo?: number) => Stream.Stream<ChangeEvent<A>, JournalReadError>
+  readonly read: (since: number, upTo?: number) => Stream.Stream<JournalEvent<A>, JournalReadError>
   /**
    * `read` without decoding: each event's line as written, with its seq and session read from
    * the line's envelope. Checks what `read` checks (UTF-8, envelope, contiguous seqs, missing
    * and pruned segments) except that the event inside is valid for the schema.
    */
   readonly readLines: (since: number, upTo?: number) => Stream.Stream<JournalLine, JournalReadError>
+}
+
+/**
+ * An event as the journal stores it: the change, plus the idempotency key of the request that
+ * appended it, if any (kept so that a retried request can be answered with its original seqs;
+ * never part of the change on the wire).
+ */
+export interface JournalEvent<A> extends ChangeEvent<A> {
+  readonly key?: string | undefined
 }
 
 /** One journaled event as the bytes of its line (no newline), with its seq and session: a reader's item as it is. */
