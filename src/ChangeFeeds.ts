@@ -1,0 +1,245 @@
+/**
+ * The feeds of many accounts in one service. Each account has a feed of its own (its own
+ * journal directory, gapless seq, epoch, retention and readers); `get` opens it on first use,
+ * and it closes, draining what it accepted, once no one has held it for the idle time.
+ *
+ * The feeds live in an `RcMap` keyed by account: whoever holds a feed (a request, an open
+ * stream) holds it through a scope, and the map closes it when the last holder is gone and
+ * the idle time has passed. At most `maxOpen` feeds are open: past that the longest-idle
+ * feed is closed to make room, and when every open feed is in use the caller gets
+ * `FeedsBusy`, to retry later.
+ *
+ * Directories: the `default` account is the root directory itself, so a directory written
+ * by the single-account service keeps working, unchanged, as the default account; every
+ * other account is `<root>/accounts/<id>`.
+ */
+import { FileSystem, Path } from "@effect/platform"
+import { Cause, Clock, Context, Data, Deferred, Duration, Effect, Either, Exit, Layer, RcMap, type Scope } from "effect"
+import * as ChangeFeed from "./ChangeFeed.js"
+import { type AccountId, DEFAULT_ACCOUNT, parseAccountId } from "./Domain/Account.js"
+import { AgentDomain, type AgentEvent } from "./Domain/AgentEvent.js"
+import type { FeedDomain } from "./Domain/FeedDomain.js"
+import type * as Journal from "./Journal.js"
+
+/** The text is not an account id; nothing touched a path. */
+export class InvalidAccount extends Data.TaggedError("InvalidAccount")<{ readonly reason: string }> {
+  override get message() {
+    return `invalid account id: ${this.reason}`
+  }
+}
+
+/** Every open feed is in use and no more may open; retry after `retryAfterSeconds`. */
+export class FeedsBusy extends Data.TaggedError("FeedsBusy")<{
+  readonly account: string
+  readonly open: number
+  readonly retryAfterSeconds: number
+}> {
+  override get message() {
+    return (
+      `account '${this.account}' cannot be opened now: all ${this.open} open feeds are in use; ` +
+      `retry in ${this.retryAfterSeconds} s`
+    )
+  }
+}
+
+/** The account's journal could not be opened (locked, corrupt, or the disk failed): this account only. */
+export class AccountUnavailable extends Data.TaggedError("AccountUnavailable")<{
+  readonly account: string
+  readonly cause: Journal.JournalOpenError
+}> {
+  override get message() {
+    return `account '${this.account}' is unavailable: ${this.cause.message}`
+  }
+}
+
+export type AccountError = InvalidAccount | FeedsBusy | AccountUnavailable
+
+export interface ChangeFeedsOptions extends ChangeFeed.ChangeFeedOptions, Omit<Journal.JournalOptions, "directory"> {
+  /** The root directory: the default account's journal, and `accounts/<id>` for the others. */
+  readonly directory: string
+  /** How long a feed no one holds stays open (default 5 minutes). */
+  readonly idleTimeToLive?: Duration.DurationInput | undefined
+  /** At most this many feeds open at once (default 1000). */
+  readonly maxOpen?: number | undefined
+}
+
+/** An account the service knows of, open or only on disk. */
+export interface AccountSummary {
+  readonly account: AccountId
+  readonly open: boolean
+  /** The head while the feed is open. */
+  readonly status: ChangeFeed.FeedStatus | undefined
+}
+
+export interface ChangeFeedsService<A> {
+  /** The account's feed, opened if needed and held open for the scope's lifetime. */
+  readonly get: (account: string) => Effect.Effect<ChangeFeed.ChangeFeedService<A>, AccountError, Scope.Scope>
+  /** Runs `f` with the account's feed held open. */
+  readonly use: <X, E, R>(
+    account: string,
+    f: (feed: ChangeFeed.ChangeFeedService<A>) => Effect.Effect<X, E, R>
+  ) => Effect.Effect<X, E | AccountError, R>
+  /** The open accounts and those with a journal on disk, in id order. */
+  readonly accounts: Effect.Effect<Array<AccountSummary>>
+  /** The journal directory of an account. */
+  readonly directoryOf: (account: AccountId) => string
+}
+
+const ACCOUNTS_FOLDER = "accounts"
+
+/** Builds the service for any event domain; every feed is closed (drained) with the scope. */
+export const make = <A, I>(
+  domain: FeedDomain<A, I>,
+  options: ChangeFeedsOptions
+): Effect.Effect<ChangeFeedsService<A>, never, FileSystem.FileSystem | Path.Path | Scope.Scope> =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    const path = yield* Path.Path
+    const root = path.resolve(options.directory)
+    const maxOpen = Math.max(1, options.maxOpen ?? 1000)
+    const idle = Duration.decode(options.idleTimeToLive ?? Duration.minutes(5))
+    const directoryOf = (account: AccountId) =>
+      account === DEFAULT_ACCOUNT ? root : path.join(root, ACCOUNTS_FOLDER, account)
+
+    /** How many holders each open feed has, and since when an unheld one is idle: to pick whom to close. */
+    const holders = new Map<AccountId, number>()
+    const idleSince = new Map<AccountId, number>()
+    /** The feeds open now, for listing them without opening or holding one. */
+    const opened = new Map<AccountId, ChangeFeed.ChangeFeedService<A>>()
+    /** Resolved once an account's feed has closed: a reopen waits for it, since the journal lock is still held until then. */
+    const closed = new Map<AccountId, Deferred.Deferred<void>>()
+
+    const open = (account: AccountId) =>
+      Effect.gen(function* () {
+        const previous = closed.get(account)
+        if (previous !== undefined) yield* Deferred.await(previous)
+        const done = yield* Deferred.make<void>()
+        closed.set(account, done)
+        // Added first, so it runs last: after the feed drained and the journal closed.
+        yield* Effect.addFinalizer(() =>
+          Effect.sync(() => {
+            if (closed.get(account) === done) closed.delete(account)
+            holders.delete(account)
+            idleSince.delete(account)
+          }).pipe(Effect.zipRight(Deferred.succeed(done, undefined)))
+        )
+        const feed = yield* ChangeFeed.makeFiles(domain, { ...options, directory: directoryOf(account) })
+        opened.set(account, feed)
+        // Runs first at close: a closing feed is no longer listed as open.
+        yield* Effect.addFinalizer(() => Effect.sync(() => opened.delete(account)))
+        return feed
+      }).pipe(
+        Effect.mapError((cause) => new AccountUnavailable({ account, cause })),
+        Effect.withSpan("ChangeFeeds.open", { attributes: { account } })
+      )
+
+    const feeds = yield* RcMap.make({ lookup: open, idleTimeToLive: idle, capacity: maxOpen })
+
+    /** Closes the feed idle the longest, if any: true when room was made. */
+    const closeLongestIdle = Effect.gen(function* () {
+      let victim: AccountId | undefined
+      let since = Infinity
+      for (const account of yield* RcMap.keys(feeds)) {
+        const at = idleSince.get(account)
+        if ((holders.get(account) ?? 0) === 0 && at !== undefined && at < since) {
+          victim = account
+          since = at
+        }
+      }
+      if (victim === undefined) return false
+      yield* Effect.logDebug(`change feeds: closing idle account '${victim}' to make room`)
+      yield* RcMap.invalidate(feeds, victim)
+      return true
+    })
+
+    const hold = (account: AccountId) =>
+      Effect.acquireRelease(
+        Effect.sync(() => {
+          holders.set(account, (holders.get(account) ?? 0) + 1)
+          idleSince.delete(account)
+        }),
+        () =>
+          Effect.map(Clock.currentTimeMillis, (now) => {
+            const left = (holders.get(account) ?? 1) - 1
+            if (left > 0) return holders.set(account, left)
+            holders.delete(account)
+            idleSince.set(account, now)
+          })
+      )
+
+    const acquire = (
+      account: AccountId,
+      attempts: number
+    ): Effect.Effect<ChangeFeed.ChangeFeedService<A>, FeedsBusy | AccountUnavailable, Scope.Scope> =>
+      RcMap.get(feeds, account).pipe(
+        Effect.catchIf(
+          (error): error is Cause.ExceededCapacityException => Cause.isExceededCapacityException(error),
+          () =>
+            Effect.flatMap(closeLongestIdle, (closedOne) =>
+              closedOne && attempts > 0
+                ? acquire(account, attempts - 1)
+                : Effect.fail(new FeedsBusy({ account, open: maxOpen, retryAfterSeconds: 1 }))
+            )
+        ),
+        // A failed open is not kept: the next request tries again (the disk may be back).
+        Effect.tapError((error) =>
+          error._tag === "AccountUnavailable" ? RcMap.invalidate(feeds, account) : Effect.void
+        )
+      )
+
+    const get = (text: string) =>
+      Effect.gen(function* () {
+        const parsed = parseAccountId(text)
+        if (Either.isLeft(parsed)) return yield* new InvalidAccount({ reason: parsed.left })
+        const account = parsed.right
+        yield* hold(account)
+        return yield* acquire(account, 3)
+      })
+
+    const onDisk = Effect.gen(function* () {
+      const found: Array<AccountId> = []
+      const rootNames = yield* fs.readDirectory(root).pipe(Effect.orElseSucceed((): ReadonlyArray<string> => []))
+      if (rootNames.includes("EPOCH")) found.push(DEFAULT_ACCOUNT as AccountId)
+      const names = yield* fs
+        .readDirectory(path.join(root, ACCOUNTS_FOLDER))
+        .pipe(Effect.orElseSucceed((): ReadonlyArray<string> => []))
+      for (const name of names) {
+        const account = parseAccountId(name)
+        if (Either.isRight(account)) found.push(account.right)
+      }
+      return found
+    })
+
+    // Only feeds already open report a status: listing never opens, locks or holds a journal.
+    const accounts = Effect.gen(function* () {
+      const all = new Set([...opened.keys(), ...(yield* onDisk)])
+      const summaries: Array<AccountSummary> = []
+      for (const account of [...all].sort()) {
+        const feed = opened.get(account)
+        // A feed that starts closing meanwhile has no status (its queue is shut down): listed as closed.
+        const status = feed === undefined ? undefined : Exit.getOrElse(yield* Effect.exit(feed.status), () => undefined)
+        summaries.push({ account, open: status !== undefined, status })
+      }
+      return summaries
+    })
+
+    return {
+      get,
+      use: (account, f) => Effect.scoped(Effect.flatMap(get(account), f)),
+      accounts,
+      directoryOf
+    } satisfies ChangeFeedsService<A>
+  })
+
+/** The agent platform's feeds, one per account. */
+export class ChangeFeeds extends Context.Tag("effect-change-feed/ChangeFeeds")<
+  ChangeFeeds,
+  ChangeFeedsService<AgentEvent>
+>() {}
+
+export const layer = (
+  options: ChangeFeedsOptions
+): Layer.Layer<ChangeFeeds, never, FileSystem.FileSystem | Path.Path> =>
+  Layer.scoped(ChangeFeeds, make(AgentDomain, options))
+
+export { type AccountId, DEFAULT_ACCOUNT } from "./Domain/Account.js"
