@@ -16,6 +16,7 @@ import * as Crypto from "node:crypto"
 import { createServer, type Server } from "node:http"
 import { fileURLToPath } from "node:url"
 import {
+  Cause,
   Chunk,
   Config,
   Context,
@@ -28,6 +29,7 @@ import {
   Option,
   Queue,
   Redacted,
+  Schema,
   Stream
 } from "effect"
 import { FeedApi, Authorization } from "./Api.js"
@@ -35,10 +37,18 @@ import * as ChangeFeed from "./ChangeFeed.js"
 import { AgentEvent, decodeAgentEvent } from "./Domain/AgentEvent.js"
 import { ChangeEvent } from "./Domain/ChangeEvent.js"
 import { type Cursor, parseCursor } from "./Domain/Cursor.js"
-import { BadRequest, PayloadTooLarge, Unauthorized, Unavailable } from "./Domain/Errors.js"
+import {
+  BadRequest,
+  InternalError,
+  JournalCorrupt,
+  PayloadTooLarge,
+  Unauthorized,
+  Unavailable
+} from "./Domain/Errors.js"
 import { cursorAfter, type FeedItem, resetWire } from "./Domain/FeedItem.js"
-import { keepaliveFrame, makeFrameEncoder, retryFrame } from "./Http/Sse.js"
-import type { FsyncMode } from "./Journal.js"
+import { answerFailures, routesOf } from "./Http/Errors.js"
+import { feedErrorFrame, keepaliveFrame, makeFrameEncoder, retryFrame } from "./Http/Sse.js"
+import type { FsyncMode, JournalReadError } from "./Journal.js"
 
 export interface HttpOptions {
   /** Bearer token every `/api` route requires, when set. */
@@ -105,6 +115,18 @@ const AuthorizationLive = (token: Redacted.Redacted | undefined) =>
       if (!tokenMatches(token, given)) return yield* new Unauthorized({ message: "the bearer token is not valid" })
     })
   )
+
+/**
+ * A journal that could not be read, as the API answers it: a corrupt line names its file and
+ * offset; anything else (an I/O error) is a server error with the journal's own message.
+ */
+const readFailure = (error: JournalReadError): JournalCorrupt | InternalError =>
+  error._tag === "JournalCorrupt"
+    ? new JournalCorrupt({ message: error.message, file: error.file, offset: error.offset })
+    : new InternalError({ message: error.message })
+
+/** A read failure as the JSON the API answers it with. */
+const encodeReadFailure = Schema.encodeSync(Schema.Union(JournalCorrupt, InternalError))
 
 const cursorParam = (field: string, text: string | undefined): Effect.Effect<Cursor, BadRequest> => {
   if (text === undefined || text === "") return Effect.succeed({ seq: 0 })
@@ -246,9 +268,13 @@ const FeedGroupLive = (options: HttpOptions) =>
             // Events travel as their journal lines, so a frame is the line copied after its `id:`.
             const events = feed.changeLines({ since: cursor, sessionId: urlParams.session_id }).pipe(
               Stream.mapChunks((items) => Chunk.of(frames(Chunk.toReadonlyArray(items)))),
+              // The answer is already a 200 under way: the stream ends with a frame that says why.
               Stream.catchAll((error) =>
-                Stream.make(
-                  encoder.encode(`event: error\ndata: ${JSON.stringify({ type: "error", message: error.message })}\n\n`)
+                Stream.fromEffect(
+                  Effect.as(
+                    Effect.logError("GET /api/v1/stream ended: the journal could not be read", Cause.fail(error)),
+                    encoder.encode(feedErrorFrame(encodeReadFailure(readFailure(error))))
+                  )
                 )
               )
             )
@@ -318,9 +344,11 @@ const page = (
 ) =>
   Effect.scoped(
     Effect.gen(function* () {
-      // An ended stream (the feed is closing) reads as an empty chunk; a corrupt journal is a server error.
+      // An ended stream (the feed is closing) reads as an empty chunk; a journal that cannot be read is a server error.
       const pull = (yield* Stream.toPull(feed.changes({ since: cursor, sessionId }))).pipe(
-        Effect.catchAll((end) => (Option.isNone(end) ? Effect.succeed(Chunk.empty()) : Effect.die(end.value)))
+        Effect.catchAll((end) =>
+          Option.isNone(end) ? Effect.succeed(Chunk.empty()) : Effect.fail(readFailure(end.value))
+        )
       )
       const events: Array<ChangeEvent<AgentEvent>> = []
       const scanLimit = cursor.seq + Math.max(10_000, limit)
@@ -395,7 +423,8 @@ const checkBody = (maxBytes: number) =>
   HttpMiddleware.make((app) =>
     Effect.gen(function* () {
       const request = yield* HttpServerRequest.HttpServerRequest
-      if (request.method !== "POST") return yield* app
+      // Only the append route has a body; other POSTs go on to their 404 or 405.
+      if (request.method !== "POST" || request.url.split("?", 1)[0] !== "/api/v1/events") return yield* app
       const tooLarge = (size: string) =>
         errorResponse(413, {
           _tag: "PayloadTooLarge",
@@ -439,11 +468,18 @@ const checkBody = (maxBytes: number) =>
     })
   )
 
+/** Where the docs are served, beside the API. */
+const docsRoutes = [
+  ["/docs", "GET"],
+  ["/docs/openapi.json", "GET"]
+] as const
+
 /** The API, its docs and the server, on whatever `HttpServer` is provided. Requires the feed. */
 export const layer = (options: HttpOptions = {}) =>
   Layer.mergeAll(HttpApiBuilder.serve(checkBody(options.maxBodyBytes ?? 1024 * 1024)), EndStreamsOnShutdown).pipe(
-    Layer.provide(HttpApiSwagger.layer({ path: "/docs" })),
-    Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/docs/openapi.json" })),
+    Layer.provide(HttpApiBuilder.middleware(FeedApi, answerFailures(routesOf(FeedApi, docsRoutes)))),
+    Layer.provide(HttpApiSwagger.layer({ path: docsRoutes[0][0] })),
+    Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: docsRoutes[1][0] })),
     Layer.provide(HttpApiBuilder.api(FeedApi).pipe(Layer.provide(FeedGroupLive(options)))),
     Layer.provide(AuthorizationLive(options.token)),
     Layer.provide(StreamsShutdownLive)

@@ -1,16 +1,25 @@
 /**
- * Rejected requests end to end: 400 with a JSON error naming the field, 413 past the body and
- * batch limits, 401 without the configured token. Nothing from a rejected request is journaled.
+ * Error answers end to end: 400 with a JSON error naming the field, 413 past the body and
+ * batch limits, 401 without the configured token, JSON 404 and 405 for routes that do not exist, and a JSON 500 naming what broke (a
+ * corrupt journal line by file and offset), logged. Nothing from a rejected request is journaled.
  */
+import { HttpApiBuilder } from "@effect/platform"
+import { NodeHttpClient } from "@effect/platform-node"
 import { describe, it, assert } from "@effect/vitest"
-import { Effect, Redacted } from "effect"
+import { Deferred, Effect, Either, Redacted, Stream } from "effect"
+import * as Client from "../../src/Client.js"
 import {
   append,
   created,
+  createdMany,
+  damageLine,
+  type Damage,
+  dataOf,
   openStream,
   post,
   request,
   type JsonResponse,
+  seqsOf,
   start,
   status,
   tempDirectory,
@@ -248,6 +257,143 @@ describe("401 Unauthorized", () => {
       const server = yield* securedServer
       assert.strictEqual((yield* request(`${server.url}/docs`)).status, 200)
       assert.strictEqual((yield* request(`${server.url}/docs/openapi.json`)).status, 200)
+    })
+  )
+})
+
+describe("404 Not Found and 405 Method Not Allowed", () => {
+  it.scopedLive("an_unknown_route_answers_a_json_404_naming_it", () =>
+    Effect.gen(function* () {
+      const server = yield* limitedServer
+      for (const [method, path] of [
+        ["GET", "/x"],
+        ["GET", "/api/v1/nothing"],
+        ["POST", "/api/v2/events"]
+      ] as const) {
+        const response = yield* request(`${server.url}${path}?q=1`, { method })
+        assert.strictEqual(response.status, 404, JSON.stringify(response.body))
+        assert.include(response.headers["content-type"] ?? "", "application/json")
+        assert.strictEqual(response.body._tag, "NotFound")
+        assert.include(response.body.message, `${method} ${path}`)
+        assert.notInclude(response.body.message, "q=1")
+      }
+    })
+  )
+
+  it.scopedLive("a_known_path_with_another_method_answers_405_with_allow_and_a_json_body", () =>
+    Effect.gen(function* () {
+      const server = yield* limitedServer
+      for (const [method, path, allow] of [
+        ["DELETE", "/api/v1/events", ["GET", "POST"]],
+        ["PUT", "/api/v1/events", ["GET", "POST"]],
+        ["POST", "/api/v1/status", ["GET"]],
+        ["POST", "/api/v1/stream", ["GET"]],
+        ["DELETE", "/docs", ["GET"]]
+      ] as const) {
+        const response = yield* request(`${server.url}${path}`, { method })
+        assert.strictEqual(response.status, 405, JSON.stringify(response.body))
+        assert.strictEqual(response.headers["allow"], allow.join(", "))
+        assert.include(response.headers["content-type"] ?? "", "application/json")
+        assert.strictEqual(response.body._tag, "MethodNotAllowed")
+        assert.deepStrictEqual(response.body.allow, [...allow])
+        assert.include(response.body.message, method)
+      }
+      assert.strictEqual((yield* status(server)).head_seq, 2, "nothing was journaled")
+    })
+  )
+})
+
+describe("500 Internal Server Error", () => {
+  /** A server with three events journaled, the line of the second then damaged on disk. */
+  const damagedServer = (damage: Damage) =>
+    Effect.gen(function* () {
+      const server = yield* start({ directory: yield* tempDirectory })
+      yield* append(server, createdMany(3))
+      const at = yield* damageLine(server, 2, damage)
+      return { server, ...at }
+    })
+
+  const errorsLogged = (server: TestServer) => server.logs().filter((entry) => entry.level === "ERROR")
+
+  for (const damage of ["not_json", "wrong_seq"] as const) {
+    it.scopedLive(
+      `a_corrupt_journal_line_${damage}_answers_the_page_with_a_json_500_naming_file_and_offset_and_is_logged`,
+      () =>
+        Effect.gen(function* () {
+          const { server, file, offset } = yield* damagedServer(damage)
+          const page = yield* request(`${events(server)}?since=0`)
+          assert.strictEqual(page.status, 500, JSON.stringify(page.body))
+          assert.include(page.headers["content-type"] ?? "", "application/json")
+          assert.deepInclude(page.body, { _tag: "JournalCorrupt", file, offset })
+          assert.include(page.body.message, `${file} at byte ${offset}`)
+          const logged = errorsLogged(server)
+          assert.lengthOf(logged, 1, JSON.stringify(server.logs()))
+          assert.include(logged[0]!.message, "GET /api/v1/events answered 500")
+          assert.include(logged[0]!.cause, `${file} at byte ${offset}`)
+          // Below the damage the journal is still served.
+          const before = yield* request(`${events(server)}?since=0&limit=1`)
+          assert.deepStrictEqual([before.status, before.body.events.length], [200, 1])
+        })
+    )
+
+    it.scopedLive(
+      `a_corrupt_journal_line_${damage}_ends_the_stream_with_a_feed_error_frame_naming_file_and_offset`,
+      () =>
+        Effect.gen(function* () {
+          const { server, file, offset } = yield* damagedServer(damage)
+          const stream = yield* openStream(`${server.url}/api/v1/stream?since=0`)
+          const frames = yield* stream.takeUntil((frame) => frame.event !== "message")
+          assert.deepStrictEqual(seqsOf(frames), [1], "the events before the damage, none after")
+          const last = frames[frames.length - 1]!
+          assert.strictEqual(last.event, "feed_error")
+          // A frame of its own, without an `id:`: it moves no cursor.
+          assert.isTrue(stream.text().endsWith(`\n\nevent: feed_error\ndata: ${last.data}\n\n`), stream.text())
+          assert.deepInclude(dataOf(last), { type: "feed_error", _tag: "JournalCorrupt", file, offset })
+          assert.include(dataOf(last).message, `${file} at byte ${offset}`)
+          assert.strictEqual(yield* Deferred.await(stream.ended), "end", "and the stream ends")
+          const logged = errorsLogged(server)
+          assert.lengthOf(logged, 1, JSON.stringify(server.logs()))
+          assert.include(logged[0]!.cause, `${file} at byte ${offset}`)
+        })
+    )
+  }
+
+  it.scopedLive("the_typed_client_fails_with_the_feed_error_of_the_stream", () =>
+    Effect.gen(function* () {
+      const { server, file, offset } = yield* damagedServer("not_json")
+      const client = yield* Client.make({ baseUrl: server.url })
+      // A client that did not know the frame would take the end of the stream for a dropped
+      // connection and reconnect for ever.
+      const outcome = yield* client
+        .follow({ since: 0 })
+        .pipe(
+          Stream.runCollect,
+          Effect.either,
+          Effect.timeoutFail({ duration: "20 seconds", onTimeout: () => new Error("the client never failed") })
+        )
+      assert.isTrue(Either.isLeft(outcome))
+      const error = (outcome as Either.Left<Client.Refused | Client.ProtocolError, unknown>).left
+      assert.strictEqual(error._tag, "ProtocolError")
+      assert.include(error.message, `${file} at byte ${offset}`, error.message)
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici))
+  )
+
+  it.scopedLive("a_handler_that_dies_answers_a_json_500_and_the_cause_is_logged", () =>
+    Effect.gen(function* () {
+      const dies = HttpApiBuilder.Router.use((router) =>
+        router.get("/test/dies", Effect.die(new Error("an invariant broke")))
+      )
+      const server = yield* start({ directory: yield* tempDirectory, routes: dies })
+      const response = yield* request(`${server.url}/test/dies`)
+      assert.strictEqual(response.status, 500)
+      assert.include(response.headers["content-type"] ?? "", "application/json")
+      assert.strictEqual(response.body._tag, "InternalError")
+      assert.include(response.body.message, "log")
+      assert.notInclude(response.body.message, "invariant", "the cause stays in the log")
+      const logged = errorsLogged(server)
+      assert.lengthOf(logged, 1)
+      assert.include(logged[0]!.message, "GET /test/dies answered 500")
+      assert.include(logged[0]!.cause, "an invariant broke")
     })
   )
 })
