@@ -2,15 +2,7 @@
  * The HTTP service: handlers for the `FeedApi` contract, authorization, body limits, the
  * OpenAPI UI at `/docs`, and the server layer with its configuration from the environment.
  */
-import {
-  HttpApiBuilder,
-  HttpApiSwagger,
-  HttpMiddleware,
-  HttpServer,
-  HttpServerRequest,
-  HttpServerResponse
-} from "@effect/platform"
-import { HttpIncomingMessage } from "@effect/platform"
+import { HttpApiBuilder, HttpApiSwagger, HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeContext, NodeHttpServer } from "@effect/platform-node"
 import * as Crypto from "node:crypto"
 import { createServer, type Server } from "node:http"
@@ -34,18 +26,12 @@ import {
 } from "effect"
 import { FeedApi, Authorization } from "./Api.js"
 import * as ChangeFeed from "./ChangeFeed.js"
-import { AgentEvent, decodeAgentEvent } from "./Domain/AgentEvent.js"
-import { ChangeEvent } from "./Domain/ChangeEvent.js"
+import type { AgentEvent } from "./Domain/AgentEvent.js"
+import type { ChangeEvent } from "./Domain/ChangeEvent.js"
 import { type Cursor, parseCursor } from "./Domain/Cursor.js"
-import {
-  BadRequest,
-  InternalError,
-  JournalCorrupt,
-  PayloadTooLarge,
-  Unauthorized,
-  Unavailable
-} from "./Domain/Errors.js"
+import { BadRequest, InternalError, JournalCorrupt, Unauthorized, Unavailable } from "./Domain/Errors.js"
 import { cursorAfter, type FeedItem, resetWire } from "./Domain/FeedItem.js"
+import { appendEntries } from "./Http/Body.js"
 import { answerFailures, routesOf } from "./Http/Errors.js"
 import { feedErrorFrame, keepaliveFrame, makeFrameEncoder, retryFrame } from "./Http/Sse.js"
 import type { FsyncMode, JournalReadError } from "./Journal.js"
@@ -152,54 +138,6 @@ const intParam = (
       )
 }
 
-/** One event of a request body, or a `BadRequest` naming the field at fault. */
-const decodeEvent = (field: string, input: unknown): Effect.Effect<AgentEvent, BadRequest> =>
-  Either.match(decodeAgentEvent(field, input), {
-    onLeft: (invalid) => Effect.fail(new BadRequest(invalid)),
-    onRight: Effect.succeed
-  })
-
-const isObject = (u: unknown): u is Record<string, unknown> => typeof u === "object" && u !== null && !Array.isArray(u)
-
-/** `{"session_id"?, "event"}` or `{"events": [...]}`, every entry checked, the first fault named. */
-const decodeAppendBody = (
-  body: unknown,
-  maxBatch: number
-): Effect.Effect<Array<ChangeFeed.Entry<AgentEvent>>, BadRequest | PayloadTooLarge> =>
-  Effect.gen(function* () {
-    if (!isObject(body) || (!("events" in body) && !("event" in body))) {
-      return yield* new BadRequest({
-        field: "body",
-        message:
-          'the body must be {"session_id"?: string, "event": {...}} or {"events": [{"session_id"?, "event"}, ...]}'
-      })
-    }
-    const batch = "events" in body
-    const entries = batch ? body["events"] : [body]
-    if (!Array.isArray(entries)) return yield* new BadRequest({ field: "events", message: "events must be an array" })
-    if (entries.length > maxBatch) {
-      return yield* new PayloadTooLarge({
-        field: "events",
-        limit: maxBatch,
-        message: `a batch holds at most ${maxBatch} events, got ${entries.length}; split it`
-      })
-    }
-    const decoded: Array<ChangeFeed.Entry<AgentEvent>> = []
-    for (let i = 0; i < entries.length; i++) {
-      const entry: unknown = entries[i]
-      const at = batch ? `events[${i}]` : ""
-      if (!isObject(entry)) return yield* new BadRequest({ field: at, message: `${at} must be an object` })
-      const sessionId = entry["session_id"]
-      if (sessionId !== undefined && typeof sessionId !== "string") {
-        const field = batch ? `${at}.session_id` : "session_id"
-        return yield* new BadRequest({ field, message: `${field} must be a string` })
-      }
-      const event = yield* decodeEvent(batch ? `${at}.event` : "event", entry["event"])
-      decoded.push({ sessionId, event })
-    }
-    return decoded
-  })
-
 /**
  * What one stream connection sends: `first`, then the frames, with a keepalive every
  * `keepaliveMs`, until the frames end or `shutdown` completes. Frames and keepalives meet in one
@@ -251,7 +189,7 @@ const FeedGroupLive = (options: HttpOptions) =>
       const shutdown = yield* StreamsShutdown
       const keepaliveMs = options.keepaliveMs ?? 15_000
       const retry = retryFrame(options.retryMs ?? 1000)
-      const maxBatch = options.maxBatchEvents ?? 1000
+      const limits = { maxBytes: options.maxBodyBytes ?? 1024 * 1024, maxBatch: options.maxBatchEvents ?? 1000 }
       const encoder = new TextEncoder()
       const frames = makeFrameEncoder(feed.epoch)
       const retryBytes = encoder.encode(retry)
@@ -298,10 +236,11 @@ const FeedGroupLive = (options: HttpOptions) =>
             return yield* page(feed, shutdown, cursor, limit, urlParams.session_id, waitSeconds * 1000)
           })
         )
-        .handle("append", ({ payload }) =>
+        .handleRaw("append", ({ request }) =>
           Effect.gen(function* () {
-            const decoded = yield* decodeAppendBody(payload, maxBatch)
-            const seqs = yield* feed.publishAll(decoded).pipe(
+            // Raw, so that the body is read here, after the `Authorization` middleware, never before.
+            const entries = yield* appendEntries(request, limits)
+            const seqs = yield* feed.publishAll(entries).pipe(
               Effect.catchTags({
                 FeedBusy: (e) => new Unavailable({ accepted: false, message: e.message }),
                 FeedClosed: (e) => new Unavailable({ accepted: false, message: e.message }),
@@ -386,88 +325,6 @@ const page = (
     })
   )
 
-const errorResponse = (status: number, body: Record<string, unknown>) => HttpServerResponse.unsafeJson(body, { status })
-
-/** Deeper than this, encoding an event for the journal could overflow the stack. */
-const MAX_BODY_DEPTH = 256
-
-/**
- * Why parsed JSON could not be journaled as sent, if it could not: nested so deep that encoding
- * it would overflow the stack (and take the writer down), or holding a number literal too large
- * for a double (`1e999` parses as Infinity and would be written as `null`, a line that no longer
- * decodes). Walks without recursion, so the check itself cannot overflow.
- */
-const cannotBeJournaled = (value: unknown): string | undefined => {
-  const pending: Array<unknown> = [value]
-  const depths: Array<number> = [1]
-  while (pending.length > 0) {
-    const next = pending.pop()
-    const depth = depths.pop()!
-    if (typeof next === "number" && !Number.isFinite(next)) return "holds a number too large to store"
-    if (next === null || typeof next !== "object") continue
-    if (depth > MAX_BODY_DEPTH) return `nests arrays and objects more than ${MAX_BODY_DEPTH} levels deep`
-    for (const child of Object.values(next)) {
-      pending.push(child)
-      depths.push(depth + 1)
-    }
-  }
-  return undefined
-}
-
-/**
- * Reads POST bodies up front so that an oversized body answers 413 (before reading it when
- * it declares its length) and one that is not JSON answers 400 naming `body`; the API then
- * decodes the same, already read, text.
- */
-const checkBody = (maxBytes: number) =>
-  HttpMiddleware.make((app) =>
-    Effect.gen(function* () {
-      const request = yield* HttpServerRequest.HttpServerRequest
-      // Only the append route has a body; other POSTs go on to their 404 or 405.
-      if (request.method !== "POST" || request.url.split("?", 1)[0] !== "/api/v1/events") return yield* app
-      const tooLarge = (size: string) =>
-        errorResponse(413, {
-          _tag: "PayloadTooLarge",
-          field: "body",
-          limit: maxBytes,
-          message: `the request body is ${size}; at most ${maxBytes} bytes are accepted, split the batch`
-        })
-      const length = request.headers["content-length"]
-      if (length !== undefined && Number(length) > maxBytes) return tooLarge(`${length} bytes`)
-      // The API reads other media types as bytes or multipart, from the stream read here: it would
-      // wait forever for a body already consumed. A body is JSON, sent as such or without a type.
-      const type = request.headers["content-type"]
-      if (type !== undefined && type.trim() !== "" && !/^application\/json\s*(;|$)/i.test(type.trim())) {
-        return errorResponse(400, {
-          _tag: "BadRequest",
-          field: "content-type",
-          message: `the request body must be JSON, sent with 'content-type: application/json' (got '${type}')`
-        })
-      }
-      const text = yield* Effect.either(HttpIncomingMessage.withMaxBodySize(request.text, Option.some(maxBytes)))
-      if (Either.isLeft(text)) {
-        return String(text.left.cause ?? text.left.message).includes("max")
-          ? tooLarge(`over the limit`)
-          : errorResponse(400, { _tag: "BadRequest", field: "body", message: `the request body could not be read` })
-      }
-      let body: unknown
-      try {
-        body = JSON.parse(text.right)
-      } catch (error) {
-        return errorResponse(400, {
-          _tag: "BadRequest",
-          field: "body",
-          message: `the request body is not valid JSON: ${(error as Error).message}`
-        })
-      }
-      const unstorable = cannotBeJournaled(body)
-      if (unstorable !== undefined) {
-        return errorResponse(400, { _tag: "BadRequest", field: "body", message: `the request body ${unstorable}` })
-      }
-      return yield* app
-    })
-  )
-
 /** Where the docs are served, beside the API. */
 const docsRoutes = [
   ["/docs", "GET"],
@@ -476,7 +333,7 @@ const docsRoutes = [
 
 /** The API, its docs and the server, on whatever `HttpServer` is provided. Requires the feed. */
 export const layer = (options: HttpOptions = {}) =>
-  Layer.mergeAll(HttpApiBuilder.serve(checkBody(options.maxBodyBytes ?? 1024 * 1024)), EndStreamsOnShutdown).pipe(
+  Layer.mergeAll(HttpApiBuilder.serve(), EndStreamsOnShutdown).pipe(
     Layer.provide(HttpApiBuilder.middleware(FeedApi, answerFailures(routesOf(FeedApi, docsRoutes)))),
     Layer.provide(HttpApiSwagger.layer({ path: docsRoutes[0][0] })),
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: docsRoutes[1][0] })),

@@ -4,6 +4,7 @@
  */
 import { describe, it, assert } from "@effect/vitest"
 import { Deferred, Effect, Fiber } from "effect"
+import { vi } from "vitest"
 import {
   append,
   created,
@@ -78,6 +79,23 @@ describe("POST /api/v1/events", () => {
       const response = yield* post(events(server), { event: { type: "token", content: "Hi" } })
       assert.deepStrictEqual([response.status, response.body], [200, { seqs: [null] }])
       assert.strictEqual((yield* status(server)).head_seq, 0)
+    })
+  )
+
+  it.scopedLive("a_body_is_parsed_once", () =>
+    Effect.gen(function* () {
+      const server = yield* fresh
+      const body = JSON.stringify({ events: [created("s1"), created("s2")] })
+      const parse = vi.spyOn(JSON, "parse")
+      let parses: number
+      try {
+        const response = yield* post(events(server), body)
+        assert.deepStrictEqual(response.body, { seqs: [1, 2] })
+      } finally {
+        parses = parse.mock.calls.filter(([text]) => text === body).length
+        parse.mockRestore()
+      }
+      assert.strictEqual(parses, 1)
     })
   )
 })
@@ -250,6 +268,8 @@ describe("docs", () => {
       assert.deepStrictEqual(Object.keys(paths["/api/v1/stream"]!), ["get"])
       assert.deepStrictEqual(Object.keys(paths["/api/v1/status"]!), ["get"])
       assert.property((paths["/api/v1/stream"]!["get"] as any).responses["200"].content, "text/event-stream")
+      // A page over a corrupt journal answers 500 with the JournalCorrupt error.
+      assert.property((paths["/api/v1/events"]!["get"] as any).responses, "500")
     })
   )
 })

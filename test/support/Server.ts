@@ -97,6 +97,8 @@ export interface RequestOptions {
   readonly body?: string | Uint8Array
   /** Send the body with chunked transfer encoding, without a content-length. */
   readonly chunked?: boolean
+  /** Send `Expect: 100-continue` and the body only once the server says `100 Continue`. */
+  readonly expectContinue?: boolean
 }
 
 const send = (url: string, options: RequestOptions, signal?: AbortSignal) =>
@@ -107,11 +109,20 @@ const send = (url: string, options: RequestOptions, signal?: AbortSignal) =>
       resolve
     )
     request.on("error", reject)
-    if (options.body !== undefined && options.chunked === true) {
-      request.write(options.body)
-      request.end()
+    const sendBody = () => {
+      if (options.body !== undefined && options.chunked === true) {
+        request.write(options.body)
+        request.end()
+      } else {
+        request.end(options.body)
+      }
+    }
+    if (options.expectContinue === true) {
+      request.setHeader("expect", "100-continue")
+      request.flushHeaders()
+      request.on("continue", sendBody)
     } else {
-      request.end(options.body)
+      sendBody()
     }
   })
 
