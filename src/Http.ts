@@ -2,15 +2,15 @@
  * The HTTP service: handlers for the `FeedApi` contract, authorization, body limits, the
  * OpenAPI UI at `/docs`, and the server layer with its configuration from the environment.
  */
-import { HttpApiBuilder, HttpApiSwagger, HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { HttpApiBuilder, HttpApiSwagger, HttpServer, HttpServerResponse } from "@effect/platform"
 import { NodeContext, NodeHttpServer } from "@effect/platform-node"
-import * as Crypto from "node:crypto"
 import { createServer, type Server } from "node:http"
 import { fileURLToPath } from "node:url"
 import {
   Cause,
   Chunk,
   Config,
+  ConfigError,
   Context,
   Deferred,
   Duration,
@@ -29,8 +29,9 @@ import * as ChangeFeed from "./ChangeFeed.js"
 import type { AgentEvent } from "./Domain/AgentEvent.js"
 import type { ChangeEvent } from "./Domain/ChangeEvent.js"
 import { type Cursor, parseCursor } from "./Domain/Cursor.js"
-import { BadRequest, InternalError, JournalCorrupt, Unauthorized, Unavailable } from "./Domain/Errors.js"
+import { BadRequest, InternalError, JournalCorrupt, Unavailable } from "./Domain/Errors.js"
 import { cursorAfter, type FeedItem, resetWire } from "./Domain/FeedItem.js"
+import { makeAuthorize, tokenProblem } from "./Http/Auth.js"
 import { appendEntries } from "./Http/Body.js"
 import { answerFailures, routesOf } from "./Http/Errors.js"
 import { feedErrorFrame, keepaliveFrame, makeFrameEncoder, retryFrame } from "./Http/Sse.js"
@@ -66,41 +67,7 @@ const EndStreamsOnShutdown = Layer.scopedDiscard(
   })
 )
 
-const tokenMatches = (expected: Redacted.Redacted, given: string): boolean => {
-  const a = Buffer.from(Redacted.value(expected))
-  const b = Buffer.from(given)
-  return a.length === b.length && Crypto.timingSafeEqual(a, b)
-}
-
-const AuthorizationLive = (token: Redacted.Redacted | undefined) =>
-  Layer.succeed(
-    Authorization,
-    Effect.gen(function* () {
-      if (token === undefined) return
-      const request = yield* HttpServerRequest.HttpServerRequest
-      const header = request.headers["authorization"]
-      let given: string | undefined
-      if (header !== undefined) {
-        const match = /^Bearer\s+(.+)$/i.exec(header)
-        if (match === null) {
-          return yield* new Unauthorized({ message: "the Authorization header must be 'Bearer <token>'" })
-        }
-        given = match[1]!.trim()
-      } else {
-        // EventSource cannot set headers: the stream also takes the token as a query parameter.
-        const params = yield* HttpServerRequest.ParsedSearchParams
-        const query = params["access_token"]
-        if (typeof query === "string" && request.url.startsWith("/api/v1/stream")) given = query
-      }
-      if (given === undefined) {
-        return yield* new Unauthorized({
-          message:
-            "this feed requires a bearer token: send 'Authorization: Bearer <token>' (or ?access_token= on the stream)"
-        })
-      }
-      if (!tokenMatches(token, given)) return yield* new Unauthorized({ message: "the bearer token is not valid" })
-    })
-  )
+const AuthorizationLive = (token: Redacted.Redacted | undefined) => Layer.effect(Authorization, makeAuthorize(token))
 
 /**
  * A journal that could not be read, as the API answers it: a corrupt line names its file and
@@ -376,7 +343,21 @@ export const ServerConfig = Config.all({
   port: Config.port("PORT").pipe(Config.withDefault(8787)),
   directory: Config.string("FEED_DIR").pipe(Config.withDefault(defaultDirectory)),
   fsync: Config.literal("always", "interval", "never")("FEED_FSYNC").pipe(Config.withDefault("always" as FsyncMode)),
-  token: Config.option(Config.redacted("FEED_TOKEN")),
+  token: Config.option(
+    Config.redacted("FEED_TOKEN").pipe(
+      Config.mapOrFail((token) => {
+        const problem = tokenProblem(Redacted.value(token))
+        return problem === undefined
+          ? Either.right(token)
+          : Either.left(
+              ConfigError.InvalidData(
+                [],
+                `FEED_TOKEN ${problem}: set it to the bearer token clients must send, or unset it to serve without one`
+              )
+            )
+      })
+    )
+  ),
   segmentBytes: Config.integer("FEED_SEGMENT_BYTES").pipe(
     Config.validate({ message: "FEED_SEGMENT_BYTES must be at least 1024", validation: (n) => n >= 1024 }),
     Config.withDefault(8 * 1024 * 1024)
