@@ -115,7 +115,7 @@ export class FeedGroup extends HttpApiGroup.make("feed")
       .addError(BadRequest)
       .annotate(
         OpenApi.Description,
-        "Server-Sent Events: replay from the cursor, then the live tail. " +
+        "Server-Sent Events (`text/event-stream; charset=utf-8`): replay from the cursor, then the live tail. " +
           "Frames: `id:`+`data:` per ChangeEvent; `data: {type:feed_reset,...}` when the cursor cannot be served; " +
           "`event: caught_up` once replay reaches the head; `event: progress` while a session filter matches nothing; " +
           "`: keepalive` every 15 s. A stream the feed cannot go on serving (a corrupt journal line) ends with " +

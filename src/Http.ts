@@ -50,6 +50,9 @@ export interface HttpOptions {
   readonly maxBatchEvents?: number | undefined
 }
 
+/** The stream's media type; the charset said outright, since some clients assume Latin-1 without it. */
+const eventStream = "text/event-stream; charset=utf-8"
+
 /** Completed when the server begins to shut down, so open streams end and the server can close. */
 export class StreamsShutdown extends Context.Tag("effect-change-feed/StreamsShutdown")<
   StreamsShutdown,
@@ -190,7 +193,7 @@ const FeedGroupLive = (options: HttpOptions) =>
               shutdown: Deferred.await(shutdown)
             })
             return HttpServerResponse.stream(body, {
-              contentType: "text/event-stream",
+              contentType: eventStream,
               headers: { "cache-control": "no-cache, no-transform", "x-accel-buffering": "no" }
             })
           })
@@ -322,11 +325,11 @@ export const createNodeServer = (): Server => {
     if (request.url?.startsWith("/api/v1/stream")) {
       // An EventSource gives up for good on any answer but a 200 event stream: an empty one
       // makes it reconnect, to the restarted server.
-      response.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "close" })
+      response.writeHead(200, { "content-type": eventStream, "cache-control": "no-cache", connection: "close" })
       response.end()
       return
     }
-    response.writeHead(503, { "content-type": "application/json", connection: "close" })
+    response.writeHead(503, { "content-type": "application/json; charset=utf-8", connection: "close" })
     response.end(
       JSON.stringify({ _tag: "Unavailable", accepted: false, message: "the feed is shutting down; retry shortly" })
     )

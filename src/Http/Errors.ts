@@ -6,8 +6,9 @@
  */
 import {
   HttpApi,
-  type HttpApp,
+  HttpApp,
   HttpApiSchema,
+  HttpBody,
   HttpServerError,
   HttpServerRequest,
   HttpServerResponse
@@ -57,37 +58,48 @@ const unroutable = (routes: Routes, method: string, path: string) => {
   )
 }
 
+const jsonCharset = (_request: HttpServerRequest.HttpServerRequest, response: HttpServerResponse.HttpServerResponse) =>
+  Effect.succeed(
+    // Said outright, so that no client guesses another encoding.
+    response.body._tag === "Uint8Array" && response.body.contentType === "application/json"
+      ? HttpServerResponse.setBody(response, HttpBody.uint8Array(response.body.body, "application/json; charset=utf-8"))
+      : response
+  )
+
 /** The middleware around the API's router (`HttpApiBuilder.middleware`). */
 export const answerFailures =
   (routes: Routes) =>
   (app: HttpApp.Default): HttpApp.Default =>
-    Effect.catchAllCause(app, (cause) =>
-      Effect.gen(function* () {
-        const request = yield* HttpServerRequest.HttpServerRequest
-        const path = request.url.split("?", 1)[0]!
-        const failure = Cause.failureOption(cause as Cause.Cause<unknown>)
-        if (Option.isSome(failure) && failure.value instanceof HttpServerError.RouteNotFound) {
-          return unroutable(routes, request.method, path)
-        }
-        const defect = Cause.dieOption(cause)
-        if (
-          Cause.isInterruptedOnly(cause) ||
-          (Option.isSome(defect) && HttpServerResponse.isServerResponse(defect.value))
-        ) {
-          return yield* Effect.failCause(cause)
-        }
-        const schema = Option.isSome(failure) ? schemaOf(failure.value) : undefined
-        const status = schema === undefined ? 500 : HttpApiSchema.getStatusError(schema)
-        const what = `${request.method} ${path} answered ${status}`
-        if (status === 503) yield* Effect.logWarning(what, cause)
-        else if (status >= 500) yield* Effect.logError(what, cause)
-        // An error of the API: encoded by the API, with its status.
-        if (schema !== undefined) return yield* Effect.failCause(cause)
-        // A defect (a bug, a broken invariant) or an error no schema describes: the client
-        // learns that much, the log has the cause.
-        return answer(
-          InternalError,
-          new InternalError({ message: "the server failed to answer this request; its log has the cause" })
-        )
-      })
+    Effect.zipRight(
+      HttpApp.appendPreResponseHandler(jsonCharset),
+      Effect.catchAllCause(app, (cause) =>
+        Effect.gen(function* () {
+          const request = yield* HttpServerRequest.HttpServerRequest
+          const path = request.url.split("?", 1)[0]!
+          const failure = Cause.failureOption(cause as Cause.Cause<unknown>)
+          if (Option.isSome(failure) && failure.value instanceof HttpServerError.RouteNotFound) {
+            return unroutable(routes, request.method, path)
+          }
+          const defect = Cause.dieOption(cause)
+          if (
+            Cause.isInterruptedOnly(cause) ||
+            (Option.isSome(defect) && HttpServerResponse.isServerResponse(defect.value))
+          ) {
+            return yield* Effect.failCause(cause)
+          }
+          const schema = Option.isSome(failure) ? schemaOf(failure.value) : undefined
+          const status = schema === undefined ? 500 : HttpApiSchema.getStatusError(schema)
+          const what = `${request.method} ${path} answered ${status}`
+          if (status === 503) yield* Effect.logWarning(what, cause)
+          else if (status >= 500) yield* Effect.logError(what, cause)
+          // An error of the API: encoded by the API, with its status.
+          if (schema !== undefined) return yield* Effect.failCause(cause)
+          // A defect (a bug, a broken invariant) or an error no schema describes: the client
+          // learns that much, the log has the cause.
+          return answer(
+            InternalError,
+            new InternalError({ message: "the server failed to answer this request; its log has the cause" })
+          )
+        })
+      )
     )

@@ -251,6 +251,30 @@ describe("GET /api/v1/status", () => {
   )
 })
 
+describe("content types", () => {
+  it.scopedLive("every_json_answer_says_charset_utf_8", () =>
+    Effect.gen(function* () {
+      const server = yield* fresh
+      const answers = [
+        yield* post(events(server), created("s1")),
+        yield* post(events(server), "{"),
+        yield* request(events(server, "?since=0")),
+        yield* request(events(server, "?since=x")),
+        yield* request(`${server.url}/api/v1/status`),
+        yield* request(`${server.url}/docs/openapi.json`),
+        yield* request(`${server.url}/nowhere`),
+        yield* request(`${server.url}/api/v1/status`, { method: "DELETE" })
+      ]
+      assert.deepStrictEqual(
+        answers.map((a) => a.status),
+        [200, 400, 200, 400, 200, 200, 404, 405]
+      )
+      for (const answer of answers)
+        assert.strictEqual(answer.headers["content-type"], "application/json; charset=utf-8")
+    })
+  )
+})
+
 describe("docs", () => {
   it.scopedLive("docs_answers_html_and_the_openapi_document_lists_the_routes", () =>
     Effect.gen(function* () {

@@ -211,7 +211,7 @@ describe("shutdown", () => {
       const stream = yield* request(`${url}/api/v1/stream?since=3`)
       assert.deepStrictEqual(
         [stream.status, stream.headers["content-type"], stream.body],
-        [200, "text/event-stream", ""]
+        [200, "text/event-stream; charset=utf-8", ""]
       )
     })
   )
