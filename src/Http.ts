@@ -354,7 +354,7 @@ export const ServerConfig = Config.all({
           ? Either.right(token)
           : Either.left(
               ConfigError.InvalidData(
-                [],
+                ["FEED_TOKEN"],
                 `FEED_TOKEN ${problem}: set it to the bearer token clients must send, or unset it to serve without one`
               )
             )
