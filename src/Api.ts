@@ -6,7 +6,14 @@ import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiMiddleware, HttpApiSchem
 import { JSONSchema, Schema } from "effect"
 import { AgentEvent } from "./Domain/AgentEvent.js"
 import { ChangeEvent, Seq } from "./Domain/ChangeEvent.js"
-import { BadRequest, PayloadTooLarge, Unauthorized, Unavailable } from "./Domain/Errors.js"
+import {
+  BadRequest,
+  InternalError,
+  JournalCorrupt,
+  PayloadTooLarge,
+  Unauthorized,
+  Unavailable
+} from "./Domain/Errors.js"
 
 export const AgentChangeEvent = ChangeEvent(AgentEvent)
 
@@ -108,9 +115,11 @@ export class FeedGroup extends HttpApiGroup.make("feed")
       .addError(BadRequest)
       .annotate(
         OpenApi.Description,
-        "Server-Sent Events: replay from the cursor, then the live tail. Frames: `id:`+`data:` per ChangeEvent; " +
-          "`data: {type:feed_reset,...}` when the cursor cannot be served; `event: caught_up` once replay reaches the head; " +
-          "`event: progress` while a session filter matches nothing; `: keepalive` every 15 s."
+        "Server-Sent Events (`text/event-stream; charset=utf-8`): replay from the cursor, then the live tail. " +
+          "Frames: `id:`+`data:` per ChangeEvent; `data: {type:feed_reset,...}` when the cursor cannot be served; " +
+          "`event: caught_up` once replay reaches the head; `event: progress` while a session filter matches nothing; " +
+          "`: keepalive` every 15 s. A stream the feed cannot go on serving (a corrupt journal line) ends with " +
+          "`event: feed_error` and `data: {type:feed_error,_tag,message,...}` (`file` and `offset` for a corrupt line)."
       )
   )
   .add(
@@ -131,6 +140,7 @@ export class FeedGroup extends HttpApiGroup.make("feed")
       )
       .addSuccess(Schema.Union(EventsPage, ResetPage))
       .addError(BadRequest)
+      .addError(JournalCorrupt)
   )
   .add(
     HttpApiEndpoint.post("append", "/api/v1/events")
@@ -143,6 +153,7 @@ export class FeedGroup extends HttpApiGroup.make("feed")
   )
   .add(HttpApiEndpoint.get("status", "/api/v1/status").addSuccess(Status))
   .addError(Unauthorized)
+  .addError(InternalError)
   .middleware(Authorization) {}
 
 export class FeedApi extends HttpApi.make("change-feed")

@@ -83,8 +83,8 @@ const toItem = (frame: SseFrame): FeedItem<AgentEvent> | ProtocolError | undefin
       return { _tag: "CaughtUp", seq: data.seq }
     case "progress":
       return { _tag: "Progress", seq: data.seq }
-    case "error":
-      return new ProtocolError({ detail: `server error: ${data.message}` })
+    case "feed_error":
+      return new ProtocolError({ detail: `the server ended the stream: ${data.message}` })
     case "message": {
       if (data?.type === "feed_reset") {
         return {

@@ -2,22 +2,15 @@
  * The HTTP service: handlers for the `FeedApi` contract, authorization, body limits, the
  * OpenAPI UI at `/docs`, and the server layer with its configuration from the environment.
  */
-import {
-  HttpApiBuilder,
-  HttpApiSwagger,
-  HttpMiddleware,
-  HttpServer,
-  HttpServerRequest,
-  HttpServerResponse
-} from "@effect/platform"
-import { HttpIncomingMessage } from "@effect/platform"
+import { HttpApiBuilder, HttpApiSwagger, HttpServer, HttpServerResponse } from "@effect/platform"
 import { NodeContext, NodeHttpServer } from "@effect/platform-node"
-import * as Crypto from "node:crypto"
 import { createServer, type Server } from "node:http"
 import { fileURLToPath } from "node:url"
 import {
+  Cause,
   Chunk,
   Config,
+  ConfigError,
   Context,
   Deferred,
   Duration,
@@ -28,17 +21,21 @@ import {
   Option,
   Queue,
   Redacted,
+  Schema,
   Stream
 } from "effect"
 import { FeedApi, Authorization } from "./Api.js"
 import * as ChangeFeed from "./ChangeFeed.js"
-import { AgentEvent, decodeAgentEvent } from "./Domain/AgentEvent.js"
-import { ChangeEvent } from "./Domain/ChangeEvent.js"
+import type { AgentEvent } from "./Domain/AgentEvent.js"
+import type { ChangeEvent } from "./Domain/ChangeEvent.js"
 import { type Cursor, parseCursor } from "./Domain/Cursor.js"
-import { BadRequest, PayloadTooLarge, Unauthorized, Unavailable } from "./Domain/Errors.js"
+import { BadRequest, InternalError, JournalCorrupt, Unavailable } from "./Domain/Errors.js"
 import { cursorAfter, type FeedItem, resetWire } from "./Domain/FeedItem.js"
-import { keepaliveFrame, makeFrameEncoder, retryFrame } from "./Http/Sse.js"
-import type { FsyncMode } from "./Journal.js"
+import { makeAuthorize, tokenProblem } from "./Http/Auth.js"
+import { appendEntries } from "./Http/Body.js"
+import { answerFailures, routesOf } from "./Http/Errors.js"
+import { feedErrorFrame, keepaliveFrame, makeFrameEncoder, retryFrame } from "./Http/Sse.js"
+import type { FsyncMode, JournalReadError } from "./Journal.js"
 
 export interface HttpOptions {
   /** Bearer token every `/api` route requires, when set. */
@@ -52,6 +49,9 @@ export interface HttpOptions {
   /** Most events in one POST (default 1000). */
   readonly maxBatchEvents?: number | undefined
 }
+
+/** The stream's media type; the charset said outright, since some clients assume Latin-1 without it. */
+const eventStream = "text/event-stream; charset=utf-8"
 
 /** Completed when the server begins to shut down, so open streams end and the server can close. */
 export class StreamsShutdown extends Context.Tag("effect-change-feed/StreamsShutdown")<
@@ -70,41 +70,19 @@ const EndStreamsOnShutdown = Layer.scopedDiscard(
   })
 )
 
-const tokenMatches = (expected: Redacted.Redacted, given: string): boolean => {
-  const a = Buffer.from(Redacted.value(expected))
-  const b = Buffer.from(given)
-  return a.length === b.length && Crypto.timingSafeEqual(a, b)
-}
+const AuthorizationLive = (token: Redacted.Redacted | undefined) => Layer.effect(Authorization, makeAuthorize(token))
 
-const AuthorizationLive = (token: Redacted.Redacted | undefined) =>
-  Layer.succeed(
-    Authorization,
-    Effect.gen(function* () {
-      if (token === undefined) return
-      const request = yield* HttpServerRequest.HttpServerRequest
-      const header = request.headers["authorization"]
-      let given: string | undefined
-      if (header !== undefined) {
-        const match = /^Bearer\s+(.+)$/i.exec(header)
-        if (match === null) {
-          return yield* new Unauthorized({ message: "the Authorization header must be 'Bearer <token>'" })
-        }
-        given = match[1]!.trim()
-      } else {
-        // EventSource cannot set headers: the stream also takes the token as a query parameter.
-        const params = yield* HttpServerRequest.ParsedSearchParams
-        const query = params["access_token"]
-        if (typeof query === "string" && request.url.startsWith("/api/v1/stream")) given = query
-      }
-      if (given === undefined) {
-        return yield* new Unauthorized({
-          message:
-            "this feed requires a bearer token: send 'Authorization: Bearer <token>' (or ?access_token= on the stream)"
-        })
-      }
-      if (!tokenMatches(token, given)) return yield* new Unauthorized({ message: "the bearer token is not valid" })
-    })
-  )
+/**
+ * A journal that could not be read, as the API answers it: a corrupt line names its file and
+ * offset; anything else (an I/O error) is a server error with the journal's own message.
+ */
+const readFailure = (error: JournalReadError): JournalCorrupt | InternalError =>
+  error._tag === "JournalCorrupt"
+    ? new JournalCorrupt({ message: error.message, file: error.file, offset: error.offset })
+    : new InternalError({ message: error.message })
+
+/** A read failure as the JSON the API answers it with. */
+const encodeReadFailure = Schema.encodeSync(Schema.Union(JournalCorrupt, InternalError))
 
 const cursorParam = (field: string, text: string | undefined): Effect.Effect<Cursor, BadRequest> => {
   if (text === undefined || text === "") return Effect.succeed({ seq: 0 })
@@ -129,54 +107,6 @@ const intParam = (
         new BadRequest({ field, message: `${field} must be an integer from ${min} to ${max}, got '${text}'` })
       )
 }
-
-/** One event of a request body, or a `BadRequest` naming the field at fault. */
-const decodeEvent = (field: string, input: unknown): Effect.Effect<AgentEvent, BadRequest> =>
-  Either.match(decodeAgentEvent(field, input), {
-    onLeft: (invalid) => Effect.fail(new BadRequest(invalid)),
-    onRight: Effect.succeed
-  })
-
-const isObject = (u: unknown): u is Record<string, unknown> => typeof u === "object" && u !== null && !Array.isArray(u)
-
-/** `{"session_id"?, "event"}` or `{"events": [...]}`, every entry checked, the first fault named. */
-const decodeAppendBody = (
-  body: unknown,
-  maxBatch: number
-): Effect.Effect<Array<ChangeFeed.Entry<AgentEvent>>, BadRequest | PayloadTooLarge> =>
-  Effect.gen(function* () {
-    if (!isObject(body) || (!("events" in body) && !("event" in body))) {
-      return yield* new BadRequest({
-        field: "body",
-        message:
-          'the body must be {"session_id"?: string, "event": {...}} or {"events": [{"session_id"?, "event"}, ...]}'
-      })
-    }
-    const batch = "events" in body
-    const entries = batch ? body["events"] : [body]
-    if (!Array.isArray(entries)) return yield* new BadRequest({ field: "events", message: "events must be an array" })
-    if (entries.length > maxBatch) {
-      return yield* new PayloadTooLarge({
-        field: "events",
-        limit: maxBatch,
-        message: `a batch holds at most ${maxBatch} events, got ${entries.length}; split it`
-      })
-    }
-    const decoded: Array<ChangeFeed.Entry<AgentEvent>> = []
-    for (let i = 0; i < entries.length; i++) {
-      const entry: unknown = entries[i]
-      const at = batch ? `events[${i}]` : ""
-      if (!isObject(entry)) return yield* new BadRequest({ field: at, message: `${at} must be an object` })
-      const sessionId = entry["session_id"]
-      if (sessionId !== undefined && typeof sessionId !== "string") {
-        const field = batch ? `${at}.session_id` : "session_id"
-        return yield* new BadRequest({ field, message: `${field} must be a string` })
-      }
-      const event = yield* decodeEvent(batch ? `${at}.event` : "event", entry["event"])
-      decoded.push({ sessionId, event })
-    }
-    return decoded
-  })
 
 /**
  * What one stream connection sends: `first`, then the frames, with a keepalive every
@@ -229,7 +159,7 @@ const FeedGroupLive = (options: HttpOptions) =>
       const shutdown = yield* StreamsShutdown
       const keepaliveMs = options.keepaliveMs ?? 15_000
       const retry = retryFrame(options.retryMs ?? 1000)
-      const maxBatch = options.maxBatchEvents ?? 1000
+      const limits = { maxBytes: options.maxBodyBytes ?? 1024 * 1024, maxBatch: options.maxBatchEvents ?? 1000 }
       const encoder = new TextEncoder()
       const frames = makeFrameEncoder(feed.epoch)
       const retryBytes = encoder.encode(retry)
@@ -246,9 +176,13 @@ const FeedGroupLive = (options: HttpOptions) =>
             // Events travel as their journal lines, so a frame is the line copied after its `id:`.
             const events = feed.changeLines({ since: cursor, sessionId: urlParams.session_id }).pipe(
               Stream.mapChunks((items) => Chunk.of(frames(Chunk.toReadonlyArray(items)))),
+              // The answer is already a 200 under way: the stream ends with a frame that says why.
               Stream.catchAll((error) =>
-                Stream.make(
-                  encoder.encode(`event: error\ndata: ${JSON.stringify({ type: "error", message: error.message })}\n\n`)
+                Stream.fromEffect(
+                  Effect.as(
+                    Effect.logError("GET /api/v1/stream ended: the journal could not be read", Cause.fail(error)),
+                    encoder.encode(feedErrorFrame(encodeReadFailure(readFailure(error))))
+                  )
                 )
               )
             )
@@ -259,7 +193,7 @@ const FeedGroupLive = (options: HttpOptions) =>
               shutdown: Deferred.await(shutdown)
             })
             return HttpServerResponse.stream(body, {
-              contentType: "text/event-stream",
+              contentType: eventStream,
               headers: { "cache-control": "no-cache, no-transform", "x-accel-buffering": "no" }
             })
           })
@@ -272,10 +206,11 @@ const FeedGroupLive = (options: HttpOptions) =>
             return yield* page(feed, shutdown, cursor, limit, urlParams.session_id, waitSeconds * 1000)
           })
         )
-        .handle("append", ({ payload }) =>
+        .handleRaw("append", ({ request }) =>
           Effect.gen(function* () {
-            const decoded = yield* decodeAppendBody(payload, maxBatch)
-            const seqs = yield* feed.publishAll(decoded).pipe(
+            // Raw, so that the body is read here, after the `Authorization` middleware, never before.
+            const entries = yield* appendEntries(request, limits)
+            const seqs = yield* feed.publishAll(entries).pipe(
               Effect.catchTags({
                 FeedBusy: (e) => new Unavailable({ accepted: false, message: e.message }),
                 FeedClosed: (e) => new Unavailable({ accepted: false, message: e.message }),
@@ -318,9 +253,11 @@ const page = (
 ) =>
   Effect.scoped(
     Effect.gen(function* () {
-      // An ended stream (the feed is closing) reads as an empty chunk; a corrupt journal is a server error.
+      // An ended stream (the feed is closing) reads as an empty chunk; a journal that cannot be read is a server error.
       const pull = (yield* Stream.toPull(feed.changes({ since: cursor, sessionId }))).pipe(
-        Effect.catchAll((end) => (Option.isNone(end) ? Effect.succeed(Chunk.empty()) : Effect.die(end.value)))
+        Effect.catchAll((end) =>
+          Option.isNone(end) ? Effect.succeed(Chunk.empty()) : Effect.fail(readFailure(end.value))
+        )
       )
       const events: Array<ChangeEvent<AgentEvent>> = []
       const scanLimit = cursor.seq + Math.max(10_000, limit)
@@ -358,92 +295,18 @@ const page = (
     })
   )
 
-const errorResponse = (status: number, body: Record<string, unknown>) => HttpServerResponse.unsafeJson(body, { status })
-
-/** Deeper than this, encoding an event for the journal could overflow the stack. */
-const MAX_BODY_DEPTH = 256
-
-/**
- * Why parsed JSON could not be journaled as sent, if it could not: nested so deep that encoding
- * it would overflow the stack (and take the writer down), or holding a number literal too large
- * for a double (`1e999` parses as Infinity and would be written as `null`, a line that no longer
- * decodes). Walks without recursion, so the check itself cannot overflow.
- */
-const cannotBeJournaled = (value: unknown): string | undefined => {
-  const pending: Array<unknown> = [value]
-  const depths: Array<number> = [1]
-  while (pending.length > 0) {
-    const next = pending.pop()
-    const depth = depths.pop()!
-    if (typeof next === "number" && !Number.isFinite(next)) return "holds a number too large to store"
-    if (next === null || typeof next !== "object") continue
-    if (depth > MAX_BODY_DEPTH) return `nests arrays and objects more than ${MAX_BODY_DEPTH} levels deep`
-    for (const child of Object.values(next)) {
-      pending.push(child)
-      depths.push(depth + 1)
-    }
-  }
-  return undefined
-}
-
-/**
- * Reads POST bodies up front so that an oversized body answers 413 (before reading it when
- * it declares its length) and one that is not JSON answers 400 naming `body`; the API then
- * decodes the same, already read, text.
- */
-const checkBody = (maxBytes: number) =>
-  HttpMiddleware.make((app) =>
-    Effect.gen(function* () {
-      const request = yield* HttpServerRequest.HttpServerRequest
-      if (request.method !== "POST") return yield* app
-      const tooLarge = (size: string) =>
-        errorResponse(413, {
-          _tag: "PayloadTooLarge",
-          field: "body",
-          limit: maxBytes,
-          message: `the request body is ${size}; at most ${maxBytes} bytes are accepted, split the batch`
-        })
-      const length = request.headers["content-length"]
-      if (length !== undefined && Number(length) > maxBytes) return tooLarge(`${length} bytes`)
-      // The API reads other media types as bytes or multipart, from the stream read here: it would
-      // wait forever for a body already consumed. A body is JSON, sent as such or without a type.
-      const type = request.headers["content-type"]
-      if (type !== undefined && type.trim() !== "" && !/^application\/json\s*(;|$)/i.test(type.trim())) {
-        return errorResponse(400, {
-          _tag: "BadRequest",
-          field: "content-type",
-          message: `the request body must be JSON, sent with 'content-type: application/json' (got '${type}')`
-        })
-      }
-      const text = yield* Effect.either(HttpIncomingMessage.withMaxBodySize(request.text, Option.some(maxBytes)))
-      if (Either.isLeft(text)) {
-        return String(text.left.cause ?? text.left.message).includes("max")
-          ? tooLarge(`over the limit`)
-          : errorResponse(400, { _tag: "BadRequest", field: "body", message: `the request body could not be read` })
-      }
-      let body: unknown
-      try {
-        body = JSON.parse(text.right)
-      } catch (error) {
-        return errorResponse(400, {
-          _tag: "BadRequest",
-          field: "body",
-          message: `the request body is not valid JSON: ${(error as Error).message}`
-        })
-      }
-      const unstorable = cannotBeJournaled(body)
-      if (unstorable !== undefined) {
-        return errorResponse(400, { _tag: "BadRequest", field: "body", message: `the request body ${unstorable}` })
-      }
-      return yield* app
-    })
-  )
+/** Where the docs are served, beside the API. */
+const docsRoutes = [
+  ["/docs", "GET"],
+  ["/docs/openapi.json", "GET"]
+] as const
 
 /** The API, its docs and the server, on whatever `HttpServer` is provided. Requires the feed. */
 export const layer = (options: HttpOptions = {}) =>
-  Layer.mergeAll(HttpApiBuilder.serve(checkBody(options.maxBodyBytes ?? 1024 * 1024)), EndStreamsOnShutdown).pipe(
-    Layer.provide(HttpApiSwagger.layer({ path: "/docs" })),
-    Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/docs/openapi.json" })),
+  Layer.mergeAll(HttpApiBuilder.serve(), EndStreamsOnShutdown).pipe(
+    Layer.provide(HttpApiBuilder.middleware(FeedApi, answerFailures(routesOf(FeedApi, docsRoutes)))),
+    Layer.provide(HttpApiSwagger.layer({ path: docsRoutes[0][0] })),
+    Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: docsRoutes[1][0] })),
     Layer.provide(HttpApiBuilder.api(FeedApi).pipe(Layer.provide(FeedGroupLive(options)))),
     Layer.provide(AuthorizationLive(options.token)),
     Layer.provide(StreamsShutdownLive)
@@ -462,11 +325,11 @@ export const createNodeServer = (): Server => {
     if (request.url?.startsWith("/api/v1/stream")) {
       // An EventSource gives up for good on any answer but a 200 event stream: an empty one
       // makes it reconnect, to the restarted server.
-      response.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "close" })
+      response.writeHead(200, { "content-type": eventStream, "cache-control": "no-cache", connection: "close" })
       response.end()
       return
     }
-    response.writeHead(503, { "content-type": "application/json", connection: "close" })
+    response.writeHead(503, { "content-type": "application/json; charset=utf-8", connection: "close" })
     response.end(
       JSON.stringify({ _tag: "Unavailable", accepted: false, message: "the feed is shutting down; retry shortly" })
     )
@@ -483,7 +346,21 @@ export const ServerConfig = Config.all({
   port: Config.port("PORT").pipe(Config.withDefault(8787)),
   directory: Config.string("FEED_DIR").pipe(Config.withDefault(defaultDirectory)),
   fsync: Config.literal("always", "interval", "never")("FEED_FSYNC").pipe(Config.withDefault("always" as FsyncMode)),
-  token: Config.option(Config.redacted("FEED_TOKEN")),
+  token: Config.option(
+    Config.redacted("FEED_TOKEN").pipe(
+      Config.mapOrFail((token) => {
+        const problem = tokenProblem(Redacted.value(token))
+        return problem === undefined
+          ? Either.right(token)
+          : Either.left(
+              ConfigError.InvalidData(
+                ["FEED_TOKEN"],
+                `FEED_TOKEN ${problem}: set it to the bearer token clients must send, or unset it to serve without one`
+              )
+            )
+      })
+    )
+  ),
   segmentBytes: Config.integer("FEED_SEGMENT_BYTES").pipe(
     Config.validate({ message: "FEED_SEGMENT_BYTES must be at least 1024", validation: (n) => n >= 1024 }),
     Config.withDefault(8 * 1024 * 1024)

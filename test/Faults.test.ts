@@ -398,7 +398,7 @@ describe("a segment deleted or corrupted under a reader", () => {
       const frames: Array<{ event: string; data: string }> = []
       makeSseParser((frame) => frames.push(frame))(body)
       const last = frames[frames.length - 1]!
-      assert.strictEqual(last.event, "error", "the stream ends on an error frame, not silently")
+      assert.strictEqual(last.event, "feed_error", "the stream ends on an error frame, not silently")
       assert.include(JSON.parse(last.data).message, `${files[1]!.path} at byte 0`)
       const seqs = frames.filter((f) => f.event === "message").map((f) => JSON.parse(f.data).seq)
       assert.deepStrictEqual(seqs, range(1, files[1]!.start - 1), "everything before the corruption, nothing after")

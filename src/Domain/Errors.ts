@@ -34,3 +34,34 @@ export class Unavailable extends Schema.TaggedError<Unavailable>()(
   { accepted: Schema.Boolean, message: Schema.String },
   HttpApiSchema.annotations({ status: 503 })
 ) {}
+
+/** No route at this path (404). */
+export class NotFound extends Schema.TaggedError<NotFound>()(
+  "NotFound",
+  { message: Schema.String },
+  HttpApiSchema.annotations({ status: 404 })
+) {}
+
+/** A route exists at this path, but not for this method (405); `allow` lists the methods it has. */
+export class MethodNotAllowed extends Schema.TaggedError<MethodNotAllowed>()(
+  "MethodNotAllowed",
+  { message: Schema.String, allow: Schema.Array(Schema.String) },
+  HttpApiSchema.annotations({ status: 405 })
+) {}
+
+/**
+ * The journal holds a line that cannot be served (500): stored data is damaged, at `offset`
+ * bytes into `file`. Nothing a client can fix; the operator runs `change-feed inspect`.
+ */
+export class JournalCorrupt extends Schema.TaggedError<JournalCorrupt>()(
+  "JournalCorrupt",
+  { message: Schema.String, file: Schema.String, offset: Schema.Number },
+  HttpApiSchema.annotations({ status: 500 })
+) {}
+
+/** The server failed in a way it did not expect (500); the cause is in its log. */
+export class InternalError extends Schema.TaggedError<InternalError>()(
+  "InternalError",
+  { message: Schema.String },
+  HttpApiSchema.annotations({ status: 500 })
+) {}

@@ -8,6 +8,14 @@ import { type LineChange, type LineItem, resetWire } from "../Domain/FeedItem.js
 
 export const keepaliveFrame = ": keepalive\n\n"
 
+/**
+ * Ends a stream the feed could not go on serving (a corrupt journal line, an I/O error): the
+ * error as the API answers it (`_tag`, `message`, and `file` and `offset` for a corrupt line).
+ * Named `feed_error` rather than `error`, which is `EventSource`'s own event for a lost connection.
+ */
+export const feedErrorFrame = (error: { readonly _tag: string; readonly message: string }): string =>
+  `event: feed_error\ndata: ${JSON.stringify({ type: "feed_error", ...error })}\n\n`
+
 /** Opens every stream: how long a browser's `EventSource` waits before it reconnects (its default is ~3 s). */
 export const retryFrame = (ms: number): string => `retry: ${ms}\n\n`
 

@@ -4,6 +4,7 @@
  */
 import { describe, it, assert } from "@effect/vitest"
 import { Deferred, Effect, Fiber } from "effect"
+import { vi } from "vitest"
 import {
   append,
   created,
@@ -78,6 +79,23 @@ describe("POST /api/v1/events", () => {
       const response = yield* post(events(server), { event: { type: "token", content: "Hi" } })
       assert.deepStrictEqual([response.status, response.body], [200, { seqs: [null] }])
       assert.strictEqual((yield* status(server)).head_seq, 0)
+    })
+  )
+
+  it.scopedLive("a_body_is_parsed_once", () =>
+    Effect.gen(function* () {
+      const server = yield* fresh
+      const body = JSON.stringify({ events: [created("s1"), created("s2")] })
+      const parse = vi.spyOn(JSON, "parse")
+      let parses: number
+      try {
+        const response = yield* post(events(server), body)
+        assert.deepStrictEqual(response.body, { seqs: [1, 2] })
+      } finally {
+        parses = parse.mock.calls.filter(([text]) => text === body).length
+        parse.mockRestore()
+      }
+      assert.strictEqual(parses, 1)
     })
   )
 })
@@ -233,6 +251,30 @@ describe("GET /api/v1/status", () => {
   )
 })
 
+describe("content types", () => {
+  it.scopedLive("every_json_answer_says_charset_utf_8", () =>
+    Effect.gen(function* () {
+      const server = yield* fresh
+      const answers = [
+        yield* post(events(server), created("s1")),
+        yield* post(events(server), "{"),
+        yield* request(events(server, "?since=0")),
+        yield* request(events(server, "?since=x")),
+        yield* request(`${server.url}/api/v1/status`),
+        yield* request(`${server.url}/docs/openapi.json`),
+        yield* request(`${server.url}/nowhere`),
+        yield* request(`${server.url}/api/v1/status`, { method: "DELETE" })
+      ]
+      assert.deepStrictEqual(
+        answers.map((a) => a.status),
+        [200, 400, 200, 400, 200, 200, 404, 405]
+      )
+      for (const answer of answers)
+        assert.strictEqual(answer.headers["content-type"], "application/json; charset=utf-8")
+    })
+  )
+})
+
 describe("docs", () => {
   it.scopedLive("docs_answers_html_and_the_openapi_document_lists_the_routes", () =>
     Effect.gen(function* () {
@@ -250,6 +292,8 @@ describe("docs", () => {
       assert.deepStrictEqual(Object.keys(paths["/api/v1/stream"]!), ["get"])
       assert.deepStrictEqual(Object.keys(paths["/api/v1/status"]!), ["get"])
       assert.property((paths["/api/v1/stream"]!["get"] as any).responses["200"].content, "text/event-stream")
+      // A page over a corrupt journal answers 500 with the JournalCorrupt error.
+      assert.property((paths["/api/v1/events"]!["get"] as any).responses, "500")
     })
   )
 })

@@ -1,10 +1,21 @@
 /**
- * The life of a stream connection: keepalive comments driven by the clock (under `TestClock`),
- * streams ending when the server shuts down, and resuming across a restart on the same
- * journal directory and port.
+ * The life of the service and its stream connections: a token no client could send refused at
+ * startup, keepalive comments driven by the clock (under `TestClock`), streams ending when the
+ * server shuts down, and resuming across a restart on the same journal directory and port.
  */
 import { describe, it, assert } from "@effect/vitest"
-import { Chunk, Deferred, type Duration, Effect, Fiber, Option, Queue, TestClock } from "effect"
+import {
+  Chunk,
+  ConfigProvider,
+  Deferred,
+  type Duration,
+  Effect,
+  Fiber,
+  Option,
+  Queue,
+  Redacted,
+  TestClock
+} from "effect"
 import * as NodeHttp from "node:http"
 import * as Http from "../../src/Http.js"
 import {
@@ -27,6 +38,36 @@ const closeWithin = (server: TestServer, limit: Duration.DurationInput) =>
 /** Waits until some fiber of the server sleeps until `at` on the test clock. */
 const sleeperAt = (at: number) =>
   eventually(Effect.map(TestClock.sleeps(), (wakeups) => Chunk.some(wakeups, (t) => t === at)))
+
+describe("startup", () => {
+  it.scopedLive("a_token_no_client_could_send_is_refused_at_startup_saying_what_to_do", () =>
+    Effect.gen(function* () {
+      const directory = yield* tempDirectory
+      for (const [token, problem] of [
+        ["", "is set but empty"],
+        ["   ", "is set but empty"],
+        [" s3cret", "whitespace at its start or end"]
+      ] as const) {
+        const refused = yield* start({ directory, http: { token: Redacted.make(token) } }).pipe(Effect.flip)
+        assert.include(String((refused as Error).message), problem)
+        assert.include(String((refused as Error).message), "FEED_TOKEN")
+      }
+      // From the environment, a configuration error naming the variable.
+      const fromEnv = (env: Record<string, string>) =>
+        Http.ServerConfig.pipe(Effect.withConfigProvider(ConfigProvider.fromJson(env)), Effect.either)
+      const empty = yield* fromEnv({ FEED_TOKEN: "" })
+      assert.isTrue(empty._tag === "Left" && String(empty.left).includes("FEED_TOKEN is set but empty"), String(empty))
+      // Unset, there is no token; set, it is the token.
+      const unset = yield* fromEnv({})
+      assert.isTrue(unset._tag === "Right" && Option.isNone(unset.right.token))
+      const set = yield* fromEnv({ FEED_TOKEN: "s3cret" })
+      assert.isTrue(set._tag === "Right" && Option.isSome(set.right.token))
+      // A server with a token it can check starts in the same directory.
+      const server = yield* start({ directory, http: { token: Redacted.make("s3cret") } })
+      assert.strictEqual((yield* request(`${server.url}/api/v1/stream?access_token=`)).status, 401)
+    })
+  )
+})
 
 describe("keepalive", () => {
   // `it.scoped` runs on the TestClock, and so does the server built inside it: the fibers the
@@ -170,7 +211,7 @@ describe("shutdown", () => {
       const stream = yield* request(`${url}/api/v1/stream?since=3`)
       assert.deepStrictEqual(
         [stream.status, stream.headers["content-type"], stream.body],
-        [200, "text/event-stream", ""]
+        [200, "text/event-stream; charset=utf-8", ""]
       )
     })
   )

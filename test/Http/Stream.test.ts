@@ -35,7 +35,7 @@ describe("GET /api/v1/stream", () => {
       const { server, epoch } = yield* serverWith(2)
       const stream = yield* openStream(streamUrl(server))
       assert.strictEqual(stream.status, 200)
-      assert.strictEqual(stream.headers["content-type"], "text/event-stream")
+      assert.strictEqual(stream.headers["content-type"], "text/event-stream; charset=utf-8")
       assert.strictEqual(stream.headers["cache-control"], "no-cache, no-transform")
       assert.strictEqual(stream.headers["x-accel-buffering"], "no")
 

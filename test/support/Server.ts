@@ -3,11 +3,12 @@
  * directory, the feed, the HTTP API and a Node server. A `TestServer` can be closed on its
  * own and started again on the same directory and port, which is how the tests simulate a
  * server restart. Also the tests' view of the wire: JSON requests and SSE streams read
- * incrementally through `node:http`, frames parsed by the service's own `makeSseParser`.
+ * incrementally through `node:http`, frames parsed by the service's own `makeSseParser`. What
+ * the server logs is kept, for tests of what it says about its faults.
  */
-import { FileSystem, HttpServer } from "@effect/platform"
+import { FileSystem, HttpServer, Path } from "@effect/platform"
 import { NodeContext, NodeHttpServer } from "@effect/platform-node"
-import { Context, Deferred, Effect, Exit, Layer, Queue, Scope } from "effect"
+import { Cause, Context, Deferred, Effect, Exit, Layer, Logger, Queue, Scope } from "effect"
 import * as NodeHttp from "node:http"
 import * as ChangeFeed from "../../src/ChangeFeed.js"
 import * as Http from "../../src/Http.js"
@@ -30,6 +31,15 @@ export interface TestServer {
   readonly directory: string
   /** Shuts this server down (streams end, the feed drains, the journal closes); idempotent. */
   readonly close: Effect.Effect<void>
+  /** What the server has logged so far. */
+  readonly logs: () => ReadonlyArray<LogEntry>
+}
+
+export interface LogEntry {
+  readonly level: string
+  readonly message: string
+  /** The cause logged with the message, rendered (empty when there is none). */
+  readonly cause: string
 }
 
 /** Starts the service. It is closed by `close` or, at the latest, with the caller's scope. */
@@ -37,13 +47,22 @@ export const start = (options: TestServerOptions): Effect.Effect<TestServer, unk
   Effect.gen(function* () {
     const scope = yield* Scope.make()
     yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
+    const logs: Array<LogEntry> = []
+    const keep = Logger.make(({ logLevel, message, cause }) => {
+      logs.push({
+        level: logLevel.label,
+        message: (Array.isArray(message) ? message : [message]).map(String).join(" "),
+        cause: Cause.isEmpty(cause) ? "" : Cause.pretty(cause)
+      })
+    })
     const layer = Http.layer(options.http ?? {}).pipe(
       Layer.provide(options.routes ?? Layer.empty),
       // Composed as `Http.layerFromSettings` does: the feed outlives the server, so requests in
       // flight at shutdown still find it.
       Layer.provideMerge(NodeHttpServer.layer(Http.createNodeServer, { host: "127.0.0.1", port: options.port ?? 0 })),
       Layer.provide(ChangeFeed.layer({ ...options.feed, directory: options.directory })),
-      Layer.provide(NodeContext.layer)
+      Layer.provide(NodeContext.layer),
+      Layer.provide(Logger.add(keep))
     )
     const context = yield* Layer.buildWithScope(layer, scope).pipe(
       Effect.tapErrorCause(() => Scope.close(scope, Exit.void))
@@ -54,7 +73,8 @@ export const start = (options: TestServerOptions): Effect.Effect<TestServer, unk
       url: `http://127.0.0.1:${address.port}`,
       port: address.port,
       directory: options.directory,
-      close: Scope.close(scope, Exit.void)
+      close: Scope.close(scope, Exit.void),
+      logs: () => logs
     }
   })
 
@@ -77,6 +97,8 @@ export interface RequestOptions {
   readonly body?: string | Uint8Array
   /** Send the body with chunked transfer encoding, without a content-length. */
   readonly chunked?: boolean
+  /** Send `Expect: 100-continue` and the body only once the server says `100 Continue`. */
+  readonly expectContinue?: boolean
 }
 
 const send = (url: string, options: RequestOptions, signal?: AbortSignal) =>
@@ -87,11 +109,20 @@ const send = (url: string, options: RequestOptions, signal?: AbortSignal) =>
       resolve
     )
     request.on("error", reject)
-    if (options.body !== undefined && options.chunked === true) {
-      request.write(options.body)
-      request.end()
+    const sendBody = () => {
+      if (options.body !== undefined && options.chunked === true) {
+        request.write(options.body)
+        request.end()
+      } else {
+        request.end(options.body)
+      }
+    }
+    if (options.expectContinue === true) {
+      request.setHeader("expect", "100-continue")
+      request.flushHeaders()
+      request.on("continue", sendBody)
     } else {
-      request.end(options.body)
+      sendBody()
     }
   })
 
@@ -175,6 +206,48 @@ export const eventually = <E, R>(condition: Effect.Effect<boolean, E, R>, everyM
   Effect.gen(function* () {
     while (!(yield* condition)) yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, everyMs)))
   })
+
+// ---------------------------------------------------------------------------------------------------------------
+// Damage on disk
+// ---------------------------------------------------------------------------------------------------------------
+
+/** How a stored line is damaged: the whole line overwritten with `#`, or its seq changed (the line still parses). */
+export type Damage = "not_json" | "wrong_seq"
+
+/** Another seq of as many digits: the last one changed. */
+const otherSeq = (seq: number) => `${String(seq).slice(0, -1)}${(seq + 1) % 10}`
+
+/**
+ * Damages the journal line of event `seq` in place, keeping its length (so every other line
+ * stays where it was), as bit rot or a stray write would. Answers the file and the offset of
+ * the line, which is what the server must name.
+ */
+export const damageLine = (
+  server: TestServer,
+  seq: number,
+  damage: Damage
+): Effect.Effect<{ readonly file: string; readonly offset: number }> =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    const path = yield* Path.Path
+    const names = (yield* fs.readDirectory(server.directory)).filter((n) => /^events-\d{20}\.jsonl$/.test(n)).sort()
+    for (const name of names) {
+      const file = path.join(server.directory, name)
+      const bytes = Buffer.from(yield* fs.readFile(file))
+      const offset = bytes.indexOf(`{"seq":${seq},`)
+      if (offset < 0 || (offset > 0 && bytes[offset - 1] !== 0x0a)) continue
+      const end = bytes.indexOf(0x0a, offset)
+      const line = bytes.subarray(offset, end)
+      const damaged =
+        damage === "not_json"
+          ? Buffer.alloc(line.length, "#")
+          : Buffer.from(line.toString("latin1").replace(`{"seq":${seq},`, `{"seq":${otherSeq(seq)},`), "latin1")
+      damaged.copy(bytes, offset)
+      yield* fs.writeFile(file, bytes)
+      return { file, offset }
+    }
+    return yield* Effect.dieMessage(`no journal line holds seq ${seq}`)
+  }).pipe(Effect.orDie, Effect.provide(NodeContext.layer))
 
 // ---------------------------------------------------------------------------------------------------------------
 // SSE streams

@@ -1,0 +1,293 @@
+/**
+ * The body of `POST /api/v1/events`: read within a byte limit, checked to be journaled exactly
+ * as sent (valid UTF-8, no number that a double would change, no nesting too deep to encode),
+ * parsed once, and decoded to the feed's entries with the first fault named by its field.
+ */
+import { HttpServerRequest } from "@effect/platform"
+import { Effect, Either, Stream } from "effect"
+import type * as ChangeFeed from "../ChangeFeed.js"
+import { type AgentEvent, decodeAgentEvent } from "../Domain/AgentEvent.js"
+import { BadRequest, PayloadTooLarge } from "../Domain/Errors.js"
+
+export interface BodyLimits {
+  /** Largest body, in bytes. */
+  readonly maxBytes: number
+  /** Most events in one batch. */
+  readonly maxBatch: number
+}
+
+/**
+ * How far past the limit a body is still read (and thrown away) so that its sender, which
+ * writes the whole body before it reads an answer, gets the 413 rather than a reset connection.
+ * A body larger still has its connection closed.
+ */
+const DRAIN_BYTES = 16 * 1024 * 1024
+
+const tooLarge = (maxBytes: number, size: string) =>
+  new PayloadTooLarge({
+    field: "body",
+    limit: maxBytes,
+    message: `the request body is ${size}; at most ${maxBytes} bytes are accepted, split the batch`
+  })
+
+const badBody = (message: string) => new BadRequest({ field: "body", message })
+
+/**
+ * The body's bytes. A declared length over the limit is refused before reading; a body without
+ * one (chunked) is read up to the limit and the rest drained, so the 413 reaches its sender.
+ */
+export const readBody = (
+  request: HttpServerRequest.HttpServerRequest,
+  maxBytes: number
+): Effect.Effect<Uint8Array, BadRequest | PayloadTooLarge> =>
+  Effect.gen(function* () {
+    const length = request.headers["content-length"]
+    if (length !== undefined && Number(length) > maxBytes) return yield* tooLarge(maxBytes, `${length} bytes`)
+    // Other media types are not read as JSON; a body is JSON, sent as such or without a type.
+    const type = request.headers["content-type"]
+    if (type !== undefined && type.trim() !== "" && !/^application\/json\s*(;|$)/i.test(type.trim())) {
+      return yield* new BadRequest({
+        field: "content-type",
+        message: `the request body must be JSON, sent with 'content-type: application/json' (got '${type}')`
+      })
+    }
+    const read = yield* request.stream.pipe(
+      Stream.runFoldWhile(
+        { chunks: [] as Array<Uint8Array>, size: 0 },
+        (state) => state.size <= maxBytes + DRAIN_BYTES,
+        (state, chunk) => {
+          if (state.size + chunk.length <= maxBytes) state.chunks.push(chunk)
+          state.size += chunk.length
+          return state
+        }
+      ),
+      Effect.mapError(() => badBody("the request body could not be read (the connection failed while sending it)"))
+    )
+    if (read.size > maxBytes) return yield* tooLarge(maxBytes, `over ${maxBytes} bytes`)
+    return read.chunks.length === 1 ? read.chunks[0]! : Buffer.concat(read.chunks)
+  })
+
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
+
+/** Offset of the first byte that does not belong to a well-formed UTF-8 sequence (RFC 3629). */
+export const invalidUtf8At = (bytes: Uint8Array): number | undefined => {
+  let i = 0
+  while (i < bytes.length) {
+    const b = bytes[i]!
+    if (b < 0x80) {
+      i++
+      continue
+    }
+    // The length of the sequence and the range its second byte must be in (no overlongs, no surrogates, <= U+10FFFF).
+    let length: number
+    let low = 0x80
+    let high = 0xbf
+    if (b >= 0xc2 && b <= 0xdf) length = 2
+    else if (b >= 0xe0 && b <= 0xef) {
+      length = 3
+      if (b === 0xe0) low = 0xa0
+      if (b === 0xed) high = 0x9f
+    } else if (b >= 0xf0 && b <= 0xf4) {
+      length = 4
+      if (b === 0xf0) low = 0x90
+      if (b === 0xf4) high = 0x8f
+    } else return i
+    for (let k = 1; k < length; k++) {
+      const next = bytes[i + k]
+      if (next === undefined) return i
+      if (k === 1 ? next < low || next > high : next < 0x80 || next > 0xbf) return i
+    }
+    i += length
+  }
+  return undefined
+}
+
+/** Deeper than this, encoding an event for the journal could overflow the stack. */
+const MAX_DEPTH = 256
+
+/**
+ * Why parsed JSON could not be journaled as sent, if it could not: nested so deep that encoding
+ * it would overflow the stack (and take the writer down), or holding a number literal too large
+ * for a double (`1e999` parses as Infinity and would be written as `null`, a line that no longer
+ * decodes). Walks without recursion, so the check itself cannot overflow.
+ */
+const cannotBeJournaled = (value: unknown): string | undefined => {
+  const pending: Array<unknown> = [value]
+  const depths: Array<number> = [1]
+  while (pending.length > 0) {
+    const next = pending.pop()
+    const depth = depths.pop()!
+    if (typeof next === "number" && !Number.isFinite(next)) return "holds a number too large to store"
+    if (next === null || typeof next !== "object") continue
+    if (depth > MAX_DEPTH) return `nests arrays and objects more than ${MAX_DEPTH} levels deep`
+    for (const child of Object.values(next)) {
+      pending.push(child)
+      depths.push(depth + 1)
+    }
+  }
+  return undefined
+}
+
+/** 16 digits in a row: only then can an integer be past 2^53 (9007199254740992 has 16). */
+const LONG_DIGITS = /\d{16}/
+
+/** An open array or object while walking JSON text: where its current value sits. */
+interface Frame {
+  readonly array: boolean
+  index: number
+  key: string
+  /** In an object: the next string is a key. */
+  expectKey: boolean
+}
+
+const pathOf = (frames: ReadonlyArray<Frame>): string =>
+  frames.map((f, depth) => (f.array ? `[${f.index}]` : depth === 0 ? f.key : `.${f.key}`)).join("")
+
+const isNumberChar = (c: number) =>
+  (c >= 0x30 && c <= 0x39) || c === 0x2e /* . */ || c === 0x65 || c === 0x45 /* e E */ || c === 0x2b || c === 0x2d
+
+/**
+ * The first integer literal in JSON `text` that a double cannot hold exactly (it would be
+ * stored as another number), with the path to it (`events[0].event.usage.total_tokens`).
+ * A lexical walk over text `JSON.parse` has accepted, since the parsed value no longer shows
+ * what was sent; the caller runs it only when the text holds a run of 16 digits, which is rare.
+ */
+export const inexactInteger = (
+  text: string
+): { readonly path: string; readonly literal: string; readonly stored: string } | undefined => {
+  const frames: Array<Frame> = []
+  let i = 0
+  while (i < text.length) {
+    const c = text.charCodeAt(i)
+    if (c === 0x22 /* " */) {
+      // Jump to the closing quote: the first one not escaped by an odd run of backslashes.
+      let end = text.indexOf('"', i + 1)
+      while (true) {
+        let backslashes = 0
+        while (text.charCodeAt(end - 1 - backslashes) === 0x5c) backslashes++
+        if (backslashes % 2 === 0) break
+        end = text.indexOf('"', end + 1)
+      }
+      const top = frames[frames.length - 1]
+      if (top !== undefined && top.expectKey) {
+        const raw = text.slice(i + 1, end)
+        top.key = raw.includes("\\") ? (JSON.parse(text.slice(i, end + 1)) as string) : raw
+        top.expectKey = false
+      }
+      i = end + 1
+    } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
+      frames.push({ array: c === 0x5b, index: 0, key: "", expectKey: c === 0x7b })
+      i++
+    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+      frames.pop()
+      i++
+    } else if (c === 0x2c /* , */) {
+      const top = frames[frames.length - 1]!
+      if (top.array) top.index++
+      else top.expectKey = true
+      i++
+    } else if (c === 0x2d /* - */ || (c >= 0x30 && c <= 0x39)) {
+      let end = i + 1
+      while (end < text.length && isNumberChar(text.charCodeAt(end))) end++
+      const literal = text.slice(i, end)
+      if (/^-?\d{16,}$/.test(literal)) {
+        const stored = String(Number(literal))
+        if (stored !== literal) return { path: pathOf(frames), literal, stored }
+      }
+      i = end
+    } else {
+      i++
+    }
+  }
+  return undefined
+}
+
+/**
+ * The body as JSON, parsed once, or a `BadRequest` naming what keeps it from being journaled
+ * exactly as sent: bytes that are not UTF-8 (with the offset of the first), text that is not
+ * JSON, an integer a double would round, nesting too deep.
+ */
+export const parseBody = (bytes: Uint8Array): Either.Either<unknown, BadRequest> => {
+  let text: string
+  try {
+    text = utf8.decode(bytes)
+  } catch {
+    const at = invalidUtf8At(bytes) ?? 0
+    return Either.left(
+      badBody(`the request body is not valid UTF-8 (byte ${at} of ${bytes.length}); send the text encoded as UTF-8`)
+    )
+  }
+  let body: unknown
+  try {
+    body = JSON.parse(text)
+  } catch (error) {
+    return Either.left(badBody(`the request body is not valid JSON: ${(error as Error).message}`))
+  }
+  if (LONG_DIGITS.test(text)) {
+    const inexact = inexactInteger(text)
+    if (inexact !== undefined) {
+      const field = inexact.path === "" ? "body" : inexact.path
+      return Either.left(
+        new BadRequest({
+          field,
+          message:
+            `${field} is ${inexact.literal}, which a double cannot hold exactly (it would be stored as ${inexact.stored}); ` +
+            `send integers beyond 2^53 as strings`
+        })
+      )
+    }
+  }
+  const unstorable = cannotBeJournaled(body)
+  return unstorable === undefined ? Either.right(body) : Either.left(badBody(`the request body ${unstorable}`))
+}
+
+const isObject = (u: unknown): u is Record<string, unknown> => typeof u === "object" && u !== null && !Array.isArray(u)
+
+/** `{"session_id"?, "event"}` or `{"events": [...]}`, every entry checked, the first fault named. */
+export const decodeAppendBody = (
+  body: unknown,
+  maxBatch: number
+): Either.Either<Array<ChangeFeed.Entry<AgentEvent>>, BadRequest | PayloadTooLarge> => {
+  if (!isObject(body) || (!("events" in body) && !("event" in body))) {
+    return Either.left(
+      badBody('the body must be {"session_id"?: string, "event": {...}} or {"events": [{"session_id"?, "event"}, ...]}')
+    )
+  }
+  const batch = "events" in body
+  const entries = batch ? body["events"] : [body]
+  if (!Array.isArray(entries))
+    return Either.left(new BadRequest({ field: "events", message: "events must be an array" }))
+  if (entries.length > maxBatch) {
+    return Either.left(
+      new PayloadTooLarge({
+        field: "events",
+        limit: maxBatch,
+        message: `a batch holds at most ${maxBatch} events, got ${entries.length}; split it`
+      })
+    )
+  }
+  const decoded: Array<ChangeFeed.Entry<AgentEvent>> = []
+  for (let i = 0; i < entries.length; i++) {
+    const entry: unknown = entries[i]
+    const at = batch ? `events[${i}]` : ""
+    if (!isObject(entry)) return Either.left(new BadRequest({ field: at, message: `${at} must be an object` }))
+    const sessionId = entry["session_id"]
+    if (sessionId !== undefined && typeof sessionId !== "string") {
+      const field = batch ? `${at}.session_id` : "session_id"
+      return Either.left(new BadRequest({ field, message: `${field} must be a string` }))
+    }
+    const event = decodeAgentEvent(batch ? `${at}.event` : "event", entry["event"])
+    if (Either.isLeft(event)) return Either.left(new BadRequest(event.left))
+    decoded.push({ sessionId, event: event.right })
+  }
+  return Either.right(decoded)
+}
+
+/** The entries of an append request: read, checked, parsed once, decoded. */
+export const appendEntries = (
+  request: HttpServerRequest.HttpServerRequest,
+  limits: BodyLimits
+): Effect.Effect<Array<ChangeFeed.Entry<AgentEvent>>, BadRequest | PayloadTooLarge> =>
+  Effect.flatMap(readBody(request, limits.maxBytes), (bytes) =>
+    Either.flatMap(parseBody(bytes), (body) => decodeAppendBody(body, limits.maxBatch))
+  )
