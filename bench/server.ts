@@ -3,9 +3,10 @@
  * clients get: `Http.layer` on a Node server on 127.0.0.1, port 0, serving the given feed.
  */
 import { HttpServer } from "@effect/platform"
-import { NodeContext, NodeHttpServer } from "@effect/platform-node"
+import { NodeContext } from "@effect/platform-node"
 import { Context, Effect, Layer, type Scope } from "effect"
 import * as ChangeFeed from "../src/ChangeFeed.js"
+import * as ChangeFeeds from "../src/ChangeFeeds.js"
 import type { AgentEvent } from "../src/Domain/AgentEvent.js"
 import * as Http from "../src/Http.js"
 
@@ -14,8 +15,8 @@ export const serveFeed = (
   feed: ChangeFeed.ChangeFeedService<AgentEvent>
 ): Effect.Effect<number, unknown, Scope.Scope> =>
   Effect.gen(function* () {
-    const server = Http.layer().pipe(
-      Layer.provideMerge(NodeHttpServer.layer(Http.createNodeServer, { host: "127.0.0.1", port: 0 })),
+    const server = Http.layerServer({ host: "127.0.0.1", port: 0 }).pipe(
+      Layer.provide(ChangeFeeds.layerSingle),
       Layer.provide(Layer.succeed(ChangeFeed.ChangeFeed, feed)),
       Layer.provide(NodeContext.layer)
     )

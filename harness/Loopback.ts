@@ -1,19 +1,19 @@
 /**
- * The service in-process on a loopback port, as `Http.layerFromSettings` composes it (feed,
- * API, Node server) but with the feed exposed, so a test can publish straight into the feed
- * and read it back over HTTP, and measure the server's memory in its own process.
+ * The service in-process on a loopback port, composed by `Http.layerServer` as `npm start` is,
+ * with the default account's feed exposed (and held open), so a test can publish straight into
+ * the feed and read it back over HTTP, and measure the server's memory in its own process.
  */
 import { HttpServer } from "@effect/platform"
-import { NodeContext, NodeHttpServer } from "@effect/platform-node"
+import { NodeContext } from "@effect/platform-node"
 import { Context, Effect, Exit, Layer, Scope } from "effect"
-import { createServer } from "node:http"
-import * as ChangeFeed from "../src/ChangeFeed.js"
+import type * as ChangeFeed from "../src/ChangeFeed.js"
+import * as ChangeFeeds from "../src/ChangeFeeds.js"
 import type { AgentEvent } from "../src/Domain/AgentEvent.js"
 import * as Http from "../src/Http.js"
 
 export interface LoopbackOptions {
   readonly directory: string
-  readonly feed?: Omit<ChangeFeed.FeedOptions, "directory"> | undefined
+  readonly feed?: Omit<ChangeFeeds.ChangeFeedsOptions, "directory"> | undefined
   readonly http?: Http.HttpOptions | undefined
 }
 
@@ -29,9 +29,8 @@ export const startLoopback = (options: LoopbackOptions): Effect.Effect<Loopback,
   Effect.gen(function* () {
     const scope = yield* Scope.make()
     yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
-    const layer = Http.layer(options.http ?? {}).pipe(
-      Layer.provideMerge(ChangeFeed.layer({ ...options.feed, directory: options.directory })),
-      Layer.provideMerge(NodeHttpServer.layer(createServer, { host: "127.0.0.1", port: 0 })),
+    const layer = Http.layerServer({ ...options.http, host: "127.0.0.1", port: 0 }).pipe(
+      Layer.provideMerge(ChangeFeeds.layer({ ...options.feed, directory: options.directory })),
       Layer.provide(NodeContext.layer)
     )
     const context = yield* Layer.buildWithScope(layer, scope).pipe(
@@ -41,7 +40,9 @@ export const startLoopback = (options: LoopbackOptions): Effect.Effect<Loopback,
     if (address._tag !== "TcpAddress") return yield* Effect.dieMessage("the loopback server must listen on TCP")
     return {
       url: `http://127.0.0.1:${address.port}`,
-      feed: Context.get(context, ChangeFeed.ChangeFeed),
+      feed: yield* Context.get(context, ChangeFeeds.ChangeFeeds)
+        .get(ChangeFeeds.DEFAULT_ACCOUNT)
+        .pipe(Effect.orDie, Scope.extend(scope)),
       close: Scope.close(scope, Exit.void)
     }
   })

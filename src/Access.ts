@@ -66,8 +66,6 @@ export interface Access {
   readonly required: boolean
   /** Who the presented credential (the bearer token, without `Bearer `) says the caller is. */
   readonly authenticate: (credential: string | undefined) => Effect.Effect<Grant, Unauthenticated>
-  /** Whether `grant` allows `permission`, on `account` for account permissions. */
-  readonly authorize: (grant: Grant, permission: Permission, account?: string) => Either.Either<void, Forbidden>
 }
 
 export const make = (options: AccessOptions): Access => {
@@ -118,25 +116,26 @@ export const make = (options: AccessOptions): Access => {
     return new Unauthenticated({ reason: "the token is not valid" })
   }
 
-  const authorize = (grant: Grant, permission: Permission, account?: string): Either.Either<void, Forbidden> => {
-    if (grant._tag === "Admin") return Either.void
-    if (permission === "admin") {
-      return Either.left(new Forbidden({ reason: "this route needs the admin token; an account token cannot use it" }))
-    }
-    if (account !== grant.account) {
-      return Either.left(
-        new Forbidden({ reason: `this token is for account '${grant.account}', not '${account ?? "?"}'` })
-      )
-    }
-    if (!grant.permissions.has(permission)) {
-      return Either.left(
-        new Forbidden({ reason: `this token for account '${grant.account}' does not allow ${permission}` })
-      )
-    }
-    return Either.void
-  }
+  return { required, authenticate }
+}
 
-  return { required, authenticate, authorize }
+/** Whether `grant` allows `permission`, on `account` for account permissions. */
+export const authorize = (grant: Grant, permission: Permission, account?: string): Either.Either<void, Forbidden> => {
+  if (grant._tag === "Admin") return Either.void
+  if (permission === "admin") {
+    return Either.left(new Forbidden({ reason: "this route needs the admin token; an account token cannot use it" }))
+  }
+  if (account !== grant.account) {
+    return Either.left(
+      new Forbidden({ reason: `this token is for account '${grant.account}', not '${account ?? "?"}'` })
+    )
+  }
+  if (!grant.permissions.has(permission)) {
+    return Either.left(
+      new Forbidden({ reason: `this token for account '${grant.account}' does not allow ${permission}` })
+    )
+  }
+  return Either.void
 }
 
 export interface MintOptions {

@@ -3,13 +3,16 @@
  * and the source of the OpenAPI document served at `/docs`.
  */
 import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiMiddleware, HttpApiSchema, OpenApi } from "@effect/platform"
-import { JSONSchema, Schema } from "effect"
+import { Context, JSONSchema, Schema } from "effect"
+import type { Grant } from "./Access.js"
 import { AgentEvent } from "./Domain/AgentEvent.js"
 import { ChangeEvent, Seq } from "./Domain/ChangeEvent.js"
 import {
   BadRequest,
+  Forbidden,
   InternalError,
   JournalCorrupt,
+  NotFound,
   PayloadTooLarge,
   Unauthorized,
   Unavailable
@@ -82,17 +85,34 @@ export const Status = Schema.Struct({
   fsync: Schema.Literal("always", "interval", "never")
 }).annotations({ identifier: "Status" })
 
-/** Bearer token check on every route (when a token is configured). */
+/** Who the caller is, as the `Authorization` middleware found from its credential. */
+export class Caller extends Context.Tag("effect-change-feed/Caller")<Caller, Grant>() {}
+
+/**
+ * The credential check on every `/api` route (when tokens are configured): who the caller is.
+ * What the caller may do on the account a route addresses is checked by the route.
+ */
 export class Authorization extends HttpApiMiddleware.Tag<Authorization>()("Authorization", {
-  failure: Unauthorized
+  failure: Unauthorized,
+  provides: Caller
 }) {}
 
 const cursorDoc =
   "Exclusive cursor: a seq, or <epoch>:<seq> as the stream's ids carry. Events with a greater seq are returned."
 
-export class FeedGroup extends HttpApiGroup.make("feed")
-  .add(
-    HttpApiEndpoint.get("stream", "/api/v1/stream")
+const AccountPath = Schema.Struct({
+  account: Schema.String.annotations({
+    description: "The account: 1 to 64 of A-Z a-z 0-9 _ . - starting with a letter or digit"
+  })
+})
+
+/**
+ * The four routes of one account's feed under `prefix`: `/api/v1` for the default account (the
+ * single-account service's routes, unchanged) and `/api/v1/accounts/:account` for any account.
+ */
+const feedEndpoints = (prefix: "/api/v1" | "/api/v1/accounts/:account") => {
+  const endpoints = {
+    stream: HttpApiEndpoint.get("stream", `${prefix}/stream`)
       .setUrlParams(
         Schema.Struct({
           since: Schema.optional(Schema.String.annotations({ description: cursorDoc })),
@@ -120,10 +140,8 @@ export class FeedGroup extends HttpApiGroup.make("feed")
           "`event: caught_up` once replay reaches the head; `event: progress` while a session filter matches nothing; " +
           "`: keepalive` every 15 s. A stream the feed cannot go on serving (a corrupt journal line) ends with " +
           "`event: feed_error` and `data: {type:feed_error,_tag,message,...}` (`file` and `offset` for a corrupt line)."
-      )
-  )
-  .add(
-    HttpApiEndpoint.get("events", "/api/v1/events")
+      ),
+    events: HttpApiEndpoint.get("events", `${prefix}/events`)
       .setUrlParams(
         Schema.Struct({
           since: Schema.optional(Schema.String.annotations({ description: cursorDoc })),
@@ -140,23 +158,83 @@ export class FeedGroup extends HttpApiGroup.make("feed")
       )
       .addSuccess(Schema.Union(EventsPage, ResetPage))
       .addError(BadRequest)
-      .addError(JournalCorrupt)
-  )
-  .add(
-    HttpApiEndpoint.post("append", "/api/v1/events")
+      .addError(JournalCorrupt),
+    append: HttpApiEndpoint.post("append", `${prefix}/events`)
       .setPayload(AppendBody)
       .addSuccess(AppendResult)
       .addError(BadRequest)
       .addError(PayloadTooLarge)
-      .addError(Unavailable)
-      .annotate(OpenApi.Description, "Append one event or a batch; answers once durable, `null` for ephemeral events.")
-  )
-  .add(HttpApiEndpoint.get("status", "/api/v1/status").addSuccess(Status))
+      .annotate(OpenApi.Description, "Append one event or a batch; answers once durable, `null` for ephemeral events."),
+    status: HttpApiEndpoint.get("status", `${prefix}/status`).addSuccess(Status)
+  }
+  return endpoints
+}
+
+const defaultFeed = feedEndpoints("/api/v1")
+const accountFeed = feedEndpoints("/api/v1/accounts/:account")
+
+/** The default account's feed, at the single-account service's paths. */
+export class FeedGroup extends HttpApiGroup.make("feed")
+  .add(defaultFeed.stream)
+  .add(defaultFeed.events)
+  .add(defaultFeed.append)
+  .add(defaultFeed.status)
+  .addError(BadRequest)
   .addError(Unauthorized)
+  .addError(Forbidden)
+  .addError(NotFound)
+  .addError(Unavailable)
+  .addError(JournalCorrupt)
+  .addError(InternalError)
+  .middleware(Authorization) {}
+
+/** Any account's feed: the same routes under `/api/v1/accounts/{account}`. */
+export class AccountGroup extends HttpApiGroup.make("account")
+  .add(accountFeed.stream.setPath(AccountPath))
+  .add(accountFeed.events.setPath(AccountPath))
+  .add(accountFeed.append.setPath(AccountPath))
+  .add(accountFeed.status.setPath(AccountPath))
+  .addError(BadRequest)
+  .addError(Unauthorized)
+  .addError(Forbidden)
+  .addError(NotFound)
+  .addError(Unavailable)
+  .addError(JournalCorrupt)
+  .addError(InternalError)
+  .middleware(Authorization)
+  .annotate(OpenApi.Description, "Each account has a feed of its own: its own seqs, epoch, journal and readers.") {}
+
+export const AccountSummary = Schema.Struct({
+  account: Schema.String,
+  open: Schema.Boolean,
+  head_seq: Schema.NullOr(NonNegative),
+  epoch: Schema.NullOr(Schema.String),
+  degraded: Schema.NullOr(Schema.Boolean),
+  subscribers: Schema.NullOr(NonNegative)
+}).annotations({ identifier: "AccountSummary" })
+
+export const AccountList = Schema.Struct({
+  accounts: Schema.Array(AccountSummary)
+}).annotations({ identifier: "AccountList" })
+
+/** What only the admin token may do. */
+export class AdminGroup extends HttpApiGroup.make("admin")
+  .add(
+    HttpApiEndpoint.get("accounts", "/api/v1/accounts")
+      .addSuccess(AccountList)
+      .annotate(
+        OpenApi.Description,
+        "The accounts with an open feed or a journal on disk; head, epoch and status for the open ones (admin token only)."
+      )
+  )
+  .addError(Unauthorized)
+  .addError(Forbidden)
   .addError(InternalError)
   .middleware(Authorization) {}
 
 export class FeedApi extends HttpApi.make("change-feed")
   .add(FeedGroup)
+  .add(AccountGroup)
+  .add(AdminGroup)
   .annotate(OpenApi.Title, "effect-change-feed")
   .annotate(OpenApi.Description, "A durable, account-wide change feed for agent platforms") {}

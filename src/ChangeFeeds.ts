@@ -52,7 +52,24 @@ export class AccountUnavailable extends Data.TaggedError("AccountUnavailable")<{
   }
 }
 
-export type AccountError = InvalidAccount | FeedsBusy | AccountUnavailable
+/** This service does not host the account (it serves one feed, as the default account). */
+export class UnknownAccount extends Data.TaggedError("UnknownAccount")<{ readonly account: string }> {
+  override get message() {
+    return `this service hosts only the '${DEFAULT_ACCOUNT}' account, not '${this.account}'`
+  }
+}
+
+export type AccountError = InvalidAccount | FeedsBusy | AccountUnavailable | UnknownAccount
+
+const accountErrorTags: ReadonlySet<unknown> = new Set([
+  "InvalidAccount",
+  "FeedsBusy",
+  "AccountUnavailable",
+  "UnknownAccount"
+])
+
+export const isAccountError = (error: unknown): error is AccountError =>
+  typeof error === "object" && error !== null && accountErrorTags.has((error as { _tag?: unknown })._tag)
 
 export interface ChangeFeedsOptions extends ChangeFeed.ChangeFeedOptions, Omit<Journal.JournalOptions, "directory"> {
   /** The root directory: the default account's journal, and `accounts/<id>` for the others. */
@@ -81,11 +98,13 @@ export interface ChangeFeedsService<A> {
   ) => Effect.Effect<X, E | AccountError, R>
   /** The open accounts and those with a journal on disk, in id order. */
   readonly accounts: Effect.Effect<Array<AccountSummary>>
-  /** The journal directory of an account. */
-  readonly directoryOf: (account: AccountId) => string
 }
 
 const ACCOUNTS_FOLDER = "accounts"
+
+/** The journal directory of an account under `root`: the root itself for the default account. */
+export const accountDirectory = (path: Path.Path, root: string, account: AccountId): string =>
+  account === DEFAULT_ACCOUNT ? root : path.join(root, ACCOUNTS_FOLDER, account)
 
 /** Builds the service for any event domain; every feed is closed (drained) with the scope. */
 export const make = <A, I>(
@@ -98,8 +117,7 @@ export const make = <A, I>(
     const root = path.resolve(options.directory)
     const maxOpen = Math.max(1, options.maxOpen ?? 1000)
     const idle = Duration.decode(options.idleTimeToLive ?? Duration.minutes(5))
-    const directoryOf = (account: AccountId) =>
-      account === DEFAULT_ACCOUNT ? root : path.join(root, ACCOUNTS_FOLDER, account)
+    const directoryOf = (account: AccountId) => accountDirectory(path, root, account)
 
     /** How many holders each open feed has, and since when an unheld one is idle: to pick whom to close. */
     const holders = new Map<AccountId, number>()
@@ -226,10 +244,27 @@ export const make = <A, I>(
     return {
       get,
       use: (account, f) => Effect.scoped(Effect.flatMap(get(account), f)),
-      accounts,
-      directoryOf
+      accounts
     } satisfies ChangeFeedsService<A>
   })
+
+/**
+ * One feed served as the default account, and no other: for an application that runs one feed
+ * (`ChangeFeed`) and serves it over HTTP. The feed's lifetime is its own.
+ */
+export const single = <A>(feed: ChangeFeed.ChangeFeedService<A>): ChangeFeedsService<A> => {
+  const get = (text: string) =>
+    Either.match(parseAccountId(text), {
+      onLeft: (reason) => Effect.fail<AccountError>(new InvalidAccount({ reason })),
+      onRight: (account) =>
+        account === DEFAULT_ACCOUNT ? Effect.succeed(feed) : Effect.fail<AccountError>(new UnknownAccount({ account }))
+    })
+  return {
+    get,
+    use: (account, f) => Effect.flatMap(get(account), f),
+    accounts: Effect.map(feed.status, (status) => [{ account: DEFAULT_ACCOUNT as AccountId, open: true, status }])
+  }
+}
 
 /** The agent platform's feeds, one per account. */
 export class ChangeFeeds extends Context.Tag("effect-change-feed/ChangeFeeds")<
@@ -237,9 +272,16 @@ export class ChangeFeeds extends Context.Tag("effect-change-feed/ChangeFeeds")<
   ChangeFeedsService<AgentEvent>
 >() {}
 
+/** The agent feeds of every account, under one root directory. */
 export const layer = (
   options: ChangeFeedsOptions
 ): Layer.Layer<ChangeFeeds, never, FileSystem.FileSystem | Path.Path> =>
   Layer.scoped(ChangeFeeds, make(AgentDomain, options))
 
 export { type AccountId, DEFAULT_ACCOUNT } from "./Domain/Account.js"
+
+/** One agent feed (the `ChangeFeed` in context) as the default account and no other. */
+export const layerSingle: Layer.Layer<ChangeFeeds, never, ChangeFeed.ChangeFeed> = Layer.effect(
+  ChangeFeeds,
+  Effect.map(ChangeFeed.ChangeFeed, single)
+)

@@ -6,6 +6,8 @@ import { Args, Command, Options } from "@effect/cli"
 import { NodeHttpClient } from "@effect/platform-node"
 import { Console, Effect, Either, Layer, Option, Redacted, Stream } from "effect"
 import * as Readline from "node:readline"
+import { ChangeFeed } from "./ChangeFeed.js"
+import { ChangeFeeds, DEFAULT_ACCOUNT } from "./ChangeFeeds.js"
 import * as Client from "./Client.js"
 import { AgentEvent, decodeAgentEvent } from "./Domain/AgentEvent.js"
 import { produce } from "./Demo.js"
@@ -65,9 +67,16 @@ const serve = Command.make(
         token: Option.orElse(flags.token, () => env.token)
       }
       const service = layerFromSettings(settings)
-      const app = flags.demo
-        ? Layer.scopedDiscard(Effect.forkScoped(produce())).pipe(Layer.provideMerge(service))
-        : service
+      // The demo produces into the default account, which it holds open while it runs.
+      const demo = Layer.scopedDiscard(Effect.forkScoped(produce())).pipe(
+        Layer.provide(
+          Layer.scoped(
+            ChangeFeed,
+            Effect.flatMap(ChangeFeeds, (feeds) => Effect.orDie(feeds.get(DEFAULT_ACCOUNT)))
+          )
+        )
+      )
+      const app = flags.demo ? demo.pipe(Layer.provideMerge(service)) : service
       return yield* Layer.launch(app)
     })
 ).pipe(Command.withDescription("Run the feed service (HTTP API, SSE stream, docs at /docs) on a journal directory"))

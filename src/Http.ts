@@ -2,7 +2,13 @@
  * The HTTP service: handlers for the `FeedApi` contract, authorization, body limits, the
  * OpenAPI UI at `/docs`, and the server layer with its configuration from the environment.
  */
-import { HttpApiBuilder, HttpApiSwagger, HttpServer, HttpServerResponse } from "@effect/platform"
+import {
+  HttpApiBuilder,
+  HttpApiSwagger,
+  HttpServer,
+  type HttpServerRequest,
+  HttpServerResponse
+} from "@effect/platform"
 import { NodeContext, NodeHttpServer } from "@effect/platform-node"
 import { createServer, type Server } from "node:http"
 import { fileURLToPath } from "node:url"
@@ -24,22 +30,27 @@ import {
   Schema,
   Stream
 } from "effect"
-import { FeedApi, Authorization } from "./Api.js"
+import type * as Access from "./Access.js"
+import { Authorization, Caller, FeedApi } from "./Api.js"
 import * as ChangeFeed from "./ChangeFeed.js"
+import * as ChangeFeeds from "./ChangeFeeds.js"
+import { DEFAULT_ACCOUNT } from "./Domain/Account.js"
 import type { AgentEvent } from "./Domain/AgentEvent.js"
 import type { ChangeEvent } from "./Domain/ChangeEvent.js"
 import { type Cursor, parseCursor } from "./Domain/Cursor.js"
-import { BadRequest, InternalError, JournalCorrupt, Unavailable } from "./Domain/Errors.js"
+import { BadRequest, InternalError, JournalCorrupt, NotFound, Unavailable } from "./Domain/Errors.js"
 import { cursorAfter, type FeedItem, resetWire } from "./Domain/FeedItem.js"
-import { makeAuthorize, tokenProblem } from "./Http/Auth.js"
+import { authorize, isStreamPath, jwtSecretProblem, makeAuthenticate, tokenProblem } from "./Http/Auth.js"
 import { appendEntries } from "./Http/Body.js"
 import { answerFailures, routesOf } from "./Http/Errors.js"
 import { feedErrorFrame, keepaliveFrame, makeFrameEncoder, retryFrame } from "./Http/Sse.js"
 import type { FsyncMode, JournalReadError } from "./Journal.js"
 
 export interface HttpOptions {
-  /** Bearer token every `/api` route requires, when set. */
+  /** The admin token (every route of every account), when set. */
   readonly token?: Redacted.Redacted | undefined
+  /** The secret account tokens (HS256 JWTs naming an account and scopes) are signed with, when set. */
+  readonly jwtSecret?: Redacted.Redacted | undefined
   /** Keepalive comment period on open streams (default 15 s). */
   readonly keepaliveMs?: number | undefined
   /** Reconnect delay advised to `EventSource` clients by the stream's first line, `retry:` (default 1 s). */
@@ -70,7 +81,8 @@ const EndStreamsOnShutdown = Layer.scopedDiscard(
   })
 )
 
-const AuthorizationLive = (token: Redacted.Redacted | undefined) => Layer.effect(Authorization, makeAuthorize(token))
+const AuthorizationLive = (options: HttpOptions) =>
+  Layer.effect(Authorization, makeAuthenticate({ adminToken: options.token, jwtSecret: options.jwtSecret }))
 
 /**
  * A journal that could not be read, as the API answers it: a corrupt line names its file and
@@ -81,8 +93,10 @@ const readFailure = (error: JournalReadError): JournalCorrupt | InternalError =>
     ? new JournalCorrupt({ message: error.message, file: error.file, offset: error.offset })
     : new InternalError({ message: error.message })
 
-/** A read failure as the JSON the API answers it with. */
-const encodeReadFailure = Schema.encodeSync(Schema.Union(JournalCorrupt, InternalError))
+/** Why a stream ended, as the JSON the API answers such a failure with. */
+const encodeStreamFailure = Schema.encodeSync(
+  Schema.Union(JournalCorrupt, InternalError, BadRequest, NotFound, Unavailable)
+)
 
 const cursorParam = (field: string, text: string | undefined): Effect.Effect<Cursor, BadRequest> => {
   if (text === undefined || text === "") return Effect.succeed({ seq: 0 })
@@ -152,91 +166,204 @@ const connectionBody = (
     })
   )
 
-const FeedGroupLive = (options: HttpOptions) =>
-  HttpApiBuilder.group(FeedApi, "feed", (handlers) =>
-    Effect.gen(function* () {
-      const feed = yield* ChangeFeed.ChangeFeed
-      const shutdown = yield* StreamsShutdown
-      const keepaliveMs = options.keepaliveMs ?? 15_000
-      const retry = retryFrame(options.retryMs ?? 1000)
-      const limits = { maxBytes: options.maxBodyBytes ?? 1024 * 1024, maxBatch: options.maxBatchEvents ?? 1000 }
-      const encoder = new TextEncoder()
-      const frames = makeFrameEncoder(feed.epoch)
-      const retryBytes = encoder.encode(retry)
-      const keepaliveBytes = encoder.encode(keepaliveFrame)
+/** An account's feed could not be had, as the API answers it. */
+const accountFailure = (error: ChangeFeeds.AccountError): BadRequest | NotFound | Unavailable | JournalCorrupt => {
+  switch (error._tag) {
+    case "InvalidAccount":
+      return new BadRequest({ field: "account", message: error.message })
+    case "UnknownAccount":
+      return new NotFound({ message: error.message })
+    case "FeedsBusy":
+      return new Unavailable({ accepted: false, message: error.message })
+    case "AccountUnavailable":
+      // A damaged journal is the operator's to mend (500, naming where); anything else may pass (503).
+      return error.cause._tag === "JournalCorrupt"
+        ? new JournalCorrupt({ message: error.message, file: error.cause.file, offset: error.cause.offset })
+        : new Unavailable({ accepted: false, message: error.message })
+  }
+}
 
-      return handlers
-        .handle("stream", ({ headers, urlParams }) =>
-          Effect.gen(function* () {
-            const lastEventId = headers["last-event-id"]
-            const cursor =
-              lastEventId !== undefined && lastEventId !== ""
-                ? yield* cursorParam("Last-Event-ID", lastEventId)
-                : yield* cursorParam("since", urlParams.since)
+type Feed = ChangeFeed.ChangeFeedService<AgentEvent>
+
+const statusWire = (s: ChangeFeed.FeedStatus) => ({
+  head_seq: s.headSeq,
+  oldest_seq: s.oldestSeq,
+  epoch: s.epoch,
+  segments: s.segments,
+  bytes: s.bytes,
+  dropped: s.dropped,
+  subscribers: s.subscribers,
+  degraded: s.degraded,
+  last_error: s.lastError ?? null,
+  queued: s.queued,
+  fsync: s.fsync
+})
+
+/**
+ * What every route of an account's feed does, whichever path addresses the account: the
+ * default account's `/api/v1/...` and any account's `/api/v1/accounts/{account}/...`. Each
+ * checks what the caller may do on the account before anything else (the POST body included).
+ */
+const makeFeedRoutes = (options: HttpOptions) =>
+  Effect.gen(function* () {
+    const feeds = yield* ChangeFeeds.ChangeFeeds
+    const shutdown = yield* StreamsShutdown
+    const keepaliveMs = options.keepaliveMs ?? 15_000
+    const limits = { maxBytes: options.maxBodyBytes ?? 1024 * 1024, maxBatch: options.maxBatchEvents ?? 1000 }
+    const encoder = new TextEncoder()
+    const retryBytes = encoder.encode(retryFrame(options.retryMs ?? 1000))
+    const keepaliveBytes = encoder.encode(keepaliveFrame)
+    // One encoder per feed, so that a live event's frame is made once for all its connections.
+    const encoders = new WeakMap<Feed, ReturnType<typeof makeFrameEncoder>>()
+    const framesOf = (feed: Feed) => {
+      let frames = encoders.get(feed)
+      if (frames === undefined) encoders.set(feed, (frames = makeFrameEncoder(feed.epoch)))
+      return frames
+    }
+
+    /** `f` with the account's feed held open, once the caller may do `permission` on it. */
+    const withFeed = <X, E, R>(
+      account: string,
+      permission: Access.Permission,
+      f: (feed: Feed) => Effect.Effect<X, E, R>
+    ) =>
+      Effect.gen(function* () {
+        yield* authorize(yield* Caller, permission, account)
+        return yield* feeds
+          .use(account, f)
+          .pipe(Effect.catchIf(ChangeFeeds.isAccountError, (error) => Effect.fail(accountFailure(error))))
+      })
+
+    const stream = (
+      account: string,
+      request: {
+        readonly headers: { readonly "last-event-id"?: string | undefined }
+        readonly urlParams: { readonly since?: string | undefined; readonly session_id?: string | undefined }
+      }
+    ) =>
+      Effect.gen(function* () {
+        const lastEventId = request.headers["last-event-id"]
+        const cursor =
+          lastEventId !== undefined && lastEventId !== ""
+            ? yield* cursorParam("Last-Event-ID", lastEventId)
+            : yield* cursorParam("since", request.urlParams.since)
+        // Opened (or refused) before the answer starts, so that a refusal is an HTTP error; the
+        // stream then holds the feed for as long as it runs.
+        yield* withFeed(account, "read", () => Effect.void)
+        const events = Stream.unwrapScoped(
+          Effect.map(feeds.get(account), (feed) => {
+            const frames = framesOf(feed)
             // Events travel as their journal lines, so a frame is the line copied after its `id:`.
-            const events = feed.changeLines({ since: cursor, sessionId: urlParams.session_id }).pipe(
-              Stream.mapChunks((items) => Chunk.of(frames(Chunk.toReadonlyArray(items)))),
-              // The answer is already a 200 under way: the stream ends with a frame that says why.
-              Stream.catchAll((error) =>
-                Stream.fromEffect(
-                  Effect.as(
-                    Effect.logError("GET /api/v1/stream ended: the journal could not be read", Cause.fail(error)),
-                    encoder.encode(feedErrorFrame(encodeReadFailure(readFailure(error))))
-                  )
-                )
+            return feed
+              .changeLines({ since: cursor, sessionId: request.urlParams.session_id })
+              .pipe(Stream.mapChunks((items) => Chunk.of(frames(Chunk.toReadonlyArray(items)))))
+          })
+        ).pipe(
+          // The answer is already a 200 under way: the stream ends with a frame that says why.
+          Stream.catchAll((error) => {
+            const failure = ChangeFeeds.isAccountError(error) ? accountFailure(error) : readFailure(error)
+            return Stream.fromEffect(
+              Effect.as(
+                Effect.logError(`the stream of account '${account}' ended: ${failure.message}`, Cause.fail(error)),
+                encoder.encode(feedErrorFrame(encodeStreamFailure(failure)))
               )
             )
-            const body = connectionBody(events, {
-              first: retryBytes,
-              keepalive: keepaliveBytes,
-              keepaliveMs,
-              shutdown: Deferred.await(shutdown)
+          })
+        )
+        const body = connectionBody(events, {
+          first: retryBytes,
+          keepalive: keepaliveBytes,
+          keepaliveMs,
+          shutdown: Deferred.await(shutdown)
+        })
+        return HttpServerResponse.stream(body, {
+          contentType: eventStream,
+          headers: { "cache-control": "no-cache, no-transform", "x-accel-buffering": "no" }
+        })
+      })
+
+    const events = (
+      account: string,
+      urlParams: {
+        readonly since?: string | undefined
+        readonly limit?: string | undefined
+        readonly session_id?: string | undefined
+        readonly wait?: string | undefined
+      }
+    ) =>
+      Effect.gen(function* () {
+        const cursor = yield* cursorParam("since", urlParams.since)
+        const limit = yield* intParam("limit", urlParams.limit, 100, 1, 1000)
+        const waitSeconds = yield* intParam("wait", urlParams.wait, 0, 0, 60)
+        return yield* withFeed(account, "read", (feed) =>
+          page(feed, shutdown, cursor, limit, urlParams.session_id, waitSeconds * 1000)
+        )
+      })
+
+    const append = (account: string, request: HttpServerRequest.HttpServerRequest) =>
+      withFeed(account, "append", (feed) =>
+        Effect.gen(function* () {
+          // The body is read here, once the caller may append, never before.
+          const entries = yield* appendEntries(request, limits)
+          const seqs = yield* feed.publishAll(entries).pipe(
+            Effect.catchTags({
+              FeedBusy: (e) => new Unavailable({ accepted: false, message: e.message }),
+              FeedClosed: (e) => new Unavailable({ accepted: false, message: e.message }),
+              NotYetDurable: (e) => new Unavailable({ accepted: true, message: e.message })
             })
-            return HttpServerResponse.stream(body, {
-              contentType: eventStream,
-              headers: { "cache-control": "no-cache, no-transform", "x-accel-buffering": "no" }
-            })
-          })
-        )
-        .handle("events", ({ urlParams }) =>
-          Effect.gen(function* () {
-            const cursor = yield* cursorParam("since", urlParams.since)
-            const limit = yield* intParam("limit", urlParams.limit, 100, 1, 1000)
-            const waitSeconds = yield* intParam("wait", urlParams.wait, 0, 0, 60)
-            return yield* page(feed, shutdown, cursor, limit, urlParams.session_id, waitSeconds * 1000)
-          })
-        )
-        .handleRaw("append", ({ request }) =>
-          Effect.gen(function* () {
-            // Raw, so that the body is read here, after the `Authorization` middleware, never before.
-            const entries = yield* appendEntries(request, limits)
-            const seqs = yield* feed.publishAll(entries).pipe(
-              Effect.catchTags({
-                FeedBusy: (e) => new Unavailable({ accepted: false, message: e.message }),
-                FeedClosed: (e) => new Unavailable({ accepted: false, message: e.message }),
-                NotYetDurable: (e) => new Unavailable({ accepted: true, message: e.message })
-              })
-            )
-            return { seqs }
-          })
-        )
-        .handle("status", () =>
-          Effect.map(feed.status, (s) => ({
-            head_seq: s.headSeq,
-            oldest_seq: s.oldestSeq,
-            epoch: s.epoch,
-            segments: s.segments,
-            bytes: s.bytes,
-            dropped: s.dropped,
-            subscribers: s.subscribers,
-            degraded: s.degraded,
-            last_error: s.lastError ?? null,
-            queued: s.queued,
-            fsync: s.fsync
-          }))
-        )
+          )
+          return { seqs }
+        })
+      )
+
+    const status = (account: string) => withFeed(account, "read", (feed) => Effect.map(feed.status, statusWire))
+
+    const accounts = Effect.gen(function* () {
+      yield* authorize(yield* Caller, "admin")
+      const all = yield* feeds.accounts
+      return {
+        accounts: all.map(({ account, status }) => ({
+          account,
+          open: status !== undefined,
+          head_seq: status?.headSeq ?? null,
+          epoch: status?.epoch ?? null,
+          degraded: status?.degraded ?? null,
+          subscribers: status?.subscribers ?? null
+        }))
+      }
     })
+
+    return { stream, events, append, status, accounts }
+  })
+
+class FeedRoutes extends Context.Tag("effect-change-feed/Http/FeedRoutes")<
+  FeedRoutes,
+  Effect.Effect.Success<ReturnType<typeof makeFeedRoutes>>
+>() {}
+
+const FeedGroupLive = HttpApiBuilder.group(FeedApi, "feed", (handlers) =>
+  Effect.map(FeedRoutes, (routes) =>
+    handlers
+      .handle("stream", (request) => routes.stream(DEFAULT_ACCOUNT, request))
+      .handle("events", ({ urlParams }) => routes.events(DEFAULT_ACCOUNT, urlParams))
+      .handleRaw("append", ({ request }) => routes.append(DEFAULT_ACCOUNT, request))
+      .handle("status", () => routes.status(DEFAULT_ACCOUNT))
   )
+)
+
+const AccountGroupLive = HttpApiBuilder.group(FeedApi, "account", (handlers) =>
+  Effect.map(FeedRoutes, (routes) =>
+    handlers
+      .handle("stream", (request) => routes.stream(request.path.account, request))
+      .handle("events", ({ path, urlParams }) => routes.events(path.account, urlParams))
+      .handleRaw("append", ({ path, request }) => routes.append(path.account, request))
+      .handle("status", ({ path }) => routes.status(path.account))
+  )
+)
+
+const AdminGroupLive = HttpApiBuilder.group(FeedApi, "admin", (handlers) =>
+  Effect.map(FeedRoutes, (routes) => handlers.handle("accounts", () => routes.accounts))
+)
 
 /**
  * One page for polling clients: up to `limit` events after the cursor (or a reset), reading
@@ -301,14 +428,19 @@ const docsRoutes = [
   ["/docs/openapi.json", "GET"]
 ] as const
 
-/** The API, its docs and the server, on whatever `HttpServer` is provided. Requires the feed. */
+/** The API, its docs and the server, on whatever `HttpServer` is provided. Requires the feeds. */
 export const layer = (options: HttpOptions = {}) =>
   Layer.mergeAll(HttpApiBuilder.serve(), EndStreamsOnShutdown).pipe(
     Layer.provide(HttpApiBuilder.middleware(FeedApi, answerFailures(routesOf(FeedApi, docsRoutes)))),
     Layer.provide(HttpApiSwagger.layer({ path: docsRoutes[0][0] })),
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: docsRoutes[1][0] })),
-    Layer.provide(HttpApiBuilder.api(FeedApi).pipe(Layer.provide(FeedGroupLive(options)))),
-    Layer.provide(AuthorizationLive(options.token)),
+    Layer.provide(
+      HttpApiBuilder.api(FeedApi).pipe(
+        Layer.provide([FeedGroupLive, AccountGroupLive, AdminGroupLive]),
+        Layer.provide(Layer.effect(FeedRoutes, makeFeedRoutes(options)))
+      )
+    ),
+    Layer.provide(AuthorizationLive(options)),
     Layer.provide(StreamsShutdownLive)
   )
 
@@ -322,7 +454,7 @@ export const createNodeServer = (): Server => {
   const server = createServer()
   server.on("request", (request, response) => {
     if (server.listenerCount("request") > 1) return
-    if (request.url?.startsWith("/api/v1/stream")) {
+    if (isStreamPath(request.url ?? "")) {
       // An EventSource gives up for good on any answer but a 200 event stream: an empty one
       // makes it reconnect, to the restarted server.
       response.writeHead(200, { "content-type": eventStream, "cache-control": "no-cache", connection: "close" })
@@ -337,8 +469,37 @@ export const createNodeServer = (): Server => {
   return server
 }
 
+/** A secret from the environment, refused (naming the variable) when `problem` finds one. */
+const secretConfig = (name: string, problem: (secret: string) => string | undefined, what: string) =>
+  Config.redacted(name).pipe(
+    Config.mapOrFail((secret) => {
+      const found = problem(Redacted.value(secret))
+      return found === undefined
+        ? Either.right(secret)
+        : Either.left(ConfigError.InvalidData([name], `${name} ${found}: set it to ${what}, or unset it`))
+    })
+  )
+
 /** Where `npm start` keeps its journal: a folder inside the project. */
 export const defaultDirectory = fileURLToPath(new URL("../data/feed", import.meta.url))
+
+/** The service's HTTP server on `host:port`, serving the feeds in context. */
+export interface ServerOptions extends HttpOptions {
+  readonly host: string
+  readonly port: number
+}
+
+/**
+ * The API on a Node server listening on `host:port`: the one server composition that `npm start`,
+ * the command line, the tests, the crash harness and the benchmarks run. The feeds come from the
+ * caller (`ChangeFeeds.layer` for a directory of accounts, `ChangeFeeds.layerSingle` for one feed),
+ * provided with `Layer.provideMerge`, so that they outlive the server: requests in flight at
+ * shutdown still find them, and every stream has ended before a feed drains.
+ */
+export const layerServer = (options: ServerOptions) =>
+  layer(options).pipe(
+    Layer.provideMerge(NodeHttpServer.layer(createNodeServer, { host: options.host, port: options.port }))
+  )
 
 /** Server configuration from the environment, with defaults. */
 export const ServerConfig = Config.all({
@@ -346,20 +507,9 @@ export const ServerConfig = Config.all({
   port: Config.port("PORT").pipe(Config.withDefault(8787)),
   directory: Config.string("FEED_DIR").pipe(Config.withDefault(defaultDirectory)),
   fsync: Config.literal("always", "interval", "never")("FEED_FSYNC").pipe(Config.withDefault("always" as FsyncMode)),
-  token: Config.option(
-    Config.redacted("FEED_TOKEN").pipe(
-      Config.mapOrFail((token) => {
-        const problem = tokenProblem(Redacted.value(token))
-        return problem === undefined
-          ? Either.right(token)
-          : Either.left(
-              ConfigError.InvalidData(
-                ["FEED_TOKEN"],
-                `FEED_TOKEN ${problem}: set it to the bearer token clients must send, or unset it to serve without one`
-              )
-            )
-      })
-    )
+  token: Config.option(secretConfig("FEED_TOKEN", tokenProblem, "the bearer token clients must send")),
+  jwtSecret: Config.option(
+    secretConfig("FEED_JWT_SECRET", jwtSecretProblem, "the secret the platform signs account tokens with")
   ),
   segmentBytes: Config.integer("FEED_SEGMENT_BYTES").pipe(
     Config.validate({ message: "FEED_SEGMENT_BYTES must be at least 1024", validation: (n) => n >= 1024 }),
@@ -368,29 +518,41 @@ export const ServerConfig = Config.all({
   retainSegments: Config.integer("FEED_RETAIN_SEGMENTS").pipe(
     Config.validate({ message: "FEED_RETAIN_SEGMENTS must be at least 1", validation: (n) => n >= 1 }),
     Config.withDefault(64)
-  )
+  ),
+  maxOpenAccounts: Config.integer("FEED_MAX_OPEN_ACCOUNTS").pipe(
+    Config.validate({ message: "FEED_MAX_OPEN_ACCOUNTS must be at least 1", validation: (n) => n >= 1 }),
+    Config.withDefault(1000)
+  ),
+  accountIdle: Config.duration("FEED_ACCOUNT_IDLE").pipe(Config.withDefault(Duration.minutes(5)))
 })
 
 export type ServerSettings = Config.Config.Success<typeof ServerConfig>
 
-/** The whole service (journal, feed, API, Node server) from settings; the feed is an output too. */
-export const layerFromSettings = (config: ServerSettings): Layer.Layer<ChangeFeed.ChangeFeed, unknown> =>
+/** The whole service (the feeds of every account, the API, the Node server) from settings; the feeds are an output too. */
+export const layerFromSettings = (config: ServerSettings): Layer.Layer<ChangeFeeds.ChangeFeeds, unknown> =>
   Layer.unwrapEffect(
     Effect.gen(function* () {
-      const feed = ChangeFeed.layer({
-        directory: config.directory,
-        fsync: config.fsync,
-        segmentBytes: config.segmentBytes,
-        retention: { segments: config.retainSegments }
-      })
       yield* Effect.logInfo(
-        `change feed: journal in ${config.directory} (fsync ${config.fsync}); ` +
+        `change feed: journals in ${config.directory} (fsync ${config.fsync}); ` +
           `stream at http://${config.host}:${config.port}/api/v1/stream, docs at http://${config.host}:${config.port}/docs`
       )
-      return layer({ token: Option.getOrUndefined(config.token) }).pipe(
+      return layerServer({
+        host: config.host,
+        port: config.port,
+        token: Option.getOrUndefined(config.token),
+        jwtSecret: Option.getOrUndefined(config.jwtSecret)
+      }).pipe(
         HttpServer.withLogAddress,
-        Layer.provide(NodeHttpServer.layer(createNodeServer, { host: config.host, port: config.port })),
-        Layer.provideMerge(feed),
+        Layer.provideMerge(
+          ChangeFeeds.layer({
+            directory: config.directory,
+            fsync: config.fsync,
+            segmentBytes: config.segmentBytes,
+            retention: { segments: config.retainSegments },
+            maxOpen: config.maxOpenAccounts,
+            idleTimeToLive: config.accountIdle
+          })
+        ),
         Layer.provide(NodeContext.layer)
       )
     })

@@ -26,12 +26,12 @@ describe("Access", () => {
       const token = yield* Access.mint(secret, { account: "acme", permissions: ["read"], ttl: "1 hour" })
       const grant = yield* access.authenticate(token)
       assert.strictEqual(grant._tag, "Account")
-      assert.isTrue(Either.isRight(access.authorize(grant, "read", "acme")))
-      const append = access.authorize(grant, "append", "acme")
+      assert.isTrue(Either.isRight(Access.authorize(grant, "read", "acme")))
+      const append = Access.authorize(grant, "append", "acme")
       assert.isTrue(Either.isLeft(append) && /does not allow append/.test(append.left.message))
-      const other = access.authorize(grant, "read", "globex")
+      const other = Access.authorize(grant, "read", "globex")
       assert.isTrue(Either.isLeft(other) && /for account 'acme', not 'globex'/.test(other.left.message))
-      assert.isTrue(Either.isLeft(access.authorize(grant, "admin")))
+      assert.isTrue(Either.isLeft(Access.authorize(grant, "admin")))
     })
   )
 
@@ -39,7 +39,7 @@ describe("Access", () => {
     Effect.gen(function* () {
       const grant = yield* access.authenticate("admin-token")
       for (const permission of ["read", "append", "admin"] as const) {
-        assert.isTrue(Either.isRight(access.authorize(grant, permission, "anything")))
+        assert.isTrue(Either.isRight(Access.authorize(grant, permission, "anything")))
       }
     })
   )

@@ -167,7 +167,7 @@ describe("ChangeFeeds", () => {
         Effect.map(feeds.accounts, (all) => all.every((s) => !s.open))
       )
       // The segment's directory is replaced by a file: the journal cannot open.
-      const bad = feeds.directoryOf("bad" as ChangeFeeds.AccountId)
+      const bad = ChangeFeeds.accountDirectory(path, root, "bad" as ChangeFeeds.AccountId)
       yield* fs.remove(bad, { recursive: true })
       yield* fs.writeFileString(bad, "not a directory")
 

@@ -1,13 +1,15 @@
 /**
- * The optional bearer token: what a usable token is, and the check every `/api` route runs
- * before anything else of the request (its body included) is read.
+ * Credentials on the wire: what a usable configured secret is, where a request carries its
+ * credential (the `Authorization` header, or `?access_token=` on a stream, since `EventSource`
+ * cannot set headers), and the check every `/api` route runs before anything else of the request
+ * (its body included) is read. Who may do what is `Access`.
  */
 import { HttpServerRequest } from "@effect/platform"
-import * as Crypto from "node:crypto"
-import { Data, Effect, Redacted } from "effect"
-import { Unauthorized } from "../Domain/Errors.js"
+import { Data, Effect, Either, Redacted } from "effect"
+import * as Access from "../Access.js"
+import { Forbidden, Unauthorized } from "../Domain/Errors.js"
 
-/** A configured token no client could send, refused at startup. */
+/** A configured token or secret no client could use, refused at startup. */
 export class InvalidToken extends Data.TaggedError("InvalidToken")<{ readonly reason: string }> {
   override get message() {
     return `the bearer token ${this.reason}: set FEED_TOKEN (or --token) to the token clients must send, or leave it unset to serve without one`
@@ -26,48 +28,67 @@ export const tokenProblem = (token: string): string | undefined =>
       ? "has whitespace at its start or end, which an Authorization header cannot carry"
       : undefined
 
-const digest = (text: string): Buffer => Crypto.createHash("sha256").update(text, "utf8").digest()
+/** HS256 keys shorter than the hash are weak; RFC 7518 asks for at least 256 bits. */
+export const MIN_JWT_SECRET_BYTES = 32
+
+/** Why `secret` cannot sign account tokens, if it cannot. */
+export const jwtSecretProblem = (secret: string): string | undefined =>
+  Buffer.byteLength(secret) < MIN_JWT_SECRET_BYTES
+    ? `is ${Buffer.byteLength(secret)} bytes; an HS256 secret needs at least ${MIN_JWT_SECRET_BYTES}`
+    : undefined
+
+/** Whether `url` is one of the streams, which also take the credential as `?access_token=`. */
+export const isStreamPath = (url: string): boolean => /^\/api\/v1\/(?:accounts\/[^/?]+\/)?stream(?:\?|$)/.test(url)
+
+/** The credential a request presents, if any, or why its `Authorization` header is unusable. */
+const credentialOf = Effect.gen(function* () {
+  const request = yield* HttpServerRequest.HttpServerRequest
+  const header = request.headers["authorization"]
+  if (header !== undefined) {
+    const match = /^Bearer\s+(.+)$/i.exec(header)
+    if (match === null) {
+      return yield* new Unauthorized({ message: "the Authorization header must be 'Bearer <token>'" })
+    }
+    return match[1]!.trim()
+  }
+  if (!isStreamPath(request.url)) return undefined
+  const query = (yield* HttpServerRequest.ParsedSearchParams)["access_token"]
+  return typeof query === "string" ? query : undefined
+})
 
 /**
- * The check of the `Authorization` middleware: the bearer token from the header, or from
- * `?access_token=` on the stream (EventSource cannot set headers), compared in constant time
- * as digests of equal length, so neither the token's bytes nor its length show in the timing.
+ * The check of the `Authorization` middleware: who the caller is. Secrets are compared in
+ * constant time (`Access`), JWTs verified with `jose`; the route then checks what this caller may do.
  */
-export const makeAuthorize = (
-  token: Redacted.Redacted | undefined
+export const makeAuthenticate = (
+  options: Access.AccessOptions
 ): Effect.Effect<
-  Effect.Effect<void, Unauthorized, HttpServerRequest.HttpServerRequest | HttpServerRequest.ParsedSearchParams>,
+  Effect.Effect<Access.Grant, Unauthorized, HttpServerRequest.HttpServerRequest | HttpServerRequest.ParsedSearchParams>,
   InvalidToken
-> => {
-  if (token === undefined) return Effect.succeed(Effect.void)
-  const problem = tokenProblem(Redacted.value(token))
-  if (problem !== undefined) return Effect.fail(new InvalidToken({ reason: problem }))
-  const expected = digest(Redacted.value(token))
-  return Effect.succeed(
-    Effect.gen(function* () {
-      const request = yield* HttpServerRequest.HttpServerRequest
-      const header = request.headers["authorization"]
-      let given: string | undefined
-      if (header !== undefined) {
-        const match = /^Bearer\s+(.+)$/i.exec(header)
-        if (match === null) {
-          return yield* new Unauthorized({ message: "the Authorization header must be 'Bearer <token>'" })
-        }
-        given = match[1]!.trim()
-      } else {
-        const params = yield* HttpServerRequest.ParsedSearchParams
-        const query = params["access_token"]
-        if (typeof query === "string" && request.url.startsWith("/api/v1/stream")) given = query
-      }
-      if (given === undefined) {
-        return yield* new Unauthorized({
-          message:
-            "this feed requires a bearer token: send 'Authorization: Bearer <token>' (or ?access_token= on the stream)"
-        })
-      }
-      if (!Crypto.timingSafeEqual(digest(given), expected)) {
-        return yield* new Unauthorized({ message: "the bearer token is not valid" })
-      }
-    })
-  )
-}
+> =>
+  Effect.gen(function* () {
+    if (options.adminToken !== undefined) {
+      const problem = tokenProblem(Redacted.value(options.adminToken))
+      if (problem !== undefined) return yield* new InvalidToken({ reason: problem })
+    }
+    if (options.jwtSecret !== undefined) {
+      const problem = jwtSecretProblem(Redacted.value(options.jwtSecret))
+      if (problem !== undefined) return yield* new InvalidToken({ reason: `secret (FEED_JWT_SECRET) ${problem}` })
+    }
+    const access = Access.make(options)
+    if (!access.required) return access.authenticate(undefined).pipe(Effect.orDie)
+    return Effect.flatMap(credentialOf, (credential) =>
+      access.authenticate(credential).pipe(Effect.mapError((error) => new Unauthorized({ message: error.message })))
+    )
+  })
+
+/** Whether the caller may do `permission` (on `account`), as an API error when not. */
+export const authorize = (
+  grant: Access.Grant,
+  permission: Access.Permission,
+  account?: string
+): Effect.Effect<void, Forbidden> =>
+  Either.match(Access.authorize(grant, permission, account), {
+    onLeft: (denied) => Effect.fail(new Forbidden({ message: denied.message })),
+    onRight: () => Effect.void
+  })

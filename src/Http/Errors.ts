@@ -46,8 +46,20 @@ const schemaOf = (error: unknown): Schema.Schema.Any | undefined => {
   return Schema.isSchema(constructor) ? constructor : undefined
 }
 
+/** The methods of the route whose path (`/a/:param/b`) matches `path`, if any. */
+const methodsAt = (routes: Routes, path: string): ReadonlyArray<string> | undefined => {
+  const exact = routes.get(path)
+  if (exact !== undefined) return exact
+  const parts = path.split("/")
+  for (const [route, methods] of routes) {
+    const pattern = route.split("/")
+    if (pattern.length === parts.length && pattern.every((p, i) => p.startsWith(":") || p === parts[i])) return methods
+  }
+  return undefined
+}
+
 const unroutable = (routes: Routes, method: string, path: string) => {
-  const allow = routes.get(path)
+  const allow = methodsAt(routes, path)
   if (allow === undefined) {
     return answer(NotFound, new NotFound({ message: `no route ${method} ${path}; the routes are listed at /docs` }))
   }
@@ -58,20 +70,30 @@ const unroutable = (routes: Routes, method: string, path: string) => {
   )
 }
 
-const jsonCharset = (_request: HttpServerRequest.HttpServerRequest, response: HttpServerResponse.HttpServerResponse) =>
-  Effect.succeed(
-    // Said outright, so that no client guesses another encoding.
+/** Touches every answer on its way out: JSON says its charset, a 503 says when to come back. */
+const finishAnswer = (
+  _request: HttpServerRequest.HttpServerRequest,
+  response: HttpServerResponse.HttpServerResponse
+) => {
+  // Said outright, so that no client guesses another encoding.
+  const charset =
     response.body._tag === "Uint8Array" && response.body.contentType === "application/json"
       ? HttpServerResponse.setBody(response, HttpBody.uint8Array(response.body.body, "application/json; charset=utf-8"))
       : response
+  // Every 503 is a condition that passes (a busy or closing feed): clients and proxies may retry after a second.
+  return Effect.succeed(
+    charset.status === 503 && charset.headers["retry-after"] === undefined
+      ? HttpServerResponse.setHeader(charset, "retry-after", "1")
+      : charset
   )
+}
 
 /** The middleware around the API's router (`HttpApiBuilder.middleware`). */
 export const answerFailures =
   (routes: Routes) =>
   (app: HttpApp.Default): HttpApp.Default =>
     Effect.zipRight(
-      HttpApp.appendPreResponseHandler(jsonCharset),
+      HttpApp.appendPreResponseHandler(finishAnswer),
       Effect.catchAllCause(app, (cause) =>
         Effect.gen(function* () {
           const request = yield* HttpServerRequest.HttpServerRequest

@@ -287,10 +287,25 @@ describe("docs", () => {
       const spec = yield* request(`${server.url}/docs/openapi.json`)
       assert.strictEqual(spec.status, 200)
       const paths = spec.body.paths as Record<string, Record<string, unknown>>
-      assert.deepStrictEqual(Object.keys(paths).sort(), ["/api/v1/events", "/api/v1/status", "/api/v1/stream"])
-      assert.deepStrictEqual(Object.keys(paths["/api/v1/events"]!).sort(), ["get", "post"])
-      assert.deepStrictEqual(Object.keys(paths["/api/v1/stream"]!), ["get"])
-      assert.deepStrictEqual(Object.keys(paths["/api/v1/status"]!), ["get"])
+      assert.deepStrictEqual(Object.keys(paths).sort(), [
+        "/api/v1/accounts",
+        "/api/v1/accounts/{account}/events",
+        "/api/v1/accounts/{account}/status",
+        "/api/v1/accounts/{account}/stream",
+        "/api/v1/events",
+        "/api/v1/status",
+        "/api/v1/stream"
+      ])
+      for (const prefix of ["/api/v1", "/api/v1/accounts/{account}"]) {
+        assert.deepStrictEqual(Object.keys(paths[`${prefix}/events`]!).sort(), ["get", "post"])
+        assert.deepStrictEqual(Object.keys(paths[`${prefix}/stream`]!), ["get"])
+        assert.deepStrictEqual(Object.keys(paths[`${prefix}/status`]!), ["get"])
+      }
+      assert.deepStrictEqual(Object.keys(paths["/api/v1/accounts"]!), ["get"])
+      const accountParameter = (paths["/api/v1/accounts/{account}/stream"]!["get"] as any).parameters.find(
+        (p: any) => p.name === "account"
+      )
+      assert.strictEqual(accountParameter?.in, "path")
       assert.property((paths["/api/v1/stream"]!["get"] as any).responses["200"].content, "text/event-stream")
       // A page over a corrupt journal answers 500 with the JournalCorrupt error.
       assert.property((paths["/api/v1/events"]!["get"] as any).responses, "500")

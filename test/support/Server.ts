@@ -7,10 +7,10 @@
  * the server logs is kept, for tests of what it says about its faults.
  */
 import { FileSystem, HttpServer, Path } from "@effect/platform"
-import { NodeContext, NodeHttpServer } from "@effect/platform-node"
+import { NodeContext } from "@effect/platform-node"
 import { Cause, Context, Deferred, Effect, Exit, Layer, Logger, Queue, Scope } from "effect"
 import * as NodeHttp from "node:http"
-import * as ChangeFeed from "../../src/ChangeFeed.js"
+import * as ChangeFeeds from "../../src/ChangeFeeds.js"
 import * as Http from "../../src/Http.js"
 import { makeSseParser, type SseFrame } from "../../src/Http/Sse.js"
 
@@ -18,7 +18,7 @@ export interface TestServerOptions {
   readonly directory: string
   /** 0 (the default) picks a free port; a restart passes the port of the server it replaces. */
   readonly port?: number | undefined
-  readonly feed?: Omit<ChangeFeed.FeedOptions, "directory"> | undefined
+  readonly feed?: Omit<ChangeFeeds.ChangeFeedsOptions, "directory"> | undefined
   readonly http?: Http.HttpOptions | undefined
   /** Extra routes served next to the API, e.g. `HttpApiBuilder.Router.use(...)` for a test page. */
   readonly routes?: Layer.Layer<never> | undefined
@@ -55,12 +55,9 @@ export const start = (options: TestServerOptions): Effect.Effect<TestServer, unk
         cause: Cause.isEmpty(cause) ? "" : Cause.pretty(cause)
       })
     })
-    const layer = Http.layer(options.http ?? {}).pipe(
+    const layer = Http.layerServer({ ...options.http, host: "127.0.0.1", port: options.port ?? 0 }).pipe(
       Layer.provide(options.routes ?? Layer.empty),
-      // Composed as `Http.layerFromSettings` does: the feed outlives the server, so requests in
-      // flight at shutdown still find it.
-      Layer.provideMerge(NodeHttpServer.layer(Http.createNodeServer, { host: "127.0.0.1", port: options.port ?? 0 })),
-      Layer.provide(ChangeFeed.layer({ ...options.feed, directory: options.directory })),
+      Layer.provideMerge(ChangeFeeds.layer({ ...options.feed, directory: options.directory })),
       Layer.provide(NodeContext.layer),
       Layer.provide(Logger.add(keep))
     )
