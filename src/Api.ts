@@ -6,7 +6,7 @@ import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiMiddleware, HttpApiSchem
 import { JSONSchema, Schema } from "effect"
 import { AgentEvent } from "./Domain/AgentEvent.js"
 import { ChangeEvent, Seq } from "./Domain/ChangeEvent.js"
-import { BadRequest, PayloadTooLarge, Unauthorized, Unavailable } from "./Domain/Errors.js"
+import { BadRequest, IdempotencyKeyReused, PayloadTooLarge, Unauthorized, Unavailable } from "./Domain/Errors.js"
 
 export const AgentChangeEvent = ChangeEvent(AgentEvent)
 
@@ -135,11 +135,31 @@ export class FeedGroup extends HttpApiGroup.make("feed")
   .add(
     HttpApiEndpoint.post("append", "/api/v1/events")
       .setPayload(AppendBody)
+      .setHeaders(
+        Schema.Struct({
+          "idempotency-key": Schema.optional(
+            Schema.String.annotations({
+              description:
+                "Makes the request safe to retry: 1 to 128 characters of A-Z a-z 0-9 . _ : - (a UUID will do), " +
+                "new for every new request and the same on each retry of it. A request whose key was already " +
+                "accepted is answered with its original seqs and appends nothing; one sent while the first is " +
+                "in flight waits for it. The same key with other durable events answers 422. Keys are remembered, " +
+                "across restarts, while their events are among the last 100,000 journaled (configurable); a " +
+                "retry after that is appended again."
+            })
+          )
+        })
+      )
       .addSuccess(AppendResult)
       .addError(BadRequest)
       .addError(PayloadTooLarge)
+      .addError(IdempotencyKeyReused)
       .addError(Unavailable)
-      .annotate(OpenApi.Description, "Append one event or a batch; answers once durable, `null` for ephemeral events.")
+      .annotate(
+        OpenApi.Description,
+        "Append one event or a batch; answers once durable, `null` for ephemeral events. " +
+          "Send an `Idempotency-Key` to retry safely (after a lost answer, a 5xx or a 503) without appending twice."
+      )
   )
   .add(HttpApiEndpoint.get("status", "/api/v1/status").addSuccess(Status))
   .addError(Unauthorized)

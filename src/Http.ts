@@ -35,7 +35,7 @@ import * as ChangeFeed from "./ChangeFeed.js"
 import { AgentEvent, decodeAgentEvent } from "./Domain/AgentEvent.js"
 import { ChangeEvent } from "./Domain/ChangeEvent.js"
 import { type Cursor, parseCursor } from "./Domain/Cursor.js"
-import { BadRequest, PayloadTooLarge, Unauthorized, Unavailable } from "./Domain/Errors.js"
+import { BadRequest, IdempotencyKeyReused, PayloadTooLarge, Unauthorized, Unavailable } from "./Domain/Errors.js"
 import { cursorAfter, type FeedItem, resetWire } from "./Domain/FeedItem.js"
 import { keepaliveFrame, makeFrameEncoder, retryFrame } from "./Http/Sse.js"
 import type { FsyncMode } from "./Journal.js"
@@ -272,14 +272,17 @@ const FeedGroupLive = (options: HttpOptions) =>
             return yield* page(feed, shutdown, cursor, limit, urlParams.session_id, waitSeconds * 1000)
           })
         )
-        .handle("append", ({ payload }) =>
+        .handle("append", ({ headers, payload }) =>
           Effect.gen(function* () {
             const decoded = yield* decodeAppendBody(payload, maxBatch)
-            const seqs = yield* feed.publishAll(decoded).pipe(
+            const seqs = yield* feed.publishAll(decoded, { idempotencyKey: headers["idempotency-key"] }).pipe(
               Effect.catchTags({
                 FeedBusy: (e) => new Unavailable({ accepted: false, message: e.message }),
                 FeedClosed: (e) => new Unavailable({ accepted: false, message: e.message }),
-                NotYetDurable: (e) => new Unavailable({ accepted: true, message: e.message })
+                NotYetDurable: (e) => new Unavailable({ accepted: true, message: e.message }),
+                InvalidIdempotencyKey: (e) => new BadRequest({ field: "Idempotency-Key", message: e.message }),
+                IdempotencyKeyConflict: (e) =>
+                  new IdempotencyKeyReused({ field: "Idempotency-Key", key: e.key, message: e.message })
               })
             )
             return { seqs }

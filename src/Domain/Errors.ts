@@ -34,3 +34,13 @@ export class Unavailable extends Schema.TaggedError<Unavailable>()(
   { accepted: Schema.Boolean, message: Schema.String },
   HttpApiSchema.annotations({ status: 503 })
 ) {}
+
+/**
+ * The `Idempotency-Key` already names a different request (another number of durable events, or
+ * other content); nothing of this one was journaled.
+ */
+export class IdempotencyKeyReused extends Schema.TaggedError<IdempotencyKeyReused>()(
+  "IdempotencyKeyReused",
+  { field: Schema.String, key: Schema.String, message: Schema.String },
+  HttpApiSchema.annotations({ status: 422 })
+) {}
