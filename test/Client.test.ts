@@ -3,11 +3,12 @@
  * typed resets, refusals, appends and status; its hole check against a server that skips; and
  * its append retries (same idempotency key) through a proxy that loses answers and fails.
  */
-import { NodeHttpClient } from "@effect/platform-node"
+import { NodeContext, NodeHttpClient } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber, Queue, Redacted, Stream } from "effect"
+import { Console, Effect, Fiber, Queue, Redacted, Stream } from "effect"
 import * as NodeHttp from "node:http"
 import type { AddressInfo } from "node:net"
+import * as Cli from "../src/Cli.js"
 import * as Client from "../src/Client.js"
 import type { FeedItem } from "../src/Domain/FeedItem.js"
 import type { AgentEvent } from "../src/Domain/AgentEvent.js"
@@ -266,5 +267,36 @@ describe("Client", () => {
       assert.deepStrictEqual(cursors.slice(0, 2), ["0", "e0:2"])
       yield* Fiber.interrupt(follower.fiber)
     }).pipe(Effect.provide(NodeHttpClient.layerUndici))
+  )
+
+  it.scopedLive("the_cli_append_with_an_idempotency_key_appends_once_however_often_it_is_run", () =>
+    Effect.gen(function* () {
+      const server = yield* start({ directory: yield* tempDirectory })
+      const event = JSON.stringify({ type: "session_deleted", session_id: "s1" })
+      const printed: Array<string> = []
+      const console: Console.Console = {
+        ...(yield* Effect.console),
+        log: (...args) => Effect.sync(() => void printed.push(args.join(" ")))
+      }
+      const append = (key: string) =>
+        Cli.run([
+          "node",
+          "change-feed",
+          "append",
+          "--url",
+          server.url,
+          "--event",
+          event,
+          "--idempotency-key",
+          key
+        ]).pipe(Effect.withConsole(console))
+      yield* append("deploy-17")
+      yield* append("deploy-17")
+      assert.strictEqual((yield* status(server)).head_seq, 1)
+      yield* append("deploy-18")
+      assert.deepStrictEqual(printed, ['{"seqs":[1]}', '{"seqs":[1]}', '{"seqs":[2]}'])
+      assert.strictEqual((yield* status(server)).head_seq, 2)
+      yield* server.close
+    }).pipe(Effect.provide(NodeContext.layer))
   )
 })
