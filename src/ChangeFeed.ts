@@ -46,6 +46,8 @@ import {
   IdempotencyWindow,
   isValidKey,
   type Pending,
+  recallFingerprint,
+  restoreKeys,
   type Runs,
   seqsAt
 } from "./ChangeFeed/Idempotency.js"
@@ -260,9 +262,7 @@ export const make = <A, I>(
       events: options.idempotencyWindowEvents ?? 100_000,
       bytes: options.idempotencyWindowBytes ?? 32 * 1024 * 1024
     })
-    yield* restoreKeys(journal, keys, options.idempotencyWindowEvents ?? 100_000, (e) =>
-      entryText(e.session_id, encodeEvent(e.event))
-    )
+    yield* restoreKeys(journal, keys, options.idempotencyWindowEvents ?? 100_000)
 
     // ---- intake ----------------------------------------------------------------------
 
@@ -418,6 +418,13 @@ export const make = <A, I>(
           if (durable.length === 0) return Effect.succeed(answer([]))
           const keyed = keys.begin(key, fingerprint, durable.length, undefined)
           return Effect.map(submit(durable, request.timeoutMs, keyed), (first) => answer([first, durable.length]))
+        }
+        if (known._tag === "Journaled" && known.fingerprint === undefined) {
+          // Learnt at open: its fingerprint is read back from the journal the first time it is needed.
+          return Effect.flatMap(Effect.orDie(recallFingerprint(journal, known)), (recalled) => {
+            keys.recalled(known, recalled)
+            return attemptKeyed(request)
+          })
         }
         if (known.fingerprint === fingerprint) {
           if (known._tag === "Journaled") return Effect.succeed(answer(known.runs))
@@ -842,44 +849,6 @@ export const make = <A, I>(
       droppedCount: Effect.sync(() => dropped),
       status
     } satisfies ChangeFeedService<A>
-  })
-
-/**
- * Learns the idempotency keys of the requests within the journal's last `events` events (never
- * more: the whole journal can be far larger), so that a retry that comes after a restart is still
- * recognised.
- */
-const restoreKeys = <A>(
-  journal: Journal.Journal<A>,
-  keys: IdempotencyWindow,
-  events: number,
-  entry: (event: Journal.JournalEvent<A>) => string
-): Effect.Effect<void, Journal.JournalCorrupt | Journal.JournalIoError> =>
-  Effect.gen(function* () {
-    const info = yield* journal.info
-    const floor = Math.max(info.oldestSeq - 1, info.headSeq - events)
-    if (floor >= info.headSeq) return
-    // One event more than the window, to see whether the request the window starts with began
-    // below it: only part of it would be learnt, and a retry taken for another request.
-    let edge: string | undefined = undefined
-    yield* journal.read(Math.max(info.oldestSeq - 1, floor - 1), info.headSeq).pipe(
-      Stream.runForEach((event) =>
-        Effect.sync(() => {
-          const key = event.key
-          if (key === undefined) return
-          if (event.seq <= floor) edge = key
-          else if (key !== edge) keys.restore(key, event.seq, entry(event))
-        })
-      ),
-      // Nothing is pruned while the feed opens: the window starts at the oldest retained event.
-      Effect.catchTag("JournalPruned", (error) => Effect.die(error))
-    )
-    keys.restored(info.headSeq, journal.recovery.unclean)
-    if (keys.size > 0) {
-      yield* Effect.logDebug(
-        `change feed: ${keys.size} idempotency key(s) recalled from seqs ${floor + 1}..${info.headSeq}`
-      )
-    }
   })
 
 /** Options of a feed on a journal directory. */

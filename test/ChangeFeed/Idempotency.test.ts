@@ -7,7 +7,7 @@
  */
 import { FileSystem, Path } from "@effect/platform"
 import { describe, it, assert } from "@effect/vitest"
-import { Deferred, Effect, Exit, FastCheck as fc, Fiber } from "effect"
+import { Deferred, Effect, Exit, FastCheck as fc, Fiber, Stream } from "effect"
 import * as ChangeFeed from "../../src/ChangeFeed.js"
 import { AgentDomain, type AgentEvent } from "../../src/Domain/AgentEvent.js"
 import * as Journal from "../../src/Journal.js"
@@ -217,6 +217,52 @@ describe("the window of keys", () => {
         [3, "b", "k1"]
       ])
     }).pipe(Effect.provide(Env))
+  )
+
+  it.scopedLive("a_field_named_key_inside_an_event_is_not_taken_for_the_requests_key", () =>
+    Effect.gen(function* () {
+      const directory = yield* tempDir
+      const message = (content: unknown): Entry => ({
+        event: { type: "message_appended", session_id: "s1", message_id: "m1", role: "user", content }
+      })
+      const first = yield* openFeed(directory)
+      yield* first.feed.publishAll([message({ key: "k1" })])
+      yield* first.feed.publishAll([message("x"), message({ note: { key: "k2" } })])
+      yield* first.close
+      const second = yield* openFeed(directory)
+      assert.strictEqual((yield* second.feed.status).idempotencyKeys, 0)
+      assert.deepStrictEqual(yield* second.feed.publishAll([durable("a")], { idempotencyKey: "k1" }), [4])
+      assert.deepStrictEqual(yield* second.feed.publishAll([durable("a")], { idempotencyKey: "k2" }), [5])
+    }).pipe(Effect.provide(Env))
+  )
+
+  it.scopedLive("keys_are_learnt_from_lines_of_another_layout_too", () =>
+    Effect.gen(function* () {
+      // Lines with a field after the key (as a journal that adds, say, a checksum would write).
+      const journal = yield* Journal.makeMemory(AgentDomain.schema)
+      const request = [durable("a"), durable("b")]
+      yield* Effect.scoped(
+        Effect.gen(function* () {
+          const feed = yield* Effect.orDie(ChangeFeed.make(AgentDomain, journal))
+          assert.deepStrictEqual(yield* feed.publishAll(request, { idempotencyKey: "k" }), [1, 2])
+        })
+      )
+      const encoder = new TextEncoder()
+      const decoder = new TextDecoder()
+      const relaid: Journal.Journal<AgentEvent> = {
+        ...journal,
+        readLines: (since, upTo) =>
+          Stream.map(journal.readLines(since, upTo), (line) => ({
+            ...line,
+            line: encoder.encode(decoder.decode(line.line).replace(/\}$/, ',"crc":"0a1b"}'))
+          }))
+      }
+      const feed = yield* Effect.orDie(ChangeFeed.make(AgentDomain, relaid))
+      assert.deepStrictEqual(yield* feed.publishAll(request, { idempotencyKey: "k" }), [1, 2])
+      const other = yield* Effect.exit(feed.publishAll([durable("c")], { idempotencyKey: "k" }))
+      assert.strictEqual(failureOf(other)._tag, "IdempotencyKeyConflict")
+      assert.strictEqual(yield* feed.headSeq, 2)
+    })
   )
 
   it.scopedLive("keys_whose_requests_fall_out_of_the_window_are_forgotten_running_and_after_a_restart", () =>
