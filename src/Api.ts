@@ -144,8 +144,8 @@ export class FeedGroup extends HttpApiGroup.make("feed")
                 "new for every new request and the same on each retry of it. A request whose key was already " +
                 "accepted is answered with its original seqs and appends nothing; one sent while the first is " +
                 "in flight waits for it. The same key with other durable events answers 422. Keys are remembered, " +
-                "across restarts, while their events are among the last 100,000 journaled (configurable); a " +
-                "retry after that is appended again."
+                "across restarts, while the request's first event is among the last 100,000 journaled " +
+                "(configurable); a retry after that is appended again."
             })
           )
         })

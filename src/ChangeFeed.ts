@@ -8,7 +8,8 @@
  * buffer all readers share and acknowledges it: nothing is broadcast or acknowledged that is
  * not in the journal, and a failed append consumes no seq. Readers replay the journal from their
  * cursor and continue with the live tail, catching up from the journal whenever they fall
- * behind the live buffer.
+ * behind the live buffer. A batch published with an idempotency key is journaled with it, and a
+ * retry under the same key is answered with the batch's seqs (`ChangeFeed/Idempotency.ts`).
  */
 import { FileSystem, Path } from "@effect/platform"
 import {
