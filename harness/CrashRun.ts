@@ -4,8 +4,11 @@
  * started again on the same directory and port. Everything is checked from the outside:
  *
  * - every acknowledged event is in the journal, at the acknowledged seq, with the content sent;
+ * - a request whose answer was lost (a kill) or that answered 503 is sent again, with the same body
+ *   and `Idempotency-Key`, until it is answered; no event is journaled twice (each has an id of its
+ *   own), and each is journaled with its request's key;
  * - the journal's seqs are 1..head with no hole; no seq ever names two different events (acks,
- *   frames readers saw live, the final journal), and no event is journaled twice;
+ *   frames readers saw live, the final journal);
  * - the journal read over HTTP equals the segment files on disk, which end on whole lines;
  * - every reader resumes (`Last-Event-ID`, or `?since=` with a plain seq) with no gap and no
  *   duplicate; a reset is accepted only where the fsync mode allows a rollback
@@ -71,11 +74,20 @@ export interface CrashReport {
   readonly ackedRequests: number
   /** Ephemeral events answered `null`, as they must be. */
   readonly ephemeralNulls: number
-  /** Events of requests whose answer was lost to a kill: each may or may not be journaled. */
-  readonly inDoubtEvents: number
-  readonly inDoubtLanded: number
-  /** In-doubt batches of which only some events were journaled (a kill mid-write). */
-  readonly inDoubtPartialBatches: number
+  /** Requests sent again (same body, same key) because their answer was lost to a kill or was a 503, and their events. */
+  readonly retriedRequests: number
+  readonly retriedEvents: number
+  /**
+   * Retried events the journal already held when their first answer failed (their `ts` is older):
+   * each would have been appended twice without the key, and was answered with its original seq.
+   */
+  readonly retriedLanded: number
+  /** Retried requests answered with seqs that are not consecutive: a kill cut the write short, the retry added the rest. */
+  readonly retriesCompleted: number
+  /** Events of requests never answered (the run ended first): each may or may not be journaled. */
+  readonly unansweredEvents: number
+  /** Events found more than once in the final journal (each is also a violation). */
+  readonly duplicates: number
   /** Events of the final journal, each checked against the content its id implies. */
   readonly journalEvents: number
   /** Acknowledged events found at their acknowledged seq. */
@@ -129,6 +141,8 @@ interface WireChange {
   readonly ts: string
   readonly session_id?: string
   readonly event: { readonly type: string; readonly message_id?: string }
+  /** On disk only: the idempotency key of the request that appended it. */
+  key?: string
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -139,10 +153,14 @@ class Ledger {
   readonly violations: Array<string> = []
   /** id -> seq it was acknowledged with. */
   readonly acked = new Map<string, number>()
+  /** Ids of requests sent but not answered yet (their answer lost, or a 503): sent again until they are. */
   readonly inDoubt = new Set<string>()
+  /** id -> the idempotency key of the request that carries it. */
+  readonly keyOf = new Map<string, string>()
+  /** id -> when its request's first answer failed (ms), for the events of retried requests. */
+  readonly failedAt = new Map<string, number>()
   /** Every id a producer has put on the wire (a reader may see an event before its producer sees the ack). */
   readonly sent = new Set<string>()
-  readonly inDoubtRequests: Array<ReadonlyArray<string>> = []
   /** Ids that an allowed rollback took back (acknowledged, then lost). */
   readonly lost = new Set<string>()
   /** seq -> id, from every observation (acks, readers, journal). */
@@ -261,6 +279,9 @@ export const runCrash = async (options: CrashOptions): Promise<CrashReport> => {
     ackedEvents: 0,
     ackedRequests: 0,
     ephemeralNulls: 0,
+    retriedRequests: 0,
+    retriedEvents: 0,
+    retriesCompleted: 0,
     readerEvents: 0,
     readerReconnects: 0,
     rollbacks: 0,
@@ -313,54 +334,78 @@ export const runCrash = async (options: CrashOptions): Promise<CrashReport> => {
 
   // ---- producers ---------------------------------------------------------------------------------------------
 
+  /** Set when the run ends early: producers stop, even with requests not yet answered. */
+  let abandonProducers = false
+
+  const noteRetry = (ids: ReadonlyArray<string>) => {
+    stats.retriedRequests++
+    stats.retriedEvents += ids.length
+    const now = Date.now()
+    for (const id of ids) ledger.failedAt.set(id, now)
+  }
+
   const producer = async (index: number) => {
     const rng = random.fork(1000 + index)
     let counter = 0
-    let retry: Array<{ id: string | undefined; body: unknown }> | undefined
-    while (!stopProducers) {
-      const entries =
-        retry ??
-        Array.from({ length: rng.int(1, maxBatch) }, () => {
+    let requests = 0
+    /** A request not answered yet: sent again, the same bytes under the same key, until it is. */
+    let pending: { entries: Array<{ id: string | undefined; body: unknown }>; body: string; key: string } | undefined
+    let retried = false
+    // Once told to stop, a producer still sees its last request answered by the last server.
+    while (!abandonProducers && (!stopProducers || pending !== undefined)) {
+      if (pending === undefined) {
+        const entries = Array.from({ length: rng.int(1, maxBatch) }, () => {
           // Now and then an ephemeral event, which must come back as `null` and never be journaled.
           if (rng.chance(0.1)) return { id: undefined, body: { event: { type: "token", content: "tok" } } }
           const id = `p${index}-${++counter}`
           const event = eventFor(id)
           return { id, body: rng.chance(0.5) ? { session_id: event.session_id, event } : { event } }
         })
-      retry = undefined
+        const body = entries.length === 1 && rng.chance(0.5) ? entries[0]!.body : { events: entries.map((e) => e.body) }
+        pending = { entries, body: JSON.stringify(body), key: `p${index}-r${++requests}` }
+        retried = false
+        for (const entry of entries) {
+          if (entry.id === undefined) continue
+          ledger.sent.add(entry.id)
+          ledger.keyOf.set(entry.id, pending.key)
+          ledger.inDoubt.add(entry.id)
+        }
+      }
+      const { entries, key } = pending
       const ids = entries.flatMap((entry) => (entry.id === undefined ? [] : [entry.id]))
-      for (const id of ids) ledger.sent.add(id)
-      const body = entries.length === 1 && rng.chance(0.5) ? entries[0]!.body : { events: entries.map((e) => e.body) }
       let status: number
       let text: string
       try {
         const response = await fetch(`${server.url}/api/v1/events`, {
           method: "POST",
-          headers: { "content-type": "application/json" },
-          body: JSON.stringify(body),
+          headers: { "content-type": "application/json", "idempotency-key": key },
+          body: pending.body,
           signal: AbortSignal.timeout(60_000)
         })
         status = response.status
         text = await response.text()
       } catch (error) {
-        if (isRefused(error)) {
-          // Never reached a server: send the same events again once one is up.
-          retry = entries
-          await sleep(25)
-        } else {
-          // Sent, but the answer was lost (killed mid-request): journaled or not, no one knows.
-          for (const id of ids) ledger.inDoubt.add(id)
-          if (ids.length > 0) ledger.inDoubtRequests.push(ids)
+        // Never reached a server (refused), or sent and the answer lost (killed mid-request):
+        // journaled or not, the same request under the same key settles it.
+        if (!isRefused(error) && !retried) {
+          retried = true
+          noteRetry(ids)
         }
+        await sleep(25)
         continue
       }
       if (status === 503) {
-        for (const id of ids) ledger.inDoubt.add(id)
-        if (ids.length > 0) ledger.inDoubtRequests.push(ids)
+        if (!retried) {
+          retried = true
+          noteRetry(ids)
+        }
+        await sleep(25)
         continue
       }
+      pending = undefined
+      for (const id of ids) ledger.inDoubt.delete(id)
       if (status !== 200) {
-        ledger.violation(`producer ${index}: POST answered ${status}: ${text.slice(0, 300)}`)
+        ledger.violation(`producer ${index}: POST (key ${key}) answered ${status}: ${text.slice(0, 300)}`)
         await sleep(100)
         continue
       }
@@ -377,6 +422,7 @@ export const runCrash = async (options: CrashOptions): Promise<CrashReport> => {
       }
       stats.ackedRequests++
       let previous: number | undefined
+      let consecutive = true
       for (let i = 0; i < entries.length; i++) {
         const id = entries[i]!.id
         const seq = seqs[i]
@@ -389,14 +435,17 @@ export const runCrash = async (options: CrashOptions): Promise<CrashReport> => {
           ledger.violation(`producer ${index}: ${id} was answered with ${JSON.stringify(seq)}`)
           continue
         }
-        // One request is accepted as a whole: its durable events get consecutive seqs.
-        if (previous !== undefined && seq !== previous + 1) {
-          ledger.violation(`producer ${index}: the batch's seqs are not consecutive: ${JSON.stringify(seqs)}`)
-        }
+        if (previous !== undefined && seq !== previous + 1) consecutive = false
         previous = seq
         ledger.acked.set(id, seq)
         ledger.observe(seq, id, `the ack to producer ${index}`)
         stats.ackedEvents++
+      }
+      // One request is accepted as a whole: its durable events get consecutive seqs, unless a kill
+      // cut its write short and its retry added the rest.
+      if (!consecutive) {
+        if (retried) stats.retriesCompleted++
+        else ledger.violation(`producer ${index}: the batch's seqs are not consecutive: ${JSON.stringify(seqs)}`)
       }
     }
   }
@@ -541,6 +590,15 @@ export const runCrash = async (options: CrashOptions): Promise<CrashReport> => {
 
     const journal = await readJournalOverHttp(server.url, final.head_seq, ledger)
     const onDisk = readSegmentFiles(directory, ledger)
+    // The key is the journal's own: every event of ours carries its request's, and pages never show it.
+    for (const change of onDisk) {
+      const id = change.event?.message_id
+      const sentWith = id === undefined ? undefined : ledger.keyOf.get(id)
+      if (sentWith !== undefined && change.key !== sentWith) {
+        ledger.violation(`seq ${change.seq} (${id}) is journaled with key ${change.key}, its request's is ${sentWith}`)
+      }
+      delete change.key
+    }
     if (journal.length !== onDisk.length) {
       ledger.violation(`the journal has ${journal.length} events over HTTP but ${onDisk.length} lines on disk`)
     }
@@ -562,11 +620,17 @@ export const runCrash = async (options: CrashOptions): Promise<CrashReport> => {
       ledger.violation(`the head is ${final.head_seq} but the files hold ${onDisk.length} events`)
     }
     const journaledIds = new Map<string, number>()
+    let duplicates = 0
+    let retriedLanded = 0
     for (const change of onDisk) {
       const id = ledger.checkChange(change, "the final journal")
       if (id === undefined) continue
-      if (journaledIds.has(id))
+      const failedAt = ledger.failedAt.get(id)
+      if (failedAt !== undefined && Date.parse(change.ts) <= failedAt) retriedLanded++
+      if (journaledIds.has(id)) {
+        duplicates++
         ledger.violation(`${id} is journaled twice: seqs ${journaledIds.get(id)} and ${change.seq}`)
+      }
       journaledIds.set(id, change.seq)
     }
     let ackedVerified = 0
@@ -578,12 +642,8 @@ export const runCrash = async (options: CrashOptions): Promise<CrashReport> => {
           `acknowledged ${id} (seq ${seq}) is ${at === undefined ? "missing from" : `at seq ${at} in`} the journal`
         )
     }
-    let inDoubtLanded = 0
-    for (const id of ledger.inDoubt) if (journaledIds.has(id)) inDoubtLanded++
-    let inDoubtPartialBatches = 0
-    for (const ids of ledger.inDoubtRequests) {
-      const landed = ids.filter((id) => journaledIds.has(id)).length
-      if (landed > 0 && landed < ids.length) inDoubtPartialBatches++
+    if (ledger.inDoubt.size > 0) {
+      ledger.violation(`${ledger.inDoubt.size} event(s) of requests never answered, retried to the end`)
     }
 
     // A clean stop: exit 0, the journal marked closed (no OPEN file) and the lock released.
@@ -606,9 +666,12 @@ export const runCrash = async (options: CrashOptions): Promise<CrashReport> => {
       ackedEvents: stats.ackedEvents,
       ackedRequests: stats.ackedRequests,
       ephemeralNulls: stats.ephemeralNulls,
-      inDoubtEvents: ledger.inDoubt.size,
-      inDoubtLanded,
-      inDoubtPartialBatches,
+      retriedRequests: stats.retriedRequests,
+      retriedEvents: stats.retriedEvents,
+      retriedLanded,
+      retriesCompleted: stats.retriesCompleted,
+      unansweredEvents: ledger.inDoubt.size,
+      duplicates,
       journalEvents: onDisk.length,
       ackedVerified,
       readerEvents: stats.readerEvents,
@@ -632,6 +695,7 @@ export const runCrash = async (options: CrashOptions): Promise<CrashReport> => {
     })
   } finally {
     stopProducers = true
+    abandonProducers = true
     stopReaders = true
     for (const state of readerStates) state.abort?.abort()
     if (server.isRunning) await server.kill("SIGKILL").catch(() => undefined)
@@ -715,8 +779,11 @@ export const formatReports = (reports: ReadonlyArray<CrashReport>): string => {
     ["events acked", (r) => String(r.ackedEvents)],
     ["requests acked", (r) => String(r.ackedRequests)],
     ["ephemeral -> null", (r) => String(r.ephemeralNulls)],
-    ["in doubt (landed)", (r) => `${r.inDoubtEvents} (${r.inDoubtLanded})`],
-    ["in-doubt batches partly landed", (r) => String(r.inDoubtPartialBatches)],
+    ["requests retried, same key (events)", (r) => `${r.retriedRequests} (${r.retriedEvents})`],
+    ["retried events already journaled", (r) => String(r.retriedLanded)],
+    ["retries completing a cut write", (r) => String(r.retriesCompleted)],
+    ["events never answered", (r) => String(r.unansweredEvents)],
+    ["events journaled twice", (r) => String(r.duplicates)],
     ["journal events checked", (r) => String(r.journalEvents)],
     ["acked found at their seq", (r) => `${r.ackedVerified}/${r.ackedEvents - r.lostAcked}`],
     ["reader frames checked", (r) => String(r.readerEvents)],

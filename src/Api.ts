@@ -10,6 +10,7 @@ import { ChangeEvent, Seq } from "./Domain/ChangeEvent.js"
 import {
   BadRequest,
   Forbidden,
+  IdempotencyKeyReused,
   InternalError,
   JournalCorrupt,
   NotFound,
@@ -161,10 +162,30 @@ const feedEndpoints = (prefix: "/api/v1" | "/api/v1/accounts/:account") => {
       .addError(JournalCorrupt),
     append: HttpApiEndpoint.post("append", `${prefix}/events`)
       .setPayload(AppendBody)
+      .setHeaders(
+        Schema.Struct({
+          "idempotency-key": Schema.optional(
+            Schema.String.annotations({
+              description:
+                "Makes the request safe to retry: 1 to 128 characters of A-Z a-z 0-9 . _ : - (a UUID will do), " +
+                "new for every new request and the same on each retry of it. A request whose key was already " +
+                "accepted is answered with its original seqs and appends nothing; one sent while the first is " +
+                "in flight waits for it. The same key with other durable events answers 422. Keys are remembered, " +
+                "across restarts, while the request's first event is among the last 100,000 journaled " +
+                "(configurable); a retry after that is appended again."
+            })
+          )
+        })
+      )
       .addSuccess(AppendResult)
       .addError(BadRequest)
       .addError(PayloadTooLarge)
-      .annotate(OpenApi.Description, "Append one event or a batch; answers once durable, `null` for ephemeral events."),
+      .addError(IdempotencyKeyReused)
+      .annotate(
+        OpenApi.Description,
+        "Append one event or a batch; answers once durable, `null` for ephemeral events. " +
+          "Send an `Idempotency-Key` to retry safely (after a lost answer, a 5xx or a 503) without appending twice."
+      ),
     status: HttpApiEndpoint.get("status", `${prefix}/status`).addSuccess(Status)
   }
   return endpoints

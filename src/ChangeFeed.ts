@@ -8,7 +8,8 @@
  * buffer all readers share and acknowledges it: nothing is broadcast or acknowledged that is
  * not in the journal, and a failed append consumes no seq. Readers replay the journal from their
  * cursor and continue with the live tail, catching up from the journal whenever they fall
- * behind the live buffer.
+ * behind the live buffer. A batch published with an idempotency key is journaled with it, and a
+ * retry under the same key is answered with the batch's seqs (`ChangeFeed/Idempotency.ts`).
  */
 import { FileSystem, Path } from "@effect/platform"
 import {
@@ -26,10 +27,31 @@ import {
   Metric,
   Option,
   Queue,
+  Schema,
   Scope,
   Stream
 } from "effect"
-import { FeedBusy, FeedClosed, NotYetDurable, type PublishError } from "./ChangeFeed/Errors.js"
+import {
+  FeedBusy,
+  FeedClosed,
+  IdempotencyKeyConflict,
+  InvalidIdempotencyKey,
+  NotYetDurable,
+  type PublishAllError,
+  type PublishError
+} from "./ChangeFeed/Errors.js"
+import {
+  chainFingerprint,
+  emptyFingerprint,
+  entryText,
+  IdempotencyWindow,
+  isValidKey,
+  type Pending,
+  recallFingerprint,
+  restoreKeys,
+  type Runs,
+  seqsAt
+} from "./ChangeFeed/Idempotency.js"
 import { LiveBuffer } from "./ChangeFeed/LiveBuffer.js"
 import { decideReset, resetTo } from "./ChangeFeed/Reset.js"
 import { AgentDomain, type AgentEvent } from "./Domain/AgentEvent.js"
@@ -57,6 +79,14 @@ export interface ChangeFeedOptions {
   readonly retryMaxMs?: number | undefined
   /** Append attempts for what is still queued at shutdown before giving up (default 5). */
   readonly drainAttempts?: number | undefined
+  /**
+   * Idempotency keys are remembered while their request's first event is among the last this
+   * many journaled (default 100,000). At open the feed reads that many events from the journal's
+   * tail to learn them again. A retry after that is appended again.
+   */
+  readonly idempotencyWindowEvents?: number | undefined
+  /** Most memory the remembered keys may take, by estimate (default 32 MiB); the oldest are forgotten first. */
+  readonly idempotencyWindowBytes?: number | undefined
 }
 
 export interface Entry<A> {
@@ -66,6 +96,17 @@ export interface Entry<A> {
 
 export interface PublishOptions {
   readonly timeoutMs?: number | undefined
+}
+
+export interface PublishAllOptions extends PublishOptions {
+  /**
+   * Makes the batch idempotent. A batch whose key the feed has already accepted is answered with
+   * the seqs it got then, and nothing is appended again; one sent while the first is still in
+   * flight waits for it and gets the same answer. The same key with other durable events fails
+   * with `IdempotencyKeyConflict`. 1 to 128 characters of `A-Z a-z 0-9 . _ : -` (a UUID fits).
+   * Keys are remembered across restarts, within the window (`idempotencyWindowEvents`).
+   */
+  readonly idempotencyKey?: string | undefined
 }
 
 export interface ChangesOptions {
@@ -81,6 +122,9 @@ export interface FeedStatus extends Journal.JournalInfo {
   readonly degraded: boolean
   readonly lastError: string | undefined
   readonly queued: number
+  /** Idempotency keys remembered, and the memory they take (an estimate). */
+  readonly idempotencyKeys: number
+  readonly idempotencyBytes: number
 }
 
 export interface ChangeFeedService<A> {
@@ -98,11 +142,14 @@ export interface ChangeFeedService<A> {
     event: A,
     options?: PublishOptions
   ) => Effect.Effect<Option.Option<number>, PublishError>
-  /** `publish` for a batch, accepted as a whole: one seq per entry in order, `null` for ephemeral ones. */
+  /**
+   * `publish` for a batch, accepted as a whole: one seq per entry in order, `null` for ephemeral
+   * ones. With an `idempotencyKey`, a retry of the batch answers the original seqs.
+   */
   readonly publishAll: (
     entries: ReadonlyArray<Entry<A>>,
-    options?: PublishOptions
-  ) => Effect.Effect<Array<number | null>, PublishError>
+    options?: PublishAllOptions
+  ) => Effect.Effect<Array<number | null>, PublishAllError>
   /** Replay from a cursor, then the live tail: exactly the events after it, in order, once each, or a reset. */
   readonly changes: (options?: ChangesOptions) => Stream.Stream<FeedItem<A>, Journal.JournalReadError>
   /**
@@ -131,7 +178,9 @@ class BatchItem<A> {
     readonly entries: ReadonlyArray<Entry<A>>,
     /** When the publisher stops waiting for durability (Clock millis), and its timeout. */
     readonly deadline: number,
-    readonly timeoutMs: number
+    readonly timeoutMs: number,
+    /** The idempotency key the batch is published under, if any. */
+    readonly keyed: Pending | undefined
   ) {}
 
   /** Answers the publisher; later answers are ignored. */
@@ -165,12 +214,15 @@ const journaledTotal = Metric.counter("change_feed_journaled_total", { increment
 const appendFailuresTotal = Metric.counter("change_feed_append_failures_total", { incremental: true })
 const droppedTotal = Metric.counter("change_feed_dropped_total", { incremental: true })
 
-/** Builds a feed for any event domain on top of an open journal. The journal must outlive the scope. */
+/**
+ * Builds a feed for any event domain on top of an open journal. The journal must outlive the
+ * scope. Fails if the journal's tail, read to learn the recent idempotency keys, cannot be read.
+ */
 export const make = <A, I>(
   domain: FeedDomain<A, I>,
   journal: Journal.Journal<A>,
   options: ChangeFeedOptions = {}
-): Effect.Effect<ChangeFeedService<A>, never, Scope.Scope> =>
+): Effect.Effect<ChangeFeedService<A>, Journal.JournalCorrupt | Journal.JournalIoError, Scope.Scope> =>
   Effect.gen(function* () {
     const maxBatch = options.maxBatch ?? 512
     const publishTimeoutMs = options.publishTimeoutMs ?? 10_000
@@ -206,6 +258,13 @@ export const make = <A, I>(
     /** A batch the writer was retrying when shutdown interrupted it: the drain journals it first. */
     let stranded: ReadonlyArray<Item<A>> = []
 
+    const encodeEvent = Schema.encodeSync(domain.schema)
+    const keys = new IdempotencyWindow({
+      events: options.idempotencyWindowEvents ?? 100_000,
+      bytes: options.idempotencyWindowBytes ?? 32 * 1024 * 1024
+    })
+    yield* restoreKeys(journal, keys, options.idempotencyWindowEvents ?? 100_000)
+
     // ---- intake ----------------------------------------------------------------------
 
     const signalWarning = () => {
@@ -227,10 +286,20 @@ export const make = <A, I>(
       else hasWork.unsafeOpen()
     }
 
-    /** Queues durable entries as one batch and answers its first seq once journaled. */
-    const submit = (durable: ReadonlyArray<Entry<A>>, timeoutMs: number): Effect.Effect<number, PublishError> => {
-      if (closing) return Effect.fail(new FeedClosed())
-      const item = new BatchItem(durable, clock.unsafeCurrentTimeMillis() + timeoutMs, timeoutMs)
+    /**
+     * Queues durable entries as one batch and answers its first seq once journaled. A keyed batch
+     * that is not accepted lets go of its key, so that a retry can append it.
+     */
+    const submit = (
+      durable: ReadonlyArray<Entry<A>>,
+      timeoutMs: number,
+      keyed: Pending | undefined
+    ): Effect.Effect<number, PublishError> => {
+      if (closing) {
+        if (keyed !== undefined) keys.abandon(keyed)
+        return Effect.fail(new FeedClosed())
+      }
+      const item = new BatchItem(durable, clock.unsafeCurrentTimeMillis() + timeoutMs, timeoutMs, keyed)
       // No timer on the common path: a queue with room takes the item at once, and the wait
       // for durability is bounded by the shared deadline sweep below, not a timer per call.
       awaiting.add(item)
@@ -250,7 +319,15 @@ export const make = <A, I>(
           )
         ).pipe(Effect.zipRight(hasWork.open))
       ).pipe(
-        Effect.tapError(() => Effect.sync(() => awaiting.delete(item))),
+        // Not queued (busy, or the caller was interrupted first): nothing of it will be journaled.
+        Effect.onExit((exit) =>
+          Exit.isSuccess(exit)
+            ? Effect.void
+            : Effect.sync(() => {
+                awaiting.delete(item)
+                if (keyed !== undefined) keys.abandon(keyed)
+              })
+        ),
         Effect.zipRight(item.await)
       )
     }
@@ -258,9 +335,11 @@ export const make = <A, I>(
     // Plain functions around `submit`, not generators: these are on every publisher's path.
     const publishAll = (
       entries: ReadonlyArray<Entry<A>>,
-      publishOptions?: PublishOptions
-    ): Effect.Effect<Array<number | null>, PublishError> =>
+      publishOptions?: PublishAllOptions
+    ): Effect.Effect<Array<number | null>, PublishAllError> =>
       Effect.suspend(() => {
+        const key = publishOptions?.idempotencyKey
+        if (key !== undefined) return publishKeyed(key, entries, publishOptions?.timeoutMs ?? publishTimeoutMs)
         const seqs: Array<number | null> = new Array(entries.length).fill(null)
         const durable: Array<Entry<A>> = []
         const positions: Array<number> = []
@@ -271,7 +350,7 @@ export const make = <A, I>(
           positions.push(i)
         }
         if (durable.length === 0) return Effect.succeed(seqs)
-        return Effect.map(submit(durable, publishOptions?.timeoutMs ?? publishTimeoutMs), (first) => {
+        return Effect.map(submit(durable, publishOptions?.timeoutMs ?? publishTimeoutMs, undefined), (first) => {
           for (let k = 0; k < positions.length; k++) seqs[positions[k]!] = first + k
           return seqs
         })
@@ -287,19 +366,113 @@ export const make = <A, I>(
           ? Effect.map(
               submit(
                 [{ sessionId: routeSession(domain, sessionId, event), event }],
-                publishOptions?.timeoutMs ?? publishTimeoutMs
+                publishOptions?.timeoutMs ?? publishTimeoutMs,
+                undefined
               ),
               Option.some
             )
           : Effect.succeed(Option.none())
       )
 
+    // ---- idempotent batches ---------------------------------------------------------------
+
+    /** A keyed batch as the window sees it: its durable entries and the fingerprint after each. */
+    interface KeyedRequest {
+      readonly key: string
+      readonly length: number
+      readonly durable: ReadonlyArray<Entry<A>>
+      readonly positions: ReadonlyArray<number>
+      readonly chain: ReadonlyArray<string>
+      readonly timeoutMs: number
+    }
+
+    const publishKeyed = (
+      key: string,
+      entries: ReadonlyArray<Entry<A>>,
+      timeoutMs: number
+    ): Effect.Effect<Array<number | null>, PublishAllError> => {
+      if (!isValidKey(key)) return Effect.fail(new InvalidIdempotencyKey({ key }))
+      const durable: Array<Entry<A>> = []
+      const positions: Array<number> = []
+      const chain: Array<string> = []
+      let fingerprint = emptyFingerprint
+      for (let i = 0; i < entries.length; i++) {
+        const { event, sessionId } = entries[i]!
+        if (!domain.isDurable(event)) continue
+        const routed = routeSession(domain, sessionId, event)
+        durable.push({ sessionId: routed, event })
+        positions.push(i)
+        fingerprint = chainFingerprint(fingerprint, entryText(routed, encodeEvent(event)))
+        chain.push(fingerprint)
+      }
+      return attemptKeyed({ key, length: entries.length, durable, positions, chain, timeoutMs })
+    }
+
+    /** Answers from the window if the key is known, else publishes under it; again if a request it waited on is dropped. */
+    const attemptKeyed = (request: KeyedRequest): Effect.Effect<Array<number | null>, PublishAllError> =>
+      Effect.suspend(() => {
+        const { chain, durable, key } = request
+        const answer = (runs: Runs) => seqsAt(request.length, request.positions, runs)
+        const fingerprint = chain.length === 0 ? emptyFingerprint : chain[chain.length - 1]!
+        const known = keys.find(key, nextSeq - 1)
+        if (known === undefined) {
+          if (durable.length === 0) return Effect.succeed(answer([]))
+          const keyed = keys.begin(key, fingerprint, durable.length, undefined)
+          return Effect.map(submit(durable, request.timeoutMs, keyed), (first) => answer([first, durable.length]))
+        }
+        if (known._tag === "Journaled" && known.fingerprint === undefined) {
+          // Learnt at open: its fingerprint is read back from the journal the first time it is needed.
+          return Effect.flatMap(Effect.orDie(recallFingerprint(journal, known)), (recalled) => {
+            keys.recalled(known, recalled)
+            return attemptKeyed(request)
+          })
+        }
+        if (known.fingerprint === fingerprint) {
+          if (known._tag === "Journaled") return Effect.succeed(answer(known.runs))
+          return Effect.flatMap(awaitKeyed(known, request.timeoutMs), (runs) =>
+            runs === undefined ? attemptKeyed(request) : Effect.succeed(answer(runs))
+          )
+        }
+        // A crash cut this request short: the journal holds its first events, the retry adds the rest.
+        if (
+          known._tag === "Journaled" &&
+          known.torn &&
+          known.count < durable.length &&
+          chain[known.count - 1] === known.fingerprint
+        ) {
+          const prior = known.runs
+          const rest = durable.slice(known.count)
+          const keyed = keys.begin(key, fingerprint, durable.length, known)
+          return Effect.map(submit(rest, request.timeoutMs, keyed), (first) => answer([...prior, first, rest.length]))
+        }
+        return Effect.fail(
+          new IdempotencyKeyConflict({ key, acceptedEvents: known.count, requestEvents: durable.length })
+        )
+      })
+
+    /** The seqs of a request in flight under the same key once journaled (`undefined` if it never will be). */
+    const awaitKeyed = (pending: Pending, timeoutMs: number): Effect.Effect<Runs | undefined, NotYetDurable> =>
+      Effect.async<Runs | undefined>((resume) => {
+        const waiter = (runs: Runs | undefined) => resume(Effect.succeed(runs))
+        pending.waiters.add(waiter)
+        return Effect.sync(() => pending.waiters.delete(waiter))
+      }).pipe(
+        Effect.timeoutFail({
+          duration: Duration.millis(timeoutMs),
+          onTimeout: () => new NotYetDurable({ timeoutMs })
+        })
+      )
+
     // ---- the writer: seq allocation, append, broadcast, ack --------------------------
 
-    const toChange = (seq: number, ts: string, entry: Entry<A>): ChangeEvent<A> =>
-      entry.sessionId === undefined
-        ? { seq, ts, event: entry.event }
-        : { seq, ts, session_id: entry.sessionId, event: entry.event }
+    const toChange = (seq: number, ts: string, entry: Entry<A>, key: string | undefined): Journal.JournalEvent<A> => {
+      const change: ChangeEvent<A> =
+        entry.sessionId === undefined
+          ? { seq, ts, event: entry.event }
+          : { seq, ts, session_id: entry.sessionId, event: entry.event }
+      // The key goes into the same write as the events: the journal never holds one without the other.
+      return key === undefined ? change : { ...change, key }
+    }
 
     const failAcks = (items: Iterable<Item<A>>) => {
       let lost = 0
@@ -307,6 +480,7 @@ export const make = <A, I>(
         if (isBatch(item)) {
           lost += item.entries.length
           awaiting.delete(item)
+          if (item.keyed !== undefined) keys.abandon(item.keyed)
           item.done(Exit.fail(new FeedClosed()))
         } else lost++
       }
@@ -326,15 +500,16 @@ export const make = <A, I>(
     ): Effect.Effect<void> =>
       Effect.gen(function* () {
         const ts = new Date(yield* Clock.currentTimeMillis).toISOString()
-        const batch: Array<ChangeEvent<A>> = []
+        const batch: Array<Journal.JournalEvent<A>> = []
         const acks: Array<readonly [BatchItem<A>, number]> = []
         let seq = nextSeq
         for (const item of items) {
           if (isBatch(item)) {
             acks.push([item, seq])
-            for (const entry of item.entries) batch.push(toChange(seq++, ts, entry))
+            const key = item.keyed?.key
+            for (const entry of item.entries) batch.push(toChange(seq++, ts, entry, key))
           } else {
-            batch.push(toChange(seq++, ts, item))
+            batch.push(toChange(seq++, ts, item, undefined))
           }
         }
         let failures = 0
@@ -393,6 +568,7 @@ export const make = <A, I>(
         live.push(batch[0]!.seq, broadcast)
         for (const [item, first] of acks) {
           awaiting.delete(item)
+          if (item.keyed !== undefined) keys.journaledAt(item.keyed, first, item.entries.length, seq - 1)
           item.done(Exit.succeed(first))
         }
         yield* Metric.incrementBy(journaledTotal, batch.length)
@@ -425,6 +601,7 @@ export const make = <A, I>(
         const item = items[0]!
         if (isBatch(item)) {
           awaiting.delete(item)
+          if (item.keyed !== undefined) keys.abandon(item.keyed)
           item.done(Exit.die(Cause.squash(cause)))
         } else drop()
         yield* Effect.logError("change feed: refused an event that cannot be journaled", cause)
@@ -648,7 +825,16 @@ export const make = <A, I>(
     const status = Effect.gen(function* () {
       const info = yield* journal.info
       const queued = yield* Queue.size(queue)
-      return { ...info, dropped, subscribers, degraded, lastError, queued: Math.max(0, queued) } satisfies FeedStatus
+      return {
+        ...info,
+        dropped,
+        subscribers,
+        degraded,
+        lastError,
+        queued: Math.max(0, queued),
+        idempotencyKeys: keys.size,
+        idempotencyBytes: keys.memoryBytes
+      } satisfies FeedStatus
     })
 
     return {
@@ -694,5 +880,8 @@ export const layer = (
 export const layerMemory = (options: ChangeFeedOptions & Journal.MemoryJournalOptions = {}): Layer.Layer<ChangeFeed> =>
   Layer.scoped(
     ChangeFeed,
-    Effect.flatMap(Journal.makeMemory(AgentDomain.schema, options), (journal) => make(AgentDomain, journal, options))
+    Effect.flatMap(Journal.makeMemory(AgentDomain.schema, options), (journal) =>
+      // An in-memory journal cannot fail to be read.
+      Effect.orDie(make(AgentDomain, journal, options))
+    )
   )

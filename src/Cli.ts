@@ -174,6 +174,14 @@ const append = Command.make(
         'One event as JSON, e.g. \'{"type":"session_deleted","session_id":"s1"}\'; without it, JSON lines from stdin'
       ),
       Options.optional
+    ),
+    idempotencyKey: Options.text("idempotency-key").pipe(
+      Options.withDescription(
+        "Key of this append, so that running the same command again appends nothing (within the server's window); " +
+          "from stdin, each batch of 500 lines is sent as <key>:1, <key>:2, ... Default: a new key per request. " +
+          "Lost answers, 5xx and 503 are retried under the same key either way"
+      ),
+      Options.optional
     )
   },
   (flags) =>
@@ -186,21 +194,26 @@ const append = Command.make(
             Effect.fail(new Error(`${flags.event._tag === "Some" ? "--event" : `line ${lineNo}`}: ${reason}`)),
           onRight: (entry) => Effect.succeed(entry)
         })
+      const key = Option.getOrUndefined(flags.idempotencyKey)
       if (Option.isSome(flags.event)) {
         const entry = yield* toEntry(flags.event.value, 1)
-        const seqs = yield* client.append([entry])
+        const seqs = yield* client.append([entry], { idempotencyKey: key })
         return yield* Console.log(JSON.stringify({ seqs }))
       }
       const lines = Stream.fromAsyncIterable(Readline.createInterface({ input: process.stdin }), (e) => e as Error)
       let total = 0
       let lineNo = 0
+      let batches = 0
       yield* lines.pipe(
         Stream.filter((line) => line.trim() !== ""),
         Stream.mapEffect((line) => toEntry(line, ++lineNo)),
         Stream.grouped(500),
         Stream.runForEach((chunk) =>
           Effect.gen(function* () {
-            const seqs = yield* client.append(Array.from(chunk))
+            batches++
+            const seqs = yield* client.append(Array.from(chunk), {
+              idempotencyKey: key === undefined ? undefined : `${key}:${batches}`
+            })
             for (const seq of seqs) yield* Console.log(seq === null ? "null" : String(seq))
             total += seqs.length
             if (total >= 1000) yield* Console.error(`appended ${total} event(s)`)

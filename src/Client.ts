@@ -5,10 +5,12 @@
  * backoff, resumes from the last cursor it delivered (epoch-checked), verifies that an
  * unfiltered stream's seqs go up by exactly one (and resyncs from its cursor on a hole),
  * and surfaces resets as typed items. `append` and `status` are the typed `HttpApiClient`
- * calls of the same contract.
+ * calls of the same contract; `append` sends every request with an idempotency key and retries
+ * it with the same key when the answer was lost, so a retry never appends twice.
  */
-import { HttpApiClient, HttpClient, HttpClientRequest } from "@effect/platform"
+import { HttpApiClient, HttpClient, HttpClientError, HttpClientRequest } from "@effect/platform"
 import { Context, Data, Duration, Effect, Layer, Option, Redacted, Schedule, Schema, Stream } from "effect"
+import * as Crypto from "node:crypto"
 import { FeedApi } from "./Api.js"
 import { AgentEvent } from "./Domain/AgentEvent.js"
 import { ChangeEvent } from "./Domain/ChangeEvent.js"
@@ -23,6 +25,27 @@ export interface ClientOptions {
   /** Reconnect backoff: doubling from `baseMs` (default 250) up to `maxMs` (default 10 s). */
   readonly reconnectBaseMs?: number | undefined
   readonly reconnectMaxMs?: number | undefined
+  /**
+   * `append` retries a request whose answer did not come (a transport error), or that answered
+   * a 5xx or a 503, with the same idempotency key: `attempts` in all (default 8), waiting
+   * `baseMs` (default 100) doubling up to `maxMs` (default 5 s) in between.
+   */
+  readonly appendRetry?:
+    | {
+        readonly attempts?: number | undefined
+        readonly baseMs?: number | undefined
+        readonly maxMs?: number | undefined
+      }
+    | undefined
+}
+
+export interface AppendOptions {
+  /**
+   * The request's idempotency key (default: a random UUID per call). Give your own to retry
+   * beyond this call (after a restart of the caller, say): the same key with the same events
+   * answers the seqs they got the first time.
+   */
+  readonly idempotencyKey?: string | undefined
 }
 
 export interface AppendEntry {
@@ -105,6 +128,18 @@ const toItem = (frame: SseFrame): FeedItem<AgentEvent> | ProtocolError | undefin
   }
 }
 
+/**
+ * Whether an append may have failed only in passing: no answer (the connection failed or dropped,
+ * so the request may or may not have been journaled), a server error, or 503. Safe to send again
+ * with the same idempotency key; anything else (a refused body, a bad token, a reused key) is not.
+ */
+const isRetryable = (error: { readonly _tag: string }): boolean => {
+  if (error._tag === "Unavailable") return true
+  if (error instanceof HttpClientError.RequestError) return error.reason === "Transport"
+  if (error instanceof HttpClientError.ResponseError) return error.response.status >= 500
+  return false
+}
+
 export const make = (options: ClientOptions) =>
   Effect.gen(function* () {
     const token =
@@ -120,6 +155,33 @@ export const make = (options: ClientOptions) =>
     const baseMs = options.reconnectBaseMs ?? 250
     const maxMs = options.reconnectMaxMs ?? 10_000
     const streamUrl = new URL("/api/v1/stream", options.baseUrl)
+    const retryAttempts = options.appendRetry?.attempts ?? 8
+    const appendBackoff = Schedule.exponential(Duration.millis(options.appendRetry?.baseMs ?? 100)).pipe(
+      Schedule.union(Schedule.spaced(Duration.millis(options.appendRetry?.maxMs ?? 5_000))),
+      Schedule.intersect(Schedule.recurs(Math.max(0, retryAttempts - 1)))
+    )
+
+    const append = (entries: ReadonlyArray<AppendEntry>, appendOptions: AppendOptions = {}) => {
+      const key = appendOptions.idempotencyKey ?? Crypto.randomUUID()
+      return api.feed
+        .append({
+          headers: { "idempotency-key": key },
+          payload: {
+            events: entries.map((e) =>
+              e.sessionId === undefined ? { event: e.event } : { session_id: e.sessionId, event: e.event }
+            )
+          }
+        })
+        .pipe(
+          Effect.tapError((error) =>
+            isRetryable(error)
+              ? Effect.logDebug(`change feed client: append with key ${key} failed, retrying: ${error.message}`)
+              : Effect.void
+          ),
+          Effect.retry({ schedule: appendBackoff, while: isRetryable }),
+          Effect.map((result) => result.seqs)
+        )
+    }
 
     const follow = (followOptions: FollowOptions = {}): Stream.Stream<FeedItem<AgentEvent>, Refused | ProtocolError> =>
       Stream.suspend(() => {
@@ -195,17 +257,7 @@ export const make = (options: ClientOptions) =>
 
     return {
       follow,
-      append: (entries: ReadonlyArray<AppendEntry>) =>
-        Effect.map(
-          api.feed.append({
-            payload: {
-              events: entries.map((e) =>
-                e.sessionId === undefined ? { event: e.event } : { session_id: e.sessionId, event: e.event }
-              )
-            }
-          }),
-          (result) => result.seqs
-        ),
+      append,
       status: api.feed.status(),
       events: (params: { since?: string; limit?: number; session_id?: string; wait?: number } = {}) =>
         api.feed.events({

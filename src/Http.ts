@@ -38,7 +38,14 @@ import { DEFAULT_ACCOUNT } from "./Domain/Account.js"
 import type { AgentEvent } from "./Domain/AgentEvent.js"
 import type { ChangeEvent } from "./Domain/ChangeEvent.js"
 import { type Cursor, parseCursor } from "./Domain/Cursor.js"
-import { BadRequest, InternalError, JournalCorrupt, NotFound, Unavailable } from "./Domain/Errors.js"
+import {
+  BadRequest,
+  IdempotencyKeyReused,
+  InternalError,
+  JournalCorrupt,
+  NotFound,
+  Unavailable
+} from "./Domain/Errors.js"
 import { cursorAfter, type FeedItem, resetWire } from "./Domain/FeedItem.js"
 import { authorize, isStreamPath, jwtSecretProblem, makeAuthenticate, tokenProblem } from "./Http/Auth.js"
 import { appendEntries } from "./Http/Body.js"
@@ -300,16 +307,23 @@ const makeFeedRoutes = (options: HttpOptions) =>
         )
       })
 
-    const append = (account: string, request: HttpServerRequest.HttpServerRequest) =>
+    const append = (
+      account: string,
+      request: HttpServerRequest.HttpServerRequest,
+      idempotencyKey: string | undefined
+    ) =>
       withFeed(account, "append", (feed) =>
         Effect.gen(function* () {
           // The body is read here, once the caller may append, never before.
           const entries = yield* appendEntries(request, limits)
-          const seqs = yield* feed.publishAll(entries).pipe(
+          const seqs = yield* feed.publishAll(entries, { idempotencyKey }).pipe(
             Effect.catchTags({
               FeedBusy: (e) => new Unavailable({ accepted: false, message: e.message }),
               FeedClosed: (e) => new Unavailable({ accepted: false, message: e.message }),
-              NotYetDurable: (e) => new Unavailable({ accepted: true, message: e.message })
+              NotYetDurable: (e) => new Unavailable({ accepted: true, message: e.message }),
+              InvalidIdempotencyKey: (e) => new BadRequest({ field: "Idempotency-Key", message: e.message }),
+              IdempotencyKeyConflict: (e) =>
+                new IdempotencyKeyReused({ field: "Idempotency-Key", key: e.key, message: e.message })
             })
           )
           return { seqs }
@@ -346,7 +360,9 @@ const FeedGroupLive = HttpApiBuilder.group(FeedApi, "feed", (handlers) =>
     handlers
       .handle("stream", (request) => routes.stream(DEFAULT_ACCOUNT, request))
       .handle("events", ({ urlParams }) => routes.events(DEFAULT_ACCOUNT, urlParams))
-      .handleRaw("append", ({ request }) => routes.append(DEFAULT_ACCOUNT, request))
+      .handleRaw("append", ({ headers, request }) =>
+        routes.append(DEFAULT_ACCOUNT, request, headers["idempotency-key"])
+      )
       .handle("status", () => routes.status(DEFAULT_ACCOUNT))
   )
 )
@@ -356,7 +372,9 @@ const AccountGroupLive = HttpApiBuilder.group(FeedApi, "account", (handlers) =>
     handlers
       .handle("stream", (request) => routes.stream(request.path.account, request))
       .handle("events", ({ path, urlParams }) => routes.events(path.account, urlParams))
-      .handleRaw("append", ({ path, request }) => routes.append(path.account, request))
+      .handleRaw("append", ({ headers, path, request }) =>
+        routes.append(path.account, request, headers["idempotency-key"])
+      )
       .handle("status", ({ path }) => routes.status(path.account))
   )
 )

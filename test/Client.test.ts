@@ -1,18 +1,74 @@
 /**
  * The typed client against the real service on loopback: following across a server restart,
- * typed resets, refusals, appends and status; and its hole check against a server that skips.
+ * typed resets, refusals, appends and status; its hole check against a server that skips; and
+ * its append retries (same idempotency key) through a proxy that loses answers and fails.
  */
-import { NodeHttpClient } from "@effect/platform-node"
+import { NodeContext, NodeHttpClient } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber, Queue, Redacted, Stream } from "effect"
+import { Console, Effect, Fiber, Queue, Redacted, Stream } from "effect"
 import * as NodeHttp from "node:http"
 import type { AddressInfo } from "node:net"
+import * as Cli from "../src/Cli.js"
 import * as Client from "../src/Client.js"
 import type { FeedItem } from "../src/Domain/FeedItem.js"
 import type { AgentEvent } from "../src/Domain/AgentEvent.js"
 import { append, createdMany, start, status, tempDirectory } from "./support/Server.js"
 
 const fastReconnect = { reconnectBaseMs: 20, reconnectMaxMs: 200 }
+const fastRetry = { appendRetry: { baseMs: 10, maxMs: 50 } }
+
+type ProxyAction = "forward" | "lose-answer" | 502 | 503
+
+/**
+ * A proxy in front of `target` that does to the n-th request what `plan(n)` says: forward it, or
+ * forward it and drop the connection once the server has answered (the answer is lost, the
+ * request was handled), or answer a 502 or 503 itself. Records each request's idempotency key.
+ */
+const faultyProxy = (target: string, plan: (n: number) => ProxyAction) =>
+  Effect.gen(function* () {
+    const keys: Array<string | undefined> = []
+    const server = NodeHttp.createServer((request, response) => {
+      keys.push(request.headers["idempotency-key"] as string | undefined)
+      const action = plan(keys.length)
+      if (action === 502 || action === 503) {
+        request.resume()
+        response.writeHead(action, { "content-type": "application/json" })
+        response.end(
+          JSON.stringify(
+            action === 503
+              ? { _tag: "Unavailable", accepted: false, message: "the feed is shutting down; retry shortly" }
+              : { message: "bad gateway" }
+          )
+        )
+        return
+      }
+      const upstream = NodeHttp.request(
+        new URL(request.url!, target),
+        { method: request.method, headers: request.headers, agent: false },
+        (answer) => {
+          if (action === "lose-answer") {
+            answer.resume()
+            answer.on("end", () => request.socket.destroy())
+            return
+          }
+          response.writeHead(answer.statusCode!, answer.headers)
+          answer.pipe(response)
+        }
+      )
+      request.pipe(upstream)
+    })
+    yield* Effect.acquireRelease(
+      Effect.async<void>((resume) => {
+        server.listen(0, "127.0.0.1", () => resume(Effect.void))
+      }),
+      () =>
+        Effect.async<void>((resume) => {
+          server.closeAllConnections()
+          server.close(() => resume(Effect.void))
+        })
+    )
+    return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, keys }
+  })
 
 /** Follows in the background; `changes(n)` waits until n change events have arrived. */
 const followInBackground = (stream: Stream.Stream<FeedItem<AgentEvent>, unknown>) =>
@@ -128,6 +184,57 @@ describe("Client", () => {
     }).pipe(Effect.provide(NodeHttpClient.layerUndici))
   )
 
+  it.scopedLive("append_retries_lost_answers_5xx_and_503_with_one_key_and_appends_once", () =>
+    Effect.gen(function* () {
+      const server = yield* start({ directory: yield* tempDirectory })
+      const plan: Array<ProxyAction> = [503, "lose-answer", 502, "lose-answer", "forward"]
+      const proxy = yield* faultyProxy(server.url, (n) => plan[n - 1] ?? "forward")
+      const client = yield* Client.make({ baseUrl: proxy.url, ...fastRetry })
+      const seqs = yield* client.append([
+        { sessionId: "s1", event: { type: "session_created", session_id: "s1" } },
+        { sessionId: "s1", event: { type: "token", content: "hi" } },
+        { event: { type: "session_deleted", session_id: "s1" } }
+      ])
+      // Handled twice by the server (each lost answer), journaled once, answered with the first seqs.
+      assert.deepStrictEqual(seqs, [1, null, 2])
+      assert.strictEqual(proxy.keys.length, 5)
+      assert.strictEqual(new Set(proxy.keys).size, 1, `one key for every attempt: ${proxy.keys.join(", ")}`)
+      assert.match(proxy.keys[0]!, /^[0-9a-f-]{36}$/)
+      assert.strictEqual((yield* status(server)).head_seq, 2)
+      // The next call is a new request, with a new key.
+      assert.deepStrictEqual(yield* client.append([{ event: { type: "session_deleted", session_id: "s2" } }]), [3])
+      assert.notStrictEqual(proxy.keys[5], proxy.keys[0])
+      yield* server.close
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici))
+  )
+
+  it.scopedLive("append_with_a_key_of_the_callers_own_is_answered_the_same_on_a_later_call", () =>
+    Effect.gen(function* () {
+      const server = yield* start({ directory: yield* tempDirectory })
+      const client = yield* Client.make({ baseUrl: server.url, ...fastRetry })
+      const entries = [{ event: { type: "session_deleted", session_id: "s1" } } as const]
+      assert.deepStrictEqual(yield* client.append(entries, { idempotencyKey: "job-42" }), [1])
+      assert.deepStrictEqual(yield* client.append(entries, { idempotencyKey: "job-42" }), [1])
+      assert.strictEqual((yield* status(server)).head_seq, 1)
+      yield* server.close
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici))
+  )
+
+  it.scopedLive("append_does_not_retry_a_request_the_server_refused", () =>
+    Effect.gen(function* () {
+      const server = yield* start({ directory: yield* tempDirectory })
+      const proxy = yield* faultyProxy(server.url, () => "forward")
+      const client = yield* Client.make({ baseUrl: proxy.url, ...fastRetry })
+      yield* client.append([{ event: { type: "session_deleted", session_id: "s1" } }], { idempotencyKey: "k" })
+      const error = yield* Effect.flip(
+        client.append([{ event: { type: "session_deleted", session_id: "other" } }], { idempotencyKey: "k" })
+      )
+      assert.strictEqual(error._tag, "IdempotencyKeyReused")
+      assert.strictEqual(proxy.keys.length, 2, "a refusal is final: no retry")
+      yield* server.close
+    }).pipe(Effect.provide(NodeHttpClient.layerUndici))
+  )
+
   it.scopedLive("a_hole_in_an_unfiltered_stream_makes_the_client_resync_from_its_last_seq", () =>
     Effect.gen(function* () {
       // A server that skips seq 3 on the first connection. The client must not deliver 4 after 2:
@@ -160,5 +267,36 @@ describe("Client", () => {
       assert.deepStrictEqual(cursors.slice(0, 2), ["0", "e0:2"])
       yield* Fiber.interrupt(follower.fiber)
     }).pipe(Effect.provide(NodeHttpClient.layerUndici))
+  )
+
+  it.scopedLive("the_cli_append_with_an_idempotency_key_appends_once_however_often_it_is_run", () =>
+    Effect.gen(function* () {
+      const server = yield* start({ directory: yield* tempDirectory })
+      const event = JSON.stringify({ type: "session_deleted", session_id: "s1" })
+      const printed: Array<string> = []
+      const console: Console.Console = {
+        ...(yield* Effect.console),
+        log: (...args) => Effect.sync(() => void printed.push(args.join(" ")))
+      }
+      const append = (key: string) =>
+        Cli.run([
+          "node",
+          "change-feed",
+          "append",
+          "--url",
+          server.url,
+          "--event",
+          event,
+          "--idempotency-key",
+          key
+        ]).pipe(Effect.withConsole(console))
+      yield* append("deploy-17")
+      yield* append("deploy-17")
+      assert.strictEqual((yield* status(server)).head_seq, 1)
+      yield* append("deploy-18")
+      assert.deepStrictEqual(printed, ['{"seqs":[1]}', '{"seqs":[1]}', '{"seqs":[2]}'])
+      assert.strictEqual((yield* status(server)).head_seq, 2)
+      yield* server.close
+    }).pipe(Effect.provide(NodeContext.layer))
   )
 })

@@ -72,3 +72,13 @@ export class InternalError extends Schema.TaggedError<InternalError>()(
   { message: Schema.String },
   HttpApiSchema.annotations({ status: 500 })
 ) {}
+
+/**
+ * The `Idempotency-Key` already names a different request (another number of durable events, or
+ * other content); nothing of this one was journaled.
+ */
+export class IdempotencyKeyReused extends Schema.TaggedError<IdempotencyKeyReused>()(
+  "IdempotencyKeyReused",
+  { field: Schema.String, key: Schema.String, message: Schema.String },
+  HttpApiSchema.annotations({ status: 422 })
+) {}

@@ -25,11 +25,14 @@ export interface EncodedBatch {
 export const lineAt = (batch: EncodedBatch, i: number): Uint8Array =>
   batch.bytes.subarray(i === 0 ? 0 : batch.ends[i - 1]! + 1, batch.ends[i]!)
 
+/** A change as a line holds it: with the idempotency key of the request that appended it, if any. */
+export type KeyedChange<A> = ChangeEvent<A> & { readonly key?: string | undefined }
+
 /** Encode and decode events of one schema to and from journal lines. */
 export interface LineCodec<A> {
-  readonly encodeBatch: (events: ReadonlyArray<ChangeEvent<A>>) => EncodedBatch
+  readonly encodeBatch: (events: ReadonlyArray<KeyedChange<A>>) => EncodedBatch
   /** Parses one line; answers the event or a reason the line is invalid. */
-  readonly decodeLine: (line: string) => ChangeEvent<A> | string
+  readonly decodeLine: (line: string) => KeyedChange<A> | string
 }
 
 export const makeLineCodec = <A, I>(schema: Schema.Schema<A, I>): LineCodec<A> => {
@@ -39,10 +42,12 @@ export const makeLineCodec = <A, I>(schema: Schema.Schema<A, I>): LineCodec<A> =
     encodeBatch: (events) => {
       let text = ""
       for (const e of events) {
-        text +=
+        const line =
           e.session_id === undefined
             ? JSON.stringify({ seq: e.seq, ts: e.ts, event: encodeEvent(e.event) })
             : JSON.stringify({ seq: e.seq, ts: e.ts, session_id: e.session_id, event: encodeEvent(e.event) })
+        // After the event, so the envelope readers peek at (seq, ts, session_id, event) keeps its layout.
+        text += e.key === undefined ? line : line.slice(0, -1) + ',"key":' + JSON.stringify(e.key) + "}"
         text += "\n"
       }
       const bytes = encoder.encode(text)
@@ -67,13 +72,17 @@ export const makeLineCodec = <A, I>(schema: Schema.Schema<A, I>): LineCodec<A> =
       if (sessionId !== undefined && sessionId !== null && typeof sessionId !== "string") {
         return "field `session_id` is not a string"
       }
+      const key = raw.key
+      if (key !== undefined && typeof key !== "string") return "field `key` is not a string"
       const event = decodeEvent(raw.event)
       if (Either.isLeft(event)) {
         return `field \`event\` is invalid: ${ParseResult.TreeFormatter.formatErrorSync(event.left)}`
       }
-      return typeof sessionId === "string"
-        ? { seq, ts: raw.ts, session_id: sessionId, event: event.right }
-        : { seq, ts: raw.ts, event: event.right }
+      const change: ChangeEvent<A> =
+        typeof sessionId === "string"
+          ? { seq, ts: raw.ts, session_id: sessionId, event: event.right }
+          : { seq, ts: raw.ts, event: event.right }
+      return key === undefined ? change : { ...change, key }
     }
   }
 }
