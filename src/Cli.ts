@@ -4,14 +4,17 @@
  */
 import { Args, Command, Options } from "@effect/cli"
 import { NodeHttpClient } from "@effect/platform-node"
-import { Console, Effect, Either, Layer, Option, Redacted, Stream } from "effect"
+import { Console, Duration, Effect, Either, Layer, Option, Redacted, Stream } from "effect"
 import * as Readline from "node:readline"
 import { ChangeFeed } from "./ChangeFeed.js"
 import { ChangeFeeds, DEFAULT_ACCOUNT } from "./ChangeFeeds.js"
+import * as Access from "./Access.js"
 import * as Client from "./Client.js"
+import { parseAccountId } from "./Domain/Account.js"
 import { AgentEvent, decodeAgentEvent } from "./Domain/AgentEvent.js"
 import { produce } from "./Demo.js"
 import { layerFromSettings, ServerConfig } from "./Http.js"
+import { jwtSecretProblem } from "./Http/Auth.js"
 import { inspect, repair } from "./Journal/Inspect.js"
 
 const url = Options.text("url").pipe(
@@ -23,9 +26,19 @@ const token = Options.redacted("token").pipe(
   Options.optional
 )
 
-const clientLayer = (urlOption: Option.Option<string>, tokenOption: Option.Option<Redacted.Redacted>) =>
+const account = Options.text("account").pipe(
+  Options.withDescription("The account whose feed to use (default: the service's default account)"),
+  Options.optional
+)
+
+const clientLayer = (
+  urlOption: Option.Option<string>,
+  tokenOption: Option.Option<Redacted.Redacted>,
+  accountOption: Option.Option<string>
+) =>
   Client.layer({
     baseUrl: Option.getOrElse(urlOption, () => process.env["FEED_URL"] ?? "http://127.0.0.1:8787"),
+    account: Option.getOrUndefined(accountOption),
     token: Option.getOrElse(tokenOption, () =>
       process.env["FEED_TOKEN"] === undefined ? undefined : Redacted.make(process.env["FEED_TOKEN"])
     )
@@ -94,6 +107,7 @@ const tail = Command.make(
   {
     url,
     token,
+    account,
     since: Options.text("since").pipe(
       Options.withDescription("Resume after this cursor (seq or epoch:seq)"),
       Options.withDefault("0")
@@ -134,7 +148,7 @@ const tail = Command.make(
           }
         })
       )
-    }).pipe(Effect.provide(clientLayer(flags.url, flags.token)))
+    }).pipe(Effect.provide(clientLayer(flags.url, flags.token, flags.account)))
 ).pipe(Command.withDescription("Follow a feed: replay after --since, then live; survives server restarts"))
 
 // ---- append -----------------------------------------------------------------------------
@@ -165,6 +179,7 @@ const append = Command.make(
   {
     url,
     token,
+    account,
     session: Options.text("session").pipe(
       Options.withDescription("Session id to record the event(s) under"),
       Options.optional
@@ -221,7 +236,7 @@ const append = Command.make(
         )
       )
       yield* Console.error(`appended ${total} event(s) in all`)
-    }).pipe(Effect.provide(clientLayer(flags.url, flags.token)))
+    }).pipe(Effect.provide(clientLayer(flags.url, flags.token, flags.account)))
 ).pipe(
   Command.withDescription(
     "Append one event (--event) or JSON lines from stdin; prints each seq once durable (null: ephemeral)"
@@ -230,11 +245,11 @@ const append = Command.make(
 
 // ---- status -----------------------------------------------------------------------------
 
-const status = Command.make("status", { url, token }, (flags) =>
+const status = Command.make("status", { url, token, account }, (flags) =>
   Effect.gen(function* () {
     const client = yield* Client.FeedClient
     yield* Console.log(JSON.stringify(yield* client.status, null, 2))
-  }).pipe(Effect.provide(clientLayer(flags.url, flags.token)))
+  }).pipe(Effect.provide(clientLayer(flags.url, flags.token, flags.account)))
 ).pipe(Command.withDescription("Show a server's head, retention window, epoch, subscribers and health"))
 
 // ---- inspect ----------------------------------------------------------------------------
@@ -290,9 +305,69 @@ const inspectCommand = Command.make(
   )
 )
 
+// ---- token ------------------------------------------------------------------------------
+
+const tokenCommand = Command.make(
+  "token",
+  {
+    account: Options.text("account").pipe(Options.withDescription("The account the token is for")),
+    scope: Options.choice("scope", ["read", "append"]).pipe(
+      Options.repeated,
+      Options.withDescription("What the token allows: read, append (repeat for both; default both)")
+    ),
+    ttl: Options.text("ttl").pipe(
+      Options.withDescription("How long the token is valid: e.g. 30m, 1h, 7d, or '2 hours' (default 1h)"),
+      Options.withDefault("1h")
+    ),
+    secret: Options.redacted("secret").pipe(
+      Options.withDescription("The signing secret (default $FEED_JWT_SECRET)"),
+      Options.optional
+    )
+  },
+  (flags) =>
+    Effect.gen(function* () {
+      const secret = Option.orElse(flags.secret, () =>
+        Option.map(Option.fromNullable(process.env["FEED_JWT_SECRET"]), (s) => Redacted.make(s))
+      )
+      if (Option.isNone(secret)) {
+        return yield* Effect.fail(new Error("no signing secret: set FEED_JWT_SECRET or pass --secret"))
+      }
+      const weak = jwtSecretProblem(Redacted.value(secret.value))
+      if (weak !== undefined) return yield* Effect.fail(new Error(`the signing secret ${weak}`))
+      const parsedAccount = parseAccountId(flags.account)
+      if (Either.isLeft(parsedAccount)) return yield* Effect.fail(new Error(`--account: ${parsedAccount.left}`))
+      const ttl = parseTtl(flags.ttl)
+      if (Either.isLeft(ttl)) return yield* Effect.fail(new Error(`--ttl: ${ttl.left}`))
+      const permissions = flags.scope.length === 0 ? Access.accountPermissions : [...new Set(flags.scope)]
+      yield* Console.log(
+        yield* Access.mint(secret.value, { account: parsedAccount.right, permissions, ttl: ttl.right })
+      )
+    })
+).pipe(
+  Command.withDescription(
+    "Mint an account token (an HS256 JWT, as the platform issues them) for tests and operators; prints it"
+  )
+)
+
+/** `30m`, `1h`, `7d`, `90s`, or any duration Effect reads (`2 hours`). */
+const parseTtl = (text: string): Either.Either<Duration.Duration, string> => {
+  const short = /^(\d+)\s*([smhd])$/.exec(text.trim())
+  const units = { s: "seconds", m: "minutes", h: "hours", d: "days" } as const
+  const decoded = Duration.decodeUnknown(
+    short === null ? text.trim() : `${short[1]} ${units[short[2] as keyof typeof units]}`
+  )
+  return Option.match(decoded, {
+    onNone: () => Either.left(`'${text}' is not a duration (e.g. 30m, 1h, 7d)`),
+    onSome: (duration) =>
+      Duration.greaterThan(duration, Duration.zero) && Duration.isFinite(duration)
+        ? Either.right(duration)
+        : Either.left(`'${text}' must be a positive, finite duration`)
+  })
+}
+
 export const command = Command.make("change-feed").pipe(
   Command.withDescription("A durable, account-wide change feed for agent platforms"),
-  Command.withSubcommands([serve, tail, append, status, inspectCommand])
+  Command.withSubcommands([serve, tail, append, status, inspectCommand, tokenCommand])
 )
 
 export const run = Command.run(command, { name: "change-feed", version: "0.1.0" })

@@ -21,6 +21,8 @@ import { makeSseParser, type SseFrame } from "./Http/Sse.js"
 export interface ClientOptions {
   /** e.g. `http://127.0.0.1:8787` */
   readonly baseUrl: string
+  /** The account whose feed to use (`/api/v1/accounts/{account}/...`); the service's default account when unset. */
+  readonly account?: string | undefined
   readonly token?: string | Redacted.Redacted | undefined
   /** Reconnect backoff: doubling from `baseMs` (default 250) up to `maxMs` (default 10 s). */
   readonly reconnectBaseMs?: number | undefined
@@ -154,7 +156,11 @@ export const make = (options: ClientOptions) =>
     const api = yield* HttpApiClient.make(FeedApi, { baseUrl: options.baseUrl, transformClient: withAuth })
     const baseMs = options.reconnectBaseMs ?? 250
     const maxMs = options.reconnectMaxMs ?? 10_000
-    const streamUrl = new URL("/api/v1/stream", options.baseUrl)
+    const account = options.account
+    const streamUrl = new URL(
+      account === undefined ? "/api/v1/stream" : `/api/v1/accounts/${encodeURIComponent(account)}/stream`,
+      options.baseUrl
+    )
     const retryAttempts = options.appendRetry?.attempts ?? 8
     const appendBackoff = Schedule.exponential(Duration.millis(options.appendRetry?.baseMs ?? 100)).pipe(
       Schedule.union(Schedule.spaced(Duration.millis(options.appendRetry?.maxMs ?? 5_000))),
@@ -163,24 +169,25 @@ export const make = (options: ClientOptions) =>
 
     const append = (entries: ReadonlyArray<AppendEntry>, appendOptions: AppendOptions = {}) => {
       const key = appendOptions.idempotencyKey ?? Crypto.randomUUID()
-      return api.feed
-        .append({
-          headers: { "idempotency-key": key },
-          payload: {
-            events: entries.map((e) =>
-              e.sessionId === undefined ? { event: e.event } : { session_id: e.sessionId, event: e.event }
-            )
-          }
-        })
-        .pipe(
-          Effect.tapError((error) =>
-            isRetryable(error)
-              ? Effect.logDebug(`change feed client: append with key ${key} failed, retrying: ${error.message}`)
-              : Effect.void
-          ),
-          Effect.retry({ schedule: appendBackoff, while: isRetryable }),
-          Effect.map((result) => result.seqs)
-        )
+      const request = {
+        headers: { "idempotency-key": key },
+        payload: {
+          events: entries.map((e) =>
+            e.sessionId === undefined ? { event: e.event } : { session_id: e.sessionId, event: e.event }
+          )
+        }
+      }
+      return (
+        account === undefined ? api.feed.append(request) : api.account.append({ ...request, path: { account } })
+      ).pipe(
+        Effect.tapError((error) =>
+          isRetryable(error)
+            ? Effect.logDebug(`change feed client: append with key ${key} failed, retrying: ${error.message}`)
+            : Effect.void
+        ),
+        Effect.retry({ schedule: appendBackoff, while: isRetryable }),
+        Effect.map((result) => result.seqs)
+      )
     }
 
     const follow = (followOptions: FollowOptions = {}): Stream.Stream<FeedItem<AgentEvent>, Refused | ProtocolError> =>
@@ -258,16 +265,18 @@ export const make = (options: ClientOptions) =>
     return {
       follow,
       append,
-      status: api.feed.status(),
-      events: (params: { since?: string; limit?: number; session_id?: string; wait?: number } = {}) =>
-        api.feed.events({
-          urlParams: {
-            ...(params.since === undefined ? {} : { since: params.since }),
-            ...(params.limit === undefined ? {} : { limit: String(params.limit) }),
-            ...(params.session_id === undefined ? {} : { session_id: params.session_id }),
-            ...(params.wait === undefined ? {} : { wait: String(params.wait) })
-          }
-        })
+      status: account === undefined ? api.feed.status() : api.account.status({ path: { account } }),
+      events: (params: { since?: string; limit?: number; session_id?: string; wait?: number } = {}) => {
+        const urlParams = {
+          ...(params.since === undefined ? {} : { since: params.since }),
+          ...(params.limit === undefined ? {} : { limit: String(params.limit) }),
+          ...(params.session_id === undefined ? {} : { session_id: params.session_id }),
+          ...(params.wait === undefined ? {} : { wait: String(params.wait) })
+        }
+        return account === undefined
+          ? api.feed.events({ urlParams })
+          : api.account.events({ path: { account }, urlParams })
+      }
     } as const
   })
 

@@ -299,4 +299,56 @@ describe("Client", () => {
       yield* server.close
     }).pipe(Effect.provide(NodeContext.layer))
   )
+
+  it.scopedLive("the_cli_mints_an_account_token_that_appends_and_reads_only_its_account", () =>
+    Effect.gen(function* () {
+      const secret = "a-signing-secret-of-thirty-two-bytes!"
+      const server = yield* start({
+        directory: yield* tempDirectory,
+        http: { token: Redacted.make("admin"), jwtSecret: Redacted.make(secret) }
+      })
+      const printed: Array<string> = []
+      const console: Console.Console = {
+        ...(yield* Effect.console),
+        log: (...args) => Effect.sync(() => void printed.push(args.join(" ")))
+      }
+      const cli = (...args: Array<string>) =>
+        Cli.run(["node", "change-feed", ...args]).pipe(Effect.withConsole(console))
+      yield* cli(
+        "token",
+        "--account",
+        "acme",
+        "--scope",
+        "read",
+        "--scope",
+        "append",
+        "--ttl",
+        "10m",
+        "--secret",
+        secret
+      )
+      const token = printed.pop()!
+      assert.match(token, /^[\w-]+\.[\w-]+\.[\w-]+$/)
+      const event = JSON.stringify({ type: "session_deleted", session_id: "s1" })
+      yield* cli("append", "--url", server.url, "--token", token, "--account", "acme", "--event", event)
+      yield* cli("append", "--url", server.url, "--token", token, "--account", "acme", "--event", event)
+      assert.deepStrictEqual(printed.splice(0), ['{"seqs":[1]}', '{"seqs":[2]}'])
+      yield* cli("status", "--url", server.url, "--token", token, "--account", "acme")
+      assert.strictEqual(JSON.parse(printed.pop()!).head_seq, 2)
+      // The token opens nothing of another account, and the default account is untouched.
+      const refused = yield* cli("status", "--url", server.url, "--token", token, "--account", "globex").pipe(
+        Effect.flip
+      )
+      assert.match(String(refused), /403|Forbidden/)
+      assert.strictEqual((yield* status(server, { authorization: "Bearer admin" })).head_seq, 0)
+      // Bad input is named.
+      const badTtl = yield* cli("token", "--account", "acme", "--ttl", "soon", "--secret", secret).pipe(Effect.flip)
+      assert.match(String(badTtl), /--ttl: 'soon' is not a duration/)
+      const badAccount = yield* cli("token", "--account", "../x", "--secret", secret).pipe(Effect.flip)
+      assert.match(String(badAccount), /--account: .* is not valid/)
+      const weak = yield* cli("token", "--account", "acme", "--secret", "short").pipe(Effect.flip)
+      assert.match(String(weak), /at least 32/)
+      yield* server.close
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
 })
