@@ -1,57 +1,212 @@
 /**
- * The line codec: one `ChangeEvent` JSON per line. Encoding turns a whole batch into one
- * buffer (one write per batch) whose lines the feed hands on as they are; decoding splits byte
- * chunks into lines without ever holding more than one chunk plus one partial line, either as
- * text to parse or as the raw bytes of each line with its envelope (seq, session) read in place.
+ * The line codec: one `ChangeEvent` JSON per line, followed in the line by what only the
+ * journal keeps: the idempotency key of the request that appended the event, if any, and a
+ * CRC-32 of the line (`{"seq":7,"ts":"…","event":{…},"key":"K","crc":"1a2b3c4d"}`). A reader
+ * that ignores unknown fields (the original) still reads such a line as the `ChangeEvent`.
+ *
+ * Encoding turns a whole batch into one buffer (one write per batch); each event's wire JSON is
+ * a prefix of its line less the closing brace (its *body*), so the feed hands events on without
+ * copying or parsing them. Decoding splits byte chunks into lines without ever holding more than
+ * one chunk plus one partial line, either parsed or as bytes whose envelope is read in place;
+ * both ways check the same things (checksum, envelope, and JSON validity where no checksum vouches
+ * for the bytes).
  */
 import { isUtf8 } from "node:buffer"
+import { crc32 } from "node:zlib"
 import { Either, ParseResult, Schema } from "effect"
 import type { ChangeEvent } from "../Domain/ChangeEvent.js"
 import type { LineChange } from "../Domain/FeedItem.js"
+import { JournalKeyInvalid } from "./Errors.js"
 
 const NEWLINE = 0x0a
 // `ignoreBOM`: a byte-order mark is not ours to strip; kept, it fails the line's parse and leaves offsets exact.
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
 const encoder = new TextEncoder()
 
+/**
+ * An event as the journal stores it: the change, plus the idempotency key of the request that
+ * appended it, if any (never part of the change on the wire).
+ */
+export interface StoredEvent<A> extends ChangeEvent<A> {
+  readonly key?: string | undefined
+}
+
+/** A change as a reader of lines gets it, with the idempotency key its line holds (journal-side only). */
+export interface StoredLine extends LineChange {
+  readonly key: string | undefined
+}
+
+/** Idempotency keys are stored as they are, so only characters JSON never escapes are allowed. */
+const KEY_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/
+
 /** A batch as written to the journal: every line followed by a newline, in one buffer. */
 export interface EncodedBatch {
   readonly bytes: Uint8Array
   /** Where each event's line ends in `bytes` (the offset of its newline). */
   readonly ends: ReadonlyArray<number>
+  /** Where each event's body ends in `bytes` (just past its `event` object). */
+  readonly bodyEnds: ReadonlyArray<number>
 }
+
+const lineStart = (batch: EncodedBatch, i: number) => (i === 0 ? 0 : batch.ends[i - 1]! + 1)
 
 /** The bytes of event `i`'s line in an encoded batch, without its newline (no copy). */
 export const lineAt = (batch: EncodedBatch, i: number): Uint8Array =>
-  batch.bytes.subarray(i === 0 ? 0 : batch.ends[i - 1]! + 1, batch.ends[i]!)
+  batch.bytes.subarray(lineStart(batch, i), batch.ends[i]!)
+
+/** Event `i`'s body in an encoded batch: its wire JSON less the closing brace (no copy). */
+export const bodyAt = (batch: EncodedBatch, i: number): Uint8Array =>
+  batch.bytes.subarray(lineStart(batch, i), batch.bodyEnds[i]!)
 
 /** Encode and decode events of one schema to and from journal lines. */
 export interface LineCodec<A> {
-  readonly encodeBatch: (events: ReadonlyArray<ChangeEvent<A>>) => EncodedBatch
-  /** Parses one line; answers the event or a reason the line is invalid. */
-  readonly decodeLine: (line: string) => ChangeEvent<A> | string
+  readonly encodeBatch: (events: ReadonlyArray<StoredEvent<A>>) => EncodedBatch
+  /**
+   * Parses one line (its bytes too when at hand, for the checksum; otherwise they are encoded
+   * from the text); answers the event or a reason the line is invalid.
+   */
+  readonly decodeLine: (text: string, bytes?: Uint8Array) => StoredEvent<A> | string
+  /** An event's body, encoded anew: for lines whose body cannot be taken from the line as it is. */
+  readonly bodyOf: (event: ChangeEvent<A>) => Uint8Array
 }
+
+// ---- checksums --------------------------------------------------------------------------------------------------
+
+const ascii = (text: string) => Uint8Array.from(text, (c) => c.charCodeAt(0))
+const CRC_OPEN = ascii(',"crc":"')
+/** `,"crc":"hhhhhhhh"}`: the checksum field and the brace closing the line. */
+const CRC_SUFFIX = CRC_OPEN.length + 8 + 2
+const KEY_OPEN = ascii(',"key":"')
+const SEQ_OPEN = ascii('{"seq":')
+const TS_OPEN = ascii(',"ts":"')
+const SESSION_OPEN = ascii(',"session_id":"')
+const EVENT_OPEN = ascii(',"event":{')
+const HEX = ascii("0123456789abcdef")
+const QUOTE = 0x22
+const BACKSLASH = 0x5c
+const CLOSE_BRACE = 0x7d
+
+/** Whether a line ends in a checksum field (what `verifyChecksum` then checks). */
+export const hasChecksum = (bytes: Uint8Array): boolean => {
+  const n = bytes.length
+  return (
+    n >= CRC_SUFFIX + 2 &&
+    bytes[n - 1] === CLOSE_BRACE &&
+    bytes[n - 2] === QUOTE &&
+    matchAt(bytes, n - CRC_SUFFIX, CRC_OPEN)
+  )
+}
+
+/**
+ * Checks a line's checksum: answers where the checksummed part ends (the checksum field's
+ * start), `-1` for a line without one (written by the original or an earlier version), or why
+ * the line fails.
+ */
+export const verifyChecksum = (bytes: Uint8Array): number | string => {
+  if (!hasChecksum(bytes)) return -1
+  const end = bytes.length - CRC_SUFFIX
+  const digits = end + CRC_OPEN.length
+  let stored = 0
+  for (let i = digits; i < digits + 8; i++) {
+    const c = bytes[i]!
+    const nibble = c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : -1
+    if (nibble < 0) return "field `crc` is not 8 lowercase hex digits"
+    stored = stored * 16 + nibble
+  }
+  const actual = crc32(bytes.subarray(0, end))
+  return actual === stored
+    ? end
+    : `checksum mismatch: the line changed after it was written (crc ${hex(stored)}, the bytes give ${hex(actual)})`
+}
+
+const hex = (crc: number) => crc.toString(16).padStart(8, "0")
+
+/** Writes a checksum's 8 hex digits into `bytes` at `at`. */
+const writeHex = (bytes: Uint8Array, at: number, crc: number) => {
+  for (let k = 0; k < 8; k++) bytes[at + k] = HEX[(crc >>> (28 - 4 * k)) & 15]!
+}
+
+// ---- line separators --------------------------------------------------------------------------------------------
+
+/**
+ * U+2028 and U+2029 escaped: JSON allows them raw in strings, but many line readers (and
+ * JavaScript before ES2019) take them for line breaks. Escaped, it is still the same JSON.
+ */
+const escapeSeparators = (json: string): string =>
+  json.includes("\u2028") || json.includes("\u2029")
+    ? json.replace(/[\u2028\u2029]/g, (c) => (c === "\u2028" ? "\\u2028" : "\\u2029"))
+    : json
+
+/** Where a raw U+2028/U+2029 (E2 80 A8/A9 in UTF-8) starts in `bytes`, or -1. */
+const separatorAt = (bytes: Uint8Array, from = 0): number => {
+  for (let at = bytes.indexOf(0xe2, from); at >= 0; at = bytes.indexOf(0xe2, at + 1)) {
+    if (bytes[at + 1] === 0x80 && (bytes[at + 2] === 0xa8 || bytes[at + 2] === 0xa9)) return at
+  }
+  return -1
+}
+
+const ESCAPED_2028 = ascii("\\u2028")
+const ESCAPED_2029 = ascii("\\u2029")
+/** `bytes` with every raw U+2028/U+2029 escaped (a copy), for the rare line written before they were. */
+const escapeSeparatorBytes = (bytes: Uint8Array, first: number): Uint8Array => {
+  const parts: Array<Uint8Array> = []
+  let from = 0
+  for (let at = first; at >= 0; at = separatorAt(bytes, at + 3)) {
+    parts.push(bytes.subarray(from, at), bytes[at + 2] === 0xa8 ? ESCAPED_2028 : ESCAPED_2029)
+    from = at + 3
+  }
+  parts.push(bytes.subarray(from))
+  return Buffer.concat(parts)
+}
+
+// ---- the codec --------------------------------------------------------------------------------------------------
 
 export const makeLineCodec = <A, I>(schema: Schema.Schema<A, I>): LineCodec<A> => {
   const encodeEvent = Schema.encodeSync(schema)
   const decodeEvent = Schema.decodeUnknownEither(schema)
+  /** The wire JSON of an event: the `ChangeEvent` as the original writes it, line separators escaped. */
+  const wireJson = (e: ChangeEvent<A>): string =>
+    escapeSeparators(
+      e.session_id === undefined
+        ? JSON.stringify({ seq: e.seq, ts: e.ts, event: encodeEvent(e.event) })
+        : JSON.stringify({ seq: e.seq, ts: e.ts, session_id: e.session_id, event: encodeEvent(e.event) })
+    )
   return {
     encodeBatch: (events) => {
       let text = ""
-      for (const e of events) {
-        text +=
-          e.session_id === undefined
-            ? JSON.stringify({ seq: e.seq, ts: e.ts, event: encodeEvent(e.event) })
-            : JSON.stringify({ seq: e.seq, ts: e.ts, session_id: e.session_id, event: encodeEvent(e.event) })
-        text += "\n"
+      // Bytes after each body: the key field, the checksum field and the closing brace.
+      const tails: Array<number> = new Array(events.length)
+      for (let i = 0; i < events.length; i++) {
+        const e = events[i]!
+        const json = wireJson(e)
+        text += json.slice(0, -1)
+        tails[i] = CRC_SUFFIX
+        if (e.key !== undefined) {
+          if (!KEY_PATTERN.test(e.key)) throw new JournalKeyInvalid({ key: e.key })
+          text += `,"key":"${e.key}"`
+          tails[i]! += KEY_OPEN.length + e.key.length + 1
+        }
+        // The digits are filled in below, over the line's bytes.
+        text += `,"crc":"00000000"}
+`
       }
       const bytes = encoder.encode(text)
       // JSON text never holds a raw newline: each one ends a line.
       const ends: Array<number> = []
-      for (let at = bytes.indexOf(NEWLINE); at >= 0; at = bytes.indexOf(NEWLINE, at + 1)) ends.push(at)
-      return { bytes, ends }
+      const bodyEnds: Array<number> = []
+      let start = 0
+      for (let at = bytes.indexOf(NEWLINE); at >= 0; at = bytes.indexOf(NEWLINE, at + 1)) {
+        const checked = at - CRC_SUFFIX
+        writeHex(bytes, checked + CRC_OPEN.length, crc32(bytes.subarray(start, checked)))
+        bodyEnds.push(at - tails[ends.length]!)
+        ends.push(at)
+        start = at + 1
+      }
+      return { bytes, ends, bodyEnds }
     },
-    decodeLine: (line) => {
+    decodeLine: (line, lineBytes) => {
+      const checked = verifyChecksum(lineBytes ?? encoder.encode(line))
+      if (typeof checked === "string") return checked
       let raw: any
       try {
         raw = JSON.parse(line)
@@ -67,31 +222,48 @@ export const makeLineCodec = <A, I>(schema: Schema.Schema<A, I>): LineCodec<A> =
       if (sessionId !== undefined && sessionId !== null && typeof sessionId !== "string") {
         return "field `session_id` is not a string"
       }
+      if (checked < 0 && raw.crc !== undefined) return "field `crc` is not at the end of the line"
+      const key = raw.key
+      if (key !== undefined && (typeof key !== "string" || !KEY_PATTERN.test(key))) {
+        return "field `key` is not an idempotency key"
+      }
       const event = decodeEvent(raw.event)
       if (Either.isLeft(event)) {
         return `field \`event\` is invalid: ${ParseResult.TreeFormatter.formatErrorSync(event.left)}`
       }
-      return typeof sessionId === "string"
-        ? { seq, ts: raw.ts, session_id: sessionId, event: event.right }
-        : { seq, ts: raw.ts, event: event.right }
+      const change: StoredEvent<A> =
+        typeof sessionId === "string"
+          ? { seq, ts: raw.ts, session_id: sessionId, event: event.right }
+          : { seq, ts: raw.ts, event: event.right }
+      return key === undefined ? change : { ...change, key }
+    },
+    bodyOf: (e) => {
+      const bytes = encoder.encode(wireJson(e))
+      return bytes.subarray(0, bytes.length - 1)
     }
   }
 }
 
 /**
- * The seq of a line whose envelope is whole (`seq`, `ts`, `event`), without judging the
- * event against a schema: recovery cuts only what a torn write leaves, never an event a
- * newer catalog wrote (reads report those instead).
+ * The seq of a line whose envelope is whole (`seq`, `ts`, `event`) and whose checksum, if it
+ * has one, holds, without judging the event against a schema (recovery must not refuse an
+ * event a newer catalog wrote; reads report those); otherwise why the line is invalid.
  */
-export const envelopeSeq = (line: string): number | undefined => {
+export const envelopeSeq = (bytes: Uint8Array): number | string => {
+  const checked = verifyChecksum(bytes)
+  if (typeof checked === "string") return checked
   let raw: any
   try {
-    raw = JSON.parse(line)
-  } catch {
-    return undefined
+    raw = JSON.parse(utf8.decode(bytes))
+  } catch (error) {
+    return error instanceof SyntaxError ? `invalid JSON (${error.message})` : "line is not valid UTF-8"
   }
-  if (raw === null || typeof raw !== "object" || typeof raw.ts !== "string" || raw.event === undefined) return undefined
-  return typeof raw.seq === "number" && Number.isSafeInteger(raw.seq) && raw.seq >= 1 ? raw.seq : undefined
+  if (raw === null || typeof raw !== "object") return "line is not a JSON object"
+  if (typeof raw.seq !== "number" || !Number.isSafeInteger(raw.seq) || raw.seq < 1)
+    return "field `seq` is not a positive integer"
+  if (typeof raw.ts !== "string") return "field `ts` is not a string"
+  if (raw.event === null || typeof raw.event !== "object") return "field `event` is not an object"
+  return raw.seq
 }
 
 /**
@@ -123,9 +295,11 @@ export const peekSeqBytes = (bytes: Uint8Array): number | undefined => {
   return i > SEQ_OPEN.length && bytes[i] === 44 /* , */ ? seq : undefined
 }
 
-/** A line with the byte offset where it starts in its file. */
+/** A line as text and bytes, with the byte offset where it starts in its file. */
 export interface Line {
   readonly text: string
+  /** The line's bytes, a view of the chunk it was read from (for its checksum). */
+  readonly bytes: Uint8Array
   readonly offset: number
 }
 
@@ -133,6 +307,8 @@ export interface Line {
 export interface ByteLine {
   readonly bytes: Uint8Array
   readonly offset: number
+  /** Known to hold no control byte (checked for a whole run of lines at once); otherwise unknown. */
+  readonly controlFree: boolean
 }
 
 /**
@@ -222,7 +398,7 @@ export class LineSplitter extends Splitter<Line> {
     } catch {
       return undefined
     }
-    return splitLines(text, complete.length, base)
+    return splitLines(text, complete, base)
   }
 }
 
@@ -230,26 +406,19 @@ export class LineSplitter extends Splitter<Line> {
 export class ByteLineSplitter extends Splitter<ByteLine> {
   protected split(complete: Uint8Array, base: number): Array<ByteLine> | undefined {
     if (!isUtf8(complete)) return undefined
+    // Control bytes are looked for in the whole run at once; a line of a run with one checks itself.
+    const controlFree = !hasControlByte(complete)
     const lines: Array<ByteLine> = []
     let start = 0
     while (start <= complete.length) {
       let end = complete.indexOf(NEWLINE, start)
       if (end < 0) end = complete.length
-      lines.push({ bytes: complete.subarray(start, end), offset: base + start })
+      lines.push({ bytes: complete.subarray(start, end), offset: base + start, controlFree })
       start = end + 1
     }
     return lines
   }
 }
-
-const ascii = (text: string) => Uint8Array.from(text, (c) => c.charCodeAt(0))
-const SEQ_OPEN = ascii('{"seq":')
-const TS_OPEN = ascii(',"ts":"')
-const SESSION_OPEN = ascii(',"session_id":"')
-const EVENT_OPEN = ascii(',"event":{')
-const QUOTE = 0x22
-const BACKSLASH = 0x5c
-const CLOSE_BRACE = 0x7d
 
 /** The text of a short run of UTF-8 bytes (a session id): ASCII is read directly, since a decoder call costs more. */
 const textOf = (bytes: Uint8Array, from: number, end: number): string => {
@@ -279,12 +448,22 @@ const plainStringEnd = (bytes: Uint8Array, from: number): number => {
 }
 
 /**
- * A line as a change item, its envelope read in place from the layout this codec writes (`{"seq":N,"ts":"…",("session_id":"…",)"event":{…}}`),
- * read in place; `undefined` for any other layout (an escaped session id, another key order) or a
- * line that is not whole, which the caller parses in full instead (and so reports as invalid).
+ * A line as a reader's item, read in place from the layout this codec writes
+ * (`{"seq":N,"ts":"…",("session_id":"…",)"event":{…}(,"key":"…")(,"crc":"…")}`): its body is a
+ * view of the line (a copy only to escape raw line separators an earlier version left). Answers
+ * why the line is invalid when its checksum fails, and `undefined` for anything else it cannot
+ * vouch for: another layout, an escaped session id, a line whose brackets do not close where
+ * its event ends, or one with a raw control byte, which JSON allows only between tokens. The
+ * caller parses those in full, so that the decision on them is the parser's, as for a decoded
+ * read. `controlFree` says the caller already knows the line holds no control byte.
  */
-export const peekEnvelope = (bytes: Uint8Array): LineChange | undefined => {
-  if (!matchAt(bytes, 0, SEQ_OPEN) || bytes[bytes.length - 1] !== CLOSE_BRACE) return undefined
+export const readInPlace = (
+  bytes: Uint8Array,
+  controlFree: boolean = !hasControlByte(bytes)
+): StoredLine | string | undefined => {
+  const checked = verifyChecksum(bytes)
+  if (typeof checked === "string") return checked
+  if (!controlFree || !matchAt(bytes, 0, SEQ_OPEN) || bytes[bytes.length - 1] !== CLOSE_BRACE) return undefined
   let seq = 0
   let i = SEQ_OPEN.length
   for (; i < bytes.length && i < SEQ_OPEN.length + 16; i++) {
@@ -304,30 +483,81 @@ export const peekEnvelope = (bytes: Uint8Array): LineChange | undefined => {
     sessionId = textOf(bytes, from, end)
     next = end + 1
   }
-  // The envelope up to the event's brace is checked; the rest must close it and then the line.
-  return matchAt(bytes, next, EVENT_OPEN) && closesAtEnd(bytes, next + EVENT_OPEN.length - 1)
-    ? { _tag: "Change", seq, sessionId, line: bytes }
-    : undefined
+  if (!matchAt(bytes, next, EVENT_OPEN)) return undefined
+  // Where the event must end: before the key and checksum fields, or the line's closing brace.
+  let bodyEnd = checked >= 0 ? checked : bytes.length - 1
+  let key: string | undefined = undefined
+  if (checked >= 0 && bytes[checked - 1] === QUOTE) {
+    const open = bytes.lastIndexOf(QUOTE, checked - 2)
+    const fieldStart = open - KEY_OPEN.length + 1
+    if (open < 0 || !matchAt(bytes, fieldStart, KEY_OPEN)) return undefined
+    key = textOf(bytes, open + 1, checked - 1)
+    if (!KEY_PATTERN.test(key)) return undefined
+    bodyEnd = fieldStart
+  }
+  if (!closesAt(bytes, next + EVENT_OPEN.length - 1, bodyEnd - 1)) return undefined
+  const body = bytes.subarray(0, bodyEnd)
+  const separator = separatorAt(body)
+  return {
+    _tag: "Change",
+    seq,
+    sessionId,
+    body: separator < 0 ? body : escapeSeparatorBytes(body, separator),
+    key
+  }
+}
+
+const isControl = (b: number) => b < 0x20 && b !== NEWLINE
+
+/**
+ * Whether `bytes` hold a byte below 0x20 other than a newline. Looks at 4 bytes at a time
+ * (a byte-at-a-time loop doubled the cost of reading lines in place): a word with no byte
+ * below 0x20 has no high bit left in `(w - 0x20202020) & ~w & 0x80808080`, and the few words
+ * that do (a newline, or what is looked for) are checked byte by byte.
+ */
+export const hasControlByte = (bytes: Uint8Array): boolean => {
+  const n = bytes.length
+  let i = 0
+  const head = Math.min(n, (4 - (bytes.byteOffset & 3)) & 3)
+  for (; i < head; i++) if (isControl(bytes[i]!)) return true
+  const words = (n - i) >>> 2
+  if (words > 0) {
+    const view = new Uint32Array(bytes.buffer, bytes.byteOffset + i, words)
+    for (let k = 0; k < words; k++) {
+      const w = view[k]!
+      if (((w - 0x20202020) & ~w & 0x80808080) !== 0) {
+        const at = i + 4 * k
+        if (
+          isControl(bytes[at]!) ||
+          isControl(bytes[at + 1]!) ||
+          isControl(bytes[at + 2]!) ||
+          isControl(bytes[at + 3]!)
+        )
+          return true
+      }
+    }
+    i += 4 * words
+  }
+  for (; i < n; i++) if (isControl(bytes[i]!)) return true
+  return false
 }
 
 /**
- * Whether the value opening at `from` (inside the line's outer object) is whole as far as its
- * brackets and strings go, and the line ends right after it closes: every string closed,
- * brackets balanced. It catches what damage to a file looks like (a line cut short, two lines
- * run together) without building the value, and skips over each string with a native search,
- * since strings are most of a line.
+ * Whether the value opening at `from` is whole as far as its brackets and strings go and closes
+ * exactly at `close`: every string closed, brackets balanced. It catches what damage to a file
+ * looks like (a line cut short, two lines run together) without building the value, and skips
+ * over each string with a native search, since strings are most of a line.
  */
-const closesAtEnd = (bytes: Uint8Array, from: number): boolean => {
-  let depth = 1
-  const last = bytes.length - 1
-  for (let i = from; i <= last; i++) {
+const closesAt = (bytes: Uint8Array, from: number, close: number): boolean => {
+  let depth = 0
+  for (let i = from; i <= close; i++) {
     const b = bytes[i]!
     if (b === QUOTE) {
       i = closingQuote(bytes, i + 1)
-      if (i < 0) return false
+      if (i < 0 || i > close) return false
     } else if (b === 0x7b || b === 0x5b) depth++
     else if (b === CLOSE_BRACE || b === 0x5d) {
-      if (--depth === 0) return i === last
+      if (--depth === 0) return i === close
       if (depth < 0) return false
     }
   }
@@ -346,19 +576,20 @@ const closingQuote = (bytes: Uint8Array, from: number): number => {
   return -1
 }
 
-/** The lines of `text` (decoded from `byteLength` bytes without their final newline), starting at file offset `base`. */
-const splitLines = (text: string, byteLength: number, base: number): Array<Line> => {
+/** The lines of `text`, decoded from `bytes` (without their final newline), starting at file offset `base`. */
+const splitLines = (text: string, bytes: Uint8Array, base: number): Array<Line> => {
   const lines: Array<Line> = []
-  let offset = base
+  let at = 0
   let start = 0
-  // Byte offsets are only needed for error reports; track them cheaply for ASCII lines.
-  const ascii = text.length === byteLength
+  // Text and byte positions are the same for ASCII; otherwise each line's byte length is counted.
+  const ascii = text.length === bytes.length
   while (start <= text.length) {
     let end = text.indexOf("\n", start)
     if (end < 0) end = text.length
     const line = text.slice(start, end)
-    lines.push({ text: line, offset })
-    offset += (ascii ? line.length : Buffer.byteLength(line)) + 1
+    const length = ascii ? line.length : Buffer.byteLength(line)
+    lines.push({ text: line, bytes: bytes.subarray(at, at + length), offset: base + at })
+    at += length + 1
     start = end + 1
   }
   return lines

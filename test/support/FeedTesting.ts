@@ -175,7 +175,12 @@ export const linesOnDisk = (directory: string) =>
     for (const name of names) {
       const text = yield* fs.readFileString(path.join(directory, name))
       assert.isTrue(text === "" || text.endsWith("\n"), `${name} ends with a partial line: ${JSON.stringify(text)}`)
-      for (const line of text.split("\n")) if (line !== "") lines.push(JSON.parse(line))
+      for (const line of text.split("\n")) {
+        if (line === "") continue
+        // The idempotency key and the checksum are the journal's own fields, not the change's.
+        const { key: _key, crc: _crc, ...change } = JSON.parse(line)
+        lines.push(change)
+      }
     }
     return lines
   })
