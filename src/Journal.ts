@@ -39,6 +39,7 @@ import {
   peekSeq,
   peekSeqBytes,
   readInPlace,
+  readParsed,
   hasControlByte,
   type Splitter,
   type StoredEvent,
@@ -154,22 +155,16 @@ const decodedFormat = <A>(codec: LineCodec<A>): LineFormat<Line, JournalEvent<A>
   seqOf: (event) => event.seq
 })
 
-const lineDecoder = new TextDecoder()
-const rawFormat = <A>(codec: LineCodec<A>): LineFormat<ByteLine, JournalLine> => ({
+const rawFormat: LineFormat<ByteLine, JournalLine> = {
   splitter: () => new ByteLineSplitter(),
   peek: (line) => peekSeqBytes(line.bytes),
   parse: (line) => {
-    const change = readInPlace(line.bytes, line.controlFree || !hasControlByte(line.bytes))
-    if (change !== undefined) return change
-    // Another layout (an escaped session id, a journal written elsewhere), or damage: parse it in
-    // full, and hand on its body encoded anew.
-    const event = codec.decodeLine(lineDecoder.decode(line.bytes), line.bytes)
-    return typeof event === "string"
-      ? event
-      : { _tag: "Change", seq: event.seq, sessionId: event.session_id, body: codec.bodyOf(event), key: event.key }
+    const controlFree = line.controlFree || !hasControlByte(line.bytes)
+    // What the checksum vouches for is read in place; anything else is parsed, as `read` does.
+    return readInPlace(line.bytes, controlFree) ?? readParsed(line.bytes, controlFree)
   },
   seqOf: (line) => line.seq
-})
+}
 
 const DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
 const DEFAULT_SYNC_INTERVAL_MS = 100
@@ -613,7 +608,6 @@ const open = <A, I>(
       )
 
     const decoded = decodedFormat(codec)
-    const raw = rawFormat(codec)
     const journal: Journal<A> = {
       directory,
       epoch,
@@ -630,7 +624,7 @@ const open = <A, I>(
       info,
       append,
       read: (since, upTo) => readAs(decoded, since, upTo),
-      readLines: (since, upTo) => readAs(raw, since, upTo)
+      readLines: (since, upTo) => readAs(rawFormat, since, upTo)
     }
     return journal
   })

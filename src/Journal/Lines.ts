@@ -66,8 +66,6 @@ export interface LineCodec<A> {
    * from the text); answers the event or a reason the line is invalid.
    */
   readonly decodeLine: (text: string, bytes?: Uint8Array) => StoredEvent<A> | string
-  /** An event's body, encoded anew: for lines whose body cannot be taken from the line as it is. */
-  readonly bodyOf: (event: ChangeEvent<A>) => Uint8Array
 }
 
 // ---- checksums --------------------------------------------------------------------------------------------------
@@ -187,8 +185,7 @@ export const makeLineCodec = <A, I>(schema: Schema.Schema<A, I>): LineCodec<A> =
           tails[i]! += KEY_OPEN.length + e.key.length + 1
         }
         // The digits are filled in below, over the line's bytes.
-        text += `,"crc":"00000000"}
-`
+        text += `,"crc":"00000000"}\n`
       }
       const bytes = encoder.encode(text)
       // JSON text never holds a raw newline: each one ends a line.
@@ -205,43 +202,59 @@ export const makeLineCodec = <A, I>(schema: Schema.Schema<A, I>): LineCodec<A> =
       return { bytes, ends, bodyEnds }
     },
     decodeLine: (line, lineBytes) => {
-      const checked = verifyChecksum(lineBytes ?? encoder.encode(line))
-      if (typeof checked === "string") return checked
-      let raw: any
-      try {
-        raw = JSON.parse(line)
-      } catch (error) {
-        return `invalid JSON (${(error as Error).message})`
-      }
-      if (raw === null || typeof raw !== "object") return "line is not a JSON object"
-      const seq = raw.seq
-      if (typeof seq !== "number" || !Number.isSafeInteger(seq) || seq < 1)
-        return "field `seq` is not a positive integer"
-      if (typeof raw.ts !== "string") return "field `ts` is not a string"
-      const sessionId = raw.session_id
-      if (sessionId !== undefined && sessionId !== null && typeof sessionId !== "string") {
-        return "field `session_id` is not a string"
-      }
-      if (checked < 0 && raw.crc !== undefined) return "field `crc` is not at the end of the line"
-      const key = raw.key
-      if (key !== undefined && (typeof key !== "string" || !KEY_PATTERN.test(key))) {
-        return "field `key` is not an idempotency key"
-      }
-      const event = decodeEvent(raw.event)
+      const parsed = parseLine(line, lineBytes ?? encoder.encode(line))
+      if (typeof parsed === "string") return parsed
+      const event = decodeEvent(parsed.event)
       if (Either.isLeft(event)) {
         return `field \`event\` is invalid: ${ParseResult.TreeFormatter.formatErrorSync(event.left)}`
       }
       const change: StoredEvent<A> =
-        typeof sessionId === "string"
-          ? { seq, ts: raw.ts, session_id: sessionId, event: event.right }
-          : { seq, ts: raw.ts, event: event.right }
-      return key === undefined ? change : { ...change, key }
-    },
-    bodyOf: (e) => {
-      const bytes = encoder.encode(wireJson(e))
-      return bytes.subarray(0, bytes.length - 1)
+        parsed.sessionId === undefined
+          ? { seq: parsed.seq, ts: parsed.ts, event: event.right }
+          : { seq: parsed.seq, ts: parsed.ts, session_id: parsed.sessionId, event: event.right }
+      return parsed.key === undefined ? change : { ...change, key: parsed.key }
     }
   }
+}
+
+/** A line parsed as far as the journal's own fields go: the event is JSON, not yet judged against a schema. */
+interface ParsedLine {
+  readonly seq: number
+  readonly ts: string
+  readonly sessionId: string | undefined
+  readonly event: unknown
+  readonly key: string | undefined
+  /** Where the checksummed part of the line ends (-1: the line has no checksum). */
+  readonly checked: number
+}
+
+/**
+ * Parses a line (its text and bytes) and checks its checksum and the fields the journal reads:
+ * the one check of a line that both reads, recovery and `inspect` make, before the event.
+ */
+const parseLine = (text: string, bytes: Uint8Array): ParsedLine | string => {
+  const checked = verifyChecksum(bytes)
+  if (typeof checked === "string") return checked
+  let raw: any
+  try {
+    raw = JSON.parse(text)
+  } catch (error) {
+    return `invalid JSON (${(error as Error).message})`
+  }
+  if (raw === null || typeof raw !== "object") return "line is not a JSON object"
+  const seq = raw.seq
+  if (typeof seq !== "number" || !Number.isSafeInteger(seq) || seq < 1) return "field `seq` is not a positive integer"
+  if (typeof raw.ts !== "string") return "field `ts` is not a string"
+  const sessionId = raw.session_id
+  if (sessionId !== undefined && sessionId !== null && typeof sessionId !== "string") {
+    return "field `session_id` is not a string"
+  }
+  if (checked < 0 && raw.crc !== undefined) return "field `crc` is not at the end of the line"
+  const key = raw.key
+  if (key !== undefined && (typeof key !== "string" || !KEY_PATTERN.test(key))) {
+    return "field `key` is not an idempotency key"
+  }
+  return { seq, ts: raw.ts, sessionId: sessionId ?? undefined, event: raw.event, key, checked }
 }
 
 /**
@@ -250,20 +263,15 @@ export const makeLineCodec = <A, I>(schema: Schema.Schema<A, I>): LineCodec<A> =
  * event a newer catalog wrote; reads report those); otherwise why the line is invalid.
  */
 export const envelopeSeq = (bytes: Uint8Array): number | string => {
-  const checked = verifyChecksum(bytes)
-  if (typeof checked === "string") return checked
-  let raw: any
+  let text: string
   try {
-    raw = JSON.parse(utf8.decode(bytes))
-  } catch (error) {
-    return error instanceof SyntaxError ? `invalid JSON (${error.message})` : "line is not valid UTF-8"
+    text = utf8.decode(bytes)
+  } catch {
+    return "line is not valid UTF-8"
   }
-  if (raw === null || typeof raw !== "object") return "line is not a JSON object"
-  if (typeof raw.seq !== "number" || !Number.isSafeInteger(raw.seq) || raw.seq < 1)
-    return "field `seq` is not a positive integer"
-  if (typeof raw.ts !== "string") return "field `ts` is not a string"
-  if (raw.event === null || typeof raw.event !== "object") return "field `event` is not an object"
-  return raw.seq
+  const parsed = parseLine(text, bytes)
+  if (typeof parsed === "string") return parsed
+  return parsed.event === null || typeof parsed.event !== "object" ? "field `event` is not an object" : parsed.seq
 }
 
 /**
@@ -448,14 +456,14 @@ const plainStringEnd = (bytes: Uint8Array, from: number): number => {
 }
 
 /**
- * A line as a reader's item, read in place from the layout this codec writes
- * (`{"seq":N,"ts":"…",("session_id":"…",)"event":{…}(,"key":"…")(,"crc":"…")}`): its body is a
- * view of the line (a copy only to escape raw line separators an earlier version left). Answers
- * why the line is invalid when its checksum fails, and `undefined` for anything else it cannot
- * vouch for: another layout, an escaped session id, a line whose brackets do not close where
- * its event ends, or one with a raw control byte, which JSON allows only between tokens. The
- * caller parses those in full, so that the decision on them is the parser's, as for a decoded
- * read. `controlFree` says the caller already knows the line holds no control byte.
+ * A checksummed line as a reader's item, read in place from the layout this codec writes
+ * (`{"seq":N,"ts":"…",("session_id":"…",)"event":{…}(,"key":"…"),"crc":"…"}`): its body is a
+ * view of the line. The checksum vouches that the bytes are what an encoder wrote, so the line is
+ * not parsed; what could still break a frame if someone wrote the line by hand, checksum and all,
+ * is checked anyway: a raw control byte, brackets that do not close where the event ends.
+ * Answers why the line is invalid when its checksum fails, and `undefined` for a line it cannot
+ * vouch for (no checksum, another layout, an escaped session id), which `readParsed` reads.
+ * `controlFree` says the caller already knows the line holds no control byte.
  */
 export const readInPlace = (
   bytes: Uint8Array,
@@ -463,7 +471,50 @@ export const readInPlace = (
 ): StoredLine | string | undefined => {
   const checked = verifyChecksum(bytes)
   if (typeof checked === "string") return checked
-  if (!controlFree || !matchAt(bytes, 0, SEQ_OPEN) || bytes[bytes.length - 1] !== CLOSE_BRACE) return undefined
+  return checked < 0 || !controlFree ? undefined : locate(bytes, checked)
+}
+
+/**
+ * A line `readInPlace` cannot vouch for, parsed in full and checked as `read` checks it (but for
+ * the event's schema): its item, or why it is invalid. Its body is still the line's own bytes
+ * where its layout is this codec's (so an event keeps every field and digit it was written with),
+ * and is otherwise encoded anew from the parsed line.
+ */
+export const readParsed = (bytes: Uint8Array, controlFree: boolean = !hasControlByte(bytes)): StoredLine | string => {
+  let text: string
+  try {
+    text = utf8.decode(bytes)
+  } catch {
+    return "line is not valid UTF-8"
+  }
+  const parsed = parseLine(text, bytes)
+  if (typeof parsed === "string") return parsed
+  if (parsed.event === null || typeof parsed.event !== "object") return "field `event` is not an object"
+  const inPlace = controlFree ? locate(bytes, parsed.checked < 0 ? bytes.length - 1 : parsed.checked) : undefined
+  if (inPlace !== undefined) return inPlace
+  const json = escapeSeparators(
+    JSON.stringify(
+      parsed.sessionId === undefined
+        ? { seq: parsed.seq, ts: parsed.ts, event: parsed.event }
+        : { seq: parsed.seq, ts: parsed.ts, session_id: parsed.sessionId, event: parsed.event }
+    )
+  )
+  const body = encoder.encode(json)
+  return {
+    _tag: "Change",
+    seq: parsed.seq,
+    sessionId: parsed.sessionId,
+    body: body.subarray(0, body.length - 1),
+    key: parsed.key
+  }
+}
+
+/**
+ * The item of a line in this codec's layout whose fields before the line's closing brace (or its
+ * checksum field) end at `end`; `undefined` when the line is not in that layout.
+ */
+const locate = (bytes: Uint8Array, end: number): StoredLine | undefined => {
+  if (!matchAt(bytes, 0, SEQ_OPEN) || bytes[bytes.length - 1] !== CLOSE_BRACE) return undefined
   let seq = 0
   let i = SEQ_OPEN.length
   for (; i < bytes.length && i < SEQ_OPEN.length + 16; i++) {
@@ -478,20 +529,20 @@ export const readInPlace = (
   let next = tsEnd + 1
   if (matchAt(bytes, next, SESSION_OPEN)) {
     const from = next + SESSION_OPEN.length
-    const end = plainStringEnd(bytes, from)
-    if (end < 0) return undefined
-    sessionId = textOf(bytes, from, end)
-    next = end + 1
+    const stop = plainStringEnd(bytes, from)
+    if (stop < 0) return undefined
+    sessionId = textOf(bytes, from, stop)
+    next = stop + 1
   }
   if (!matchAt(bytes, next, EVENT_OPEN)) return undefined
-  // Where the event must end: before the key and checksum fields, or the line's closing brace.
-  let bodyEnd = checked >= 0 ? checked : bytes.length - 1
+  // The event ends where the key field begins, if there is one, or at `end`.
+  let bodyEnd = end
   let key: string | undefined = undefined
-  if (checked >= 0 && bytes[checked - 1] === QUOTE) {
-    const open = bytes.lastIndexOf(QUOTE, checked - 2)
+  if (bytes[end - 1] === QUOTE) {
+    const open = bytes.lastIndexOf(QUOTE, end - 2)
     const fieldStart = open - KEY_OPEN.length + 1
     if (open < 0 || !matchAt(bytes, fieldStart, KEY_OPEN)) return undefined
-    key = textOf(bytes, open + 1, checked - 1)
+    key = textOf(bytes, open + 1, end - 1)
     if (!KEY_PATTERN.test(key)) return undefined
     bodyEnd = fieldStart
   }

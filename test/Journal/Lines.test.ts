@@ -3,23 +3,32 @@
  * peek used to skip lines below a cursor, and byte offsets across chunks and multi-byte UTF-8.
  */
 import { describe, it, assert } from "@effect/vitest"
+import { FastCheck as fc } from "effect"
 import { crc32 } from "node:zlib"
 import {
   bodyAt,
   ByteLineSplitter,
   envelopeSeq,
+  hasControlByte,
   lineAt,
   LineSplitter,
   makeLineCodec,
   peekSeq,
   peekSeqBytes,
   readInPlace,
+  readParsed,
   verifyChecksum,
   type Line
 } from "../../src/Journal/Lines.js"
 import { Note } from "../support/Notes.js"
 
 const bytes = (text: string) => new TextEncoder().encode(text)
+
+/** A line as written here: `wire` with the checksum field before its closing brace. */
+const withChecksum = (wire: string) => {
+  const checked = wire.slice(0, -1)
+  return `${checked},"crc":"${crc32(checked).toString(16).padStart(8, "0")}"}`
+}
 
 /** A line as the text splitter gives it. */
 const line = (text: string, offset: number): Line => ({ text, bytes: bytes(text), offset })
@@ -87,17 +96,6 @@ describe("Lines", () => {
       assert.strictEqual(peekSeqBytes(second), 42)
     })
 
-    it("reads_a_line_of_the_original_without_a_checksum", () => {
-      const original = `{"seq":3,"ts":"t","session_id":"s1","event":{"type":"note","text":"x"}}`
-      assert.deepStrictEqual(readInPlace(bytes(original)), {
-        _tag: "Change",
-        seq: 3,
-        sessionId: "s1",
-        body: bytes(original.slice(0, -1)),
-        key: undefined
-      })
-    })
-
     it("answers_why_when_the_checksum_fails", () => {
       const codec = makeLineCodec(Note)
       const line = lineAt(codec.encodeBatch([{ seq: 1, ts: "t", event: { type: "note", text: "hello" } }]), 0)
@@ -111,28 +109,79 @@ describe("Lines", () => {
       assert.strictEqual(readInPlace(badDigits), "field `crc` is not 8 lowercase hex digits")
     })
 
-    it("answers_undefined_for_any_other_layout_or_a_broken_envelope", () => {
-      for (const line of [
+    it("answers_undefined_for_a_line_without_a_checksum_which_nothing_vouches_for", () => {
+      assert.strictEqual(
+        readInPlace(bytes(`{"seq":3,"ts":"t","session_id":"s1","event":{"type":"note","text":"x"}}`)),
+        undefined
+      )
+    })
+
+    it("answers_undefined_for_a_checksummed_line_of_another_layout_or_one_that_could_break_a_frame", () => {
+      // Lines written by hand with a checksum that holds: what is not this layout, or holds a raw
+      // control byte, or whose brackets do not close where the event ends, is left to the parser.
+      for (const wire of [
         `{"ts":"t","seq":1,"event":{}}`, // another key order
-        `{"seq":1,"ts":"t","session_id":"a\\"b","event":{}}`, // an escaped session id: parse in full
+        `{"seq":1,"ts":"t","session_id":"a\\"b","event":{}}`, // an escaped session id
         `{"seq":0,"ts":"t","event":{}}`,
-        `{"seq":1,"ts":"t","event":{"type":"x"}`, // cut short, still ending in a brace
-        `{"seq":1,"ts":"t","event":{"type":"x"}}{"seq":2,"ts":"t","event":{}}`, // two lines run together
+        `{"seq":1,"ts":"t","event":{"type":"x"}}}`, // one brace too many
+        `{"seq":1,"ts":"t","event":{"type":"x"}{"seq":2,"ts":"t","event":{}}}`, // two lines run together
         `{"seq":1,"ts":"t","event":{"type":"x\\"}}`, // a string left open by an escaped quote
-        `{"seq":1,"ts":"t"}`,
-        `{"seq":1,"ts":"t,"event":{}}`,
-        `{"seq":1,"ts":"t","sessionid":"s","event":{}}`,
-        `{"seq":1,"ts":"t","event":{"type":"note","text":"a\rb"}}`, // a raw CR in a string, which JSON forbids
+        `{"seq":1,"ts":"t","event":{"type":"note","text":"a\rb"}}`, // a raw CR in a string
         `{"seq":1,"ts":"t","event":{"type":"note","text":"a\u0001b"}}`, // any raw control byte
-        ""
+        `{"seq":1,"ts":"t","event":{},"key":"a b"}` // a key this codec never writes
       ]) {
-        assert.strictEqual(readInPlace(bytes(line)), undefined, JSON.stringify(line))
+        assert.strictEqual(readInPlace(bytes(withChecksum(wire))), undefined, JSON.stringify(wire))
       }
+    })
+  })
+
+  describe("readParsed", () => {
+    it("reads_a_line_of_the_original_with_its_own_bytes_as_body", () => {
+      const original = bytes(`{"seq":3,"ts":"t","session_id":"s1","event":{"type":"future","n":12345678901234567890}}`)
+      const item = readParsed(original)
+      assert.deepStrictEqual(item, {
+        _tag: "Change",
+        seq: 3,
+        sessionId: "s1",
+        body: original.subarray(0, original.length - 1),
+        key: undefined
+      })
+      assert.strictEqual((item as { body: Uint8Array }).body.buffer, original.buffer, "a view, digits and all")
+    })
+
+    it("answers_why_a_line_is_invalid_as_read_does", () => {
+      for (const [line, reason] of [
+        [`{"seq":1,"ts":"t","event":{"type":"x"}`, "invalid JSON"], // cut short, still ending in a brace
+        [`{"seq":1,"ts":"t","event":{"type":"x"}}{"seq":2,"ts":"t","event":{}}`, "invalid JSON"],
+        [`{"seq":1,"ts":"t","event":{"type":"x\\"}}`, "invalid JSON"],
+        [`{"seq":1,"ts":"t","event":{"type":"note","text":"a\rb"}}`, "invalid JSON"],
+        [`{"seq":1,"ts":"t","event":{"type":"note";"text":"ab"}}`, "invalid JSON"], // one flipped bit
+        [`{"seq":1,"ts":"t","event":{"type":"note","text":"a\\qb"}}`, "invalid JSON"],
+        [`{"seq":0,"ts":"t","event":{}}`, "field `seq` is not a positive integer"],
+        [`{"seq":1,"ts":"t"}`, "field `event` is not an object"],
+        [`{"seq":1,"ts":"t","event":{},"key":7}`, "field `key` is not an idempotency key"]
+      ] as const) {
+        assert.include(readParsed(bytes(line)) as string, reason, line)
+      }
+    })
+
+    it("encodes_the_body_anew_where_the_line_cannot_be_served_as_it_is", () => {
+      const decoder = new TextDecoder()
+      const wire = (line: string) => decoder.decode((readParsed(bytes(line)) as { body: Uint8Array }).body) + "}"
+      // A CR between tokens is JSON, but not something to put in a frame.
+      assert.strictEqual(
+        wire(`{"seq":1,"ts":"t",\r"event":{"type":"note","text":"x"}}`),
+        `{"seq":1,"ts":"t","event":{"type":"note","text":"x"}}`
+      )
+      assert.strictEqual(
+        wire(`{"ts":"t","event":{"type":"note"},"session_id":"a\\"b","seq":2}`),
+        `{"seq":2,"ts":"t","session_id":"a\\"b","event":{"type":"note"}}`
+      )
     })
 
     it("escapes_raw_line_separators_of_a_line_written_before_they_were", () => {
       const original = `{"seq":3,"ts":"t","event":{"type":"note","text":"a\u2028b\u2029c"}}`
-      const item = readInPlace(bytes(original)) as { body: Uint8Array }
+      const item = readParsed(bytes(original)) as { body: Uint8Array }
       assert.strictEqual(
         new TextDecoder().decode(item.body) + "}",
         `{"seq":3,"ts":"t","event":{"type":"note","text":"a\\u2028b\\u2029c"}}`
@@ -236,6 +285,98 @@ describe("Lines", () => {
     it("returns_empty_lines_as_lines", () => {
       assert.deepStrictEqual(new LineSplitter().push(bytes("\n\na\n")), [line("", 0), line("", 1), line("a", 2)])
     })
+  })
+
+  describe("both reads agree", () => {
+    const codec = makeLineCodec(Note)
+    const fatal = new TextDecoder("utf-8", { fatal: true })
+    const text = fc.string({ unit: "grapheme", maxLength: 40 })
+    const stored = fc.record({
+      seq: fc.integer({ min: 1, max: 1_000_000 }),
+      session: fc.option(text, { nil: undefined }),
+      text,
+      key: fc.option(fc.stringMatching(/^[A-Za-z0-9._:-]{1,16}$/), { nil: undefined }),
+      // Lines of the original carry no checksum (nor key).
+      original: fc.boolean()
+    })
+    const damage = fc.oneof(
+      fc.record({ kind: fc.constant("replace" as const), at: fc.nat(), byte: fc.integer({ min: 0, max: 255 }) }),
+      fc.record({ kind: fc.constant("flip" as const), at: fc.nat(), bit: fc.integer({ min: 0, max: 7 }) }),
+      fc.record({ kind: fc.constant("delete" as const), at: fc.nat(), byte: fc.constant(0) }),
+      fc.record({ kind: fc.constant("insert" as const), at: fc.nat(), byte: fc.integer({ min: 0, max: 255 }) })
+    )
+
+    /** The line of `e`, as written here or by the original. */
+    const lineOf = (e: typeof stored extends fc.Arbitrary<infer T> ? T : never): Uint8Array => {
+      const change = {
+        seq: e.seq,
+        ts: "2026-11-27T10:00:00.000Z",
+        ...(e.session === undefined ? {} : { session_id: e.session }),
+        event: { type: "note" as const, text: e.text },
+        ...(e.key === undefined ? {} : { key: e.key })
+      }
+      if (!e.original) return lineAt(codec.encodeBatch([change]), 0).slice()
+      const { key: _key, ...wire } = change
+      return bytes(JSON.stringify(wire))
+    }
+
+    it.prop(
+      "a_damaged_line_is_refused_by_readLines_whenever_read_refuses_it_and_served_as_the_json_read_sees",
+      [stored, fc.array(damage, { maxLength: 3 })],
+      ([e, damages]) => {
+        let line = lineOf(e)
+        for (const d of damages) {
+          const at = d.at % (line.length + 1)
+          const next = Array.from(line)
+          if (d.kind === "replace" && at < line.length) next[at] = d.byte
+          if (d.kind === "flip" && at < line.length) next[at] = next[at]! ^ (1 << d.bit)
+          if (d.kind === "delete") next.splice(at, 1)
+          if (d.kind === "insert") next.splice(at, 0, d.byte)
+          // A newline would make two lines of one; the splitter hands each on alone.
+          line = Uint8Array.from(next.filter((b) => b !== 0x0a))
+        }
+        let lineText: string
+        try {
+          lineText = fatal.decode(line)
+        } catch {
+          return // not UTF-8: both reads refuse the line before either looks at it
+        }
+        const decoded = codec.decodeLine(lineText, line)
+        const raw = readInPlace(line) ?? readParsed(line)
+        // `readLines` does not judge the event against the schema; everything else it judges alike.
+        const envelope = envelopeSeq(line)
+        assert.strictEqual(typeof raw === "string", typeof envelope === "string", JSON.stringify(lineText))
+        if (typeof decoded !== "string") assert.notStrictEqual(typeof raw, "string", JSON.stringify(lineText))
+        if (typeof raw === "string") return
+        const wire = new TextDecoder().decode(raw.body) + "}"
+        assert.notMatch(wire, /[\u0000-\u001f\u2028\u2029]/, "nothing that breaks a frame or a line reader")
+        // The change's fields as the line holds them (a field no reader knows is not the change's).
+        const parsed = JSON.parse(lineText)
+        const expected =
+          typeof parsed.session_id === "string"
+            ? { seq: parsed.seq, ts: parsed.ts, session_id: parsed.session_id, event: parsed.event }
+            : { seq: parsed.seq, ts: parsed.ts, event: parsed.event }
+        assert.deepStrictEqual(JSON.parse(wire), expected, "the wire JSON is the line's change")
+        assert.strictEqual(raw.seq, parsed.seq)
+        assert.strictEqual(raw.key, parsed.key)
+      },
+      { fastCheck: { numRuns: 2000 } }
+    )
+
+    it.prop(
+      "has_control_byte_finds_every_byte_below_0x20_but_a_newline_at_any_alignment",
+      [fc.uint8Array({ maxLength: 64 }), fc.nat({ max: 7 })],
+      ([data, offset]) => {
+        const buffer = new Uint8Array(data.length + offset)
+        buffer.set(data, offset)
+        const view = buffer.subarray(offset)
+        assert.strictEqual(
+          hasControlByte(view),
+          data.some((b) => b < 0x20 && b !== 0x0a)
+        )
+      },
+      { fastCheck: { numRuns: 2000 } }
+    )
   })
 
   describe("LineCodec", () => {
