@@ -32,6 +32,7 @@ import {
   type ByteLine,
   ByteLineSplitter,
   type EncodedBatch,
+  hasControlByte,
   type Line,
   type LineCodec,
   LineSplitter,
@@ -40,7 +41,6 @@ import {
   peekSeqBytes,
   readInPlace,
   readParsed,
-  hasControlByte,
   type Splitter,
   type StoredEvent,
   type StoredLine

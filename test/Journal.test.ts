@@ -229,6 +229,23 @@ describe("Journal", () => {
     }).pipe(Effect.provide(NodeContext.layer))
   )
 
+  it.effect("the_memory_journal_keeps_the_key_as_the_file_journal_does", () =>
+    Effect.gen(function* () {
+      const journal = yield* Journal.makeMemory(Note)
+      const events: Array<Journal.JournalEvent<NoteType>> = [{ ...notes(1, 1)[0]!, key: "req-1" }, ...notes(2, 1)]
+      yield* journal.append(events)
+      assert.deepStrictEqual(Chunk.toArray(yield* Stream.runCollect(journal.read(0))), events)
+      const lines = Chunk.toArray(yield* Stream.runCollect(journal.readLines(0)))
+      assert.deepStrictEqual(
+        lines.map((l) => [l.seq, l.key, JSON.parse(new TextDecoder().decode(wireJson(l)))]),
+        [
+          [1, "req-1", notes(1, 1)[0]],
+          [2, undefined, notes(2, 1)[0]]
+        ]
+      )
+    })
+  )
+
   it.scoped("head_recovered_across_reopen", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
