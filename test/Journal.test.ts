@@ -16,6 +16,7 @@ import type { ChangeEvent } from "../src/Domain/ChangeEvent.js"
 import { wireJson } from "../src/Domain/FeedItem.js"
 import * as Journal from "../src/Journal.js"
 import { acquireLock, findFlock } from "../src/Journal/Lock.js"
+import * as FailingFileSystem from "./support/FailingFileSystem.js"
 import { type Note as NoteType, Note, note, notes } from "./support/Notes.js"
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -994,6 +995,26 @@ describe("Journal", () => {
   // -------------------------------------------------------------------------------------------------------------
   // Epoch
   // -------------------------------------------------------------------------------------------------------------
+
+  it.scoped("opening_syncs_its_markers_and_fails_rather_than_run_on_one_that_may_not_last", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const faults = yield* FailingFileSystem.FaultInjector
+      // EPOCH and OPEN, each synced and then its directory entry: an OS crash cannot lose them
+      // while keeping the events written after them.
+      yield* withJournal(dir, { fsync: "never" }, () => Effect.void)
+      assert.strictEqual(faults.syncs, 4)
+      yield* withJournal(dir, { fsync: "never" }, () => Effect.void)
+      assert.strictEqual(faults.syncs, 6, "a reopen writes OPEN alone")
+
+      faults.failSyncs(1)
+      const error = yield* Effect.flip(open(dir, { fsync: "never" }))
+      assert.instanceOf(error, Journal.JournalIoError)
+      assert.include(error.message, "mark open")
+      assert.isFalse(NFs.existsSync(`${dir}/OPEN`), "no marker that may not last")
+      yield* withJournal(dir, { fsync: "never" }, () => Effect.void)
+    }).pipe(Effect.provide(FailingFileSystem.layer))
+  )
 
   it.scoped("epoch_is_stable_across_clean_reopens", () =>
     Effect.gen(function* () {

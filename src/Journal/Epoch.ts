@@ -30,20 +30,39 @@ export const readEpoch = (fs: FileSystem.FileSystem, directory: string): Effect.
     Effect.orElseSucceed(() => undefined)
   )
 
-/** Writes a new epoch (aside, then renamed into place: never half written) and answers it. */
-export const startEpoch = (fs: FileSystem.FileSystem, directory: string): Effect.Effect<string, JournalIoError> =>
-  Effect.gen(function* () {
-    const epoch = newEpochId()
-    const file = Path.join(directory, EPOCH_FILE)
-    const tmp = `${file}.tmp`
-    yield* fs
-      .writeFileString(tmp, epoch + "\n")
-      .pipe(Effect.mapError((cause) => new JournalIoError({ operation: "write epoch", path: tmp, cause })))
-    yield* fs
-      .rename(tmp, file)
-      .pipe(Effect.mapError((cause) => new JournalIoError({ operation: "write epoch", path: file, cause })))
-    return epoch
-  })
+/**
+ * Writes `text` as `name` in `directory` so that an OS crash leaves either the old file or the
+ * new one, whole: aside, synced, renamed into place, and the directory synced. The markers must
+ * outlast the events written after them: an OPEN lost with the tail it covered would make a
+ * lost tail look like a clean stop, and hand its seqs out again in the same epoch.
+ */
+const writeDurably = (
+  fs: FileSystem.FileSystem,
+  directory: string,
+  name: string,
+  text: string,
+  operation: string
+): Effect.Effect<void, JournalIoError> =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const file = Path.join(directory, name)
+      const tmp = `${file}.tmp`
+      const io = (path: string) => (cause: unknown) => new JournalIoError({ operation, path, cause })
+      const handle = yield* fs.open(tmp, { flag: "w" }).pipe(Effect.mapError(io(tmp)))
+      yield* handle
+        .writeAll(new TextEncoder().encode(text))
+        .pipe(Effect.zipRight(handle.sync), Effect.mapError(io(tmp)))
+      yield* fs.rename(tmp, file).pipe(Effect.mapError(io(file)))
+      const dir = yield* fs.open(directory, { flag: "r" }).pipe(Effect.mapError(io(directory)))
+      yield* dir.sync.pipe(Effect.mapError(io(directory)))
+    })
+  )
+
+/** Writes a new epoch and answers it. */
+export const startEpoch = (fs: FileSystem.FileSystem, directory: string): Effect.Effect<string, JournalIoError> => {
+  const epoch = newEpochId()
+  return Effect.as(writeDurably(fs, directory, EPOCH_FILE, epoch + "\n", "write epoch"), epoch)
+}
 
 /** This boot's id, or `undefined` where the system does not tell. */
 export const currentBootId = (fs: FileSystem.FileSystem): Effect.Effect<string | undefined> =>
@@ -91,11 +110,8 @@ export const writeOpenMarker = (
   fsync: FsyncMode,
   bootId: string | undefined
 ): Effect.Effect<void, JournalIoError> => {
-  const file = Path.join(directory, OPEN_FILE)
   const marker = bootId === undefined ? { fsync } : { fsync, boot_id: bootId }
-  return fs
-    .writeFileString(file, JSON.stringify(marker) + "\n")
-    .pipe(Effect.mapError((cause) => new JournalIoError({ operation: "mark open", path: file, cause })))
+  return writeDurably(fs, directory, OPEN_FILE, JSON.stringify(marker) + "\n", "mark open")
 }
 
 /**
