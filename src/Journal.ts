@@ -118,9 +118,9 @@ export interface Journal<A> {
   readonly read: (since: number, upTo?: number) => Stream.Stream<JournalEvent<A>, JournalReadError>
   /**
    * `read` without decoding: each event's wire JSON as a view of its line, with its seq, session
-   * and key read from the line. Checks what `read` checks (UTF-8, checksum, envelope, JSON
-   * validity, contiguous seqs, missing and pruned segments) except that the event inside is
-   * valid for the schema.
+   * and key read from the line. Refuses what `read` refuses (UTF-8, checksum, JSON, envelope,
+   * contiguous seqs, missing and pruned segments) except an event the schema does not know; a
+   * line whose checksum holds is not parsed, since the checksum vouches for what was written.
    */
   readonly readLines: (since: number, upTo?: number) => Stream.Stream<JournalLine, JournalReadError>
 }

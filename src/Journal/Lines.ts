@@ -7,9 +7,9 @@
  * Encoding turns a whole batch into one buffer (one write per batch); each event's wire JSON is
  * a prefix of its line less the closing brace (its *body*), so the feed hands events on without
  * copying or parsing them. Decoding splits byte chunks into lines without ever holding more than
- * one chunk plus one partial line, either parsed or as bytes whose envelope is read in place;
- * both ways check the same things (checksum, envelope, and JSON validity where no checksum vouches
- * for the bytes).
+ * one chunk plus one partial line, then either parses each line or hands it on as bytes: a line
+ * whose checksum holds is read in place (the checksum vouches for the JSON), any other is parsed
+ * as the decoded read parses it, so that both refuse the same lines.
  */
 import { isUtf8 } from "node:buffer"
 import { crc32 } from "node:zlib"
