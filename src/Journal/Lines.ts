@@ -135,9 +135,20 @@ const escapeSeparators = (json: string): string =>
     ? json.replace(/[\u2028\u2029]/g, (c) => (c === "\u2028" ? "\\u2028" : "\\u2029"))
     : json
 
+/**
+ * Where `byte` first occurs in `bytes` from `from`, or -1: Buffer's search (memchr) called on
+ * the typed array directly, since the typed array's own `indexOf` took twice as long on a line,
+ * and a wrapper around the call a fifth more.
+ */
+const findByte = Function.prototype.call.bind(Buffer.prototype.indexOf) as (
+  bytes: Uint8Array,
+  byte: number,
+  from: number
+) => number
+
 /** Where a raw U+2028/U+2029 (E2 80 A8/A9 in UTF-8) starts in `bytes`, or -1. */
 const separatorAt = (bytes: Uint8Array, from = 0): number => {
-  for (let at = bytes.indexOf(0xe2, from); at >= 0; at = bytes.indexOf(0xe2, at + 1)) {
+  for (let at = findByte(bytes, 0xe2, from); at >= 0; at = findByte(bytes, 0xe2, at + 1)) {
     if (bytes[at + 1] === 0x80 && (bytes[at + 2] === 0xa8 || bytes[at + 2] === 0xa9)) return at
   }
   return -1
@@ -617,12 +628,12 @@ const closesAt = (bytes: Uint8Array, from: number, close: number): boolean => {
 
 /** Index of the unescaped quote that closes a string whose content starts at `from`, or -1. */
 const closingQuote = (bytes: Uint8Array, from: number): number => {
-  let at = bytes.indexOf(QUOTE, from)
+  let at = findByte(bytes, QUOTE, from)
   while (at >= 0) {
     let backslashes = 0
     while (bytes[at - 1 - backslashes] === BACKSLASH) backslashes++
     if (backslashes % 2 === 0) return at
-    at = bytes.indexOf(QUOTE, at + 1)
+    at = findByte(bytes, QUOTE, at + 1)
   }
   return -1
 }
