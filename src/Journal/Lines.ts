@@ -469,11 +469,12 @@ const plainStringEnd = (bytes: Uint8Array, from: number): number => {
 /**
  * A checksummed line as a reader's item, read in place from the layout this codec writes
  * (`{"seq":N,"ts":"…",("session_id":"…",)"event":{…}(,"key":"…"),"crc":"…"}`): its body is a
- * view of the line. The checksum vouches that the bytes are what an encoder wrote, so the line is
- * not parsed; what could still break a frame if someone wrote the line by hand, checksum and all,
- * is checked anyway: a raw control byte, brackets that do not close where the event ends.
- * Answers why the line is invalid when its checksum fails, and `undefined` for a line it cannot
- * vouch for (no checksum, another layout, an escaped session id), which `readParsed` reads.
+ * view of the line. The checksum vouches that the bytes are what the encoder wrote (JSON, line
+ * separators escaped), so the line is not parsed. What could still break a frame if someone
+ * wrote a line by hand, checksum and all, is checked anyway: a raw control byte (such a line's
+ * JSON may be wrong in other ways, which the frame carries to the client as it is). Answers why
+ * the line is invalid when its checksum fails, and `undefined` for a line it cannot vouch for
+ * (no checksum, another layout, an escaped session id), which `readParsed` reads.
  * `controlFree` says the caller already knows the line holds no control byte.
  */
 export const readInPlace = (
@@ -482,7 +483,7 @@ export const readInPlace = (
 ): StoredLine | string | undefined => {
   const checked = verifyChecksum(bytes)
   if (typeof checked === "string") return checked
-  return checked < 0 || !controlFree ? undefined : locate(bytes, checked)
+  return checked < 0 || !controlFree ? undefined : locate(bytes, checked, true)
 }
 
 /**
@@ -501,7 +502,7 @@ export const readParsed = (bytes: Uint8Array, controlFree: boolean = !hasControl
   const parsed = parseLine(text, bytes)
   if (typeof parsed === "string") return parsed
   if (parsed.event === null || typeof parsed.event !== "object") return "field `event` is not an object"
-  const inPlace = controlFree ? locate(bytes, parsed.checked < 0 ? bytes.length - 1 : parsed.checked) : undefined
+  const inPlace = controlFree ? locate(bytes, parsed.checked < 0 ? bytes.length - 1 : parsed.checked, false) : undefined
   if (inPlace !== undefined) return inPlace
   const json = escapeSeparators(
     JSON.stringify(
@@ -522,9 +523,13 @@ export const readParsed = (bytes: Uint8Array, controlFree: boolean = !hasControl
 
 /**
  * The item of a line in this codec's layout whose fields before the line's closing brace (or its
- * checksum field) end at `end`; `undefined` when the line is not in that layout.
+ * checksum field) end at `end`; `undefined` when the line is not in that layout. A line the
+ * checksum `vouched` for is what the encoder wrote: its event ends where its key or checksum
+ * begins and holds no raw line separator. Any other line is looked at more closely: its
+ * brackets must close where its event ends (it may hold fields after it), and the separators an
+ * earlier version left raw are escaped.
  */
-const locate = (bytes: Uint8Array, end: number): StoredLine | undefined => {
+const locate = (bytes: Uint8Array, end: number, vouched: boolean): StoredLine | undefined => {
   if (!matchAt(bytes, 0, SEQ_OPEN) || bytes[bytes.length - 1] !== CLOSE_BRACE) return undefined
   let seq = 0
   let i = SEQ_OPEN.length
@@ -557,9 +562,10 @@ const locate = (bytes: Uint8Array, end: number): StoredLine | undefined => {
     if (!KEY_PATTERN.test(key)) return undefined
     bodyEnd = fieldStart
   }
-  if (!closesAt(bytes, next + EVENT_OPEN.length - 1, bodyEnd - 1)) return undefined
+  if (vouched ? bytes[bodyEnd - 1] !== CLOSE_BRACE : !closesAt(bytes, next + EVENT_OPEN.length - 1, bodyEnd - 1))
+    return undefined
   const body = bytes.subarray(0, bodyEnd)
-  const separator = separatorAt(body)
+  const separator = vouched ? -1 : separatorAt(body)
   return {
     _tag: "Change",
     seq,
