@@ -250,10 +250,12 @@ const inspectCommand = Command.make(
             `  ${s.name}  ${s.bytes} bytes  ${s.lines} lines  seqs ${s.firstSeq ?? "-"}..${s.lastSeq ?? "-"}`
           )
         }
+        const lines = report.segments.reduce((sum, s) => sum + s.lines, 0)
         yield* Console.log(
-          `${report.events} event(s) in ${report.segments.length} segment(s); every checksum verified` +
+          `${report.events} event(s) in ${report.segments.length} segment(s); ` +
+            `${lines - report.linesWithoutChecksum} line checksum(s) checked` +
             (report.linesWithoutChecksum > 0
-              ? `; ${report.linesWithoutChecksum} line(s) have none (written before checksums), so damage inside them can go unseen`
+              ? `, ${report.linesWithoutChecksum} line(s) without one (written before checksums: damage inside them can go unseen)`
               : "")
         )
         for (const p of report.problems) yield* Console.log(`CORRUPT ${p.file} at byte ${p.offset}: ${p.reason}`)
@@ -277,7 +279,7 @@ const inspectCommand = Command.make(
         repaired = true
         yield* Console.log(
           `cut ${cut.bytes} byte(s) from ${cut.file} at byte ${cut.offset}; started the new epoch ${epoch}, so ` +
-            `readers resync (the seqs cut will be handed to new events)`
+            `readers resync (seqs from the cut on will be handed to new events)`
         )
       }
       // What a repair cuts is no longer a problem; what it cannot reach still is.
