@@ -208,7 +208,12 @@ interface LiveChange<A> {
   readonly line: LineChange
 }
 
-const asItem = <A>(change: ChangeEvent<A>): Change<A> => ({ _tag: "Change", change })
+/** A change as readers get it: the idempotency key it was journaled with is the journal's alone. */
+const asItem = <A>(stored: Journal.JournalEvent<A>): Change<A> => {
+  if (stored.key === undefined) return { _tag: "Change", change: stored }
+  const { key: _key, ...change } = stored
+  return { _tag: "Change", change }
+}
 
 const journaledTotal = Metric.counter("change_feed_journaled_total", { incremental: true })
 const appendFailuresTotal = Metric.counter("change_feed_append_failures_total", { incremental: true })
@@ -555,12 +560,12 @@ export const make = <A, I>(
         for (let i = 0; i < batch.length; i++) {
           const change = batch[i]!
           broadcast[i] = {
-            decoded: { _tag: "Change", change },
+            decoded: asItem(change),
             line: {
               _tag: "Change",
               seq: change.seq,
               sessionId: change.session_id,
-              line: Journal.lineAt(encoded, i),
+              body: Journal.bodyAt(encoded, i),
               live: true
             }
           }

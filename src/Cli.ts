@@ -1,10 +1,10 @@
 /**
  * The `change-feed` command line: run the service, follow a feed, append events, show a
- * server's status, and verify (or repair the torn tail of) a journal directory offline.
+ * server's status, and verify (or repair the damaged end of) a journal directory offline.
  */
 import { Args, Command, Options } from "@effect/cli"
 import { NodeHttpClient } from "@effect/platform-node"
-import { Console, Duration, Effect, Either, Layer, Option, Redacted, Stream } from "effect"
+import { Console, Data, Duration, Effect, Either, Layer, Option, Redacted, Stream } from "effect"
 import * as Readline from "node:readline"
 import { ChangeFeed } from "./ChangeFeed.js"
 import { ChangeFeeds, DEFAULT_ACCOUNT } from "./ChangeFeeds.js"
@@ -254,12 +254,18 @@ const status = Command.make("status", { url, token, account }, (flags) =>
 
 // ---- inspect ----------------------------------------------------------------------------
 
+/** `inspect` found damage it did not (or could not) repair: the command exits non-zero. */
+class JournalDamaged extends Data.TaggedError("JournalDamaged")<{ readonly message: string }> {}
+
 const inspectCommand = Command.make(
   "inspect",
   {
     dir: Args.directory({ name: "DIR", exists: "yes" }).pipe(Args.withDescription("Journal directory")),
     repair: Options.boolean("repair").pipe(
-      Options.withDescription("Cut a torn tail (and nothing else); needs the journal closed")
+      Options.withDescription(
+        "Cut the newest segment from its first damaged line (or its incomplete last line) and start a new " +
+          "epoch, so readers resync; needs the journal closed"
+      )
     ),
     json: Options.boolean("json").pipe(Options.withDescription("Print the report as JSON"))
   },
@@ -271,6 +277,7 @@ const inspectCommand = Command.make(
         lastShown = read
         return Console.error(`verifying: ${Math.round((read / total) * 100)}%`)
       })
+      const cut = report.repairable
       if (flags.json) {
         yield* Console.log(JSON.stringify(report, null, 2))
       } else {
@@ -280,28 +287,65 @@ const inspectCommand = Command.make(
             `  ${s.name}  ${s.bytes} bytes  ${s.lines} lines  seqs ${s.firstSeq ?? "-"}..${s.lastSeq ?? "-"}`
           )
         }
-        yield* Console.log(`${report.events} event(s) in ${report.segments.length} segment(s)`)
+        const lines = report.segments.reduce((sum, s) => sum + s.lines, 0)
+        yield* Console.log(
+          `${report.events} event(s) in ${report.segments.length} segment(s); ` +
+            `${lines - report.linesWithoutChecksum} line checksum(s) checked` +
+            (report.linesWithoutChecksum > 0
+              ? `, ${report.linesWithoutChecksum} line(s) without one (written before checksums: damage inside them can go unseen)`
+              : "")
+        )
         for (const p of report.problems) yield* Console.log(`CORRUPT ${p.file} at byte ${p.offset}: ${p.reason}`)
         if (report.tornTail !== undefined) {
           yield* Console.log(
-            `torn tail: ${report.tornTail.bytes} byte(s) at ${report.tornTail.file}:${report.tornTail.offset}` +
-              (flags.repair ? "" : " (the next open cuts it, or run with --repair)")
+            `incomplete last line: ${report.tornTail.bytes} byte(s) at ${report.tornTail.file}:${report.tornTail.offset}` +
+              (report.unclean
+                ? " (a torn write: the journal was not closed cleanly, and the next open cuts it)"
+                : " (the journal was closed cleanly, so this is damage: the next open refuses it)")
+          )
+        }
+        if (cut !== undefined && !flags.repair) {
+          yield* Console.log(
+            `--repair would cut ${cut.bytes} byte(s) from ${cut.file} at byte ${cut.offset} and start a new epoch`
           )
         }
       }
-      if (flags.repair && report.tornTail !== undefined) {
-        yield* repair(flags.dir, report.tornTail)
-        yield* Console.log(`cut ${report.tornTail.bytes} byte(s) from ${report.tornTail.file}`)
-      }
-      if (report.problems.length > 0) {
-        return yield* Effect.fail(
-          new Error(`${report.problems.length} corrupt place(s) found; --repair does not fix corruption`)
+      let repaired = false
+      if (flags.repair && cut !== undefined) {
+        const epoch = yield* repair(flags.dir, cut)
+        repaired = true
+        yield* Console.log(
+          `cut ${cut.bytes} byte(s) from ${cut.file} at byte ${cut.offset}; started the new epoch ${epoch}, so ` +
+            `readers resync (seqs from the cut on will be handed to new events)`
         )
+      }
+      // What a repair cuts is no longer a problem; what it cannot reach still is.
+      const beyondRepair = report.problems.filter(
+        (p) => cut === undefined || p.file !== cut.file || p.offset < cut.offset
+      ).length
+      const restore =
+        "--repair cuts only the end of the newest segment (and lines whose event this version does not know, it keeps): " +
+        "restore the other segments from a backup, or upgrade"
+      if (repaired && beyondRepair > 0) {
+        return yield* new JournalDamaged({ message: `${beyondRepair} corrupt place(s) left; ${restore}` })
+      }
+      if (!repaired && report.problems.length > 0) {
+        return yield* new JournalDamaged({
+          message:
+            `${report.problems.length} corrupt place(s) found; ` +
+            (beyondRepair === 0
+              ? "run with --repair to cut them (it starts a new epoch)"
+              : `${beyondRepair} of them: ${restore}`)
+        })
+      }
+      if (!repaired && report.tornTail !== undefined && !report.unclean) {
+        return yield* new JournalDamaged({ message: "the journal ends in damage; run with --repair to cut it" })
       }
     })
 ).pipe(
   Command.withDescription(
-    "Verify a journal offline: segments, seq ranges, every line; report corruption by file and offset"
+    "Verify a journal offline: segments, seq ranges, every line and checksum; report corruption by file and " +
+      "offset; --repair cuts damage at the end of the journal and starts a new epoch"
   )
 )
 

@@ -2,16 +2,14 @@
  * The journal: the durable, ordered record of change events on disk.
  *
  * A directory of segment files (`events-<20-digit start seq>.jsonl`, one `ChangeEvent`
- * JSON per line), written by one process at a time (`LOCK`), tagged with an epoch
- * (`EPOCH`). Batches are appended with one write and at most one sync; reads stream the
- * files in bounded chunks. `make` is the file-backed journal for any event schema,
- * `makeMemory` an in-memory one with the same contract, for tests of what sits on top.
+ * JSON per line, with the appending request's idempotency key and a checksum), written by
+ * one process at a time (`LOCK`), tagged with an epoch (`EPOCH`). Batches are appended with
+ * one write and at most one sync; reads stream the files in bounded chunks. `make` is the
+ * file-backed journal for any event schema, `makeMemory` an in-memory one with the same
+ * contract, for tests of what sits on top.
  */
 import { FileSystem, Path } from "@effect/platform"
 import { Chunk, Clock, Effect, Exit, Fiber, Option, Runtime, Schedule, type Schema, Scope, Stream } from "effect"
-import * as Crypto from "node:crypto"
-import type { ChangeEvent } from "./Domain/ChangeEvent.js"
-import type { LineChange } from "./Domain/FeedItem.js"
 import {
   JournalCorrupt,
   JournalIoError,
@@ -20,18 +18,32 @@ import {
   type JournalReadError
 } from "./Journal/Errors.js"
 import {
+  currentBootId,
+  mayHaveLostEvents,
+  newEpochId,
+  OPEN_FILE,
+  readEpoch,
+  readOpenMarker,
+  startEpoch,
+  writeOpenMarker
+} from "./Journal/Epoch.js"
+import {
+  bodyAt,
   type ByteLine,
   ByteLineSplitter,
   type EncodedBatch,
+  hasControlByte,
   type Line,
   type LineCodec,
   LineSplitter,
-  lineAt,
   makeLineCodec,
-  peekEnvelope,
   peekSeq,
   peekSeqBytes,
-  type Splitter
+  readInPlace,
+  readParsed,
+  type Splitter,
+  type StoredEvent,
+  type StoredLine
 } from "./Journal/Lines.js"
 import { acquireLock } from "./Journal/Lock.js"
 import { recoverTail } from "./Journal/Recovery.js"
@@ -40,7 +52,7 @@ import { parseSegmentName, type Segment, segmentIndexFor, segmentName } from "./
 
 export * from "./Journal/Errors.js"
 export type { EncodedBatch } from "./Journal/Lines.js"
-export { lineAt } from "./Journal/Lines.js"
+export { bodyAt, lineAt } from "./Journal/Lines.js"
 export type { RetentionPolicy } from "./Journal/Retention.js"
 
 /** When appends reach the disk: every batch (default), on a timer, or when the OS decides. */
@@ -70,12 +82,19 @@ export interface JournalInfo {
 
 /** What opening the journal found. */
 export interface JournalRecovery {
-  /** The previous process did not close the journal (crash, kill). */
+  /** The previous process did not close the journal (crash, kill, OS restart). */
   readonly unclean: boolean
-  /** A new epoch was started because an unclean stop in `interval`/`never` mode may have lost broadcast events. */
+  /**
+   * A new epoch replaced the journal's: the OS restarted while the journal was open in
+   * `interval`/`never` mode, so events readers saw may be gone.
+   */
   readonly newEpoch: boolean
+  /** The incomplete last line a crash left, cut. */
   readonly tornBytes: number
+  /** Complete lines at the end that did not check, cut after an OS restart in `interval`/`never` mode. */
+  readonly discardedBytes: number
   readonly prunedSegments: number
+  /** The holder named in `LOCK` that ended without releasing it. */
   readonly tookOverLockFrom: string | undefined
 }
 
@@ -98,9 +117,10 @@ export interface Journal<A> {
    */
   readonly read: (since: number, upTo?: number) => Stream.Stream<JournalEvent<A>, JournalReadError>
   /**
-   * `read` without decoding: each event's line as written, with its seq and session read from
-   * the line's envelope. Checks what `read` checks (UTF-8, envelope, contiguous seqs, missing
-   * and pruned segments) except that the event inside is valid for the schema.
+   * `read` without decoding: each event's wire JSON as a view of its line, with its seq, session
+   * and key read from the line. Refuses what `read` refuses (UTF-8, checksum, JSON, envelope,
+   * contiguous seqs, missing and pruned segments) except an event the schema does not know; a
+   * line whose checksum holds is not parsed, since the checksum vouches for what was written.
    */
   readonly readLines: (since: number, upTo?: number) => Stream.Stream<JournalLine, JournalReadError>
 }
@@ -110,12 +130,13 @@ export interface Journal<A> {
  * appended it, if any (kept so that a retried request can be answered with its original seqs;
  * never part of the change on the wire).
  */
-export interface JournalEvent<A> extends ChangeEvent<A> {
-  readonly key?: string | undefined
-}
+export type JournalEvent<A> = StoredEvent<A>
 
-/** One journaled event as the bytes of its line (no newline), with its seq and session: a reader's item as it is. */
-export type JournalLine = LineChange
+/**
+ * One journaled event as a reader of lines gets it: its wire JSON as a view of its line (`body`,
+ * less the closing brace), its seq and session, and the key its line holds (journal-side only).
+ */
+export type JournalLine = StoredLine
 
 /** How one kind of read turns a segment's lines into items. */
 interface LineFormat<L extends { readonly offset: number }, T> {
@@ -127,28 +148,23 @@ interface LineFormat<L extends { readonly offset: number }, T> {
   readonly seqOf: (item: T) => number
 }
 
-const decodedFormat = <A>(codec: LineCodec<A>): LineFormat<Line, ChangeEvent<A>> => ({
+const decodedFormat = <A>(codec: LineCodec<A>): LineFormat<Line, JournalEvent<A>> => ({
   splitter: () => new LineSplitter(),
   peek: (line) => peekSeq(line.text),
-  parse: (line) => codec.decodeLine(line.text),
+  parse: (line) => codec.decodeLine(line.text, line.bytes),
   seqOf: (event) => event.seq
 })
 
-const lineDecoder = new TextDecoder()
-const rawFormat = <A>(codec: LineCodec<A>): LineFormat<ByteLine, JournalLine> => ({
+const rawFormat: LineFormat<ByteLine, JournalLine> = {
   splitter: () => new ByteLineSplitter(),
   peek: (line) => peekSeqBytes(line.bytes),
   parse: (line) => {
-    const change = peekEnvelope(line.bytes)
-    if (change !== undefined) return change
-    // Another layout (an escaped session id, a journal written elsewhere), or damage: parse it in full.
-    const event = codec.decodeLine(lineDecoder.decode(line.bytes))
-    return typeof event === "string"
-      ? event
-      : { _tag: "Change", seq: event.seq, sessionId: event.session_id, line: line.bytes }
+    const controlFree = line.controlFree || !hasControlByte(line.bytes)
+    // What the checksum vouches for is read in place; anything else is parsed, as `read` does.
+    return readInPlace(line.bytes, controlFree) ?? readParsed(line.bytes, controlFree)
   },
   seqOf: (line) => line.seq
-})
+}
 
 const DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
 const DEFAULT_SYNC_INTERVAL_MS = 100
@@ -157,13 +173,8 @@ const DEFAULT_READ_CHUNK = 256 * 1024
 const MAX_TORN_BYTES = 64 * 1024 * 1024
 
 const LOCK_FILE = "LOCK"
-const EPOCH_FILE = "EPOCH"
-/** Present while a process has the journal open; holds that process's fsync mode. */
-const OPEN_FILE = "OPEN"
 
-const emptyBatch: EncodedBatch = { bytes: new Uint8Array(0), ends: [] }
-
-const newEpochId = () => Crypto.randomBytes(8).toString("hex")
+const emptyBatch: EncodedBatch = { bytes: new Uint8Array(0), ends: [], bodyEnds: [] }
 
 interface Active {
   readonly segment: Segment
@@ -171,8 +182,23 @@ interface Active {
   readonly scope: Scope.CloseableScope
 }
 
-/** Opens (creating if needed) the journal in `options.directory` for events of `schema`. */
+/**
+ * Opens (creating if needed) the journal in `options.directory` for events of `schema`. A failed
+ * open releases what it took (the lock above all) at once, not when the caller's scope closes.
+ */
 export const make = <A, I>(
+  schema: Schema.Schema<A, I>,
+  options: JournalOptions
+): Effect.Effect<Journal<A>, JournalOpenError, FileSystem.FileSystem | Path.Path | Scope.Scope> =>
+  Effect.gen(function* () {
+    const scope = yield* Scope.fork(yield* Effect.scope, { _tag: "Sequential" })
+    return yield* open(schema, options).pipe(
+      Scope.extend(scope),
+      Effect.onExit((exit) => (Exit.isFailure(exit) ? Scope.close(scope, exit) : Effect.void))
+    )
+  })
+
+const open = <A, I>(
   schema: Schema.Schema<A, I>,
   options: JournalOptions
 ): Effect.Effect<Journal<A>, JournalOpenError, FileSystem.FileSystem | Path.Path | Scope.Scope> =>
@@ -195,29 +221,20 @@ export const make = <A, I>(
       yield* Effect.logWarning(`journal lock in ${directory} taken over from ${lock.tookOverFrom}, which is gone`)
     }
 
-    // Epoch, and whether the previous run ended cleanly.
-    const previousMode = yield* fs.readFileString(at(OPEN_FILE)).pipe(
-      Effect.map((text) => Option.some(text.trim())),
-      Effect.catchAll(() => Effect.succeed(Option.none<string>()))
-    )
-    const unclean = Option.isSome(previousMode)
-    let epoch = yield* fs.readFileString(at(EPOCH_FILE)).pipe(
-      Effect.map((text) => text.trim()),
-      Effect.catchAll(() => Effect.succeed(""))
-    )
-    const newEpoch = epoch === "" || (unclean && previousMode.value !== "always")
-    if (newEpoch) {
-      if (epoch !== "") {
-        yield* Effect.logWarning(
-          `journal ${directory} was not closed cleanly while in fsync mode '${Option.getOrElse(previousMode, () => "?")}': ` +
-            `events broadcast before the crash may be lost, starting a new epoch so clients resync`
-        )
-      }
-      epoch = newEpochId()
-      const tmp = at(`${EPOCH_FILE}.tmp`)
-      yield* fs.writeFileString(tmp, epoch + "\n").pipe(Effect.mapError(io("write epoch", tmp)))
-      yield* fs.rename(tmp, at(EPOCH_FILE)).pipe(Effect.mapError(io("write epoch", at(EPOCH_FILE))))
+    // Whether the previous run ended cleanly, and if not, whether events readers saw may be gone.
+    const marker = yield* readOpenMarker(fs, directory)
+    const unclean = Option.isSome(marker)
+    const bootId = yield* currentBootId(fs)
+    const mayHaveLost = unclean && mayHaveLostEvents(marker.value, bootId)
+    const previousEpoch = yield* readEpoch(fs, directory)
+    if (previousEpoch !== undefined && mayHaveLost) {
+      yield* Effect.logWarning(
+        `journal ${directory} was open in fsync mode '${Option.getOrThrow(marker).fsync ?? "unknown"}' when the OS ` +
+          `restarted: events broadcast before that may be lost, starting a new epoch so clients resync`
+      )
     }
+    // Before anything is cut: a crash in between leaves the marker, and the next open decides the same.
+    const epoch = previousEpoch === undefined || mayHaveLost ? yield* startEpoch(fs, directory) : previousEpoch
 
     // Segments, and the head from the newest one's tail.
     const names = yield* fs.readDirectory(directory).pipe(Effect.mapError(io("list", directory)))
@@ -232,20 +249,35 @@ export const make = <A, I>(
 
     let head = 0
     let tornBytes = 0
+    let discardedBytes = 0
     if (segments.length > 0) {
       const newest = segments[segments.length - 1]!
-      const tail = yield* recoverTail(fs, at(newest.name), MAX_TORN_BYTES)
+      const file = at(newest.name)
+      const tail = yield* recoverTail(fs, file, {
+        unclean,
+        cutCompleteLines: mayHaveLost,
+        maxTornBytes: MAX_TORN_BYTES
+      })
       if (tail.lastSeq !== undefined && tail.lastSeq < newest.start) {
         return yield* new JournalCorrupt({
-          file: at(newest.name),
+          file,
           offset: tail.validBytes,
-          reason: `last seq ${tail.lastSeq} is below the segment's start ${newest.start}`
+          reason: `last seq ${tail.lastSeq} is below the segment's start ${newest.start}`,
+          atOpen: true
         })
       }
-      if (tail.tornBytes > 0) {
-        yield* fs.truncate(at(newest.name), tail.validBytes).pipe(Effect.mapError(io("cut torn tail", at(newest.name))))
-        yield* Effect.logWarning(`journal: cut a torn tail of ${tail.tornBytes} bytes from ${at(newest.name)}`)
+      if (tail.tornBytes + tail.discardedBytes > 0) {
+        yield* fs.truncate(file, tail.validBytes).pipe(Effect.mapError(io("cut torn tail", file)))
         tornBytes = tail.tornBytes
+        discardedBytes = tail.discardedBytes
+        // "cut a torn tail" is what operators (and the crash harness) look for in the log.
+        if (tornBytes > 0) yield* Effect.logWarning(`journal: cut a torn tail of ${tornBytes} bytes from ${file}`)
+        if (discardedBytes > 0) {
+          yield* Effect.logWarning(
+            `journal: cut ${discardedBytes} bytes of complete lines that do not check from the end of ${file}, ` +
+              `left by the OS restart (in the new epoch ${epoch})`
+          )
+        }
       }
       newest.bytes = tail.validBytes
       head = tail.lastSeq ?? newest.start - 1
@@ -311,7 +343,7 @@ export const make = <A, I>(
 
     const prunedSegments = yield* prune
     // Marked open only once opening succeeded, so a failed open is not mistaken for a crash.
-    yield* fs.writeFileString(at(OPEN_FILE), fsync + "\n").pipe(Effect.mapError(io("mark open", at(OPEN_FILE))))
+    yield* writeOpenMarker(fs, directory, fsync, bootId)
     if (segments.length > 0) active = yield* openActive(segments[segments.length - 1]!)
     yield* Effect.addFinalizer(() =>
       fileLock.withPermits(1)(
@@ -347,7 +379,7 @@ export const make = <A, I>(
         yield* prune
       })
 
-    const append = (batch: ReadonlyArray<ChangeEvent<A>>): Effect.Effect<EncodedBatch, JournalIoError> =>
+    const append = (batch: ReadonlyArray<JournalEvent<A>>): Effect.Effect<EncodedBatch, JournalIoError> =>
       fileLock
         .withPermits(1)(
           Effect.gen(function* () {
@@ -576,15 +608,15 @@ export const make = <A, I>(
       )
 
     const decoded = decodedFormat(codec)
-    const raw = rawFormat(codec)
     const journal: Journal<A> = {
       directory,
       epoch,
       fsync,
       recovery: {
         unclean,
-        newEpoch: newEpoch && unclean,
+        newEpoch: mayHaveLost,
         tornBytes,
+        discardedBytes,
         prunedSegments,
         tookOverLockFrom: lock.tookOverFrom
       },
@@ -592,7 +624,7 @@ export const make = <A, I>(
       info,
       append,
       read: (since, upTo) => readAs(decoded, since, upTo),
-      readLines: (since, upTo) => readAs(raw, since, upTo)
+      readLines: (since, upTo) => readAs(rawFormat, since, upTo)
     }
     return journal
   })
@@ -613,9 +645,9 @@ export const makeMemory = <A, I>(
 ): Effect.Effect<Journal<A>> =>
   Effect.sync(() => {
     const codec = makeLineCodec(schema)
-    const events: Array<ChangeEvent<A>> = []
+    const events: Array<JournalEvent<A>> = []
     const epoch = options.epoch ?? newEpochId()
-    const lines: Array<Uint8Array> = []
+    const bodies: Array<Uint8Array> = []
     let head = 0
     const oldest = () => (events.length > 0 ? events[0]!.seq : head + 1)
     const slice = <T>(since: number, upTo: number | undefined, item: (index: number) => T) =>
@@ -638,7 +670,14 @@ export const makeMemory = <A, I>(
       directory: ":memory:",
       epoch,
       fsync: "never",
-      recovery: { unclean: false, newEpoch: false, tornBytes: 0, prunedSegments: 0, tookOverLockFrom: undefined },
+      recovery: {
+        unclean: false,
+        newEpoch: false,
+        tornBytes: 0,
+        discardedBytes: 0,
+        prunedSegments: 0,
+        tookOverLockFrom: undefined
+      },
       headSeq: Effect.sync(() => head),
       info,
       append: (batch) =>
@@ -648,12 +687,12 @@ export const makeMemory = <A, I>(
           const encoded = codec.encodeBatch(batch)
           for (let i = 0; i < batch.length; i++) {
             events.push(batch[i]!)
-            lines.push(lineAt(encoded, i))
+            bodies.push(bodyAt(encoded, i))
           }
           head += batch.length
           if (options.retainEvents !== undefined && events.length > options.retainEvents) {
             events.splice(0, events.length - options.retainEvents)
-            lines.splice(0, lines.length - options.retainEvents)
+            bodies.splice(0, bodies.length - options.retainEvents)
           }
           return Effect.succeed(encoded)
         }),
@@ -663,7 +702,8 @@ export const makeMemory = <A, I>(
           _tag: "Change" as const,
           seq: events[i]!.seq,
           sessionId: events[i]!.session_id,
-          line: lines[i]!
+          body: bodies[i]!,
+          key: events[i]!.key
         }))
     } satisfies Journal<A>
   })

@@ -9,7 +9,7 @@ import { describe, it, assert } from "@effect/vitest"
 import { Effect, Logger, Option, Stream, TestClock } from "effect"
 import * as ChangeFeed from "../src/ChangeFeed.js"
 import type { AgentEvent } from "../src/Domain/AgentEvent.js"
-import type { FeedItem, LineItem } from "../src/Domain/FeedItem.js"
+import { type FeedItem, type LineItem, wireJson } from "../src/Domain/FeedItem.js"
 import { FaultInjector } from "./support/FailingFileSystem.js"
 import {
   complete,
@@ -661,7 +661,7 @@ describe("journal lines", () => {
       const shape = (items: ReadonlyArray<LineItem>) =>
         items.map((item) =>
           item._tag === "Change"
-            ? [item.seq, item.sessionId, text(item.line)]
+            ? [item.seq, item.sessionId, text(wireJson(item))]
             : item._tag === "Reset"
               ? item._tag
               : `${item._tag}:${item.seq}`
@@ -680,11 +680,12 @@ describe("journal lines", () => {
       yield* Effect.sleep("50 millis")
       yield* publishFor("s2", 1) // 6
       yield* publishFor("s1", 1) // 7
-      // The journal's lines as written, byte for byte.
+      // The journal's lines as written, byte for byte, up to the fields only the journal keeps (key, checksum).
       const lines = NFs.readdirSync(directory)
         .filter((name) => name.startsWith("events-"))
         .sort()
         .flatMap((name) => NFs.readFileSync(`${directory}/${name}`, "utf8").split("\n").slice(0, -1))
+        .map((line) => line.replace(/(,"key":"[^"]*")?,"crc":"[0-9a-f]{8}"\}$/, "}"))
       const line = (seq: number, session: string) => [seq, session, lines[seq - 1]!]
       assert.deepStrictEqual(shape([...(yield* joinWithin(all, "the unfiltered reader"))]), [
         line(2, "s2"),
@@ -788,28 +789,31 @@ describe("clock", () => {
       const directory = yield* tempDir
       const faults = yield* FaultInjector
       const { feed } = yield* openFeed(directory, { fsync: "interval", syncIntervalMs: 1_000 })
+      // Opening syncs the journal's markers (OPEN, EPOCH) once; what is counted is the syncs of appends.
+      const atOpen = faults.syncs
+      const syncs = () => faults.syncs - atOpen
       const seq = yield* feed.publish(undefined, deleted("e1"))
       assert.deepStrictEqual(seq, Option.some(1))
       yield* settle()
-      assert.strictEqual(faults.syncs, 0, "no sync per append")
+      assert.strictEqual(syncs(), 0, "no sync per append")
 
       yield* TestClock.adjust(999)
       yield* settle()
-      assert.strictEqual(faults.syncs, 0, "no sync before the period")
+      assert.strictEqual(syncs(), 0, "no sync before the period")
       yield* TestClock.adjust(1)
-      yield* eventually("the period's sync", () => faults.syncs >= 1)
+      yield* eventually("the period's sync", () => syncs() >= 1)
       yield* settle()
-      assert.strictEqual(faults.syncs, 1, "exactly one sync per period")
+      assert.strictEqual(syncs(), 1, "exactly one sync per period")
 
       // Nothing new: the next period has nothing to sync.
       yield* TestClock.adjust(1_000)
       yield* settle()
-      assert.strictEqual(faults.syncs, 1)
+      assert.strictEqual(syncs(), 1)
       yield* feed.publish(undefined, deleted("e2"))
       yield* TestClock.adjust(1_000)
-      yield* eventually("the next period's sync", () => faults.syncs >= 2)
+      yield* eventually("the next period's sync", () => syncs() >= 2)
       yield* settle()
-      assert.strictEqual(faults.syncs, 2)
+      assert.strictEqual(syncs(), 2)
     }).pipe(Effect.provide(FaultyEnv))
   )
 })

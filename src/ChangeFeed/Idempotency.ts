@@ -231,48 +231,7 @@ export class IdempotencyWindow {
 // Reading keys back from the journal
 // ---------------------------------------------------------------------------------------------------------------
 
-const KEY_FIELD = Buffer.from('"key":"')
-/** How a line written here ends when it carries a key: the event's brace, then the key (`},"key":"K"}`). */
-const KEY_TAIL = Buffer.from('},"key":"')
-const QUOTE = 0x22
-const CLOSE_BRACE = 0x7d
-const lineDecoder = new TextDecoder()
-
-const isKeyByte = (b: number) =>
-  (b >= 0x30 && b <= 0x3a) /* 0-9 : */ ||
-  (b >= 0x41 && b <= 0x5a) ||
-  (b >= 0x61 && b <= 0x7a) ||
-  b === 0x2d ||
-  b === 0x2e ||
-  b === 0x5f
-
-/** A line's fields as far as the window needs them, if it carries a key (lines without one are not parsed). */
-const keyedLine = (
-  bytes: Uint8Array
-): { readonly key: string; readonly session_id?: unknown; readonly event?: unknown } | undefined => {
-  if (Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).indexOf(KEY_FIELD) < 0) return undefined
-  // The reader checked the line; a `"key"` inside the event is not the line's own.
-  const raw = JSON.parse(lineDecoder.decode(bytes))
-  return typeof raw?.key === "string" ? raw : undefined
-}
-
-/**
- * A line's key without parsing it, in the layout written here (the key last, after the event);
- * any other layout is parsed. What follows the event's brace at the end of a line is the line's
- * own field, never one inside the event (that one would be followed by the event's brace too).
- */
-const keyOfLine = (bytes: Uint8Array): string | undefined => {
-  const line = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-  const end = line.length - 2
-  if (end > KEY_TAIL.length && line[end + 1] === CLOSE_BRACE && line[end] === QUOTE) {
-    let start = end
-    while (start > end - 128 && isKeyByte(line[start - 1]!)) start--
-    if (start < end && line.subarray(start - KEY_TAIL.length, start).equals(KEY_TAIL)) {
-      return line.toString("latin1", start, end)
-    }
-  }
-  return keyedLine(bytes)?.key
-}
+const bodyDecoder = new TextDecoder()
 
 /**
  * Learns the keys of the requests within the journal's last `events` events (never more: the
@@ -293,7 +252,7 @@ export const restoreKeys = <A>(
     yield* journal.readLines(Math.max(info.oldestSeq - 1, floor - 1), info.headSeq).pipe(
       Stream.runForEach((line) =>
         Effect.sync(() => {
-          const key = keyOfLine(line.line)
+          const key = line.key
           if (key === undefined) return
           if (line.seq <= floor) edge = key
           else if (key !== edge) window.restore(key, line.seq)
@@ -326,11 +285,13 @@ export const recallFingerprint = <A>(
       yield* journal.readLines(first - 1, first + slot.runs[r + 1]! - 1).pipe(
         Stream.runForEach((line) =>
           Effect.sync(() => {
-            const raw = keyedLine(line.line)
-            fingerprint =
-              fingerprint === undefined || raw?.key !== slot.key
-                ? undefined
-                : chainFingerprint(fingerprint, entryText(raw.session_id as string | undefined, raw.event))
+            if (fingerprint === undefined || line.key !== slot.key) {
+              fingerprint = undefined
+              return
+            }
+            // The line's wire JSON (its body and the closing brace): the event as it was stored.
+            const change = JSON.parse(bodyDecoder.decode(line.body) + "}")
+            fingerprint = chainFingerprint(fingerprint, entryText(change.session_id, change.event))
           })
         )
       )

@@ -39,16 +39,27 @@ export interface Progress {
 export type FeedItem<A> = Change<A> | Reset | CaughtUp | Progress
 
 /**
- * A change as the bytes of its journal line (its wire JSON, exactly as journaled), for readers
- * that pass events on without decoding them.
+ * A change as bytes of its journal line, for readers that pass events on without decoding them.
+ * `body` is its wire JSON (the `ChangeEvent`) less the closing brace: the line up to the end of
+ * its `event` object, a view of the line rather than a copy, since what the line holds after it
+ * (the idempotency key, the checksum) is the journal's alone. Whoever copies it adds the `}`
+ * (`wireJson` does).
  */
 export interface LineChange {
   readonly _tag: "Change"
   readonly seq: number
   readonly sessionId: string | undefined
-  readonly line: Uint8Array
+  readonly body: Uint8Array
   /** Set on a live event: every reader receives this same object, so what is made of it can be shared. */
   readonly live?: true
+}
+
+/** A line change's wire JSON, as a copy: its body and the closing brace. */
+export const wireJson = (change: LineChange): Uint8Array => {
+  const json = new Uint8Array(change.body.length + 1)
+  json.set(change.body, 0)
+  json[change.body.length] = 0x7d // }
+  return json
 }
 
 /** What a reader of journal lines receives: `FeedItem` with changes as lines. */

@@ -31,15 +31,23 @@ const markerFrame = (epoch: string, item: Exclude<LineItem, { readonly _tag: "Ch
   }
 }
 
+/** Writes what follows a change's body in its frame (the JSON's closing brace, the frame's end); answers the end. */
+const closeChange = (frame: Uint8Array, at: number): number => {
+  frame[at] = 0x7d // }
+  frame[at + 1] = 0x0a
+  frame[at + 2] = 0x0a
+  return at + 3
+}
+
 /**
  * Renders a run of feed items to the bytes of their SSE frames, in one buffer. A change's
- * `data:` is its journal line copied as it is: the JSON is neither parsed nor encoded again,
- * whether it came from the journal or live from the writer. The frame of a live event, which
- * every connection sends, is made once and shared.
+ * `data:` is its body copied from its journal line, and the closing brace: the JSON is neither
+ * parsed nor encoded again, whether it came from the journal or live from the writer. The frame
+ * of a live event, which every connection sends, is made once and shared.
  */
 export const makeFrameEncoder = (epoch: string) => {
   const idPrefix = `id: ${epoch}:`
-  /** What precedes a change's line in its frame. */
+  /** What precedes a change's body in its frame. */
   const changeHead = (item: LineChange): string => `${idPrefix}${item.seq}\ndata: `
   const shared = new WeakMap<LineChange, Uint8Array>()
   /** A change's frame on its own. */
@@ -47,16 +55,15 @@ export const makeFrameEncoder = (epoch: string) => {
     const head = changeHead(item)
     // A buffer of its own rather than a slice of Node's shared pool: copying from a pool slice
     // into each connection's frames was measured at more than twice the cost.
-    const frame = new Uint8Array(head.length + item.line.length + 2)
+    const frame = new Uint8Array(head.length + item.body.length + 3)
     const at = Buffer.from(frame.buffer).write(head, 0, "latin1")
-    frame.set(item.line, at)
-    frame[at + item.line.length] = 0x0a
-    frame[at + item.line.length + 1] = 0x0a
+    frame.set(item.body, at)
+    closeChange(frame, at + item.body.length)
     return frame
   }
   return (items: ReadonlyArray<LineItem>): Uint8Array => {
     // Each item's bytes: a live event's shared frame, or an ASCII head (a marker frame, or the
-    // `id:` and `data:` before a replayed event's line, which is copied after it).
+    // `id:` and `data:` before a replayed event's body, which is copied after it).
     const heads: Array<Uint8Array | string> = new Array(items.length)
     let size = 0
     for (let i = 0; i < items.length; i++) {
@@ -72,7 +79,7 @@ export const makeFrameEncoder = (epoch: string) => {
         heads[i] = frame
       } else {
         heads[i] = changeHead(item)
-        size += item.line.length + 2
+        size += item.body.length + 3
       }
       size += heads[i]!.length
     }
@@ -89,10 +96,8 @@ export const makeFrameEncoder = (epoch: string) => {
       at += out.write(head, at, "latin1")
       const item = items[i]!
       if (item._tag === "Change") {
-        out.set(item.line, at)
-        at += item.line.length
-        out[at++] = 0x0a
-        out[at++] = 0x0a
+        out.set(item.body, at)
+        at = closeChange(out, at + item.body.length)
       }
     }
     return out

@@ -1,106 +1,288 @@
 /**
- * The line codec: one `ChangeEvent` JSON per line. Encoding turns a whole batch into one
- * buffer (one write per batch) whose lines the feed hands on as they are; decoding splits byte
- * chunks into lines without ever holding more than one chunk plus one partial line, either as
- * text to parse or as the raw bytes of each line with its envelope (seq, session) read in place.
+ * The line codec: one `ChangeEvent` JSON per line, followed in the line by what only the
+ * journal keeps: the idempotency key of the request that appended the event, if any, and a
+ * CRC-32 of the line (`{"seq":7,"ts":"…","event":{…},"key":"K","crc":"1a2b3c4d"}`). A reader
+ * that ignores unknown fields (the original) still reads such a line as the `ChangeEvent`.
+ *
+ * Encoding turns a whole batch into one buffer (one write per batch); each event's wire JSON is
+ * a prefix of its line less the closing brace (its *body*), so the feed hands events on without
+ * copying or parsing them. Decoding splits byte chunks into lines without ever holding more than
+ * one chunk plus one partial line, then either parses each line or hands it on as bytes: a line
+ * whose checksum holds is read in place (the checksum vouches for the JSON), any other is parsed
+ * as the decoded read parses it, so that both refuse the same lines.
  */
 import { isUtf8 } from "node:buffer"
+import { crc32 } from "node:zlib"
 import { Either, ParseResult, Schema } from "effect"
 import type { ChangeEvent } from "../Domain/ChangeEvent.js"
 import type { LineChange } from "../Domain/FeedItem.js"
+import { JournalKeyInvalid } from "./Errors.js"
 
 const NEWLINE = 0x0a
 // `ignoreBOM`: a byte-order mark is not ours to strip; kept, it fails the line's parse and leaves offsets exact.
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
 const encoder = new TextEncoder()
 
+/**
+ * An event as the journal stores it: the change, plus the idempotency key of the request that
+ * appended it, if any (never part of the change on the wire).
+ */
+export interface StoredEvent<A> extends ChangeEvent<A> {
+  readonly key?: string | undefined
+}
+
+/** A change as a reader of lines gets it, with the idempotency key its line holds (journal-side only). */
+export interface StoredLine extends LineChange {
+  readonly key: string | undefined
+}
+
+/** Idempotency keys are stored as they are, so only characters JSON never escapes are allowed. */
+const KEY_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/
+
 /** A batch as written to the journal: every line followed by a newline, in one buffer. */
 export interface EncodedBatch {
   readonly bytes: Uint8Array
   /** Where each event's line ends in `bytes` (the offset of its newline). */
   readonly ends: ReadonlyArray<number>
+  /** Where each event's body ends in `bytes` (just past its `event` object). */
+  readonly bodyEnds: ReadonlyArray<number>
 }
+
+const lineStart = (batch: EncodedBatch, i: number) => (i === 0 ? 0 : batch.ends[i - 1]! + 1)
 
 /** The bytes of event `i`'s line in an encoded batch, without its newline (no copy). */
 export const lineAt = (batch: EncodedBatch, i: number): Uint8Array =>
-  batch.bytes.subarray(i === 0 ? 0 : batch.ends[i - 1]! + 1, batch.ends[i]!)
+  batch.bytes.subarray(lineStart(batch, i), batch.ends[i]!)
 
-/** A change as a line holds it: with the idempotency key of the request that appended it, if any. */
-export type KeyedChange<A> = ChangeEvent<A> & { readonly key?: string | undefined }
+/** Event `i`'s body in an encoded batch: its wire JSON less the closing brace (no copy). */
+export const bodyAt = (batch: EncodedBatch, i: number): Uint8Array =>
+  batch.bytes.subarray(lineStart(batch, i), batch.bodyEnds[i]!)
 
 /** Encode and decode events of one schema to and from journal lines. */
 export interface LineCodec<A> {
-  readonly encodeBatch: (events: ReadonlyArray<KeyedChange<A>>) => EncodedBatch
-  /** Parses one line; answers the event or a reason the line is invalid. */
-  readonly decodeLine: (line: string) => KeyedChange<A> | string
+  readonly encodeBatch: (events: ReadonlyArray<StoredEvent<A>>) => EncodedBatch
+  /**
+   * Parses one line (its bytes too when at hand, for the checksum; otherwise they are encoded
+   * from the text); answers the event or a reason the line is invalid.
+   */
+  readonly decodeLine: (text: string, bytes?: Uint8Array) => StoredEvent<A> | string
 }
+
+// ---- checksums --------------------------------------------------------------------------------------------------
+
+const ascii = (text: string) => Uint8Array.from(text, (c) => c.charCodeAt(0))
+const CRC_OPEN = ascii(',"crc":"')
+/** `,"crc":"hhhhhhhh"}`: the checksum field and the brace closing the line. */
+const CRC_SUFFIX = CRC_OPEN.length + 8 + 2
+const KEY_OPEN = ascii(',"key":"')
+const SEQ_OPEN = ascii('{"seq":')
+const TS_OPEN = ascii(',"ts":"')
+const SESSION_OPEN = ascii(',"session_id":"')
+const EVENT_OPEN = ascii(',"event":{')
+const HEX = ascii("0123456789abcdef")
+const QUOTE = 0x22
+const BACKSLASH = 0x5c
+const CLOSE_BRACE = 0x7d
+
+/** Whether a line ends in a checksum field (what `verifyChecksum` then checks). */
+export const hasChecksum = (bytes: Uint8Array): boolean => {
+  const n = bytes.length
+  return (
+    n >= CRC_SUFFIX + 2 &&
+    bytes[n - 1] === CLOSE_BRACE &&
+    bytes[n - 2] === QUOTE &&
+    matchAt(bytes, n - CRC_SUFFIX, CRC_OPEN)
+  )
+}
+
+/**
+ * Checks a line's checksum: answers where the checksummed part ends (the checksum field's
+ * start), `-1` for a line without one (written by the original or an earlier version), or why
+ * the line fails.
+ */
+export const verifyChecksum = (bytes: Uint8Array): number | string => {
+  if (!hasChecksum(bytes)) return -1
+  const end = bytes.length - CRC_SUFFIX
+  const digits = end + CRC_OPEN.length
+  let stored = 0
+  for (let i = digits; i < digits + 8; i++) {
+    const c = bytes[i]!
+    const nibble = c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : -1
+    if (nibble < 0) return "field `crc` is not 8 lowercase hex digits"
+    stored = stored * 16 + nibble
+  }
+  const actual = crc32(bytes.subarray(0, end))
+  return actual === stored
+    ? end
+    : `checksum mismatch: the line changed after it was written (crc ${hex(stored)}, the bytes give ${hex(actual)})`
+}
+
+const hex = (crc: number) => crc.toString(16).padStart(8, "0")
+
+/** Writes a checksum's 8 hex digits into `bytes` at `at`. */
+const writeHex = (bytes: Uint8Array, at: number, crc: number) => {
+  for (let k = 0; k < 8; k++) bytes[at + k] = HEX[(crc >>> (28 - 4 * k)) & 15]!
+}
+
+// ---- line separators --------------------------------------------------------------------------------------------
+
+/**
+ * U+2028 and U+2029 escaped: JSON allows them raw in strings, but many line readers (and
+ * JavaScript before ES2019) take them for line breaks. Escaped, it is still the same JSON.
+ */
+const escapeSeparators = (json: string): string =>
+  json.includes("\u2028") || json.includes("\u2029")
+    ? json.replace(/[\u2028\u2029]/g, (c) => (c === "\u2028" ? "\\u2028" : "\\u2029"))
+    : json
+
+/**
+ * Where `byte` first occurs in `bytes` from `from`, or -1: Buffer's search (memchr) called on
+ * the typed array directly, since the typed array's own `indexOf` took twice as long on a line,
+ * and a wrapper around the call a fifth more.
+ */
+const findByte = Function.prototype.call.bind(Buffer.prototype.indexOf) as (
+  bytes: Uint8Array,
+  byte: number,
+  from: number
+) => number
+
+/** Where a raw U+2028/U+2029 (E2 80 A8/A9 in UTF-8) starts in `bytes`, or -1. */
+const separatorAt = (bytes: Uint8Array, from = 0): number => {
+  for (let at = findByte(bytes, 0xe2, from); at >= 0; at = findByte(bytes, 0xe2, at + 1)) {
+    if (bytes[at + 1] === 0x80 && (bytes[at + 2] === 0xa8 || bytes[at + 2] === 0xa9)) return at
+  }
+  return -1
+}
+
+const ESCAPED_2028 = ascii("\\u2028")
+const ESCAPED_2029 = ascii("\\u2029")
+/** `bytes` with every raw U+2028/U+2029 escaped (a copy), for the rare line written before they were. */
+const escapeSeparatorBytes = (bytes: Uint8Array, first: number): Uint8Array => {
+  const parts: Array<Uint8Array> = []
+  let from = 0
+  for (let at = first; at >= 0; at = separatorAt(bytes, at + 3)) {
+    parts.push(bytes.subarray(from, at), bytes[at + 2] === 0xa8 ? ESCAPED_2028 : ESCAPED_2029)
+    from = at + 3
+  }
+  parts.push(bytes.subarray(from))
+  return Buffer.concat(parts)
+}
+
+// ---- the codec --------------------------------------------------------------------------------------------------
 
 export const makeLineCodec = <A, I>(schema: Schema.Schema<A, I>): LineCodec<A> => {
   const encodeEvent = Schema.encodeSync(schema)
   const decodeEvent = Schema.decodeUnknownEither(schema)
+  /** The wire JSON of an event: the `ChangeEvent` as the original writes it, line separators escaped. */
+  const wireJson = (e: ChangeEvent<A>): string =>
+    escapeSeparators(
+      e.session_id === undefined
+        ? JSON.stringify({ seq: e.seq, ts: e.ts, event: encodeEvent(e.event) })
+        : JSON.stringify({ seq: e.seq, ts: e.ts, session_id: e.session_id, event: encodeEvent(e.event) })
+    )
   return {
     encodeBatch: (events) => {
       let text = ""
-      for (const e of events) {
-        const line =
-          e.session_id === undefined
-            ? JSON.stringify({ seq: e.seq, ts: e.ts, event: encodeEvent(e.event) })
-            : JSON.stringify({ seq: e.seq, ts: e.ts, session_id: e.session_id, event: encodeEvent(e.event) })
-        // After the event, so the envelope readers peek at (seq, ts, session_id, event) keeps its layout.
-        text += e.key === undefined ? line : line.slice(0, -1) + ',"key":' + JSON.stringify(e.key) + "}"
-        text += "\n"
+      // Bytes after each body: the key field, the checksum field and the closing brace.
+      const tails: Array<number> = new Array(events.length)
+      for (let i = 0; i < events.length; i++) {
+        const e = events[i]!
+        const json = wireJson(e)
+        text += json.slice(0, -1)
+        tails[i] = CRC_SUFFIX
+        if (e.key !== undefined) {
+          if (!KEY_PATTERN.test(e.key)) throw new JournalKeyInvalid({ key: e.key })
+          text += `,"key":"${e.key}"`
+          tails[i]! += KEY_OPEN.length + e.key.length + 1
+        }
+        // The digits are filled in below, over the line's bytes.
+        text += `,"crc":"00000000"}\n`
       }
       const bytes = encoder.encode(text)
       // JSON text never holds a raw newline: each one ends a line.
       const ends: Array<number> = []
-      for (let at = bytes.indexOf(NEWLINE); at >= 0; at = bytes.indexOf(NEWLINE, at + 1)) ends.push(at)
-      return { bytes, ends }
+      const bodyEnds: Array<number> = []
+      let start = 0
+      for (let at = bytes.indexOf(NEWLINE); at >= 0; at = bytes.indexOf(NEWLINE, at + 1)) {
+        const checked = at - CRC_SUFFIX
+        writeHex(bytes, checked + CRC_OPEN.length, crc32(bytes.subarray(start, checked)))
+        bodyEnds.push(at - tails[ends.length]!)
+        ends.push(at)
+        start = at + 1
+      }
+      return { bytes, ends, bodyEnds }
     },
-    decodeLine: (line) => {
-      let raw: any
-      try {
-        raw = JSON.parse(line)
-      } catch (error) {
-        return `invalid JSON (${(error as Error).message})`
-      }
-      if (raw === null || typeof raw !== "object") return "line is not a JSON object"
-      const seq = raw.seq
-      if (typeof seq !== "number" || !Number.isSafeInteger(seq) || seq < 1)
-        return "field `seq` is not a positive integer"
-      if (typeof raw.ts !== "string") return "field `ts` is not a string"
-      const sessionId = raw.session_id
-      if (sessionId !== undefined && sessionId !== null && typeof sessionId !== "string") {
-        return "field `session_id` is not a string"
-      }
-      const key = raw.key
-      if (key !== undefined && typeof key !== "string") return "field `key` is not a string"
-      const event = decodeEvent(raw.event)
+    decodeLine: (line, lineBytes) => {
+      const parsed = parseLine(line, lineBytes ?? encoder.encode(line))
+      if (typeof parsed === "string") return parsed
+      const event = decodeEvent(parsed.event)
       if (Either.isLeft(event)) {
         return `field \`event\` is invalid: ${ParseResult.TreeFormatter.formatErrorSync(event.left)}`
       }
-      const change: ChangeEvent<A> =
-        typeof sessionId === "string"
-          ? { seq, ts: raw.ts, session_id: sessionId, event: event.right }
-          : { seq, ts: raw.ts, event: event.right }
-      return key === undefined ? change : { ...change, key }
+      const change: StoredEvent<A> =
+        parsed.sessionId === undefined
+          ? { seq: parsed.seq, ts: parsed.ts, event: event.right }
+          : { seq: parsed.seq, ts: parsed.ts, session_id: parsed.sessionId, event: event.right }
+      return parsed.key === undefined ? change : { ...change, key: parsed.key }
     }
   }
 }
 
+/** A line parsed as far as the journal's own fields go: the event is JSON, not yet judged against a schema. */
+interface ParsedLine {
+  readonly seq: number
+  readonly ts: string
+  readonly sessionId: string | undefined
+  readonly event: unknown
+  readonly key: string | undefined
+  /** Where the checksummed part of the line ends (-1: the line has no checksum). */
+  readonly checked: number
+}
+
 /**
- * The seq of a line whose envelope is whole (`seq`, `ts`, `event`), without judging the
- * event against a schema: recovery cuts only what a torn write leaves, never an event a
- * newer catalog wrote (reads report those instead).
+ * Parses a line (its text and bytes) and checks its checksum and the fields the journal reads:
+ * the one check of a line that both reads, recovery and `inspect` make, before the event.
  */
-export const envelopeSeq = (line: string): number | undefined => {
+const parseLine = (text: string, bytes: Uint8Array): ParsedLine | string => {
+  const checked = verifyChecksum(bytes)
+  if (typeof checked === "string") return checked
   let raw: any
   try {
-    raw = JSON.parse(line)
-  } catch {
-    return undefined
+    raw = JSON.parse(text)
+  } catch (error) {
+    return `invalid JSON (${(error as Error).message})`
   }
-  if (raw === null || typeof raw !== "object" || typeof raw.ts !== "string" || raw.event === undefined) return undefined
-  return typeof raw.seq === "number" && Number.isSafeInteger(raw.seq) && raw.seq >= 1 ? raw.seq : undefined
+  if (raw === null || typeof raw !== "object") return "line is not a JSON object"
+  const seq = raw.seq
+  if (typeof seq !== "number" || !Number.isSafeInteger(seq) || seq < 1) return "field `seq` is not a positive integer"
+  if (typeof raw.ts !== "string") return "field `ts` is not a string"
+  const sessionId = raw.session_id
+  if (sessionId !== undefined && sessionId !== null && typeof sessionId !== "string") {
+    return "field `session_id` is not a string"
+  }
+  if (checked < 0 && raw.crc !== undefined) return "field `crc` is not at the end of the line"
+  const key = raw.key
+  if (key !== undefined && (typeof key !== "string" || !KEY_PATTERN.test(key))) {
+    return "field `key` is not an idempotency key"
+  }
+  return { seq, ts: raw.ts, sessionId: sessionId ?? undefined, event: raw.event, key, checked }
+}
+
+/**
+ * The seq of a line whose envelope is whole (`seq`, `ts`, `event`) and whose checksum, if it
+ * has one, holds, without judging the event against a schema (recovery must not refuse an
+ * event a newer catalog wrote; reads report those); otherwise why the line is invalid.
+ */
+export const envelopeSeq = (bytes: Uint8Array): number | string => {
+  let text: string
+  try {
+    text = utf8.decode(bytes)
+  } catch {
+    return "line is not valid UTF-8"
+  }
+  const parsed = parseLine(text, bytes)
+  if (typeof parsed === "string") return parsed
+  return parsed.event === null || typeof parsed.event !== "object" ? "field `event` is not an object" : parsed.seq
 }
 
 /**
@@ -132,9 +314,11 @@ export const peekSeqBytes = (bytes: Uint8Array): number | undefined => {
   return i > SEQ_OPEN.length && bytes[i] === 44 /* , */ ? seq : undefined
 }
 
-/** A line with the byte offset where it starts in its file. */
+/** A line as text and bytes, with the byte offset where it starts in its file. */
 export interface Line {
   readonly text: string
+  /** The line's bytes, a view of the chunk it was read from (for its checksum). */
+  readonly bytes: Uint8Array
   readonly offset: number
 }
 
@@ -142,6 +326,8 @@ export interface Line {
 export interface ByteLine {
   readonly bytes: Uint8Array
   readonly offset: number
+  /** Known to hold no control byte (checked for a whole run of lines at once); otherwise unknown. */
+  readonly controlFree: boolean
 }
 
 /**
@@ -231,7 +417,7 @@ export class LineSplitter extends Splitter<Line> {
     } catch {
       return undefined
     }
-    return splitLines(text, complete.length, base)
+    return splitLines(text, complete, base)
   }
 }
 
@@ -239,26 +425,19 @@ export class LineSplitter extends Splitter<Line> {
 export class ByteLineSplitter extends Splitter<ByteLine> {
   protected split(complete: Uint8Array, base: number): Array<ByteLine> | undefined {
     if (!isUtf8(complete)) return undefined
+    // Control bytes are looked for in the whole run at once; a line of a run with one checks itself.
+    const controlFree = !hasControlByte(complete)
     const lines: Array<ByteLine> = []
     let start = 0
     while (start <= complete.length) {
       let end = complete.indexOf(NEWLINE, start)
       if (end < 0) end = complete.length
-      lines.push({ bytes: complete.subarray(start, end), offset: base + start })
+      lines.push({ bytes: complete.subarray(start, end), offset: base + start, controlFree })
       start = end + 1
     }
     return lines
   }
 }
-
-const ascii = (text: string) => Uint8Array.from(text, (c) => c.charCodeAt(0))
-const SEQ_OPEN = ascii('{"seq":')
-const TS_OPEN = ascii(',"ts":"')
-const SESSION_OPEN = ascii(',"session_id":"')
-const EVENT_OPEN = ascii(',"event":{')
-const QUOTE = 0x22
-const BACKSLASH = 0x5c
-const CLOSE_BRACE = 0x7d
 
 /** The text of a short run of UTF-8 bytes (a session id): ASCII is read directly, since a decoder call costs more. */
 const textOf = (bytes: Uint8Array, from: number, end: number): string => {
@@ -288,11 +467,69 @@ const plainStringEnd = (bytes: Uint8Array, from: number): number => {
 }
 
 /**
- * A line as a change item, its envelope read in place from the layout this codec writes (`{"seq":N,"ts":"…",("session_id":"…",)"event":{…}}`),
- * read in place; `undefined` for any other layout (an escaped session id, another key order) or a
- * line that is not whole, which the caller parses in full instead (and so reports as invalid).
+ * A checksummed line as a reader's item, read in place from the layout this codec writes
+ * (`{"seq":N,"ts":"…",("session_id":"…",)"event":{…}(,"key":"…"),"crc":"…"}`): its body is a
+ * view of the line. The checksum vouches that the bytes are what the encoder wrote (JSON, line
+ * separators escaped), so the line is not parsed. What could still break a frame if someone
+ * wrote a line by hand, checksum and all, is checked anyway: a raw control byte (such a line's
+ * JSON may be wrong in other ways, which the frame carries to the client as it is). Answers why
+ * the line is invalid when its checksum fails, and `undefined` for a line it cannot vouch for
+ * (no checksum, another layout, an escaped session id), which `readParsed` reads.
+ * `controlFree` says the caller already knows the line holds no control byte.
  */
-export const peekEnvelope = (bytes: Uint8Array): LineChange | undefined => {
+export const readInPlace = (
+  bytes: Uint8Array,
+  controlFree: boolean = !hasControlByte(bytes)
+): StoredLine | string | undefined => {
+  const checked = verifyChecksum(bytes)
+  if (typeof checked === "string") return checked
+  return checked < 0 || !controlFree ? undefined : locate(bytes, checked, true)
+}
+
+/**
+ * A line `readInPlace` cannot vouch for, parsed in full and checked as `read` checks it (but for
+ * the event's schema): its item, or why it is invalid. Its body is still the line's own bytes
+ * where its layout is this codec's (so an event keeps every field and digit it was written with),
+ * and is otherwise encoded anew from the parsed line.
+ */
+export const readParsed = (bytes: Uint8Array, controlFree: boolean = !hasControlByte(bytes)): StoredLine | string => {
+  let text: string
+  try {
+    text = utf8.decode(bytes)
+  } catch {
+    return "line is not valid UTF-8"
+  }
+  const parsed = parseLine(text, bytes)
+  if (typeof parsed === "string") return parsed
+  if (parsed.event === null || typeof parsed.event !== "object") return "field `event` is not an object"
+  const inPlace = controlFree ? locate(bytes, parsed.checked < 0 ? bytes.length - 1 : parsed.checked, false) : undefined
+  if (inPlace !== undefined) return inPlace
+  const json = escapeSeparators(
+    JSON.stringify(
+      parsed.sessionId === undefined
+        ? { seq: parsed.seq, ts: parsed.ts, event: parsed.event }
+        : { seq: parsed.seq, ts: parsed.ts, session_id: parsed.sessionId, event: parsed.event }
+    )
+  )
+  const body = encoder.encode(json)
+  return {
+    _tag: "Change",
+    seq: parsed.seq,
+    sessionId: parsed.sessionId,
+    body: body.subarray(0, body.length - 1),
+    key: parsed.key
+  }
+}
+
+/**
+ * The item of a line in this codec's layout whose fields before the line's closing brace (or its
+ * checksum field) end at `end`; `undefined` when the line is not in that layout. A line the
+ * checksum `vouched` for is what the encoder wrote: its event ends where its key or checksum
+ * begins and holds no raw line separator. Any other line is looked at more closely: its
+ * brackets must close where its event ends (it may hold fields after it), and the separators an
+ * earlier version left raw are escaped.
+ */
+const locate = (bytes: Uint8Array, end: number, vouched: boolean): StoredLine | undefined => {
   if (!matchAt(bytes, 0, SEQ_OPEN) || bytes[bytes.length - 1] !== CLOSE_BRACE) return undefined
   let seq = 0
   let i = SEQ_OPEN.length
@@ -308,35 +545,87 @@ export const peekEnvelope = (bytes: Uint8Array): LineChange | undefined => {
   let next = tsEnd + 1
   if (matchAt(bytes, next, SESSION_OPEN)) {
     const from = next + SESSION_OPEN.length
-    const end = plainStringEnd(bytes, from)
-    if (end < 0) return undefined
-    sessionId = textOf(bytes, from, end)
-    next = end + 1
+    const stop = plainStringEnd(bytes, from)
+    if (stop < 0) return undefined
+    sessionId = textOf(bytes, from, stop)
+    next = stop + 1
   }
-  // The envelope up to the event's brace is checked; the rest must close it and then the line.
-  return matchAt(bytes, next, EVENT_OPEN) && closesAtEnd(bytes, next + EVENT_OPEN.length - 1)
-    ? { _tag: "Change", seq, sessionId, line: bytes }
-    : undefined
+  if (!matchAt(bytes, next, EVENT_OPEN)) return undefined
+  // The event ends where the key field begins, if there is one, or at `end`.
+  let bodyEnd = end
+  let key: string | undefined = undefined
+  if (bytes[end - 1] === QUOTE) {
+    const open = bytes.lastIndexOf(QUOTE, end - 2)
+    const fieldStart = open - KEY_OPEN.length + 1
+    if (open < 0 || !matchAt(bytes, fieldStart, KEY_OPEN)) return undefined
+    key = textOf(bytes, open + 1, end - 1)
+    if (!KEY_PATTERN.test(key)) return undefined
+    bodyEnd = fieldStart
+  }
+  if (vouched ? bytes[bodyEnd - 1] !== CLOSE_BRACE : !closesAt(bytes, next + EVENT_OPEN.length - 1, bodyEnd - 1))
+    return undefined
+  const body = bytes.subarray(0, bodyEnd)
+  const separator = vouched ? -1 : separatorAt(body)
+  return {
+    _tag: "Change",
+    seq,
+    sessionId,
+    body: separator < 0 ? body : escapeSeparatorBytes(body, separator),
+    key
+  }
+}
+
+const isControl = (b: number) => b < 0x20 && b !== NEWLINE
+
+/**
+ * Whether `bytes` hold a byte below 0x20 other than a newline. Looks at 4 bytes at a time
+ * (a byte-at-a-time loop doubled the cost of reading lines in place): a word with no byte
+ * below 0x20 has no high bit left in `(w - 0x20202020) & ~w & 0x80808080`, and the few words
+ * that do (a newline, or what is looked for) are checked byte by byte.
+ */
+export const hasControlByte = (bytes: Uint8Array): boolean => {
+  const n = bytes.length
+  let i = 0
+  const head = Math.min(n, (4 - (bytes.byteOffset & 3)) & 3)
+  for (; i < head; i++) if (isControl(bytes[i]!)) return true
+  const words = (n - i) >>> 2
+  if (words > 0) {
+    const view = new Uint32Array(bytes.buffer, bytes.byteOffset + i, words)
+    for (let k = 0; k < words; k++) {
+      const w = view[k]!
+      if (((w - 0x20202020) & ~w & 0x80808080) !== 0) {
+        const at = i + 4 * k
+        if (
+          isControl(bytes[at]!) ||
+          isControl(bytes[at + 1]!) ||
+          isControl(bytes[at + 2]!) ||
+          isControl(bytes[at + 3]!)
+        )
+          return true
+      }
+    }
+    i += 4 * words
+  }
+  for (; i < n; i++) if (isControl(bytes[i]!)) return true
+  return false
 }
 
 /**
- * Whether the value opening at `from` (inside the line's outer object) is whole as far as its
- * brackets and strings go, and the line ends right after it closes: every string closed,
- * brackets balanced. It catches what damage to a file looks like (a line cut short, two lines
- * run together) without building the value, and skips over each string with a native search,
- * since strings are most of a line.
+ * Whether the value opening at `from` is whole as far as its brackets and strings go and closes
+ * exactly at `close`: every string closed, brackets balanced. It catches what damage to a file
+ * looks like (a line cut short, two lines run together) without building the value, and skips
+ * over each string with a native search, since strings are most of a line.
  */
-const closesAtEnd = (bytes: Uint8Array, from: number): boolean => {
-  let depth = 1
-  const last = bytes.length - 1
-  for (let i = from; i <= last; i++) {
+const closesAt = (bytes: Uint8Array, from: number, close: number): boolean => {
+  let depth = 0
+  for (let i = from; i <= close; i++) {
     const b = bytes[i]!
     if (b === QUOTE) {
       i = closingQuote(bytes, i + 1)
-      if (i < 0) return false
+      if (i < 0 || i > close) return false
     } else if (b === 0x7b || b === 0x5b) depth++
     else if (b === CLOSE_BRACE || b === 0x5d) {
-      if (--depth === 0) return i === last
+      if (--depth === 0) return i === close
       if (depth < 0) return false
     }
   }
@@ -345,29 +634,30 @@ const closesAtEnd = (bytes: Uint8Array, from: number): boolean => {
 
 /** Index of the unescaped quote that closes a string whose content starts at `from`, or -1. */
 const closingQuote = (bytes: Uint8Array, from: number): number => {
-  let at = bytes.indexOf(QUOTE, from)
+  let at = findByte(bytes, QUOTE, from)
   while (at >= 0) {
     let backslashes = 0
     while (bytes[at - 1 - backslashes] === BACKSLASH) backslashes++
     if (backslashes % 2 === 0) return at
-    at = bytes.indexOf(QUOTE, at + 1)
+    at = findByte(bytes, QUOTE, at + 1)
   }
   return -1
 }
 
-/** The lines of `text` (decoded from `byteLength` bytes without their final newline), starting at file offset `base`. */
-const splitLines = (text: string, byteLength: number, base: number): Array<Line> => {
+/** The lines of `text`, decoded from `bytes` (without their final newline), starting at file offset `base`. */
+const splitLines = (text: string, bytes: Uint8Array, base: number): Array<Line> => {
   const lines: Array<Line> = []
-  let offset = base
+  let at = 0
   let start = 0
-  // Byte offsets are only needed for error reports; track them cheaply for ASCII lines.
-  const ascii = text.length === byteLength
+  // Text and byte positions are the same for ASCII; otherwise each line's byte length is counted.
+  const ascii = text.length === bytes.length
   while (start <= text.length) {
     let end = text.indexOf("\n", start)
     if (end < 0) end = text.length
     const line = text.slice(start, end)
-    lines.push({ text: line, offset })
-    offset += (ascii ? line.length : Buffer.byteLength(line)) + 1
+    const length = ascii ? line.length : Buffer.byteLength(line)
+    lines.push({ text: line, bytes: bytes.subarray(at, at + length), offset: base + at })
+    at += length + 1
     start = end + 1
   }
   return lines

@@ -12,7 +12,7 @@ import { Effect, FastCheck as fc, Schema, Stream } from "effect"
 import type { ChangeFeedService, ChangesOptions } from "../../src/ChangeFeed.js"
 import { AgentEvent } from "../../src/Domain/AgentEvent.js"
 import { ChangeEvent } from "../../src/Domain/ChangeEvent.js"
-import type { FeedItem, ResetReason } from "../../src/Domain/FeedItem.js"
+import { type FeedItem, type ResetReason, wireJson } from "../../src/Domain/FeedItem.js"
 import {
   delivered,
   Env,
@@ -76,7 +76,7 @@ const linesAsChanges = (
 ): Stream.Stream<FeedItem<AgentEvent>, unknown> =>
   Stream.map(feed.changeLines(options), (item) => {
     if (item._tag !== "Change") return item
-    const change = decodeLine(new TextDecoder().decode(item.line))
+    const change = decodeLine(new TextDecoder().decode(wireJson(item)))
     assert.strictEqual(change.seq, item.seq, "a line's seq is the seq it is delivered at")
     assert.strictEqual(change.session_id, item.sessionId, "a line's session is the session it is delivered with")
     return { _tag: "Change" as const, change }

@@ -3,19 +3,35 @@
  * peek used to skip lines below a cursor, and byte offsets across chunks and multi-byte UTF-8.
  */
 import { describe, it, assert } from "@effect/vitest"
+import { FastCheck as fc } from "effect"
+import { crc32 } from "node:zlib"
 import {
+  bodyAt,
   ByteLineSplitter,
+  envelopeSeq,
+  hasControlByte,
   lineAt,
   LineSplitter,
   makeLineCodec,
-  peekEnvelope,
   peekSeq,
   peekSeqBytes,
+  readInPlace,
+  readParsed,
+  verifyChecksum,
   type Line
 } from "../../src/Journal/Lines.js"
 import { Note } from "../support/Notes.js"
 
 const bytes = (text: string) => new TextEncoder().encode(text)
+
+/** A line as written here: `wire` with the checksum field before its closing brace. */
+const withChecksum = (wire: string) => {
+  const checked = wire.slice(0, -1)
+  return `${checked},"crc":"${crc32(checked).toString(16).padStart(8, "0")}"}`
+}
+
+/** A line as the text splitter gives it. */
+const line = (text: string, offset: number): Line => ({ text, bytes: bytes(text), offset })
 
 /** Feeds `data` to a splitter in pieces of `size` bytes; answers every line (the data must be valid UTF-8). */
 const splitInPieces = (data: Uint8Array, size: number): { lines: Array<Line>; splitter: LineSplitter } => {
@@ -49,34 +65,124 @@ describe("Lines", () => {
     })
   })
 
-  describe("peekEnvelope", () => {
-    it("reads_seq_and_session_in_place_from_a_line_written_here", () => {
+  describe("readInPlace", () => {
+    it("reads_seq_session_key_and_body_in_place_from_a_line_written_here", () => {
       const codec = makeLineCodec(Note)
       const encoded = codec.encodeBatch([
         { seq: 41, ts: "2026-11-27T10:00:00.123Z", session_id: "s\u00e9", event: { type: "note", text: "a" } },
-        { seq: 42, ts: "2026-11-27T10:00:00.123Z", event: { type: "blip", text: "b" } }
+        { seq: 42, ts: "2026-11-27T10:00:00.123Z", event: { type: "blip", text: "b" }, key: "req-7:0" }
       ])
       const [first, second] = [lineAt(encoded, 0), lineAt(encoded, 1)]
-      assert.deepStrictEqual(peekEnvelope(first), { _tag: "Change", seq: 41, sessionId: "s\u00e9", line: first })
-      assert.deepStrictEqual(peekEnvelope(second), { _tag: "Change", seq: 42, sessionId: undefined, line: second })
-      assert.strictEqual(peekSeqBytes(lineAt(encoded, 1)), 42)
+      assert.deepStrictEqual(readInPlace(first), {
+        _tag: "Change",
+        seq: 41,
+        sessionId: "s\u00e9",
+        body: bodyAt(encoded, 0),
+        key: undefined
+      })
+      assert.deepStrictEqual(readInPlace(second), {
+        _tag: "Change",
+        seq: 42,
+        sessionId: undefined,
+        body: bodyAt(encoded, 1),
+        key: "req-7:0"
+      })
+      const body = readInPlace(second) as { body: Uint8Array }
+      assert.strictEqual(body.body.buffer, second.buffer, "the body is a view of the line, not a copy")
+      assert.strictEqual(
+        new TextDecoder().decode(body.body) + "}",
+        `{"seq":42,"ts":"2026-11-27T10:00:00.123Z","event":{"type":"blip","text":"b"}}`
+      )
+      assert.strictEqual(peekSeqBytes(second), 42)
     })
 
-    it("answers_undefined_for_any_other_layout_or_a_broken_envelope", () => {
-      for (const line of [
+    it("answers_why_when_the_checksum_fails", () => {
+      const codec = makeLineCodec(Note)
+      const line = lineAt(codec.encodeBatch([{ seq: 1, ts: "t", event: { type: "note", text: "hello" } }]), 0)
+      const changed = line.slice()
+      changed[changed.indexOf(0x68 /* h */)] = 0x6a // a changed character inside a string: still valid JSON
+      assert.include(readInPlace(changed) as string, "checksum mismatch")
+      const upper = new TextEncoder().encode(new TextDecoder().decode(line).toUpperCase())
+      assert.strictEqual(readInPlace(upper), undefined, "not this layout at all (`SEQ`): parsed in full instead")
+      const badDigits = line.slice()
+      badDigits[badDigits.length - 3] = 0x47 // G
+      assert.strictEqual(readInPlace(badDigits), "field `crc` is not 8 lowercase hex digits")
+    })
+
+    it("answers_undefined_for_a_line_without_a_checksum_which_nothing_vouches_for", () => {
+      assert.strictEqual(
+        readInPlace(bytes(`{"seq":3,"ts":"t","session_id":"s1","event":{"type":"note","text":"x"}}`)),
+        undefined
+      )
+    })
+
+    it("answers_undefined_for_a_checksummed_line_of_another_layout_or_one_that_could_break_a_frame", () => {
+      // Lines written by hand with a checksum that holds: what is not this layout, or holds a raw
+      // control byte, is left to the parser.
+      for (const wire of [
         `{"ts":"t","seq":1,"event":{}}`, // another key order
-        `{"seq":1,"ts":"t","session_id":"a\\"b","event":{}}`, // an escaped session id: parse in full
+        `{"seq":1,"ts":"t","session_id":"a\\"b","event":{}}`, // an escaped session id
         `{"seq":0,"ts":"t","event":{}}`,
-        `{"seq":1,"ts":"t","event":{"type":"x"}`, // cut short, still ending in a brace
-        `{"seq":1,"ts":"t","event":{"type":"x"}}{"seq":2,"ts":"t","event":{}}`, // two lines run together
-        `{"seq":1,"ts":"t","event":{"type":"x\\"}}`, // a string left open by an escaped quote
-        `{"seq":1,"ts":"t"}`,
-        `{"seq":1,"ts":"t,"event":{}}`,
-        `{"seq":1,"ts":"t","sessionid":"s","event":{}}`,
-        ""
+        `{"seq":1,"ts":"t","event":{"type":"note","text":"a\rb"}}`, // a raw CR in a string
+        `{"seq":1,"ts":"t","event":{"type":"note","text":"a\u0001b"}}`, // any raw control byte
+        `{"seq":1,"ts":"t","event":{},"key":"a b"}` // a key this codec never writes
       ]) {
-        assert.strictEqual(peekEnvelope(bytes(line)), undefined, line)
+        assert.strictEqual(readInPlace(bytes(withChecksum(wire))), undefined, JSON.stringify(wire))
       }
+    })
+  })
+
+  describe("readParsed", () => {
+    it("reads_a_line_of_the_original_with_its_own_bytes_as_body", () => {
+      const original = bytes(`{"seq":3,"ts":"t","session_id":"s1","event":{"type":"future","n":12345678901234567890}}`)
+      const item = readParsed(original)
+      assert.deepStrictEqual(item, {
+        _tag: "Change",
+        seq: 3,
+        sessionId: "s1",
+        body: original.subarray(0, original.length - 1),
+        key: undefined
+      })
+      assert.strictEqual((item as { body: Uint8Array }).body.buffer, original.buffer, "a view, digits and all")
+    })
+
+    it("answers_why_a_line_is_invalid_as_read_does", () => {
+      for (const [line, reason] of [
+        [`{"seq":1,"ts":"t","event":{"type":"x"}`, "invalid JSON"], // cut short, still ending in a brace
+        [`{"seq":1,"ts":"t","event":{"type":"x"}}{"seq":2,"ts":"t","event":{}}`, "invalid JSON"],
+        [`{"seq":1,"ts":"t","event":{"type":"x\\"}}`, "invalid JSON"],
+        [`{"seq":1,"ts":"t","event":{"type":"note","text":"a\rb"}}`, "invalid JSON"],
+        [`{"seq":1,"ts":"t","event":{"type":"note";"text":"ab"}}`, "invalid JSON"], // one flipped bit
+        [`{"seq":1,"ts":"t","event":{"type":"note","text":"a\\qb"}}`, "invalid JSON"],
+        [`{"seq":0,"ts":"t","event":{}}`, "field `seq` is not a positive integer"],
+        [`{"seq":1,"ts":"t"}`, "field `event` is not an object"],
+        [`{"seq":1,"ts":"t","event":{},"key":7}`, "field `key` is not an idempotency key"]
+      ] as const) {
+        assert.include(readParsed(bytes(line)) as string, reason, line)
+      }
+    })
+
+    it("encodes_the_body_anew_where_the_line_cannot_be_served_as_it_is", () => {
+      const decoder = new TextDecoder()
+      const wire = (line: string) => decoder.decode((readParsed(bytes(line)) as { body: Uint8Array }).body) + "}"
+      // A CR between tokens is JSON, but not something to put in a frame.
+      assert.strictEqual(
+        wire(`{"seq":1,"ts":"t",\r"event":{"type":"note","text":"x"}}`),
+        `{"seq":1,"ts":"t","event":{"type":"note","text":"x"}}`
+      )
+      assert.strictEqual(
+        wire(`{"ts":"t","event":{"type":"note"},"session_id":"a\\"b","seq":2}`),
+        `{"seq":2,"ts":"t","session_id":"a\\"b","event":{"type":"note"}}`
+      )
+    })
+
+    it("escapes_raw_line_separators_of_a_line_written_before_they_were", () => {
+      const original = `{"seq":3,"ts":"t","event":{"type":"note","text":"a\u2028b\u2029c"}}`
+      const item = readParsed(bytes(original)) as { body: Uint8Array }
+      assert.strictEqual(
+        new TextDecoder().decode(item.body) + "}",
+        `{"seq":3,"ts":"t","event":{"type":"note","text":"a\\u2028b\\u2029c"}}`
+      )
     })
   })
 
@@ -94,7 +200,7 @@ describe("Lines", () => {
           const b = raw.push(data.subarray(i, i + size))
           if (!Array.isArray(a) || !Array.isArray(b)) return assert.fail("unexpected invalid UTF-8")
           expected.push(...a)
-          got.push(...b.map((line) => ({ text: decoder.decode(line.bytes), offset: line.offset })))
+          got.push(...b.map((l) => ({ text: decoder.decode(l.bytes), bytes: l.bytes, offset: l.offset })))
         }
         assert.deepStrictEqual(got, expected, `pieces of ${size} bytes`)
         assert.strictEqual(raw.pending, 4)
@@ -118,11 +224,11 @@ describe("Lines", () => {
     const text = 'a\u20acb\nxyz\n\u{1F600}\n{"k":"\u00e9"}\nlast\n'
     const data = bytes(text)
     const expected: Array<Line> = [
-      { text: "a\u20acb", offset: 0 }, // 1 + 3 + 1 bytes + newline
-      { text: "xyz", offset: 6 },
-      { text: "\u{1F600}", offset: 10 }, // 4 bytes
-      { text: '{"k":"\u00e9"}', offset: 15 }, // 10 bytes
-      { text: "last", offset: 26 }
+      line("a\u20acb", 0), // 1 + 3 + 1 bytes + newline
+      line("xyz", 6),
+      line("\u{1F600}", 10), // 4 bytes
+      line('{"k":"\u00e9"}', 15), // 10 bytes
+      line("last", 26)
     ]
 
     it("gives_byte_offsets_with_multi_byte_utf8_for_every_chunk_size", () => {
@@ -136,71 +242,150 @@ describe("Lines", () => {
 
     it("holds_back_an_incomplete_last_line", () => {
       const splitter = new LineSplitter()
-      assert.deepStrictEqual(splitter.push(bytes("one\ntw")), [{ text: "one", offset: 0 }])
+      assert.deepStrictEqual(splitter.push(bytes("one\ntw")), [line("one", 0)])
       assert.strictEqual(splitter.pending, 2)
       assert.strictEqual(splitter.offset, 4)
       assert.deepStrictEqual(splitter.push(bytes("o")), [])
       assert.strictEqual(splitter.pending, 3)
-      assert.deepStrictEqual(splitter.push(bytes("\nthree\n")), [
-        { text: "two", offset: 4 },
-        { text: "three", offset: 8 }
-      ])
+      assert.deepStrictEqual(splitter.push(bytes("\nthree\n")), [line("two", 4), line("three", 8)])
       assert.strictEqual(splitter.pending, 0)
       assert.strictEqual(splitter.offset, 14)
     })
 
     it("counts_offsets_from_the_start_offset", () => {
       const splitter = new LineSplitter(100)
-      assert.deepStrictEqual(splitter.push(bytes("ab\n\u00e9\n")), [
-        { text: "ab", offset: 100 },
-        { text: "\u00e9", offset: 103 }
-      ])
+      assert.deepStrictEqual(splitter.push(bytes("ab\n\u00e9\n")), [line("ab", 100), line("\u00e9", 103)])
       assert.strictEqual(splitter.offset, 106)
     })
 
     it("reports_the_line_that_is_not_utf8_with_the_lines_before_it", () => {
       const splitter = new LineSplitter()
-      assert.deepStrictEqual(splitter.push(bytes("ok\n\u00e9\n")), [
-        { text: "ok", offset: 0 },
-        { text: "\u00e9", offset: 3 }
-      ])
+      assert.deepStrictEqual(splitter.push(bytes("ok\n\u00e9\n")), [line("ok", 0), line("\u00e9", 3)])
       const data = new Uint8Array([...bytes("good\n\u00e9!\n"), 0x7b, 0xff, 0xfe, 0x7d, 0x0a, ...bytes("after\n")])
       assert.deepStrictEqual(splitter.push(data), {
         invalidUtf8At: 6 + 9, // "good\n" 5 bytes, "é!\n" 4 bytes
-        lines: [
-          { text: "good", offset: 6 },
-          { text: "\u00e9!", offset: 11 }
-        ]
+        lines: [line("good", 6), line("\u00e9!", 11)]
       })
       // The bad line first in the chunk: no lines before it.
       assert.deepStrictEqual(new LineSplitter(7).push(new Uint8Array([0xc3, 0x0a])), { invalidUtf8At: 7, lines: [] })
       // A multi-byte character split across chunks is not mistaken for invalid UTF-8.
       const split = new LineSplitter()
       assert.deepStrictEqual(split.push(new Uint8Array([0x61, 0xc3])), [])
-      assert.deepStrictEqual(split.push(new Uint8Array([0xa9, 0x0a])), [{ text: "a\u00e9", offset: 0 }])
+      assert.deepStrictEqual(split.push(new Uint8Array([0xa9, 0x0a])), [line("a\u00e9", 0)])
     })
 
     it("keeps_a_byte_order_mark_so_the_line_fails_to_parse", () => {
       const splitter = new LineSplitter()
-      assert.deepStrictEqual(splitter.push(bytes("\uFEFF{}\nx\n")), [
-        { text: "\uFEFF{}", offset: 0 },
-        { text: "x", offset: 6 }
-      ])
+      assert.deepStrictEqual(splitter.push(bytes("\uFEFF{}\nx\n")), [line("\uFEFF{}", 0), line("x", 6)])
     })
 
     it("returns_empty_lines_as_lines", () => {
-      assert.deepStrictEqual(new LineSplitter().push(bytes("\n\na\n")), [
-        { text: "", offset: 0 },
-        { text: "", offset: 1 },
-        { text: "a", offset: 2 }
-      ])
+      assert.deepStrictEqual(new LineSplitter().push(bytes("\n\na\n")), [line("", 0), line("", 1), line("a", 2)])
     })
+  })
+
+  describe("both reads agree", () => {
+    const codec = makeLineCodec(Note)
+    const fatal = new TextDecoder("utf-8", { fatal: true })
+    const text = fc.string({ unit: "grapheme", maxLength: 40 })
+    const stored = fc.record({
+      seq: fc.integer({ min: 1, max: 1_000_000 }),
+      session: fc.option(text, { nil: undefined }),
+      text,
+      key: fc.option(fc.stringMatching(/^[A-Za-z0-9._:-]{1,16}$/), { nil: undefined }),
+      // Lines of the original carry no checksum (nor key).
+      original: fc.boolean()
+    })
+    const damage = fc.oneof(
+      fc.record({ kind: fc.constant("replace" as const), at: fc.nat(), byte: fc.integer({ min: 0, max: 255 }) }),
+      fc.record({ kind: fc.constant("flip" as const), at: fc.nat(), bit: fc.integer({ min: 0, max: 7 }) }),
+      fc.record({ kind: fc.constant("delete" as const), at: fc.nat(), byte: fc.constant(0) }),
+      fc.record({ kind: fc.constant("insert" as const), at: fc.nat(), byte: fc.integer({ min: 0, max: 255 }) })
+    )
+
+    /** The line of `e`, as written here or by the original. */
+    const lineOf = (e: typeof stored extends fc.Arbitrary<infer T> ? T : never): Uint8Array => {
+      const change = {
+        seq: e.seq,
+        ts: "2026-11-27T10:00:00.000Z",
+        ...(e.session === undefined ? {} : { session_id: e.session }),
+        event: { type: "note" as const, text: e.text },
+        ...(e.key === undefined ? {} : { key: e.key })
+      }
+      if (!e.original) return lineAt(codec.encodeBatch([change]), 0).slice()
+      const { key: _key, ...wire } = change
+      return bytes(JSON.stringify(wire))
+    }
+
+    it.prop(
+      "a_damaged_line_is_refused_by_readLines_whenever_read_refuses_it_and_served_as_the_json_read_sees",
+      [stored, fc.array(damage, { maxLength: 3 })],
+      ([e, damages]) => {
+        let line = lineOf(e)
+        for (const d of damages) {
+          const at = d.at % (line.length + 1)
+          const next = Array.from(line)
+          if (d.kind === "replace" && at < line.length) next[at] = d.byte
+          if (d.kind === "flip" && at < line.length) next[at] = next[at]! ^ (1 << d.bit)
+          if (d.kind === "delete") next.splice(at, 1)
+          if (d.kind === "insert") next.splice(at, 0, d.byte)
+          // A newline would make two lines of one; the splitter hands each on alone.
+          line = Uint8Array.from(next.filter((b) => b !== 0x0a))
+        }
+        let lineText: string
+        try {
+          lineText = fatal.decode(line)
+        } catch {
+          return // not UTF-8: both reads refuse the line before either looks at it
+        }
+        const decoded = codec.decodeLine(lineText, line)
+        const raw = readInPlace(line) ?? readParsed(line)
+        // `readLines` does not judge the event against the schema; everything else it judges alike.
+        const envelope = envelopeSeq(line)
+        assert.strictEqual(typeof raw === "string", typeof envelope === "string", JSON.stringify(lineText))
+        if (typeof decoded !== "string") assert.notStrictEqual(typeof raw, "string", JSON.stringify(lineText))
+        if (typeof raw === "string") return
+        const wire = new TextDecoder().decode(raw.body) + "}"
+        assert.notMatch(wire, /[\u0000-\u001f\u2028\u2029]/, "nothing that breaks a frame or a line reader")
+        // The change's fields as the line holds them (a field no reader knows is not the change's).
+        const parsed = JSON.parse(lineText)
+        const expected =
+          typeof parsed.session_id === "string"
+            ? { seq: parsed.seq, ts: parsed.ts, session_id: parsed.session_id, event: parsed.event }
+            : { seq: parsed.seq, ts: parsed.ts, event: parsed.event }
+        assert.deepStrictEqual(JSON.parse(wire), expected, "the wire JSON is the line's change")
+        assert.strictEqual(raw.seq, parsed.seq)
+        assert.strictEqual(raw.key, parsed.key)
+      },
+      { fastCheck: { numRuns: 2000 } }
+    )
+
+    it.prop(
+      "has_control_byte_finds_every_byte_below_0x20_but_a_newline_at_any_alignment",
+      [fc.uint8Array({ maxLength: 64 }), fc.nat({ max: 7 })],
+      ([data, offset]) => {
+        const buffer = new Uint8Array(data.length + offset)
+        buffer.set(data, offset)
+        const view = buffer.subarray(offset)
+        assert.strictEqual(
+          hasControlByte(view),
+          data.some((b) => b < 0x20 && b !== 0x0a)
+        )
+      },
+      { fastCheck: { numRuns: 2000 } }
+    )
   })
 
   describe("LineCodec", () => {
     const codec = makeLineCodec(Note)
 
-    it("encodes_a_batch_in_the_original_line_format", () => {
+    /** A line as written here: the wire JSON, the key if any, and the CRC-32 of what precedes the checksum. */
+    const stored = (wire: string, key?: string) => {
+      const checked = wire.slice(0, -1) + (key === undefined ? "" : `,"key":"${key}"`)
+      return `${checked},"crc":"${crc32(checked).toString(16).padStart(8, "0")}"}`
+    }
+
+    it("encodes_a_batch_in_the_original_line_format_with_key_and_checksum_after_the_event", () => {
       const encoded = codec.encodeBatch([
         {
           seq: 1,
@@ -208,15 +393,57 @@ describe("Lines", () => {
           session_id: "s1",
           event: { type: "note", session: "s1", text: "\u00e9" }
         },
-        { seq: 2, ts: "2026-11-27T10:00:00.124Z", event: { type: "blip", text: "b" } }
+        { seq: 2, ts: "2026-11-27T10:00:00.124Z", event: { type: "blip", text: "b" }, key: "K.1_a:b-c" }
       ])
-      const first = `{"seq":1,"ts":"2026-11-27T10:00:00.123Z","session_id":"s1","event":{"type":"note","session":"s1","text":"\u00e9"}}`
-      const second = `{"seq":2,"ts":"2026-11-27T10:00:00.124Z","event":{"type":"blip","text":"b"}}`
+      const firstWire = `{"seq":1,"ts":"2026-11-27T10:00:00.123Z","session_id":"s1","event":{"type":"note","session":"s1","text":"\u00e9"}}`
+      const secondWire = `{"seq":2,"ts":"2026-11-27T10:00:00.124Z","event":{"type":"blip","text":"b"}}`
+      const [first, second] = [stored(firstWire), stored(secondWire, "K.1_a:b-c")]
+      assert.match(first, /,"crc":"[0-9a-f]{8}"\}$/)
       const decoder = new TextDecoder()
       assert.strictEqual(decoder.decode(encoded.bytes), `${first}\n${second}\n`)
       assert.strictEqual(decoder.decode(lineAt(encoded, 0)), first, "each event's line, as written")
       assert.strictEqual(decoder.decode(lineAt(encoded, 1)), second)
+      assert.strictEqual(decoder.decode(bodyAt(encoded, 0)) + "}", firstWire, "each event's body: its wire JSON")
+      assert.strictEqual(decoder.decode(bodyAt(encoded, 1)) + "}", secondWire, "the key is not part of it")
       assert.strictEqual(codec.encodeBatch([]).bytes.length, 0)
+      // The original reads such a line as the same ChangeEvent: the fields it does not know it ignores.
+      const parsed = JSON.parse(second)
+      assert.deepStrictEqual(Object.keys(parsed), ["seq", "ts", "event", "key", "crc"])
+    })
+
+    it("escapes_line_separators_in_new_lines_as_the_same_json", () => {
+      const encoded = codec.encodeBatch([{ seq: 1, ts: "t", event: { type: "note", text: "a\u2028b\u2029c" } }])
+      const line = new TextDecoder().decode(lineAt(encoded, 0))
+      assert.notInclude(line, "\u2028")
+      assert.notInclude(line, "\u2029")
+      assert.include(line, "a\\u2028b\\u2029c")
+      assert.deepStrictEqual(codec.decodeLine(line), {
+        seq: 1,
+        ts: "t",
+        event: { type: "note", text: "a\u2028b\u2029c" }
+      })
+    })
+
+    it("refuses_a_key_it_cannot_store_as_it_is", () => {
+      for (const key of ["", 'a"b', "a b", "x".repeat(129), "\u00e9"]) {
+        assert.throws(
+          () => codec.encodeBatch([{ seq: 1, ts: "t", event: { type: "note", text: "x" }, key }]),
+          /idempotency key/
+        )
+      }
+    })
+
+    it("decodes_the_key_and_verifies_the_checksum", () => {
+      const line = stored(`{"seq":3,"ts":"t","event":{"type":"note","text":"x"}}`, "k1")
+      assert.deepStrictEqual(codec.decodeLine(line), { seq: 3, ts: "t", event: { type: "note", text: "x" }, key: "k1" })
+      assert.include(codec.decodeLine(line.replace('"x"', '"y"')) as string, "checksum mismatch")
+      assert.strictEqual(verifyChecksum(bytes(`{"seq":3,"ts":"t","event":{}}`)), -1, "no checksum to check")
+      assert.strictEqual(
+        codec.decodeLine(`{"crc":"00000000","seq":3,"ts":"t","event":{"type":"note","text":"x"}}`),
+        "field `crc` is not at the end of the line"
+      )
+      assert.strictEqual(envelopeSeq(bytes(line)), 3)
+      assert.include(envelopeSeq(bytes(line.replace('"x"', '"y"'))) as string, "checksum mismatch")
     })
 
     it("decodes_a_line_and_leaves_an_absent_session_id_absent", () => {

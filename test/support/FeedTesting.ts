@@ -166,12 +166,13 @@ export const journaled = <A>(feed: ChangeFeed.ChangeFeedService<A>, since = 0) =
  * Every line of every segment file in `directory`, parsed, in file order: what is on disk,
  * independent of the journal's reader. Fails the test on a partial last line.
  */
-export const linesOnDisk = (directory: string) =>
+/** Every line of the segment files in `directory`, parsed as stored (the journal's own fields included). */
+export const storedLinesOnDisk = (directory: string) =>
   Effect.gen(function* () {
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
     const names = (yield* fs.readDirectory(directory)).filter((name) => /^events-\d{20}\.jsonl$/.test(name)).sort()
-    const lines: Array<ChangeEvent<AgentEvent>> = []
+    const lines: Array<ChangeEvent<AgentEvent> & { readonly key?: string; readonly crc?: string }> = []
     for (const name of names) {
       const text = yield* fs.readFileString(path.join(directory, name))
       assert.isTrue(text === "" || text.endsWith("\n"), `${name} ends with a partial line: ${JSON.stringify(text)}`)
@@ -179,6 +180,12 @@ export const linesOnDisk = (directory: string) =>
     }
     return lines
   })
+
+/** The changes the segment files in `directory` hold, without the journal's own fields (the key, the checksum). */
+export const linesOnDisk = (directory: string) =>
+  Effect.map(storedLinesOnDisk(directory), (lines) =>
+    lines.map(({ key: _key, crc: _crc, ...change }): ChangeEvent<AgentEvent> => change)
+  )
 
 // ---------------------------------------------------------------------------------------------------------------
 // Events and items
