@@ -449,6 +449,128 @@ describe("a clock that jumps", () => {
 })
 
 // ---------------------------------------------------------------------------------------------------------------
+// Events of about 1 MB
+// ---------------------------------------------------------------------------------------------------------------
+
+const megabyte = "x".repeat(1_000_000)
+/** An event of about 1 MB (its content), each under the HTTP body limit. */
+const large = (i: number): AgentEvent => ({
+  type: "message_appended",
+  session_id: "s",
+  message_id: `m${i}`,
+  role: "user",
+  content: megabyte
+})
+const messageIds = (events: ReadonlyArray<{ readonly event: AgentEvent }>) =>
+  events.map(({ event }) => (event.type === "message_appended" ? event.message_id : event.type))
+
+describe("events of about 1 MB", () => {
+  it.scopedLive(
+    "the_live_buffer_never_holds_more_than_its_byte_budget_and_a_reader_it_slid_past_catches_up_from_the_journal",
+    () =>
+      Effect.gen(function* () {
+        const directory = yield* tempDir
+        const budget = 16 * MiB
+        const { feed } = yield* openFeed(directory, { fsync: "never", liveBufferBytes: budget })
+        // One reader that stops reading once attached, one that keeps up.
+        const stalled = yield* Stream.toPull(feed.changes({ since: 0 }))
+        assert.deepStrictEqual(Chunk.toArray(yield* stalled), [{ _tag: "CaughtUp", seq: 0 }])
+        const following = yield* follow(feed.changes({ since: 0 }))
+
+        const count = 40
+        let most = 0
+        for (let i = 1; i <= count; i++) {
+          yield* feed.publish(undefined, large(i))
+          most = Math.max(most, (yield* feed.status).liveBytes)
+        }
+        const status = yield* feed.status
+        assert.isAtMost(most, budget, "the live buffer's bytes stayed within its budget")
+        assert.isAbove(most, budget / 2, "and it was used")
+        assert.isBelow(status.liveEvents, count, "it let go of its oldest events")
+
+        // Resumed, the stalled reader finds the buffer slid past it and reads the journal.
+        const items: Array<FeedItem<AgentEvent>> = []
+        while (changeSeqs(items).length < count) items.push(...(yield* stalled))
+        assert.deepStrictEqual(changeSeqs(items), range(1, count))
+        assert.isFalse(
+          items.some((item) => item._tag === "Reset"),
+          "caught up from the journal, no reset"
+        )
+        yield* eventually("the following reader has everything", () => following.seqs().length === count)
+        assert.deepStrictEqual(following.seqs(), range(1, count))
+      }).pipe(Effect.provide(Env)),
+    120_000
+  )
+
+  it.scopedLive(
+    "the_intake_never_holds_more_than_its_byte_budget_record_drops_past_it_and_publish_is_refused_as_busy",
+    () =>
+      Effect.gen(function* () {
+        const directory = yield* tempDir
+        const faults = yield* FaultInjector
+        const budget = 16 * MiB
+        const { feed } = yield* openFeed(directory, { queueBytes: budget, retryBaseMs: 20, retryMaxMs: 20 })
+        faults.failWrites(Number.POSITIVE_INFINITY)
+        yield* feed.record(undefined, large(1))
+        // The writer holds its batch in retry (its bytes still count); the queue behind it fills up.
+        yield* eventually("the writer is stuck", () => faults.writeFailures >= 1)
+        let most = 0
+        for (let i = 2; i <= 60; i++) {
+          yield* feed.record(undefined, large(i))
+          most = Math.max(most, (yield* feed.status).queuedBytes)
+        }
+        assert.isAtMost(most, budget, "the intake's bytes stayed within its budget")
+        const accepted = 60 - (yield* feed.droppedCount)
+        assert.isAtLeast(accepted, 4, "as many as fit were taken")
+        assert.isAtMost(accepted, 8, "each counts at least 2 MB (its content as UTF-16)")
+
+        const error = yield* Effect.flip(feed.publish(undefined, large(0), { timeoutMs: 50 }))
+        assert.strictEqual(error._tag, "FeedBusy")
+
+        faults.heal()
+        yield* eventually(
+          "everything accepted is journaled",
+          Effect.map(feed.headSeq, (head) => head === accepted)
+        )
+        yield* eventually(
+          "the intake is empty",
+          Effect.map(feed.status, (s) => s.queuedBytes === 0)
+        )
+        assert.deepStrictEqual(
+          messageIds(yield* journaled(feed)),
+          range(1, accepted).map((i) => `m${i}`)
+        )
+      }).pipe(Effect.provide(FaultyEnv)),
+    120_000
+  )
+
+  it.scopedLive("the_writer_caps_a_batch_by_bytes_and_journals_a_backlog_of_large_events_in_several_writes", () =>
+    Effect.gen(function* () {
+      const directory = yield* tempDir
+      const faults = yield* FaultInjector
+      const { feed } = yield* openFeed(directory, { maxBatchBytes: 4 * MiB, retryBaseMs: 20, retryMaxMs: 20 })
+      faults.failWrites(Number.POSITIVE_INFINITY)
+      yield* feed.record(undefined, large(1))
+      yield* eventually("the writer is stuck", () => faults.writeFailures >= 1)
+      for (let i = 2; i <= 13; i++) yield* feed.record(undefined, large(i))
+      assert.strictEqual(yield* feed.droppedCount, 0)
+      const writesBefore = faults.writes
+      faults.heal()
+      yield* eventually(
+        "the backlog is journaled",
+        Effect.map(feed.headSeq, (head) => head === 13)
+      )
+      // The stuck event, then 12 queued ones of about 2 MB each by the estimate: two per batch.
+      assert.strictEqual(faults.writes - writesBefore, 1 + 6)
+      assert.deepStrictEqual(
+        messageIds(yield* journaled(feed)),
+        range(1, 13).map((i) => `m${i}`)
+      )
+    }).pipe(Effect.provide(FaultyEnv))
+  )
+})
+
+// ---------------------------------------------------------------------------------------------------------------
 // Readers that stop reading
 // ---------------------------------------------------------------------------------------------------------------
 
