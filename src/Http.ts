@@ -25,12 +25,14 @@ import {
   Either,
   Fiber,
   Layer,
+  Metric,
   Option,
   Queue,
   Redacted,
   Stream
 } from "effect"
 import { FeedApi, Authorization } from "./Api.js"
+import { BufferBudget } from "./BufferBudget.js"
 import * as ChangeFeed from "./ChangeFeed.js"
 import { AgentEvent, decodeAgentEvent } from "./Domain/AgentEvent.js"
 import { ChangeEvent } from "./Domain/ChangeEvent.js"
@@ -51,7 +53,16 @@ export interface HttpOptions {
   readonly maxBodyBytes?: number | undefined
   /** Most events in one POST (default 1000). */
   readonly maxBatchEvents?: number | undefined
+  /**
+   * Most bytes of frames one stream connection holds for a client that reads slower than the
+   * feed moves (default 1 MiB); past it the connection stops reading the feed until the client
+   * catches up (and then catches up from the journal).
+   */
+  readonly streamBufferBytes?: number | undefined
 }
+
+/** Bytes of frames held by the open stream connections, summed (each holds at most `streamBufferBytes`). */
+export const streamBufferedBytes = Metric.gauge("change_feed_stream_buffered_bytes")
 
 /** Completed when the server begins to shut down, so open streams end and the server can close. */
 export class StreamsShutdown extends Context.Tag("effect-change-feed/StreamsShutdown")<
@@ -190,18 +201,30 @@ const connectionBody = (
     readonly first: Uint8Array
     readonly keepalive: Uint8Array
     readonly keepaliveMs: number
+    readonly maxBufferedBytes: number
     readonly shutdown: Effect.Effect<void>
   }
 ): Stream.Stream<Uint8Array> =>
   Stream.unwrapScoped(
     Effect.gen(function* () {
-      // `null` marks the end of the frames: what was queued before it is still sent. Small, since
-      // each entry can be a large run of frames and a client that stops reading keeps it full.
-      const queue = yield* Effect.acquireRelease(Queue.bounded<Uint8Array | null>(4), Queue.shutdown)
-      yield* Queue.offer(queue, options.first)
+      // `null` marks the end of the frames: what was queued before it is still sent. Bounded in
+      // entries and in bytes, since each entry can be a large run of frames and a client that
+      // stops reading keeps it full.
+      const budget = new BufferBudget(4, options.maxBufferedBytes, (delta) =>
+        streamBufferedBytes.unsafeModify(delta, [])
+      )
+      const queue = yield* Effect.acquireRelease(Queue.unbounded<Uint8Array | null>(), (queue) =>
+        Effect.zipRight(
+          Queue.shutdown(queue),
+          Effect.sync(() => budget.close())
+        )
+      )
+      const offer = (bytes: Uint8Array | null) =>
+        Effect.zipRight(budget.take(bytes?.length ?? 0), Queue.offer(queue, bytes))
+      yield* offer(options.first)
       yield* frames.pipe(
-        Stream.runForEachChunk((chunk) => Queue.offerAll(queue, chunk)),
-        Effect.zipRight(Queue.offer(queue, null)),
+        Stream.runForEachChunk((chunk) => Effect.forEach(chunk, offer, { discard: true })),
+        Effect.zipRight(offer(null)),
         // A reader that dies ends the connection rather than leaving it open and silent.
         Effect.catchAllDefect((defect) =>
           Effect.zipRight(Effect.logError("stream reader died", defect), Queue.shutdown(queue))
@@ -211,14 +234,20 @@ const connectionBody = (
         Effect.forkDaemon,
         Effect.tap((reader) => Effect.addFinalizer(() => Fiber.interruptFork(reader)))
       )
-      yield* Queue.offer(queue, options.keepalive).pipe(
+      yield* offer(options.keepalive).pipe(
         Effect.delay(Duration.millis(options.keepaliveMs)),
         Effect.forever,
         Effect.forkScoped
       )
       // Shutdown ends the connection at once, queued frames or not.
       yield* options.shutdown.pipe(Effect.zipRight(Queue.shutdown(queue)), Effect.forkScoped)
-      return Stream.fromQueue(queue).pipe(Stream.takeWhile((bytes): bytes is Uint8Array => bytes !== null))
+      return Stream.fromQueue(queue).pipe(
+        Stream.mapChunks((taken) => {
+          for (const bytes of taken) budget.release(bytes?.length ?? 0)
+          return taken
+        }),
+        Stream.takeWhile((bytes): bytes is Uint8Array => bytes !== null)
+      )
     })
   )
 
@@ -256,6 +285,7 @@ const FeedGroupLive = (options: HttpOptions) =>
               first: retryBytes,
               keepalive: keepaliveBytes,
               keepaliveMs,
+              maxBufferedBytes: options.streamBufferBytes ?? 1024 * 1024,
               shutdown: Deferred.await(shutdown)
             })
             return HttpServerResponse.stream(body, {

@@ -6,13 +6,15 @@
  */
 import { FileSystem, Path } from "@effect/platform"
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Chunk, Effect, Either, Fiber, Option, Stream, TestClock } from "effect"
+import { Cause, Chunk, Effect, Either, Fiber, Metric, Option, Stream, TestClock } from "effect"
+import * as Fs from "node:fs"
 import * as Http from "node:http"
 import * as V8 from "node:v8"
 import * as Vm from "node:vm"
 import type * as ChangeFeed from "../src/ChangeFeed.js"
 import type { AgentEvent } from "../src/Domain/AgentEvent.js"
 import type { FeedItem } from "../src/Domain/FeedItem.js"
+import { streamBufferedBytes } from "../src/Http.js"
 import { makeSseParser } from "../src/Http/Sse.js"
 import { JournalCorrupt } from "../src/Journal.js"
 import { startLoopback } from "../harness/Loopback.js"
@@ -616,13 +618,33 @@ const countingStream = (url: string) =>
     return state
   })
 
+/** The most the kernel can hold for one loopback connection (receive plus send buffer), from /proc when it says. */
+const socketBufferBytes = (): number => {
+  const max = (file: string) => {
+    try {
+      return Number(Fs.readFileSync(file, "utf8").trim().split(/\s+/)[2])
+    } catch {
+      return 0
+    }
+  }
+  const total = max("/proc/sys/net/ipv4/tcp_rmem") + max("/proc/sys/net/ipv4/tcp_wmem")
+  return Number.isFinite(total) && total > 0 ? total : 16 * MiB
+}
+
+const bufferedByStreams = Effect.map(Metric.value(streamBufferedBytes), (state) => state.value)
+
 describe("a client that stops reading", () => {
   it.scopedLive(
-    "an_sse_client_that_never_reads_slows_neither_the_writer_nor_other_readers_and_memory_stays_bounded",
+    "an_sse_client_that_never_reads_slows_neither_the_writer_nor_other_readers_and_its_connection_holds_at_most_its_budget",
     () =>
       Effect.gen(function* () {
         const directory = yield* tempDir
-        const server = yield* startLoopback({ directory, feed: { fsync: "never" } })
+        const budget = 1 * MiB
+        const server = yield* startLoopback({
+          directory,
+          feed: { fsync: "never" },
+          http: { streamBufferBytes: budget }
+        })
         const content = "x".repeat(1000)
         const events = (from: number, count: number): Array<AgentEvent> =>
           Array.from({ length: count }, (_, i) => ({
@@ -640,6 +662,7 @@ describe("a client that stops reading", () => {
         yield* publishInBatches(server.feed, events(1, warmup), 500)
         const baselineMs = Date.now() - started
 
+        const bufferedBefore = yield* bufferedByStreams
         const reader = yield* countingStream(stream)
         const stalled = yield* stalledStream(stream)
         assert.strictEqual(stalled.statusCode, 200)
@@ -647,23 +670,34 @@ describe("a client that stops reading", () => {
           "both clients are subscribed",
           Effect.map(server.feed.status, (s) => s.subscribers === 2)
         )
-        const memoryBefore = liveMemory()
 
-        // 60 MB of events: far more than any socket buffer, so a server that buffered for the
-        // stalled client would grow by about that much.
-        const total = 60_000
+        // Far more than the socket's buffers can take (32 MB more than this machine's kernel
+        // allows for one connection), so a server that buffered for the stalled client would
+        // hold tens of MB for it, whatever the machine's socket buffer sizes.
+        const total = Math.ceil((socketBufferBytes() + 32 * MiB) / content.length)
+        let mostBuffered = 0
+        const watching = yield* Effect.fork(
+          Effect.forever(
+            Effect.zipRight(
+              Effect.map(bufferedByStreams, (bytes) => (mostBuffered = Math.max(mostBuffered, bytes - bufferedBefore))),
+              Effect.sleep("5 millis")
+            )
+          )
+        )
         started = Date.now()
         yield* publishInBatches(server.feed, events(warmup + 1, total), 500)
         const stalledMs = Date.now() - started
         yield* eventually("the reading client has everything", () => reader.last === warmup + total, 120_000)
-        const growth = liveMemory() - memoryBefore
+        yield* Fiber.interrupt(watching)
+        // The reading client's connection is empty now: what is left is the stalled one's.
+        const heldForStalled = (yield* bufferedByStreams) - bufferedBefore
 
         assert.strictEqual(reader.holes, 0, "the reading client saw every seq in order")
-        assert.isBelow(
-          growth,
-          40 * MiB,
-          `memory grew by ${(growth / MiB).toFixed(1)} MiB while 60 MB went to a stalled client`
-        )
+        assert.isAbove(heldForStalled, 0, "the stalled client's connection holds frames it could not send")
+        assert.isAtMost(heldForStalled, budget, "the stalled client's connection holds at most its budget")
+        assert.isAtMost(mostBuffered, 2 * budget, "neither connection ever held more than its budget")
+        const status = yield* server.feed.status
+        assert.isAtMost(status.liveBytes, 32 * MiB, "the live buffer holds at most its budget")
         const perEventBaseline = baselineMs / warmup
         const perEventStalled = stalledMs / total
         assert.isBelow(
