@@ -79,8 +79,9 @@ export class BufferBudget {
     })
   }
 
-  /** Gives back what `tryTake` or `take` took, waking the takers that now fit. */
+  /** Gives back what `tryTake` or `take` took, waking the takers that now fit (nothing once closed). */
   release(bytes: number, items = 1): void {
+    if (this.closed) return
     this.heldItems -= items
     this.add(-bytes)
     for (const waiter of this.waiters) waiter()
