@@ -11,9 +11,9 @@ import {
   HttpServerResponse
 } from "@effect/platform"
 import { HttpIncomingMessage } from "@effect/platform"
-import { NodeContext, NodeHttpServer } from "@effect/platform-node"
+import { NodeContext, NodeHttpServer, NodeHttpServerRequest } from "@effect/platform-node"
 import * as Crypto from "node:crypto"
-import { createServer, type Server } from "node:http"
+import { createServer, type Server, type ServerResponse } from "node:http"
 import { fileURLToPath } from "node:url"
 import {
   Chunk,
@@ -203,6 +203,8 @@ const connectionBody = (
     readonly keepaliveMs: number
     readonly maxBufferedBytes: number
     readonly shutdown: Effect.Effect<void>
+    /** Cuts the connection if its client has stopped taking what was sent. */
+    readonly cutIfStalled: Effect.Effect<void>
   }
 ): Stream.Stream<Uint8Array> =>
   Stream.unwrapScoped(
@@ -239,8 +241,14 @@ const connectionBody = (
         Effect.forever,
         Effect.forkScoped
       )
-      // Shutdown ends the connection at once, queued frames or not.
-      yield* options.shutdown.pipe(Effect.zipRight(Queue.shutdown(queue)), Effect.forkScoped)
+      // Shutdown ends the connection at once, queued frames or not. One whose client has stopped
+      // reading is cut: the response would wait forever to send the rest, and the server's close
+      // would wait for it.
+      yield* options.shutdown.pipe(
+        Effect.zipRight(options.cutIfStalled),
+        Effect.zipRight(Queue.shutdown(queue)),
+        Effect.forkScoped
+      )
       return Stream.fromQueue(queue).pipe(
         Stream.mapChunks((taken) => {
           for (const bytes of taken) budget.release(bytes?.length ?? 0)
@@ -281,12 +289,19 @@ const FeedGroupLive = (options: HttpOptions) =>
                 )
               )
             )
+            // Undefined when the request is not served by Node's HTTP server (a web handler in tests).
+            const response: ServerResponse | undefined = NodeHttpServerRequest.toServerResponse(
+              yield* HttpServerRequest.HttpServerRequest
+            )
             const body = connectionBody(events, {
               first: retryBytes,
               keepalive: keepaliveBytes,
               keepaliveMs,
               maxBufferedBytes: options.streamBufferBytes ?? 1024 * 1024,
-              shutdown: Deferred.await(shutdown)
+              shutdown: Deferred.await(shutdown),
+              cutIfStalled: Effect.sync(() => {
+                if (response?.writableNeedDrain === true) response.destroy()
+              })
             })
             return HttpServerResponse.stream(body, {
               contentType: "text/event-stream",

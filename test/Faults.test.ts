@@ -710,6 +710,37 @@ describe("a client that stops reading", () => {
     180_000
   )
 
+  it.scopedLive("an_sse_client_that_never_reads_does_not_hold_up_the_servers_shutdown", () =>
+    Effect.gen(function* () {
+      const directory = yield* tempDir
+      const server = yield* startLoopback({ directory, feed: { fsync: "never" } })
+      const bufferedBefore = yield* bufferedByStreams
+      yield* stalledStream(`${server.url}/api/v1/stream`)
+      yield* eventually(
+        "the client is subscribed",
+        Effect.map(server.feed.status, (s) => s.subscribers === 1)
+      )
+      // More than the socket's buffers take: the server is left with frames it cannot send.
+      const content = "x".repeat(100_000)
+      const count = Math.ceil((socketBufferBytes() + 8 * MiB) / content.length)
+      const events = Array.from({ length: count }, (_, i): AgentEvent => ({
+        type: "message_appended",
+        session_id: "s",
+        message_id: `m${i}`,
+        role: "user",
+        content
+      }))
+      yield* publishInBatches(server.feed, events, 50)
+      yield* eventually(
+        "the connection holds frames it cannot send",
+        Effect.map(bufferedByStreams, (bytes) => bytes > bufferedBefore)
+      )
+
+      const closed = yield* server.close.pipe(Effect.disconnect, Effect.timeout("30 seconds"), Effect.option)
+      assert.isTrue(Option.isSome(closed), "the server closed with the stalled client connected")
+    }).pipe(Effect.provide(Env))
+  )
+
   it.scopedLive(
     "a_thousand_subscribers_some_stalled_do_not_hold_up_publishing_and_all_receive_everything_in_order",
     () =>
