@@ -49,16 +49,12 @@ interface Service {
 }
 
 const launched = new Set<Service>()
-// Never leave a process behind, whatever way a test ends.
+// Never leave a process behind, whatever way a test ends: each service has a process group of
+// its own, which also holds whatever it started (a server that outlived its parent included).
 afterEach(() => {
   for (const service of launched) {
     try {
       process.kill(-service.pid, "SIGKILL")
-    } catch {
-      // not a group of its own, or gone
-    }
-    try {
-      process.kill(service.pid, "SIGKILL")
     } catch {
       // gone
     }
@@ -67,14 +63,14 @@ afterEach(() => {
 })
 
 /**
- * Starts `command` in `dir` with the service's configuration in its environment and waits until
- * it answers. `detached` gives it a process group of its own, as a terminal's foreground job has.
+ * Starts `command` in `dir` with the service's configuration in its environment, in a process
+ * group of its own (as a terminal's foreground job has), and waits until it answers.
  */
 const launch = async (
   dir: string,
   command: string,
   args: ReadonlyArray<string>,
-  where: { readonly directory: string; readonly port: number; readonly detached?: boolean }
+  where: { readonly directory: string; readonly port: number }
 ): Promise<Service> => {
   const logFile = `${where.directory}.log`
   const log = Fs.openSync(logFile, "a")
@@ -82,7 +78,7 @@ const launch = async (
     cwd: dir,
     env: { ...process.env, HOST: "127.0.0.1", PORT: String(where.port), FEED_DIR: where.directory },
     stdio: ["ignore", log, log],
-    detached: where.detached ?? false
+    detached: true
   })
   Fs.closeSync(log)
   const exited = new Promise<Exit>((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })))
@@ -231,7 +227,7 @@ describe("starting the service", () => {
       Effect.promise(async () => {
         const dir = await app()
         const where = await place(dir)
-        const npm = await launch(dir, "npm", ["start"], { ...where, detached: true })
+        const npm = await launch(dir, "npm", ["start"], where)
         const [server] = childrenOf(npm.pid)
         assert.strictEqual(await append(npm.url, "acked"), 1)
 
