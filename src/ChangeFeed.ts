@@ -31,6 +31,7 @@ import {
   Scope,
   Stream
 } from "effect"
+import { BufferBudget, estimateBytes } from "./BufferBudget.js"
 import {
   FeedBusy,
   FeedClosed,
@@ -64,12 +65,27 @@ import * as Journal from "./Journal.js"
 export * from "./ChangeFeed/Errors.js"
 
 export interface ChangeFeedOptions {
-  /** Capacity of the intake queue (default 1024). */
+  /** Capacity of the intake queue in items (default 1024): a `record`, or a `publish`/`publishAll` call. */
   readonly queueCapacity?: number | undefined
+  /**
+   * Capacity of the intake in bytes (default 32 MiB), by an estimate of what the events hold in
+   * memory (see `estimateBytes`), counted from the queue until the writer has journaled them.
+   * Past it, `record` drops and `publish` waits, as for a full queue. One item larger than this
+   * is let in alone, once the intake is empty.
+   */
+  readonly queueBytes?: number | undefined
   /** Live buffer shared by all readers, in events (default 4096); a reader further behind catches up from the journal. */
   readonly liveBuffer?: number | undefined
+  /**
+   * Live buffer in bytes (default 32 MiB): its events' journal lines plus an estimate of their
+   * decoded form. Past it the oldest batches leave the buffer (the newest is always held), and
+   * readers that needed them catch up from the journal.
+   */
+  readonly liveBufferBytes?: number | undefined
   /** Most queue items the writer takes into one batch (default 512). */
   readonly maxBatch?: number | undefined
+  /** Most bytes, by the intake's estimate, in one batch (default 4 MiB); a larger item is a batch of its own. */
+  readonly maxBatchBytes?: number | undefined
   /** Default `publish` timeout (10 s): room in the queue and durability must both come within it. */
   readonly publishTimeoutMs?: number | undefined
   /** At most one drop warning per this period (default 10 s). */
@@ -125,6 +141,11 @@ export interface FeedStatus extends Journal.JournalInfo {
   /** Idempotency keys remembered, and the memory they take (an estimate). */
   readonly idempotencyKeys: number
   readonly idempotencyBytes: number
+  /** Bytes the intake holds (queued and being journaled), by its estimate. */
+  readonly queuedBytes: number
+  /** Events in the live buffer, and the bytes they hold. */
+  readonly liveEvents: number
+  readonly liveBytes: number
 }
 
 export interface ChangeFeedService<A> {
@@ -176,7 +197,9 @@ class BatchItem<A> {
   private waiter: ((exit: AckExit) => void) | undefined = undefined
   constructor(
     readonly entries: ReadonlyArray<Entry<A>>,
-    /** When the publisher stops waiting for durability (Clock millis), and its timeout. */
+    /** What the entries hold in memory, by `estimateBytes`. */
+    readonly bytes: number,
+    /** When the publisher stops waiting for room and durability (Clock millis), and its timeout. */
     readonly deadline: number,
     readonly timeoutMs: number,
     /** The idempotency key the batch is published under, if any. */
@@ -199,7 +222,11 @@ class BatchItem<A> {
     return Effect.sync(() => (this.waiter = undefined))
   })
 }
-type Item<A> = Entry<A> | BatchItem<A>
+/** A recorded event in the intake, with what it holds in memory. */
+interface Queued<A> extends Entry<A> {
+  readonly bytes: number
+}
+type Item<A> = Queued<A> | BatchItem<A>
 const isBatch = <A>(item: Item<A>): item is BatchItem<A> => item instanceof BatchItem
 
 /** A broadcast event as both kinds of reader item, each made once for every reader. */
@@ -214,6 +241,15 @@ const asItem = <A>(stored: Journal.JournalEvent<A>): Change<A> => {
   const { key: _key, ...change } = stored
   return { _tag: "Change", change }
 }
+
+const MiB = 1024 * 1024
+/**
+ * What an event in the live buffer holds besides its line and its decoded event: the change
+ * around the event, the two reader items, and the line's view of the batch's bytes.
+ */
+const LIVE_EVENT_BYTES = 384
+/** Most bytes a reader takes from the live buffer at once (past its first event): what it copies in one go. */
+const LIVE_READ_BYTES = MiB
 
 const journaledTotal = Metric.counter("change_feed_journaled_total", { incremental: true })
 const appendFailuresTotal = Metric.counter("change_feed_append_failures_total", { incremental: true })
@@ -230,16 +266,26 @@ export const make = <A, I>(
 ): Effect.Effect<ChangeFeedService<A>, Journal.JournalCorrupt | Journal.JournalIoError, Scope.Scope> =>
   Effect.gen(function* () {
     const maxBatch = options.maxBatch ?? 512
+    const maxBatchBytes = options.maxBatchBytes ?? 4 * MiB
     const publishTimeoutMs = options.publishTimeoutMs ?? 10_000
     const warnEveryMs = options.dropWarningIntervalMs ?? 10_000
     const retryBaseMs = options.retryBaseMs ?? 10
     const retryMaxMs = options.retryMaxMs ?? 5_000
     const drainAttempts = options.drainAttempts ?? 5
 
-    const queue = yield* Queue.bounded<Item<A>>(options.queueCapacity ?? 1024)
+    // Bounded by `intake`: room is taken before an item is queued; its item is given back when the
+    // writer takes it, its bytes once the writer has journaled it (what the writer holds counts too).
+    const queue = yield* Queue.unbounded<Item<A>>()
+    const intake = new BufferBudget(options.queueCapacity ?? 1024, options.queueBytes ?? 32 * MiB)
     // Sliding: a slow reader loses its oldest live events (and catches up from the journal),
     // never stalls the writer. Events are held as reader items, made once here rather than once per reader.
-    const live = new LiveBuffer<LiveChange<A>>(options.liveBuffer ?? 4096)
+    const live = new LiveBuffer<LiveChange<A>>(
+      options.liveBuffer ?? 4096,
+      options.liveBufferBytes ?? 32 * MiB,
+      (change) => change.line.body.length
+    )
+    /** Past this an event is over every budget: its size need not be known more exactly (nor a cycle walked). */
+    const estimateLimit = Math.max(intake.maxBytes, live.maxBytes)
     const warnSignal = yield* Queue.sliding<void>(1)
     // Opened by producers once an item is in the queue, closed by the writer before it looks. The
     // writer waits on this, never in a queue take: a take interrupted at shutdown can lose the item
@@ -284,12 +330,43 @@ export const make = <A, I>(
       signalWarning()
     }
 
+    /**
+     * Queues an item if the intake has room for it and the feed is not closing. One synchronous
+     * step, so an item is either queued (and the shutdown drain finds it) or not taken at all.
+     */
+    const enqueue = (item: Item<A>): boolean => {
+      if (closing || !intake.tryTake(item.bytes)) return false
+      Queue.unsafeOffer(queue, item)
+      hasWork.unsafeOpen()
+      return true
+    }
+
     const unsafeRecord = (sessionId: string | undefined, event: A): void => {
       if (!domain.isDurable(event)) return
-      const entry: Entry<A> = { sessionId: routeSession(domain, sessionId, event), event }
-      if (closing || !Queue.unsafeOffer(queue, entry)) drop()
-      else hasWork.unsafeOpen()
+      const entry: Queued<A> = {
+        sessionId: routeSession(domain, sessionId, event),
+        event,
+        bytes: estimateBytes(event, estimateLimit)
+      }
+      if (!enqueue(entry)) drop()
     }
+
+    /** Waits for room in the intake until the item's deadline, then queues it. */
+    const admit = (item: BatchItem<A>): Effect.Effect<void, FeedBusy | FeedClosed> =>
+      Effect.suspend(() => {
+        if (closing) return Effect.fail(new FeedClosed())
+        if (enqueue(item)) return Effect.void
+        const left = item.deadline - clock.unsafeCurrentTimeMillis()
+        if (left <= 0) return Effect.fail(new FeedBusy({ timeoutMs: item.timeoutMs }))
+        // Only waits: the room is taken by `enqueue`, so an interrupted or timed-out wait takes nothing.
+        return intake.room(item.bytes).pipe(
+          Effect.timeoutFail({
+            duration: Duration.millis(left),
+            onTimeout: () => new FeedBusy({ timeoutMs: item.timeoutMs })
+          }),
+          Effect.zipRight(admit(item))
+        )
+      })
 
     /**
      * Queues durable entries as one batch and answers its first seq once journaled. A keyed batch
@@ -304,27 +381,16 @@ export const make = <A, I>(
         if (keyed !== undefined) keys.abandon(keyed)
         return Effect.fail(new FeedClosed())
       }
-      const item = new BatchItem(durable, clock.unsafeCurrentTimeMillis() + timeoutMs, timeoutMs, keyed)
-      // No timer on the common path: a queue with room takes the item at once, and the wait
+      let bytes = 0
+      for (const entry of durable) bytes += estimateBytes(entry.event, estimateLimit)
+      const item = new BatchItem(durable, bytes, clock.unsafeCurrentTimeMillis() + timeoutMs, timeoutMs, keyed)
+      // No timer on the common path: an intake with room takes the item at once, and the wait
       // for durability is bounded by the shared deadline sweep below, not a timer per call.
       awaiting.add(item)
       if (awaiting.size === 1 || item.deadline < sweepAt) sweepNeeded.unsafeOpen()
-      if (Queue.unsafeOffer(queue, item)) {
-        hasWork.unsafeOpen()
-        return item.await
-      }
-      // Once offered, the writer must hear of it even if this caller is interrupted right then.
-      return Effect.uninterruptibleMask((restore) =>
-        restore(
-          Queue.offer(queue, item).pipe(
-            Effect.timeoutFail({
-              duration: Duration.millis(timeoutMs),
-              onTimeout: () => new FeedBusy({ timeoutMs })
-            })
-          )
-        ).pipe(Effect.zipRight(hasWork.open))
-      ).pipe(
-        // Not queued (busy, or the caller was interrupted first): nothing of it will be journaled.
+      if (enqueue(item)) return item.await
+      return admit(item).pipe(
+        // Not queued (busy, closing, or the caller was interrupted first): nothing of it will be journaled.
         Effect.onExit((exit) =>
           Exit.isSuccess(exit)
             ? Effect.void
@@ -556,6 +622,9 @@ export const make = <A, I>(
           yield* Effect.logInfo(`change feed recovered: journal appends succeed again (head ${seq - 1})`)
         }
         nextSeq = seq
+        // What the live buffer holds for the batch: the lines' bytes, the events as queued, and the items around them.
+        let held = encoded.bytes.length + batch.length * LIVE_EVENT_BYTES
+        for (const item of items) held += item.bytes
         const broadcast: Array<LiveChange<A>> = new Array(batch.length)
         for (let i = 0; i < batch.length; i++) {
           const change = batch[i]!
@@ -570,7 +639,7 @@ export const make = <A, I>(
             }
           }
         }
-        live.push(batch[0]!.seq, broadcast)
+        live.push(batch[0]!.seq, broadcast, held)
         for (const [item, first] of acks) {
           awaiting.delete(item)
           if (item.keyed !== undefined) keys.journaledAt(item.keyed, first, item.entries.length, seq - 1)
@@ -612,14 +681,46 @@ export const make = <A, I>(
         yield* Effect.logError("change feed: refused an event that cannot be journaled", cause)
       })
 
+    /**
+     * Journals items taken from the queue in batches of at most `maxBatch` items and
+     * `maxBatchBytes` (an item larger than that is a batch of its own), giving each batch's bytes
+     * in the intake back once it is journaled (or given up). A batch stranded by shutdown keeps
+     * its bytes, and so does the rest.
+     */
+    const writeInBatches = (
+      items: ReadonlyArray<Item<A>>,
+      restore: <X, E, R>(effect: Effect.Effect<X, E, R>) => Effect.Effect<X, E, R>,
+      attempts: number
+    ): Effect.Effect<void> =>
+      Effect.gen(function* () {
+        let start = 0
+        while (start < items.length) {
+          let end = start
+          let bytes = 0
+          while (end < items.length && end - start < maxBatch) {
+            const next = items[end]!.bytes
+            if (end > start && bytes + next > maxBatchBytes) break
+            bytes += next
+            end++
+          }
+          yield* writeBatch(start === 0 && end === items.length ? items : items.slice(start, end), restore, attempts)
+          if (stranded.length > 0) {
+            stranded = stranded.concat(items.slice(end))
+            return
+          }
+          intake.release(bytes, 0)
+          start = end
+        }
+      })
+
     const writer = Effect.uninterruptibleMask((restore) =>
       Effect.suspend(() => {
         hasWork.unsafeClose()
-        return Effect.flatMap(Queue.takeUpTo(queue, maxBatch), (items) =>
-          Chunk.isEmpty(items)
-            ? restore(hasWork.await)
-            : writeBatch(Chunk.toReadonlyArray(items), restore, Number.POSITIVE_INFINITY)
-        )
+        return Effect.flatMap(Queue.takeUpTo(queue, maxBatch), (items) => {
+          if (Chunk.isEmpty(items)) return restore(hasWork.await)
+          intake.release(0, items.length)
+          return writeInBatches(Chunk.toReadonlyArray(items), restore, Number.POSITIVE_INFINITY)
+        })
       })
     ).pipe(Effect.forever)
 
@@ -680,12 +781,12 @@ export const make = <A, I>(
         yield* Fiber.interrupt(writerFiber)
         let drained = 0
         while (true) {
-          const items = stranded.concat(Chunk.toReadonlyArray(yield* Queue.takeAll(queue)))
+          const taken = Chunk.toReadonlyArray(yield* Queue.takeAll(queue))
+          intake.release(0, taken.length)
+          const items = stranded.concat(taken)
           stranded = []
           if (items.length === 0) break
-          for (let i = 0; i < items.length; i += maxBatch) {
-            yield* writeBatch(items.slice(i, i + maxBatch), (effect) => effect, drainAttempts)
-          }
+          yield* writeInBatches(items, (effect) => effect, drainAttempts)
           drained += items.length
         }
         yield* Queue.shutdown(queue)
@@ -794,7 +895,7 @@ export const make = <A, I>(
                     caughtUp = true
                     out.push({ _tag: "CaughtUp", seq: cursor })
                   } else {
-                    const events = live.after(cursor, 1024)
+                    const events = live.after(cursor, 1024, LIVE_READ_BYTES)
                     // The live buffer slid past this reader: catch up from the journal.
                     if (events === "gap") yield* startFrom(cursor)
                     else if (events === "end") ended = true
@@ -838,7 +939,10 @@ export const make = <A, I>(
         lastError,
         queued: Math.max(0, queued),
         idempotencyKeys: keys.size,
-        idempotencyBytes: keys.memoryBytes
+        idempotencyBytes: keys.memoryBytes,
+        queuedBytes: intake.bytes,
+        liveEvents: live.size,
+        liveBytes: live.bytes
       } satisfies FeedStatus
     })
 

@@ -2,15 +2,9 @@
  * The HTTP service: handlers for the `FeedApi` contract, authorization, body limits, the
  * OpenAPI UI at `/docs`, and the server layer with its configuration from the environment.
  */
-import {
-  HttpApiBuilder,
-  HttpApiSwagger,
-  HttpServer,
-  type HttpServerRequest,
-  HttpServerResponse
-} from "@effect/platform"
-import { NodeContext, NodeHttpServer } from "@effect/platform-node"
-import { createServer, type Server } from "node:http"
+import { HttpApiBuilder, HttpApiSwagger, HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { NodeContext, NodeHttpServer, NodeHttpServerRequest } from "@effect/platform-node"
+import { createServer, type Server, type ServerResponse } from "node:http"
 import { fileURLToPath } from "node:url"
 import {
   Cause,
@@ -24,6 +18,7 @@ import {
   Either,
   Fiber,
   Layer,
+  Metric,
   Option,
   Queue,
   Redacted,
@@ -32,6 +27,7 @@ import {
 } from "effect"
 import type * as Access from "./Access.js"
 import { Authorization, Caller, FeedApi } from "./Api.js"
+import { BufferBudget } from "./BufferBudget.js"
 import * as ChangeFeed from "./ChangeFeed.js"
 import * as ChangeFeeds from "./ChangeFeeds.js"
 import { DEFAULT_ACCOUNT } from "./Domain/Account.js"
@@ -66,7 +62,16 @@ export interface HttpOptions {
   readonly maxBodyBytes?: number | undefined
   /** Most events in one POST (default 1000). */
   readonly maxBatchEvents?: number | undefined
+  /**
+   * Most bytes of frames one stream connection holds for a client that reads slower than the
+   * feed moves (default 1 MiB); past it the connection stops reading the feed until the client
+   * catches up (and then catches up from the journal).
+   */
+  readonly streamBufferBytes?: number | undefined
 }
+
+/** Bytes of frames held by the open stream connections, summed (each holds at most `streamBufferBytes`). */
+export const streamBufferedBytes = Metric.gauge("change_feed_stream_buffered_bytes")
 
 /** The stream's media type; the charset said outright, since some clients assume Latin-1 without it. */
 const eventStream = "text/event-stream; charset=utf-8"
@@ -141,18 +146,32 @@ const connectionBody = (
     readonly first: Uint8Array
     readonly keepalive: Uint8Array
     readonly keepaliveMs: number
+    readonly maxBufferedBytes: number
     readonly shutdown: Effect.Effect<void>
+    /** Cuts the connection if its client has stopped taking what was sent. */
+    readonly cutIfStalled: Effect.Effect<void>
   }
 ): Stream.Stream<Uint8Array> =>
   Stream.unwrapScoped(
     Effect.gen(function* () {
-      // `null` marks the end of the frames: what was queued before it is still sent. Small, since
-      // each entry can be a large run of frames and a client that stops reading keeps it full.
-      const queue = yield* Effect.acquireRelease(Queue.bounded<Uint8Array | null>(4), Queue.shutdown)
-      yield* Queue.offer(queue, options.first)
+      // `null` marks the end of the frames: what was queued before it is still sent. Bounded in
+      // entries and in bytes, since each entry can be a large run of frames and a client that
+      // stops reading keeps it full.
+      const budget = new BufferBudget(4, options.maxBufferedBytes, (delta) =>
+        streamBufferedBytes.unsafeModify(delta, [])
+      )
+      const queue = yield* Effect.acquireRelease(Queue.unbounded<Uint8Array | null>(), (queue) =>
+        Effect.zipRight(
+          Queue.shutdown(queue),
+          Effect.sync(() => budget.close())
+        )
+      )
+      const offer = (bytes: Uint8Array | null) =>
+        Effect.zipRight(budget.take(bytes?.length ?? 0), Queue.offer(queue, bytes))
+      yield* offer(options.first)
       yield* frames.pipe(
-        Stream.runForEachChunk((chunk) => Queue.offerAll(queue, chunk)),
-        Effect.zipRight(Queue.offer(queue, null)),
+        Stream.runForEachChunk((chunk) => Effect.forEach(chunk, offer, { discard: true })),
+        Effect.zipRight(offer(null)),
         // A reader that dies ends the connection rather than leaving it open and silent.
         Effect.catchAllDefect((defect) =>
           Effect.zipRight(Effect.logError("stream reader died", defect), Queue.shutdown(queue))
@@ -162,14 +181,26 @@ const connectionBody = (
         Effect.forkDaemon,
         Effect.tap((reader) => Effect.addFinalizer(() => Fiber.interruptFork(reader)))
       )
-      yield* Queue.offer(queue, options.keepalive).pipe(
+      yield* offer(options.keepalive).pipe(
         Effect.delay(Duration.millis(options.keepaliveMs)),
         Effect.forever,
         Effect.forkScoped
       )
-      // Shutdown ends the connection at once, queued frames or not.
-      yield* options.shutdown.pipe(Effect.zipRight(Queue.shutdown(queue)), Effect.forkScoped)
-      return Stream.fromQueue(queue).pipe(Stream.takeWhile((bytes): bytes is Uint8Array => bytes !== null))
+      // Shutdown ends the connection at once, queued frames or not. One whose client has stopped
+      // reading is cut: the response would wait forever to send the rest, and the server's close
+      // would wait for it.
+      yield* options.shutdown.pipe(
+        Effect.zipRight(options.cutIfStalled),
+        Effect.zipRight(Queue.shutdown(queue)),
+        Effect.forkScoped
+      )
+      return Stream.fromQueue(queue).pipe(
+        Stream.mapChunks((taken) => {
+          for (const bytes of taken) budget.release(bytes?.length ?? 0)
+          return taken
+        }),
+        Stream.takeWhile((bytes): bytes is Uint8Array => bytes !== null)
+      )
     })
   )
 
@@ -277,11 +308,19 @@ const makeFeedRoutes = (options: HttpOptions) =>
             )
           })
         )
+        // Undefined when the request is not served by Node's HTTP server (a web handler in tests).
+        const response: ServerResponse | undefined = NodeHttpServerRequest.toServerResponse(
+          yield* HttpServerRequest.HttpServerRequest
+        )
         const body = connectionBody(events, {
           first: retryBytes,
           keepalive: keepaliveBytes,
           keepaliveMs,
-          shutdown: Deferred.await(shutdown)
+          maxBufferedBytes: options.streamBufferBytes ?? 1024 * 1024,
+          shutdown: Deferred.await(shutdown),
+          cutIfStalled: Effect.sync(() => {
+            if (response?.writableNeedDrain === true) response.destroy()
+          })
         })
         return HttpServerResponse.stream(body, {
           contentType: eventStream,

@@ -2,7 +2,9 @@
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
 import { Console, Effect } from "effect"
 import { run } from "./Cli.js"
+import { tolerateRepeatedSignals } from "./Signals.js"
 
+tolerateRepeatedSignals()
 // A failed command prints its message (not a stack trace) and exits with status 1.
 run(process.argv).pipe(
   Effect.catchAll((error) =>

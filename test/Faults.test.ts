@@ -6,13 +6,15 @@
  */
 import { FileSystem, Path } from "@effect/platform"
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Chunk, Effect, Either, Fiber, Option, Stream, TestClock } from "effect"
+import { Cause, Chunk, Effect, Either, Fiber, Metric, Option, Stream, TestClock } from "effect"
+import * as Fs from "node:fs"
 import * as Http from "node:http"
 import * as V8 from "node:v8"
 import * as Vm from "node:vm"
 import type * as ChangeFeed from "../src/ChangeFeed.js"
 import type { AgentEvent } from "../src/Domain/AgentEvent.js"
 import type { FeedItem } from "../src/Domain/FeedItem.js"
+import { streamBufferedBytes } from "../src/Http.js"
 import { makeSseParser } from "../src/Http/Sse.js"
 import { JournalCorrupt } from "../src/Journal.js"
 import { startLoopback } from "../harness/Loopback.js"
@@ -449,6 +451,128 @@ describe("a clock that jumps", () => {
 })
 
 // ---------------------------------------------------------------------------------------------------------------
+// Events of about 1 MB
+// ---------------------------------------------------------------------------------------------------------------
+
+const megabyte = "x".repeat(1_000_000)
+/** An event of about 1 MB (its content), each under the HTTP body limit. */
+const large = (i: number): AgentEvent => ({
+  type: "message_appended",
+  session_id: "s",
+  message_id: `m${i}`,
+  role: "user",
+  content: megabyte
+})
+const messageIds = (events: ReadonlyArray<{ readonly event: AgentEvent }>) =>
+  events.map(({ event }) => (event.type === "message_appended" ? event.message_id : event.type))
+
+describe("events of about 1 MB", () => {
+  it.scopedLive(
+    "the_live_buffer_never_holds_more_than_its_byte_budget_and_a_reader_it_slid_past_catches_up_from_the_journal",
+    () =>
+      Effect.gen(function* () {
+        const directory = yield* tempDir
+        const budget = 16 * MiB
+        const { feed } = yield* openFeed(directory, { fsync: "never", liveBufferBytes: budget })
+        // One reader that stops reading once attached, one that keeps up.
+        const stalled = yield* Stream.toPull(feed.changes({ since: 0 }))
+        assert.deepStrictEqual(Chunk.toArray(yield* stalled), [{ _tag: "CaughtUp", seq: 0 }])
+        const following = yield* follow(feed.changes({ since: 0 }))
+
+        const count = 40
+        let most = 0
+        for (let i = 1; i <= count; i++) {
+          yield* feed.publish(undefined, large(i))
+          most = Math.max(most, (yield* feed.status).liveBytes)
+        }
+        const status = yield* feed.status
+        assert.isAtMost(most, budget, "the live buffer's bytes stayed within its budget")
+        assert.isAbove(most, budget / 2, "and it was used")
+        assert.isBelow(status.liveEvents, count, "it let go of its oldest events")
+
+        // Resumed, the stalled reader finds the buffer slid past it and reads the journal.
+        const items: Array<FeedItem<AgentEvent>> = []
+        while (changeSeqs(items).length < count) items.push(...(yield* stalled))
+        assert.deepStrictEqual(changeSeqs(items), range(1, count))
+        assert.isFalse(
+          items.some((item) => item._tag === "Reset"),
+          "caught up from the journal, no reset"
+        )
+        yield* eventually("the following reader has everything", () => following.seqs().length === count)
+        assert.deepStrictEqual(following.seqs(), range(1, count))
+      }).pipe(Effect.provide(Env)),
+    120_000
+  )
+
+  it.scopedLive(
+    "the_intake_never_holds_more_than_its_byte_budget_record_drops_past_it_and_publish_is_refused_as_busy",
+    () =>
+      Effect.gen(function* () {
+        const directory = yield* tempDir
+        const faults = yield* FaultInjector
+        const budget = 16 * MiB
+        const { feed } = yield* openFeed(directory, { queueBytes: budget, retryBaseMs: 20, retryMaxMs: 20 })
+        faults.failWrites(Number.POSITIVE_INFINITY)
+        yield* feed.record(undefined, large(1))
+        // The writer holds its batch in retry (its bytes still count); the queue behind it fills up.
+        yield* eventually("the writer is stuck", () => faults.writeFailures >= 1)
+        let most = 0
+        for (let i = 2; i <= 60; i++) {
+          yield* feed.record(undefined, large(i))
+          most = Math.max(most, (yield* feed.status).queuedBytes)
+        }
+        assert.isAtMost(most, budget, "the intake's bytes stayed within its budget")
+        const accepted = 60 - (yield* feed.droppedCount)
+        assert.isAtLeast(accepted, 4, "as many as fit were taken")
+        assert.isAtMost(accepted, 8, "each counts at least 2 MB (its content as UTF-16)")
+
+        const error = yield* Effect.flip(feed.publish(undefined, large(0), { timeoutMs: 50 }))
+        assert.strictEqual(error._tag, "FeedBusy")
+
+        faults.heal()
+        yield* eventually(
+          "everything accepted is journaled",
+          Effect.map(feed.headSeq, (head) => head === accepted)
+        )
+        yield* eventually(
+          "the intake is empty",
+          Effect.map(feed.status, (s) => s.queuedBytes === 0)
+        )
+        assert.deepStrictEqual(
+          messageIds(yield* journaled(feed)),
+          range(1, accepted).map((i) => `m${i}`)
+        )
+      }).pipe(Effect.provide(FaultyEnv)),
+    120_000
+  )
+
+  it.scopedLive("the_writer_caps_a_batch_by_bytes_and_journals_a_backlog_of_large_events_in_several_writes", () =>
+    Effect.gen(function* () {
+      const directory = yield* tempDir
+      const faults = yield* FaultInjector
+      const { feed } = yield* openFeed(directory, { maxBatchBytes: 4 * MiB, retryBaseMs: 20, retryMaxMs: 20 })
+      faults.failWrites(Number.POSITIVE_INFINITY)
+      yield* feed.record(undefined, large(1))
+      yield* eventually("the writer is stuck", () => faults.writeFailures >= 1)
+      for (let i = 2; i <= 13; i++) yield* feed.record(undefined, large(i))
+      assert.strictEqual(yield* feed.droppedCount, 0)
+      const writesBefore = faults.writes
+      faults.heal()
+      yield* eventually(
+        "the backlog is journaled",
+        Effect.map(feed.headSeq, (head) => head === 13)
+      )
+      // The stuck event, then 12 queued ones of about 2 MB each by the estimate: two per batch.
+      assert.strictEqual(faults.writes - writesBefore, 1 + 6)
+      assert.deepStrictEqual(
+        messageIds(yield* journaled(feed)),
+        range(1, 13).map((i) => `m${i}`)
+      )
+    }).pipe(Effect.provide(FaultyEnv))
+  )
+})
+
+// ---------------------------------------------------------------------------------------------------------------
 // Readers that stop reading
 // ---------------------------------------------------------------------------------------------------------------
 
@@ -494,13 +618,33 @@ const countingStream = (url: string) =>
     return state
   })
 
+/** The most the kernel can hold for one loopback connection (receive plus send buffer), from /proc when it says. */
+const socketBufferBytes = (): number => {
+  const max = (file: string) => {
+    try {
+      return Number(Fs.readFileSync(file, "utf8").trim().split(/\s+/)[2])
+    } catch {
+      return 0
+    }
+  }
+  const total = max("/proc/sys/net/ipv4/tcp_rmem") + max("/proc/sys/net/ipv4/tcp_wmem")
+  return Number.isFinite(total) && total > 0 ? total : 16 * MiB
+}
+
+const bufferedByStreams = Effect.map(Metric.value(streamBufferedBytes), (state) => state.value)
+
 describe("a client that stops reading", () => {
   it.scopedLive(
-    "an_sse_client_that_never_reads_slows_neither_the_writer_nor_other_readers_and_memory_stays_bounded",
+    "an_sse_client_that_never_reads_slows_neither_the_writer_nor_other_readers_and_its_connection_holds_at_most_its_budget",
     () =>
       Effect.gen(function* () {
         const directory = yield* tempDir
-        const server = yield* startLoopback({ directory, feed: { fsync: "never" } })
+        const budget = 1 * MiB
+        const server = yield* startLoopback({
+          directory,
+          feed: { fsync: "never" },
+          http: { streamBufferBytes: budget }
+        })
         const content = "x".repeat(1000)
         const events = (from: number, count: number): Array<AgentEvent> =>
           Array.from({ length: count }, (_, i) => ({
@@ -518,6 +662,7 @@ describe("a client that stops reading", () => {
         yield* publishInBatches(server.feed, events(1, warmup), 500)
         const baselineMs = Date.now() - started
 
+        const bufferedBefore = yield* bufferedByStreams
         const reader = yield* countingStream(stream)
         const stalled = yield* stalledStream(stream)
         assert.strictEqual(stalled.statusCode, 200)
@@ -525,23 +670,34 @@ describe("a client that stops reading", () => {
           "both clients are subscribed",
           Effect.map(server.feed.status, (s) => s.subscribers === 2)
         )
-        const memoryBefore = liveMemory()
 
-        // 60 MB of events: far more than any socket buffer, so a server that buffered for the
-        // stalled client would grow by about that much.
-        const total = 60_000
+        // Far more than the socket's buffers can take (32 MB more than this machine's kernel
+        // allows for one connection), so a server that buffered for the stalled client would
+        // hold tens of MB for it, whatever the machine's socket buffer sizes.
+        const total = Math.ceil((socketBufferBytes() + 32 * MiB) / content.length)
+        let mostBuffered = 0
+        const watching = yield* Effect.fork(
+          Effect.forever(
+            Effect.zipRight(
+              Effect.map(bufferedByStreams, (bytes) => (mostBuffered = Math.max(mostBuffered, bytes - bufferedBefore))),
+              Effect.sleep("5 millis")
+            )
+          )
+        )
         started = Date.now()
         yield* publishInBatches(server.feed, events(warmup + 1, total), 500)
         const stalledMs = Date.now() - started
         yield* eventually("the reading client has everything", () => reader.last === warmup + total, 120_000)
-        const growth = liveMemory() - memoryBefore
+        yield* Fiber.interrupt(watching)
+        // The reading client's connection is empty now: what is left is the stalled one's.
+        const heldForStalled = (yield* bufferedByStreams) - bufferedBefore
 
         assert.strictEqual(reader.holes, 0, "the reading client saw every seq in order")
-        assert.isBelow(
-          growth,
-          40 * MiB,
-          `memory grew by ${(growth / MiB).toFixed(1)} MiB while 60 MB went to a stalled client`
-        )
+        assert.isAbove(heldForStalled, 0, "the stalled client's connection holds frames it could not send")
+        assert.isAtMost(heldForStalled, budget, "the stalled client's connection holds at most its budget")
+        assert.isAtMost(mostBuffered, 2 * budget, "neither connection ever held more than its budget")
+        const status = yield* server.feed.status
+        assert.isAtMost(status.liveBytes, 32 * MiB, "the live buffer holds at most its budget")
         const perEventBaseline = baselineMs / warmup
         const perEventStalled = stalledMs / total
         assert.isBelow(
@@ -552,6 +708,37 @@ describe("a client that stops reading", () => {
         assert.isFalse(stalled.destroyed, "the stalled client is still connected")
       }).pipe(Effect.provide(Env)),
     180_000
+  )
+
+  it.scopedLive("an_sse_client_that_never_reads_does_not_hold_up_the_servers_shutdown", () =>
+    Effect.gen(function* () {
+      const directory = yield* tempDir
+      const server = yield* startLoopback({ directory, feed: { fsync: "never" } })
+      const bufferedBefore = yield* bufferedByStreams
+      yield* stalledStream(`${server.url}/api/v1/stream`)
+      yield* eventually(
+        "the client is subscribed",
+        Effect.map(server.feed.status, (s) => s.subscribers === 1)
+      )
+      // More than the socket's buffers take: the server is left with frames it cannot send.
+      const content = "x".repeat(100_000)
+      const count = Math.ceil((socketBufferBytes() + 8 * MiB) / content.length)
+      const events = Array.from({ length: count }, (_, i): AgentEvent => ({
+        type: "message_appended",
+        session_id: "s",
+        message_id: `m${i}`,
+        role: "user",
+        content
+      }))
+      yield* publishInBatches(server.feed, events, 50)
+      yield* eventually(
+        "the connection holds frames it cannot send",
+        Effect.map(bufferedByStreams, (bytes) => bytes > bufferedBefore)
+      )
+
+      const closed = yield* server.close.pipe(Effect.disconnect, Effect.timeout("30 seconds"), Effect.option)
+      assert.isTrue(Option.isSome(closed), "the server closed with the stalled client connected")
+    }).pipe(Effect.provide(Env))
   )
 
   it.scopedLive(

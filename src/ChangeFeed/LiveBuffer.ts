@@ -1,13 +1,25 @@
 /**
- * The live buffer every reader of a feed shares: the last `capacity` broadcast events, by seq,
- * and one wake-up for the readers waiting on the next batch. A reader keeps only its cursor; one
- * the buffer has slid past finds out (the event after its cursor is no longer held) and catches
- * up from the journal, so a slow reader never holds back the writer or anyone else.
+ * The live buffer every reader of a feed shares: the last broadcast events, by seq, and one
+ * wake-up for the readers waiting on the next batch. A reader keeps only its cursor; one the
+ * buffer has slid past finds out (the event after its cursor is no longer held) and catches up
+ * from the journal, so a slow reader never holds back the writer or anyone else.
+ *
+ * Bounded in events and in bytes: it holds at most `capacity` events, and lets go of its oldest
+ * batches once what it holds passes `maxBytes` (always keeping the newest batch, so readers at
+ * the head never have to go to the journal). Bytes are counted per batch, as the writer says
+ * what a batch holds: its events' lines share one buffer, which stays in memory as long as any
+ * of them is held.
  *
  * One buffer and one wake-up per batch for all readers, where a queue per reader would copy each
  * event into every queue and make a waiter per reader per wake-up.
  */
 import { Effect } from "effect"
+
+/** A batch still (at least partly) held: its last seq and the bytes it holds. */
+interface HeldBatch {
+  readonly last: number
+  readonly bytes: number
+}
 
 export class LiveBuffer<T> {
   private readonly items: Array<T | undefined>
@@ -15,20 +27,51 @@ export class LiveBuffer<T> {
   private first = 0
   private last = 0
   private closed = false
+  /** Batches held, oldest first from `batchHead` (a queue without shifting). */
+  private batches: Array<HeldBatch> = []
+  private batchHead = 0
+  private heldBytes = 0
   /** Waiting readers, each with the cursor it waits to get past. */
   private readonly waiters = new Map<() => void, number>()
 
-  constructor(readonly capacity: number) {
+  constructor(
+    readonly capacity: number,
+    readonly maxBytes: number = Number.POSITIVE_INFINITY,
+    /** An event's size for `after`'s `maxBytes`: what a reader copies when it passes the event on. */
+    private readonly weigh: (item: T) => number = () => 0
+  ) {
     this.items = new Array(capacity)
   }
 
-  /** Holds a batch of events with consecutive seqs from `firstSeq`, the next after the last batch. */
-  push(firstSeq: number, batch: ReadonlyArray<T>): void {
+  /** Bytes held now, as the batches' `bytes` said. */
+  get bytes(): number {
+    return this.heldBytes
+  }
+
+  /** Events held now. */
+  get size(): number {
+    return this.last === 0 ? 0 : this.last - this.first + 1
+  }
+
+  /**
+   * Holds a batch of events with consecutive seqs from `firstSeq`, the next after the last
+   * batch; `bytes` is what the batch holds in memory.
+   */
+  push(firstSeq: number, batch: ReadonlyArray<T>, bytes = 0): void {
     if (batch.length === 0) return
+    if (this.last !== 0 && firstSeq !== this.last + 1) this.clear()
     for (let i = 0; i < batch.length; i++) this.items[(firstSeq + i) % this.capacity] = batch[i]
-    if (this.last === 0 || firstSeq !== this.last + 1) this.first = firstSeq
+    if (this.last === 0) this.first = firstSeq
     this.last = firstSeq + batch.length - 1
-    this.first = Math.max(this.first, this.last - this.capacity + 1)
+    this.batches.push({ last: this.last, bytes })
+    this.heldBytes += bytes
+    let first = Math.max(this.first, this.last - this.capacity + 1)
+    while (this.heldBytes > this.maxBytes && this.batches.length - this.batchHead > 1) {
+      first = Math.max(first, this.batches[this.batchHead]!.last + 1)
+      this.dropOldestBatch()
+    }
+    while (this.batches[this.batchHead]!.last < first) this.dropOldestBatch()
+    this.forget(first)
     this.wake()
   }
 
@@ -39,15 +82,22 @@ export class LiveBuffer<T> {
   }
 
   /**
-   * Up to `max` events after `cursor`, in order: none yet (an empty array, or "end" once closed),
-   * or "gap" when the buffer has slid past the event after `cursor`.
+   * Events after `cursor`, in order, at most `max` of them and (past the first) at most
+   * `maxBytes` by `weigh`: none yet (an empty array, or "end" once closed), or "gap" when the
+   * buffer has slid past the event after `cursor`.
    */
-  after(cursor: number, max: number): Array<T> | "gap" | "end" {
+  after(cursor: number, max: number, maxBytes = Number.POSITIVE_INFINITY): Array<T> | "gap" | "end" {
     if (this.last <= cursor) return this.closed ? "end" : []
     if (cursor + 1 < this.first) return "gap"
     const to = Math.min(this.last, cursor + max)
-    const out: Array<T> = new Array(to - cursor)
-    for (let seq = cursor + 1; seq <= to; seq++) out[seq - cursor - 1] = this.items[seq % this.capacity]!
+    const out: Array<T> = []
+    let bytes = 0
+    for (let seq = cursor + 1; seq <= to; seq++) {
+      const item = this.items[seq % this.capacity]!
+      bytes += this.weigh(item)
+      if (bytes > maxBytes && out.length > 0) break
+      out.push(item)
+    }
     return out
   }
 
@@ -59,6 +109,34 @@ export class LiveBuffer<T> {
       this.waiters.set(waiter, cursor)
       return Effect.sync(() => this.waiters.delete(waiter))
     })
+  }
+
+  private dropOldestBatch(): void {
+    this.heldBytes -= this.batches[this.batchHead]!.bytes
+    this.batchHead++
+    if (this.batchHead > 64 && this.batchHead * 2 > this.batches.length) {
+      this.batches = this.batches.slice(this.batchHead)
+      this.batchHead = 0
+    }
+  }
+
+  /** Lets go of the events before `first`: their slots no longer keep them in memory. */
+  private forget(first: number): void {
+    // A slot still used by a newer event (one `capacity` later) was overwritten by the push.
+    for (let seq = Math.max(this.first, this.last - this.capacity + 1); seq < first; seq++) {
+      this.items[seq % this.capacity] = undefined
+    }
+    this.first = first
+  }
+
+  /** Forgets everything held (a push that does not continue the last batch). */
+  private clear(): void {
+    this.items.fill(undefined)
+    this.batches = []
+    this.batchHead = 0
+    this.heldBytes = 0
+    this.last = 0
+    this.first = 0
   }
 
   private wake(): void {

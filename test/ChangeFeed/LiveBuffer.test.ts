@@ -1,12 +1,17 @@
 /**
  * The shared live buffer: what a reader at a cursor finds (events after it, nothing yet, a gap
- * once the buffer slid past it, the end once closed), and waking waiting readers.
+ * once the buffer slid past it, the end once closed), its bounds in events and in bytes, and
+ * waking waiting readers.
  */
 import { describe, it, assert } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
 import { LiveBuffer } from "../../src/ChangeFeed/LiveBuffer.js"
 
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i)
+
+/** The slots that still reference an event: what the buffer keeps in memory. */
+const referenced = <T>(buffer: LiveBuffer<T>) =>
+  (buffer as unknown as { items: Array<T | undefined> }).items.filter((item) => item !== undefined).length
 
 describe("LiveBuffer", () => {
   it("hands_out_the_events_after_a_cursor_in_order", () => {
@@ -32,6 +37,46 @@ describe("LiveBuffer", () => {
     buffer.push(7, range(7, 20)) // a batch larger than the buffer: only its last 4 are held
     assert.strictEqual(buffer.after(15, 100), "gap")
     assert.deepStrictEqual(buffer.after(16, 100), [17, 18, 19, 20])
+  })
+
+  it("lets_go_of_its_oldest_batches_past_its_byte_budget_and_always_keeps_the_newest", () => {
+    const buffer = new LiveBuffer<number>(100, 3_000_000)
+    buffer.push(1, [1], 1_000_000)
+    buffer.push(2, [2, 3], 1_500_000)
+    assert.deepStrictEqual([buffer.size, buffer.bytes], [3, 2_500_000])
+    buffer.push(4, [4], 1_000_000) // 3.5 MB: the oldest batch goes
+    assert.deepStrictEqual([buffer.size, buffer.bytes], [3, 2_500_000])
+    assert.strictEqual(buffer.after(0, 100), "gap")
+    assert.deepStrictEqual(buffer.after(1, 100), [2, 3, 4])
+    buffer.push(5, [5], 5_000_000) // larger than the whole budget: held alone
+    assert.deepStrictEqual([buffer.size, buffer.bytes], [1, 5_000_000])
+    assert.strictEqual(buffer.after(3, 100), "gap")
+    assert.deepStrictEqual(buffer.after(4, 100), [5])
+    assert.strictEqual(referenced(buffer), 1, "the events it let go of are no longer referenced")
+  })
+
+  it("never_holds_more_than_its_byte_budget_or_one_batch_whatever_the_batches", () => {
+    const budget = 10_000
+    const buffer = new LiveBuffer<number>(64, budget)
+    let seq = 1
+    for (let i = 0; i < 500; i++) {
+      const size = 1 + ((i * 7919) % 9) // 1..9 events
+      const bytes = ((i * 104729) % 4000) + (i % 50 === 0 ? 20_000 : 0) // now and then one over budget
+      buffer.push(seq, range(seq, seq + size - 1), bytes)
+      seq += size
+      assert.isAtMost(buffer.bytes, Math.max(budget, bytes))
+      assert.isAtMost(buffer.size, 64)
+      assert.strictEqual(referenced(buffer), buffer.size)
+      assert.deepStrictEqual(buffer.after(seq - 2, 100), [seq - 1], "the newest event is always held")
+    }
+  })
+
+  it("hands_out_at_most_max_bytes_at_once_but_always_one_event", () => {
+    const buffer = new LiveBuffer<number>(100, Number.POSITIVE_INFINITY, (n) => n * 100)
+    buffer.push(1, range(1, 10))
+    assert.deepStrictEqual(buffer.after(0, 100, 600), [1, 2, 3], "100 + 200 + 300 bytes")
+    assert.deepStrictEqual(buffer.after(3, 100, 600), [4], "the first even when alone it is over")
+    assert.deepStrictEqual(buffer.after(0, 2, 600), [1, 2], "and at most max")
   })
 
   it("says_end_once_closed_and_nothing_is_left_after_the_cursor", () => {
