@@ -2,8 +2,17 @@
  * The HTTP contract of the feed as an `HttpApi`: importable by clients (`HttpApiClient`)
  * and the source of the OpenAPI document served at `/docs`.
  */
-import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiMiddleware, HttpApiSchema, OpenApi } from "@effect/platform"
+import {
+  HttpApi,
+  HttpApiEndpoint,
+  HttpApiGroup,
+  HttpApiMiddleware,
+  HttpApiSchema,
+  HttpApiSecurity,
+  OpenApi
+} from "@effect/platform"
 import { JSONSchema, Schema } from "effect"
+import { finishDocument } from "./Api/Document.js"
 import { AgentEvent } from "./Domain/AgentEvent.js"
 import { ChangeEvent, Seq } from "./Domain/ChangeEvent.js"
 import {
@@ -84,7 +93,12 @@ export const Status = Schema.Struct({
 
 /** Bearer token check on every route (when a token is configured). */
 export class Authorization extends HttpApiMiddleware.Tag<Authorization>()("Authorization", {
-  failure: Unauthorized
+  failure: Unauthorized,
+  security: {
+    bearer: HttpApiSecurity.bearer.pipe(
+      HttpApiSecurity.annotate(OpenApi.Description, "`Authorization: Bearer <token>`, when the service has a token")
+    )
+  }
 }) {}
 
 const cursorDoc =
@@ -159,4 +173,5 @@ export class FeedGroup extends HttpApiGroup.make("feed")
 export class FeedApi extends HttpApi.make("change-feed")
   .add(FeedGroup)
   .annotate(OpenApi.Title, "effect-change-feed")
-  .annotate(OpenApi.Description, "A durable, account-wide change feed for agent platforms") {}
+  .annotate(OpenApi.Description, "A durable, account-wide change feed for agent platforms")
+  .annotate(OpenApi.Transform, finishDocument) {}

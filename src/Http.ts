@@ -70,7 +70,12 @@ const EndStreamsOnShutdown = Layer.scopedDiscard(
   })
 )
 
-const AuthorizationLive = (token: Redacted.Redacted | undefined) => Layer.effect(Authorization, makeAuthorize(token))
+/** The check reads the request itself (the header, or `?access_token=` on the stream), not only the decoded bearer. */
+const AuthorizationLive = (token: Redacted.Redacted | undefined) =>
+  Layer.effect(
+    Authorization,
+    Effect.map(makeAuthorize(token), (authorize) => ({ bearer: () => authorize }))
+  )
 
 /**
  * A journal that could not be read, as the API answers it: a corrupt line names its file and
