@@ -30,6 +30,7 @@ import {
   Stream
 } from "effect"
 import { FeedBusy, FeedClosed, NotYetDurable, type PublishError } from "./ChangeFeed/Errors.js"
+import * as Instrument from "./ChangeFeed/Instrument.js"
 import { LiveBuffer } from "./ChangeFeed/LiveBuffer.js"
 import { decideReset, resetTo } from "./ChangeFeed/Reset.js"
 import { AgentDomain, type AgentEvent } from "./Domain/AgentEvent.js"
@@ -42,6 +43,8 @@ import * as Journal from "./Journal.js"
 export * from "./ChangeFeed/Errors.js"
 
 export interface ChangeFeedOptions {
+  /** The `account` label of the feed's metrics and spans (default "default"). */
+  readonly account?: string | undefined
   /** Capacity of the intake queue (default 1024). */
   readonly queueCapacity?: number | undefined
   /** Live buffer shared by all readers, in events (default 4096); a reader further behind catches up from the journal. */
@@ -161,10 +164,6 @@ interface LiveChange<A> {
 
 const asItem = <A>(change: ChangeEvent<A>): Change<A> => ({ _tag: "Change", change })
 
-const journaledTotal = Metric.counter("change_feed_journaled_total", { incremental: true })
-const appendFailuresTotal = Metric.counter("change_feed_append_failures_total", { incremental: true })
-const droppedTotal = Metric.counter("change_feed_dropped_total", { incremental: true })
-
 /** Builds a feed for any event domain on top of an open journal. The journal must outlive the scope. */
 export const make = <A, I>(
   domain: FeedDomain<A, I>,
@@ -178,6 +177,8 @@ export const make = <A, I>(
     const retryBaseMs = options.retryBaseMs ?? 10
     const retryMaxMs = options.retryMaxMs ?? 5_000
     const drainAttempts = options.drainAttempts ?? 5
+    const instrument = yield* Instrument.make(options.account)
+    const { journaled: journaledTotal, appendFailures: appendFailuresTotal, dropped: droppedTotal } = instrument.metrics
 
     const queue = yield* Queue.bounded<Item<A>>(options.queueCapacity ?? 1024)
     // Sliding: a slow reader loses its oldest live events (and catches up from the journal),
@@ -340,7 +341,7 @@ export const make = <A, I>(
         let failures = 0
         let encoded: Journal.EncodedBatch
         while (true) {
-          const attempt = yield* Effect.exit(journal.append(batch))
+          const attempt = yield* Effect.exit(instrument.commit(journal.append(batch), batch))
           if (Exit.isSuccess(attempt)) {
             encoded = attempt.value
             break
@@ -547,6 +548,7 @@ export const make = <A, I>(
           let cursor = 0
           let caughtUp = false
           let ended = false
+          yield* instrument.trackReader(() => cursor)
 
           // Replay the journal up to its head, then follow the live buffer: every later event is
           // put in the buffer after it is journaled, so the reader either finds it there or
@@ -557,12 +559,15 @@ export const make = <A, I>(
               phase = yield* Scope.fork(outer, ExecutionStrategy.sequential)
               const head = yield* journal.headSeq
               cursor = from
-              replay = from < head ? yield* Scope.extend(Stream.toPull(format.replay(from, head)), phase) : undefined
+              replay =
+                from < head
+                  ? yield* Scope.extend(Stream.toPull(instrument.replay(format.replay(from, head), from, head)), phase)
+                  : undefined
             })
 
           const window = yield* journal.info
           const reset = decideReset(cursorIn, window)
-          if (reset !== undefined) pending.push(reset)
+          if (reset !== undefined) pending.push(instrument.reset(reset))
           yield* startFrom(reset === undefined ? cursorIn.seq : reset.continueFrom)
 
           const deliver = (items: Iterable<C>, out: Array<Item>): "ok" | "gap" => {
@@ -602,10 +607,10 @@ export const make = <A, I>(
                   } else if (next.left.value._tag === "JournalPruned") {
                     // Retention removed what this reader still needed: say so, go on from the head.
                     const now = yield* journal.info
-                    out.push(resetTo("below_retention", cursor, now))
+                    out.push(instrument.reset(resetTo("below_retention", cursor, now)))
                     yield* startFrom(now.headSeq)
                   } else {
-                    return yield* Effect.fail(next.left)
+                    return yield* Effect.fail(Option.map(next.left, instrument.readFailure))
                   }
                 } else {
                   if (!caughtUp) {
@@ -650,13 +655,14 @@ export const make = <A, I>(
       const queued = yield* Queue.size(queue)
       return { ...info, dropped, subscribers, degraded, lastError, queued: Math.max(0, queued) } satisfies FeedStatus
     })
+    yield* instrument.observe(status)
 
     return {
       epoch: journal.epoch,
       record: (sessionId, event) => Effect.sync(() => unsafeRecord(sessionId, event)),
       unsafeRecord,
-      publish,
-      publishAll,
+      publish: instrument.publish(publish),
+      publishAll: instrument.publishAll(publishAll),
       changes,
       changeLines,
       read: journal.read,
@@ -676,7 +682,10 @@ export const makeFiles = <A, I>(
 ): Effect.Effect<ChangeFeedService<A>, Journal.JournalOpenError, FileSystem.FileSystem | Path.Path | Scope.Scope> =>
   // The journal keeps its segment files in a scope of its own, so opened before the feed it
   // is released after the feed's drain, whatever it opened while running.
-  Effect.flatMap(Journal.make(domain.schema, options), (journal) => make(domain, journal, options))
+  Journal.make(domain.schema, options).pipe(
+    Effect.tapError(Instrument.openFailure(options.account)),
+    Effect.flatMap((journal) => make(domain, journal, options))
+  )
 
 /** The agent platform's change feed. */
 export class ChangeFeed extends Context.Tag("effect-change-feed/ChangeFeed")<

@@ -34,8 +34,10 @@ import { cursorAfter, type FeedItem, resetWire } from "./Domain/FeedItem.js"
 import { makeAuthorize, tokenProblem } from "./Http/Auth.js"
 import { appendEntries } from "./Http/Body.js"
 import { answerFailures, routesOf } from "./Http/Errors.js"
+import * as MetricsRoute from "./Http/Metrics.js"
 import { feedErrorFrame, keepaliveFrame, makeFrameEncoder, retryFrame } from "./Http/Sse.js"
 import type { FsyncMode, JournalReadError } from "./Journal.js"
+import * as Tracing from "./Tracing.js"
 
 export interface HttpOptions {
   /** Bearer token every `/api` route requires, when set. */
@@ -308,8 +310,11 @@ const docsRoutes = [
 
 /** The API, its docs and the server, on whatever `HttpServer` is provided. Requires the feed. */
 export const layer = (options: HttpOptions = {}) =>
-  Layer.mergeAll(HttpApiBuilder.serve(), EndStreamsOnShutdown).pipe(
-    Layer.provide(HttpApiBuilder.middleware(FeedApi, answerFailures(routesOf(FeedApi, docsRoutes)))),
+  Layer.mergeAll(Tracing.serveApi, EndStreamsOnShutdown).pipe(
+    Layer.provide(
+      HttpApiBuilder.middleware(FeedApi, answerFailures(routesOf(FeedApi, [...docsRoutes, ...MetricsRoute.routes])))
+    ),
+    Layer.provide(MetricsRoute.layer(options.token)),
     Layer.provide(HttpApiSwagger.layer({ path: docsRoutes[0][0] })),
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: docsRoutes[1][0] })),
     Layer.provide(HttpApiBuilder.api(FeedApi).pipe(Layer.provide(FeedGroupLive(options)))),
@@ -373,7 +378,8 @@ export const ServerConfig = Config.all({
   retainSegments: Config.integer("FEED_RETAIN_SEGMENTS").pipe(
     Config.validate({ message: "FEED_RETAIN_SEGMENTS must be at least 1", validation: (n) => n >= 1 }),
     Config.withDefault(64)
-  )
+  ),
+  tracing: Tracing.OtlpConfig
 })
 
 export type ServerSettings = Config.Config.Success<typeof ServerConfig>
@@ -396,7 +402,8 @@ export const layerFromSettings = (config: ServerSettings): Layer.Layer<ChangeFee
         HttpServer.withLogAddress,
         Layer.provide(NodeHttpServer.layer(createNodeServer, { host: config.host, port: config.port })),
         Layer.provideMerge(feed),
-        Layer.provide(NodeContext.layer)
+        Layer.provide(NodeContext.layer),
+        Layer.provide(Tracing.layer(config.tracing))
       )
     })
   )
