@@ -41,13 +41,15 @@ export interface OtlpSettings {
 const url = (name: string) =>
   Config.string(name).pipe(
     Config.mapOrFail((text) => {
-      try {
-        return Either.right(new URL(text).toString())
-      } catch {
-        return Either.left(
-          ConfigError.InvalidData([name], `${name} must be a URL such as http://127.0.0.1:4318, got '${text}'`)
-        )
-      }
+      const parsed = URL.canParse(text) ? new URL(text) : undefined
+      return parsed !== undefined && (parsed.protocol === "http:" || parsed.protocol === "https:")
+        ? Either.right(parsed.toString())
+        : Either.left(
+            ConfigError.InvalidData(
+              [name],
+              `${name} must be an http(s) URL such as http://127.0.0.1:4318, got '${text}'`
+            )
+          )
     }),
     Config.option
   )

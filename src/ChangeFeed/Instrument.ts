@@ -5,7 +5,7 @@
  * reader runs. Made once per feed. With no tracer the span wrappers are the identity, and
  * nothing here runs per event: per call, per batch, per reset, or when metrics are collected.
  */
-import { Cause, Effect, Exit, Option, Stream } from "effect"
+import { Cause, Clock, Effect, Exit, FiberId, Option, Stream } from "effect"
 import type { Reset } from "../Domain/FeedItem.js"
 import type { JournalReadError } from "../Journal/Errors.js"
 import * as Metrics from "../Metrics.js"
@@ -118,14 +118,36 @@ export const make = (account: string = Metrics.defaultAccount) =>
         })
       },
 
-      /** A reader's replay of the journal from `from` (exclusive) to `upTo`, in a span when traced. */
-      replay: <A, E>(stream: Stream.Stream<A, E>, from: number, upTo: number): Stream.Stream<A, E> =>
-        tracing
-          ? Stream.withSpan(stream, "ChangeFeed.replay", {
+      /**
+       * A reader's replay of the journal from `from` (exclusive) to `upTo`, in a span when traced.
+       * The span ends when the replay does (or fails, or its reader goes), not with the reader.
+       */
+      replay: <A, E>(stream: Stream.Stream<A, E>, from: number, upTo: number): Stream.Stream<A, E> => {
+        if (!tracing) return stream
+        return Stream.unwrap(
+          Effect.map(
+            Effect.makeSpan("ChangeFeed.replay", {
               attributes: { ...accountAttribute, "feed.replay.from": from, "feed.replay.to": upTo },
               captureStackTrace: false
-            })
-          : stream,
+            }),
+            (span) => {
+              let ended = false
+              const end = (exit: Exit.Exit<unknown, unknown>) =>
+                Effect.flatMap(Clock.currentTimeNanos, (now) =>
+                  Effect.sync(() => {
+                    if (!ended) span.end(now, exit)
+                    ended = true
+                  })
+                )
+              return stream.pipe(
+                Stream.onEnd(end(Exit.void)),
+                Stream.tapErrorCause((cause) => end(Exit.failCause(cause))),
+                Stream.ensuring(end(Exit.interrupt(FiberId.none)))
+              )
+            }
+          )
+        )
+      },
 
       /** Counts a reset by its reason, and answers it. */
       reset: <R extends Reset>(reset: R): R => {
