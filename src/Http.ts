@@ -33,6 +33,7 @@ import { BadRequest, InternalError, JournalCorrupt, Unavailable } from "./Domain
 import { cursorAfter, type FeedItem, resetWire } from "./Domain/FeedItem.js"
 import { makeAuthorize, tokenProblem } from "./Http/Auth.js"
 import { appendEntries } from "./Http/Body.js"
+import * as Cors from "./Http/Cors.js"
 import { answerFailures, routesOf } from "./Http/Errors.js"
 import * as MetricsRoute from "./Http/Metrics.js"
 import { feedErrorFrame, keepaliveFrame, makeFrameEncoder, retryFrame } from "./Http/Sse.js"
@@ -50,6 +51,8 @@ export interface HttpOptions {
   readonly maxBodyBytes?: number | undefined
   /** Most events in one POST (default 1000). */
   readonly maxBatchEvents?: number | undefined
+  /** Origins whose pages may read the feed (CORS); unset, cross-origin requests stay refused. */
+  readonly corsOrigins?: Cors.CorsOrigins | undefined
 }
 
 /** The stream's media type; the charset said outright, since some clients assume Latin-1 without it. */
@@ -315,6 +318,7 @@ export const layer = (options: HttpOptions = {}) =>
       HttpApiBuilder.middleware(FeedApi, answerFailures(routesOf(FeedApi, [...docsRoutes, ...MetricsRoute.routes])))
     ),
     Layer.provide(MetricsRoute.layer(options.token)),
+    Layer.provide(Cors.layer(options.corsOrigins)),
     Layer.provide(HttpApiSwagger.layer({ path: docsRoutes[0][0] })),
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: docsRoutes[1][0] })),
     Layer.provide(HttpApiBuilder.api(FeedApi).pipe(Layer.provide(FeedGroupLive(options)))),
@@ -328,18 +332,25 @@ export const layer = (options: HttpOptions = {}) =>
  * in between (on an open keep-alive connection, or while the feed drains) would otherwise never
  * be answered, and the server's close would wait for it forever.
  */
-export const createNodeServer = (): Server => {
+export const createNodeServer = (corsOrigins?: Cors.CorsOrigins): Server => {
   const server = createServer()
   server.on("request", (request, response) => {
     if (server.listenerCount("request") > 1) return
+    // With the CORS headers the API would send: a browser gives up for good on an answer it may not read.
+    const cors = Cors.responseHeaders(corsOrigins, request.headers.origin)
     if (request.url?.startsWith("/api/v1/stream")) {
       // An EventSource gives up for good on any answer but a 200 event stream: an empty one
       // makes it reconnect, to the restarted server.
-      response.writeHead(200, { "content-type": eventStream, "cache-control": "no-cache", connection: "close" })
+      response.writeHead(200, {
+        ...cors,
+        "content-type": eventStream,
+        "cache-control": "no-cache",
+        connection: "close"
+      })
       response.end()
       return
     }
-    response.writeHead(503, { "content-type": "application/json; charset=utf-8", connection: "close" })
+    response.writeHead(503, { ...cors, "content-type": "application/json; charset=utf-8", connection: "close" })
     response.end(
       JSON.stringify({ _tag: "Unavailable", accepted: false, message: "the feed is shutting down; retry shortly" })
     )
@@ -379,6 +390,7 @@ export const ServerConfig = Config.all({
     Config.validate({ message: "FEED_RETAIN_SEGMENTS must be at least 1", validation: (n) => n >= 1 }),
     Config.withDefault(64)
   ),
+  corsOrigins: Cors.CorsConfig,
   tracing: Tracing.OtlpConfig
 })
 
@@ -398,9 +410,12 @@ export const layerFromSettings = (config: ServerSettings): Layer.Layer<ChangeFee
         `change feed: journal in ${config.directory} (fsync ${config.fsync}); ` +
           `stream at http://${config.host}:${config.port}/api/v1/stream, docs at http://${config.host}:${config.port}/docs`
       )
-      return layer({ token: Option.getOrUndefined(config.token) }).pipe(
+      const corsOrigins = Option.getOrUndefined(config.corsOrigins)
+      return layer({ token: Option.getOrUndefined(config.token), corsOrigins }).pipe(
         HttpServer.withLogAddress,
-        Layer.provide(NodeHttpServer.layer(createNodeServer, { host: config.host, port: config.port })),
+        Layer.provide(
+          NodeHttpServer.layer(() => createNodeServer(corsOrigins), { host: config.host, port: config.port })
+        ),
         Layer.provideMerge(feed),
         Layer.provide(NodeContext.layer),
         Layer.provide(Tracing.layer(config.tracing))

@@ -61,7 +61,12 @@ export const start = (options: TestServerOptions): Effect.Effect<TestServer, unk
       Layer.provide(options.routes ?? Layer.empty),
       // Composed as `Http.layerFromSettings` does: the feed outlives the server, so requests in
       // flight at shutdown still find it.
-      Layer.provideMerge(NodeHttpServer.layer(Http.createNodeServer, { host: "127.0.0.1", port: options.port ?? 0 })),
+      Layer.provideMerge(
+        NodeHttpServer.layer(() => Http.createNodeServer(options.http?.corsOrigins), {
+          host: "127.0.0.1",
+          port: options.port ?? 0
+        })
+      ),
       Layer.provide(ChangeFeed.layer({ ...options.feed, directory: options.directory })),
       Layer.provide(NodeContext.layer),
       Layer.provide(Logger.add(keep)),
