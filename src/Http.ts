@@ -37,6 +37,7 @@ import * as Cors from "./Http/Cors.js"
 import { answerFailures, routesOf } from "./Http/Errors.js"
 import * as MetricsRoute from "./Http/Metrics.js"
 import { feedErrorFrame, keepaliveFrame, makeFrameEncoder, retryFrame } from "./Http/Sse.js"
+import * as Viewer from "./Http/Viewer.js"
 import type { FsyncMode, JournalReadError } from "./Journal.js"
 import * as Tracing from "./Tracing.js"
 
@@ -315,9 +316,13 @@ const docsRoutes = [
 export const layer = (options: HttpOptions = {}) =>
   Layer.mergeAll(Tracing.serveApi, EndStreamsOnShutdown).pipe(
     Layer.provide(
-      HttpApiBuilder.middleware(FeedApi, answerFailures(routesOf(FeedApi, [...docsRoutes, ...MetricsRoute.routes])))
+      HttpApiBuilder.middleware(
+        FeedApi,
+        answerFailures(routesOf(FeedApi, [...docsRoutes, ...MetricsRoute.routes, ...Viewer.routes]))
+      )
     ),
     Layer.provide(MetricsRoute.layer(options.token)),
+    Layer.provide(Viewer.layer),
     Layer.provide(Cors.layer(options.corsOrigins)),
     Layer.provide(HttpApiSwagger.layer({ path: docsRoutes[0][0] })),
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: docsRoutes[1][0] })),
