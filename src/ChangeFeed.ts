@@ -218,6 +218,7 @@ export const make = <A, I>(
 
     const drop = () => {
       dropped++
+      droppedTotal.unsafeUpdate(1, [])
       signalWarning()
     }
 
@@ -478,7 +479,6 @@ export const make = <A, I>(
         Effect.gen(function* () {
           yield* Queue.take(warnSignal)
           const total = dropped
-          yield* Metric.incrementBy(droppedTotal, total - reported)
           yield* Effect.logWarning(
             `change feed queue full${closing ? " or closed" : ""}: dropped ${total - reported} event(s) ` +
               `(${total} since start); use publish() where an event must land`

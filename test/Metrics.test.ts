@@ -141,6 +141,26 @@ describe("feed metrics", () => {
     })
   )
 
+  it.scopedLive("every_dropped_event_is_counted_when_it_is_dropped_not_when_the_warning_is_logged", () =>
+    Effect.gen(function* () {
+      const account = freshAccount()
+      const { feed, scrapeAll } = yield* feedWithScrape({ account, queueCapacity: 1 })
+      const burst = () => {
+        // No yield in between: the writer cannot take anything, so all but one are dropped.
+        for (let i = 0; i < 20; i++) feed.unsafeRecord("s1", { type: "session_deleted", session_id: "s1" })
+      }
+      burst()
+      yield* eventually(
+        Effect.map(scrapeAll, (families) => valueOf(families, "change_feed_dropped_total", { account }) > 0)
+      )
+      // A second burst within the warning's quiet period (10 s): counted all the same.
+      burst()
+      const { dropped: total } = yield* feed.status
+      assert.isAtLeast(total, 38)
+      assert.strictEqual(valueOf(yield* scrapeAll, "change_feed_dropped_total", { account }), total)
+    })
+  )
+
   it.scopedLive("a_publish_refused_at_shutdown_is_counted_and_the_gauges_keep_the_last_state", () =>
     Effect.gen(function* () {
       const account = freshAccount()
