@@ -655,7 +655,7 @@ export const make = <A, I>(
       const queued = yield* Queue.size(queue)
       return { ...info, dropped, subscribers, degraded, lastError, queued: Math.max(0, queued) } satisfies FeedStatus
     })
-    yield* instrument.observe(status)
+    yield* instrument.observe(status, journal.info)
 
     return {
       epoch: journal.epoch,

@@ -137,14 +137,11 @@ const sampleAll = () => {
   for (const sample of samplers) Effect.runSync(sample)
 }
 
-/**
- * Keeps `sample` (which sets gauges from live state) run at every collection while the scope
- * is open, and once more as it closes, so the gauges keep the feed's last state.
- */
+/** Keeps `sample` (which sets gauges from live state) run at every collection while the scope is open. */
 export const sampleWhileOpen = (sample: Effect.Effect<void>) =>
   Effect.acquireRelease(
     Effect.sync(() => samplers.add(sample)),
-    () => Effect.sync(() => samplers.delete(sample)).pipe(Effect.zipRight(sample))
+    () => Effect.sync(() => samplers.delete(sample))
   )
 
 /** Effect's producer, with the gauges brought up to date first. */

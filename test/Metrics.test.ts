@@ -161,17 +161,20 @@ describe("feed metrics", () => {
     })
   )
 
-  it.scopedLive("a_publish_refused_at_shutdown_is_counted_and_the_gauges_keep_the_last_state", () =>
+  it.scopedLive("a_publish_refused_at_shutdown_is_counted_and_the_gauges_keep_the_state_after_the_drain", () =>
     Effect.gen(function* () {
       const account = freshAccount()
       const { feed, scope, scrapeAll } = yield* feedWithScrape({ account })
       yield* feed.publish("s1", { type: "session_deleted", session_id: "s1" })
+      // Still queued when the feed closes: journaled by its drain.
+      for (let i = 0; i < 5; i++) feed.unsafeRecord("s1", { type: "session_deleted", session_id: "s1" })
       yield* Scope.close(scope, Exit.void)
       const refused = yield* Effect.flip(feed.publish("s1", { type: "session_deleted", session_id: "s1" }))
       assert.strictEqual(refused._tag, "FeedClosed")
       const families = yield* scrapeAll
       assert.strictEqual(valueOf(families, "change_feed_refused_total", { account, reason: "closed" }), 1)
-      assert.strictEqual(valueOf(families, "change_feed_head_seq", { account }), 1)
+      assert.strictEqual(valueOf(families, "change_feed_head_seq", { account }), 6)
+      assert.strictEqual(valueOf(families, "change_feed_queue_depth", { account }), 0)
       assert.strictEqual(valueOf(families, "change_feed_subscribers", { account }), 0)
     })
   )

@@ -12,12 +12,16 @@ import * as Metrics from "../Metrics.js"
 import * as Tracing from "../Tracing.js"
 import type { PublishError } from "./Errors.js"
 
-/** The state the gauges are read from. */
-export interface Observed {
+/** The journal's part of the state the gauges are read from. */
+export interface JournalState {
   readonly headSeq: number
   readonly oldestSeq: number
   readonly segments: number
   readonly bytes: number
+}
+
+/** The state the gauges are read from. */
+export interface Observed extends JournalState {
   readonly queued: number
   readonly subscribers: number
   readonly degraded: boolean
@@ -32,6 +36,32 @@ export const make = (account: string = Metrics.defaultAccount) =>
     const accountAttribute = { "feed.account": account }
     /** Where each open reader is: its cursor. */
     const readers = new Set<() => number>()
+
+    const setGauges = (s: Observed) => {
+      metrics.headSeq.unsafeUpdate(s.headSeq, [])
+      metrics.oldestSeq.unsafeUpdate(s.oldestSeq, [])
+      metrics.segments.unsafeUpdate(s.segments, [])
+      metrics.journalBytes.unsafeUpdate(s.bytes, [])
+      metrics.queueDepth.unsafeUpdate(s.queued, [])
+      metrics.subscribers.unsafeUpdate(s.subscribers, [])
+      metrics.degraded.unsafeUpdate(s.degraded ? 1 : 0, [])
+      let lag = 0
+      for (const position of readers) lag = Math.max(lag, s.headSeq - position())
+      metrics.readerLag.unsafeUpdate(lag, [])
+    }
+    /** The journal's state, once `observe` is given it. */
+    let journalState: Effect.Effect<JournalState> | undefined
+    // Added first, so run last, after the feed's own shutdown (its drain): the gauges of a closed
+    // feed say so (no queue, no reader, not degraded) and keep its final head, for whatever
+    // collects them later.
+    yield* Effect.addFinalizer(() =>
+      journalState === undefined
+        ? Effect.void
+        : Effect.map(journalState, (journal) => {
+            readers.clear()
+            setGauges({ ...journal, queued: 0, subscribers: 0, degraded: false })
+          })
+    )
 
     const settlePublish = (started: number, exit: Exit.Exit<unknown, PublishError>) => {
       if (Exit.isSuccess(exit)) return metrics.publishSeconds.unsafeUpdate((performance.now() - started) / 1000, [])
@@ -168,22 +198,14 @@ export const make = (account: string = Metrics.defaultAccount) =>
           () => Effect.sync(() => readers.delete(position))
         ),
 
-      /** Reads the feed's gauges from `state` whenever metrics are collected, while the scope is open. */
-      observe: (state: Effect.Effect<Observed>) =>
-        Metrics.sampleWhileOpen(
-          Effect.map(state, (s) => {
-            metrics.headSeq.unsafeUpdate(s.headSeq, [])
-            metrics.oldestSeq.unsafeUpdate(s.oldestSeq, [])
-            metrics.segments.unsafeUpdate(s.segments, [])
-            metrics.journalBytes.unsafeUpdate(s.bytes, [])
-            metrics.queueDepth.unsafeUpdate(s.queued, [])
-            metrics.subscribers.unsafeUpdate(s.subscribers, [])
-            metrics.degraded.unsafeUpdate(s.degraded ? 1 : 0, [])
-            let lag = 0
-            for (const position of readers) lag = Math.max(lag, s.headSeq - position())
-            metrics.readerLag.unsafeUpdate(lag, [])
-          })
-        )
+      /**
+       * Reads the feed's gauges from `state` whenever metrics are collected while the scope is
+       * open, and from `journal` once the feed has closed.
+       */
+      observe: (state: Effect.Effect<Observed>, journal: Effect.Effect<JournalState>) => {
+        journalState = journal
+        return Metrics.sampleWhileOpen(Effect.map(state, setGauges))
+      }
     }
   })
 
