@@ -34,10 +34,10 @@ import {
   type Splitter
 } from "./Journal/Lines.js"
 import { acquireLock } from "./Journal/Lock.js"
-import * as Metrics from "./Metrics.js"
 import { recoverTail } from "./Journal/Recovery.js"
 import { defaultRetention, type RetentionPolicy, segmentsToPrune } from "./Journal/Retention.js"
 import { parseSegmentName, type Segment, segmentIndexFor, segmentName } from "./Journal/Segment.js"
+import * as Metrics from "./Metrics.js"
 
 export * from "./Journal/Errors.js"
 export type { EncodedBatch } from "./Journal/Lines.js"
