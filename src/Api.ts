@@ -2,9 +2,18 @@
  * The HTTP contract of the feed as an `HttpApi`: importable by clients (`HttpApiClient`)
  * and the source of the OpenAPI document served at `/docs`.
  */
-import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiMiddleware, HttpApiSchema, OpenApi } from "@effect/platform"
+import {
+  HttpApi,
+  HttpApiEndpoint,
+  HttpApiGroup,
+  HttpApiMiddleware,
+  HttpApiSchema,
+  HttpApiSecurity,
+  OpenApi
+} from "@effect/platform"
 import { Context, JSONSchema, Schema } from "effect"
 import type { Grant } from "./Access.js"
+import { finishDocument } from "./Api/Document.js"
 import { AgentEvent } from "./Domain/AgentEvent.js"
 import { ChangeEvent, Seq } from "./Domain/ChangeEvent.js"
 import {
@@ -95,7 +104,16 @@ export class Caller extends Context.Tag("effect-change-feed/Caller")<Caller, Gra
  */
 export class Authorization extends HttpApiMiddleware.Tag<Authorization>()("Authorization", {
   failure: Unauthorized,
-  provides: Caller
+  provides: Caller,
+  security: {
+    bearer: HttpApiSecurity.bearer.pipe(
+      HttpApiSecurity.annotate(
+        OpenApi.Description,
+        "`Authorization: Bearer <token>`, when the service has tokens: the admin token, or an account token " +
+          "(an HS256 JWT naming the account and its scopes)"
+      )
+    )
+  }
 }) {}
 
 const cursorDoc =
@@ -258,4 +276,5 @@ export class FeedApi extends HttpApi.make("change-feed")
   .add(AccountGroup)
   .add(AdminGroup)
   .annotate(OpenApi.Title, "effect-change-feed")
-  .annotate(OpenApi.Description, "A durable, account-wide change feed for agent platforms") {}
+  .annotate(OpenApi.Description, "A durable, account-wide change feed for agent platforms")
+  .annotate(OpenApi.Transform, finishDocument) {}

@@ -53,6 +53,7 @@ import {
   type Runs,
   seqsAt
 } from "./ChangeFeed/Idempotency.js"
+import * as Instrument from "./ChangeFeed/Instrument.js"
 import { LiveBuffer } from "./ChangeFeed/LiveBuffer.js"
 import { decideReset, resetTo } from "./ChangeFeed/Reset.js"
 import { AgentDomain, type AgentEvent } from "./Domain/AgentEvent.js"
@@ -65,6 +66,8 @@ import * as Journal from "./Journal.js"
 export * from "./ChangeFeed/Errors.js"
 
 export interface ChangeFeedOptions {
+  /** The `account` label of the feed's metrics and spans (default "default"). */
+  readonly account?: string | undefined
   /** Capacity of the intake queue in items (default 1024): a `record`, or a `publish`/`publishAll` call. */
   readonly queueCapacity?: number | undefined
   /**
@@ -251,10 +254,6 @@ const LIVE_EVENT_BYTES = 384
 /** Most bytes a reader takes from the live buffer at once (past its first event): what it copies in one go. */
 const LIVE_READ_BYTES = MiB
 
-const journaledTotal = Metric.counter("change_feed_journaled_total", { incremental: true })
-const appendFailuresTotal = Metric.counter("change_feed_append_failures_total", { incremental: true })
-const droppedTotal = Metric.counter("change_feed_dropped_total", { incremental: true })
-
 /**
  * Builds a feed for any event domain on top of an open journal. The journal must outlive the
  * scope. Fails if the journal's tail, read to learn the recent idempotency keys, cannot be read.
@@ -272,6 +271,8 @@ export const make = <A, I>(
     const retryBaseMs = options.retryBaseMs ?? 10
     const retryMaxMs = options.retryMaxMs ?? 5_000
     const drainAttempts = options.drainAttempts ?? 5
+    const instrument = yield* Instrument.make(options.account)
+    const { journaled: journaledTotal, appendFailures: appendFailuresTotal, dropped: droppedTotal } = instrument.metrics
 
     // Bounded by `intake`: room is taken before an item is queued; its item is given back when the
     // writer takes it, its bytes once the writer has journaled it (what the writer holds counts too).
@@ -327,6 +328,7 @@ export const make = <A, I>(
 
     const drop = () => {
       dropped++
+      droppedTotal.unsafeUpdate(1, [])
       signalWarning()
     }
 
@@ -586,7 +588,7 @@ export const make = <A, I>(
         let failures = 0
         let encoded: Journal.EncodedBatch
         while (true) {
-          const attempt = yield* Effect.exit(journal.append(batch))
+          const attempt = yield* Effect.exit(instrument.commit(journal.append(batch), batch))
           if (Exit.isSuccess(attempt)) {
             encoded = attempt.value
             break
@@ -760,7 +762,6 @@ export const make = <A, I>(
         Effect.gen(function* () {
           yield* Queue.take(warnSignal)
           const total = dropped
-          yield* Metric.incrementBy(droppedTotal, total - reported)
           yield* Effect.logWarning(
             `change feed queue full${closing ? " or closed" : ""}: dropped ${total - reported} event(s) ` +
               `(${total} since start); use publish() where an event must land`
@@ -830,6 +831,7 @@ export const make = <A, I>(
           let cursor = 0
           let caughtUp = false
           let ended = false
+          yield* instrument.trackReader(() => cursor)
 
           // Replay the journal up to its head, then follow the live buffer: every later event is
           // put in the buffer after it is journaled, so the reader either finds it there or
@@ -840,12 +842,15 @@ export const make = <A, I>(
               phase = yield* Scope.fork(outer, ExecutionStrategy.sequential)
               const head = yield* journal.headSeq
               cursor = from
-              replay = from < head ? yield* Scope.extend(Stream.toPull(format.replay(from, head)), phase) : undefined
+              replay =
+                from < head
+                  ? yield* Scope.extend(Stream.toPull(instrument.replay(format.replay(from, head), from, head)), phase)
+                  : undefined
             })
 
           const window = yield* journal.info
           const reset = decideReset(cursorIn, window)
-          if (reset !== undefined) pending.push(reset)
+          if (reset !== undefined) pending.push(instrument.reset(reset))
           yield* startFrom(reset === undefined ? cursorIn.seq : reset.continueFrom)
 
           const deliver = (items: Iterable<C>, out: Array<Item>): "ok" | "gap" => {
@@ -885,10 +890,10 @@ export const make = <A, I>(
                   } else if (next.left.value._tag === "JournalPruned") {
                     // Retention removed what this reader still needed: say so, go on from the head.
                     const now = yield* journal.info
-                    out.push(resetTo("below_retention", cursor, now))
+                    out.push(instrument.reset(resetTo("below_retention", cursor, now)))
                     yield* startFrom(now.headSeq)
                   } else {
-                    return yield* Effect.fail(next.left)
+                    return yield* Effect.fail(Option.map(next.left, instrument.readFailure))
                   }
                 } else {
                   if (!caughtUp) {
@@ -945,13 +950,14 @@ export const make = <A, I>(
         liveBytes: live.bytes
       } satisfies FeedStatus
     })
+    yield* instrument.observe(status, journal.info)
 
     return {
       epoch: journal.epoch,
       record: (sessionId, event) => Effect.sync(() => unsafeRecord(sessionId, event)),
       unsafeRecord,
-      publish,
-      publishAll,
+      publish: instrument.publish(publish),
+      publishAll: instrument.publishAll(publishAll),
       changes,
       changeLines,
       read: journal.read,
@@ -971,7 +977,10 @@ export const makeFiles = <A, I>(
 ): Effect.Effect<ChangeFeedService<A>, Journal.JournalOpenError, FileSystem.FileSystem | Path.Path | Scope.Scope> =>
   // The journal keeps its segment files in a scope of its own, so opened before the feed it
   // is released after the feed's drain, whatever it opened while running.
-  Effect.flatMap(Journal.make(domain.schema, options), (journal) => make(domain, journal, options))
+  Journal.make(domain.schema, options).pipe(
+    Effect.tapError(Instrument.openFailure(options.account)),
+    Effect.flatMap((journal) => make(domain, journal, options))
+  )
 
 /** The agent platform's change feed. */
 export class ChangeFeed extends Context.Tag("effect-change-feed/ChangeFeed")<

@@ -141,7 +141,7 @@ export const make = <A, I>(
             idleSince.delete(account)
           }).pipe(Effect.zipRight(Deferred.succeed(done, undefined)))
         )
-        const feed = yield* ChangeFeed.makeFiles(domain, { ...options, directory: directoryOf(account) })
+        const feed = yield* ChangeFeed.makeFiles(domain, { ...options, account, directory: directoryOf(account) })
         opened.set(account, feed)
         // Runs first at close: a closing feed is no longer listed as open.
         yield* Effect.addFinalizer(() => Effect.sync(() => opened.delete(account)))

@@ -45,9 +45,13 @@ import {
 import { cursorAfter, type FeedItem, resetWire } from "./Domain/FeedItem.js"
 import { authorize, isStreamPath, jwtSecretProblem, makeAuthenticate, tokenProblem } from "./Http/Auth.js"
 import { appendEntries } from "./Http/Body.js"
+import * as Cors from "./Http/Cors.js"
 import { answerFailures, routesOf } from "./Http/Errors.js"
+import * as MetricsRoute from "./Http/Metrics.js"
 import { feedErrorFrame, keepaliveFrame, makeFrameEncoder, retryFrame } from "./Http/Sse.js"
+import * as Viewer from "./Http/Viewer.js"
 import type { FsyncMode, JournalReadError } from "./Journal.js"
+import * as Tracing from "./Tracing.js"
 
 export interface HttpOptions {
   /** The admin token (every route of every account), when set. */
@@ -68,6 +72,8 @@ export interface HttpOptions {
    * catches up (and then catches up from the journal).
    */
   readonly streamBufferBytes?: number | undefined
+  /** Origins whose pages may read the feed (CORS); unset, cross-origin requests stay refused. */
+  readonly corsOrigins?: Cors.CorsOrigins | undefined
 }
 
 /** Bytes of frames held by the open stream connections, summed (each holds at most `streamBufferBytes`). */
@@ -93,8 +99,14 @@ const EndStreamsOnShutdown = Layer.scopedDiscard(
   })
 )
 
+const accessOf = (options: HttpOptions) => ({ adminToken: options.token, jwtSecret: options.jwtSecret })
+
+/** The check reads the request itself (the header, or `?access_token=` on the stream), not only the decoded bearer. */
 const AuthorizationLive = (options: HttpOptions) =>
-  Layer.effect(Authorization, makeAuthenticate({ adminToken: options.token, jwtSecret: options.jwtSecret }))
+  Layer.effect(
+    Authorization,
+    Effect.map(makeAuthenticate(accessOf(options)), (authenticate) => ({ bearer: () => authenticate }))
+  )
 
 /**
  * A journal that could not be read, as the API answers it: a corrupt line names its file and
@@ -487,8 +499,16 @@ const docsRoutes = [
 
 /** The API, its docs and the server, on whatever `HttpServer` is provided. Requires the feeds. */
 export const layer = (options: HttpOptions = {}) =>
-  Layer.mergeAll(HttpApiBuilder.serve(), EndStreamsOnShutdown).pipe(
-    Layer.provide(HttpApiBuilder.middleware(FeedApi, answerFailures(routesOf(FeedApi, docsRoutes)))),
+  Layer.mergeAll(Tracing.serveApi, EndStreamsOnShutdown).pipe(
+    Layer.provide(
+      HttpApiBuilder.middleware(
+        FeedApi,
+        answerFailures(routesOf(FeedApi, [...docsRoutes, ...MetricsRoute.routes, ...Viewer.routes]))
+      )
+    ),
+    Layer.provide(MetricsRoute.layer(accessOf(options))),
+    Layer.provide(Viewer.layer),
+    Layer.provide(Cors.layer(options.corsOrigins)),
     Layer.provide(HttpApiSwagger.layer({ path: docsRoutes[0][0] })),
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: docsRoutes[1][0] })),
     Layer.provide(
@@ -507,18 +527,25 @@ export const layer = (options: HttpOptions = {}) =>
  * in between (on an open keep-alive connection, or while the feed drains) would otherwise never
  * be answered, and the server's close would wait for it forever.
  */
-export const createNodeServer = (): Server => {
+export const createNodeServer = (corsOrigins?: Cors.CorsOrigins): Server => {
   const server = createServer()
   server.on("request", (request, response) => {
     if (server.listenerCount("request") > 1) return
+    // With the CORS headers the API would send: a browser gives up for good on an answer it may not read.
+    const cors = Cors.responseHeaders(corsOrigins, request.headers.origin)
     if (isStreamPath(request.url ?? "")) {
       // An EventSource gives up for good on any answer but a 200 event stream: an empty one
       // makes it reconnect, to the restarted server.
-      response.writeHead(200, { "content-type": eventStream, "cache-control": "no-cache", connection: "close" })
+      response.writeHead(200, {
+        ...cors,
+        "content-type": eventStream,
+        "cache-control": "no-cache",
+        connection: "close"
+      })
       response.end()
       return
     }
-    response.writeHead(503, { "content-type": "application/json; charset=utf-8", connection: "close" })
+    response.writeHead(503, { ...cors, "content-type": "application/json; charset=utf-8", connection: "close" })
     response.end(
       JSON.stringify({ _tag: "Unavailable", accepted: false, message: "the feed is shutting down; retry shortly" })
     )
@@ -555,7 +582,9 @@ export interface ServerOptions extends HttpOptions {
  */
 export const layerServer = (options: ServerOptions) =>
   layer(options).pipe(
-    Layer.provideMerge(NodeHttpServer.layer(createNodeServer, { host: options.host, port: options.port }))
+    Layer.provideMerge(
+      NodeHttpServer.layer(() => createNodeServer(options.corsOrigins), { host: options.host, port: options.port })
+    )
   )
 
 /** Server configuration from the environment, with defaults. */
@@ -580,7 +609,9 @@ export const ServerConfig = Config.all({
     Config.validate({ message: "FEED_MAX_OPEN_ACCOUNTS must be at least 1", validation: (n) => n >= 1 }),
     Config.withDefault(1000)
   ),
-  accountIdle: Config.duration("FEED_ACCOUNT_IDLE").pipe(Config.withDefault(Duration.minutes(5)))
+  accountIdle: Config.duration("FEED_ACCOUNT_IDLE").pipe(Config.withDefault(Duration.minutes(5))),
+  corsOrigins: Cors.CorsConfig,
+  tracing: Tracing.OtlpConfig
 })
 
 export type ServerSettings = Config.Config.Success<typeof ServerConfig>
@@ -597,7 +628,8 @@ export const layerFromSettings = (config: ServerSettings): Layer.Layer<ChangeFee
         host: config.host,
         port: config.port,
         token: Option.getOrUndefined(config.token),
-        jwtSecret: Option.getOrUndefined(config.jwtSecret)
+        jwtSecret: Option.getOrUndefined(config.jwtSecret),
+        corsOrigins: Option.getOrUndefined(config.corsOrigins)
       }).pipe(
         HttpServer.withLogAddress,
         Layer.provideMerge(
@@ -610,7 +642,8 @@ export const layerFromSettings = (config: ServerSettings): Layer.Layer<ChangeFee
             idleTimeToLive: config.accountIdle
           })
         ),
-        Layer.provide(NodeContext.layer)
+        Layer.provide(NodeContext.layer),
+        Layer.provide(Tracing.layer(config.tracing))
       )
     })
   )

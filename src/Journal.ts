@@ -49,6 +49,7 @@ import { acquireLock } from "./Journal/Lock.js"
 import { recoverTail } from "./Journal/Recovery.js"
 import { defaultRetention, type RetentionPolicy, segmentsToPrune } from "./Journal/Retention.js"
 import { parseSegmentName, type Segment, segmentIndexFor, segmentName } from "./Journal/Segment.js"
+import * as Metrics from "./Metrics.js"
 
 export * from "./Journal/Errors.js"
 export type { EncodedBatch } from "./Journal/Lines.js"
@@ -60,6 +61,8 @@ export type FsyncMode = "always" | "interval" | "never"
 
 export interface JournalOptions {
   readonly directory: string
+  /** The `account` label of the journal's metrics (default "default"). */
+  readonly account?: string | undefined
   readonly fsync?: FsyncMode | undefined
   /** Sync period in `interval` mode (default 100 ms). */
   readonly syncIntervalMs?: number | undefined
@@ -212,6 +215,7 @@ const open = <A, I>(
     const chunkBytes = options.readChunkBytes ?? DEFAULT_READ_CHUNK
     const codec: LineCodec<A> = makeLineCodec(schema)
     const at = (name: string) => path.join(directory, name)
+    const timedSync = Metrics.timed(Metrics.forAccount(options.account ?? Metrics.defaultAccount).fsyncSeconds)
     const io = (operation: string, file: string) => (cause: unknown) =>
       new JournalIoError({ operation, path: file, cause })
 
@@ -362,7 +366,7 @@ const open = <A, I>(
     const syncActive = Effect.suspend(() => {
       if (active === undefined || !unsynced) return Effect.void
       const file = active.segment.name
-      return active.file.sync.pipe(
+      return timedSync(active.file.sync).pipe(
         Effect.mapError(io("sync", at(file))),
         Effect.tap(() => Effect.sync(() => (unsynced = false)))
       )
@@ -411,7 +415,7 @@ const open = <A, I>(
             const bytes = encoded.bytes
             const written = Effect.gen(function* () {
               yield* current.file.writeAll(bytes)
-              if (fsync === "always") yield* current.file.sync
+              if (fsync === "always") yield* timedSync(current.file.sync)
             })
             yield* written.pipe(
               Effect.mapError(io("append", at(current.segment.name))),

@@ -8,15 +8,9 @@
 import { HttpApiBuilder, HttpServerResponse } from "@effect/platform"
 import { describe, it, assert } from "@effect/vitest"
 import { Effect } from "effect"
-import * as NFs from "node:fs"
-import { type Browser, chromium, type Page } from "playwright-core"
+import { type Page } from "playwright-core"
+import { hasChromium, launch } from "./support/Chromium.js"
 import { append, createdMany, range, start, status, tempDirectory } from "./support/Server.js"
-
-const chromiumPath = "/usr/bin/chromium"
-const hasChromium = NFs.existsSync(chromiumPath)
-if (!hasChromium) {
-  console.warn(`Browser tests skipped: ${chromiumPath} is missing (install it with 'apt-get install -y chromium').`)
-}
 
 const page = `<!doctype html>
 <html>
@@ -46,25 +40,6 @@ interface Received {
   readonly seq: number | null
   readonly type: string
 }
-
-const launch = Effect.acquireRelease(
-  Effect.promise(() =>
-    chromium.launch({
-      executablePath: chromiumPath,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync"
-      ]
-    })
-  ),
-  (browser: Browser) => Effect.promise(() => browser.close())
-)
 
 /** Waits (in the page, up to 30 s) until it has received `n` messages. */
 const receivedCount = (tab: Page, n: number) =>

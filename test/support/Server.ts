@@ -22,6 +22,8 @@ export interface TestServerOptions {
   readonly http?: Http.HttpOptions | undefined
   /** Extra routes served next to the API, e.g. `HttpApiBuilder.Router.use(...)` for a test page. */
   readonly routes?: Layer.Layer<never> | undefined
+  /** Built before the rest and around it, as `Http.layerFromSettings` builds the tracer: e.g. a tracer. */
+  readonly around?: Layer.Layer<never> | undefined
 }
 
 export interface TestServer {
@@ -59,7 +61,8 @@ export const start = (options: TestServerOptions): Effect.Effect<TestServer, unk
       Layer.provide(options.routes ?? Layer.empty),
       Layer.provideMerge(ChangeFeeds.layer({ ...options.feed, directory: options.directory })),
       Layer.provide(NodeContext.layer),
-      Layer.provide(Logger.add(keep))
+      Layer.provide(Logger.add(keep)),
+      Layer.provide(options.around ?? Layer.empty)
     )
     const context = yield* Layer.buildWithScope(layer, scope).pipe(
       Effect.tapErrorCause(() => Scope.close(scope, Exit.void))

@@ -1,0 +1,221 @@
+/**
+ * What a feed tells about its work: its metrics (see `Metrics`) and, when a tracer is
+ * installed, its spans: `ChangeFeed.publish` / `ChangeFeed.publishAll` per call,
+ * `ChangeFeed.commit` per batch the writer appends, `ChangeFeed.replay` per journal replay a
+ * reader runs. Made once per feed. With no tracer the span wrappers are the identity, and
+ * nothing here runs per event: per call, per batch, per reset, or when metrics are collected.
+ */
+import { Cause, Clock, Effect, Exit, FiberId, Option, Stream } from "effect"
+import type { Reset } from "../Domain/FeedItem.js"
+import type { JournalReadError } from "../Journal/Errors.js"
+import * as Metrics from "../Metrics.js"
+import * as Tracing from "../Tracing.js"
+import type { PublishAllError, PublishError } from "./Errors.js"
+
+/** The journal's part of the state the gauges are read from. */
+export interface JournalState {
+  readonly headSeq: number
+  readonly oldestSeq: number
+  readonly segments: number
+  readonly bytes: number
+}
+
+/** The state the gauges are read from. */
+export interface Observed extends JournalState {
+  readonly queued: number
+  readonly subscribers: number
+  readonly degraded: boolean
+}
+
+export type Instrument = Effect.Effect.Success<ReturnType<typeof make>>
+
+export const make = (account: string = Metrics.defaultAccount) =>
+  Effect.gen(function* () {
+    const tracing = yield* Tracing.active
+    const metrics = Metrics.forAccount(account)
+    const accountAttribute = { "feed.account": account }
+    /** Where each open reader is: its cursor. */
+    const readers = new Set<() => number>()
+
+    const setGauges = (s: Observed) => {
+      metrics.headSeq.unsafeUpdate(s.headSeq, [])
+      metrics.oldestSeq.unsafeUpdate(s.oldestSeq, [])
+      metrics.segments.unsafeUpdate(s.segments, [])
+      metrics.journalBytes.unsafeUpdate(s.bytes, [])
+      metrics.queueDepth.unsafeUpdate(s.queued, [])
+      metrics.subscribers.unsafeUpdate(s.subscribers, [])
+      metrics.degraded.unsafeUpdate(s.degraded ? 1 : 0, [])
+      let lag = 0
+      for (const position of readers) lag = Math.max(lag, s.headSeq - position())
+      metrics.readerLag.unsafeUpdate(lag, [])
+    }
+    /** The journal's state, once `observe` is given it. */
+    let journalState: Effect.Effect<JournalState> | undefined
+    // Added first, so run last, after the feed's own shutdown (its drain): the gauges of a closed
+    // feed say so (no queue, no reader, not degraded) and keep its final head, for whatever
+    // collects them later.
+    yield* Effect.addFinalizer(() =>
+      journalState === undefined
+        ? Effect.void
+        : Effect.map(journalState, (journal) => {
+            readers.clear()
+            setGauges({ ...journal, queued: 0, subscribers: 0, degraded: false })
+          })
+    )
+
+    const settlePublish = (started: number, exit: Exit.Exit<unknown, PublishAllError>) => {
+      if (Exit.isSuccess(exit)) return metrics.publishSeconds.unsafeUpdate((performance.now() - started) / 1000, [])
+      const failure = Cause.failureOption(exit.cause)
+      if (Option.isSome(failure)) {
+        const tag = failure.value._tag
+        if (tag === "NotYetDurable") metrics.ackTimeouts.unsafeUpdate(1, [])
+        else if (tag === "FeedBusy" || tag === "FeedClosed")
+          metrics.refused[tag === "FeedBusy" ? "busy" : "closed"].unsafeUpdate(1, [])
+        // A bad or reused idempotency key is the caller's mistake, not the feed refusing: not counted.
+      } else if (Cause.isDie(exit.cause)) {
+        // The one defect a publisher is answered with: an event the journal cannot encode.
+        metrics.refused.unwritable.unsafeUpdate(1, [])
+      }
+    }
+
+    /** A publish call: timed and its refusals counted, in a span when traced. */
+    const observePublish = <A, Err extends PublishAllError>(
+      name: string,
+      attributes: Record<string, unknown>,
+      publish: Effect.Effect<A, Err>,
+      seqs: (result: A) => Record<string, unknown>
+    ): Effect.Effect<A, Err> =>
+      Effect.suspend(() => {
+        const started = performance.now()
+        const observed = Effect.onExit(publish, (exit) => Effect.sync(() => settlePublish(started, exit)))
+        if (!tracing) return observed
+        return observed.pipe(
+          Effect.tap((result) => Effect.annotateCurrentSpan(seqs(result))),
+          Effect.withSpan(name, { attributes: { ...accountAttribute, ...attributes }, captureStackTrace: false })
+        )
+      })
+
+    return {
+      metrics,
+
+      publish:
+        <A, O>(
+          publish: (
+            sessionId: string | undefined,
+            event: A,
+            options?: O
+          ) => Effect.Effect<Option.Option<number>, PublishError>
+        ) =>
+        (sessionId: string | undefined, event: A, options?: O) =>
+          observePublish(
+            "ChangeFeed.publish",
+            sessionId === undefined ? {} : { "feed.session_id": sessionId },
+            publish(sessionId, event, options),
+            (seq) => (Option.isSome(seq) ? { "feed.seq": seq.value } : { "feed.ephemeral": true })
+          ),
+
+      publishAll:
+        <E, O>(
+          publishAll: (entries: ReadonlyArray<E>, options?: O) => Effect.Effect<Array<number | null>, PublishAllError>
+        ) =>
+        (entries: ReadonlyArray<E>, options?: O) =>
+          observePublish(
+            "ChangeFeed.publishAll",
+            { "feed.events": entries.length },
+            publishAll(entries, options),
+            (seqs) => {
+              const durable = seqs.filter((seq): seq is number => seq !== null)
+              return durable.length === 0
+                ? { "feed.durable": 0 }
+                : { "feed.durable": durable.length, "feed.seq.first": durable[0], "feed.seq.last": durable.at(-1) }
+            }
+          ),
+
+      /** One journal append of the writer: its latency and size, in a span when traced. */
+      commit: <A, E>(
+        append: Effect.Effect<A, E>,
+        batch: ReadonlyArray<{ readonly seq: number }>
+      ): Effect.Effect<A, E> => {
+        const measured = Metrics.timed(metrics.appendSeconds)(append).pipe(
+          Effect.tap(() => metrics.batchEvents.unsafeUpdate(batch.length, []))
+        )
+        if (!tracing) return measured
+        return Effect.withSpan(measured, "ChangeFeed.commit", {
+          attributes: {
+            ...accountAttribute,
+            "feed.batch.events": batch.length,
+            "feed.seq.first": batch[0]?.seq,
+            "feed.seq.last": batch.at(-1)?.seq
+          },
+          captureStackTrace: false
+        })
+      },
+
+      /**
+       * A reader's replay of the journal from `from` (exclusive) to `upTo`, in a span when traced.
+       * The span ends when the replay does (or fails, or its reader goes), not with the reader.
+       */
+      replay: <A, E>(stream: Stream.Stream<A, E>, from: number, upTo: number): Stream.Stream<A, E> => {
+        if (!tracing) return stream
+        return Stream.unwrap(
+          Effect.map(
+            Effect.makeSpan("ChangeFeed.replay", {
+              attributes: { ...accountAttribute, "feed.replay.from": from, "feed.replay.to": upTo },
+              captureStackTrace: false
+            }),
+            (span) => {
+              let ended = false
+              const end = (exit: Exit.Exit<unknown, unknown>) =>
+                Effect.flatMap(Clock.currentTimeNanos, (now) =>
+                  Effect.sync(() => {
+                    if (!ended) span.end(now, exit)
+                    ended = true
+                  })
+                )
+              return stream.pipe(
+                Stream.onEnd(end(Exit.void)),
+                Stream.tapErrorCause((cause) => end(Exit.failCause(cause))),
+                Stream.ensuring(end(Exit.interrupt(FiberId.none)))
+              )
+            }
+          )
+        )
+      },
+
+      /** Counts a reset by its reason, and answers it. */
+      reset: <R extends Reset>(reset: R): R => {
+        metrics.resets[reset.reason].unsafeUpdate(1, [])
+        return reset
+      },
+
+      /** Counts a corrupt journal line a reader met, and answers the error. */
+      readFailure: <E extends JournalReadError>(error: E): E => {
+        if (error._tag === "JournalCorrupt") metrics.corrupt.unsafeUpdate(1, [])
+        return error
+      },
+
+      /** Keeps a reader's position (its cursor) for the lag gauge while the reader's scope is open. */
+      trackReader: (position: () => number) =>
+        Effect.acquireRelease(
+          Effect.sync(() => readers.add(position)),
+          () => Effect.sync(() => readers.delete(position))
+        ),
+
+      /**
+       * Reads the feed's gauges from `state` whenever metrics are collected while the scope is
+       * open, and from `journal` once the feed has closed.
+       */
+      observe: (state: Effect.Effect<Observed>, journal: Effect.Effect<JournalState>) => {
+        journalState = journal
+        return Metrics.sampleWhileOpen(Effect.map(state, setGauges))
+      }
+    }
+  })
+
+/** Counts a journal that refused to open because it is corrupt. */
+export const openFailure =
+  (account: string = Metrics.defaultAccount) =>
+  <E extends { readonly _tag: string }>(error: E): Effect.Effect<void> =>
+    error._tag === "JournalCorrupt"
+      ? Effect.sync(() => Metrics.forAccount(account).corrupt.unsafeUpdate(1, []))
+      : Effect.void
