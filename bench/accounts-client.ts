@@ -33,8 +33,8 @@ export interface LoadResult {
   readonly requests: number
   /** Answers other than 200, by status (`error` for a failed connection), whenever they came. */
   readonly failures: Record<string, number>
-  /** Latency of each request completed in the window, in ms. */
-  readonly latencies: Array<number>
+  /** Latencies of the requests completed in the window: `[ms, how many]`, ms to 0.01. */
+  readonly latencies: Array<readonly [number, number]>
   /** How long after `from` the client got the go (0 when it had it before). */
   readonly lateMs: number
   /** This client's own CPU time (user + system) from `from` to `to`, ms. */
@@ -123,7 +123,7 @@ const load = async (inFlight: number, send: () => Promise<number | string>): Pro
   const { from, to } = await awaitGo()
   const lateMs = Math.max(0, Date.now() - from)
   const failures: Record<string, number> = {}
-  const latencies: Array<number> = []
+  const latencies = new Map<number, number>()
   let acked = 0
   let requests = 0
   const until = (at: number) => new Promise((resolve) => setTimeout(resolve, Math.max(0, at - Date.now())))
@@ -144,12 +144,13 @@ const load = async (inFlight: number, send: () => Promise<number | string>): Pro
       else if (at >= from && at <= to) {
         acked += result
         requests++
-        latencies.push(Math.round(ms * 100) / 100)
+        const rounded = Math.round(ms * 100) / 100
+        latencies.set(rounded, (latencies.get(rounded) ?? 0) + 1)
       }
     }
   }
   await Promise.all(Array.from({ length: inFlight }, loop))
-  return { acked, requests, failures, latencies, lateMs, cpuMs: await cpu }
+  return { acked, requests, failures, latencies: [...latencies], lateMs, cpuMs: await cpu }
 }
 
 const ingest = (port: number, prefix: string, accounts: number, offset: number, inFlight: number, batch: number) => {
@@ -255,10 +256,8 @@ const main = async (): Promise<unknown> => {
 }
 
 main().then(
-  (result) => {
-    process.stdout.write(JSON.stringify(result) + "\n")
-    process.exit(0)
-  },
+  // Exits once the result is written: a pipe may still hold part of it when `write` returns.
+  (result) => process.stdout.write(JSON.stringify(result) + "\n", () => process.exit(0)),
   (error: unknown) => {
     process.stderr.write(
       `accounts-client: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`

@@ -329,7 +329,8 @@ const startLoadClient = async (args: ReadonlyArray<string>): Promise<LoadClient>
   const result = new Promise<LoadResult>((resolve, reject) => {
     let last = ""
     lines.on("line", (line) => (last = line))
-    child.once("exit", (code) => {
+    // `close`, not `exit`: by then its stdout has been read to the end.
+    child.once("close", (code) => {
       if (code !== 0) return reject(new Error(`${CLIENT} ${args.join(" ")} exited with ${code}: ${last}`))
       try {
         resolve(JSON.parse(last) as LoadResult)
@@ -381,7 +382,7 @@ const runLoad = async (
   let acked = 0
   for (const r of results) {
     acked += r.acked
-    for (const ms of r.latencies) latency.recordMs(ms)
+    for (const [ms, times] of r.latencies) latency.recordManyMs(ms, times)
     for (const [what, n] of Object.entries(r.failures)) failures[what] = (failures[what] ?? 0) + n
   }
   return {
