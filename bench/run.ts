@@ -3,11 +3,12 @@
  * baselines, and prints one table of figures, ratios and goals; `--json FILE` writes the same
  * figures as JSON.
  *
- *   npm run bench -- [--quick] [--json FILE] [--only ingest,replay,record,memory,fanout]
+ *   npm run bench -- [--quick] [--json FILE] [--only ingest,replay,record,memory,fanout,accounts]
  *
  * `--quick` is a reduced run (under two minutes on a quiet 2-core machine); the full run takes
  * several minutes. Sections: ingest.ts, replay.ts, record.ts, memory.ts (child processes),
- * fanout.ts; shared helpers in support.ts and redis.ts; profile.ts profiles a section.
+ * fanout.ts, accounts.ts (the service and its clients as processes); shared helpers in
+ * support.ts and redis.ts; profile.ts profiles a section.
  * Nothing is installed: without `redis-server` the Redis baselines are skipped with a note.
  */
 import * as Fs from "node:fs"
@@ -33,7 +34,8 @@ const SECTIONS: Record<string, () => Promise<Run>> = {
   replay: async () => (await import("./replay.js")).run,
   record: async () => (await import("./record.js")).run,
   memory: async () => (await import("./memory.js")).run,
-  fanout: async () => (await import("./fanout.js")).run
+  fanout: async () => (await import("./fanout.js")).run,
+  accounts: async () => (await import("./accounts.js")).run
 }
 
 const usage = `usage: npm run bench -- [--quick] [--json FILE] [--only ${Object.keys(SECTIONS).join(",")}]`

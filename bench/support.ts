@@ -481,7 +481,7 @@ const bundles = new Map<string, Promise<string | undefined>>()
  * on plain `node` as a deployed service would: the tsx loader alone adds ~150 MB of RSS (its
  * hooks thread and transform caches), which is not the library's. Undefined if esbuild fails.
  */
-const bundle = (script: string): Promise<string | undefined> => {
+export const bundle = (script: string): Promise<string | undefined> => {
   let built = bundles.get(script)
   if (built === undefined) {
     built = (async () => {
