@@ -3,11 +3,12 @@
  * server's status, and verify (or repair the damaged end of) a journal directory offline.
  */
 import { Args, Command, Options } from "@effect/cli"
+import { Path } from "@effect/platform"
 import { NodeHttpClient } from "@effect/platform-node"
 import { Console, Data, Duration, Effect, Either, Layer, Option, Redacted, Stream } from "effect"
 import * as Readline from "node:readline"
 import { ChangeFeed } from "./ChangeFeed.js"
-import { ChangeFeeds, DEFAULT_ACCOUNT } from "./ChangeFeeds.js"
+import { accountDirectory, ChangeFeeds, DEFAULT_ACCOUNT } from "./ChangeFeeds.js"
 import * as Access from "./Access.js"
 import * as Client from "./Client.js"
 import { parseAccountId } from "./Domain/Account.js"
@@ -260,7 +261,13 @@ class JournalDamaged extends Data.TaggedError("JournalDamaged")<{ readonly messa
 const inspectCommand = Command.make(
   "inspect",
   {
-    dir: Args.directory({ name: "DIR", exists: "yes" }).pipe(Args.withDescription("Journal directory")),
+    dir: Args.directory({ name: "DIR", exists: "yes" }).pipe(
+      Args.withDescription("Journal directory (with --account: the service's FEED_DIR)")
+    ),
+    account: Options.text("account").pipe(
+      Options.withDescription("Inspect this account's journal under DIR (default: DIR itself, the default account)"),
+      Options.optional
+    ),
     repair: Options.boolean("repair").pipe(
       Options.withDescription(
         "Cut the newest segment from its first damaged line (or its incomplete last line) and start a new " +
@@ -271,8 +278,15 @@ const inspectCommand = Command.make(
   },
   (flags) =>
     Effect.gen(function* () {
+      const path = yield* Path.Path
+      let dir = flags.dir
+      if (Option.isSome(flags.account)) {
+        const account = parseAccountId(flags.account.value)
+        if (Either.isLeft(account)) return yield* Effect.fail(new Error(`--account: ${account.left}`))
+        dir = accountDirectory(path, path.resolve(flags.dir), account.right)
+      }
       let lastShown = 0
-      const report = yield* inspect(AgentEvent, flags.dir, (read, total) => {
+      const report = yield* inspect(AgentEvent, dir, (read, total) => {
         if (total < 64 * 1024 * 1024 || read - lastShown < total / 20) return Effect.void
         lastShown = read
         return Console.error(`verifying: ${Math.round((read / total) * 100)}%`)
@@ -312,7 +326,7 @@ const inspectCommand = Command.make(
       }
       let repaired = false
       if (flags.repair && cut !== undefined) {
-        const epoch = yield* repair(flags.dir, cut)
+        const epoch = yield* repair(dir, cut)
         repaired = true
         yield* Console.log(
           `cut ${cut.bytes} byte(s) from ${cut.file} at byte ${cut.offset}; started the new epoch ${epoch}, so ` +

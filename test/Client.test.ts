@@ -12,7 +12,7 @@ import * as Cli from "../src/Cli.js"
 import * as Client from "../src/Client.js"
 import type { FeedItem } from "../src/Domain/FeedItem.js"
 import type { AgentEvent } from "../src/Domain/AgentEvent.js"
-import { append, createdMany, start, status, tempDirectory } from "./support/Server.js"
+import { append, createdMany, post, start, status, tempDirectory } from "./support/Server.js"
 
 const fastReconnect = { reconnectBaseMs: 20, reconnectMaxMs: 200 }
 const fastRetry = { appendRetry: { baseMs: 10, maxMs: 50 } }
@@ -349,6 +349,35 @@ describe("Client", () => {
       const weak = yield* cli("token", "--account", "acme", "--secret", "short").pipe(Effect.flip)
       assert.match(String(weak), /at least 32/)
       yield* server.close
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  it.scopedLive("the_cli_inspects_an_accounts_journal_under_the_service_directory", () =>
+    Effect.gen(function* () {
+      const directory = yield* tempDirectory
+      const server = yield* start({ directory })
+      for (let i = 1; i <= 3; i++) {
+        yield* post(`${server.url}/api/v1/accounts/acme/events`, {
+          event: { type: "session_deleted", session_id: `s${i}` }
+        })
+      }
+      yield* server.close
+      const printed: Array<string> = []
+      const console: Console.Console = {
+        ...(yield* Effect.console),
+        log: (...args) => Effect.sync(() => void printed.push(args.join(" ")))
+      }
+      yield* Cli.run(["node", "change-feed", "inspect", directory, "--account", "acme", "--json"]).pipe(
+        Effect.withConsole(console)
+      )
+      const report = JSON.parse(printed.join("\n"))
+      assert.strictEqual(report.events, 3)
+      assert.match(report.directory, /accounts\/acme$/)
+      const refused = yield* Cli.run(["node", "change-feed", "inspect", directory, "--account", ".."]).pipe(
+        Effect.withConsole(console),
+        Effect.flip
+      )
+      assert.match(String(refused), /--account: .* is not valid/)
     }).pipe(Effect.provide(NodeContext.layer))
   )
 })
