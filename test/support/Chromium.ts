@@ -1,6 +1,8 @@
 /**
  * Debian's Chromium, headless, driven by `playwright-core`, for tests of what a browser does
- * with the service. Tests skip themselves when it is not installed (`apt-get install chromium`).
+ * with the service. Tests skip themselves when it is not installed (`apt-get install chromium`),
+ * except in CI (`CI` set), where a missing browser fails them: a skipped browser test would let a
+ * broken page land unseen.
  */
 import { Effect } from "effect"
 import * as NFs from "node:fs"
@@ -8,9 +10,15 @@ import { type Browser, chromium } from "playwright-core"
 
 const chromiumPath = "/usr/bin/chromium"
 
-export const hasChromium = NFs.existsSync(chromiumPath)
-if (!hasChromium) {
-  console.warn(`Browser tests skipped: ${chromiumPath} is missing (install it with 'apt-get install -y chromium').`)
+const installed = NFs.existsSync(chromiumPath)
+/** Whether to run the browser tests: always in CI, where they then fail if Chromium is missing. */
+export const hasChromium = installed || (process.env["CI"] !== undefined && process.env["CI"] !== "")
+if (!installed) {
+  console.warn(
+    hasChromium
+      ? `Browser tests will fail: ${chromiumPath} is missing and CI is set (install it with 'apt-get install -y chromium').`
+      : `Browser tests skipped: ${chromiumPath} is missing (install it with 'apt-get install -y chromium').`
+  )
 }
 
 /** A headless browser, closed with the scope. */
