@@ -218,13 +218,6 @@ export class FeedGroup extends HttpApiGroup.make("feed")
   .add(defaultFeed.events)
   .add(defaultFeed.append)
   .add(defaultFeed.status)
-  .addError(BadRequest)
-  .addError(Unauthorized)
-  .addError(Forbidden)
-  .addError(NotFound)
-  .addError(Unavailable)
-  .addError(JournalCorrupt)
-  .addError(InternalError)
   .middleware(Authorization) {}
 
 /** Any account's feed: the same routes under `/api/v1/accounts/{account}`. */
@@ -233,13 +226,6 @@ export class AccountGroup extends HttpApiGroup.make("account")
   .add(accountFeed.events.setPath(AccountPath))
   .add(accountFeed.append.setPath(AccountPath))
   .add(accountFeed.status.setPath(AccountPath))
-  .addError(BadRequest)
-  .addError(Unauthorized)
-  .addError(Forbidden)
-  .addError(NotFound)
-  .addError(Unavailable)
-  .addError(JournalCorrupt)
-  .addError(InternalError)
   .middleware(Authorization)
   .annotate(OpenApi.Description, "Each account has a feed of its own: its own seqs, epoch, journal and readers.") {}
 
@@ -266,15 +252,20 @@ export class AdminGroup extends HttpApiGroup.make("admin")
         "The accounts with an open feed or a journal on disk; head, epoch and status for the open ones (admin token only)."
       )
   )
-  .addError(Unauthorized)
-  .addError(Forbidden)
-  .addError(InternalError)
   .middleware(Authorization) {}
 
+/** Errors any route can answer: a credential refused, an account that cannot be had or is damaged, a defect. */
 export class FeedApi extends HttpApi.make("change-feed")
   .add(FeedGroup)
   .add(AccountGroup)
   .add(AdminGroup)
+  .addError(BadRequest)
+  .addError(Unauthorized)
+  .addError(Forbidden)
+  .addError(NotFound)
+  .addError(Unavailable)
+  .addError(JournalCorrupt)
+  .addError(InternalError)
   .annotate(OpenApi.Title, "effect-change-feed")
   .annotate(OpenApi.Description, "A durable, account-wide change feed for agent platforms")
   .annotate(OpenApi.Transform, finishDocument) {}

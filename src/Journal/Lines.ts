@@ -274,6 +274,12 @@ const parseLine = (text: string, bytes: Uint8Array): ParsedLine | string => {
  * event a newer catalog wrote; reads report those); otherwise why the line is invalid.
  */
 export const envelopeSeq = (bytes: Uint8Array): number | string => {
+  const parsed = parseEnvelope(bytes)
+  return typeof parsed === "string" ? parsed : parsed.seq
+}
+
+/** A line's bytes decoded and parsed, its checksum checked and its event an object; or why not. */
+const parseEnvelope = (bytes: Uint8Array) => {
   let text: string
   try {
     text = utf8.decode(bytes)
@@ -282,7 +288,7 @@ export const envelopeSeq = (bytes: Uint8Array): number | string => {
   }
   const parsed = parseLine(text, bytes)
   if (typeof parsed === "string") return parsed
-  return parsed.event === null || typeof parsed.event !== "object" ? "field `event` is not an object" : parsed.seq
+  return parsed.event === null || typeof parsed.event !== "object" ? "field `event` is not an object" : parsed
 }
 
 /**
@@ -493,15 +499,8 @@ export const readInPlace = (
  * and is otherwise encoded anew from the parsed line.
  */
 export const readParsed = (bytes: Uint8Array, controlFree: boolean = !hasControlByte(bytes)): StoredLine | string => {
-  let text: string
-  try {
-    text = utf8.decode(bytes)
-  } catch {
-    return "line is not valid UTF-8"
-  }
-  const parsed = parseLine(text, bytes)
+  const parsed = parseEnvelope(bytes)
   if (typeof parsed === "string") return parsed
-  if (parsed.event === null || typeof parsed.event !== "object") return "field `event` is not an object"
   const inPlace = controlFree ? locate(bytes, parsed.checked < 0 ? bytes.length - 1 : parsed.checked, false) : undefined
   if (inPlace !== undefined) return inPlace
   const json = escapeSeparators(
