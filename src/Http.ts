@@ -27,7 +27,7 @@ import {
 } from "effect"
 import type * as Access from "./Access.js"
 import { Authorization, Caller, FeedApi } from "./Api.js"
-import { BufferBudget } from "./BufferBudget.js"
+import { BufferBudget, estimateBytes } from "./BufferBudget.js"
 import * as ChangeFeed from "./ChangeFeed.js"
 import * as ChangeFeeds from "./ChangeFeeds.js"
 import { DEFAULT_ACCOUNT } from "./Domain/Account.js"
@@ -72,6 +72,11 @@ export interface HttpOptions {
    * catches up (and then catches up from the journal).
    */
   readonly streamBufferBytes?: number | undefined
+  /**
+   * Most bytes (by the intake's estimate of decoded events) one `GET .../events` page holds
+   * (default 8 MiB); a page always holds its first event, and `next_since` continues where it stops.
+   */
+  readonly maxPageBytes?: number | undefined
   /** Origins whose pages may read the feed (CORS); unset, cross-origin requests stay refused. */
   readonly corsOrigins?: Cors.CorsOrigins | undefined
 }
@@ -259,6 +264,7 @@ const makeFeedRoutes = (options: HttpOptions) =>
     const feeds = yield* ChangeFeeds.ChangeFeeds
     const shutdown = yield* StreamsShutdown
     const keepaliveMs = options.keepaliveMs ?? 15_000
+    const maxPageBytes = options.maxPageBytes ?? 8 * 1024 * 1024
     const limits = { maxBytes: options.maxBodyBytes ?? 1024 * 1024, maxBatch: options.maxBatchEvents ?? 1000 }
     const encoder = new TextEncoder()
     const retryBytes = encoder.encode(retryFrame(options.retryMs ?? 1000))
@@ -354,7 +360,7 @@ const makeFeedRoutes = (options: HttpOptions) =>
         const limit = yield* intParam("limit", urlParams.limit, 100, 1, 1000)
         const waitSeconds = yield* intParam("wait", urlParams.wait, 0, 0, 60)
         return yield* withFeed(account, "read", (feed) =>
-          page(feed, shutdown, cursor, limit, urlParams.session_id, waitSeconds * 1000)
+          page(feed, shutdown, cursor, { limit, maxBytes: maxPageBytes }, urlParams.session_id, waitSeconds * 1000)
         )
       })
 
@@ -443,7 +449,7 @@ const page = (
   feed: ChangeFeed.ChangeFeedService<AgentEvent>,
   shutdown: Deferred.Deferred<void>,
   cursor: Cursor,
-  limit: number,
+  { limit, maxBytes }: { readonly limit: number; readonly maxBytes: number },
   sessionId: string | undefined,
   waitMs: number
 ) =>
@@ -459,7 +465,9 @@ const page = (
       const scanLimit = cursor.seq + Math.max(10_000, limit)
       let next = cursor.seq
       let caughtUp = false
-      while (events.length < limit && next < scanLimit) {
+      let bytes = 0
+      let full = false
+      while (events.length < limit && !full && next < scanLimit) {
         if (caughtUp && (events.length > 0 || waitMs <= 0)) break
         const chunk = caughtUp
           ? yield* pull.pipe(
@@ -481,7 +489,17 @@ const page = (
             }
           }
           if (events.length >= limit) break
-          if (item._tag === "Change") events.push(item.change)
+          if (item._tag === "Change") {
+            // Bounded in bytes too (a thousand large events would make a huge page), but never
+            // empty: the next page starts where this one stops.
+            const size = estimateBytes(item.change.event, maxBytes)
+            if (events.length > 0 && bytes + size > maxBytes) {
+              full = true
+              break
+            }
+            bytes += size
+            events.push(item.change)
+          }
           if (item._tag === "CaughtUp") caughtUp = true
           next = cursorAfter(item)
         }

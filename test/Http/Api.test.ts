@@ -101,6 +101,30 @@ describe("POST /api/v1/events", () => {
 })
 
 describe("GET /api/v1/events", () => {
+  it.scopedLive("a_page_of_large_events_is_bounded_in_bytes_and_the_next_pages_carry_the_rest", () =>
+    Effect.gen(function* () {
+      const server = yield* start({
+        directory: yield* tempDirectory,
+        feed: { fsync: "never" },
+        http: { maxPageBytes: 64 * 1024 }
+      })
+      // Ten events of ~20,000 characters: about 40 KB each in memory, so a page holds one.
+      const big = Array.from({ length: 10 }, (_, i) => created(`s${i}`, "x".repeat(20_000)))
+      yield* append(server, big)
+      const seen: Array<number> = []
+      let since = 0
+      for (let pages = 0; pages < 20 && since < 10; pages++) {
+        const page = yield* request(events(server, `?since=${since}&limit=1000`))
+        assert.strictEqual(page.status, 200)
+        assert.isAtLeast(page.body.events.length, 1, "a page is never empty while events remain")
+        assert.isAtMost(page.body.events.length, 2)
+        seen.push(...page.body.events.map((e: any) => e.seq))
+        since = page.body.next_since
+      }
+      assert.deepStrictEqual(seen, range(1, 10))
+    })
+  )
+
   it.scopedLive("pages_follow_next_since_to_the_head", () =>
     Effect.gen(function* () {
       const server = yield* fresh
