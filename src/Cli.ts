@@ -6,7 +6,6 @@ import { Args, Command, Options } from "@effect/cli"
 import { Path } from "@effect/platform"
 import { NodeHttpClient } from "@effect/platform-node"
 import { Chunk, Console, Context, Data, Duration, Effect, Either, Layer, Option, Redacted, Stream } from "effect"
-import * as Readline from "node:readline"
 import { ChangeFeed } from "./ChangeFeed.js"
 import { accountDirectory, ChangeFeeds, DEFAULT_ACCOUNT } from "./ChangeFeeds.js"
 import * as Access from "./Access.js"
@@ -197,17 +196,19 @@ const readAppendLines = (defaultSession: string | undefined) =>
     const bad: Array<string> = []
     let bytes = 0
     let lineNo = 0
-    yield* Stream.fromAsyncIterable(Readline.createInterface({ input, crlfDelay: Infinity }), (e) => e as Error).pipe(
+    const tooLarge = new InvalidInput({
+      message:
+        `stdin holds more than ${maxAppendInputBytes / 1024 / 1024} MiB; nothing appended: split it into ` +
+        `smaller runs (each run appends all of its lines or none)`
+    })
+    // Counted as it arrives, before it is split into lines: one endless line is refused too.
+    yield* Stream.fromAsyncIterable(input, (e) => e as Error).pipe(
+      Stream.map((chunk) => (typeof chunk === "string" ? Buffer.from(chunk) : chunk)),
+      Stream.tap((chunk) => ((bytes += chunk.length) > maxAppendInputBytes ? tooLarge : Effect.void)),
+      Stream.decodeText(),
+      Stream.splitLines,
       Stream.runForEach((line) => {
         lineNo++
-        bytes += Buffer.byteLength(line) + 1
-        if (bytes > maxAppendInputBytes) {
-          return new InvalidInput({
-            message:
-              `stdin holds more than ${maxAppendInputBytes / 1024 / 1024} MiB; nothing appended: split it into ` +
-              `smaller runs (each run appends all of its lines or none)`
-          })
-        }
         if (line.trim() === "") return Effect.void
         return Either.match(parseAppendLine(line, defaultSession), {
           onLeft: (reason) => Effect.sync(() => bad.push(`line ${lineNo}: ${reason}`)),

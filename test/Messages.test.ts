@@ -147,23 +147,26 @@ describe("Messages", () => {
     }).pipe(Effect.provide(NodeContext.layer))
   )
 
-  it.scopedLive("append_refuses_a_stdin_larger_than_its_bound_and_appends_nothing", () =>
+  it.scopedLive("append_refuses_a_stdin_larger_than_its_bound_in_many_lines_or_in_one_and_appends_nothing", () =>
     Effect.gen(function* () {
       const server = yield* start({ directory: yield* tempDirectory })
-      const line = event(1) + "\n"
-      const count = Math.ceil(Cli.maxAppendInputBytes / line.length) + 1
-      const input = Readable.from(
-        (function* () {
-          for (let sent = 0; sent < count; sent += 1000) yield line.repeat(Math.min(1000, count - sent))
-        })()
-      )
+      /** `text` repeated until the input is past the bound, in chunks as a pipe delivers them. */
+      const pastTheBound = (text: string) =>
+        Readable.from(
+          (function* () {
+            const chunk = text.repeat(Math.ceil((1024 * 1024) / text.length))
+            for (let sent = 0; sent <= Cli.maxAppendInputBytes; sent += chunk.length) yield chunk
+          })()
+        )
       const { console } = yield* keptErrors
-      const exit = yield* Cli.run(["node", "change-feed", "append", "--url", server.url]).pipe(
-        Effect.provideService(Cli.AppendInput, input),
-        Effect.withConsole(console),
-        Effect.flip
-      )
-      assert.include(String((exit as { message?: unknown }).message), "nothing appended")
+      for (const input of [pastTheBound(event(1) + "\n"), pastTheBound("x")]) {
+        const refused = yield* Cli.run(["node", "change-feed", "append", "--url", server.url]).pipe(
+          Effect.provideService(Cli.AppendInput, input),
+          Effect.withConsole(console),
+          Effect.flip
+        )
+        assert.include(String((refused as { message?: unknown }).message), "MiB; nothing appended")
+      }
       assert.strictEqual((yield* status(server)).head_seq, 0)
     }).pipe(Effect.provide(NodeContext.layer))
   )
