@@ -5,8 +5,7 @@
 import { Args, Command, Options } from "@effect/cli"
 import { Path } from "@effect/platform"
 import { NodeHttpClient } from "@effect/platform-node"
-import { Console, Data, Duration, Effect, Either, Layer, Option, Redacted, Stream } from "effect"
-import * as Readline from "node:readline"
+import { Chunk, Console, Context, Data, Duration, Effect, Either, Layer, Option, Redacted, Stream } from "effect"
 import { ChangeFeed } from "./ChangeFeed.js"
 import { accountDirectory, ChangeFeeds, DEFAULT_ACCOUNT } from "./ChangeFeeds.js"
 import * as Access from "./Access.js"
@@ -14,7 +13,7 @@ import * as Client from "./Client.js"
 import { parseAccountId } from "./Domain/Account.js"
 import { AgentEvent, decodeAgentEvent } from "./Domain/AgentEvent.js"
 import { produce } from "./Demo.js"
-import { layerFromSettings, ServerConfig } from "./Http.js"
+import { layerFromSettings, listeningUrl, ServerConfig } from "./Http.js"
 import { jwtSecretProblem } from "./Http/Auth.js"
 import { inspect, repair } from "./Journal/Inspect.js"
 
@@ -82,7 +81,7 @@ const serve = Command.make(
       }
       const service = layerFromSettings(settings)
       // The demo produces into the default account, which it holds open while it runs.
-      const demo = Layer.scopedDiscard(Effect.forkScoped(produce())).pipe(
+      const demo = Layer.scopedDiscard(Effect.flatMap(listeningUrl, (url) => Effect.forkScoped(produce(url)))).pipe(
         Layer.provide(
           Layer.scoped(
             ChangeFeed,
@@ -175,6 +174,57 @@ const parseAppendLine = (
   })
 }
 
+/** What `append` reads its JSON lines from when no --event is given. */
+export class AppendInput extends Context.Reference<AppendInput>()("change-feed/AppendInput", {
+  defaultValue: (): NodeJS.ReadableStream => process.stdin
+}) {}
+
+/** Input `append` refuses before it appends anything. */
+class InvalidInput extends Data.TaggedError("InvalidInput")<{ readonly message: string }> {}
+
+/**
+ * The most `append` reads from stdin. It checks every line before it appends any, so it holds
+ * them all; a larger input is refused, whole, rather than half appended.
+ */
+export const maxAppendInputBytes = 32 * 1024 * 1024
+
+/** Every line of the input, checked; any bad line is reported (by number) and nothing is kept. */
+const readAppendLines = (defaultSession: string | undefined) =>
+  Effect.gen(function* () {
+    const input = yield* AppendInput
+    const entries: Array<Client.AppendEntry> = []
+    const bad: Array<string> = []
+    let bytes = 0
+    let lineNo = 0
+    const tooLarge = new InvalidInput({
+      message:
+        `stdin holds more than ${maxAppendInputBytes / 1024 / 1024} MiB; nothing appended: split it into ` +
+        `smaller runs (each run appends all of its lines or none)`
+    })
+    // Counted as it arrives, before it is split into lines: one endless line is refused too.
+    yield* Stream.fromAsyncIterable(input, (e) => e as Error).pipe(
+      Stream.map((chunk) => (typeof chunk === "string" ? Buffer.from(chunk) : chunk)),
+      Stream.tap((chunk) => ((bytes += chunk.length) > maxAppendInputBytes ? tooLarge : Effect.void)),
+      Stream.decodeText(),
+      Stream.splitLines,
+      Stream.runForEach((line) => {
+        lineNo++
+        if (line.trim() === "") return Effect.void
+        return Either.match(parseAppendLine(line, defaultSession), {
+          onLeft: (reason) => Effect.sync(() => bad.push(`line ${lineNo}: ${reason}`)),
+          onRight: (entry) => Effect.sync(() => entries.push(entry))
+        })
+      })
+    )
+    if (bad.length > 0) {
+      for (const problem of bad) yield* Console.error(problem)
+      return yield* new InvalidInput({
+        message: `${bad.length} bad line(s) on stdin; nothing appended: fix them and run again`
+      })
+    }
+    return entries
+  })
+
 const append = Command.make(
   "append",
   {
@@ -204,43 +254,31 @@ const append = Command.make(
     Effect.gen(function* () {
       const client = yield* Client.FeedClient
       const defaultSession = Option.getOrUndefined(flags.session)
-      const toEntry = (text: string, lineNo: number) =>
-        Either.match(parseAppendLine(text, defaultSession), {
-          onLeft: (reason) =>
-            Effect.fail(new Error(`${flags.event._tag === "Some" ? "--event" : `line ${lineNo}`}: ${reason}`)),
-          onRight: (entry) => Effect.succeed(entry)
-        })
       const key = Option.getOrUndefined(flags.idempotencyKey)
       if (Option.isSome(flags.event)) {
-        const entry = yield* toEntry(flags.event.value, 1)
-        const seqs = yield* client.append([entry], { idempotencyKey: key })
+        const entry = parseAppendLine(flags.event.value, defaultSession)
+        if (Either.isLeft(entry)) return yield* new InvalidInput({ message: `--event: ${entry.left}` })
+        const seqs = yield* client.append([entry.right], { idempotencyKey: key })
         return yield* Console.log(JSON.stringify({ seqs }))
       }
-      const lines = Stream.fromAsyncIterable(Readline.createInterface({ input: process.stdin }), (e) => e as Error)
+      const entries = yield* readAppendLines(defaultSession)
       let total = 0
-      let lineNo = 0
       let batches = 0
-      yield* lines.pipe(
-        Stream.filter((line) => line.trim() !== ""),
-        Stream.mapEffect((line) => toEntry(line, ++lineNo)),
-        Stream.grouped(500),
-        Stream.runForEach((chunk) =>
-          Effect.gen(function* () {
-            batches++
-            const seqs = yield* client.append(Array.from(chunk), {
-              idempotencyKey: key === undefined ? undefined : `${key}:${batches}`
-            })
-            for (const seq of seqs) yield* Console.log(seq === null ? "null" : String(seq))
-            total += seqs.length
-            if (total >= 1000) yield* Console.error(`appended ${total} event(s)`)
-          })
-        )
-      )
+      for (const chunk of Chunk.chunksOf(Chunk.unsafeFromArray(entries), 500)) {
+        batches++
+        const seqs = yield* client.append(Chunk.toReadonlyArray(chunk), {
+          idempotencyKey: key === undefined ? undefined : `${key}:${batches}`
+        })
+        for (const seq of seqs) yield* Console.log(seq === null ? "null" : String(seq))
+        total += seqs.length
+        if (total >= 1000) yield* Console.error(`appended ${total} event(s)`)
+      }
       yield* Console.error(`appended ${total} event(s) in all`)
     }).pipe(Effect.provide(clientLayer(flags.url, flags.token, flags.account)))
 ).pipe(
   Command.withDescription(
-    "Append one event (--event) or JSON lines from stdin; prints each seq once durable (null: ephemeral)"
+    "Append one event (--event) or JSON lines from stdin (all checked first: if any is bad, none is appended; " +
+      "32 MiB at most); prints each seq once durable (null: ephemeral)"
   )
 )
 
@@ -429,3 +467,23 @@ export const command = Command.make("change-feed").pipe(
 )
 
 export const run = Command.run(command, { name: "change-feed", version: "0.1.0" })
+
+// @effect/cli renders help and usage errors with ANSI colours whatever the output is.
+const ansiCodes = /\u001b\[[0-9;]*m/g
+
+const plainUnless =
+  (terminal: boolean | undefined, write: (...args: ReadonlyArray<unknown>) => Effect.Effect<void>) =>
+  (...args: ReadonlyArray<unknown>) =>
+    terminal === true
+      ? write(...args)
+      : write(...args.map((a) => (typeof a === "string" ? a.replace(ansiCodes, "") : a)))
+
+/** `effect` printing colours only to a terminal: a pipe or a file gets plain text. */
+export const withoutColourOffTerminal = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.consoleWith((console) =>
+    Effect.withConsole(effect, {
+      ...console,
+      log: plainUnless(process.stdout.isTTY, console.log),
+      error: plainUnless(process.stderr.isTTY, console.error)
+    })
+  )

@@ -61,14 +61,15 @@ const session = (id: number, stepMs: number) =>
     yield* emit({ type: "session_title_updated", session_id: sid, title: `${topic} (done)` })
   })
 
-/** Runs sessions forever, a few at a time. */
-export const produce = (options: { readonly concurrentSessions?: number; readonly stepMs?: number } = {}) =>
+/** Runs sessions forever, a few at a time, into the feed served at `url`. */
+export const produce = (
+  url: string,
+  options: { readonly concurrentSessions?: number; readonly stepMs?: number } = {}
+) =>
   Effect.gen(function* () {
     let next = 1
     const worker = Effect.forever(Effect.suspend(() => session(next++, options.stepMs ?? 400)))
-    yield* Effect.logInfo(
-      "demo: producing agent sessions; watch them with: curl -N http://127.0.0.1:8787/api/v1/stream"
-    )
+    yield* Effect.logInfo(`demo: producing agent sessions; watch them with: curl -N ${url}/api/v1/stream`)
     yield* Effect.all(
       Array.from({ length: options.concurrentSessions ?? 3 }, () => worker),
       { concurrency: "unbounded" }

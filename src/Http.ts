@@ -2,7 +2,14 @@
  * The HTTP service: handlers for the `FeedApi` contract, authorization, body limits, the
  * OpenAPI UI at `/docs`, and the server layer with its configuration from the environment.
  */
-import { HttpApiBuilder, HttpApiSwagger, HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import {
+  HttpApiBuilder,
+  HttpApiSwagger,
+  HttpServer,
+  type HttpServerError,
+  HttpServerRequest,
+  HttpServerResponse
+} from "@effect/platform"
 import { NodeContext, NodeHttpServer, NodeHttpServerRequest } from "@effect/platform-node"
 import { createServer, type Server, type ServerResponse } from "node:http"
 import { fileURLToPath } from "node:url"
@@ -12,6 +19,7 @@ import {
   Config,
   ConfigError,
   Context,
+  Data,
   Deferred,
   Duration,
   Effect,
@@ -601,14 +609,44 @@ export interface ServerOptions extends HttpOptions {
 export const layerServer = (options: ServerOptions) =>
   layer(options).pipe(
     Layer.provideMerge(
-      NodeHttpServer.layer(() => createNodeServer(options.corsOrigins), { host: options.host, port: options.port })
+      NodeHttpServer.layer(() => createNodeServer(options.corsOrigins), {
+        host: options.host,
+        port: options.port
+      }).pipe(Layer.catchAll((error) => Layer.fail(portInUse(error, options.port) ?? error)))
     )
   )
+
+/** Another process (or another server of this one) listens on the port the service was to take. */
+export class PortInUse extends Data.TaggedError("PortInUse")<{ readonly port: number; readonly message: string }> {}
+
+const portInUse = (error: HttpServerError.ServeError, port: number): PortInUse | undefined =>
+  (error.cause as { readonly code?: unknown } | undefined)?.code === "EADDRINUSE"
+    ? new PortInUse({
+        port,
+        message: `port ${port} is in use: set another PORT (or --port), or stop the process listening on ${port}`
+      })
+    : undefined
+
+/** The URL the server in context listens at, with the port it was given (PORT=0 asks for any free one). */
+export const listeningUrl: Effect.Effect<string, never, HttpServer.HttpServer> = HttpServer.addressWith((address) =>
+  Effect.succeed(
+    address._tag === "UnixAddress"
+      ? `http+unix://${address.path}`
+      : `http://${address.hostname.includes(":") ? `[${address.hostname}]` : address.hostname}:${address.port}`
+  )
+)
 
 /** Server configuration from the environment, with defaults. */
 export const ServerConfig = Config.all({
   host: Config.string("HOST").pipe(Config.withDefault("127.0.0.1")),
-  port: Config.port("PORT").pipe(Config.withDefault(8787)),
+  // 0 asks the system for any free port; the startup line names the one taken.
+  port: Config.integer("PORT").pipe(
+    Config.validate({
+      message: "PORT must be a port number from 0 (any free port) to 65535",
+      validation: (n) => n >= 0 && n <= 65535
+    }),
+    Config.withDefault(8787)
+  ),
   directory: Config.string("FEED_DIR").pipe(Config.withDefault(defaultDirectory)),
   fsync: Config.literal("always", "interval", "never")("FEED_FSYNC").pipe(Config.withDefault("always" as FsyncMode)),
   token: Config.option(secretConfig("FEED_TOKEN", tokenProblem, "the bearer token clients must send")),
@@ -635,35 +673,38 @@ export const ServerConfig = Config.all({
 export type ServerSettings = Config.Config.Success<typeof ServerConfig>
 
 /** The whole service (the feeds of every account, the API, the Node server) from settings; the feeds are an output too. */
-export const layerFromSettings = (config: ServerSettings): Layer.Layer<ChangeFeeds.ChangeFeeds, unknown> =>
-  Layer.unwrapEffect(
-    Effect.gen(function* () {
-      yield* Effect.logInfo(
-        `change feed: journals in ${config.directory} (fsync ${config.fsync}); ` +
-          `stream at http://${config.host}:${config.port}/api/v1/stream, docs at http://${config.host}:${config.port}/docs`
+export const layerFromSettings = (
+  config: ServerSettings
+): Layer.Layer<ChangeFeeds.ChangeFeeds | HttpServer.HttpServer, unknown> =>
+  layerServer({
+    host: config.host,
+    port: config.port,
+    token: Option.getOrUndefined(config.token),
+    jwtSecret: Option.getOrUndefined(config.jwtSecret),
+    corsOrigins: Option.getOrUndefined(config.corsOrigins)
+  }).pipe(
+    Layer.provideMerge(
+      ChangeFeeds.layer({
+        directory: config.directory,
+        fsync: config.fsync,
+        segmentBytes: config.segmentBytes,
+        retention: { segments: config.retainSegments },
+        maxOpen: config.maxOpenAccounts,
+        idleTimeToLive: config.accountIdle
+      })
+    ),
+    // Said once the port is bound and the feeds are open, so that it names the port really taken
+    // and is never printed by a service that failed to start.
+    Layer.tap((context) =>
+      Effect.flatMap(Effect.provide(listeningUrl, context), (url) =>
+        Effect.logInfo(
+          `change feed: journals in ${config.directory} (fsync ${config.fsync}); ` +
+            `stream at ${url}/api/v1/stream, docs at ${url}/docs`
+        )
       )
-      return layerServer({
-        host: config.host,
-        port: config.port,
-        token: Option.getOrUndefined(config.token),
-        jwtSecret: Option.getOrUndefined(config.jwtSecret),
-        corsOrigins: Option.getOrUndefined(config.corsOrigins)
-      }).pipe(
-        HttpServer.withLogAddress,
-        Layer.provideMerge(
-          ChangeFeeds.layer({
-            directory: config.directory,
-            fsync: config.fsync,
-            segmentBytes: config.segmentBytes,
-            retention: { segments: config.retainSegments },
-            maxOpen: config.maxOpenAccounts,
-            idleTimeToLive: config.accountIdle
-          })
-        ),
-        Layer.provide(NodeContext.layer),
-        Layer.provide(Tracing.layer(config.tracing))
-      )
-    })
+    ),
+    Layer.provide(NodeContext.layer),
+    Layer.provide(Tracing.layer(config.tracing))
   )
 
 /** The whole service from the environment. */

@@ -1,15 +1,20 @@
 /** Entry point of the `change-feed` command. */
+import { ValidationError } from "@effect/cli"
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
 import { Console, Effect } from "effect"
-import { run } from "./Cli.js"
+import { run, withoutColourOffTerminal } from "./Cli.js"
 import { tolerateRepeatedSignals } from "./Signals.js"
 
 tolerateRepeatedSignals()
 // A failed command prints its message (not a stack trace) and exits with status 1.
 run(process.argv).pipe(
+  withoutColourOffTerminal,
   Effect.catchAll((error) =>
     Effect.zipRight(
-      Console.error(`change-feed: ${error instanceof Error ? error.message : String(error)}`),
+      // A usage error has been printed already, with the usage.
+      ValidationError.isValidationError(error)
+        ? Effect.void
+        : Console.error(`change-feed: ${error instanceof Error ? error.message : String(error)}`),
       Effect.sync(() => (process.exitCode = 1))
     )
   ),

@@ -6,9 +6,20 @@
  * `npm start` builds and then replaces its shell with that same command.
  */
 import { NodeRuntime } from "@effect/platform-node"
-import { Layer } from "effect"
-import { layerFromConfig } from "./Http.js"
+import { Console, Effect, Layer } from "effect"
+import { layerFromConfig, PortInUse } from "./Http.js"
 import { tolerateRepeatedSignals } from "./Signals.js"
 
 tolerateRepeatedSignals()
-NodeRuntime.runMain(Layer.launch(layerFromConfig))
+// A port already taken is the operator's to fix: say so plainly (no stack trace) and exit 1.
+Layer.launch(layerFromConfig).pipe(
+  Effect.catchIf(
+    (error): error is PortInUse => error instanceof PortInUse,
+    (error) =>
+      Effect.zipRight(
+        Console.error(`change feed: ${error.message}`),
+        Effect.sync(() => (process.exitCode = 1))
+      )
+  ),
+  NodeRuntime.runMain
+)
