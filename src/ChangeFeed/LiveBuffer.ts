@@ -11,9 +11,14 @@
  * of them is held.
  *
  * One buffer and one wake-up per batch for all readers, where a queue per reader would copy each
- * event into every queue and make a waiter per reader per wake-up.
+ * event into every queue and make a waiter per reader per wake-up. Its slots grow with what it
+ * holds, up to `capacity`: a quiet feed (one of thousands of accounts) holds a few slots, not
+ * thousands.
  */
 import { Effect } from "effect"
+
+/** Slots a buffer starts with. */
+const INITIAL_SLOTS = 16
 
 /** A batch still (at least partly) held: its last seq and the bytes it holds. */
 interface HeldBatch {
@@ -22,7 +27,8 @@ interface HeldBatch {
 }
 
 export class LiveBuffer<T> {
-  private readonly items: Array<T | undefined>
+  /** Slots by `seq % items.length`; grown (never past `capacity`) before they would overwrite a held event. */
+  private items: Array<T | undefined>
   /** Seq of the oldest event held, and of the newest (both 0 while none is). */
   private first = 0
   private last = 0
@@ -40,12 +46,17 @@ export class LiveBuffer<T> {
     /** An event's size for `after`'s `maxBytes`: what a reader copies when it passes the event on. */
     private readonly weigh: (item: T) => number = () => 0
   ) {
-    this.items = new Array(capacity)
+    this.items = new Array(Math.min(capacity, INITIAL_SLOTS))
   }
 
   /** Bytes held now, as the batches' `bytes` said. */
   get bytes(): number {
     return this.heldBytes
+  }
+
+  /** Slots allocated now (at most `capacity`). */
+  get slots(): number {
+    return this.items.length
   }
 
   /** Events held now. */
@@ -60,12 +71,16 @@ export class LiveBuffer<T> {
   push(firstSeq: number, batch: ReadonlyArray<T>, bytes = 0): void {
     if (batch.length === 0) return
     if (this.last !== 0 && firstSeq !== this.last + 1) this.clear()
-    for (let i = 0; i < batch.length; i++) this.items[(firstSeq + i) % this.capacity] = batch[i]
+    const held = this.last === 0 ? 0 : this.last - this.first + 1
+    if (held + batch.length > this.items.length && this.items.length < this.capacity) {
+      this.grow(Math.min(this.capacity, Math.max(held + batch.length, 2 * this.items.length)))
+    }
+    for (let i = 0; i < batch.length; i++) this.items[(firstSeq + i) % this.items.length] = batch[i]
     if (this.last === 0) this.first = firstSeq
     this.last = firstSeq + batch.length - 1
     this.batches.push({ last: this.last, bytes })
     this.heldBytes += bytes
-    let first = Math.max(this.first, this.last - this.capacity + 1)
+    let first = Math.max(this.first, this.last - this.items.length + 1)
     while (this.heldBytes > this.maxBytes && this.batches.length - this.batchHead > 1) {
       first = Math.max(first, this.batches[this.batchHead]!.last + 1)
       this.dropOldestBatch()
@@ -93,7 +108,7 @@ export class LiveBuffer<T> {
     const out: Array<T> = []
     let bytes = 0
     for (let seq = cursor + 1; seq <= to; seq++) {
-      const item = this.items[seq % this.capacity]!
+      const item = this.items[seq % this.items.length]!
       bytes += this.weigh(item)
       if (bytes > maxBytes && out.length > 0) break
       out.push(item)
@@ -122,11 +137,20 @@ export class LiveBuffer<T> {
 
   /** Lets go of the events before `first`: their slots no longer keep them in memory. */
   private forget(first: number): void {
-    // A slot still used by a newer event (one `capacity` later) was overwritten by the push.
-    for (let seq = Math.max(this.first, this.last - this.capacity + 1); seq < first; seq++) {
-      this.items[seq % this.capacity] = undefined
+    // A slot still used by a newer event (one `items.length` later) was overwritten by the push.
+    for (let seq = Math.max(this.first, this.last - this.items.length + 1); seq < first; seq++) {
+      this.items[seq % this.items.length] = undefined
     }
     this.first = first
+  }
+
+  /** More slots, the events held moved to theirs (their seq modulo the new length). */
+  private grow(length: number): void {
+    const items = new Array<T | undefined>(length)
+    if (this.last !== 0) {
+      for (let seq = this.first; seq <= this.last; seq++) items[seq % length] = this.items[seq % this.items.length]
+    }
+    this.items = items
   }
 
   /** Forgets everything held (a push that does not continue the last batch). */

@@ -14,6 +14,28 @@ const referenced = <T>(buffer: LiveBuffer<T>) =>
   (buffer as unknown as { items: Array<T | undefined> }).items.filter((item) => item !== undefined).length
 
 describe("LiveBuffer", () => {
+  it("its_slots_grow_with_what_it_holds_and_every_event_stays_in_order_across_each_growth", () => {
+    const buffer = new LiveBuffer<number>(1000)
+    buffer.push(1, [1, 2, 3])
+    assert.isAtMost(buffer.slots, 16, "a quiet feed holds a few slots, not its capacity")
+    // Random batch sizes across every growth, up to the capacity and past it.
+    let seed = 7
+    let next = 4
+    while (next <= 2500) {
+      seed = (seed * 1103515245 + 12345) % 2147483648
+      const size = 1 + (seed % 97)
+      buffer.push(next, range(next, next + size - 1))
+      next += size
+      const last = next - 1
+      const held = Math.min(last, 1000)
+      assert.strictEqual(buffer.size, held)
+      assert.isAtMost(buffer.slots, 1000)
+      assert.deepStrictEqual(buffer.after(last - held, 5000), range(last - held + 1, last), `after pushing to ${last}`)
+      if (last > 1000) assert.strictEqual(buffer.after(last - held - 1, 10), "gap")
+    }
+    assert.strictEqual(buffer.slots, 1000)
+  })
+
   it("hands_out_the_events_after_a_cursor_in_order", () => {
     const buffer = new LiveBuffer<number>(8)
     assert.deepStrictEqual(buffer.after(0, 100), [], "nothing held yet")
