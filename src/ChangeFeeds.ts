@@ -137,8 +137,8 @@ export const make = <A, I>(
         yield* Effect.addFinalizer(() =>
           Effect.sync(() => {
             if (closed.get(account) === done) closed.delete(account)
-            holders.delete(account)
-            idleSince.delete(account)
+            // A request may already hold the account again (waiting for this close to reopen it).
+            if ((holders.get(account) ?? 0) === 0) idleSince.delete(account)
           }).pipe(Effect.zipRight(Deferred.succeed(done, undefined)))
         )
         const feed = yield* ChangeFeed.makeFiles(domain, { ...options, account, directory: directoryOf(account) })
