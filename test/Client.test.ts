@@ -57,16 +57,7 @@ const faultyProxy = (target: string, plan: (n: number) => ProxyAction) =>
       )
       request.pipe(upstream)
     })
-    yield* Effect.acquireRelease(
-      Effect.async<void>((resume) => {
-        server.listen(0, "127.0.0.1", () => resume(Effect.void))
-      }),
-      () =>
-        Effect.async<void>((resume) => {
-          server.closeAllConnections()
-          server.close(() => resume(Effect.void))
-        })
-    )
+    yield* listenScoped(server)
     return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, keys }
   })
 
@@ -94,6 +85,19 @@ const seqs = (items: ReadonlyArray<FeedItem<AgentEvent>>) =>
   items.flatMap((item) => (item._tag === "Change" ? [item.change.seq] : []))
 
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i)
+
+/** Listens on a free loopback port for the scope's lifetime; the close drops open connections. */
+const listenScoped = (server: NodeHttp.Server) =>
+  Effect.acquireRelease(
+    Effect.async<void>((resume) => {
+      server.listen(0, "127.0.0.1", () => resume(Effect.void))
+    }),
+    () =>
+      Effect.async<void>((resume) => {
+        server.closeAllConnections()
+        server.close(() => resume(Effect.void))
+      })
+  )
 
 describe("Client", () => {
   it.scopedLive("follow_survives_a_server_restart_with_no_gap_and_no_duplicate", () =>
@@ -249,16 +253,7 @@ describe("Client", () => {
         if (cursors.length === 1) response.write(change(1) + change(2) + change(4))
         else response.write(change(3) + change(4))
       })
-      yield* Effect.acquireRelease(
-        Effect.async<void>((resume) => {
-          server.listen(0, "127.0.0.1", () => resume(Effect.void))
-        }),
-        () =>
-          Effect.async<void>((resume) => {
-            server.closeAllConnections()
-            server.close(() => resume(Effect.void))
-          })
-      )
+      yield* listenScoped(server)
       const port = (server.address() as AddressInfo).port
       const client = yield* Client.make({ baseUrl: `http://127.0.0.1:${port}`, ...fastReconnect })
       const follower = yield* followInBackground(client.follow({ since: 0 }))
