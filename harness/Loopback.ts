@@ -13,7 +13,7 @@ import * as Http from "../src/Http.js"
 
 export interface LoopbackOptions {
   readonly directory: string
-  readonly feed?: Omit<ChangeFeeds.ChangeFeedsOptions, "directory"> | undefined
+  readonly feed?: Omit<ChangeFeeds.FileFeedsOptions, "directory"> | undefined
   readonly http?: Http.HttpOptions | undefined
 }
 

@@ -222,17 +222,26 @@ export const make = <A, I>(
 /** Options of a feed on a journal directory. */
 export interface FeedOptions extends ChangeFeedOptions, Journal.JournalOptions {}
 
+/**
+ * A feed for any domain on the journal `open` opens; both are released with the scope. Opened
+ * before the feed, the journal is released after the feed's drain, whatever it opened meanwhile.
+ */
+export const makeOn = <A, I, R>(
+  domain: FeedDomain<A, I>,
+  open: Effect.Effect<Journal.Journal<A>, Journal.JournalOpenError, R>,
+  options: ChangeFeedOptions = {}
+): Effect.Effect<ChangeFeedService<A>, Journal.JournalOpenError, R | Scope.Scope> =>
+  open.pipe(
+    Effect.tapError(Instrument.openFailure(options.account)),
+    Effect.flatMap((journal) => make(domain, journal, options))
+  )
+
 /** A feed for any domain with its file journal; both are released with the scope. */
 export const makeFiles = <A, I>(
   domain: FeedDomain<A, I>,
   options: FeedOptions
 ): Effect.Effect<ChangeFeedService<A>, Journal.JournalOpenError, FileSystem.FileSystem | Path.Path | Scope.Scope> =>
-  // The journal keeps its segment files in a scope of its own, so opened before the feed it
-  // is released after the feed's drain, whatever it opened while running.
-  FileJournal.make(domain.schema, options).pipe(
-    Effect.tapError(Instrument.openFailure(options.account)),
-    Effect.flatMap((journal) => make(domain, journal, options))
-  )
+  makeOn(domain, FileJournal.make(domain.schema, options), options)
 
 /** The agent platform's change feed. */
 export class ChangeFeed extends Context.Tag("effect-change-feed/ChangeFeed")<

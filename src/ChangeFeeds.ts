@@ -9,17 +9,17 @@
  * feed is closed to make room, and when every open feed is in use the caller gets
  * `FeedsBusy`, to retry later.
  *
- * Directories: the `default` account is the root directory itself, so a directory written
- * by the single-account service keeps working, unchanged, as the default account; every
- * other account is `<root>/accounts/<id>`.
+ * The journals come from a `JournalStore`: directories under a root (`Journal/File.ts`, where
+ * the `default` account is the root itself), or a database shared by replicas.
  */
-import { FileSystem, Path } from "@effect/platform"
+import type { FileSystem, Path } from "@effect/platform"
 import { Cause, Clock, Context, Data, Deferred, Duration, Effect, Either, Exit, Layer, RcMap, type Scope } from "effect"
 import * as ChangeFeed from "./ChangeFeed.js"
 import { type AccountId, DEFAULT_ACCOUNT, parseAccountId } from "./Domain/Account.js"
 import { AgentDomain, type AgentEvent } from "./Domain/AgentEvent.js"
 import type { FeedDomain } from "./Domain/FeedDomain.js"
 import type * as Journal from "./Journal.js"
+import * as FileJournal from "./Journal/File.js"
 
 /** The text is not an account id; nothing touched a path. */
 export class InvalidAccount extends Data.TaggedError("InvalidAccount")<{ readonly reason: string }> {
@@ -71,14 +71,15 @@ const accountErrorTags: ReadonlySet<unknown> = new Set([
 export const isAccountError = (error: unknown): error is AccountError =>
   typeof error === "object" && error !== null && accountErrorTags.has((error as { _tag?: unknown })._tag)
 
-export interface ChangeFeedsOptions extends ChangeFeed.ChangeFeedOptions, Omit<Journal.JournalOptions, "directory"> {
-  /** The root directory: the default account's journal, and `accounts/<id>` for the others. */
-  readonly directory: string
+export interface ChangeFeedsOptions extends ChangeFeed.ChangeFeedOptions {
   /** How long a feed no one holds stays open (default 5 minutes). */
   readonly idleTimeToLive?: Duration.DurationInput | undefined
   /** At most this many feeds open at once (default 1000). */
   readonly maxOpen?: number | undefined
 }
+
+/** The options of feeds on file journals under one root directory. */
+export interface FileFeedsOptions extends ChangeFeedsOptions, Journal.JournalOptions {}
 
 /** An account the service knows of, open or only on disk. */
 export interface AccountSummary {
@@ -100,24 +101,17 @@ export interface ChangeFeedsService<A> {
   readonly accounts: Effect.Effect<Array<AccountSummary>>
 }
 
-const ACCOUNTS_FOLDER = "accounts"
-
-/** The journal directory of an account under `root`: the root itself for the default account. */
-export const accountDirectory = (path: Path.Path, root: string, account: AccountId): string =>
-  account === DEFAULT_ACCOUNT ? root : path.join(root, ACCOUNTS_FOLDER, account)
+export { accountDirectory } from "./Journal/File.js"
 
 /** Builds the service for any event domain; every feed is closed (drained) with the scope. */
 export const make = <A, I>(
   domain: FeedDomain<A, I>,
-  options: ChangeFeedsOptions
-): Effect.Effect<ChangeFeedsService<A>, never, FileSystem.FileSystem | Path.Path | Scope.Scope> =>
+  store: Journal.JournalStore,
+  options: ChangeFeedsOptions = {}
+): Effect.Effect<ChangeFeedsService<A>, never, Scope.Scope> =>
   Effect.gen(function* () {
-    const fs = yield* FileSystem.FileSystem
-    const path = yield* Path.Path
-    const root = path.resolve(options.directory)
     const maxOpen = Math.max(1, options.maxOpen ?? 1000)
     const idle = Duration.decode(options.idleTimeToLive ?? Duration.minutes(5))
-    const directoryOf = (account: AccountId) => accountDirectory(path, root, account)
 
     /** How many holders each open feed has, and since when an unheld one is idle: to pick whom to close. */
     const holders = new Map<AccountId, number>()
@@ -141,7 +135,7 @@ export const make = <A, I>(
             if ((holders.get(account) ?? 0) === 0) idleSince.delete(account)
           }).pipe(Effect.zipRight(Deferred.succeed(done, undefined)))
         )
-        const feed = yield* ChangeFeed.makeFiles(domain, { ...options, account, directory: directoryOf(account) })
+        const feed = yield* ChangeFeed.makeOn(domain, store.open(domain.schema, account), { ...options, account })
         opened.set(account, feed)
         // Runs first at close: a closing feed is no longer listed as open.
         yield* Effect.addFinalizer(() => Effect.sync(() => opened.delete(account)))
@@ -214,23 +208,9 @@ export const make = <A, I>(
         return yield* acquire(account, 3)
       })
 
-    const onDisk = Effect.gen(function* () {
-      const found: Array<AccountId> = []
-      const rootNames = yield* fs.readDirectory(root).pipe(Effect.orElseSucceed((): ReadonlyArray<string> => []))
-      if (rootNames.includes("EPOCH")) found.push(DEFAULT_ACCOUNT as AccountId)
-      const names = yield* fs
-        .readDirectory(path.join(root, ACCOUNTS_FOLDER))
-        .pipe(Effect.orElseSucceed((): ReadonlyArray<string> => []))
-      for (const name of names) {
-        const account = parseAccountId(name)
-        if (Either.isRight(account)) found.push(account.right)
-      }
-      return found
-    })
-
     // Only feeds already open report a status: listing never opens, locks or holds a journal.
     const accounts = Effect.gen(function* () {
-      const all = new Set([...opened.keys(), ...(yield* onDisk)])
+      const all = new Set([...opened.keys(), ...(yield* store.accounts)])
       const summaries: Array<AccountSummary> = []
       for (const account of [...all].sort()) {
         const feed = opened.get(account)
@@ -272,11 +252,19 @@ export class ChangeFeeds extends Context.Tag("effect-change-feed/ChangeFeeds")<
   ChangeFeedsService<AgentEvent>
 >() {}
 
-/** The agent feeds of every account, under one root directory. */
-export const layer = (
-  options: ChangeFeedsOptions
-): Layer.Layer<ChangeFeeds, never, FileSystem.FileSystem | Path.Path> =>
-  Layer.scoped(ChangeFeeds, make(AgentDomain, options))
+/** The agent feeds of every account on the journals of a store. */
+export const layerStore = <E, R>(
+  store: Effect.Effect<Journal.JournalStore, E, R>,
+  options: ChangeFeedsOptions = {}
+): Layer.Layer<ChangeFeeds, E, Exclude<R, Scope.Scope>> =>
+  Layer.scoped(
+    ChangeFeeds,
+    Effect.flatMap(store, (opened) => make(AgentDomain, opened, options))
+  )
+
+/** The agent feeds of every account, on file journals under one root directory. */
+export const layer = (options: FileFeedsOptions): Layer.Layer<ChangeFeeds, never, FileSystem.FileSystem | Path.Path> =>
+  layerStore(FileJournal.store(options), options)
 
 export { type AccountId, DEFAULT_ACCOUNT } from "./Domain/Account.js"
 

@@ -8,11 +8,14 @@ import { describe, it, assert } from "@effect/vitest"
 import { Effect, Exit, Fiber, Option, Scope } from "effect"
 import * as ChangeFeed from "../src/ChangeFeed.js"
 import * as ChangeFeeds from "../src/ChangeFeeds.js"
+import * as FileJournal from "../src/Journal/File.js"
 import { AgentDomain } from "../src/Domain/AgentEvent.js"
 import { deleted, Env, eventually, follow, journaled, seen, tempDir } from "./support/FeedTesting.js"
 
-const feedsIn = (directory: string, options: Partial<ChangeFeeds.ChangeFeedsOptions> = {}) =>
-  ChangeFeeds.make(AgentDomain, { directory, fsync: "never", ...options })
+const feedsIn = (directory: string, options: Partial<ChangeFeeds.FileFeedsOptions> = {}) =>
+  Effect.flatMap(FileJournal.store({ directory, fsync: "never", ...options }), (store) =>
+    ChangeFeeds.make(AgentDomain, store, options)
+  )
 
 const publish = (feeds: ChangeFeeds.ChangeFeedsService<any>, account: string, session: string) =>
   feeds.use(account, (feed) => feed.publish(session, deleted(session)))

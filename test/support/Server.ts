@@ -18,7 +18,7 @@ export interface TestServerOptions {
   readonly directory: string
   /** 0 (the default) picks a free port; a restart passes the port of the server it replaces. */
   readonly port?: number | undefined
-  readonly feed?: Omit<ChangeFeeds.ChangeFeedsOptions, "directory"> | undefined
+  readonly feed?: Omit<ChangeFeeds.FileFeedsOptions, "directory"> | undefined
   readonly http?: Http.HttpOptions | undefined
   /** Extra routes served next to the API, e.g. `HttpApiBuilder.Router.use(...)` for a test page. */
   readonly routes?: Layer.Layer<never> | undefined
