@@ -98,7 +98,7 @@ const oursPublish = async (mode: FsyncMode, count: number): Promise<Throughput> 
   try {
     return await runEffect(
       Effect.gen(function* () {
-        const bench = yield* openFeed(dir, { fsync: mode, syncIntervalMs: SYNC_INTERVAL_MS })
+        const bench = yield* openFeed(dir, { fsync: mode, syncInterval: SYNC_INTERVAL_MS })
         const received = yield* liveReader(bench, count)
         let next = 0
         const publisher = Effect.gen(function* () {
@@ -135,7 +135,7 @@ const oursRecord = async (mode: FsyncMode, count: number): Promise<Throughput> =
       Effect.gen(function* () {
         const bench = yield* openFeed(dir, {
           fsync: mode,
-          syncIntervalMs: SYNC_INTERVAL_MS,
+          syncInterval: SYNC_INTERVAL_MS,
           queueCapacity: count + 1024
         })
         const received = yield* liveReader(bench, count)

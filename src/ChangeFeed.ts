@@ -15,7 +15,7 @@
  * no seq.
  */
 import { FileSystem, Path } from "@effect/platform"
-import { Context, Effect, Layer, Option, Scope, Stream } from "effect"
+import { Context, Duration, Effect, Layer, Option, Scope, Stream } from "effect"
 import * as Broadcast from "./ChangeFeed/Broadcast.js"
 import type { PublishAllError, PublishError } from "./ChangeFeed/Errors.js"
 import { IdempotencyWindow, restoreKeys } from "./ChangeFeed/Idempotency.js"
@@ -64,12 +64,12 @@ export interface ChangeFeedOptions {
   /** Most bytes, by the intake's estimate, in one batch (default 4 MiB); a larger item is a batch of its own. */
   readonly maxBatchBytes?: number | undefined
   /** Default `publish` timeout (10 s): room in the queue and durability must both come within it. */
-  readonly publishTimeoutMs?: number | undefined
+  readonly publishTimeout?: Duration.DurationInput | undefined
   /** At most one drop warning per this period (default 10 s). */
-  readonly dropWarningIntervalMs?: number | undefined
-  /** Backoff between append retries while the journal fails: doubling from `retryBaseMs` up to `retryMaxMs`. */
-  readonly retryBaseMs?: number | undefined
-  readonly retryMaxMs?: number | undefined
+  readonly dropWarningInterval?: Duration.DurationInput | undefined
+  /** Backoff between append retries while the journal fails: doubling from `retryBase` (10 ms) up to `retryMax` (5 s). */
+  readonly retryBase?: Duration.DurationInput | undefined
+  readonly retryMax?: Duration.DurationInput | undefined
   /** Append attempts for what is still queued at shutdown before giving up (default 5). */
   readonly drainAttempts?: number | undefined
   /**
@@ -137,6 +137,9 @@ export interface ChangeFeedService<A> {
 
 const MiB = 1024 * 1024
 
+const millis = (duration: Duration.DurationInput | undefined, otherwise: number): number =>
+  duration === undefined ? otherwise : Duration.toMillis(Duration.decode(duration))
+
 /**
  * Builds a feed for any event domain on top of an open journal. The journal must outlive the
  * scope. Fails if the journal's tail, read to learn the recent idempotency keys, cannot be read.
@@ -169,9 +172,9 @@ export const make = <A, I>(
         queueBytes: options.queueBytes ?? 32 * MiB,
         maxBatch: options.maxBatch ?? 512,
         maxBatchBytes: options.maxBatchBytes ?? 4 * MiB,
-        dropWarningIntervalMs: options.dropWarningIntervalMs ?? 10_000,
-        retryBaseMs: options.retryBaseMs ?? 10,
-        retryMaxMs: options.retryMaxMs ?? 5_000,
+        dropWarningIntervalMs: millis(options.dropWarningInterval, 10_000),
+        retryBaseMs: millis(options.retryBase, 10),
+        retryMaxMs: millis(options.retryMax, 5_000),
         drainAttempts: options.drainAttempts ?? 5
       }
     })
@@ -182,7 +185,7 @@ export const make = <A, I>(
       receipts,
       keys,
       estimateLimit: Math.max(writer.intake.maxBytes, broadcast.live.maxBytes),
-      publishTimeoutMs: options.publishTimeoutMs ?? 10_000
+      publishTimeoutMs: millis(options.publishTimeout, 10_000)
     })
     const readers = Reader.make(journal, broadcast, instrument)
 

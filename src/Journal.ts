@@ -9,7 +9,7 @@
  * what sits on top), and PostgreSQL (`Journal/Postgres.ts`, shared by replicas). A
  * `JournalStore` opens the journals of a service's accounts on one backend.
  */
-import type { Effect, Schema, Scope, Stream } from "effect"
+import type { Duration, Effect, Schema, Scope, Stream } from "effect"
 import type { AccountId } from "./Domain/Account.js"
 import type { JournalIoError, JournalOpenError, JournalReadError } from "./Journal/Errors.js"
 import type { EncodedBatch, StoredEvent, StoredLine } from "./Journal/Lines.js"
@@ -29,7 +29,7 @@ export const fsyncModes: ReadonlyArray<FsyncMode> = ["always", "interval", "neve
 /** A file journal's segment is rotated once it reaches this size. */
 export const DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
 /** The sync period in `interval` mode. */
-export const DEFAULT_SYNC_INTERVAL_MS = 100
+export const DEFAULT_SYNC_INTERVAL: Duration.DurationInput = "100 millis"
 
 /** Options of a file journal. */
 export interface JournalOptions {
@@ -38,7 +38,7 @@ export interface JournalOptions {
   readonly account?: string | undefined
   readonly fsync?: FsyncMode | undefined
   /** Sync period in `interval` mode (default 100 ms). */
-  readonly syncIntervalMs?: number | undefined
+  readonly syncInterval?: Duration.DurationInput | undefined
   /** Rotate the active segment once it reaches this size (default 8 MiB). */
   readonly segmentBytes?: number | undefined
   readonly retention?: Partial<RetentionPolicy> | undefined

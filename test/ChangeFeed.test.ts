@@ -193,7 +193,7 @@ describe("invariant 2: write-ahead", () => {
     Effect.gen(function* () {
       const directory = yield* tempDir
       const faults = yield* FaultInjector
-      const { feed } = yield* openFeed(directory, { retryBaseMs: 1_000, retryMaxMs: 1_000 })
+      const { feed } = yield* openFeed(directory, { retryBase: 1_000, retryMax: 1_000 })
       const live = yield* follow(feed.changes())
       yield* delivered(live, 1)
 
@@ -232,7 +232,7 @@ describe("invariant 2: write-ahead", () => {
     Effect.gen(function* () {
       const directory = yield* tempDir
       const faults = yield* FaultInjector
-      const { feed } = yield* openFeed(directory, { retryBaseMs: 1, retryMaxMs: 5 })
+      const { feed } = yield* openFeed(directory, { retryBase: 1, retryMax: 5 })
       faults.failSyncs(2)
       // The write itself succeeds; only the sync fails: the retry must not append the batch again.
       const seqs = yield* feed.publishAll(numbered(1, 3).map((event) => ({ event })))
@@ -250,7 +250,7 @@ describe("invariant 2: write-ahead", () => {
     Effect.gen(function* () {
       const directory = yield* tempDir
       const faults = yield* FaultInjector
-      const { feed } = yield* openFeed(directory, { retryBaseMs: 1, retryMaxMs: 5 })
+      const { feed } = yield* openFeed(directory, { retryBase: 1, retryMax: 5 })
       yield* feed.publish(undefined, deleted("e1"))
       faults.failWrites(5)
       assert.deepStrictEqual(yield* feed.publish(undefined, deleted("e2")), Option.some(2))
@@ -312,7 +312,7 @@ describe("invariant 3: record never blocks", () => {
       const capture = Logger.make(({ logLevel, message }) => {
         if (logLevel._tag === "Warning") warnings.push((Array.isArray(message) ? message : [message]).join(" "))
       })
-      const { feed } = yield* openFeed(directory, { queueCapacity: 4, dropWarningIntervalMs: 10_000 }).pipe(
+      const { feed } = yield* openFeed(directory, { queueCapacity: 4, dropWarningInterval: 10_000 }).pipe(
         Effect.provide(Logger.replace(Logger.defaultLogger, capture))
       )
 
@@ -409,7 +409,7 @@ describe("invariant 4: publish is durable", () => {
     Effect.gen(function* () {
       const directory = yield* tempDir
       const faults = yield* FaultInjector
-      const { feed } = yield* openFeed(directory, { queueCapacity: 4, retryBaseMs: 20, retryMaxMs: 20 })
+      const { feed } = yield* openFeed(directory, { queueCapacity: 4, retryBase: 20, retryMax: 20 })
       faults.failWrites(Number.POSITIVE_INFINITY)
       yield* feed.record(undefined, deleted("e1"))
       // The writer holds its batch in retry; then the queue behind it fills up.
@@ -419,7 +419,7 @@ describe("invariant 4: publish is durable", () => {
       const accepted = 20 - (yield* feed.droppedCount)
       assert.strictEqual(accepted, 5)
 
-      const error = yield* Effect.flip(feed.publish(undefined, deleted("busy"), { timeoutMs: 50 }))
+      const error = yield* Effect.flip(feed.publish(undefined, deleted("busy"), { timeout: 50 }))
       assert.strictEqual(error._tag, "FeedBusy")
       assert.include(error.message, "50 ms")
 
@@ -434,9 +434,9 @@ describe("invariant 4: publish is durable", () => {
     Effect.gen(function* () {
       const directory = yield* tempDir
       const faults = yield* FaultInjector
-      const { feed } = yield* openFeed(directory, { retryBaseMs: 5, retryMaxMs: 20 })
+      const { feed } = yield* openFeed(directory, { retryBase: 5, retryMax: 20 })
       faults.failWrites(Number.POSITIVE_INFINITY)
-      const error = yield* Effect.flip(feed.publish(undefined, deleted("e1"), { timeoutMs: 100 }))
+      const error = yield* Effect.flip(feed.publish(undefined, deleted("e1"), { timeout: 100 }))
       assert.strictEqual(error._tag, "NotYetDurable")
       assert.isTrue((yield* feed.status).degraded)
       faults.heal()
@@ -546,7 +546,7 @@ describe("invariant 7: shutdown drains", () => {
       const directory = yield* tempDir
       const faults = yield* FaultInjector
       // A long backoff: the shutdown comes while the writer waits to retry its batch.
-      const first = yield* openFeed(directory, { retryBaseMs: 60_000, retryMaxMs: 60_000 })
+      const first = yield* openFeed(directory, { retryBase: 60_000, retryMax: 60_000 })
       faults.failWrites(1)
       const publishing = yield* Effect.fork(first.feed.publish(undefined, deleted("e1")))
       yield* eventually("the append fails", () => faults.writeFailures === 1)
@@ -788,7 +788,7 @@ describe("clock", () => {
     Effect.gen(function* () {
       const directory = yield* tempDir
       const faults = yield* FaultInjector
-      const { feed } = yield* openFeed(directory, { fsync: "interval", syncIntervalMs: 1_000 })
+      const { feed } = yield* openFeed(directory, { fsync: "interval", syncInterval: 1_000 })
       // Opening syncs the journal's markers (OPEN, EPOCH) once; what is counted is the syncs of appends.
       const atOpen = faults.syncs
       const syncs = () => faults.syncs - atOpen

@@ -99,13 +99,13 @@ describe("disk full and write errors mid-batch", () => {
       Effect.gen(function* () {
         const directory = yield* tempDir
         const faults = yield* FaultInjector
-        const { feed } = yield* openFeed(directory, { retryBaseMs: 1, retryMaxMs: 10, segmentBytes: 2048 })
+        const { feed } = yield* openFeed(directory, { retryBase: 1, retryMax: 10, segmentBytes: 2048 })
         yield* feed.publishAll(tagged(0, 10))
 
         // Every write from now on writes half its buffer (a short write), then fails with "disk full".
         faults.failWrites(Number.POSITIVE_INFINITY, "ENOSPC: no space left on device")
         const publishers = yield* Effect.forEach(range(1, 8), (p) =>
-          Effect.fork(feed.publishAll(tagged(p, 25), { timeoutMs: 120_000 }))
+          Effect.fork(feed.publishAll(tagged(p, 25), { timeout: 120_000 }))
         )
         yield* eventually("appends have failed repeatedly", () => faults.writeFailures >= 5)
         yield* eventually(
@@ -158,10 +158,10 @@ describe("disk full and write errors mid-batch", () => {
     Effect.gen(function* () {
       const directory = yield* tempDir
       const faults = yield* FaultInjector
-      const first = yield* openFeed(directory, { retryBaseMs: 1, retryMaxMs: 10, drainAttempts: 2 })
+      const first = yield* openFeed(directory, { retryBase: 1, retryMax: 10, drainAttempts: 2 })
       yield* first.feed.publishAll(tagged(0, 10))
       faults.failWrites(Number.POSITIVE_INFINITY)
-      const pending = yield* Effect.fork(first.feed.publishAll(tagged(1, 20), { timeoutMs: 120_000 }))
+      const pending = yield* Effect.fork(first.feed.publishAll(tagged(1, 20), { timeout: 120_000 }))
       yield* eventually("an append has failed", () => faults.writeFailures >= 2)
 
       yield* first.close
@@ -187,9 +187,9 @@ describe("disk full and write errors mid-batch", () => {
     Effect.gen(function* () {
       const directory = yield* tempDir
       const faults = yield* FaultInjector
-      const { feed } = yield* openFeed(directory, { retryBaseMs: 1, retryMaxMs: 10, segmentBytes: 2048 })
+      const { feed } = yield* openFeed(directory, { retryBase: 1, retryMax: 10, segmentBytes: 2048 })
       const publishers = yield* Effect.forEach(range(1, 6), (p) =>
-        Effect.fork(Effect.forEach(range(0, 4), (k) => feed.publishAll(tagged(p * 10 + k, 4), { timeoutMs: 120_000 })))
+        Effect.fork(Effect.forEach(range(0, 4), (k) => feed.publishAll(tagged(p * 10 + k, 4), { timeout: 120_000 })))
       )
       faults.failSyncs(7, "EIO: i/o error")
       yield* Effect.forEach(publishers, (fiber) => joinWithin(fiber, "a publisher is acknowledged"))
@@ -511,7 +511,7 @@ describe("events of about 1 MB", () => {
         const directory = yield* tempDir
         const faults = yield* FaultInjector
         const budget = 16 * MiB
-        const { feed } = yield* openFeed(directory, { queueBytes: budget, retryBaseMs: 20, retryMaxMs: 20 })
+        const { feed } = yield* openFeed(directory, { queueBytes: budget, retryBase: 20, retryMax: 20 })
         faults.failWrites(Number.POSITIVE_INFINITY)
         yield* feed.record(undefined, large(1))
         // The writer holds its batch in retry (its bytes still count); the queue behind it fills up.
@@ -526,7 +526,7 @@ describe("events of about 1 MB", () => {
         assert.isAtLeast(accepted, 4, "as many as fit were taken")
         assert.isAtMost(accepted, 8, "each counts at least 2 MB (its content as UTF-16)")
 
-        const error = yield* Effect.flip(feed.publish(undefined, large(0), { timeoutMs: 50 }))
+        const error = yield* Effect.flip(feed.publish(undefined, large(0), { timeout: 50 }))
         assert.strictEqual(error._tag, "FeedBusy")
 
         faults.heal()
@@ -550,7 +550,7 @@ describe("events of about 1 MB", () => {
     Effect.gen(function* () {
       const directory = yield* tempDir
       const faults = yield* FaultInjector
-      const { feed } = yield* openFeed(directory, { maxBatchBytes: 4 * MiB, retryBaseMs: 20, retryMaxMs: 20 })
+      const { feed } = yield* openFeed(directory, { maxBatchBytes: 4 * MiB, retryBase: 20, retryMax: 20 })
       faults.failWrites(Number.POSITIVE_INFINITY)
       yield* feed.record(undefined, large(1))
       yield* eventually("the writer is stuck", () => faults.writeFailures >= 1)

@@ -31,8 +31,12 @@ import { BatchItem, type Entry, type Receipts } from "./Receipts.js"
 import type { Writer } from "./Writer.js"
 
 export interface PublishOptions {
-  readonly timeoutMs?: number | undefined
+  /** How long to wait for room and durability (the feed's `publishTimeout` by default). */
+  readonly timeout?: Duration.DurationInput | undefined
 }
+
+const timeoutOf = (options: PublishOptions | undefined, otherwise: number): number =>
+  options?.timeout === undefined ? otherwise : Duration.toMillis(Duration.decode(options.timeout))
 
 export interface PublishAllOptions extends PublishOptions {
   /**
@@ -131,7 +135,7 @@ export const make = <A, I>(deps: {
       options?: PublishAllOptions
     ): Effect.Effect<Array<number | null>, PublishAllError> =>
       Effect.suspend(() => {
-        const timeoutMs = options?.timeoutMs ?? deps.publishTimeoutMs
+        const timeoutMs = timeoutOf(options, deps.publishTimeoutMs)
         const key = options?.idempotencyKey
         if (key !== undefined) return publishKeyed(key, entries, timeoutMs)
         const seqs: Array<number | null> = new Array(entries.length).fill(null)
@@ -160,7 +164,7 @@ export const make = <A, I>(deps: {
           ? Effect.map(
               submit(
                 [{ sessionId: routeSession(domain, sessionId, event), event }],
-                options?.timeoutMs ?? deps.publishTimeoutMs,
+                timeoutOf(options, deps.publishTimeoutMs),
                 undefined
               ),
               Option.some

@@ -13,7 +13,7 @@ import { type AccountId, DEFAULT_ACCOUNT, parseAccountId } from "../Domain/Accou
 import {
   type Appended,
   DEFAULT_SEGMENT_BYTES,
-  DEFAULT_SYNC_INTERVAL_MS,
+  DEFAULT_SYNC_INTERVAL,
   type FsyncMode,
   type Journal,
   emptyAppended,
@@ -196,7 +196,7 @@ const open = <A, I>(
 
     const prune = Effect.gen(function* () {
       let ages: Array<number> = []
-      if (retention.maxAgeMs !== undefined) ages = yield* Effect.forEach(segments, lastWriteMs)
+      if (retention.maxAge !== undefined) ages = yield* Effect.forEach(segments, lastWriteMs)
       const now = yield* Clock.currentTimeMillis
       const count = segmentsToPrune(segments, retention, now, (i) => ages[i] ?? now)
       for (let i = 0; i < count; i++) {
@@ -293,12 +293,12 @@ const open = <A, I>(
         .pipe(Effect.uninterruptible)
 
     if (fsync === "interval") {
-      const period = options.syncIntervalMs ?? DEFAULT_SYNC_INTERVAL_MS
+      const period = options.syncInterval ?? DEFAULT_SYNC_INTERVAL
       yield* fileLock
         .withPermits(1)(syncActive)
         .pipe(
           Effect.catchAll((error) => Effect.logWarning("journal: interval sync failed", error)),
-          Effect.repeat(Schedule.spaced(`${period} millis`)),
+          Effect.repeat(Schedule.spaced(period)),
           Effect.forkScoped
         )
     }

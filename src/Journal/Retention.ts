@@ -3,6 +3,7 @@
  * segment count, and optionally its total bytes and age. The active (newest) segment is
  * never removed, so the head is always readable.
  */
+import { Duration } from "effect"
 import type { Segment } from "./Segment.js"
 
 export interface RetentionPolicy {
@@ -11,7 +12,7 @@ export interface RetentionPolicy {
   /** Keep at most this many bytes in all, when set. */
   readonly bytes?: number | undefined
   /** Remove segments whose last write is older than this, when set. */
-  readonly maxAgeMs?: number | undefined
+  readonly maxAge?: Duration.DurationInput | undefined
 }
 
 export const defaultRetention: RetentionPolicy = { segments: 64 }
@@ -38,8 +39,9 @@ export const segmentsToPrune = (
       prune++
     }
   }
-  if (policy.maxAgeMs !== undefined) {
-    while (prune < removable && nowMs - lastWriteMs(prune) > policy.maxAgeMs) prune++
+  if (policy.maxAge !== undefined) {
+    const maxAgeMs = Duration.toMillis(Duration.decode(policy.maxAge))
+    while (prune < removable && nowMs - lastWriteMs(prune) > maxAgeMs) prune++
   }
   return Math.min(prune, removable)
 }

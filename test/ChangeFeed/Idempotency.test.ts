@@ -127,8 +127,8 @@ describe("idempotent publishAll", () => {
         Effect.map(feed.status, (s) => s.queued === 1)
       )
       const request = [durable("a")]
-      const first = yield* Effect.fork(feed.publishAll(request, { idempotencyKey: "k", timeoutMs: 50 }))
-      const duplicate = yield* Effect.fork(feed.publishAll(request, { idempotencyKey: "k", timeoutMs: 60_000 }))
+      const first = yield* Effect.fork(feed.publishAll(request, { idempotencyKey: "k", timeout: 50 }))
+      const duplicate = yield* Effect.fork(feed.publishAll(request, { idempotencyKey: "k", timeout: 60_000 }))
       assert.strictEqual(failureOf(yield* Fiber.await(first))._tag, "FeedBusy")
       yield* gate.open
       assert.deepStrictEqual(yield* Fiber.join(blocker), [1])

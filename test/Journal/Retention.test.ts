@@ -34,7 +34,7 @@ describe("Retention", () => {
       0
     )
     assert.strictEqual(
-      segmentsToPrune(segments(5, 5), { segments: 9, maxAgeMs: 1 }, 1000, () => 0),
+      segmentsToPrune(segments(5, 5), { segments: 9, maxAge: 1 }, 1000, () => 0),
       1
     )
     assert.strictEqual(segmentsToPrune([], { segments: 0 }, 0, noAge), 0)
@@ -61,13 +61,13 @@ describe("Retention", () => {
       return lastWrite[index]!
     }
     // now 1000, max age 650: segments last written before 350 go (indices 0..2).
-    assert.strictEqual(segmentsToPrune(s, { segments: 10, maxAgeMs: 650 }, 1000, age), 3)
+    assert.strictEqual(segmentsToPrune(s, { segments: 10, maxAge: 650 }, 1000, age), 3)
     assert.deepStrictEqual(asked, [0, 1, 2, 3])
     asked.length = 0
-    assert.strictEqual(segmentsToPrune(s, { segments: 3, maxAgeMs: 650 }, 1000, age), 3)
+    assert.strictEqual(segmentsToPrune(s, { segments: 3, maxAge: 650 }, 1000, age), 3)
     assert.deepStrictEqual(asked, [2, 3], "count already removed 0 and 1")
     asked.length = 0
-    assert.strictEqual(segmentsToPrune(s, { segments: 10, maxAgeMs: 10_000 }, 1000, age), 0)
+    assert.strictEqual(segmentsToPrune(s, { segments: 10, maxAge: 10_000 }, 1000, age), 0)
     assert.deepStrictEqual(asked, [0])
   })
 })
