@@ -220,7 +220,7 @@ export const make = <A, I>(
       droppedCount: Effect.sync(writer.dropped),
       status
     } satisfies ChangeFeedService<A>
-  })
+  }).pipe(Effect.withSpan("ChangeFeed.make", { attributes: { "feed.account": options.account ?? "default" } }))
 
 /** Options of a feed on a journal directory. */
 export interface FeedOptions extends ChangeFeedOptions, Journal.JournalOptions {}

@@ -68,7 +68,7 @@ export const make = <A, I>(
       Scope.extend(scope),
       Effect.onExit((exit) => (Exit.isFailure(exit) ? Scope.close(scope, exit) : Effect.void))
     )
-  })
+  }).pipe(Effect.withSpan("FileJournal.open", { attributes: { "journal.directory": options.directory } }))
 
 const open = <A, I>(
   schema: Schema.Schema<A, I>,
