@@ -1,7 +1,9 @@
 #!/usr/bin/env node
-// The `change-feed` command. Runs the compiled CLI (`dist/`, made by `npm run build`) when it is
-// there and up to date with the sources; otherwise the TypeScript sources through tsx, so the
-// command works from a fresh clone, and never runs a build older than the code beside it.
+// The `change-feed` command: the compiled CLI in `dist/`, and nothing else (no TypeScript loader
+// at runtime). In the package from npm `dist/` is all there is. In a clone, where `src/` sits
+// beside it, a missing or older build is refused rather than run: a command older than the code
+// beside it would mislead. `npm run build` ends by touching `dist/.tsbuildinfo`, so a build that
+// had nothing to rewrite still counts as new.
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 import { fileURLToPath, pathToFileURL } from "node:url"
@@ -20,14 +22,17 @@ const newest = (directory) => {
   return latest
 }
 
-// A build rewrites only what changed, so it is as new as its newest file.
-const useCompiled =
-  Fs.existsSync(compiled) && (!Fs.existsSync(sources) || newest(Path.dirname(compiled)) >= newest(sources))
+const problem = !Fs.existsSync(compiled)
+  ? `${compiled} is missing`
+  : Fs.existsSync(sources) && newest(Path.dirname(compiled)) < newest(sources)
+    ? `the build in ${Path.dirname(compiled)} is older than ${sources}`
+    : undefined
 
-if (useCompiled) {
+if (problem === undefined) {
   await import(pathToFileURL(compiled).href)
 } else {
-  const { register } = await import("tsx/esm/api")
-  register()
-  await import(pathToFileURL(Path.join(sources, "bin.ts")).href)
+  process.stderr.write(
+    `change-feed: ${problem}: run 'npm run build' in ${root} first (or 'npm run change-feed -- ...', which builds)\n`
+  )
+  process.exitCode = 1
 }

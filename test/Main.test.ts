@@ -4,33 +4,19 @@
  * production command `node dist/main.js` after `npm run build`, and `npm start`. Signalled,
  * the server shuts down cleanly: it exits 0, frees its port and the journal's lock (a new
  * server starts on the same directory and port), and what it acknowledged is there after the
- * restart.
+ * restart. The command runs the build only, and refuses one older than the sources beside it.
  */
 import { afterAll, afterEach, assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { execFile, spawn } from "node:child_process"
+import { spawn, spawnSync } from "node:child_process"
 import * as Fs from "node:fs"
-import * as Os from "node:os"
 import * as Path from "node:path"
-import { promisify } from "node:util"
-import { freePort, projectRoot, sleep } from "../harness/ServerProcess.js"
-
-const execFileAsync = promisify(execFile)
+import { freePort, sleep } from "../harness/ServerProcess.js"
+import { builtCopy } from "./support/BuiltCopy.js"
 
 /** A copy of the project as a fresh clone has it, built once with `npm run build`. */
 let built: Promise<string> | undefined
-const app = () =>
-  (built ??= (async () => {
-    const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "start-path-"))
-    for (const entry of ["src", "bin"])
-      Fs.cpSync(Path.join(projectRoot, entry), Path.join(dir, entry), { recursive: true })
-    for (const file of ["package.json", "tsconfig.json", "tsconfig.build.json"]) {
-      Fs.copyFileSync(Path.join(projectRoot, file), Path.join(dir, file))
-    }
-    Fs.symlinkSync(Path.join(projectRoot, "node_modules"), Path.join(dir, "node_modules"), "dir")
-    await execFileAsync("npm", ["run", "-s", "build"], { cwd: dir })
-    return dir
-  })())
+const app = () => (built ??= builtCopy("start-path-"))
 afterAll(async () => {
   if (built !== undefined) Fs.rmSync(await built, { recursive: true, force: true })
 })
@@ -183,6 +169,23 @@ const place = async (dir: string) => ({
   port: await freePort()
 })
 
+/** Sets the modification time of every file under `directory` to `time`. */
+const setTimes = (directory: string, time: Date) => {
+  for (const entry of Fs.readdirSync(directory, { recursive: true, encoding: "utf8" })) {
+    Fs.utimesSync(Path.join(directory, entry), time, time)
+  }
+}
+
+/** Runs `bin/change-feed.js --help` in the copy: its exit status and what it wrote to stderr. */
+const help = (dir: string) => {
+  const ran = spawnSync(process.execPath, [Path.join("bin", "change-feed.js"), "--help"], {
+    cwd: dir,
+    encoding: "utf8",
+    timeout: 120_000
+  })
+  return { status: ran.status, stderr: ran.stderr }
+}
+
 describe("starting the service", () => {
   it.live(
     "sigterm_to_the_production_server_shuts_it_down_cleanly_frees_its_port_and_lock_and_keeps_what_it_acknowledged",
@@ -237,6 +240,25 @@ describe("starting the service", () => {
         await gone(server!, "the server")
         assert.notInclude(npm.log(), "stopping now", "the repeated signal did not cut the shutdown short")
         assert.deepStrictEqual(await restartAndRead(dir, where), ["acked"])
+      }),
+    300_000
+  )
+
+  it.live(
+    "the_command_in_a_clone_refuses_a_build_older_than_the_sources_and_runs_once_rebuilt",
+    () =>
+      Effect.promise(async () => {
+        const dir = await app()
+        assert.strictEqual(help(dir).status, 0, help(dir).stderr)
+        // A build that predates the sources: as after a pull, or an edit since the last build.
+        setTimes(Path.join(dir, "dist"), new Date(Date.now() - 3_600_000))
+        const stale = help(dir)
+        assert.strictEqual(stale.status, 1)
+        assert.include(stale.stderr, "is older than")
+        assert.include(stale.stderr, "run 'npm run build'")
+        // A build with nothing to rewrite still makes the build current.
+        spawnSync("npm", ["run", "-s", "build"], { cwd: dir })
+        assert.strictEqual(help(dir).status, 0, help(dir).stderr)
       }),
     300_000
   )

@@ -99,7 +99,7 @@ describe("Messages", () => {
         const env = { HOST: "127.0.0.1", PORT: String(port), FEED_DIR: directory }
         const [service, command] = yield* Effect.promise(() =>
           Promise.all([
-            runProcess(["--import", "tsx", Path.join("src", "main.ts")], env),
+            runProcess([Path.join("dist", "main.js")], env),
             runProcess([Path.join("bin", "change-feed.js"), "serve", "--dir", directory], env)
           ])
         )
