@@ -27,7 +27,7 @@ import * as Os from "node:os"
 import * as Path from "node:path"
 import * as Zlib from "node:zlib"
 import { isDeepStrictEqual } from "node:util"
-import { makeSseParser, type SseFrame } from "../src/Http/Sse.js"
+import { makeSseParser, type SseFrame } from "../src/Sse.js"
 import { hashString, makeRandom } from "./Random.js"
 import {
   freePort,

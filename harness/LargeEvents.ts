@@ -14,7 +14,7 @@ import * as Fs from "node:fs"
 import * as NodeHttp from "node:http"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { makeSseParser } from "../src/Http/Sse.js"
+import { makeSseParser } from "../src/Sse.js"
 import { freePort, type FsyncMode, type Launcher, serverCommand, ServerProcess } from "./ServerProcess.js"
 
 export interface LargeEventsOptions {

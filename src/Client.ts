@@ -16,7 +16,7 @@ import { AgentEvent } from "./Domain/AgentEvent.js"
 import { ChangeEvent } from "./Domain/ChangeEvent.js"
 import { type Cursor, formatCursor, parseCursor } from "./Domain/Cursor.js"
 import { cursorAfter, type FeedItem, type ResetReason } from "./Domain/FeedItem.js"
-import { makeSseParser, type SseFrame } from "./Http/Sse.js"
+import { makeSseParser, type SseFrame } from "./Sse.js"
 
 export interface ClientOptions {
   /** e.g. `http://127.0.0.1:8787` */

@@ -14,7 +14,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as fc from "fast-check"
 import { isDeepStrictEqual } from "node:util"
-import { makeSseParser, type SseFrame } from "../src/Http/Sse.js"
+import { makeSseParser, type SseFrame } from "../src/Sse.js"
 import { startLoopback } from "../harness/Loopback.js"
 import { Env, eventually, tempDir } from "./support/FeedTesting.js"
 

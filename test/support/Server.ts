@@ -12,7 +12,7 @@ import { Cause, Context, Deferred, Effect, Exit, Layer, Logger, Queue, Scope } f
 import * as NodeHttp from "node:http"
 import * as ChangeFeeds from "../../src/ChangeFeeds.js"
 import * as Http from "../../src/Http.js"
-import { makeSseParser, type SseFrame } from "../../src/Http/Sse.js"
+import { makeSseParser, type SseFrame } from "../../src/Sse.js"
 
 export interface TestServerOptions {
   readonly directory: string
