@@ -13,6 +13,7 @@ import * as Client from "./Client.js"
 import { parseAccountId } from "./Domain/Account.js"
 import { AgentEvent, decodeAgentEvent } from "./Domain/AgentEvent.js"
 import { produce } from "./Demo.js"
+import { resetText } from "./Domain/FeedFrame.js"
 import { layerFromSettings, listeningUrl, ServerConfig } from "./Http.js"
 import { jwtSecretProblem } from "./Http/Auth.js"
 import { inspect, repair } from "./Journal/Inspect.js"
@@ -129,15 +130,7 @@ const tail = Command.make(
                   )
             case "Reset":
               return flags.json
-                ? Console.log(
-                    JSON.stringify({
-                      type: "feed_reset",
-                      reason: item.reason,
-                      from_seq: item.fromSeq,
-                      oldest_seq: item.oldestSeq,
-                      head_seq: item.headSeq
-                    })
-                  )
+                ? Console.log(resetText(item))
                 : Console.error(
                     `reset (${item.reason}): cursor ${item.fromSeq} cannot be served (retained ${item.oldestSeq}..${item.headSeq}); resync, continuing after ${item.continueFrom}`
                   )

@@ -30,11 +30,11 @@ import {
   Option,
   Queue,
   Redacted,
-  Schema,
   Stream
 } from "effect"
 import type * as Access from "./Access.js"
 import { Authorization, Caller, FeedApi } from "./Api.js"
+import { feedPath, isStreamPath } from "./Api/Routes.js"
 import { BufferBudget, estimateBytes } from "./BufferBudget.js"
 import * as ChangeFeed from "./ChangeFeed.js"
 import * as ChangeFeeds from "./ChangeFeeds.js"
@@ -50,8 +50,9 @@ import {
   NotFound,
   Unavailable
 } from "./Domain/Errors.js"
-import { cursorAfter, type FeedItem, resetWire } from "./Domain/FeedItem.js"
-import { authorize, isStreamPath, jwtSecretProblem, makeAuthenticate, tokenProblem } from "./Http/Auth.js"
+import { resetData } from "./Domain/FeedFrame.js"
+import { cursorAfter, type FeedItem } from "./Domain/FeedItem.js"
+import { authorize, jwtSecretProblem, makeAuthenticate, tokenProblem } from "./Http/Auth.js"
 import { appendEntries } from "./Http/Body.js"
 import * as Cors from "./Http/Cors.js"
 import { answerFailures, routesOf } from "./Http/Errors.js"
@@ -66,10 +67,10 @@ export interface HttpOptions {
   readonly token?: Redacted.Redacted | undefined
   /** The secret account tokens (HS256 JWTs naming an account and scopes) are signed with, when set. */
   readonly jwtSecret?: Redacted.Redacted | undefined
-  /** Keepalive comment period on open streams (default 15 s). */
-  readonly keepaliveMs?: number | undefined
-  /** Reconnect delay advised to `EventSource` clients by the stream's first line, `retry:` (default 1 s). */
-  readonly retryMs?: number | undefined
+  /** Keepalive comment period on open streams (default 15 seconds). */
+  readonly keepalive?: Duration.DurationInput | undefined
+  /** Reconnect delay advised to `EventSource` clients by the stream's first line, `retry:` (default 1 second). */
+  readonly retry?: Duration.DurationInput | undefined
   /** Largest request body (default 1 MiB). */
   readonly maxBodyBytes?: number | undefined
   /** Most events in one POST (default 1000). */
@@ -130,11 +131,6 @@ const readFailure = (error: JournalReadError): JournalCorrupt | InternalError =>
     ? new JournalCorrupt({ message: error.message, file: error.file, offset: error.offset })
     : new InternalError({ message: error.message })
 
-/** Why a stream ended, as the JSON the API answers such a failure with. */
-const encodeStreamFailure = Schema.encodeSync(
-  Schema.Union(JournalCorrupt, InternalError, BadRequest, NotFound, Unavailable)
-)
-
 const cursorParam = (field: string, text: string | undefined): Effect.Effect<Cursor, BadRequest> => {
   if (text === undefined || text === "") return Effect.succeed({ seq: 0 })
   return Either.match(parseCursor(text), {
@@ -161,7 +157,7 @@ const intParam = (
 
 /**
  * What one stream connection sends: `first`, then the frames, with a keepalive every
- * `keepaliveMs`, until the frames end or `shutdown` completes. Frames and keepalives meet in one
+ * `keepaliveEvery`, until the frames end or `shutdown` completes. Frames and keepalives meet in one
  * bounded queue the response drains; merging the streams instead would cost fibers per frame.
  * A client that stops reading fills the queue and pauses its own reader, never the feed.
  */
@@ -170,7 +166,7 @@ const connectionBody = (
   options: {
     readonly first: Uint8Array
     readonly keepalive: Uint8Array
-    readonly keepaliveMs: number
+    readonly keepaliveEvery: Duration.Duration
     readonly maxBufferedBytes: number
     readonly shutdown: Effect.Effect<void>
     /** Cuts the connection if its client has stopped taking what was sent. */
@@ -206,11 +202,7 @@ const connectionBody = (
         Effect.forkDaemon,
         Effect.tap((reader) => Effect.addFinalizer(() => Fiber.interruptFork(reader)))
       )
-      yield* offer(options.keepalive).pipe(
-        Effect.delay(Duration.millis(options.keepaliveMs)),
-        Effect.forever,
-        Effect.forkScoped
-      )
+      yield* offer(options.keepalive).pipe(Effect.delay(options.keepaliveEvery), Effect.forever, Effect.forkScoped)
       // Shutdown ends the connection at once, queued frames or not. One whose client has stopped
       // reading is cut: the response would wait forever to send the rest, and the server's close
       // would wait for it.
@@ -271,11 +263,11 @@ const makeFeedRoutes = (options: HttpOptions) =>
   Effect.gen(function* () {
     const feeds = yield* ChangeFeeds.ChangeFeeds
     const shutdown = yield* StreamsShutdown
-    const keepaliveMs = options.keepaliveMs ?? 15_000
+    const keepaliveEvery = Duration.decode(options.keepalive ?? Duration.seconds(15))
     const maxPageBytes = options.maxPageBytes ?? 8 * 1024 * 1024
     const limits = { maxBytes: options.maxBodyBytes ?? 1024 * 1024, maxBatch: options.maxBatchEvents ?? 1000 }
     const encoder = new TextEncoder()
-    const retryBytes = encoder.encode(retryFrame(options.retryMs ?? 1000))
+    const retryBytes = encoder.encode(retryFrame(Duration.toMillis(options.retry ?? Duration.seconds(1))))
     const keepaliveBytes = encoder.encode(keepaliveFrame)
     // One encoder per feed, so that a live event's frame is made once for all its connections.
     const encoders = new WeakMap<Feed, ReturnType<typeof makeFrameEncoder>>()
@@ -329,7 +321,7 @@ const makeFeedRoutes = (options: HttpOptions) =>
             return Stream.fromEffect(
               Effect.as(
                 Effect.logError(`the stream of account '${account}' ended: ${failure.message}`, Cause.fail(error)),
-                encoder.encode(feedErrorFrame(encodeStreamFailure(failure)))
+                encoder.encode(feedErrorFrame(failure))
               )
             )
           })
@@ -341,7 +333,7 @@ const makeFeedRoutes = (options: HttpOptions) =>
         const body = connectionBody(events, {
           first: retryBytes,
           keepalive: keepaliveBytes,
-          keepaliveMs,
+          keepaliveEvery,
           maxBufferedBytes: options.streamBufferBytes ?? 1024 * 1024,
           shutdown: Deferred.await(shutdown),
           cutIfStalled: Effect.sync(() => {
@@ -490,7 +482,7 @@ const page = (
           if (item._tag === "Reset") {
             const status = yield* feed.status
             return {
-              reset: resetWire(item),
+              reset: resetData(item),
               next_since: item.continueFrom,
               head_seq: status.headSeq,
               epoch: status.epoch
@@ -699,7 +691,7 @@ export const layerFromSettings = (
       Effect.flatMap(Effect.provide(listeningUrl, context), (url) =>
         Effect.logInfo(
           `change feed: journals in ${config.directory} (fsync ${config.fsync}); ` +
-            `stream at ${url}/api/v1/stream, docs at ${url}/docs`
+            `stream at ${url}${feedPath("stream")}, docs at ${url}/docs`
         )
       )
     ),

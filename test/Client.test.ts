@@ -5,7 +5,7 @@
  */
 import { NodeContext, NodeHttpClient } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Console, Effect, Fiber, Queue, Redacted, Stream } from "effect"
+import { Console, Duration, Effect, Fiber, Queue, Redacted, Stream } from "effect"
 import * as NodeHttp from "node:http"
 import type { AddressInfo } from "node:net"
 import * as Cli from "../src/Cli.js"
@@ -14,8 +14,8 @@ import type { FeedItem } from "../src/Domain/FeedItem.js"
 import type { AgentEvent } from "../src/Domain/AgentEvent.js"
 import { append, createdMany, post, start, status, tempDirectory } from "./support/Server.js"
 
-const fastReconnect = { reconnectBaseMs: 20, reconnectMaxMs: 200 }
-const fastRetry = { appendRetry: { baseMs: 10, maxMs: 50 } }
+const fastReconnect = { reconnectBase: Duration.millis(20), reconnectMax: Duration.millis(200) }
+const fastRetry = { appendRetry: { base: Duration.millis(10), max: Duration.millis(50) } }
 
 type ProxyAction = "forward" | "lose-answer" | 502 | 503
 

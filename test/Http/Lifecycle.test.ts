@@ -4,18 +4,7 @@
  * server shuts down, and resuming across a restart on the same journal directory and port.
  */
 import { describe, it, assert } from "@effect/vitest"
-import {
-  Chunk,
-  ConfigProvider,
-  Deferred,
-  type Duration,
-  Effect,
-  Fiber,
-  Option,
-  Queue,
-  Redacted,
-  TestClock
-} from "effect"
+import { Chunk, ConfigProvider, Deferred, Duration, Effect, Fiber, Option, Queue, Redacted, TestClock } from "effect"
 import * as NodeHttp from "node:http"
 import * as Http from "../../src/Http.js"
 import {
@@ -103,7 +92,7 @@ describe("keepalive", () => {
 
   it.scopedLive("the_keepalive_period_is_configurable", () =>
     Effect.gen(function* () {
-      const server = yield* start({ directory: yield* tempDirectory, http: { keepaliveMs: 50 } })
+      const server = yield* start({ directory: yield* tempDirectory, http: { keepalive: Duration.millis(50) } })
       const stream = yield* openStream(`${server.url}/api/v1/stream`)
       yield* stream.untilCaughtUp
       assert.strictEqual(yield* Queue.take(stream.comments), "keepalive")
