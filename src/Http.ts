@@ -12,12 +12,9 @@ import {
 } from "@effect/platform"
 import { NodeContext, NodeHttpServer, NodeHttpServerRequest } from "@effect/platform-node"
 import { createServer, type Server, type ServerResponse } from "node:http"
-import { fileURLToPath } from "node:url"
 import {
   Cause,
   Chunk,
-  Config,
-  ConfigError,
   Context,
   Data,
   Deferred,
@@ -38,6 +35,7 @@ import { feedPath, isStreamPath } from "./Api/Routes.js"
 import { BufferBudget, estimateBytes } from "./BufferBudget.js"
 import * as ChangeFeed from "./ChangeFeed.js"
 import * as ChangeFeeds from "./ChangeFeeds.js"
+import { ServerConfig, type ServerSettings } from "./Config.js"
 import { DEFAULT_ACCOUNT } from "./Domain/Account.js"
 import type { AgentEvent } from "./Domain/AgentEvent.js"
 import type { ChangeEvent } from "./Domain/ChangeEvent.js"
@@ -52,14 +50,14 @@ import {
 } from "./Domain/Errors.js"
 import { resetData } from "./Domain/FeedFrame.js"
 import { cursorAfter, type FeedItem } from "./Domain/FeedItem.js"
-import { authorize, jwtSecretProblem, makeAuthenticate, tokenProblem } from "./Http/Auth.js"
+import { authorize, makeAuthenticate } from "./Http/Auth.js"
 import { appendEntries } from "./Http/Body.js"
 import * as Cors from "./Http/Cors.js"
 import { answerFailures, routesOf } from "./Http/Errors.js"
 import * as MetricsRoute from "./Http/Metrics.js"
 import { feedErrorFrame, keepaliveFrame, makeFrameEncoder, retryFrame } from "./Http/Sse.js"
 import * as Viewer from "./Http/Viewer.js"
-import type { FsyncMode, JournalReadError } from "./Journal.js"
+import type { JournalReadError } from "./Journal.js"
 import * as Tracing from "./Tracing.js"
 
 export interface HttpOptions {
@@ -571,20 +569,6 @@ export const createNodeServer = (corsOrigins?: Cors.CorsOrigins): Server => {
   return server
 }
 
-/** A secret from the environment, refused (naming the variable) when `problem` finds one. */
-const secretConfig = (name: string, problem: (secret: string) => string | undefined, what: string) =>
-  Config.redacted(name).pipe(
-    Config.mapOrFail((secret) => {
-      const found = problem(Redacted.value(secret))
-      return found === undefined
-        ? Either.right(secret)
-        : Either.left(ConfigError.InvalidData([name], `${name} ${found}: set it to ${what}, or unset it`))
-    })
-  )
-
-/** Where `npm start` keeps its journal: a folder inside the project. */
-export const defaultDirectory = fileURLToPath(new URL("../data/feed", import.meta.url))
-
 /** The service's HTTP server on `host:port`, serving the feeds in context. */
 export interface ServerOptions extends HttpOptions {
   readonly host: string
@@ -627,42 +611,6 @@ export const listeningUrl: Effect.Effect<string, never, HttpServer.HttpServer> =
       : `http://${address.hostname.includes(":") ? `[${address.hostname}]` : address.hostname}:${address.port}`
   )
 )
-
-/** Server configuration from the environment, with defaults. */
-export const ServerConfig = Config.all({
-  host: Config.string("HOST").pipe(Config.withDefault("127.0.0.1")),
-  // 0 asks the system for any free port; the startup line names the one taken.
-  port: Config.integer("PORT").pipe(
-    Config.validate({
-      message: "PORT must be a port number from 0 (any free port) to 65535",
-      validation: (n) => n >= 0 && n <= 65535
-    }),
-    Config.withDefault(8787)
-  ),
-  directory: Config.string("FEED_DIR").pipe(Config.withDefault(defaultDirectory)),
-  fsync: Config.literal("always", "interval", "never")("FEED_FSYNC").pipe(Config.withDefault("always" as FsyncMode)),
-  token: Config.option(secretConfig("FEED_TOKEN", tokenProblem, "the bearer token clients must send")),
-  jwtSecret: Config.option(
-    secretConfig("FEED_JWT_SECRET", jwtSecretProblem, "the secret the platform signs account tokens with")
-  ),
-  segmentBytes: Config.integer("FEED_SEGMENT_BYTES").pipe(
-    Config.validate({ message: "FEED_SEGMENT_BYTES must be at least 1024", validation: (n) => n >= 1024 }),
-    Config.withDefault(8 * 1024 * 1024)
-  ),
-  retainSegments: Config.integer("FEED_RETAIN_SEGMENTS").pipe(
-    Config.validate({ message: "FEED_RETAIN_SEGMENTS must be at least 1", validation: (n) => n >= 1 }),
-    Config.withDefault(64)
-  ),
-  maxOpenAccounts: Config.integer("FEED_MAX_OPEN_ACCOUNTS").pipe(
-    Config.validate({ message: "FEED_MAX_OPEN_ACCOUNTS must be at least 1", validation: (n) => n >= 1 }),
-    Config.withDefault(1000)
-  ),
-  accountIdle: Config.duration("FEED_ACCOUNT_IDLE").pipe(Config.withDefault(Duration.minutes(5))),
-  corsOrigins: Cors.CorsConfig,
-  tracing: Tracing.OtlpConfig
-})
-
-export type ServerSettings = Config.Config.Success<typeof ServerConfig>
 
 /** The whole service (the feeds of every account, the API, the Node server) from settings; the feeds are an output too. */
 export const layerFromSettings = (

@@ -5,7 +5,7 @@
  */
 import { NodeContext, NodeHttpClient } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Console, Duration, Effect, Fiber, Queue, Redacted, Stream } from "effect"
+import { ConfigProvider, Console, Duration, Effect, Fiber, Queue, Redacted, Stream } from "effect"
 import * as NodeHttp from "node:http"
 import type { AddressInfo } from "node:net"
 import * as Cli from "../src/Cli.js"
@@ -343,6 +343,41 @@ describe("Client", () => {
       assert.match(String(badAccount), /--account: .* is not valid/)
       const weak = yield* cli("token", "--account", "acme", "--secret", "short").pipe(Effect.flip)
       assert.match(String(weak), /at least 32/)
+      yield* server.close
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  it.scopedLive("the_cli_takes_the_url_token_and_signing_secret_from_configuration_when_no_flag_gives_them", () =>
+    Effect.gen(function* () {
+      const secret = "a-signing-secret-of-thirty-two-bytes!"
+      const server = yield* start({
+        directory: yield* tempDirectory,
+        http: { token: Redacted.make("admin"), jwtSecret: Redacted.make(secret) }
+      })
+      const printed: Array<string> = []
+      const console: Console.Console = {
+        ...(yield* Effect.console),
+        log: (...args) => Effect.sync(() => void printed.push(args.join(" ")))
+      }
+      const cli = (env: Record<string, string>, ...args: Array<string>) =>
+        Cli.run(["node", "change-feed", ...args]).pipe(
+          Effect.withConsole(console),
+          Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env))))
+        )
+      const event = JSON.stringify({ type: "session_deleted", session_id: "s1" })
+      yield* cli({ FEED_URL: server.url, FEED_TOKEN: "admin" }, "append", "--event", event)
+      assert.deepStrictEqual(printed.splice(0), ['{"seqs":[1]}'])
+      // A flag wins over its variable.
+      const refused = yield* cli({ FEED_URL: server.url, FEED_TOKEN: "admin" }, "status", "--token", "wrong").pipe(
+        Effect.flip
+      )
+      assert.match(String(refused), /401|Unauthorized/)
+      yield* cli({ FEED_JWT_SECRET: secret }, "token", "--account", "acme")
+      const token = printed.pop()!
+      yield* cli({ FEED_URL: server.url }, "status", "--token", token, "--account", "acme")
+      assert.strictEqual(JSON.parse(printed.pop()!).head_seq, 0)
+      const unsigned = yield* cli({}, "token", "--account", "acme").pipe(Effect.flip)
+      assert.match(String(unsigned), /no signing secret: set FEED_JWT_SECRET or pass --secret/)
       yield* server.close
     }).pipe(Effect.provide(NodeContext.layer))
   )

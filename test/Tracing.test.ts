@@ -10,6 +10,7 @@ import { describe, it, assert } from "@effect/vitest"
 import { ConfigProvider, Context, Effect, Exit, Layer, Option, Redacted, Scope } from "effect"
 import * as NodeHttp from "node:http"
 import * as ChangeFeeds from "../src/ChangeFeeds.js"
+import * as Settings from "../src/Config.js"
 import * as Http from "../src/Http.js"
 import * as Tracing from "../src/Tracing.js"
 import { eventually, openStream, post, start, tempDirectory } from "./support/Server.js"
@@ -131,7 +132,7 @@ describe("OTLP export", () => {
 
   /** The service's settings, from the environment the test gives it. */
   const settings = (env: Record<string, string>) =>
-    Effect.withConfigProvider(Http.ServerConfig, ConfigProvider.fromMap(new Map(Object.entries(env))))
+    Effect.withConfigProvider(Settings.ServerConfig, ConfigProvider.fromMap(new Map(Object.entries(env))))
 
   it.scopedLive("the_service_posts_its_spans_to_the_otlp_endpoint_it_is_given", () =>
     Effect.gen(function* () {

@@ -8,7 +8,7 @@ import { describe, it, assert } from "@effect/vitest"
 import { ConfigProvider, Effect, Either, Redacted } from "effect"
 import * as NodeHttp from "node:http"
 import type { Page } from "playwright-core"
-import * as Http from "../../src/Http.js"
+import * as Settings from "../../src/Config.js"
 import { type CorsOrigins, parseOrigins } from "../../src/Http/Cors.js"
 import { hasChromium, launch } from "../support/Chromium.js"
 import {
@@ -110,12 +110,12 @@ describe("CORS on the wire", () => {
       }
       const failure = yield* Effect.flip(
         Effect.withConfigProvider(
-          Http.ServerConfig,
+          Settings.ServerConfig,
           ConfigProvider.fromMap(new Map([["FEED_CORS_ORIGINS", "https://app.example.com/viewer"]]))
         )
       )
       assert.include(String(failure), "FEED_CORS_ORIGINS 'https://app.example.com/viewer' is not an origin")
-      const unset = yield* Effect.withConfigProvider(Http.ServerConfig, ConfigProvider.fromMap(new Map()))
+      const unset = yield* Effect.withConfigProvider(Settings.ServerConfig, ConfigProvider.fromMap(new Map()))
       assert.strictEqual(unset.corsOrigins._tag, "None")
     })
   )

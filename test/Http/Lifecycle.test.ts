@@ -6,6 +6,7 @@
 import { describe, it, assert } from "@effect/vitest"
 import { Chunk, ConfigProvider, Deferred, Duration, Effect, Fiber, Option, Queue, Redacted, TestClock } from "effect"
 import * as NodeHttp from "node:http"
+import * as Settings from "../../src/Config.js"
 import * as Http from "../../src/Http.js"
 import {
   append,
@@ -43,7 +44,7 @@ describe("startup", () => {
       }
       // From the environment, a configuration error naming the variable.
       const fromEnv = (env: Record<string, string>) =>
-        Http.ServerConfig.pipe(Effect.withConfigProvider(ConfigProvider.fromJson(env)), Effect.either)
+        Settings.ServerConfig.pipe(Effect.withConfigProvider(ConfigProvider.fromJson(env)), Effect.either)
       const empty = yield* fromEnv({ FEED_TOKEN: "" })
       assert.isTrue(empty._tag === "Left" && String(empty.left).includes("FEED_TOKEN is set but empty"), String(empty))
       // Unset, there is no token; set, it is the token.
