@@ -1,9 +1,47 @@
 import { defineConfig } from "vitest/config"
 
+/**
+ * Files that measure memory or pace, run real processes, fuzz or drive a browser: on a busy
+ * machine they compete with each other for the CPU, so they run on their own, one file at a
+ * time, after the rest (still part of `npm test`).
+ */
+const cpuSensitive = [
+  "test/Browser.test.ts",
+  "test/Crash.test.ts",
+  "test/Faults.test.ts",
+  "test/Fuzz.test.ts",
+  "test/LargeEvents.test.ts",
+  "test/Main.test.ts",
+  "test/Signals.test.ts"
+]
+
 export default defineConfig({
   test: {
-    include: ["test/**/*.test.ts"],
     testTimeout: 60_000,
-    hookTimeout: 60_000
+    hookTimeout: 60_000,
+    // `fileParallelism` is global in vitest 3.2, so the serial project gets a pool of its own with
+    // one worker: `threads`, limited here, while everything else keeps running in parallel `forks`.
+    poolOptions: { threads: { minThreads: 1, maxThreads: 1 } },
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: "unit",
+          include: ["test/**/*.test.ts"],
+          exclude: cpuSensitive,
+          pool: "forks",
+          sequence: { groupOrder: 0 }
+        }
+      },
+      {
+        extends: true,
+        test: {
+          name: "serial",
+          include: cpuSensitive,
+          pool: "threads",
+          sequence: { groupOrder: 1 }
+        }
+      }
+    ]
   }
 })
