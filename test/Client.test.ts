@@ -12,7 +12,9 @@ import * as Cli from "../src/Cli.js"
 import * as Client from "../src/Client.js"
 import type { FeedItem } from "../src/Domain/FeedItem.js"
 import type { AgentEvent } from "../src/Domain/AgentEvent.js"
-import { append, createdMany, post, start, status, tempDirectory } from "./support/Server.js"
+import { append, createdMany, post, start, status } from "./support/Server.js"
+import { range, reset } from "./support/Expected.js"
+import { tempDir } from "./support/TempDir.js"
 
 const fastReconnect = { reconnectBase: Duration.millis(20), reconnectMax: Duration.millis(200) }
 const fastRetry = { appendRetry: { base: Duration.millis(10), max: Duration.millis(50) } }
@@ -84,8 +86,6 @@ const followInBackground = (stream: Stream.Stream<FeedItem<AgentEvent>, unknown>
 const seqs = (items: ReadonlyArray<FeedItem<AgentEvent>>) =>
   items.flatMap((item) => (item._tag === "Change" ? [item.change.seq] : []))
 
-const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i)
-
 /** Listens on a free loopback port for the scope's lifetime; the close drops open connections. */
 const listenScoped = (server: NodeHttp.Server) =>
   Effect.acquireRelease(
@@ -102,7 +102,7 @@ const listenScoped = (server: NodeHttp.Server) =>
 describe("Client", () => {
   it.scopedLive("follow_survives_a_server_restart_with_no_gap_and_no_duplicate", () =>
     Effect.gen(function* () {
-      const directory = yield* tempDirectory
+      const directory = yield* tempDir
       const first = yield* start({ directory })
       const client = yield* Client.make({ baseUrl: first.url, ...fastReconnect })
       const follower = yield* followInBackground(client.follow({ since: 0 }))
@@ -121,7 +121,7 @@ describe("Client", () => {
 
   it.scopedLive("follow_surfaces_a_reset_as_a_typed_item_then_continues_live", () =>
     Effect.gen(function* () {
-      const directory = yield* tempDirectory
+      const directory = yield* tempDir
       const server = yield* start({ directory })
       yield* append(server, createdMany(3))
       const client = yield* Client.make({ baseUrl: server.url, ...fastReconnect })
@@ -129,15 +129,10 @@ describe("Client", () => {
       yield* follower.until((s) => s.some((i) => i._tag === "CaughtUp"))
       yield* append(server, createdMany(2))
       const seen = yield* follower.changes(2)
-      const reset = seen.find((i) => i._tag === "Reset")
-      assert.deepStrictEqual(reset, {
-        _tag: "Reset",
-        reason: "ahead_of_head",
-        fromSeq: 99,
-        oldestSeq: 1,
-        headSeq: 3,
-        continueFrom: 3
-      })
+      assert.deepStrictEqual(
+        seen.find((i) => i._tag === "Reset"),
+        reset("ahead_of_head", 99, { oldestSeq: 1, headSeq: 3 })
+      )
       assert.deepStrictEqual(seqs(seen), [4, 5])
       yield* server.close
     }).pipe(Effect.provide(NodeHttpClient.layerUndici))
@@ -145,7 +140,7 @@ describe("Client", () => {
 
   it.scopedLive("follow_with_a_session_filter_delivers_only_that_session", () =>
     Effect.gen(function* () {
-      const directory = yield* tempDirectory
+      const directory = yield* tempDir
       const server = yield* start({ directory })
       const client = yield* Client.make({ baseUrl: server.url, ...fastReconnect })
       yield* append(server, [...createdMany(2, "a"), ...createdMany(1, "b"), ...createdMany(2, "a")])
@@ -158,7 +153,7 @@ describe("Client", () => {
 
   it.scopedLive("follow_fails_with_refused_when_the_token_is_wrong", () =>
     Effect.gen(function* () {
-      const directory = yield* tempDirectory
+      const directory = yield* tempDir
       const server = yield* start({ directory, http: { token: Redacted.make("secret") } })
       const wrong = yield* Client.make({ baseUrl: server.url, token: "nope", ...fastReconnect })
       const error = yield* wrong.follow().pipe(Stream.runDrain, Effect.flip)
@@ -172,7 +167,7 @@ describe("Client", () => {
 
   it.scopedLive("append_answers_seqs_and_null_for_ephemeral_events_and_status_reflects_them", () =>
     Effect.gen(function* () {
-      const directory = yield* tempDirectory
+      const directory = yield* tempDir
       const server = yield* start({ directory })
       const client = yield* Client.make({ baseUrl: server.url })
       const result = yield* client.append([
@@ -190,7 +185,7 @@ describe("Client", () => {
 
   it.scopedLive("append_retries_lost_answers_5xx_and_503_with_one_key_and_appends_once", () =>
     Effect.gen(function* () {
-      const server = yield* start({ directory: yield* tempDirectory })
+      const server = yield* start({ directory: yield* tempDir })
       const plan: Array<ProxyAction> = [503, "lose-answer", 502, "lose-answer", "forward"]
       const proxy = yield* faultyProxy(server.url, (n) => plan[n - 1] ?? "forward")
       const client = yield* Client.make({ baseUrl: proxy.url, ...fastRetry })
@@ -214,7 +209,7 @@ describe("Client", () => {
 
   it.scopedLive("append_with_a_key_of_the_callers_own_is_answered_the_same_on_a_later_call", () =>
     Effect.gen(function* () {
-      const server = yield* start({ directory: yield* tempDirectory })
+      const server = yield* start({ directory: yield* tempDir })
       const client = yield* Client.make({ baseUrl: server.url, ...fastRetry })
       const entries = [{ event: { type: "session_deleted", session_id: "s1" } } as const]
       assert.deepStrictEqual(yield* client.append(entries, { idempotencyKey: "job-42" }), [1])
@@ -226,7 +221,7 @@ describe("Client", () => {
 
   it.scopedLive("append_does_not_retry_a_request_the_server_refused", () =>
     Effect.gen(function* () {
-      const server = yield* start({ directory: yield* tempDirectory })
+      const server = yield* start({ directory: yield* tempDir })
       const proxy = yield* faultyProxy(server.url, () => "forward")
       const client = yield* Client.make({ baseUrl: proxy.url, ...fastRetry })
       yield* client.append([{ event: { type: "session_deleted", session_id: "s1" } }], { idempotencyKey: "k" })
@@ -266,7 +261,7 @@ describe("Client", () => {
 
   it.scopedLive("the_cli_append_with_an_idempotency_key_appends_once_however_often_it_is_run", () =>
     Effect.gen(function* () {
-      const server = yield* start({ directory: yield* tempDirectory })
+      const server = yield* start({ directory: yield* tempDir })
       const event = JSON.stringify({ type: "session_deleted", session_id: "s1" })
       const printed: Array<string> = []
       const console: Console.Console = {
@@ -299,7 +294,7 @@ describe("Client", () => {
     Effect.gen(function* () {
       const secret = "a-signing-secret-of-thirty-two-bytes!"
       const server = yield* start({
-        directory: yield* tempDirectory,
+        directory: yield* tempDir,
         http: { token: Redacted.make("admin"), jwtSecret: Redacted.make(secret) }
       })
       const printed: Array<string> = []
@@ -351,7 +346,7 @@ describe("Client", () => {
     Effect.gen(function* () {
       const secret = "a-signing-secret-of-thirty-two-bytes!"
       const server = yield* start({
-        directory: yield* tempDirectory,
+        directory: yield* tempDir,
         http: { token: Redacted.make("admin"), jwtSecret: Redacted.make(secret) }
       })
       const printed: Array<string> = []
@@ -384,7 +379,7 @@ describe("Client", () => {
 
   it.scopedLive("the_cli_inspects_an_accounts_journal_under_the_service_directory", () =>
     Effect.gen(function* () {
-      const directory = yield* tempDirectory
+      const directory = yield* tempDir
       const server = yield* start({ directory })
       for (let i = 1; i <= 3; i++) {
         yield* post(`${server.url}/api/v1/accounts/acme/events`, {

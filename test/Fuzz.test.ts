@@ -16,7 +16,9 @@ import * as fc from "fast-check"
 import { isDeepStrictEqual } from "node:util"
 import { makeSseParser, type SseFrame } from "../src/Sse.js"
 import { startLoopback } from "../harness/Loopback.js"
-import { Env, eventually, tempDir } from "./support/FeedTesting.js"
+import { Env } from "./support/FeedTesting.js"
+import { tempDir } from "./support/TempDir.js"
+import { eventually } from "./support/Wait.js"
 
 const SEED = 20261127
 const RUNS = 500

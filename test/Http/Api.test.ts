@@ -5,22 +5,13 @@
 import { describe, it, assert } from "@effect/vitest"
 import { Deferred, Effect, Fiber } from "effect"
 import { vi } from "vitest"
-import {
-  append,
-  created,
-  createdMany,
-  eventually,
-  post,
-  range,
-  request,
-  start,
-  status,
-  tempDirectory,
-  type TestServer
-} from "../support/Server.js"
+import { append, created, createdMany, post, request, start, status, type TestServer } from "../support/Server.js"
+import { range } from "../support/Expected.js"
+import { tempDir } from "../support/TempDir.js"
+import { eventually } from "../support/Wait.js"
 
 const fresh = Effect.gen(function* () {
-  return yield* start({ directory: yield* tempDirectory })
+  return yield* start({ directory: yield* tempDir })
 })
 
 const events = (server: TestServer, query = "") => `${server.url}/api/v1/events${query}`
@@ -104,7 +95,7 @@ describe("GET /api/v1/events", () => {
   it.scopedLive("a_page_of_large_events_is_bounded_in_bytes_and_the_next_pages_carry_the_rest", () =>
     Effect.gen(function* () {
       const server = yield* start({
-        directory: yield* tempDirectory,
+        directory: yield* tempDir,
         feed: { fsync: "never" },
         http: { maxPageBytes: 64 * 1024 }
       })
@@ -215,7 +206,10 @@ describe("GET /api/v1/events", () => {
         Effect.fork
       )
       // The request is in: its reader has subscribed. And it has not answered.
-      yield* eventually(Effect.map(status(server), (s) => s.subscribers === 1))
+      yield* eventually(
+        "the long poll's reader subscribes",
+        Effect.map(status(server), (s) => s.subscribers === 1)
+      )
       assert.isFalse(yield* Deferred.isDone(answered))
 
       yield* append(server, [created("s7")])

@@ -10,20 +10,20 @@ import {
   createdMany,
   dataOf,
   openStream,
-  range,
   seqsOf,
   start,
   status,
-  tempDirectory,
   type TestServer
 } from "../support/Server.js"
+import { range } from "../support/Expected.js"
+import { tempDir } from "../support/TempDir.js"
 
 const streamUrl = (server: TestServer, query = "") => `${server.url}/api/v1/stream${query}`
 
 /** A fresh server on a fresh journal, with `n` events appended. */
 const serverWith = (n: number, feed: Parameters<typeof start>[0]["feed"] = {}) =>
   Effect.gen(function* () {
-    const server = yield* start({ directory: yield* tempDirectory, feed })
+    const server = yield* start({ directory: yield* tempDir, feed })
     if (n > 0) yield* append(server, createdMany(n))
     const { epoch } = yield* status(server)
     return { server, epoch }

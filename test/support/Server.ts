@@ -13,6 +13,7 @@ import * as NodeHttp from "node:http"
 import * as ChangeFeeds from "../../src/ChangeFeeds.js"
 import * as Http from "../../src/Http.js"
 import { makeSseParser, type SseFrame } from "../../src/Sse.js"
+import { tempDir } from "./TempDir.js"
 
 export interface TestServerOptions {
   readonly directory: string
@@ -78,10 +79,8 @@ export const start = (options: TestServerOptions): Effect.Effect<TestServer, unk
     }
   })
 
-/** A scoped temp directory for a journal. */
-export const tempDirectory = Effect.flatMap(FileSystem.FileSystem, (fs) =>
-  fs.makeTempDirectoryScoped({ prefix: "http-test-" })
-).pipe(Effect.provide(NodeContext.layer))
+/** A scoped temp directory for a journal: `tempDir`, by the name some tests know it by. */
+export const tempDirectory = tempDir
 
 // ---------------------------------------------------------------------------------------------------------------
 // Requests
@@ -200,12 +199,6 @@ export const created = (session: string, title = `title of ${session}`): AppendE
 /** `n` durable events of session `session`. */
 export const createdMany = (n: number, session = "s1"): Array<AppendEntry> =>
   Array.from({ length: n }, (_, i) => created(session, `event ${i + 1}`))
-
-/** Waits until `condition` holds, checking every `everyMs` (real time). */
-export const eventually = <E, R>(condition: Effect.Effect<boolean, E, R>, everyMs = 20): Effect.Effect<void, E, R> =>
-  Effect.gen(function* () {
-    while (!(yield* condition)) yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, everyMs)))
-  })
 
 // ---------------------------------------------------------------------------------------------------------------
 // Damage on disk
@@ -331,6 +324,3 @@ export const dataOf = (frame: SseFrame): any => JSON.parse(frame.data)
 /** The seqs of the change events among `frames` (resets, progress and caught-up frames left out). */
 export const seqsOf = (frames: ReadonlyArray<SseFrame>): Array<number> =>
   frames.filter((f) => f.event === "message" && dataOf(f).seq !== undefined).map((f) => dataOf(f).seq as number)
-
-export const range = (from: number, to: number): Array<number> =>
-  Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i)
