@@ -113,7 +113,7 @@ const cursorText = (since: FollowOptions["since"]): string => {
 }
 
 /** Turns one SSE frame into a feed item (`undefined` for a frame the client does not know), or says why it is not one. */
-const toItem = (frame: SseFrame): Either.Either<FeedItem<AgentEvent> | undefined, ProtocolError> => {
+export const decodeFrame = (frame: SseFrame): Either.Either<FeedItem<AgentEvent> | undefined, ProtocolError> => {
   const invalid = (error: ParseResult.ParseError) =>
     new ProtocolError({ detail: `invalid ${frame.event} frame: ${error.message}` })
   switch (frame.event) {
@@ -263,7 +263,7 @@ export const make = (options: ClientOptions) =>
               }),
               Stream.mapEffect(
                 (frame): Effect.Effect<FeedItem<AgentEvent> | undefined, Disconnected | ProtocolError> => {
-                  const decoded = toItem(frame)
+                  const decoded = decodeFrame(frame)
                   if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
                   const item = decoded.right
                   if (item === undefined) return Effect.succeed(undefined)

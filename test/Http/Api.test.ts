@@ -6,7 +6,7 @@ import { describe, it, assert } from "@effect/vitest"
 import { Deferred, Effect, Fiber } from "effect"
 import { vi } from "vitest"
 import { append, created, createdMany, post, request, start, status, type TestServer } from "../support/Server.js"
-import { range } from "../support/Expected.js"
+import { range, resetData } from "../support/Expected.js"
 import { tempDir } from "../support/TempDir.js"
 import { eventually } from "../support/Wait.js"
 
@@ -173,19 +173,13 @@ describe("GET /api/v1/events", () => {
       const ahead = yield* request(events(server, "?since=9"))
       assert.strictEqual(ahead.status, 200)
       assert.deepStrictEqual(ahead.body, {
-        reset: { type: "feed_reset", from_seq: 9, reason: "ahead_of_head", oldest_seq: 1, head_seq: 3 },
+        reset: resetData("ahead_of_head", 9, { oldestSeq: 1, headSeq: 3 }),
         next_since: 3,
         head_seq: 3,
         epoch
       })
       const otherEpoch = yield* request(events(server, "?since=deadbeef:2"))
-      assert.deepStrictEqual(otherEpoch.body.reset, {
-        type: "feed_reset",
-        from_seq: 2,
-        reason: "epoch_mismatch",
-        oldest_seq: 1,
-        head_seq: 3
-      })
+      assert.deepStrictEqual(otherEpoch.body.reset, resetData("epoch_mismatch", 2, { oldestSeq: 1, headSeq: 3 }))
       assert.strictEqual(otherEpoch.body.next_since, 3)
       assert.isUndefined(otherEpoch.body.events)
       // Following the reset's cursor reads normally.

@@ -21,3 +21,16 @@ export const reset = (
   headSeq: window.headSeq,
   continueFrom: window.headSeq
 })
+
+/** The same reset as the wire carries it: a stream frame's data, a polled page's `reset`. */
+export const resetData = (
+  reason: Reset["reason"],
+  fromSeq: number,
+  window: { readonly oldestSeq: number; readonly headSeq: number }
+) => ({
+  type: "feed_reset" as const,
+  from_seq: fromSeq,
+  reason,
+  oldest_seq: window.oldestSeq,
+  head_seq: window.headSeq
+})
