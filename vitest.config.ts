@@ -6,13 +6,19 @@ import { defineConfig } from "vitest/config"
  * time, after the rest (still part of `npm test`).
  */
 const cpuSensitive = [
+  // a real browser
   "test/Browser.test.ts",
+  "test/Http/Cors.test.ts",
+  "test/Http/Viewer.test.ts",
+  // real processes: the server, the command line, signals
   "test/Crash.test.ts",
-  "test/Faults.test.ts",
-  "test/Fuzz.test.ts",
   "test/LargeEvents.test.ts",
   "test/Main.test.ts",
-  "test/Signals.test.ts"
+  "test/Messages.test.ts",
+  "test/Signals.test.ts",
+  // memory and pace under faults, fuzzing
+  "test/Faults.test.ts",
+  "test/Fuzz.test.ts"
 ]
 
 export default defineConfig({
