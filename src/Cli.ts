@@ -212,7 +212,10 @@ const readAppendLines = (defaultSession: string | undefined) =>
         `smaller runs (each run appends all of its lines or none)`
     })
     // Counted as it arrives, before it is split into lines: one endless line is refused too.
-    yield* Stream.fromAsyncIterable(input, (e) => e as Error).pipe(
+    yield* Stream.fromAsyncIterable(
+      input,
+      (cause) => new InvalidInput({ message: `stdin could not be read (${String(cause)}); nothing appended` })
+    ).pipe(
       Stream.map((chunk) => (typeof chunk === "string" ? Buffer.from(chunk) : chunk)),
       Stream.tap((chunk) => ((bytes += chunk.length) > maxAppendInputBytes ? tooLarge : Effect.void)),
       Stream.decodeText(),
