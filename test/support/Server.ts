@@ -14,6 +14,7 @@ import * as ChangeFeeds from "../../src/ChangeFeeds.js"
 import * as Http from "../../src/Http.js"
 import { makeSseParser, type SseFrame } from "../../src/Sse.js"
 import { tempDir } from "./TempDir.js"
+import { feedPath } from "../../src/Api/Routes.js"
 
 export interface TestServerOptions {
   readonly directory: string
@@ -166,7 +167,7 @@ export interface StatusBody {
 
 /** The feed's status (asserting the request succeeded). */
 export const status = (server: TestServer, headers: Record<string, string> = {}): Effect.Effect<StatusBody> =>
-  Effect.flatMap(request(`${server.url}/api/v1/status`, { headers }), (response) =>
+  Effect.flatMap(request(`${server.url}${feedPath("status")}`, { headers }), (response) =>
     response.status === 200
       ? Effect.succeed(response.body as StatusBody)
       : Effect.dieMessage(`GET /api/v1/status answered ${response.status}: ${JSON.stringify(response.body)}`)
@@ -184,7 +185,7 @@ export const append = (
   headers: Record<string, string> = {}
 ): Effect.Effect<Array<number>> =>
   Effect.forEach(entries, (entry) =>
-    Effect.flatMap(post(`${server.url}/api/v1/events`, entry, headers), (response) =>
+    Effect.flatMap(post(`${server.url}${feedPath("events")}`, entry, headers), (response) =>
       response.status === 200 && typeof response.body.seqs?.[0] === "number"
         ? Effect.succeed(response.body.seqs[0] as number)
         : Effect.dieMessage(`POST /api/v1/events answered ${response.status}: ${JSON.stringify(response.body)}`)
