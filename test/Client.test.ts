@@ -5,12 +5,15 @@
  */
 import { NodeContext, NodeHttpClient } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { ConfigProvider, Console, Duration, Effect, Fiber, Queue, Redacted, Stream } from "effect"
+import { ConfigProvider, Console, Duration, Effect, Either, Fiber, Option, Queue, Redacted, Stream } from "effect"
 import * as NodeHttp from "node:http"
 import type { AddressInfo } from "node:net"
 import * as Cli from "../src/Cli.js"
 import * as Client from "../src/Client.js"
-import type { FeedItem } from "../src/Domain/FeedItem.js"
+import { JournalCorrupt } from "../src/Domain/Errors.js"
+import type { FeedItem, LineItem } from "../src/Domain/FeedItem.js"
+import { feedErrorFrame, makeFrameEncoder } from "../src/Http/Sse.js"
+import { makeSseParser, type SseFrame } from "../src/Sse.js"
 import type { AgentEvent } from "../src/Domain/AgentEvent.js"
 import { append, createdMany, post, start, status } from "./support/Server.js"
 import { range, reset } from "./support/Expected.js"
@@ -405,4 +408,51 @@ describe("Client", () => {
       assert.match(String(refused), /--account: .* is not valid/)
     }).pipe(Effect.provide(NodeContext.layer))
   )
+})
+
+describe("Client frames", () => {
+  it("decodes_every_frame_the_server_encodes_back_into_the_item_it_was", () => {
+    const epoch = "00ab"
+    const change = {
+      seq: 4,
+      ts: "2026-11-27T10:00:00.123Z",
+      session_id: "s1",
+      event: { type: "complete", usage: { total_tokens: 3 } }
+    }
+    const json = JSON.stringify(change)
+    const body = new TextEncoder().encode(json.slice(0, -1))
+    const items: Array<LineItem> = [
+      { _tag: "Change", seq: 4, sessionId: "s1", body },
+      { _tag: "CaughtUp", seq: 4 },
+      { _tag: "Progress", seq: 9 },
+      reset("epoch_mismatch", 2, { oldestSeq: 1, headSeq: 9 })
+    ]
+    const frames: Array<SseFrame> = []
+    makeSseParser((frame) => frames.push(frame))(new TextDecoder().decode(makeFrameEncoder(epoch)(items)))
+    const expected: ReadonlyArray<unknown> = [
+      { _tag: "Change", change },
+      { _tag: "CaughtUp", seq: 4 },
+      { _tag: "Progress", seq: 9 },
+      reset("epoch_mismatch", 2, { oldestSeq: 1, headSeq: 9 })
+    ]
+    assert.deepStrictEqual<ReadonlyArray<unknown>>(
+      frames.map((frame) => Either.getOrThrow(Client.decodeFrame(frame))),
+      expected
+    )
+  })
+
+  it("a_feed_error_frame_ends_the_stream_with_the_servers_reason_and_a_frame_not_of_the_feed_is_refused", () => {
+    const frames: Array<SseFrame> = []
+    const parse = makeSseParser((frame) => frames.push(frame))
+    parse(feedErrorFrame(new JournalCorrupt({ message: "journal corrupt in f at byte 7", file: "f", offset: 7 })))
+    parse(`event: caught_up\ndata: {"type":"caught_up","seq":-1}\n\n`)
+    parse(`data: {"type":"feed_reset","reason":"because"}\n\n`)
+    parse(`data: {"seq":1}\n\n`)
+    const decoded = frames.map(Client.decodeFrame)
+    assert.isTrue(decoded.every(Either.isLeft), "each is refused")
+    assert.include(
+      String(Either.getLeft(decoded[0]!).pipe(Option.getOrThrow).message),
+      "journal corrupt in f at byte 7"
+    )
+  })
 })
