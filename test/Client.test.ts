@@ -102,6 +102,29 @@ const listenScoped = (server: NodeHttp.Server) =>
       })
   )
 
+/** The signing secret of `securedServer`'s account tokens. */
+const secret = "a-signing-secret-of-thirty-two-bytes!"
+
+/** The service with the admin token `admin` and account tokens signed with `secret`. */
+const securedServer = Effect.flatMap(tempDir, (directory) =>
+  start({ directory, http: { token: Redacted.make("admin"), jwtSecret: Redacted.make(secret) } })
+)
+
+/** The command line in-process, with `env` as its configuration; what it prints to stdout is kept in `printed`. */
+const capturedCli = Effect.map(Effect.console, (base) => {
+  const printed: Array<string> = []
+  const console: Console.Console = {
+    ...base,
+    log: (...args) => Effect.sync(() => void printed.push(args.join(" ")))
+  }
+  const run = (env: Record<string, string>, ...args: Array<string>) =>
+    Cli.run(["node", "change-feed", ...args]).pipe(
+      Effect.withConsole(console),
+      Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env))))
+    )
+  return { printed, run }
+})
+
 describe("Client", () => {
   it.scopedLive("follow_survives_a_server_restart_with_no_gap_and_no_duplicate", () =>
     Effect.gen(function* () {
@@ -295,18 +318,9 @@ describe("Client", () => {
 
   it.scopedLive("the_cli_mints_an_account_token_that_appends_and_reads_only_its_account", () =>
     Effect.gen(function* () {
-      const secret = "a-signing-secret-of-thirty-two-bytes!"
-      const server = yield* start({
-        directory: yield* tempDir,
-        http: { token: Redacted.make("admin"), jwtSecret: Redacted.make(secret) }
-      })
-      const printed: Array<string> = []
-      const console: Console.Console = {
-        ...(yield* Effect.console),
-        log: (...args) => Effect.sync(() => void printed.push(args.join(" ")))
-      }
-      const cli = (...args: Array<string>) =>
-        Cli.run(["node", "change-feed", ...args]).pipe(Effect.withConsole(console))
+      const server = yield* securedServer
+      const { printed, run } = yield* capturedCli
+      const cli = (...args: Array<string>) => run({}, ...args)
       yield* cli(
         "token",
         "--account",
@@ -347,21 +361,8 @@ describe("Client", () => {
 
   it.scopedLive("the_cli_takes_the_url_token_and_signing_secret_from_configuration_when_no_flag_gives_them", () =>
     Effect.gen(function* () {
-      const secret = "a-signing-secret-of-thirty-two-bytes!"
-      const server = yield* start({
-        directory: yield* tempDir,
-        http: { token: Redacted.make("admin"), jwtSecret: Redacted.make(secret) }
-      })
-      const printed: Array<string> = []
-      const console: Console.Console = {
-        ...(yield* Effect.console),
-        log: (...args) => Effect.sync(() => void printed.push(args.join(" ")))
-      }
-      const cli = (env: Record<string, string>, ...args: Array<string>) =>
-        Cli.run(["node", "change-feed", ...args]).pipe(
-          Effect.withConsole(console),
-          Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env))))
-        )
+      const server = yield* securedServer
+      const { printed, run: cli } = yield* capturedCli
       const event = JSON.stringify({ type: "session_deleted", session_id: "s1" })
       yield* cli({ FEED_URL: server.url, FEED_TOKEN: "admin" }, "append", "--event", event)
       assert.deepStrictEqual(printed.splice(0), ['{"seqs":[1]}'])
