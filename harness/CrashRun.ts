@@ -27,7 +27,7 @@ import * as Os from "node:os"
 import * as Path from "node:path"
 import * as Zlib from "node:zlib"
 import { isDeepStrictEqual } from "node:util"
-import { makeSseParser, type SseFrame } from "../src/Http/Sse.js"
+import { makeSseParser, type SseFrame } from "../src/Sse.js"
 import { hashString, makeRandom } from "./Random.js"
 import {
   freePort,
@@ -39,6 +39,7 @@ import {
   type ServerStatus,
   sleep
 } from "./ServerProcess.js"
+import { feedPath } from "../src/Api/Routes.js"
 
 export interface CrashOptions {
   readonly kills: number
@@ -347,7 +348,7 @@ export const runCrash = async (options: CrashOptions): Promise<CrashReport> => {
       let status: number
       let text: string
       try {
-        const response = await fetch(`${server.url}/api/v1/events`, {
+        const response = await fetch(`${server.url}${feedPath("events")}`, {
           method: "POST",
           headers: { "content-type": "application/json", "idempotency-key": key },
           body: pending.body,
@@ -494,7 +495,7 @@ export const runCrash = async (options: CrashOptions): Promise<CrashReport> => {
       state.abort = abort
       try {
         const headers: Record<string, string> = { accept: "text/event-stream" }
-        let url = `${server.url}/api/v1/stream`
+        let url = `${server.url}${feedPath("stream")}`
         if (byHeader) {
           if (state.cursor !== undefined) headers["last-event-id"] = state.cursor
         } else {
@@ -691,7 +692,7 @@ const readJournalOverHttp = async (url: string, head: number, ledger: Ledger): P
   const events: Array<WireChange> = []
   let since = 0
   while (since < head) {
-    const response = await fetch(`${url}/api/v1/events?since=${since}&limit=1000`, {
+    const response = await fetch(`${url}${feedPath("events")}?since=${since}&limit=1000`, {
       signal: AbortSignal.timeout(60_000)
     })
     const page = (await response.json()) as { events?: Array<WireChange>; reset?: unknown; next_since: number }

@@ -14,8 +14,9 @@ import * as Fs from "node:fs"
 import * as NodeHttp from "node:http"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { makeSseParser } from "../src/Http/Sse.js"
+import { makeSseParser } from "../src/Sse.js"
 import { freePort, type FsyncMode, type Launcher, serverCommand, ServerProcess } from "./ServerProcess.js"
+import { feedPath } from "../src/Api/Routes.js"
 
 export interface LargeEventsOptions {
   /** Events to append (default 4061, as in the report of the fault). */
@@ -106,8 +107,8 @@ export const runLargeEvents = async (options: LargeEventsOptions = {}): Promise<
     await server.start()
     const pid = server.pid!
     const startRssMiB = procStatusMiB(pid, "VmRSS")
-    const reader = readingClient(`${server.url}/api/v1/stream`)
-    clients.push(reader, stalledClient(`${server.url}/api/v1/stream`))
+    const reader = readingClient(`${server.url}${feedPath("stream")}`)
+    clients.push(reader, stalledClient(`${server.url}${feedPath("stream")}`))
 
     const content = "x".repeat(eventChars)
     const started = Date.now()
@@ -132,7 +133,7 @@ export const runLargeEvents = async (options: LargeEventsOptions = {}): Promise<
           event: { type: "message_appended", session_id: "s1", message_id: `m${i}`, role: "user", content }
         })
         try {
-          const response = await fetch(`${server.url}/api/v1/events`, {
+          const response = await fetch(`${server.url}${feedPath("events")}`, {
             method: "POST",
             headers: { "content-type": "application/json" },
             body

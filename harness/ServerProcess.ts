@@ -13,6 +13,7 @@ import * as Fs from "node:fs"
 import * as Net from "node:net"
 import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
+import { feedPath } from "../src/Api/Routes.js"
 
 export type Launcher = "tsx" | "bundle"
 export type FsyncMode = "always" | "interval" | "never"
@@ -182,7 +183,7 @@ export class ServerProcess {
   /** `GET /api/v1/status`, or `undefined` when the server does not answer in time. */
   async status(timeoutMs = 10_000): Promise<ServerStatus | undefined> {
     try {
-      const response = await fetch(`${this.url}/api/v1/status`, { signal: AbortSignal.timeout(timeoutMs) })
+      const response = await fetch(`${this.url}${feedPath("status")}`, { signal: AbortSignal.timeout(timeoutMs) })
       if (response.status !== 200) return undefined
       return (await response.json()) as ServerStatus
     } catch {

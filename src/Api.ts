@@ -14,6 +14,7 @@ import {
 import { Context, JSONSchema, Schema } from "effect"
 import type { Grant } from "./Access.js"
 import { finishDocument } from "./Api/Document.js"
+import { accountPrefix, accountsPath, defaultPrefix } from "./Api/Routes.js"
 import { AgentEvent } from "./Domain/AgentEvent.js"
 import { ChangeEvent, Seq } from "./Domain/ChangeEvent.js"
 import {
@@ -27,18 +28,9 @@ import {
   Unauthorized,
   Unavailable
 } from "./Domain/Errors.js"
+import { NonNegative, ResetData } from "./Domain/FeedFrame.js"
 
 export const AgentChangeEvent = ChangeEvent(AgentEvent)
-
-const NonNegative = Schema.Int.pipe(Schema.nonNegative())
-
-export const FeedResetWire = Schema.Struct({
-  type: Schema.Literal("feed_reset"),
-  from_seq: NonNegative,
-  reason: Schema.Literal("below_retention", "ahead_of_head", "epoch_mismatch"),
-  oldest_seq: NonNegative,
-  head_seq: NonNegative
-}).annotations({ identifier: "FeedReset" })
 
 export const EventsPage = Schema.Struct({
   events: Schema.Array(AgentChangeEvent),
@@ -48,7 +40,7 @@ export const EventsPage = Schema.Struct({
 }).annotations({ identifier: "EventsPage" })
 
 export const ResetPage = Schema.Struct({
-  reset: FeedResetWire,
+  reset: ResetData,
   next_since: NonNegative,
   head_seq: NonNegative,
   epoch: Schema.String
@@ -129,7 +121,7 @@ const AccountPath = Schema.Struct({
  * The four routes of one account's feed under `prefix`: `/api/v1` for the default account (the
  * single-account service's routes, unchanged) and `/api/v1/accounts/:account` for any account.
  */
-const feedEndpoints = (prefix: "/api/v1" | "/api/v1/accounts/:account") => {
+const feedEndpoints = (prefix: typeof defaultPrefix | typeof accountPrefix) => {
   const endpoints = {
     stream: HttpApiEndpoint.get("stream", `${prefix}/stream`)
       .setUrlParams(
@@ -209,8 +201,8 @@ const feedEndpoints = (prefix: "/api/v1" | "/api/v1/accounts/:account") => {
   return endpoints
 }
 
-const defaultFeed = feedEndpoints("/api/v1")
-const accountFeed = feedEndpoints("/api/v1/accounts/:account")
+const defaultFeed = feedEndpoints(defaultPrefix)
+const accountFeed = feedEndpoints(accountPrefix)
 
 /** The default account's feed, at the single-account service's paths. */
 export class FeedGroup extends HttpApiGroup.make("feed")
@@ -245,7 +237,7 @@ export const AccountList = Schema.Struct({
 /** What only the admin token may do. */
 export class AdminGroup extends HttpApiGroup.make("admin")
   .add(
-    HttpApiEndpoint.get("accounts", "/api/v1/accounts")
+    HttpApiEndpoint.get("accounts", accountsPath)
       .addSuccess(AccountList)
       .annotate(
         OpenApi.Description,

@@ -5,7 +5,20 @@
 import { Args, Command, Options } from "@effect/cli"
 import { Path } from "@effect/platform"
 import { NodeHttpClient } from "@effect/platform-node"
-import { Chunk, Console, Context, Data, Duration, Effect, Either, Layer, Option, Redacted, Stream } from "effect"
+import {
+  Chunk,
+  Config,
+  Console,
+  Context,
+  Data,
+  Duration,
+  Effect,
+  Either,
+  Layer,
+  Option,
+  Redacted,
+  Stream
+} from "effect"
 import { ChangeFeed } from "./ChangeFeed.js"
 import { accountDirectory, ChangeFeeds, DEFAULT_ACCOUNT } from "./ChangeFeeds.js"
 import * as Access from "./Access.js"
@@ -13,17 +26,20 @@ import * as Client from "./Client.js"
 import { parseAccountId } from "./Domain/Account.js"
 import { AgentEvent, decodeAgentEvent } from "./Domain/AgentEvent.js"
 import { produce } from "./Demo.js"
-import { layerFromSettings, listeningUrl, ServerConfig } from "./Http.js"
+import { resetText } from "./Domain/FeedFrame.js"
+import * as Settings from "./Config.js"
+import { layerFromSettings, listeningUrl } from "./Http.js"
 import { jwtSecretProblem } from "./Http/Auth.js"
 import { inspect, repair } from "./Journal/Inspect.js"
 
 const url = Options.text("url").pipe(
   Options.withDescription("Feed server base URL (default $FEED_URL or http://127.0.0.1:8787)"),
-  Options.optional
+  Options.withFallbackConfig(Settings.feedUrl)
 )
 const token = Options.redacted("token").pipe(
   Options.withDescription("Bearer token (default $FEED_TOKEN)"),
-  Options.optional
+  Options.optional,
+  Options.withFallbackConfig(Config.option(Settings.clientToken))
 )
 
 const account = Options.text("account").pipe(
@@ -32,16 +48,14 @@ const account = Options.text("account").pipe(
 )
 
 const clientLayer = (
-  urlOption: Option.Option<string>,
+  baseUrl: string,
   tokenOption: Option.Option<Redacted.Redacted>,
   accountOption: Option.Option<string>
 ) =>
   Client.layer({
-    baseUrl: Option.getOrElse(urlOption, () => process.env["FEED_URL"] ?? "http://127.0.0.1:8787"),
+    baseUrl,
     account: Option.getOrUndefined(accountOption),
-    token: Option.getOrElse(tokenOption, () =>
-      process.env["FEED_TOKEN"] === undefined ? undefined : Redacted.make(process.env["FEED_TOKEN"])
-    )
+    token: Option.getOrUndefined(tokenOption)
   }).pipe(Layer.provide(NodeHttpClient.layerUndici))
 
 // ---- serve ------------------------------------------------------------------------------
@@ -51,33 +65,37 @@ const serve = Command.make(
   {
     host: Options.text("host").pipe(
       Options.withDescription("Listen address (default $HOST or 127.0.0.1)"),
-      Options.optional
+      Options.withFallbackConfig(Settings.host)
     ),
     port: Options.integer("port").pipe(
       Options.withDescription("Listen port (default $PORT or 8787)"),
-      Options.optional
+      Options.withFallbackConfig(Settings.port)
     ),
     dir: Options.directory("dir").pipe(
       Options.withDescription("Journal directory (default $FEED_DIR or ./data/feed)"),
-      Options.optional
+      Options.withFallbackConfig(Settings.directory)
     ),
     fsync: Options.choice("fsync", ["always", "interval", "never"]).pipe(
       Options.withDescription("When appends reach the disk (default $FEED_FSYNC or always)"),
-      Options.optional
+      Options.withFallbackConfig(Settings.fsync)
     ),
-    token,
+    token: Options.redacted("token").pipe(
+      Options.withDescription("The admin token clients must send (default $FEED_TOKEN)"),
+      Options.optional,
+      Options.withFallbackConfig(Settings.token)
+    ),
     demo: Options.boolean("demo").pipe(Options.withDescription("Also run a producer of demo agent sessions"))
   },
   (flags) =>
     Effect.gen(function* () {
-      const env = yield* ServerConfig
-      const settings = {
+      const env = yield* Settings.ServerConfig
+      const settings: Settings.ServerSettings = {
         ...env,
-        host: Option.getOrElse(flags.host, () => env.host),
-        port: Option.getOrElse(flags.port, () => env.port),
-        directory: Option.getOrElse(flags.dir, () => env.directory),
-        fsync: Option.getOrElse(flags.fsync, () => env.fsync),
-        token: Option.orElse(flags.token, () => env.token)
+        host: flags.host,
+        port: flags.port,
+        directory: flags.dir,
+        fsync: flags.fsync,
+        token: flags.token
       }
       const service = layerFromSettings(settings)
       // The demo produces into the default account, which it holds open while it runs.
@@ -129,15 +147,7 @@ const tail = Command.make(
                   )
             case "Reset":
               return flags.json
-                ? Console.log(
-                    JSON.stringify({
-                      type: "feed_reset",
-                      reason: item.reason,
-                      from_seq: item.fromSeq,
-                      oldest_seq: item.oldestSeq,
-                      head_seq: item.headSeq
-                    })
-                  )
+                ? Console.log(resetText(item))
                 : Console.error(
                     `reset (${item.reason}): cursor ${item.fromSeq} cannot be served (retained ${item.oldestSeq}..${item.headSeq}); resync, continuing after ${item.continueFrom}`
                   )
@@ -202,7 +212,10 @@ const readAppendLines = (defaultSession: string | undefined) =>
         `smaller runs (each run appends all of its lines or none)`
     })
     // Counted as it arrives, before it is split into lines: one endless line is refused too.
-    yield* Stream.fromAsyncIterable(input, (e) => e as Error).pipe(
+    yield* Stream.fromAsyncIterable(
+      input,
+      (cause) => new InvalidInput({ message: `stdin could not be read (${String(cause)}); nothing appended` })
+    ).pipe(
       Stream.map((chunk) => (typeof chunk === "string" ? Buffer.from(chunk) : chunk)),
       Stream.tap((chunk) => ((bytes += chunk.length) > maxAppendInputBytes ? tooLarge : Effect.void)),
       Stream.decodeText(),
@@ -274,7 +287,7 @@ const append = Command.make(
         if (total >= 1000) yield* Console.error(`appended ${total} event(s)`)
       }
       yield* Console.error(`appended ${total} event(s) in all`)
-    }).pipe(Effect.provide(clientLayer(flags.url, flags.token, flags.account)))
+    }).pipe(Effect.provide(clientLayer(flags.url, flags.token, flags.account)), Effect.withSpan("change-feed append"))
 ).pipe(
   Command.withDescription(
     "Append one event (--event) or JSON lines from stdin (all checked first: if any is bad, none is appended; " +
@@ -288,7 +301,7 @@ const status = Command.make("status", { url, token, account }, (flags) =>
   Effect.gen(function* () {
     const client = yield* Client.FeedClient
     yield* Console.log(JSON.stringify(yield* client.status, null, 2))
-  }).pipe(Effect.provide(clientLayer(flags.url, flags.token, flags.account)))
+  }).pipe(Effect.provide(clientLayer(flags.url, flags.token, flags.account)), Effect.withSpan("change-feed status"))
 ).pipe(Command.withDescription("Show a server's head, retention window, epoch, subscribers and health"))
 
 // ---- inspect ----------------------------------------------------------------------------
@@ -320,7 +333,7 @@ const inspectCommand = Command.make(
       let dir = flags.dir
       if (Option.isSome(flags.account)) {
         const account = parseAccountId(flags.account.value)
-        if (Either.isLeft(account)) return yield* Effect.fail(new Error(`--account: ${account.left}`))
+        if (Either.isLeft(account)) return yield* new InvalidInput({ message: `--account: ${account.left}` })
         dir = accountDirectory(path, path.resolve(flags.dir), account.right)
       }
       let lastShown = 0
@@ -393,7 +406,7 @@ const inspectCommand = Command.make(
       if (!repaired && report.tornTail !== undefined && !report.unclean) {
         return yield* new JournalDamaged({ message: "the journal ends in damage; run with --repair to cut it" })
       }
-    })
+    }).pipe(Effect.withSpan("change-feed inspect"))
 ).pipe(
   Command.withDescription(
     "Verify a journal offline: segments, seq ranges, every line and checksum; report corruption by file and " +
@@ -417,28 +430,27 @@ const tokenCommand = Command.make(
     ),
     secret: Options.redacted("secret").pipe(
       Options.withDescription("The signing secret (default $FEED_JWT_SECRET)"),
-      Options.optional
+      Options.optional,
+      Options.withFallbackConfig(Config.option(Settings.signingSecret))
     )
   },
   (flags) =>
     Effect.gen(function* () {
-      const secret = Option.orElse(flags.secret, () =>
-        Option.map(Option.fromNullable(process.env["FEED_JWT_SECRET"]), (s) => Redacted.make(s))
-      )
+      const secret = flags.secret
       if (Option.isNone(secret)) {
-        return yield* Effect.fail(new Error("no signing secret: set FEED_JWT_SECRET or pass --secret"))
+        return yield* new InvalidInput({ message: "no signing secret: set FEED_JWT_SECRET or pass --secret" })
       }
       const weak = jwtSecretProblem(Redacted.value(secret.value))
-      if (weak !== undefined) return yield* Effect.fail(new Error(`the signing secret ${weak}`))
+      if (weak !== undefined) return yield* new InvalidInput({ message: `the signing secret ${weak}` })
       const parsedAccount = parseAccountId(flags.account)
-      if (Either.isLeft(parsedAccount)) return yield* Effect.fail(new Error(`--account: ${parsedAccount.left}`))
+      if (Either.isLeft(parsedAccount)) return yield* new InvalidInput({ message: `--account: ${parsedAccount.left}` })
       const ttl = parseTtl(flags.ttl)
-      if (Either.isLeft(ttl)) return yield* Effect.fail(new Error(`--ttl: ${ttl.left}`))
+      if (Either.isLeft(ttl)) return yield* new InvalidInput({ message: `--ttl: ${ttl.left}` })
       const permissions = flags.scope.length === 0 ? Access.accountPermissions : [...new Set(flags.scope)]
       yield* Console.log(
         yield* Access.mint(secret.value, { account: parsedAccount.right, permissions, ttl: ttl.right })
       )
-    })
+    }).pipe(Effect.withSpan("change-feed token"))
 ).pipe(
   Command.withDescription(
     "Mint an account token (an HS256 JWT, as the platform issues them) for tests and operators; prints it"

@@ -9,14 +9,29 @@
  * it with the same key when the answer was lost, so a retry never appends twice.
  */
 import { HttpApiClient, HttpClient, HttpClientError, HttpClientRequest } from "@effect/platform"
-import { Context, Data, Duration, Effect, Layer, Option, Redacted, Schedule, Schema, Stream } from "effect"
+import {
+  Context,
+  Data,
+  Duration,
+  Effect,
+  Either,
+  Layer,
+  Option,
+  type ParseResult,
+  Predicate,
+  Redacted,
+  Schedule,
+  Schema,
+  Stream
+} from "effect"
 import * as Crypto from "node:crypto"
-import { FeedApi } from "./Api.js"
-import { AgentEvent } from "./Domain/AgentEvent.js"
-import { ChangeEvent } from "./Domain/ChangeEvent.js"
-import { type Cursor, formatCursor, parseCursor } from "./Domain/Cursor.js"
-import { cursorAfter, type FeedItem, type ResetReason } from "./Domain/FeedItem.js"
-import { makeSseParser, type SseFrame } from "./Http/Sse.js"
+import { AgentChangeEvent, FeedApi } from "./Api.js"
+import { feedPath } from "./Api/Routes.js"
+import type { AgentEvent } from "./Domain/AgentEvent.js"
+import { type Cursor, parseCursor, showCursor } from "./Domain/Cursor.js"
+import { CaughtUpData, ProgressData, ResetData, resetOfData, StreamFailure } from "./Domain/FeedFrame.js"
+import { cursorAfter, type FeedItem } from "./Domain/FeedItem.js"
+import { makeSseParser, type SseFrame } from "./Sse.js"
 
 export interface ClientOptions {
   /** e.g. `http://127.0.0.1:8787` */
@@ -24,19 +39,19 @@ export interface ClientOptions {
   /** The account whose feed to use (`/api/v1/accounts/{account}/...`); the service's default account when unset. */
   readonly account?: string | undefined
   readonly token?: string | Redacted.Redacted | undefined
-  /** Reconnect backoff: doubling from `baseMs` (default 250) up to `maxMs` (default 10 s). */
-  readonly reconnectBaseMs?: number | undefined
-  readonly reconnectMaxMs?: number | undefined
+  /** Reconnect backoff: doubling from `reconnectBase` (default 250 millis) up to `reconnectMax` (default 10 seconds). */
+  readonly reconnectBase?: Duration.DurationInput | undefined
+  readonly reconnectMax?: Duration.DurationInput | undefined
   /**
    * `append` retries a request whose answer did not come (a transport error), or that answered
    * a 5xx or a 503, with the same idempotency key: `attempts` in all (default 8), waiting
-   * `baseMs` (default 100) doubling up to `maxMs` (default 5 s) in between.
+   * `base` (default 100 millis) doubling up to `max` (default 5 seconds) in between.
    */
   readonly appendRetry?:
     | {
         readonly attempts?: number | undefined
-        readonly baseMs?: number | undefined
-        readonly maxMs?: number | undefined
+        readonly base?: Duration.DurationInput | undefined
+        readonly max?: Duration.DurationInput | undefined
       }
     | undefined
 }
@@ -82,51 +97,65 @@ export class ProtocolError extends Data.TaggedError("ProtocolError")<{ readonly 
   }
 }
 
-const decodeChange = Schema.decodeUnknownEither(ChangeEvent(AgentEvent))
+// Each frame's data decoded with the Schema the server encodes it with.
+const decodeCaughtUp = Schema.decodeEither(Schema.parseJson(CaughtUpData))
+const decodeProgress = Schema.decodeEither(Schema.parseJson(ProgressData))
+const decodeFailure = Schema.decodeEither(Schema.parseJson(StreamFailure))
+const decodeJson = Schema.decodeEither(Schema.parseJson())
+const decodeReset = Schema.decodeUnknownEither(ResetData)
+const decodeChange = Schema.decodeUnknownEither(AgentChangeEvent)
 
 const cursorText = (since: FollowOptions["since"]): string => {
   if (since === undefined) return "0"
   if (typeof since === "number") return String(since)
   if (typeof since === "string") return since
-  return since.epoch === undefined ? String(since.seq) : formatCursor(since.epoch, since.seq)
+  return showCursor(since)
 }
 
-/** Turns one SSE frame into a feed item (or says why it is not one). */
-const toItem = (frame: SseFrame): FeedItem<AgentEvent> | ProtocolError | undefined => {
-  let data: any
-  try {
-    data = JSON.parse(frame.data)
-  } catch {
-    return new ProtocolError({ detail: `frame data is not JSON: ${frame.data.slice(0, 200)}` })
-  }
-  const idSeq =
-    frame.id === undefined
-      ? undefined
-      : Option.getOrUndefined(Option.map(parseCursor(frame.id).pipe(Option.getRight), (c) => c.seq))
+/** Turns one SSE frame into a feed item (`undefined` for a frame the client does not know), or says why it is not one. */
+export const decodeFrame = (frame: SseFrame): Either.Either<FeedItem<AgentEvent> | undefined, ProtocolError> => {
+  const invalid = (error: ParseResult.ParseError) =>
+    new ProtocolError({ detail: `invalid ${frame.event} frame: ${error.message}` })
   switch (frame.event) {
     case "caught_up":
-      return { _tag: "CaughtUp", seq: data.seq }
+      return Either.mapBoth(decodeCaughtUp(frame.data), {
+        onLeft: invalid,
+        onRight: ({ seq }): FeedItem<AgentEvent> => ({ _tag: "CaughtUp", seq })
+      })
     case "progress":
-      return { _tag: "Progress", seq: data.seq }
+      return Either.mapBoth(decodeProgress(frame.data), {
+        onLeft: invalid,
+        onRight: ({ seq }): FeedItem<AgentEvent> => ({ _tag: "Progress", seq })
+      })
     case "feed_error":
-      return new ProtocolError({ detail: `the server ended the stream: ${data.message}` })
-    case "message": {
-      if (data?.type === "feed_reset") {
-        return {
-          _tag: "Reset",
-          reason: data.reason as ResetReason,
-          fromSeq: data.from_seq,
-          oldestSeq: data.oldest_seq,
-          headSeq: data.head_seq,
-          continueFrom: idSeq ?? data.head_seq
+      return Either.flatMap(Either.mapLeft(decodeFailure(frame.data), invalid), (failure) =>
+        Either.left(new ProtocolError({ detail: `the server ended the stream: ${failure.message}` }))
+      )
+    case "message":
+      return Either.flatMap(
+        Either.mapLeft(decodeJson(frame.data), invalid),
+        (data): Either.Either<FeedItem<AgentEvent>, ProtocolError> => {
+          // A frame without `event:` is a change, or a reset: the original's clients tell them apart by `type`.
+          if (!(Predicate.hasProperty(data, "type") && data.type === "feed_reset")) {
+            return Either.mapBoth(decodeChange(data), {
+              onLeft: invalid,
+              onRight: (change): FeedItem<AgentEvent> => ({ _tag: "Change", change })
+            })
+          }
+          const idSeq =
+            frame.id === undefined ? Option.none() : Option.map(Option.getRight(parseCursor(frame.id)), (c) => c.seq)
+          return Either.mapBoth(decodeReset(data), {
+            onLeft: invalid,
+            onRight: (reset) =>
+              resetOfData(
+                reset,
+                Option.getOrElse(idSeq, () => reset.head_seq)
+              )
+          })
         }
-      }
-      const change = decodeChange(data)
-      if (change._tag === "Left") return new ProtocolError({ detail: `invalid change event: ${String(change.left)}` })
-      return { _tag: "Change", change: change.right }
-    }
+      )
     default:
-      return undefined
+      return Either.right(undefined)
   }
 }
 
@@ -154,21 +183,22 @@ export const make = (options: ClientOptions) =>
       token === undefined ? client : HttpClient.mapRequest(client, HttpClientRequest.bearerToken(token))
     const http = withAuth(yield* HttpClient.HttpClient)
     const api = yield* HttpApiClient.make(FeedApi, { baseUrl: options.baseUrl, transformClient: withAuth })
-    const baseMs = options.reconnectBaseMs ?? 250
-    const maxMs = options.reconnectMaxMs ?? 10_000
+    const reconnectBase = options.reconnectBase ?? Duration.millis(250)
+    const reconnectMax = options.reconnectMax ?? Duration.seconds(10)
     const account = options.account
-    const streamUrl = new URL(
-      account === undefined ? "/api/v1/stream" : `/api/v1/accounts/${encodeURIComponent(account)}/stream`,
-      options.baseUrl
-    )
+    const streamUrl = new URL(feedPath("stream", account), options.baseUrl)
     const retryAttempts = options.appendRetry?.attempts ?? 8
-    const appendBackoff = Schedule.exponential(Duration.millis(options.appendRetry?.baseMs ?? 100)).pipe(
-      Schedule.union(Schedule.spaced(Duration.millis(options.appendRetry?.maxMs ?? 5_000))),
+    const appendBackoff = Schedule.exponential(options.appendRetry?.base ?? Duration.millis(100)).pipe(
+      Schedule.union(Schedule.spaced(options.appendRetry?.max ?? Duration.seconds(5))),
       Schedule.intersect(Schedule.recurs(Math.max(0, retryAttempts - 1)))
     )
 
-    const append = (entries: ReadonlyArray<AppendEntry>, appendOptions: AppendOptions = {}) => {
+    const append = Effect.fn("FeedClient.append")(function* (
+      entries: ReadonlyArray<AppendEntry>,
+      appendOptions: AppendOptions = {}
+    ) {
       const key = appendOptions.idempotencyKey ?? Crypto.randomUUID()
+      yield* Effect.annotateCurrentSpan({ "feed.events": entries.length, "feed.idempotency_key": key })
       const request = {
         headers: { "idempotency-key": key },
         payload: {
@@ -177,7 +207,7 @@ export const make = (options: ClientOptions) =>
           )
         }
       }
-      return (
+      return yield* (
         account === undefined ? api.feed.append(request) : api.account.append({ ...request, path: { account } })
       ).pipe(
         Effect.tapError((error) =>
@@ -188,7 +218,7 @@ export const make = (options: ClientOptions) =>
         Effect.retry({ schedule: appendBackoff, while: isRetryable }),
         Effect.map((result) => result.seqs)
       )
-    }
+    })
 
     const follow = (followOptions: FollowOptions = {}): Stream.Stream<FeedItem<AgentEvent>, Refused | ProtocolError> =>
       Stream.suspend(() => {
@@ -210,7 +240,10 @@ export const make = (options: ClientOptions) =>
                   HttpClientRequest.setHeaders({ accept: "text/event-stream", "last-event-id": cursor })
                 )
               )
-              .pipe(Effect.mapError((error) => new Disconnected({ reason: error.message })))
+              .pipe(
+                Effect.mapError((error) => new Disconnected({ reason: error.message })),
+                Effect.withSpan("FeedClient.connect", { attributes: { "feed.cursor": cursor } })
+              )
             if (response.status >= 400 && response.status < 500) {
               const body = yield* response.text.pipe(Effect.orElseSucceed(() => ""))
               return yield* new Refused({ status: response.status, body })
@@ -230,9 +263,10 @@ export const make = (options: ClientOptions) =>
               }),
               Stream.mapEffect(
                 (frame): Effect.Effect<FeedItem<AgentEvent> | undefined, Disconnected | ProtocolError> => {
-                  const item = toItem(frame)
+                  const decoded = decodeFrame(frame)
+                  if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
+                  const item = decoded.right
                   if (item === undefined) return Effect.succeed(undefined)
-                  if (item instanceof ProtocolError) return Effect.fail(item)
                   // A hole in an unfiltered stream: drop the connection, resume from the last good cursor.
                   if (!filtered && item._tag === "Change" && item.change.seq !== lastSeq + 1) {
                     return Effect.fail(
@@ -251,8 +285,8 @@ export const make = (options: ClientOptions) =>
             )
           })
         )
-        const backoff = Schedule.exponential(Duration.millis(baseMs)).pipe(
-          Schedule.union(Schedule.spaced(Duration.millis(maxMs))),
+        const backoff = Schedule.exponential(reconnectBase).pipe(
+          Schedule.union(Schedule.spaced(reconnectMax)),
           Schedule.whileInput((error: Disconnected | Refused | ProtocolError) => error._tag === "Disconnected"),
           Schedule.tapInput((error: Disconnected | Refused | ProtocolError) =>
             Effect.logDebug(`change feed client: ${error.message}; reconnecting from ${cursor}`)
@@ -265,18 +299,28 @@ export const make = (options: ClientOptions) =>
     return {
       follow,
       append,
-      status: account === undefined ? api.feed.status() : api.account.status({ path: { account } }),
-      events: (params: { since?: string; limit?: number; session_id?: string; wait?: number } = {}) => {
+      status: (account === undefined ? api.feed.status() : api.account.status({ path: { account } })).pipe(
+        Effect.withSpan("FeedClient.status")
+      ),
+      /** One page of events after `since`; with `wait`, a long poll (whole seconds, up to 60). */
+      events: Effect.fn("FeedClient.events")(function* (
+        params: {
+          readonly since?: string | undefined
+          readonly limit?: number | undefined
+          readonly session_id?: string | undefined
+          readonly wait?: Duration.DurationInput | undefined
+        } = {}
+      ) {
         const urlParams = {
           ...(params.since === undefined ? {} : { since: params.since }),
           ...(params.limit === undefined ? {} : { limit: String(params.limit) }),
           ...(params.session_id === undefined ? {} : { session_id: params.session_id }),
-          ...(params.wait === undefined ? {} : { wait: String(params.wait) })
+          ...(params.wait === undefined ? {} : { wait: String(Math.ceil(Duration.toSeconds(params.wait))) })
         }
-        return account === undefined
+        return yield* account === undefined
           ? api.feed.events({ urlParams })
           : api.account.events({ path: { account }, urlParams })
-      }
+      })
     } as const
   })
 

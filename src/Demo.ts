@@ -6,6 +6,7 @@
  */
 import { Effect, Random } from "effect"
 import { ChangeFeed } from "./ChangeFeed.js"
+import { feedPath } from "./Api/Routes.js"
 import type { AgentEvent } from "./Domain/AgentEvent.js"
 
 const topics = [
@@ -69,7 +70,7 @@ export const produce = (
   Effect.gen(function* () {
     let next = 1
     const worker = Effect.forever(Effect.suspend(() => session(next++, options.stepMs ?? 400)))
-    yield* Effect.logInfo(`demo: producing agent sessions; watch them with: curl -N ${url}/api/v1/stream`)
+    yield* Effect.logInfo(`demo: producing agent sessions; watch them with: curl -N ${url}${feedPath("stream")}`)
     yield* Effect.all(
       Array.from({ length: options.concurrentSessions ?? 3 }, () => worker),
       { concurrency: "unbounded" }

@@ -12,12 +12,9 @@ import {
 } from "@effect/platform"
 import { NodeContext, NodeHttpServer, NodeHttpServerRequest } from "@effect/platform-node"
 import { createServer, type Server, type ServerResponse } from "node:http"
-import { fileURLToPath } from "node:url"
 import {
   Cause,
   Chunk,
-  Config,
-  ConfigError,
   Context,
   Data,
   Deferred,
@@ -30,14 +27,15 @@ import {
   Option,
   Queue,
   Redacted,
-  Schema,
   Stream
 } from "effect"
 import type * as Access from "./Access.js"
 import { Authorization, Caller, FeedApi } from "./Api.js"
+import { feedPath, isStreamPath } from "./Api/Routes.js"
 import { BufferBudget, estimateBytes } from "./BufferBudget.js"
 import * as ChangeFeed from "./ChangeFeed.js"
 import * as ChangeFeeds from "./ChangeFeeds.js"
+import { ServerConfig, type ServerSettings } from "./Config.js"
 import { DEFAULT_ACCOUNT } from "./Domain/Account.js"
 import type { AgentEvent } from "./Domain/AgentEvent.js"
 import type { ChangeEvent } from "./Domain/ChangeEvent.js"
@@ -50,15 +48,16 @@ import {
   NotFound,
   Unavailable
 } from "./Domain/Errors.js"
-import { cursorAfter, type FeedItem, resetWire } from "./Domain/FeedItem.js"
-import { authorize, isStreamPath, jwtSecretProblem, makeAuthenticate, tokenProblem } from "./Http/Auth.js"
+import { resetData } from "./Domain/FeedFrame.js"
+import { cursorAfter, type FeedItem } from "./Domain/FeedItem.js"
+import { authorize, makeAuthenticate } from "./Http/Auth.js"
 import { appendEntries } from "./Http/Body.js"
 import * as Cors from "./Http/Cors.js"
 import { answerFailures, routesOf } from "./Http/Errors.js"
 import * as MetricsRoute from "./Http/Metrics.js"
 import { feedErrorFrame, keepaliveFrame, makeFrameEncoder, retryFrame } from "./Http/Sse.js"
 import * as Viewer from "./Http/Viewer.js"
-import type { FsyncMode, JournalReadError } from "./Journal.js"
+import type { JournalReadError } from "./Journal.js"
 import * as Tracing from "./Tracing.js"
 
 export interface HttpOptions {
@@ -66,10 +65,10 @@ export interface HttpOptions {
   readonly token?: Redacted.Redacted | undefined
   /** The secret account tokens (HS256 JWTs naming an account and scopes) are signed with, when set. */
   readonly jwtSecret?: Redacted.Redacted | undefined
-  /** Keepalive comment period on open streams (default 15 s). */
-  readonly keepaliveMs?: number | undefined
-  /** Reconnect delay advised to `EventSource` clients by the stream's first line, `retry:` (default 1 s). */
-  readonly retryMs?: number | undefined
+  /** Keepalive comment period on open streams (default 15 seconds). */
+  readonly keepalive?: Duration.DurationInput | undefined
+  /** Reconnect delay advised to `EventSource` clients by the stream's first line, `retry:` (default 1 second). */
+  readonly retry?: Duration.DurationInput | undefined
   /** Largest request body (default 1 MiB). */
   readonly maxBodyBytes?: number | undefined
   /** Most events in one POST (default 1000). */
@@ -130,11 +129,6 @@ const readFailure = (error: JournalReadError): JournalCorrupt | InternalError =>
     ? new JournalCorrupt({ message: error.message, file: error.file, offset: error.offset })
     : new InternalError({ message: error.message })
 
-/** Why a stream ended, as the JSON the API answers such a failure with. */
-const encodeStreamFailure = Schema.encodeSync(
-  Schema.Union(JournalCorrupt, InternalError, BadRequest, NotFound, Unavailable)
-)
-
 const cursorParam = (field: string, text: string | undefined): Effect.Effect<Cursor, BadRequest> => {
   if (text === undefined || text === "") return Effect.succeed({ seq: 0 })
   return Either.match(parseCursor(text), {
@@ -161,7 +155,7 @@ const intParam = (
 
 /**
  * What one stream connection sends: `first`, then the frames, with a keepalive every
- * `keepaliveMs`, until the frames end or `shutdown` completes. Frames and keepalives meet in one
+ * `keepaliveEvery`, until the frames end or `shutdown` completes. Frames and keepalives meet in one
  * bounded queue the response drains; merging the streams instead would cost fibers per frame.
  * A client that stops reading fills the queue and pauses its own reader, never the feed.
  */
@@ -170,7 +164,7 @@ const connectionBody = (
   options: {
     readonly first: Uint8Array
     readonly keepalive: Uint8Array
-    readonly keepaliveMs: number
+    readonly keepaliveEvery: Duration.Duration
     readonly maxBufferedBytes: number
     readonly shutdown: Effect.Effect<void>
     /** Cuts the connection if its client has stopped taking what was sent. */
@@ -206,11 +200,7 @@ const connectionBody = (
         Effect.forkDaemon,
         Effect.tap((reader) => Effect.addFinalizer(() => Fiber.interruptFork(reader)))
       )
-      yield* offer(options.keepalive).pipe(
-        Effect.delay(Duration.millis(options.keepaliveMs)),
-        Effect.forever,
-        Effect.forkScoped
-      )
+      yield* offer(options.keepalive).pipe(Effect.delay(options.keepaliveEvery), Effect.forever, Effect.forkScoped)
       // Shutdown ends the connection at once, queued frames or not. One whose client has stopped
       // reading is cut: the response would wait forever to send the rest, and the server's close
       // would wait for it.
@@ -271,11 +261,11 @@ const makeFeedRoutes = (options: HttpOptions) =>
   Effect.gen(function* () {
     const feeds = yield* ChangeFeeds.ChangeFeeds
     const shutdown = yield* StreamsShutdown
-    const keepaliveMs = options.keepaliveMs ?? 15_000
+    const keepaliveEvery = Duration.decode(options.keepalive ?? Duration.seconds(15))
     const maxPageBytes = options.maxPageBytes ?? 8 * 1024 * 1024
     const limits = { maxBytes: options.maxBodyBytes ?? 1024 * 1024, maxBatch: options.maxBatchEvents ?? 1000 }
     const encoder = new TextEncoder()
-    const retryBytes = encoder.encode(retryFrame(options.retryMs ?? 1000))
+    const retryBytes = encoder.encode(retryFrame(Duration.toMillis(options.retry ?? Duration.seconds(1))))
     const keepaliveBytes = encoder.encode(keepaliveFrame)
     // One encoder per feed, so that a live event's frame is made once for all its connections.
     const encoders = new WeakMap<Feed, ReturnType<typeof makeFrameEncoder>>()
@@ -329,7 +319,7 @@ const makeFeedRoutes = (options: HttpOptions) =>
             return Stream.fromEffect(
               Effect.as(
                 Effect.logError(`the stream of account '${account}' ended: ${failure.message}`, Cause.fail(error)),
-                encoder.encode(feedErrorFrame(encodeStreamFailure(failure)))
+                encoder.encode(feedErrorFrame(failure))
               )
             )
           })
@@ -341,7 +331,7 @@ const makeFeedRoutes = (options: HttpOptions) =>
         const body = connectionBody(events, {
           first: retryBytes,
           keepalive: keepaliveBytes,
-          keepaliveMs,
+          keepaliveEvery,
           maxBufferedBytes: options.streamBufferBytes ?? 1024 * 1024,
           shutdown: Deferred.await(shutdown),
           cutIfStalled: Effect.sync(() => {
@@ -490,7 +480,7 @@ const page = (
           if (item._tag === "Reset") {
             const status = yield* feed.status
             return {
-              reset: resetWire(item),
+              reset: resetData(item),
               next_since: item.continueFrom,
               head_seq: status.headSeq,
               epoch: status.epoch
@@ -579,20 +569,6 @@ export const createNodeServer = (corsOrigins?: Cors.CorsOrigins): Server => {
   return server
 }
 
-/** A secret from the environment, refused (naming the variable) when `problem` finds one. */
-const secretConfig = (name: string, problem: (secret: string) => string | undefined, what: string) =>
-  Config.redacted(name).pipe(
-    Config.mapOrFail((secret) => {
-      const found = problem(Redacted.value(secret))
-      return found === undefined
-        ? Either.right(secret)
-        : Either.left(ConfigError.InvalidData([name], `${name} ${found}: set it to ${what}, or unset it`))
-    })
-  )
-
-/** Where `npm start` keeps its journal: a folder inside the project. */
-export const defaultDirectory = fileURLToPath(new URL("../data/feed", import.meta.url))
-
 /** The service's HTTP server on `host:port`, serving the feeds in context. */
 export interface ServerOptions extends HttpOptions {
   readonly host: string
@@ -636,42 +612,6 @@ export const listeningUrl: Effect.Effect<string, never, HttpServer.HttpServer> =
   )
 )
 
-/** Server configuration from the environment, with defaults. */
-export const ServerConfig = Config.all({
-  host: Config.string("HOST").pipe(Config.withDefault("127.0.0.1")),
-  // 0 asks the system for any free port; the startup line names the one taken.
-  port: Config.integer("PORT").pipe(
-    Config.validate({
-      message: "PORT must be a port number from 0 (any free port) to 65535",
-      validation: (n) => n >= 0 && n <= 65535
-    }),
-    Config.withDefault(8787)
-  ),
-  directory: Config.string("FEED_DIR").pipe(Config.withDefault(defaultDirectory)),
-  fsync: Config.literal("always", "interval", "never")("FEED_FSYNC").pipe(Config.withDefault("always" as FsyncMode)),
-  token: Config.option(secretConfig("FEED_TOKEN", tokenProblem, "the bearer token clients must send")),
-  jwtSecret: Config.option(
-    secretConfig("FEED_JWT_SECRET", jwtSecretProblem, "the secret the platform signs account tokens with")
-  ),
-  segmentBytes: Config.integer("FEED_SEGMENT_BYTES").pipe(
-    Config.validate({ message: "FEED_SEGMENT_BYTES must be at least 1024", validation: (n) => n >= 1024 }),
-    Config.withDefault(8 * 1024 * 1024)
-  ),
-  retainSegments: Config.integer("FEED_RETAIN_SEGMENTS").pipe(
-    Config.validate({ message: "FEED_RETAIN_SEGMENTS must be at least 1", validation: (n) => n >= 1 }),
-    Config.withDefault(64)
-  ),
-  maxOpenAccounts: Config.integer("FEED_MAX_OPEN_ACCOUNTS").pipe(
-    Config.validate({ message: "FEED_MAX_OPEN_ACCOUNTS must be at least 1", validation: (n) => n >= 1 }),
-    Config.withDefault(1000)
-  ),
-  accountIdle: Config.duration("FEED_ACCOUNT_IDLE").pipe(Config.withDefault(Duration.minutes(5))),
-  corsOrigins: Cors.CorsConfig,
-  tracing: Tracing.OtlpConfig
-})
-
-export type ServerSettings = Config.Config.Success<typeof ServerConfig>
-
 /** The whole service (the feeds of every account, the API, the Node server) from settings; the feeds are an output too. */
 export const layerFromSettings = (
   config: ServerSettings
@@ -699,7 +639,7 @@ export const layerFromSettings = (
       Effect.flatMap(Effect.provide(listeningUrl, context), (url) =>
         Effect.logInfo(
           `change feed: journals in ${config.directory} (fsync ${config.fsync}); ` +
-            `stream at ${url}/api/v1/stream, docs at ${url}/docs`
+            `stream at ${url}${feedPath("stream")}, docs at ${url}/docs`
         )
       )
     ),

@@ -16,7 +16,7 @@ import * as OtelResource from "@effect/opentelemetry/Resource"
 import { PrometheusExporter, PrometheusSerializer } from "@opentelemetry/exporter-prometheus"
 import type { MetricProducer } from "@opentelemetry/sdk-metrics"
 import { Context, Effect, Layer, Metric, MetricBoundaries, MetricKey, MetricLabel, type MetricKeyType } from "effect"
-import type { ResetReason } from "./Domain/FeedItem.js"
+import { ResetReason } from "./Domain/FeedItem.js"
 
 /** A metric with its labels fixed: updated through its own registry entry, with no label lookup per update. */
 const labelled = <Type extends MetricKeyType.MetricKeyType<any, any>>(
@@ -79,7 +79,7 @@ const keys = {
 export type RefusedReason = "busy" | "closed" | "unwritable"
 
 const refusedReasons: ReadonlyArray<RefusedReason> = ["busy", "closed", "unwritable"]
-const resetReasons: ReadonlyArray<ResetReason> = ["below_retention", "ahead_of_head", "epoch_mismatch"]
+const resetReasons: ReadonlyArray<ResetReason> = ResetReason.literals
 
 const byReason = <R extends string, Type extends MetricKeyType.MetricKeyType<any, any>>(
   key: MetricKey.MetricKey<Type>,

@@ -10,7 +10,9 @@ import { describe, it, assert } from "@effect/vitest"
 import { Effect } from "effect"
 import { type Page } from "playwright-core"
 import { hasChromium, launch } from "./support/Chromium.js"
-import { append, createdMany, range, start, status, tempDirectory } from "./support/Server.js"
+import { append, createdMany, start, status } from "./support/Server.js"
+import { range } from "./support/Expected.js"
+import { tempDir } from "./support/TempDir.js"
 
 const page = `<!doctype html>
 <html>
@@ -57,7 +59,7 @@ describe("browser", () => {
     "event_source_resumes_across_a_server_restart_with_no_gap_and_no_duplicate",
     () =>
       Effect.gen(function* () {
-        const directory = yield* tempDirectory
+        const directory = yield* tempDir
         const first = yield* start({ directory, routes: pageRoute })
         const { epoch } = yield* status(first)
         const browser = yield* launch

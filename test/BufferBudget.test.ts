@@ -5,7 +5,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
 import { BufferBudget, estimateBytes } from "../src/BufferBudget.js"
-import { yieldToIo } from "./support/FeedTesting.js"
+import { eventually, yieldToIo } from "./support/Wait.js"
 
 const waiting = (budget: BufferBudget) => (budget as unknown as { waiters: Set<unknown> }).waiters.size
 
@@ -70,7 +70,7 @@ describe("BufferBudget", () => {
       assert.isTrue(budget.tryTake(700))
       assert.strictEqual(reported, 700)
       const taker = yield* Effect.fork(budget.take(500))
-      yield* yieldToIo
+      yield* eventually("the taker waits for room", () => waiting(budget) === 1)
       budget.close()
       assert.strictEqual(reported, 0, "what a dropped buffer held is no longer counted")
       assert.isFalse(budget.tryTake(1))

@@ -5,17 +5,22 @@
  */
 import { NodeContext, NodeHttpClient } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Console, Effect, Fiber, Queue, Redacted, Stream } from "effect"
+import { ConfigProvider, Console, Duration, Effect, Either, Fiber, Option, Queue, Redacted, Stream } from "effect"
 import * as NodeHttp from "node:http"
 import type { AddressInfo } from "node:net"
 import * as Cli from "../src/Cli.js"
 import * as Client from "../src/Client.js"
-import type { FeedItem } from "../src/Domain/FeedItem.js"
+import { JournalCorrupt } from "../src/Domain/Errors.js"
+import type { FeedItem, LineItem } from "../src/Domain/FeedItem.js"
+import { feedErrorFrame, makeFrameEncoder } from "../src/Http/Sse.js"
+import { makeSseParser, type SseFrame } from "../src/Sse.js"
 import type { AgentEvent } from "../src/Domain/AgentEvent.js"
-import { append, createdMany, post, start, status, tempDirectory } from "./support/Server.js"
+import { append, createdMany, post, start, status } from "./support/Server.js"
+import { range, reset } from "./support/Expected.js"
+import { tempDir } from "./support/TempDir.js"
 
-const fastReconnect = { reconnectBaseMs: 20, reconnectMaxMs: 200 }
-const fastRetry = { appendRetry: { baseMs: 10, maxMs: 50 } }
+const fastReconnect = { reconnectBase: Duration.millis(20), reconnectMax: Duration.millis(200) }
+const fastRetry = { appendRetry: { base: Duration.millis(10), max: Duration.millis(50) } }
 
 type ProxyAction = "forward" | "lose-answer" | 502 | 503
 
@@ -84,8 +89,6 @@ const followInBackground = (stream: Stream.Stream<FeedItem<AgentEvent>, unknown>
 const seqs = (items: ReadonlyArray<FeedItem<AgentEvent>>) =>
   items.flatMap((item) => (item._tag === "Change" ? [item.change.seq] : []))
 
-const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i)
-
 /** Listens on a free loopback port for the scope's lifetime; the close drops open connections. */
 const listenScoped = (server: NodeHttp.Server) =>
   Effect.acquireRelease(
@@ -99,10 +102,33 @@ const listenScoped = (server: NodeHttp.Server) =>
       })
   )
 
+/** The signing secret of `securedServer`'s account tokens. */
+const secret = "a-signing-secret-of-thirty-two-bytes!"
+
+/** The service with the admin token `admin` and account tokens signed with `secret`. */
+const securedServer = Effect.flatMap(tempDir, (directory) =>
+  start({ directory, http: { token: Redacted.make("admin"), jwtSecret: Redacted.make(secret) } })
+)
+
+/** The command line in-process, with `env` as its configuration; what it prints to stdout is kept in `printed`. */
+const capturedCli = Effect.map(Effect.console, (base) => {
+  const printed: Array<string> = []
+  const console: Console.Console = {
+    ...base,
+    log: (...args) => Effect.sync(() => void printed.push(args.join(" ")))
+  }
+  const run = (env: Record<string, string>, ...args: Array<string>) =>
+    Cli.run(["node", "change-feed", ...args]).pipe(
+      Effect.withConsole(console),
+      Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env))))
+    )
+  return { printed, run }
+})
+
 describe("Client", () => {
   it.scopedLive("follow_survives_a_server_restart_with_no_gap_and_no_duplicate", () =>
     Effect.gen(function* () {
-      const directory = yield* tempDirectory
+      const directory = yield* tempDir
       const first = yield* start({ directory })
       const client = yield* Client.make({ baseUrl: first.url, ...fastReconnect })
       const follower = yield* followInBackground(client.follow({ since: 0 }))
@@ -121,7 +147,7 @@ describe("Client", () => {
 
   it.scopedLive("follow_surfaces_a_reset_as_a_typed_item_then_continues_live", () =>
     Effect.gen(function* () {
-      const directory = yield* tempDirectory
+      const directory = yield* tempDir
       const server = yield* start({ directory })
       yield* append(server, createdMany(3))
       const client = yield* Client.make({ baseUrl: server.url, ...fastReconnect })
@@ -129,15 +155,10 @@ describe("Client", () => {
       yield* follower.until((s) => s.some((i) => i._tag === "CaughtUp"))
       yield* append(server, createdMany(2))
       const seen = yield* follower.changes(2)
-      const reset = seen.find((i) => i._tag === "Reset")
-      assert.deepStrictEqual(reset, {
-        _tag: "Reset",
-        reason: "ahead_of_head",
-        fromSeq: 99,
-        oldestSeq: 1,
-        headSeq: 3,
-        continueFrom: 3
-      })
+      assert.deepStrictEqual(
+        seen.find((i) => i._tag === "Reset"),
+        reset("ahead_of_head", 99, { oldestSeq: 1, headSeq: 3 })
+      )
       assert.deepStrictEqual(seqs(seen), [4, 5])
       yield* server.close
     }).pipe(Effect.provide(NodeHttpClient.layerUndici))
@@ -145,7 +166,7 @@ describe("Client", () => {
 
   it.scopedLive("follow_with_a_session_filter_delivers_only_that_session", () =>
     Effect.gen(function* () {
-      const directory = yield* tempDirectory
+      const directory = yield* tempDir
       const server = yield* start({ directory })
       const client = yield* Client.make({ baseUrl: server.url, ...fastReconnect })
       yield* append(server, [...createdMany(2, "a"), ...createdMany(1, "b"), ...createdMany(2, "a")])
@@ -158,7 +179,7 @@ describe("Client", () => {
 
   it.scopedLive("follow_fails_with_refused_when_the_token_is_wrong", () =>
     Effect.gen(function* () {
-      const directory = yield* tempDirectory
+      const directory = yield* tempDir
       const server = yield* start({ directory, http: { token: Redacted.make("secret") } })
       const wrong = yield* Client.make({ baseUrl: server.url, token: "nope", ...fastReconnect })
       const error = yield* wrong.follow().pipe(Stream.runDrain, Effect.flip)
@@ -172,7 +193,7 @@ describe("Client", () => {
 
   it.scopedLive("append_answers_seqs_and_null_for_ephemeral_events_and_status_reflects_them", () =>
     Effect.gen(function* () {
-      const directory = yield* tempDirectory
+      const directory = yield* tempDir
       const server = yield* start({ directory })
       const client = yield* Client.make({ baseUrl: server.url })
       const result = yield* client.append([
@@ -190,7 +211,7 @@ describe("Client", () => {
 
   it.scopedLive("append_retries_lost_answers_5xx_and_503_with_one_key_and_appends_once", () =>
     Effect.gen(function* () {
-      const server = yield* start({ directory: yield* tempDirectory })
+      const server = yield* start({ directory: yield* tempDir })
       const plan: Array<ProxyAction> = [503, "lose-answer", 502, "lose-answer", "forward"]
       const proxy = yield* faultyProxy(server.url, (n) => plan[n - 1] ?? "forward")
       const client = yield* Client.make({ baseUrl: proxy.url, ...fastRetry })
@@ -214,7 +235,7 @@ describe("Client", () => {
 
   it.scopedLive("append_with_a_key_of_the_callers_own_is_answered_the_same_on_a_later_call", () =>
     Effect.gen(function* () {
-      const server = yield* start({ directory: yield* tempDirectory })
+      const server = yield* start({ directory: yield* tempDir })
       const client = yield* Client.make({ baseUrl: server.url, ...fastRetry })
       const entries = [{ event: { type: "session_deleted", session_id: "s1" } } as const]
       assert.deepStrictEqual(yield* client.append(entries, { idempotencyKey: "job-42" }), [1])
@@ -226,7 +247,7 @@ describe("Client", () => {
 
   it.scopedLive("append_does_not_retry_a_request_the_server_refused", () =>
     Effect.gen(function* () {
-      const server = yield* start({ directory: yield* tempDirectory })
+      const server = yield* start({ directory: yield* tempDir })
       const proxy = yield* faultyProxy(server.url, () => "forward")
       const client = yield* Client.make({ baseUrl: proxy.url, ...fastRetry })
       yield* client.append([{ event: { type: "session_deleted", session_id: "s1" } }], { idempotencyKey: "k" })
@@ -266,7 +287,7 @@ describe("Client", () => {
 
   it.scopedLive("the_cli_append_with_an_idempotency_key_appends_once_however_often_it_is_run", () =>
     Effect.gen(function* () {
-      const server = yield* start({ directory: yield* tempDirectory })
+      const server = yield* start({ directory: yield* tempDir })
       const event = JSON.stringify({ type: "session_deleted", session_id: "s1" })
       const printed: Array<string> = []
       const console: Console.Console = {
@@ -297,18 +318,9 @@ describe("Client", () => {
 
   it.scopedLive("the_cli_mints_an_account_token_that_appends_and_reads_only_its_account", () =>
     Effect.gen(function* () {
-      const secret = "a-signing-secret-of-thirty-two-bytes!"
-      const server = yield* start({
-        directory: yield* tempDirectory,
-        http: { token: Redacted.make("admin"), jwtSecret: Redacted.make(secret) }
-      })
-      const printed: Array<string> = []
-      const console: Console.Console = {
-        ...(yield* Effect.console),
-        log: (...args) => Effect.sync(() => void printed.push(args.join(" ")))
-      }
-      const cli = (...args: Array<string>) =>
-        Cli.run(["node", "change-feed", ...args]).pipe(Effect.withConsole(console))
+      const server = yield* securedServer
+      const { printed, run } = yield* capturedCli
+      const cli = (...args: Array<string>) => run({}, ...args)
       yield* cli(
         "token",
         "--account",
@@ -347,9 +359,31 @@ describe("Client", () => {
     }).pipe(Effect.provide(NodeContext.layer))
   )
 
+  it.scopedLive("the_cli_takes_the_url_token_and_signing_secret_from_configuration_when_no_flag_gives_them", () =>
+    Effect.gen(function* () {
+      const server = yield* securedServer
+      const { printed, run: cli } = yield* capturedCli
+      const event = JSON.stringify({ type: "session_deleted", session_id: "s1" })
+      yield* cli({ FEED_URL: server.url, FEED_TOKEN: "admin" }, "append", "--event", event)
+      assert.deepStrictEqual(printed.splice(0), ['{"seqs":[1]}'])
+      // A flag wins over its variable.
+      const refused = yield* cli({ FEED_URL: server.url, FEED_TOKEN: "admin" }, "status", "--token", "wrong").pipe(
+        Effect.flip
+      )
+      assert.match(String(refused), /401|Unauthorized/)
+      yield* cli({ FEED_JWT_SECRET: secret }, "token", "--account", "acme")
+      const token = printed.pop()!
+      yield* cli({ FEED_URL: server.url }, "status", "--token", token, "--account", "acme")
+      assert.strictEqual(JSON.parse(printed.pop()!).head_seq, 0)
+      const unsigned = yield* cli({}, "token", "--account", "acme").pipe(Effect.flip)
+      assert.match(String(unsigned), /no signing secret: set FEED_JWT_SECRET or pass --secret/)
+      yield* server.close
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
   it.scopedLive("the_cli_inspects_an_accounts_journal_under_the_service_directory", () =>
     Effect.gen(function* () {
-      const directory = yield* tempDirectory
+      const directory = yield* tempDir
       const server = yield* start({ directory })
       for (let i = 1; i <= 3; i++) {
         yield* post(`${server.url}/api/v1/accounts/acme/events`, {
@@ -375,4 +409,51 @@ describe("Client", () => {
       assert.match(String(refused), /--account: .* is not valid/)
     }).pipe(Effect.provide(NodeContext.layer))
   )
+})
+
+describe("Client frames", () => {
+  it("decodes_every_frame_the_server_encodes_back_into_the_item_it_was", () => {
+    const epoch = "00ab"
+    const change = {
+      seq: 4,
+      ts: "2026-11-27T10:00:00.123Z",
+      session_id: "s1",
+      event: { type: "complete", usage: { total_tokens: 3 } }
+    }
+    const json = JSON.stringify(change)
+    const body = new TextEncoder().encode(json.slice(0, -1))
+    const items: Array<LineItem> = [
+      { _tag: "Change", seq: 4, sessionId: "s1", body },
+      { _tag: "CaughtUp", seq: 4 },
+      { _tag: "Progress", seq: 9 },
+      reset("epoch_mismatch", 2, { oldestSeq: 1, headSeq: 9 })
+    ]
+    const frames: Array<SseFrame> = []
+    makeSseParser((frame) => frames.push(frame))(new TextDecoder().decode(makeFrameEncoder(epoch)(items)))
+    const expected: ReadonlyArray<unknown> = [
+      { _tag: "Change", change },
+      { _tag: "CaughtUp", seq: 4 },
+      { _tag: "Progress", seq: 9 },
+      reset("epoch_mismatch", 2, { oldestSeq: 1, headSeq: 9 })
+    ]
+    assert.deepStrictEqual<ReadonlyArray<unknown>>(
+      frames.map((frame) => Either.getOrThrow(Client.decodeFrame(frame))),
+      expected
+    )
+  })
+
+  it("a_feed_error_frame_ends_the_stream_with_the_servers_reason_and_a_frame_not_of_the_feed_is_refused", () => {
+    const frames: Array<SseFrame> = []
+    const parse = makeSseParser((frame) => frames.push(frame))
+    parse(feedErrorFrame(new JournalCorrupt({ message: "journal corrupt in f at byte 7", file: "f", offset: 7 })))
+    parse(`event: caught_up\ndata: {"type":"caught_up","seq":-1}\n\n`)
+    parse(`data: {"type":"feed_reset","reason":"because"}\n\n`)
+    parse(`data: {"seq":1}\n\n`)
+    const decoded = frames.map(Client.decodeFrame)
+    assert.isTrue(decoded.every(Either.isLeft), "each is refused")
+    assert.include(
+      String(Either.getLeft(decoded[0]!).pipe(Option.getOrThrow).message),
+      "journal corrupt in f at byte 7"
+    )
+  })
 })

@@ -15,24 +15,14 @@ import type * as ChangeFeed from "../src/ChangeFeed.js"
 import type { AgentEvent } from "../src/Domain/AgentEvent.js"
 import type { FeedItem } from "../src/Domain/FeedItem.js"
 import { streamBufferedBytes } from "../src/Http.js"
-import { makeSseParser } from "../src/Http/Sse.js"
+import { makeSseParser } from "../src/Sse.js"
 import { JournalCorrupt } from "../src/Journal.js"
 import { startLoopback } from "../harness/Loopback.js"
 import { FaultInjector } from "./support/FailingFileSystem.js"
-import {
-  deleted,
-  Env,
-  eventually,
-  FaultyEnv,
-  follow,
-  joinWithin,
-  journaled,
-  linesOnDisk,
-  openFeed,
-  range,
-  seen,
-  tempDir
-} from "./support/FeedTesting.js"
+import { deleted, Env, FaultyEnv, follow, journaled, linesOnDisk, openFeed, seen } from "./support/FeedTesting.js"
+import { range } from "./support/Expected.js"
+import { tempDir } from "./support/TempDir.js"
+import { eventually, joinWithin } from "./support/Wait.js"
 
 type Feed = ChangeFeed.ChangeFeedService<AgentEvent>
 

@@ -11,12 +11,15 @@
  * holds exactly the accepted events.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Either } from "effect"
 import * as fc from "fast-check"
 import { isDeepStrictEqual } from "node:util"
-import { makeSseParser, type SseFrame } from "../src/Http/Sse.js"
+import { decodeFrame } from "../src/Client.js"
+import { makeSseParser, type SseFrame } from "../src/Sse.js"
 import { startLoopback } from "../harness/Loopback.js"
-import { Env, eventually, tempDir } from "./support/FeedTesting.js"
+import { Env } from "./support/FeedTesting.js"
+import { tempDir } from "./support/TempDir.js"
+import { eventually } from "./support/Wait.js"
 
 const SEED = 20261127
 const RUNS = 500
@@ -496,11 +499,9 @@ describe("fuzz", () => {
           if (c.kind === "stream" && answer.status === 200) {
             const frame = answer.frame
             assert.isDefined(frame, `a stream answered 200 sends a frame: ${what}`)
-            const data = JSON.parse(frame!.data)
+            const item = decodeFrame(frame!)
             assert.isTrue(
-              (frame!.event === "message" && (typeof data.seq === "number" || data.type === "feed_reset")) ||
-                frame!.event === "caught_up" ||
-                frame!.event === "progress",
+              Either.isRight(item) && item.right !== undefined,
               `the first frame is an event, a reset, caught_up or progress: ${JSON.stringify(frame)}`
             )
           }

@@ -14,7 +14,8 @@ import { Readable } from "node:stream"
 import { promisify } from "node:util"
 import { projectRoot } from "../harness/ServerProcess.js"
 import * as Cli from "../src/Cli.js"
-import { start, status, tempDirectory } from "./support/Server.js"
+import { start, status } from "./support/Server.js"
+import { tempDir } from "./support/TempDir.js"
 
 const execFileAsync = promisify(execFile)
 
@@ -60,7 +61,7 @@ const event = (n: number) => JSON.stringify({ type: "session_deleted", session_i
 describe("Messages", () => {
   it.scopedLive("serve_prints_its_startup_line_once_bound_with_the_port_taken_and_the_demo_names_it_too", () =>
     Effect.gen(function* () {
-      const directory = yield* tempDirectory
+      const directory = yield* tempDir
       const logged = yield* Queue.unbounded<string>()
       const logger = Logger.make(({ message }) =>
         Queue.unsafeOffer(logged, (Array.isArray(message) ? message : [message]).map(String).join(" "))
@@ -95,7 +96,7 @@ describe("Messages", () => {
     () =>
       Effect.gen(function* () {
         const port = yield* takenPort
-        const directory = yield* tempDirectory
+        const directory = yield* tempDir
         const env = { HOST: "127.0.0.1", PORT: String(port), FEED_DIR: directory }
         const [service, command] = yield* Effect.promise(() =>
           Promise.all([
@@ -129,7 +130,7 @@ describe("Messages", () => {
 
   it.scopedLive("append_from_stdin_names_every_bad_line_and_appends_none_of_the_others", () =>
     Effect.gen(function* () {
-      const server = yield* start({ directory: yield* tempDirectory })
+      const server = yield* start({ directory: yield* tempDir })
       const lines = Array.from({ length: 1000 }, (_, i) => event(i + 1))
       lines[699] = "{not json"
       lines[949] = JSON.stringify({ type: "no_such_event" })
@@ -149,7 +150,7 @@ describe("Messages", () => {
 
   it.scopedLive("append_refuses_a_stdin_larger_than_its_bound_in_many_lines_or_in_one_and_appends_nothing", () =>
     Effect.gen(function* () {
-      const server = yield* start({ directory: yield* tempDirectory })
+      const server = yield* start({ directory: yield* tempDir })
       /** `text` repeated until the input is past the bound, in chunks as a pipe delivers them. */
       const pastTheBound = (text: string) =>
         Readable.from(

@@ -13,14 +13,14 @@ import {
   type AppendEntry,
   createdMany,
   damageLine,
-  eventually,
   openStream,
   post,
   request,
   start,
-  tempDirectory,
   type TestServer
 } from "./support/Server.js"
+import { tempDir } from "./support/TempDir.js"
+import { eventually } from "./support/Wait.js"
 
 let accounts = 0
 const freshAccount = () => `account-${process.pid}-${++accounts}`
@@ -47,7 +47,7 @@ describe("GET /metrics", () => {
   it.scopedLive("a_scrape_after_appends_and_reads_parses_strictly_and_counts_what_happened", () =>
     Effect.gen(function* () {
       const account = freshAccount()
-      const server = yield* start({ directory: yield* tempDirectory })
+      const server = yield* start({ directory: yield* tempDir })
       yield* appendTo(server, account, createdMany(5))
       // A reader that replays and stays open, and one whose cursor is ahead of the head.
       const reader = yield* openStream(`${accountUrl(server, account)}/stream?since=0`)
@@ -88,7 +88,10 @@ describe("GET /metrics", () => {
       // Gauges are read when scraped: the head moves, and a closed reader is no longer counted.
       yield* appendTo(server, account, createdMany(2))
       yield* Scope.close(aheadScope, Exit.void)
-      yield* eventually(Effect.map(scrape(server), (later) => valueOf(later, "change_feed_subscribers", at) === 1))
+      yield* eventually(
+        "one subscriber is left",
+        Effect.map(scrape(server), (later) => valueOf(later, "change_feed_subscribers", at) === 1)
+      )
       const later = yield* scrape(server)
       assert.strictEqual(valueOf(later, "change_feed_head_seq", at), 7)
       assert.strictEqual(valueOf(later, "change_feed_journaled_total", at), 7)
@@ -98,7 +101,7 @@ describe("GET /metrics", () => {
   it.scopedLive("metrics_need_the_bearer_token_when_the_service_has_one", () =>
     Effect.gen(function* () {
       const token = "metrics-s3cret"
-      const server = yield* start({ directory: yield* tempDirectory, http: { token: Redacted.make(token) } })
+      const server = yield* start({ directory: yield* tempDir, http: { token: Redacted.make(token) } })
       for (const headers of [{}, { authorization: "Bearer wrong" }]) {
         const refused = yield* request(`${server.url}/metrics`, { headers })
         assert.strictEqual(refused.status, 401)
@@ -113,7 +116,7 @@ describe("GET /metrics", () => {
   it.scopedLive("a_corrupt_line_a_reader_meets_is_counted", () =>
     Effect.gen(function* () {
       const account = freshAccount()
-      const server = yield* start({ directory: yield* tempDirectory })
+      const server = yield* start({ directory: yield* tempDir })
       yield* appendTo(server, account, createdMany(3))
       yield* damageLine({ ...server, directory: `${server.directory}/accounts/${account}` }, 2, "not_json")
       const reader = yield* openStream(`${accountUrl(server, account)}/stream?since=0`)
@@ -162,6 +165,7 @@ describe("feed metrics", () => {
       }
       burst()
       yield* eventually(
+        "drops are counted",
         Effect.map(scrapeAll, (families) => valueOf(families, "change_feed_dropped_total", { account }) > 0)
       )
       // A second burst within the warning's quiet period (10 s): counted all the same.

@@ -10,9 +10,12 @@ import { describe, it, assert } from "@effect/vitest"
 import { ConfigProvider, Context, Effect, Exit, Layer, Option, Redacted, Scope } from "effect"
 import * as NodeHttp from "node:http"
 import * as ChangeFeeds from "../src/ChangeFeeds.js"
+import * as Settings from "../src/Config.js"
 import * as Http from "../src/Http.js"
 import * as Tracing from "../src/Tracing.js"
-import { eventually, openStream, post, start, tempDirectory } from "./support/Server.js"
+import { openStream, post, start } from "./support/Server.js"
+import { tempDir } from "./support/TempDir.js"
+import { eventually } from "./support/Wait.js"
 
 const inMemoryTracing = Effect.sync(() => {
   const exporter = new InMemorySpanExporter()
@@ -28,7 +31,7 @@ describe("spans", () => {
       const { exporter, layer } = yield* inMemoryTracing
       const token = "trace-s3cret"
       const server = yield* start({
-        directory: yield* tempDirectory,
+        directory: yield* tempDir,
         http: { token: Redacted.make(token) },
         around: layer
       })
@@ -50,7 +53,10 @@ describe("spans", () => {
       // A reader replays from 0 and stays open: its replay span ends when the replay does.
       const stream = yield* openStream(`${server.url}/api/v1/accounts/traced/stream?since=0&access_token=${token}`)
       yield* stream.untilCaughtUp
-      yield* eventually(Effect.sync(() => named(exporter.getFinishedSpans(), "ChangeFeed.replay").length > 0))
+      yield* eventually(
+        "the replay span ends",
+        () => named(exporter.getFinishedSpans(), "ChangeFeed.replay").length > 0
+      )
 
       const spans = exporter.getFinishedSpans()
       const [request] = named(spans, "http.server POST")
@@ -91,11 +97,9 @@ describe("spans", () => {
       )
       yield* second.untilCaughtUp
       yield* Scope.close(streamScope, Exit.void)
-      yield* eventually(
-        Effect.sync(() =>
-          named(exporter.getFinishedSpans(), "http.server GET").some((span) =>
-            String(span.attributes["url.query"]).includes("since=2")
-          )
+      yield* eventually("the stream's request span ends", () =>
+        named(exporter.getFinishedSpans(), "http.server GET").some((span) =>
+          String(span.attributes["url.query"]).includes("since=2")
         )
       )
       const get = named(exporter.getFinishedSpans(), "http.server GET").find((span) =>
@@ -131,12 +135,12 @@ describe("OTLP export", () => {
 
   /** The service's settings, from the environment the test gives it. */
   const settings = (env: Record<string, string>) =>
-    Effect.withConfigProvider(Http.ServerConfig, ConfigProvider.fromMap(new Map(Object.entries(env))))
+    Effect.withConfigProvider(Settings.ServerConfig, ConfigProvider.fromMap(new Map(Object.entries(env))))
 
   it.scopedLive("the_service_posts_its_spans_to_the_otlp_endpoint_it_is_given", () =>
     Effect.gen(function* () {
       const otlp = yield* collector
-      const directory = yield* tempDirectory
+      const directory = yield* tempDir
       const config = yield* settings({
         PORT: "8787",
         FEED_DIR: directory,

@@ -30,4 +30,11 @@ export const parseCursor = (text: string): Either.Either<Cursor, string> => {
   return Either.right({ seq, epoch })
 }
 
-export const formatCursor = (epoch: string, seq: number): string => `${epoch}:${seq}`
+/** What precedes the seq in a cursor of `epoch`: for writers that append the seq themselves. */
+export const cursorPrefix = (epoch: string): string => `${epoch}:`
+
+export const formatCursor = (epoch: string, seq: number): string => `${cursorPrefix(epoch)}${seq}`
+
+/** A cursor as text: `<epoch>:<seq>`, or the bare seq when it names no epoch. */
+export const showCursor = (cursor: Cursor): string =>
+  cursor.epoch === undefined ? String(cursor.seq) : formatCursor(cursor.epoch, cursor.seq)

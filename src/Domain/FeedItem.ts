@@ -3,9 +3,12 @@
  * honest (a reset instead of silent loss, caught-up once replay reaches the head, progress
  * while a session filter matches nothing).
  */
+import { Schema } from "effect"
 import type { ChangeEvent } from "./ChangeEvent.js"
 
-export type ResetReason = "below_retention" | "ahead_of_head" | "epoch_mismatch"
+/** Why a reader's cursor cannot be served. */
+export const ResetReason = Schema.Literal("below_retention", "ahead_of_head", "epoch_mismatch")
+export type ResetReason = typeof ResetReason.Type
 
 export interface Change<A> {
   readonly _tag: "Change"
@@ -77,12 +80,3 @@ export const cursorAfter = (item: FeedItem<unknown> | LineItem): number => {
       return item.seq
   }
 }
-
-/** The reset object as the original's clients expect it, with more fields. */
-export const resetWire = (reset: Reset) => ({
-  type: "feed_reset" as const,
-  from_seq: reset.fromSeq,
-  reason: reset.reason,
-  oldest_seq: reset.oldestSeq,
-  head_seq: reset.headSeq
-})

@@ -7,6 +7,7 @@
 import { HttpServerRequest } from "@effect/platform"
 import { Data, Effect, Either, Redacted } from "effect"
 import * as Access from "../Access.js"
+import { isStreamPath } from "../Api/Routes.js"
 import { Forbidden, Unauthorized } from "../Domain/Errors.js"
 
 /** A configured token or secret no client could use, refused at startup. */
@@ -36,9 +37,6 @@ export const jwtSecretProblem = (secret: string): string | undefined =>
   Buffer.byteLength(secret) < MIN_JWT_SECRET_BYTES
     ? `is ${Buffer.byteLength(secret)} bytes; an HS256 secret needs at least ${MIN_JWT_SECRET_BYTES}`
     : undefined
-
-/** Whether `url` is one of the streams, which also take the credential as `?access_token=`. */
-export const isStreamPath = (url: string): boolean => /^\/api\/v1\/(?:accounts\/[^/?]+\/)?stream(?:\?|$)/.test(url)
 
 /** The credential a request presents, if any, or why its `Authorization` header is unusable. */
 const credentialOf = Effect.gen(function* () {

@@ -3,8 +3,9 @@
  * are `id:` + `data:` (ChangeEvent JSON), as the original's clients expect; ids carry the
  * epoch so a browser's automatic reconnect is epoch-checked.
  */
-import { formatCursor } from "../Domain/Cursor.js"
-import { type LineChange, type LineItem, resetWire } from "../Domain/FeedItem.js"
+import { cursorPrefix, formatCursor } from "../Domain/Cursor.js"
+import { caughtUpText, failureText, progressText, resetText, type StreamFailure } from "../Domain/FeedFrame.js"
+import type { LineChange, LineItem } from "../Domain/FeedItem.js"
 
 export const keepaliveFrame = ": keepalive\n\n"
 
@@ -13,8 +14,8 @@ export const keepaliveFrame = ": keepalive\n\n"
  * error as the API answers it (`_tag`, `message`, and `file` and `offset` for a corrupt line).
  * Named `feed_error` rather than `error`, which is `EventSource`'s own event for a lost connection.
  */
-export const feedErrorFrame = (error: { readonly _tag: string; readonly message: string }): string =>
-  `event: feed_error\ndata: ${JSON.stringify({ type: "feed_error", ...error })}\n\n`
+export const feedErrorFrame = (failure: typeof StreamFailure.Type): string =>
+  `event: feed_error\ndata: ${failureText(failure)}\n\n`
 
 /** Opens every stream: how long a browser's `EventSource` waits before it reconnects (its default is ~3 s). */
 export const retryFrame = (ms: number): string => `retry: ${ms}\n\n`
@@ -23,11 +24,11 @@ export const retryFrame = (ms: number): string => `retry: ${ms}\n\n`
 const markerFrame = (epoch: string, item: Exclude<LineItem, { readonly _tag: "Change" }>): string => {
   switch (item._tag) {
     case "Reset":
-      return `id: ${formatCursor(epoch, item.continueFrom)}\ndata: ${JSON.stringify(resetWire(item))}\n\n`
+      return `id: ${formatCursor(epoch, item.continueFrom)}\ndata: ${resetText(item)}\n\n`
     case "CaughtUp":
-      return `event: caught_up\nid: ${formatCursor(epoch, item.seq)}\ndata: {"type":"caught_up","seq":${item.seq}}\n\n`
+      return `event: caught_up\nid: ${formatCursor(epoch, item.seq)}\ndata: ${caughtUpText(item.seq)}\n\n`
     case "Progress":
-      return `event: progress\nid: ${formatCursor(epoch, item.seq)}\ndata: {"type":"progress","seq":${item.seq}}\n\n`
+      return `event: progress\nid: ${formatCursor(epoch, item.seq)}\ndata: ${progressText(item.seq)}\n\n`
   }
 }
 
@@ -46,7 +47,7 @@ const closeChange = (frame: Uint8Array, at: number): number => {
  * of a live event, which every connection sends, is made once and shared.
  */
 export const makeFrameEncoder = (epoch: string) => {
-  const idPrefix = `id: ${epoch}:`
+  const idPrefix = `id: ${cursorPrefix(epoch)}`
   /** What precedes a change's body in its frame. */
   const changeHead = (item: LineChange): string => `${idPrefix}${item.seq}\ndata: `
   const shared = new WeakMap<LineChange, Uint8Array>()
@@ -101,54 +102,5 @@ export const makeFrameEncoder = (epoch: string) => {
       }
     }
     return out
-  }
-}
-
-export interface SseFrame {
-  readonly id: string | undefined
-  readonly event: string
-  readonly data: string
-}
-
-/**
- * An incremental SSE parser (per the HTML standard's rules for `id`, `event`, `data` and
- * comments), fed text chunks as they arrive. Used by the typed client and the tests.
- */
-export const makeSseParser = (onFrame: (frame: SseFrame) => void, onComment?: (text: string) => void) => {
-  let buffer = ""
-  let id: string | undefined
-  let event = ""
-  let data: Array<string> = []
-  const line = (text: string) => {
-    if (text === "") {
-      if (data.length > 0) onFrame({ id, event: event === "" ? "message" : event, data: data.join("\n") })
-      event = ""
-      data = []
-      return
-    }
-    if (text.startsWith(":")) {
-      onComment?.(text.slice(1).trimStart())
-      return
-    }
-    const colon = text.indexOf(":")
-    const field = colon < 0 ? text : text.slice(0, colon)
-    let value = colon < 0 ? "" : text.slice(colon + 1)
-    if (value.startsWith(" ")) value = value.slice(1)
-    if (field === "data") data.push(value)
-    else if (field === "event") event = value
-    else if (field === "id" && !value.includes("\0")) id = value
-  }
-  return (chunk: string) => {
-    buffer += chunk
-    let start = 0
-    while (true) {
-      const nl = buffer.indexOf("\n", start)
-      if (nl < 0) break
-      let end = nl
-      if (end > start && buffer.charCodeAt(end - 1) === 13) end--
-      line(buffer.slice(start, end))
-      start = nl + 1
-    }
-    buffer = buffer.slice(start)
   }
 }

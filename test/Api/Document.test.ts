@@ -5,10 +5,11 @@
 import { describe, it, assert } from "@effect/vitest"
 import { Validator } from "@seriousme/openapi-schema-validator"
 import { Effect } from "effect"
-import { request, start, tempDirectory } from "../support/Server.js"
+import { request, start } from "../support/Server.js"
+import { tempDir } from "../support/TempDir.js"
 
 const served = Effect.gen(function* () {
-  const server = yield* start({ directory: yield* tempDirectory })
+  const server = yield* start({ directory: yield* tempDir })
   const response = yield* request(`${server.url}/docs/openapi.json`)
   assert.strictEqual(response.status, 200)
   return response.body as Record<string, any>

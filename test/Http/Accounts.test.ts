@@ -10,18 +10,9 @@ import * as NodeHttp from "node:http"
 import { Effect, Exit, Redacted, Scope } from "effect"
 import { SignJWT } from "jose"
 import * as Access from "../../src/Access.js"
-import {
-  created,
-  dataOf,
-  eventually,
-  openStream,
-  post,
-  request,
-  seqsOf,
-  start,
-  tempDirectory,
-  type TestServer
-} from "../support/Server.js"
+import { created, dataOf, openStream, post, request, seqsOf, start, type TestServer } from "../support/Server.js"
+import { tempDir } from "../support/TempDir.js"
+import { eventually } from "../support/Wait.js"
 
 const ADMIN = "admin-token-for-the-tests"
 const SECRET = Redacted.make("account-token-secret-of-32-bytes-or-more")
@@ -35,7 +26,7 @@ const mint = (account: string, permissions: ReadonlyArray<Access.AccountPermissi
 const serverWithTokens = (feed: Parameters<typeof start>[0]["feed"] = {}) =>
   Effect.gen(function* () {
     return yield* start({
-      directory: yield* tempDirectory,
+      directory: yield* tempDir,
       feed: { fsync: "never", ...feed },
       http: { token: Redacted.make(ADMIN), jwtSecret: SECRET }
     })
@@ -82,7 +73,7 @@ const rawPost = (server: TestServer, path: string, body: unknown) =>
 describe("accounts over HTTP", () => {
   it.scopedLive("two_accounts_count_from_1_apart_and_no_event_crosses", () =>
     Effect.gen(function* () {
-      const server = yield* start({ directory: yield* tempDirectory, feed: { fsync: "never" } })
+      const server = yield* start({ directory: yield* tempDir, feed: { fsync: "never" } })
       const acmeStream = yield* openStream(accountUrl(server, "acme", "stream"))
       yield* acmeStream.untilCaughtUp
       for (const account of ["acme", "globex", "acme"]) {
@@ -200,7 +191,7 @@ describe("accounts over HTTP", () => {
 
   it.scopedLive("past_the_bound_on_open_feeds_a_new_account_answers_503_with_retry_after", () =>
     Effect.gen(function* () {
-      const server = yield* start({ directory: yield* tempDirectory, feed: { fsync: "never", maxOpen: 1 } })
+      const server = yield* start({ directory: yield* tempDir, feed: { fsync: "never", maxOpen: 1 } })
       const scope = yield* Scope.make()
       const held = yield* openStream(accountUrl(server, "acme", "stream")).pipe(Scope.extend(scope))
       yield* held.untilCaughtUp
@@ -214,6 +205,7 @@ describe("accounts over HTTP", () => {
       // Once acme is let go (the server notices the closed connection), globex opens in its place.
       let answer = busy
       yield* eventually(
+        "an append to another account is accepted",
         Effect.gen(function* () {
           answer = yield* post(accountUrl(server, "globex", "events"), created("s1"))
           return answer.status !== 503
@@ -225,7 +217,7 @@ describe("accounts over HTTP", () => {
 
   it.scopedLive("account_ids_that_could_leave_the_root_answer_400_and_touch_nothing", () =>
     Effect.gen(function* () {
-      const server = yield* start({ directory: yield* tempDirectory, feed: { fsync: "never" } })
+      const server = yield* start({ directory: yield* tempDir, feed: { fsync: "never" } })
       // Sent as raw paths: a URL parser on the client's side would already resolve the dots.
       for (const account of ["..", ".", "%2e%2e", "..%2Fescape", "%2F", ".hidden", "a%00b", "a".repeat(65), "%C3%A4"]) {
         const answer = yield* rawPost(server, `/api/v1/accounts/${account}/events`, created("s1"))

@@ -5,22 +5,13 @@
 import { describe, it, assert } from "@effect/vitest"
 import { Deferred, Effect, Fiber } from "effect"
 import { vi } from "vitest"
-import {
-  append,
-  created,
-  createdMany,
-  eventually,
-  post,
-  range,
-  request,
-  start,
-  status,
-  tempDirectory,
-  type TestServer
-} from "../support/Server.js"
+import { append, created, createdMany, post, request, start, status, type TestServer } from "../support/Server.js"
+import { range, resetData } from "../support/Expected.js"
+import { tempDir } from "../support/TempDir.js"
+import { eventually } from "../support/Wait.js"
 
 const fresh = Effect.gen(function* () {
-  return yield* start({ directory: yield* tempDirectory })
+  return yield* start({ directory: yield* tempDir })
 })
 
 const events = (server: TestServer, query = "") => `${server.url}/api/v1/events${query}`
@@ -104,7 +95,7 @@ describe("GET /api/v1/events", () => {
   it.scopedLive("a_page_of_large_events_is_bounded_in_bytes_and_the_next_pages_carry_the_rest", () =>
     Effect.gen(function* () {
       const server = yield* start({
-        directory: yield* tempDirectory,
+        directory: yield* tempDir,
         feed: { fsync: "never" },
         http: { maxPageBytes: 64 * 1024 }
       })
@@ -182,19 +173,13 @@ describe("GET /api/v1/events", () => {
       const ahead = yield* request(events(server, "?since=9"))
       assert.strictEqual(ahead.status, 200)
       assert.deepStrictEqual(ahead.body, {
-        reset: { type: "feed_reset", from_seq: 9, reason: "ahead_of_head", oldest_seq: 1, head_seq: 3 },
+        reset: resetData("ahead_of_head", 9, { oldestSeq: 1, headSeq: 3 }),
         next_since: 3,
         head_seq: 3,
         epoch
       })
       const otherEpoch = yield* request(events(server, "?since=deadbeef:2"))
-      assert.deepStrictEqual(otherEpoch.body.reset, {
-        type: "feed_reset",
-        from_seq: 2,
-        reason: "epoch_mismatch",
-        oldest_seq: 1,
-        head_seq: 3
-      })
+      assert.deepStrictEqual(otherEpoch.body.reset, resetData("epoch_mismatch", 2, { oldestSeq: 1, headSeq: 3 }))
       assert.strictEqual(otherEpoch.body.next_since, 3)
       assert.isUndefined(otherEpoch.body.events)
       // Following the reset's cursor reads normally.
@@ -215,7 +200,10 @@ describe("GET /api/v1/events", () => {
         Effect.fork
       )
       // The request is in: its reader has subscribed. And it has not answered.
-      yield* eventually(Effect.map(status(server), (s) => s.subscribers === 1))
+      yield* eventually(
+        "the long poll's reader subscribes",
+        Effect.map(status(server), (s) => s.subscribers === 1)
+      )
       assert.isFalse(yield* Deferred.isDone(answered))
 
       yield* append(server, [created("s7")])

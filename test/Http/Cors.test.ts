@@ -8,26 +8,18 @@ import { describe, it, assert } from "@effect/vitest"
 import { ConfigProvider, Effect, Either, Redacted } from "effect"
 import * as NodeHttp from "node:http"
 import type { Page } from "playwright-core"
-import * as Http from "../../src/Http.js"
+import * as Settings from "../../src/Config.js"
 import { type CorsOrigins, parseOrigins } from "../../src/Http/Cors.js"
 import { hasChromium, launch } from "../support/Chromium.js"
-import {
-  append,
-  createdMany,
-  openStream,
-  range,
-  request,
-  start,
-  status,
-  tempDirectory,
-  type TestServer
-} from "../support/Server.js"
+import { append, createdMany, openStream, request, start, status, type TestServer } from "../support/Server.js"
+import { range } from "../support/Expected.js"
+import { tempDir } from "../support/TempDir.js"
 
 const app = "http://app.test:3000"
 
 const corsServer = (corsOrigins: CorsOrigins | undefined) =>
   Effect.gen(function* () {
-    return yield* start({ directory: yield* tempDirectory, http: { corsOrigins } })
+    return yield* start({ directory: yield* tempDir, http: { corsOrigins } })
   })
 
 const preflight = (server: TestServer, origin: string, path = "/api/v1/events") =>
@@ -110,12 +102,12 @@ describe("CORS on the wire", () => {
       }
       const failure = yield* Effect.flip(
         Effect.withConfigProvider(
-          Http.ServerConfig,
+          Settings.ServerConfig,
           ConfigProvider.fromMap(new Map([["FEED_CORS_ORIGINS", "https://app.example.com/viewer"]]))
         )
       )
       assert.include(String(failure), "FEED_CORS_ORIGINS 'https://app.example.com/viewer' is not an origin")
-      const unset = yield* Effect.withConfigProvider(Http.ServerConfig, ConfigProvider.fromMap(new Map()))
+      const unset = yield* Effect.withConfigProvider(Settings.ServerConfig, ConfigProvider.fromMap(new Map()))
       assert.strictEqual(unset.corsOrigins._tag, "None")
     })
   )
@@ -192,7 +184,7 @@ describe("CORS in a browser", () => {
         const { origin } = yield* pageServer
         const token = "cors-s3cret"
         const bearer = { authorization: `Bearer ${token}` }
-        const directory = yield* tempDirectory
+        const directory = yield* tempDir
         const options = { directory, http: { token: Redacted.make(token), corsOrigins: [origin] } }
         const first = yield* start(options)
         assert.notStrictEqual(new URL(first.url).origin, origin, "two origins")

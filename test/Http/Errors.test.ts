@@ -23,14 +23,14 @@ import {
   seqsOf,
   start,
   status,
-  tempDirectory,
   type TestServer
 } from "../support/Server.js"
+import { tempDir } from "../support/TempDir.js"
 
 /** A server with two events journaled, small limits, so rejections can be checked against its head. */
 const limitedServer = Effect.gen(function* () {
   const server = yield* start({
-    directory: yield* tempDirectory,
+    directory: yield* tempDir,
     http: { maxBodyBytes: 2048, maxBatchEvents: 3 }
   })
   yield* append(server, [created("s1"), created("s2")])
@@ -282,7 +282,7 @@ describe("401 Unauthorized", () => {
   const bearer = { authorization: `Bearer ${token}` }
 
   const securedServer = Effect.gen(function* () {
-    const server = yield* start({ directory: yield* tempDirectory, http: { token: Redacted.make(token) } })
+    const server = yield* start({ directory: yield* tempDir, http: { token: Redacted.make(token) } })
     yield* append(server, [created("s1")], bearer)
     return server
   })
@@ -319,7 +319,7 @@ describe("401 Unauthorized", () => {
   it.scopedLive("the_token_is_checked_before_the_body_is_read", () =>
     Effect.gen(function* () {
       const server = yield* start({
-        directory: yield* tempDirectory,
+        directory: yield* tempDir,
         http: { token: Redacted.make(token), maxBodyBytes: 2048 }
       })
       const big = JSON.stringify({ event: { type: "session_created", session_id: "s1", title: "x".repeat(4096) } })
@@ -418,7 +418,7 @@ describe("500 Internal Server Error", () => {
   /** A server with three events journaled, the line of the second then damaged on disk. */
   const damagedServer = (damage: Damage) =>
     Effect.gen(function* () {
-      const server = yield* start({ directory: yield* tempDirectory })
+      const server = yield* start({ directory: yield* tempDir })
       yield* append(server, createdMany(3))
       const at = yield* damageLine(server, 2, damage)
       return { server, ...at }
@@ -494,7 +494,7 @@ describe("500 Internal Server Error", () => {
       const dies = HttpApiBuilder.Router.use((router) =>
         router.get("/test/dies", Effect.die(new Error("an invariant broke")))
       )
-      const server = yield* start({ directory: yield* tempDirectory, routes: dies })
+      const server = yield* start({ directory: yield* tempDir, routes: dies })
       const response = yield* request(`${server.url}/test/dies`)
       assert.strictEqual(response.status, 500)
       assert.include(response.headers["content-type"] ?? "", "application/json")

@@ -5,7 +5,8 @@
  */
 import { describe, it, assert } from "@effect/vitest"
 import { Effect } from "effect"
-import { created, post, request, start, status, tempDirectory, type TestServer } from "../support/Server.js"
+import { created, post, request, start, status, type TestServer } from "../support/Server.js"
+import { tempDir } from "../support/TempDir.js"
 
 const events = (server: TestServer) => `${server.url}/api/v1/events`
 
@@ -20,7 +21,7 @@ const batch = {
 describe("Idempotency-Key", () => {
   it.scopedLive("a_retried_post_with_the_same_key_answers_the_original_seqs_and_appends_nothing", () =>
     Effect.gen(function* () {
-      const server = yield* start({ directory: yield* tempDirectory })
+      const server = yield* start({ directory: yield* tempDir })
       yield* post(events(server), created("s0"))
       const first = yield* post(events(server), batch, { "idempotency-key": "batch-1" })
       assert.deepStrictEqual([first.status, first.body], [200, { seqs: [2, null, 3] }])
@@ -40,7 +41,7 @@ describe("Idempotency-Key", () => {
 
   it.scopedLive("duplicates_sent_at_once_append_once_and_all_answer_the_same", () =>
     Effect.gen(function* () {
-      const server = yield* start({ directory: yield* tempDirectory })
+      const server = yield* start({ directory: yield* tempDir })
       const answers = yield* Effect.all(
         Array.from({ length: 6 }, () => post(events(server), batch, { "idempotency-key": "same" })),
         { concurrency: "unbounded" }
@@ -52,7 +53,7 @@ describe("Idempotency-Key", () => {
 
   it.scopedLive("a_key_reused_for_a_different_request_answers_422_naming_the_key", () =>
     Effect.gen(function* () {
-      const server = yield* start({ directory: yield* tempDirectory })
+      const server = yield* start({ directory: yield* tempDir })
       yield* post(events(server), batch, { "idempotency-key": "k-1" })
       const other = { events: [created("s1"), created("s9")] }
       const reused = yield* post(events(server), other, { "idempotency-key": "k-1" })
@@ -69,7 +70,7 @@ describe("Idempotency-Key", () => {
 
   it.scopedLive("a_malformed_key_answers_400_naming_the_header_and_journals_nothing", () =>
     Effect.gen(function* () {
-      const server = yield* start({ directory: yield* tempDirectory })
+      const server = yield* start({ directory: yield* tempDir })
       for (const key of ["has space", "x".repeat(129), "a/b", "a,b"]) {
         const response = yield* post(events(server), batch, { "idempotency-key": key })
         assert.strictEqual(response.status, 400, key)
@@ -89,7 +90,7 @@ describe("Idempotency-Key", () => {
 
   it.scopedLive("keys_survive_a_restart_of_the_server", () =>
     Effect.gen(function* () {
-      const directory = yield* tempDirectory
+      const directory = yield* tempDir
       const first = yield* start({ directory })
       const answer = yield* post(events(first), batch, { "idempotency-key": "before-restart" })
       assert.deepStrictEqual(answer.body, { seqs: [1, null, 2] })
@@ -103,7 +104,7 @@ describe("Idempotency-Key", () => {
 
   it.scopedLive("the_openapi_document_describes_the_header_and_the_422", () =>
     Effect.gen(function* () {
-      const server = yield* start({ directory: yield* tempDirectory })
+      const server = yield* start({ directory: yield* tempDir })
       const spec = yield* request(`${server.url}/docs/openapi.json`)
       const operation = spec.body.paths["/api/v1/events"].post
       const header = operation.parameters.find((p: any) => p.in === "header" && p.name === "idempotency-key")

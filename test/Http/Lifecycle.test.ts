@@ -4,32 +4,13 @@
  * server shuts down, and resuming across a restart on the same journal directory and port.
  */
 import { describe, it, assert } from "@effect/vitest"
-import {
-  Chunk,
-  ConfigProvider,
-  Deferred,
-  type Duration,
-  Effect,
-  Fiber,
-  Option,
-  Queue,
-  Redacted,
-  TestClock
-} from "effect"
+import { Chunk, ConfigProvider, Deferred, Duration, Effect, Fiber, Option, Queue, Redacted, TestClock } from "effect"
 import * as NodeHttp from "node:http"
+import * as Settings from "../../src/Config.js"
 import * as Http from "../../src/Http.js"
-import {
-  append,
-  createdMany,
-  eventually,
-  openStream,
-  request,
-  seqsOf,
-  start,
-  status,
-  tempDirectory,
-  type TestServer
-} from "../support/Server.js"
+import { append, createdMany, openStream, request, seqsOf, start, status, type TestServer } from "../support/Server.js"
+import { tempDir } from "../support/TempDir.js"
+import { eventually } from "../support/Wait.js"
 
 /** Closes the server; `false` if that takes longer than `limit` (the close goes on in the background). */
 const closeWithin = (server: TestServer, limit: Duration.DurationInput) =>
@@ -37,12 +18,15 @@ const closeWithin = (server: TestServer, limit: Duration.DurationInput) =>
 
 /** Waits until some fiber of the server sleeps until `at` on the test clock. */
 const sleeperAt = (at: number) =>
-  eventually(Effect.map(TestClock.sleeps(), (wakeups) => Chunk.some(wakeups, (t) => t === at)))
+  eventually(
+    `a fiber sleeps until ${at} on the test clock`,
+    Effect.map(TestClock.sleeps(), (wakeups) => Chunk.some(wakeups, (t) => t === at))
+  )
 
 describe("startup", () => {
   it.scopedLive("a_token_no_client_could_send_is_refused_at_startup_saying_what_to_do", () =>
     Effect.gen(function* () {
-      const directory = yield* tempDirectory
+      const directory = yield* tempDir
       for (const [token, problem] of [
         ["", "is set but empty"],
         ["   ", "is set but empty"],
@@ -54,7 +38,7 @@ describe("startup", () => {
       }
       // From the environment, a configuration error naming the variable.
       const fromEnv = (env: Record<string, string>) =>
-        Http.ServerConfig.pipe(Effect.withConfigProvider(ConfigProvider.fromJson(env)), Effect.either)
+        Settings.ServerConfig.pipe(Effect.withConfigProvider(ConfigProvider.fromJson(env)), Effect.either)
       const empty = yield* fromEnv({ FEED_TOKEN: "" })
       assert.isTrue(empty._tag === "Left" && String(empty.left).includes("FEED_TOKEN is set but empty"), String(empty))
       // Unset, there is no token; set, it is the token.
@@ -76,7 +60,7 @@ describe("keepalive", () => {
   // registered, then moves the clock.
   it.scoped("a_keepalive_comment_arrives_every_15_seconds_of_clock_time", () =>
     Effect.gen(function* () {
-      const server = yield* start({ directory: yield* tempDirectory })
+      const server = yield* start({ directory: yield* tempDir })
       yield* append(server, createdMany(1))
       const stream = yield* openStream(`${server.url}/api/v1/stream`)
       yield* stream.untilCaughtUp
@@ -103,7 +87,7 @@ describe("keepalive", () => {
 
   it.scopedLive("the_keepalive_period_is_configurable", () =>
     Effect.gen(function* () {
-      const server = yield* start({ directory: yield* tempDirectory, http: { keepaliveMs: 50 } })
+      const server = yield* start({ directory: yield* tempDir, http: { keepalive: Duration.millis(50) } })
       const stream = yield* openStream(`${server.url}/api/v1/stream`)
       yield* stream.untilCaughtUp
       assert.strictEqual(yield* Queue.take(stream.comments), "keepalive")
@@ -115,7 +99,7 @@ describe("keepalive", () => {
 describe("shutdown", () => {
   it.scopedLive("open_streams_end_when_the_server_shuts_down_and_the_close_completes", () =>
     Effect.gen(function* () {
-      const server = yield* start({ directory: yield* tempDirectory })
+      const server = yield* start({ directory: yield* tempDir })
       yield* append(server, createdMany(2))
       const all = yield* openStream(`${server.url}/api/v1/stream`)
       const filtered = yield* openStream(`${server.url}/api/v1/stream?session_id=s2&since=1`)
@@ -141,10 +125,13 @@ describe("shutdown", () => {
 
   it.scopedLive("a_long_poll_in_flight_answers_when_the_server_shuts_down", () =>
     Effect.gen(function* () {
-      const server = yield* start({ directory: yield* tempDirectory })
+      const server = yield* start({ directory: yield* tempDir })
       yield* append(server, createdMany(1))
       const poll = yield* request(`${server.url}/api/v1/events?since=1&wait=60`).pipe(Effect.fork)
-      yield* eventually(Effect.map(status(server), (s) => s.subscribers === 1))
+      yield* eventually(
+        "the long poll's reader subscribes",
+        Effect.map(status(server), (s) => s.subscribers === 1)
+      )
 
       assert.isTrue(yield* closeWithin(server, "20 seconds"), "the server's close completed")
       const page = yield* Fiber.join(poll)
@@ -154,7 +141,7 @@ describe("shutdown", () => {
 
   it.scopedLive("requests_arriving_during_shutdown_are_all_answered_and_the_close_completes", () =>
     Effect.gen(function* () {
-      const server = yield* start({ directory: yield* tempDirectory })
+      const server = yield* start({ directory: yield* tempDir })
       yield* append(server, createdMany(1))
       // Clients keep sending while the server closes: each request must get an answer (or be
       // refused once the port is closed), none may be left hanging, holding the close up.
@@ -181,7 +168,7 @@ describe("shutdown", () => {
         while (!stopped && (await once()) !== "ECONNREFUSED") {}
       }
       const loops = Array.from({ length: 8 }, loop)
-      yield* eventually(Effect.sync(() => outcomes.length >= 16))
+      yield* eventually("16 requests are answered", () => outcomes.length >= 16)
 
       const closed = yield* closeWithin(server, "20 seconds")
       stopped = true
@@ -218,7 +205,7 @@ describe("shutdown", () => {
 
   it.scopedLive("a_restart_on_the_same_directory_and_port_keeps_epoch_and_head_and_streams_resume", () =>
     Effect.gen(function* () {
-      const directory = yield* tempDirectory
+      const directory = yield* tempDir
       const first = yield* start({ directory })
       yield* append(first, createdMany(3))
       const before = yield* status(first)

@@ -10,20 +10,20 @@ import {
   createdMany,
   dataOf,
   openStream,
-  range,
   seqsOf,
   start,
   status,
-  tempDirectory,
   type TestServer
 } from "../support/Server.js"
+import { range, resetData } from "../support/Expected.js"
+import { tempDir } from "../support/TempDir.js"
 
 const streamUrl = (server: TestServer, query = "") => `${server.url}/api/v1/stream${query}`
 
 /** A fresh server on a fresh journal, with `n` events appended. */
 const serverWith = (n: number, feed: Parameters<typeof start>[0]["feed"] = {}) =>
   Effect.gen(function* () {
-    const server = yield* start({ directory: yield* tempDirectory, feed })
+    const server = yield* start({ directory: yield* tempDir, feed })
     if (n > 0) yield* append(server, createdMany(n))
     const { epoch } = yield* status(server)
     return { server, epoch }
@@ -151,11 +151,7 @@ describe("GET /api/v1/stream", () => {
         assert.deepStrictEqual(
           frames.map((f) => [f.event, f.id, f.data]),
           [
-            [
-              "message",
-              `${epoch}:3`,
-              `{"type":"feed_reset","from_seq":10,"reason":"ahead_of_head","oldest_seq":1,"head_seq":3}`
-            ],
+            ["message", `${epoch}:3`, JSON.stringify(resetData("ahead_of_head", 10, { oldestSeq: 1, headSeq: 3 }))],
             ["caught_up", `${epoch}:3`, `{"type":"caught_up","seq":3}`]
           ]
         )
@@ -183,10 +179,7 @@ describe("GET /api/v1/stream", () => {
         const stream = yield* openStream(streamUrl(server), { "last-event-id": "deadbeef:1" })
         const [reset, caughtUp] = yield* stream.untilCaughtUp
         assert.strictEqual(reset!.id, `${epoch}:3`)
-        assert.strictEqual(
-          reset!.data,
-          `{"type":"feed_reset","from_seq":1,"reason":"epoch_mismatch","oldest_seq":1,"head_seq":3}`
-        )
+        assert.strictEqual(reset!.data, JSON.stringify(resetData("epoch_mismatch", 1, { oldestSeq: 1, headSeq: 3 })))
         assert.strictEqual(caughtUp!.data, `{"type":"caught_up","seq":3}`)
 
         const again = yield* openStream(streamUrl(server), { "last-event-id": reset!.id! })
@@ -216,7 +209,7 @@ describe("GET /api/v1/stream", () => {
             [
               "message",
               `${epoch}:12`,
-              `{"type":"feed_reset","from_seq":0,"reason":"below_retention","oldest_seq":${info.oldest_seq},"head_seq":12}`
+              JSON.stringify(resetData("below_retention", 0, { oldestSeq: info.oldest_seq, headSeq: 12 }))
             ],
             ["caught_up", `${epoch}:12`, `{"type":"caught_up","seq":12}`]
           ]

@@ -11,7 +11,8 @@ import { describe, it, assert } from "@effect/vitest"
 import { Effect, Redacted } from "effect"
 import type { Page } from "playwright-core"
 import { hasChromium, launch } from "../support/Chromium.js"
-import { type AppendEntry, append, request, start, status, tempDirectory } from "../support/Server.js"
+import { type AppendEntry, append, request, start, status } from "../support/Server.js"
+import { tempDir } from "../support/TempDir.js"
 
 /** A short agent session, as the platform journals it. */
 const sessionEvents = (sid: string, topic: string): Array<AppendEntry> => [
@@ -79,7 +80,7 @@ const text = (tab: Page, id: string) =>
 describe("the viewer at /", () => {
   it.scopedLive("the_page_is_served_with_a_policy_that_allows_only_its_own_script_and_origin", () =>
     Effect.gen(function* () {
-      const server = yield* start({ directory: yield* tempDirectory })
+      const server = yield* start({ directory: yield* tempDir })
       const page = yield* request(`${server.url}/`)
       assert.strictEqual(page.status, 200)
       assert.strictEqual(page.headers["content-type"], "text/html; charset=utf-8")
@@ -95,7 +96,7 @@ describe("the viewer at /", () => {
     "it_shows_the_status_and_the_events_posted_while_it_is_open_filters_them_and_resumes_after_a_restart",
     () =>
       Effect.gen(function* () {
-        const directory = yield* tempDirectory
+        const directory = yield* tempDir
         const first = yield* start({ directory })
         yield* append(first, sessionEvents("demo-1", "refactor the billing module"))
         const { epoch } = yield* status(first)
@@ -162,7 +163,7 @@ describe("the viewer at /", () => {
       Effect.gen(function* () {
         const token = "viewer-s3cret"
         const bearer = { authorization: `Bearer ${token}` }
-        const server = yield* start({ directory: yield* tempDirectory, http: { token: Redacted.make(token) } })
+        const server = yield* start({ directory: yield* tempDir, http: { token: Redacted.make(token) } })
         const { problems, tab } = yield* openViewer(`${server.url}/`)
         yield* waitFor(tab, () => !(document.getElementById("token-form") as HTMLFormElement).hidden, 0)
         assert.include(yield* text(tab, "token-message"), "needs a bearer token")

@@ -1,7 +1,6 @@
 /**
  * Helpers shared by the change feed's tests: feeds on real temp directories that a test can
- * close and reopen, readers that collect what a feed delivers, and waiting on conditions
- * instead of sleeping (so the tests hold on a slow, noisy machine, under `TestClock` too).
+ * close and reopen, readers that collect what a feed delivers, and what the journal holds.
  */
 import { FileSystem, Path } from "@effect/platform"
 import { NodeContext } from "@effect/platform-node"
@@ -10,8 +9,9 @@ import { Cause, Chunk, Effect, Exit, Fiber, Layer, Logger, Scope, Stream } from 
 import * as ChangeFeed from "../../src/ChangeFeed.js"
 import { AgentDomain, type AgentEvent } from "../../src/Domain/AgentEvent.js"
 import type { ChangeEvent } from "../../src/Domain/ChangeEvent.js"
-import { cursorAfter, type FeedItem, type Reset } from "../../src/Domain/FeedItem.js"
+import { cursorAfter, type FeedItem } from "../../src/Domain/FeedItem.js"
 import * as FailingFileSystem from "./FailingFileSystem.js"
+import { eventually } from "./Wait.js"
 
 /** Real files; no log output (tests that look at logs add their own logger). */
 export const Env = Layer.merge(NodeContext.layer, Logger.remove(Logger.defaultLogger))
@@ -19,49 +19,10 @@ export const Env = Layer.merge(NodeContext.layer, Logger.remove(Logger.defaultLo
 /** `Env` with a `FileSystem` whose files fail on demand (`FaultInjector`). */
 export const FaultyEnv = Layer.merge(FailingFileSystem.layer, Logger.remove(Logger.defaultLogger))
 
-export const tempDir = Effect.flatMap(FileSystem.FileSystem, (fs) => fs.makeTempDirectoryScoped({ prefix: "feed-" }))
-
-// ---------------------------------------------------------------------------------------------------------------
-// Waiting on conditions
-// ---------------------------------------------------------------------------------------------------------------
-
-/** Lets the event loop run once (I/O callbacks included), whatever the clock. */
-export const yieldToIo: Effect.Effect<void> = Effect.zipRight(
-  Effect.yieldNow(),
-  Effect.async<void>((resume) => {
-    const handle = setImmediate(() => resume(Effect.void))
-    return Effect.sync(() => clearImmediate(handle))
-  })
-)
-
-/**
- * Waits until `condition` holds, letting other fibers and I/O run between checks. Bounded by
- * wall-clock time, not by the Effect clock, so it works the same under `TestClock`.
- */
-export const eventually = <E = never, R = never>(
-  label: string,
-  condition: Effect.Effect<boolean, E, R> | (() => boolean),
-  timeoutMs = 30_000
-): Effect.Effect<void, E, R> =>
-  Effect.gen(function* () {
-    const check = typeof condition === "function" ? Effect.sync(condition) : condition
-    const deadline = Date.now() + timeoutMs
-    while (!(yield* check)) {
-      if (Date.now() > deadline)
-        return yield* Effect.dieMessage(`timed out after ${timeoutMs} ms waiting until ${label}`)
-      yield* yieldToIo
-    }
-  })
-
-/** Lets fibers and I/O run for `turns` event-loop turns: for asserting that something does *not* happen. */
-export const settle = (turns = 50) => Effect.repeatN(yieldToIo, turns)
-
-/** Joins a fiber, failing the test if it does not end within `timeoutMs` of wall-clock time. */
-export const joinWithin = <A, E>(fiber: Fiber.RuntimeFiber<A, E>, label: string, timeoutMs = 30_000) =>
-  Effect.zipRight(
-    eventually(label, () => fiber.unsafePoll() !== null, timeoutMs),
-    Fiber.join(fiber)
-  )
+// The helpers every kind of test shares, defined in their own modules.
+export { range, reset } from "./Expected.js"
+export { tempDir } from "./TempDir.js"
+export { eventually, joinWithin, settle, yieldToIo } from "./Wait.js"
 
 // ---------------------------------------------------------------------------------------------------------------
 // Feeds
@@ -198,19 +159,3 @@ export const complete: AgentEvent = { type: "complete", usage: { total_tokens: 3
 /** `count` events `e<from>`.. whose session ids name the seq they are expected to get. */
 export const numbered = (from: number, count: number): Array<AgentEvent> =>
   Array.from({ length: count }, (_, i) => deleted(`e${from + i}`))
-
-export const range = (from: number, to: number): Array<number> =>
-  Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i)
-
-export const reset = (
-  reason: Reset["reason"],
-  fromSeq: number,
-  window: { readonly oldestSeq: number; readonly headSeq: number }
-): Reset => ({
-  _tag: "Reset",
-  reason,
-  fromSeq,
-  oldestSeq: window.oldestSeq,
-  headSeq: window.headSeq,
-  continueFrom: window.headSeq
-})

@@ -12,7 +12,9 @@ import { Cause, Context, Deferred, Effect, Exit, Layer, Logger, Queue, Scope } f
 import * as NodeHttp from "node:http"
 import * as ChangeFeeds from "../../src/ChangeFeeds.js"
 import * as Http from "../../src/Http.js"
-import { makeSseParser, type SseFrame } from "../../src/Http/Sse.js"
+import { makeSseParser, type SseFrame } from "../../src/Sse.js"
+import { tempDir } from "./TempDir.js"
+import { feedPath } from "../../src/Api/Routes.js"
 
 export interface TestServerOptions {
   readonly directory: string
@@ -78,10 +80,8 @@ export const start = (options: TestServerOptions): Effect.Effect<TestServer, unk
     }
   })
 
-/** A scoped temp directory for a journal. */
-export const tempDirectory = Effect.flatMap(FileSystem.FileSystem, (fs) =>
-  fs.makeTempDirectoryScoped({ prefix: "http-test-" })
-).pipe(Effect.provide(NodeContext.layer))
+/** A scoped temp directory for a journal: `tempDir`, by the name some tests know it by. */
+export const tempDirectory = tempDir
 
 // ---------------------------------------------------------------------------------------------------------------
 // Requests
@@ -167,7 +167,7 @@ export interface StatusBody {
 
 /** The feed's status (asserting the request succeeded). */
 export const status = (server: TestServer, headers: Record<string, string> = {}): Effect.Effect<StatusBody> =>
-  Effect.flatMap(request(`${server.url}/api/v1/status`, { headers }), (response) =>
+  Effect.flatMap(request(`${server.url}${feedPath("status")}`, { headers }), (response) =>
     response.status === 200
       ? Effect.succeed(response.body as StatusBody)
       : Effect.dieMessage(`GET /api/v1/status answered ${response.status}: ${JSON.stringify(response.body)}`)
@@ -185,7 +185,7 @@ export const append = (
   headers: Record<string, string> = {}
 ): Effect.Effect<Array<number>> =>
   Effect.forEach(entries, (entry) =>
-    Effect.flatMap(post(`${server.url}/api/v1/events`, entry, headers), (response) =>
+    Effect.flatMap(post(`${server.url}${feedPath("events")}`, entry, headers), (response) =>
       response.status === 200 && typeof response.body.seqs?.[0] === "number"
         ? Effect.succeed(response.body.seqs[0] as number)
         : Effect.dieMessage(`POST /api/v1/events answered ${response.status}: ${JSON.stringify(response.body)}`)
@@ -200,12 +200,6 @@ export const created = (session: string, title = `title of ${session}`): AppendE
 /** `n` durable events of session `session`. */
 export const createdMany = (n: number, session = "s1"): Array<AppendEntry> =>
   Array.from({ length: n }, (_, i) => created(session, `event ${i + 1}`))
-
-/** Waits until `condition` holds, checking every `everyMs` (real time). */
-export const eventually = <E, R>(condition: Effect.Effect<boolean, E, R>, everyMs = 20): Effect.Effect<void, E, R> =>
-  Effect.gen(function* () {
-    while (!(yield* condition)) yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, everyMs)))
-  })
 
 // ---------------------------------------------------------------------------------------------------------------
 // Damage on disk
@@ -331,6 +325,3 @@ export const dataOf = (frame: SseFrame): any => JSON.parse(frame.data)
 /** The seqs of the change events among `frames` (resets, progress and caught-up frames left out). */
 export const seqsOf = (frames: ReadonlyArray<SseFrame>): Array<number> =>
   frames.filter((f) => f.event === "message" && dataOf(f).seq !== undefined).map((f) => dataOf(f).seq as number)
-
-export const range = (from: number, to: number): Array<number> =>
-  Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i)
