@@ -16,6 +16,7 @@ import type { Grant } from "./Access.js"
 import { finishDocument } from "./Api/Document.js"
 import { accountPrefix, accountsPath, defaultPrefix } from "./Api/Routes.js"
 import { AgentEvent } from "./Domain/AgentEvent.js"
+import { fsyncModes } from "./Journal.js"
 import { ChangeEvent, Seq } from "./Domain/ChangeEvent.js"
 import {
   BadRequest,
@@ -84,7 +85,7 @@ export const Status = Schema.Struct({
   degraded: Schema.Boolean,
   last_error: Schema.NullOr(Schema.String),
   queued: NonNegative,
-  fsync: Schema.Literal("always", "interval", "never")
+  fsync: Schema.Literal(...fsyncModes)
 }).annotations({ identifier: "Status" })
 
 /** Who the caller is, as the `Authorization` middleware found from its credential. */

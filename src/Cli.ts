@@ -30,6 +30,7 @@ import { resetText } from "./Domain/FeedFrame.js"
 import * as Settings from "./Config.js"
 import { layerFromSettings, listeningUrl } from "./Http.js"
 import { jwtSecretProblem } from "./Http/Auth.js"
+import { fsyncModes } from "./Journal.js"
 import { inspect, repair } from "./Journal/Inspect.js"
 
 const url = Options.text("url").pipe(
@@ -75,7 +76,7 @@ const serve = Command.make(
       Options.withDescription("Journal directory (default $FEED_DIR or ./data/feed)"),
       Options.withFallbackConfig(Settings.directory)
     ),
-    fsync: Options.choice("fsync", ["always", "interval", "never"]).pipe(
+    fsync: Options.choice("fsync", fsyncModes).pipe(
       Options.withDescription("When appends reach the disk (default $FEED_FSYNC or always)"),
       Options.withFallbackConfig(Settings.fsync)
     ),

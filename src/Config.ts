@@ -8,7 +8,7 @@ import { Config, ConfigError, Duration, Either, Redacted } from "effect"
 import { fileURLToPath } from "node:url"
 import { jwtSecretProblem, tokenProblem } from "./Http/Auth.js"
 import * as Cors from "./Http/Cors.js"
-import type { FsyncMode } from "./Journal.js"
+import { DEFAULT_SEGMENT_BYTES, defaultRetention, type FsyncMode, fsyncModes } from "./Journal.js"
 import * as Tracing from "./Tracing.js"
 
 /** A secret from the environment, refused (naming the variable) when `problem` finds one. */
@@ -38,11 +38,7 @@ export const port = Config.integer("PORT").pipe(
 
 export const directory = Config.string("FEED_DIR").pipe(Config.withDefault(defaultDirectory))
 
-export const fsync = Config.literal(
-  "always",
-  "interval",
-  "never"
-)("FEED_FSYNC").pipe(Config.withDefault("always" as FsyncMode))
+export const fsync = Config.literal(...fsyncModes)("FEED_FSYNC").pipe(Config.withDefault<FsyncMode>("always"))
 
 /** The admin token the service requires, when set. */
 export const token = Config.option(secretConfig("FEED_TOKEN", tokenProblem, "the bearer token clients must send"))
@@ -62,11 +58,11 @@ export const ServerConfig = Config.all({
   jwtSecret,
   segmentBytes: Config.integer("FEED_SEGMENT_BYTES").pipe(
     Config.validate({ message: "FEED_SEGMENT_BYTES must be at least 1024", validation: (n) => n >= 1024 }),
-    Config.withDefault(8 * 1024 * 1024)
+    Config.withDefault(DEFAULT_SEGMENT_BYTES)
   ),
   retainSegments: Config.integer("FEED_RETAIN_SEGMENTS").pipe(
     Config.validate({ message: "FEED_RETAIN_SEGMENTS must be at least 1", validation: (n) => n >= 1 }),
-    Config.withDefault(64)
+    Config.withDefault(defaultRetention.segments)
   ),
   maxOpenAccounts: Config.integer("FEED_MAX_OPEN_ACCOUNTS").pipe(
     Config.validate({ message: "FEED_MAX_OPEN_ACCOUNTS must be at least 1", validation: (n) => n >= 1 }),

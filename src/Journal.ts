@@ -24,7 +24,7 @@ export { defaultRetention } from "./Journal/Retention.js"
 /** When appends reach the disk: every batch (default), on a timer, or when the OS decides. */
 export type FsyncMode = "always" | "interval" | "never"
 
-export const fsyncModes: ReadonlyArray<FsyncMode> = ["always", "interval", "never"]
+export const fsyncModes = ["always", "interval", "never"] as const satisfies ReadonlyArray<FsyncMode>
 
 /** A file journal's segment is rotated once it reaches this size. */
 export const DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
