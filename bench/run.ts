@@ -30,6 +30,7 @@ type Run = (config: BenchConfig, report: Report) => Promise<void>
 
 /** Loaded when run, so `--only` does not load (and compile) the other sections. */
 const SECTIONS: Record<string, () => Promise<Run>> = {
+  http: async () => (await import("./e2e.js")).run,
   ingest: async () => (await import("./ingest.js")).run,
   replay: async () => (await import("./replay.js")).run,
   record: async () => (await import("./record.js")).run,
@@ -72,11 +73,15 @@ const parseArgs = (argv: ReadonlyArray<string>): BenchConfig & { readonly json: 
   return { quick, json, only }
 }
 
-/** The table: one row per figure, its ratios against baselines, and the goals it is judged by. */
-const table = (report: Report): string => {
+/** Sections measured end to end (the service and its clients in processes of their own): the headline table. */
+const HEADLINE = new Set(["http"])
+
+/** A table: one row per figure, its ratios against baselines, and the goals it is judged by. */
+const table = (report: Report, headline: boolean): string => {
   const rows: Array<Array<string>> = []
   let section = ""
   for (const f of report.figures) {
+    if (HEADLINE.has(f.section) !== headline) continue
     const ratios = report.ratios
       .filter((r) => r.figure === f.id)
       .map((r) => `${formatRatio(r.value)} ${r.label}`)
@@ -137,7 +142,13 @@ const main = async () => {
     `machine: ${host.cores} x ${host.cpu}, ${host.memoryGiB} GiB, ${host.os}, node ${host.node}, redis-server ${redisVersion() ?? "not installed"}`,
     `load average at start ${loadBefore.map((l) => l.toFixed(1)).join(" ")}, at end ${loadAfter.map((l) => l.toFixed(1)).join(" ")}`,
     "",
-    table(report),
+    "headline: the service end to end over HTTP (server and every client in processes of their own) against Redis Streams",
+    "",
+    table(report, true),
+    "",
+    "library (in process) and service-scale figures",
+    "",
+    table(report, false),
     "",
     "goals:",
     ...report.goals.map((g) => `  ${g.status.padEnd(4)}  ${g.text}: ${g.detail}`),

@@ -150,6 +150,12 @@ export const log = (text: string): void => {
 
 export const now = (): number => performance.now()
 
+/**
+ * Milliseconds since the epoch, to a fraction of a microsecond: comparable between the threads
+ * and processes of one machine, so a time one process stamps in an event another can subtract.
+ */
+export const clock = (): number => performance.timeOrigin + performance.now()
+
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
 const cleanups: Array<() => void> = []
@@ -457,6 +463,26 @@ export class Histogram {
     return (1024 + m) * 2 ** (e - 10)
   }
 
+  /** The non-empty buckets as `[index, count]` pairs, to send a histogram between processes. */
+  toSparse(): { readonly buckets: Array<readonly [number, number]>; readonly max: number } {
+    const buckets: Array<readonly [number, number]> = []
+    for (let i = 0; i < this.counts.length; i++) if (this.counts[i]! > 0) buckets.push([i, this.counts[i]!])
+    return { buckets, max: this.max }
+  }
+
+  static fromSparse(sparse: {
+    readonly buckets: ReadonlyArray<readonly [number, number]>
+    readonly max: number
+  }): Histogram {
+    const histogram = new Histogram()
+    for (const [i, n] of sparse.buckets) {
+      histogram.counts[i]! += n
+      histogram.count += n
+    }
+    histogram.max = sparse.max
+    return histogram
+  }
+
   /** The latency in ms at quantile `q` (0..1). */
   quantileMs(q: number): number {
     if (this.count === 0) return Number.NaN
@@ -585,6 +611,26 @@ export const rssSampler = (everyMs = 10) => {
 }
 
 export const MB = 1024 * 1024
+
+// ---------------------------------------------------------------------------------------------------------------
+// Another process's resources, from /proc
+// ---------------------------------------------------------------------------------------------------------------
+
+const CLOCK_TICKS = Number(ChildProcess.spawnSync("getconf", ["CLK_TCK"]).stdout?.toString().trim()) || 100
+
+/** CPU time of process `pid` so far, all its threads, user and system, in ms. */
+export const processCpu = (pid: number): { readonly user: number; readonly system: number } => {
+  // After the command name (in parentheses, which may hold spaces): utime and stime are fields 14 and 15.
+  const stat = Fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+  return { user: (Number(fields[11]) * 1000) / CLOCK_TICKS, system: (Number(fields[12]) * 1000) / CLOCK_TICKS }
+}
+
+/** `VmRSS` (now) or `VmHWM` (the peak so far) of process `pid`, in bytes. */
+export const processMemory = (pid: number, which: "VmRSS" | "VmHWM" = "VmRSS"): number => {
+  const kib = new RegExp(`${which}:\\s+(\\d+)\\s+kB`).exec(Fs.readFileSync(`/proc/${pid}/status`, "utf8"))
+  return Number(kib![1]) * 1024
+}
 
 /** The machine, for the report header. */
 export const machine = () => ({
