@@ -3,12 +3,14 @@
  * baselines, and prints one table of figures, ratios and goals; `--json FILE` writes the same
  * figures as JSON.
  *
- *   npm run bench -- [--quick] [--json FILE] [--only ingest,replay,record,memory,fanout,accounts]
+ *   npm run bench -- [--quick] [--json FILE] [--only http,ingest,replay,record,memory,fanout,accounts]
  *
  * `--quick` is a reduced run (under two minutes on a quiet 2-core machine); the full run takes
- * several minutes. Sections: ingest.ts, replay.ts, record.ts, memory.ts (child processes),
- * fanout.ts, accounts.ts (the service and its clients as processes); shared helpers in
- * support.ts and redis.ts; profile.ts profiles a section.
+ * several minutes. The headline table is section `http` (e2e.ts: the service and every client
+ * in processes of their own, against Redis); the second table holds the library measured in
+ * process (ingest.ts, replay.ts, record.ts, memory.ts, fanout.ts) and the service at scale
+ * (accounts.ts). Shared helpers in support.ts, processes.ts, redis.ts and resp.ts (the plain
+ * RESP client); e2e-client.ts is every client process; profile.ts profiles a section.
  * Nothing is installed: without `redis-server` the Redis baselines are skipped with a note.
  */
 import * as Fs from "node:fs"

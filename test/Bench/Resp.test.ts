@@ -67,6 +67,15 @@ describe("ReplyCounter", () => {
     expect(counter.feed(bytes.subarray(bytes.length - 1))).toBe(1)
   })
 
+  it("reports_each_array_header_with_its_depth_so_an_xread_reader_can_count_entries", () => {
+    const counter = new ReplyCounter()
+    const headers: Array<readonly [number, number]> = []
+    counter.onArray = (depth, length) => headers.push([depth, length])
+    counter.feed(Buffer.from(xreadReply(3)))
+    expect(headers.filter(([depth]) => depth === 2)).toEqual([[2, 3]])
+    expect(headers[0]).toEqual([0, 1])
+  })
+
   it("encodes_a_command_as_an_array_of_bulk_strings", () => {
     expect(encodeCommand(["XADD", "k", "*", "d", "é"]).toString()).toBe(
       "*5\r\n$4\r\nXADD\r\n$1\r\nk\r\n$1\r\n*\r\n$1\r\nd\r\n$2\r\né\r\n"
