@@ -6,7 +6,8 @@
  * RESP client (`resp.ts`), which counts replies without decoding them. Neither side's readers
  * parse JSON: they scan bytes for what they count.
  *
- * Protocol: a client prints `ready` once set up (connected, subscribed), waits for a line
+ * Protocol: a client prints `ready` once set up (connected, subscribed, load clients after a few
+ * unmeasured requests that warm the connection and the server), waits for a line
  * `{"t0": <clock ms>}` on stdin, runs, and prints its result as one JSON line last. Subscribers
  * then wait for a second line, `{"expect": <events>, "deadline": <clock ms>}`, and stop once
  * every connection has that many events or at the deadline.
@@ -30,6 +31,8 @@ import { changeLine, clock, durableEvent, Histogram, segmentFiles, sessionOf } f
 const TICK_MS = 10
 const XREAD_COUNT = 10_000
 const WINDOW_MS = 1_000
+/** Requests each load client sends before its `ready` (not measured). */
+const WARM_REQUESTS = 5
 
 export interface LoadResult {
   /** Events acknowledged. */
@@ -210,8 +213,8 @@ const windowOf = (windows: Array<Histogram>, t0: number, at: number): Histogram 
 const postLoad = async (port: number, events: number, batch: number, inFlight: number): Promise<void> => {
   const body = postBody(Array.from({ length: batch }, (_, i) => ({ session_id: sessionOf(i), event: durableEvent(i) })))
   const agent = agentFor(inFlight)
-  // One request first, so the connection is up before the go.
-  await post(agent, port, postBody([{ session_id: sessionOf(0), event: durableEvent(0) }]))
+  // A few requests first, so the connections are up and the server's code warm before the go.
+  for (let k = 0; k < WARM_REQUESTS; k++) await post(agent, port, body)
   await ready()
   let toSend = Math.ceil(events / batch)
   let acked = 0
@@ -234,6 +237,7 @@ const xaddLoad = async (port: number, key: string, events: number, batch: number
     Array.from({ length: batch }, (_, i) => ["XADD", key, "*", "d", changeLine(i + 1, i)])
   )
   const clients = await Promise.all(Array.from({ length: connections }, () => RespClient.connect(port)))
+  for (let k = 0; k < WARM_REQUESTS; k++) await Promise.all(clients.map((c) => c.send(pipeline, batch)))
   await ready()
   let toSend = Math.ceil(events / batch)
   let acked = 0

@@ -82,8 +82,6 @@ const oursIngest = async (events: number): Promise<Load> => {
   flushDisk()
   const service = await startService("ingest", { FEED_FSYNC: "always" })
   try {
-    // Warm the server's code (and the connections' first requests) before the measured run.
-    await runLoad([["post", [service.port, 20 * BATCH, BATCH, 1]]], service.cpuMs)
     return await runLoad(
       Array.from({ length: LOAD_CLIENTS }, () => ["post", [service.port, events / LOAD_CLIENTS, BATCH, 1]] as const),
       service.cpuMs
@@ -97,7 +95,6 @@ const redisIngest = async (appendfsync: "always" | "everysec", events: number): 
   flushDisk()
   const server = await startRedis(appendfsync)
   try {
-    await redisLoad(server, "warm", 20 * BATCH, BATCH, 1, 1)
     return await redisLoad(server, "ingest", events, BATCH, LOAD_CLIENTS, 1)
   } finally {
     await server.stop()
