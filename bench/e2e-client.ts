@@ -26,7 +26,7 @@ import * as Fs from "node:fs"
 import * as Http from "node:http"
 import * as Readline from "node:readline"
 import { encodeCommand, encodeCommands, RespClient } from "./resp.js"
-import { changeLine, clock, durableEvent, Histogram, segmentFiles, sessionOf } from "./support.js"
+import { changeLine, clock, durableEvent, Histogram, segmentFiles, sessionOf } from "./common.js"
 
 const TICK_MS = 10
 const XREAD_COUNT = 10_000
