@@ -92,9 +92,9 @@ const sizes = (config: BenchConfig): Sizes =>
         rounds: 1,
         cold: 30,
         coldUnmeasured: 5,
-        idle: 200,
-        churnWarmup: 50,
-        churn: 300,
+        idle: 100,
+        churnWarmup: 20,
+        churn: 150,
         wave: 150,
         settleMs: 1_000
       }

@@ -69,7 +69,7 @@ interface Sizes {
 
 const sizes = (config: BenchConfig): Sizes =>
   config.quick
-    ? { ingest: 80_000, rounds: 1, replayBytes: 64 * MB, fanSeconds: 1.5, overloadSeconds: 3, waitMs: 2_000 }
+    ? { ingest: 60_000, rounds: 1, replayBytes: 64 * MB, fanSeconds: 1, overloadSeconds: 3, waitMs: 2_000 }
     : { ingest: 400_000, rounds: 2, replayBytes: 512 * MB, fanSeconds: 5, overloadSeconds: 10, waitMs: 5_000 }
 
 const us = (n: number) => `${n.toFixed(1)} µs/event`
