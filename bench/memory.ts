@@ -32,63 +32,66 @@ const sizes = (config: BenchConfig) =>
     ? { journalBytes: 64 * MB, readers: 1000, rate: 500, seconds: 2 }
     : { journalBytes: 512 * MB, readers: 1000, rate: 1000, seconds: 10 }
 
+/** Peak RSS replaying a journal of `size.journalBytes` from 0, ours and the raw read, each in a child process. */
+const replayPeak = async (size: ReturnType<typeof sizes>, report: Report): Promise<void> => {
+  const dir = tempDir("memory")
+  try {
+    const events = eventsForBytes(size.journalBytes)
+    log(`memory: writing a journal of ~${size.journalBytes / MB} MiB (${events} events)`)
+    await writeJournal(dir, events)
+    const bytes = directoryBytes(dir)
+    const detail = `${(bytes / MB).toFixed(0)} MiB journal, ${events} events`
+    log(`memory: replaying it in a child process (ours, then raw)`)
+    const { result: ours, loader } = await runChild<ChildResult>("memory-child.ts", ["replay", dir])
+    const { result: raw } = await runChild<ChildResult>("memory-child.ts", ["raw", dir])
+    if (loader === "tsx")
+      report.note(
+        SECTION,
+        "the memory children ran through tsx (esbuild bundling failed): RSS includes ~150 MB of loader"
+      )
+    for (const r of [ours, raw]) {
+      if (r.events !== events) throw new Error(`memory ${r.mode}: replayed ${r.events} events, expected ${events}`)
+    }
+    report.figure(
+      SECTION,
+      "memory.replay.peak",
+      `ours peak RSS, feed.changes replay of ${(bytes / MB).toFixed(0)} MiB`,
+      ours.peakRssMB,
+      "MB",
+      {
+        detail: `${detail}; RSS before ${ours.startRssMB.toFixed(0)} MB; ${((events / ours.ms) * 1000).toFixed(0)} ev/s`
+      }
+    )
+    report.figure(
+      SECTION,
+      "memory.replay.raw.peak",
+      "raw read peak RSS (read stream + split + JSON.parse)",
+      raw.peakRssMB,
+      "MB",
+      {
+        baseline: true,
+        detail: `RSS before ${raw.startRssMB.toFixed(0)} MB`
+      }
+    )
+    report.ratio("memory.replay.peak", "memory.replay.raw.peak", "raw read", true)
+    report.goal(
+      SECTION,
+      "memory.replay.peak",
+      `peak RSS < ${GOAL_MB} MB replaying 512 MiB`,
+      ours.peakRssMB < GOAL_MB ? "PASS" : "MISS",
+      `${ours.peakRssMB.toFixed(0)} MB`
+    )
+  } finally {
+    removeDir(dir)
+  }
+}
+
 export const run = async (config: BenchConfig, report: Report): Promise<void> => {
   const size = sizes(config)
 
-  // Replay of a large journal (in the full run: `--quick` has the server's peak RSS replaying
-  // over SSE in section `http`, and keeps to its two-minute budget).
-  const dir = config.quick ? undefined : tempDir("memory")
-  if (dir !== undefined)
-    try {
-      const events = eventsForBytes(size.journalBytes)
-      log(`memory: writing a journal of ~${size.journalBytes / MB} MiB (${events} events)`)
-      await writeJournal(dir, events)
-      const bytes = directoryBytes(dir)
-      const detail = `${(bytes / MB).toFixed(0)} MiB journal, ${events} events`
-      log(`memory: replaying it in a child process (ours, then raw)`)
-      const { result: ours, loader } = await runChild<ChildResult>("memory-child.ts", ["replay", dir])
-      const { result: raw } = await runChild<ChildResult>("memory-child.ts", ["raw", dir])
-      if (loader === "tsx")
-        report.note(
-          SECTION,
-          "the memory children ran through tsx (esbuild bundling failed): RSS includes ~150 MB of loader"
-        )
-      for (const r of [ours, raw]) {
-        if (r.events !== events) throw new Error(`memory ${r.mode}: replayed ${r.events} events, expected ${events}`)
-      }
-      report.figure(
-        SECTION,
-        "memory.replay.peak",
-        `ours peak RSS, feed.changes replay of ${(bytes / MB).toFixed(0)} MiB`,
-        ours.peakRssMB,
-        "MB",
-        {
-          detail: `${detail}; RSS before ${ours.startRssMB.toFixed(0)} MB; ${((events / ours.ms) * 1000).toFixed(0)} ev/s`
-        }
-      )
-      report.figure(
-        SECTION,
-        "memory.replay.raw.peak",
-        "raw read peak RSS (read stream + split + JSON.parse)",
-        raw.peakRssMB,
-        "MB",
-        {
-          baseline: true,
-          detail: `RSS before ${raw.startRssMB.toFixed(0)} MB`
-        }
-      )
-      report.ratio("memory.replay.peak", "memory.replay.raw.peak", "raw read", true)
-      const scale = ""
-      report.goal(
-        SECTION,
-        "memory.replay.peak",
-        `peak RSS < ${GOAL_MB} MB replaying 512 MiB${scale}`,
-        ours.peakRssMB < GOAL_MB ? "PASS" : "MISS",
-        `${ours.peakRssMB.toFixed(0)} MB`
-      )
-    } finally {
-      removeDir(dir)
-    }
+  // Replay of a large journal, in the full run: `--quick` has the server's peak RSS replaying
+  // over SSE (section `http`) and keeps to its two-minute budget.
+  if (!config.quick) await replayPeak(size, report)
 
   // Readers attached to a feed being written to, and the same without readers.
   const results: Record<string, ChildResult> = {}
