@@ -21,7 +21,6 @@
  * from what V8 and the allocator keep. Figures taken that way say so.
  */
 import * as ChildProcess from "node:child_process"
-import * as Fs from "node:fs"
 import * as Http from "node:http"
 import * as Net from "node:net"
 import * as Os from "node:os"
@@ -36,6 +35,8 @@ import {
   log,
   MB,
   onExit,
+  processCpu,
+  processMemory,
   profileDir,
   projectDir,
   removeDir,
@@ -91,9 +92,9 @@ const sizes = (config: BenchConfig): Sizes =>
         rounds: 1,
         cold: 30,
         coldUnmeasured: 5,
-        idle: 200,
-        churnWarmup: 50,
-        churn: 300,
+        idle: 100,
+        churnWarmup: 20,
+        churn: 150,
         wave: 150,
         settleMs: 1_000
       }
@@ -150,8 +151,6 @@ const getJson = <A>(port: number, path: string): Promise<A> =>
     })
     request.once("error", reject)
   })
-
-const CLOCK_TICKS = Number(ChildProcess.spawnSync("getconf", ["CLK_TCK"]).stdout?.toString().trim()) || 100
 
 interface CpuTime {
   readonly user: number
@@ -233,16 +232,8 @@ const startServer = async (name: string, env: Record<string, string>, heap = fal
   return {
     pid,
     port,
-    rss: () => {
-      const kib = /VmRSS:\s+(\d+)\s+kB/.exec(Fs.readFileSync(`/proc/${pid}/status`, "utf8"))
-      return Number(kib![1]) * 1024
-    },
-    cpu: () => {
-      // After the command name (in parentheses, which may hold spaces): utime and stime are fields 14 and 15.
-      const stat = Fs.readFileSync(`/proc/${pid}/stat`, "utf8")
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
-      return { user: (Number(fields[11]) * 1000) / CLOCK_TICKS, system: (Number(fields[12]) * 1000) / CLOCK_TICKS }
-    },
+    rss: () => processMemory(pid),
+    cpu: () => processCpu(pid),
     accounts: async () => {
       const { accounts } = await getJson<{ accounts: Array<{ open: boolean }> }>(port, "/api/v1/accounts")
       return { open: accounts.filter((a) => a.open).length, listed: accounts.length }

@@ -27,13 +27,9 @@ import {
   Worker,
   workerData
 } from "node:worker_threads"
-import { benchDir, Histogram } from "./support.js"
+import { benchDir, clock, Histogram } from "./support.js"
 
-/**
- * Milliseconds since the epoch, to a fraction of a microsecond: comparable between threads even
- * where each has a time origin of its own, as web workers do (Node 20's share the process's).
- */
-export const clock = (): number => performance.timeOrigin + performance.now()
+export { clock } from "./support.js"
 
 // ---------------------------------------------------------------------------------------------------------------
 // The tally

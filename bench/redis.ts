@@ -1,13 +1,15 @@
 /**
  * Redis for the baselines: finds Debian's `redis-server`, starts it on a free loopback port in a
- * temp folder (no RDB snapshots, AOF on, `appendfsync` as asked), hands out ioredis connections,
- * and kills it (also at exit). The bench never installs it: when it is missing, the sections say
- * how to get it and run without the Redis figures.
+ * fresh temp folder per start (no RDB snapshots, AOF on with `appendfsync` as asked, automatic
+ * AOF rewrite off, so no rewrite lands in a measurement), hands out plain pipelined RESP
+ * connections (`resp.ts`), reads its CPU time, and kills it (also at exit). The bench never
+ * installs it: when it is missing, the sections say how to get it and run without the Redis
+ * figures.
  */
-import { Redis } from "ioredis"
 import * as ChildProcess from "node:child_process"
 import * as Net from "node:net"
-import { onExit, removeDir, sleep, tempDir } from "./support.js"
+import { encodeCommand, RespClient } from "./resp.js"
+import { onExit, processCpu, removeDir, sleep, tempDir } from "./support.js"
 
 /** `redis-server --version`, or undefined when Debian's redis-server is not installed. */
 export const redisVersion = (): string | undefined => {
@@ -33,11 +35,16 @@ export const freePort = (): Promise<number> =>
 
 export interface RedisServer {
   readonly port: number
+  readonly pid: number
   readonly appendfsync: string
   /** A new client connection (closed by `stop`). */
-  readonly connect: () => Promise<Redis>
+  readonly connect: () => Promise<RespClient>
+  /** Its CPU time so far, user + system, every thread (the AOF fsync runs on one of its own), ms. */
+  readonly cpuMs: () => number
   readonly stop: () => Promise<void>
 }
+
+const PING = encodeCommand(["PING"])
 
 /**
  * Starts `redis-server` on a free loopback port in a temp folder, with no RDB snapshots and an
@@ -61,6 +68,8 @@ export const startRedis = async (appendfsync: "always" | "everysec" | "no"): Pro
       "yes",
       "--appendfsync",
       appendfsync,
+      "--auto-aof-rewrite-percentage",
+      "0",
       "--daemonize",
       "no",
       "--logfile",
@@ -78,11 +87,9 @@ export const startRedis = async (appendfsync: "always" | "everysec" | "no"): Pro
     if (!exited) child.kill("SIGKILL")
   }
   onExit(kill)
-  const clients: Array<Redis> = []
+  const clients: Array<RespClient> = []
   const connect = async () => {
-    const client = new Redis({ host: "127.0.0.1", port, lazyConnect: true, maxRetriesPerRequest: 1 })
-    client.on("error", () => {})
-    await client.connect()
+    const client = await RespClient.connect(port)
     clients.push(client)
     return client
   }
@@ -104,7 +111,7 @@ export const startRedis = async (appendfsync: "always" | "everysec" | "no"): Pro
   const probe = await connect()
   for (;;) {
     try {
-      await probe.ping()
+      await probe.call(PING, 1)
       break
     } catch (error) {
       if (Date.now() > deadline) throw error
@@ -112,7 +119,7 @@ export const startRedis = async (appendfsync: "always" | "everysec" | "no"): Pro
     }
   }
   const stop = async () => {
-    for (const client of clients) client.disconnect()
+    for (const client of clients) client.close()
     if (!exited) {
       const gone = new Promise<void>((resolve) => child.once("exit", () => resolve()))
       child.kill("SIGKILL")
@@ -120,5 +127,16 @@ export const startRedis = async (appendfsync: "always" | "everysec" | "no"): Pro
     }
     removeDir(dir)
   }
-  return { port, appendfsync, connect, stop }
+  const pid = child.pid!
+  return {
+    port,
+    pid,
+    appendfsync,
+    connect,
+    cpuMs: () => {
+      const { user, system } = processCpu(pid)
+      return user + system
+    },
+    stop
+  }
 }

@@ -3,12 +3,14 @@
  * baselines, and prints one table of figures, ratios and goals; `--json FILE` writes the same
  * figures as JSON.
  *
- *   npm run bench -- [--quick] [--json FILE] [--only ingest,replay,record,memory,fanout,accounts]
+ *   npm run bench -- [--quick] [--json FILE] [--only http,ingest,replay,record,memory,fanout,accounts]
  *
  * `--quick` is a reduced run (under two minutes on a quiet 2-core machine); the full run takes
- * several minutes. Sections: ingest.ts, replay.ts, record.ts, memory.ts (child processes),
- * fanout.ts, accounts.ts (the service and its clients as processes); shared helpers in
- * support.ts and redis.ts; profile.ts profiles a section.
+ * several minutes. The headline table is section `http` (e2e.ts: the service and every client
+ * in processes of their own, against Redis); the second table holds the library measured in
+ * process (ingest.ts, replay.ts, record.ts, memory.ts, fanout.ts) and the service at scale
+ * (accounts.ts). Shared helpers in support.ts, processes.ts, redis.ts and resp.ts (the plain
+ * RESP client); e2e-client.ts is every client process; profile.ts profiles a section.
  * Nothing is installed: without `redis-server` the Redis baselines are skipped with a note.
  */
 import * as Fs from "node:fs"
@@ -30,6 +32,7 @@ type Run = (config: BenchConfig, report: Report) => Promise<void>
 
 /** Loaded when run, so `--only` does not load (and compile) the other sections. */
 const SECTIONS: Record<string, () => Promise<Run>> = {
+  http: async () => (await import("./e2e.js")).run,
   ingest: async () => (await import("./ingest.js")).run,
   replay: async () => (await import("./replay.js")).run,
   record: async () => (await import("./record.js")).run,
@@ -72,11 +75,15 @@ const parseArgs = (argv: ReadonlyArray<string>): BenchConfig & { readonly json: 
   return { quick, json, only }
 }
 
-/** The table: one row per figure, its ratios against baselines, and the goals it is judged by. */
-const table = (report: Report): string => {
+/** Sections measured end to end (the service and its clients in processes of their own): the headline table. */
+const HEADLINE = new Set(["http"])
+
+/** A table: one row per figure, its ratios against baselines, and the goals it is judged by. */
+const table = (report: Report, headline: boolean): string => {
   const rows: Array<Array<string>> = []
   let section = ""
   for (const f of report.figures) {
+    if (HEADLINE.has(f.section) !== headline) continue
     const ratios = report.ratios
       .filter((r) => r.figure === f.id)
       .map((r) => `${formatRatio(r.value)} ${r.label}`)
@@ -137,7 +144,13 @@ const main = async () => {
     `machine: ${host.cores} x ${host.cpu}, ${host.memoryGiB} GiB, ${host.os}, node ${host.node}, redis-server ${redisVersion() ?? "not installed"}`,
     `load average at start ${loadBefore.map((l) => l.toFixed(1)).join(" ")}, at end ${loadAfter.map((l) => l.toFixed(1)).join(" ")}`,
     "",
-    table(report),
+    "headline: the service end to end over HTTP (server and every client in processes of their own) against Redis Streams",
+    "",
+    table(report, true),
+    "",
+    "library (in process) and service-scale figures",
+    "",
+    table(report, false),
     "",
     "goals:",
     ...report.goals.map((g) => `  ${g.status.padEnd(4)}  ${g.text}: ${g.detail}`),

@@ -18,6 +18,20 @@ import type { ChangeEvent } from "../src/Domain/ChangeEvent.js"
 import * as Journal from "../src/Journal.js"
 import * as FileJournal from "../src/Journal/File.js"
 
+export {
+  changeLine,
+  clock,
+  content,
+  durableEvent,
+  ephemeralEvent,
+  Histogram,
+  indexOf,
+  segmentFiles,
+  sessionOf,
+  sleep
+} from "./common.js"
+import { changeLine, durableEvent, segmentFiles, sessionOf } from "./common.js"
+
 // ---------------------------------------------------------------------------------------------------------------
 // Configuration and report
 // ---------------------------------------------------------------------------------------------------------------
@@ -151,8 +165,6 @@ export const log = (text: string): void => {
 
 export const now = (): number => performance.now()
 
-export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
-
 const cleanups: Array<() => void> = []
 
 /** Runs at exit (also on SIGINT/SIGTERM): kills what the bench started and removes its temp directories. */
@@ -223,13 +235,6 @@ export const directoryBytes = (dir: string): number => {
   return total
 }
 
-/** Segment files of a journal directory in seq order. */
-export const segmentFiles = (dir: string): Array<string> =>
-  Fs.readdirSync(dir)
-    .filter((name) => /^events-\d{20}\.jsonl$/.test(name))
-    .sort()
-    .map((name) => Path.join(dir, name))
-
 /** `bench/` (also when this module runs bundled elsewhere, as `profile.ts` does: then from the cwd). */
 export const benchDir = ((here: string) =>
   Fs.existsSync(Path.join(here, "support.ts")) ? here : Path.join(process.cwd(), "bench"))(
@@ -240,41 +245,6 @@ export const projectDir = Path.dirname(benchDir)
 // ---------------------------------------------------------------------------------------------------------------
 // Events
 // ---------------------------------------------------------------------------------------------------------------
-
-const CONTENT =
-  "The build finished with two warnings. I updated the retry policy in the ingest worker, added a test for " +
-  "the torn-tail case and reran the suite; everything passes. Next I will look at the slow replay path and " +
-  "the memory use of readers that fall behind."
-
-/** A 250-character message body. */
-export const content = (i: number): string => (CONTENT + ` #${i}`).padEnd(250, ".").slice(0, 250)
-
-export const sessionOf = (i: number): string => `sess-${String(i % 64).padStart(4, "0")}`
-
-/** A durable event of about 300 bytes of JSON (`message_appended` with a 250-character content). */
-export const durableEvent = (i: number): AgentEvent => ({
-  type: "message_appended",
-  session_id: sessionOf(i),
-  message_id: `m${i}`,
-  role: "assistant",
-  content: content(i)
-})
-
-/** An ephemeral event (filtered by the feed before any copy). */
-export const ephemeralEvent = (i: number): AgentEvent => ({ type: "token", content: `tok${i % 100}` })
-
-/** The index a bench event carries in its `message_id` (`m<i>`), or -1. */
-export const indexOf = (event: AgentEvent): number =>
-  event.type === "message_appended" && event.message_id.startsWith("m") ? Number(event.message_id.slice(1)) : -1
-
-const TS = "2026-11-27T10:00:00.123Z"
-
-/** The journal line of event `i` at `seq`: the same bytes the feed writes (`JSON.stringify` of the ChangeEvent). */
-export const changeLine = (seq: number, i: number): string => {
-  const event = durableEvent(i)
-  const change: ChangeEvent<AgentEvent> = { seq, ts: TS, session_id: sessionOf(i), event }
-  return JSON.stringify(change)
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Running the feed
@@ -413,64 +383,6 @@ export const eventsForBytes = (bytes: number): number =>
 // Latency histogram
 // ---------------------------------------------------------------------------------------------------------------
 
-/**
- * Latencies in microseconds: exact below 2048 µs, then 1024 sub-buckets per power of two
- * (about 0.1 % precision), so millions of samples cost a fixed 33k counters.
- */
-export class Histogram {
-  private readonly counts = new Float64Array(2048 + 40 * 1024)
-  count = 0
-  max = 0
-
-  recordMs(ms: number): void {
-    const us = Math.max(0, Math.round(ms * 1000))
-    this.counts[Histogram.index(us)]!++
-    this.count++
-    if (ms > this.max) this.max = ms
-  }
-
-  recordManyMs(ms: number, times: number): void {
-    if (times <= 0) return
-    const us = Math.max(0, Math.round(ms * 1000))
-    this.counts[Histogram.index(us)]! += times
-    this.count += times
-    if (ms > this.max) this.max = ms
-  }
-
-  /** Adds another histogram's samples. */
-  merge(other: Histogram): void {
-    for (let i = 0; i < this.counts.length; i++) this.counts[i]! += other.counts[i]!
-    this.count += other.count
-    if (other.max > this.max) this.max = other.max
-  }
-
-  private static index(us: number): number {
-    if (us < 2048) return us
-    if (us >= 2 ** 31) return 2048 + 40 * 1024 - 1
-    const e = 31 - Math.clz32(us)
-    return 2048 + (e - 11) * 1024 + ((us >>> (e - 10)) & 1023)
-  }
-
-  private static lowerBound(index: number): number {
-    if (index < 2048) return index
-    const e = Math.floor((index - 2048) / 1024) + 11
-    const m = (index - 2048) % 1024
-    return (1024 + m) * 2 ** (e - 10)
-  }
-
-  /** The latency in ms at quantile `q` (0..1). */
-  quantileMs(q: number): number {
-    if (this.count === 0) return Number.NaN
-    const rank = Math.max(1, Math.ceil(q * this.count))
-    let seen = 0
-    for (let i = 0; i < this.counts.length; i++) {
-      seen += this.counts[i]!
-      if (seen >= rank) return Histogram.lowerBound(i) / 1000
-    }
-    return this.max
-  }
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // Child processes
 // ---------------------------------------------------------------------------------------------------------------
@@ -586,6 +498,26 @@ export const rssSampler = (everyMs = 10) => {
 }
 
 export const MB = 1024 * 1024
+
+// ---------------------------------------------------------------------------------------------------------------
+// Another process's resources, from /proc
+// ---------------------------------------------------------------------------------------------------------------
+
+const CLOCK_TICKS = Number(ChildProcess.spawnSync("getconf", ["CLK_TCK"]).stdout?.toString().trim()) || 100
+
+/** CPU time of process `pid` so far, all its threads, user and system, in ms. */
+export const processCpu = (pid: number): { readonly user: number; readonly system: number } => {
+  // After the command name (in parentheses, which may hold spaces): utime and stime are fields 14 and 15.
+  const stat = Fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+  return { user: (Number(fields[11]) * 1000) / CLOCK_TICKS, system: (Number(fields[12]) * 1000) / CLOCK_TICKS }
+}
+
+/** `VmRSS` (now) or `VmHWM` (the peak so far) of process `pid`, in bytes. */
+export const processMemory = (pid: number, which: "VmRSS" | "VmHWM" = "VmRSS"): number => {
+  const kib = new RegExp(`${which}:\\s+(\\d+)\\s+kB`).exec(Fs.readFileSync(`/proc/${pid}/status`, "utf8"))
+  return Number(kib![1]) * 1024
+}
 
 /** The machine, for the report header. */
 export const machine = () => ({

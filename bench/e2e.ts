@@ -1,0 +1,506 @@
+/**
+ * The headline section (`http`): the service end to end over HTTP, as its users get it, against
+ * Redis Streams in the same run. The server is the service as `npm start` runs it (`src/main.ts`
+ * bundled, on plain `node`, configured by its environment, fsync `always`) in a process of its
+ * own; every client is a process of its own (`e2e-client.ts`); Redis (`redis-server`, AOF on,
+ * automatic rewrite off, a fresh folder per run) is driven through the plain pipelined RESP
+ * client, with the same event count and the same bytes per event (the feed's journal line).
+ * Server CPU time is read from `/proc/<pid>/stat` (user + system, every thread) around each run.
+ *
+ * 1. Ingest: 4 client processes POST 500-event batches (one request in flight each), against 4
+ *    client processes each pipelining 500 `XADD`s per round trip, `appendfsync always` and
+ *    `everysec`.
+ * 2. Replay: `GET /api/v1/stream?since=0` until `caught_up` from a client process, against
+ *    `XREAD COUNT 10000` over a stream holding the same journal lines; the server's peak RSS
+ *    (`VmHWM`) over the replay.
+ * 3. Fan-out: N SSE subscribers (in 4 client processes holding N/4 connections each) while a
+ *    producer process POSTs at a fixed rate (a POST every 10 ms); each event carries the time it
+ *    was sent, and latency is from then to its receipt by each subscriber. Redis: N connections
+ *    on `XREAD BLOCK` (in 4 processes) while the same producer shape `XADD`s, pipelined, with
+ *    `appendfsync always`, each tick's XADDs in one MULTI/EXEC (one batch, as one POST is). Shapes: 100 subscribers at 10,000 ev/s; 1,000 at 1,000 ev/s (with the
+ *    server's RSS per idle stream); overload, 100 subscribers at 3x the rate the machine
+ *    sustained, its p99 per 1 s window and its acked rate against the same producer with none.
+ */
+import type { ProduceResult, SubscribeResult } from "./e2e-client.js"
+import {
+  type Load,
+  redisLoad,
+  redisLoadJournal,
+  redisReplay,
+  type Replay,
+  runLoad,
+  type Service,
+  sseReplay,
+  startClient,
+  startService
+} from "./processes.js"
+import { REDIS_MISSING, type RedisServer, redisVersion, startRedis } from "./redis.js"
+import {
+  type BenchConfig,
+  clock,
+  eventsForBytes,
+  flushDisk,
+  formatRatio,
+  Histogram,
+  log,
+  MB,
+  type Report,
+  sleep,
+  tempDir,
+  writeJournal
+} from "./support.js"
+
+const SECTION = "http"
+const BATCH = 500
+const LOAD_CLIENTS = 4
+const SUBSCRIBER_PROCESSES = 4
+const PRODUCER_IN_FLIGHT = 32
+
+interface Sizes {
+  /** Events per ingest run (both sides). */
+  readonly ingest: number
+  readonly rounds: number
+  /** Journal bytes replayed. */
+  readonly replayBytes: number
+  readonly fanSeconds: number
+  readonly overloadSeconds: number
+  readonly waitMs: number
+}
+
+const sizes = (config: BenchConfig): Sizes =>
+  config.quick
+    ? { ingest: 60_000, rounds: 1, replayBytes: 64 * MB, fanSeconds: 1, overloadSeconds: 3, waitMs: 2_000 }
+    : { ingest: 400_000, rounds: 2, replayBytes: 512 * MB, fanSeconds: 5, overloadSeconds: 10, waitMs: 5_000 }
+
+const us = (n: number) => `${n.toFixed(1)} µs/event`
+
+// ---------------------------------------------------------------------------------------------------------------
+// Ingest
+// ---------------------------------------------------------------------------------------------------------------
+
+const oursIngest = async (events: number): Promise<Load> => {
+  flushDisk()
+  const service = await startService("ingest", { FEED_FSYNC: "always" })
+  try {
+    return await runLoad(
+      Array.from({ length: LOAD_CLIENTS }, () => ["post", [service.port, events / LOAD_CLIENTS, BATCH, 1]] as const),
+      service.cpuMs
+    )
+  } finally {
+    await service.stop()
+  }
+}
+
+const redisIngest = async (appendfsync: "always" | "everysec", events: number): Promise<Load> => {
+  flushDisk()
+  const server = await startRedis(appendfsync)
+  try {
+    return await redisLoad(server, "ingest", events, BATCH, LOAD_CLIENTS, 1)
+  } finally {
+    await server.stop()
+  }
+}
+
+const ingest = async (size: Sizes, report: Report, redis: boolean): Promise<void> => {
+  log(
+    `http: ingest, ${size.ingest} events in POSTs of ${BATCH} from ${LOAD_CLIENTS} client processes (fsync always), ` +
+      `against XADD pipelines of ${BATCH} from ${LOAD_CLIENTS} processes; best of ${size.rounds}`
+  )
+  let ours: Load | undefined
+  const theirs: Partial<Record<"always" | "everysec", Load>> = {}
+  const better = (a: Load | undefined, b: Load) => (a === undefined || b.rate > a.rate ? b : a)
+  for (let round = 0; round < size.rounds; round++) {
+    ours = better(ours, await oursIngest(size.ingest))
+    if (redis) {
+      theirs.always = better(theirs.always, await redisIngest("always", size.ingest))
+      theirs.everysec = better(theirs.everysec, await redisIngest("everysec", size.ingest))
+    }
+  }
+  const detail = `${size.ingest} events of ~330 B, ${LOAD_CLIENTS} client processes, one request in flight each`
+  report.figure(
+    SECTION,
+    "http.ingest.ours",
+    `ours POST ${BATCH}-event batches, fsync always: acked`,
+    ours!.rate,
+    "ev/s",
+    {
+      detail
+    }
+  )
+  report.figure(SECTION, "http.ingest.ours.cpu", "  server CPU per event", ours!.cpuPerEventUs, "µs")
+  for (const fsync of ["always", "everysec"] as const) {
+    const r = theirs[fsync]
+    if (r === undefined) continue
+    report.figure(
+      SECTION,
+      `http.ingest.redis.${fsync}`,
+      `redis XADD pipelined ${BATCH}, appendfsync ${fsync}: acked`,
+      r.rate,
+      "ev/s",
+      { baseline: true }
+    )
+    report.figure(SECTION, `http.ingest.redis.${fsync}.cpu`, "  redis-server CPU per event", r.cpuPerEventUs, "µs", {
+      baseline: true
+    })
+    report.ratio("http.ingest.ours", `http.ingest.redis.${fsync}`, `redis ${fsync}`)
+    report.ratio("http.ingest.ours.cpu", `http.ingest.redis.${fsync}.cpu`, `redis ${fsync}`, true)
+  }
+  const always = theirs.always
+  report.goal(
+    SECTION,
+    "http.ingest.ours",
+    "HTTP ingest (fsync always) >= 1.0x redis appendfsync always (aim 2x)",
+    always === undefined ? "SKIP" : ours!.rate >= always.rate ? "PASS" : "MISS",
+    always === undefined
+      ? "redis-server not installed"
+      : `${formatRatio(ours!.rate / always.rate)}${ours!.rate >= 2 * always.rate ? " (aim met)" : ""}`
+  )
+  report.goal(
+    SECTION,
+    "http.ingest.ours.cpu",
+    "HTTP ingest server CPU <= 4 µs/event (500-event POSTs)",
+    ours!.cpuPerEventUs <= 4 ? "PASS" : "MISS",
+    `${us(ours!.cpuPerEventUs)}${always === undefined ? "" : `; redis always ${us(always.cpuPerEventUs)}`}`
+  )
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Replay
+// ---------------------------------------------------------------------------------------------------------------
+
+const replay = async (size: Sizes, config: BenchConfig, report: Report, redis: boolean): Promise<void> => {
+  const events = eventsForBytes(size.replayBytes)
+  const dir = tempDir("replay-service")
+  log(`http: replay, writing a journal of ~${size.replayBytes / MB} MiB (${events} events)`)
+  await writeJournal(dir, events)
+  let server: RedisServer | undefined
+  let ours: Replay | undefined
+  let theirs: Replay | undefined
+  let peak = 0
+  let before = 0
+  try {
+    log(`http: replay, XREAD COUNT 10000 from a client process, then over SSE to a client process`)
+    if (redis) {
+      // Loaded from the journal's own lines before the service replays it (its stop removes the folder).
+      server = await startRedis("everysec")
+      const loaded = await redisLoadJournal(server, "replay", dir)
+      theirs = await redisReplay(server, "replay", loaded)
+      await server.stop()
+      server = undefined
+    }
+    const service: Service = await startService("replay", {}, dir)
+    try {
+      before = service.peakRss()
+      ours = await sseReplay(service)
+      peak = service.peakRss()
+    } finally {
+      await service.stop()
+    }
+  } finally {
+    await server?.stop()
+  }
+  if (ours.events !== events) throw new Error(`SSE replay counted ${ours.events} events, expected ${events}`)
+  const detail = `${events} events, ${(size.replayBytes / MB).toFixed(0)} MiB`
+  report.figure(SECTION, "http.replay.ours", "ours GET /api/v1/stream?since=0 until caught_up", ours.rate, "ev/s", {
+    detail
+  })
+  report.figure(SECTION, "http.replay.ours.cpu", "  server CPU per event", ours.cpuPerEventUs, "µs")
+  if (theirs !== undefined) {
+    if (theirs.events !== events) throw new Error(`XREAD counted ${theirs.events} events, expected ${events}`)
+    report.figure(SECTION, "http.replay.redis", "redis XREAD COUNT 10000, plain client", theirs.rate, "ev/s", {
+      baseline: true
+    })
+    report.figure(SECTION, "http.replay.redis.cpu", "  redis-server CPU per event", theirs.cpuPerEventUs, "µs", {
+      baseline: true
+    })
+    report.ratio("http.replay.ours", "http.replay.redis", "XREAD")
+    report.ratio("http.replay.ours.cpu", "http.replay.redis.cpu", "XREAD", true)
+  }
+  report.goal(
+    SECTION,
+    "http.replay.ours",
+    "replay over SSE to a client process >= 1.0x XREAD COUNT 10000 (aim 1.5x)",
+    theirs === undefined ? "SKIP" : ours.rate >= theirs.rate ? "PASS" : "MISS",
+    theirs === undefined ? "redis-server not installed" : formatRatio(ours.rate / theirs.rate)
+  )
+  report.figure(
+    SECTION,
+    "http.replay.peak",
+    `server peak RSS (VmHWM) replaying ${(size.replayBytes / MB).toFixed(0)} MiB over SSE`,
+    peak / MB,
+    "MB",
+    { detail: `peak before the replay ${(before / MB).toFixed(0)} MB` }
+  )
+  report.goal(
+    SECTION,
+    "http.replay.peak",
+    `server peak RSS < 200 MB replaying 512 MiB${config.quick ? ` (quick: ${size.replayBytes / MB} MiB)` : ""}`,
+    peak / MB < 200 ? "PASS" : "MISS",
+    `${(peak / MB).toFixed(0)} MB`
+  )
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Fan-out
+// ---------------------------------------------------------------------------------------------------------------
+
+interface FanRun {
+  readonly subscribers: number
+  readonly rate: number
+  readonly sent: number
+  readonly acked: number
+  /** Events acknowledged per second, from the first send to the last acknowledgement. */
+  readonly ackRate: number
+  readonly ackP99: number
+  /** Deliveries over sent x subscribers. */
+  readonly delivered: number
+  readonly latency: Histogram
+  /** p99 per 1 s window of receipt. */
+  readonly windows: Array<number>
+  /** Server RSS before any subscriber and with all of them connected and idle, bytes. */
+  readonly rssBefore: number
+  readonly rssIdle: number
+  readonly cpuPerEventUs: number
+}
+
+/** Splits `n` connections over at most `SUBSCRIBER_PROCESSES` processes. */
+const spread = (n: number): Array<number> => {
+  const processes = Math.min(n, SUBSCRIBER_PROCESSES)
+  return Array.from(
+    { length: processes },
+    (_, k) => Math.floor(((k + 1) * n) / processes) - Math.floor((k * n) / processes)
+  )
+}
+
+/** The same shape on both sides: subscribers ready, then a producer at `rate` for `seconds`. */
+const fanRun = async (
+  side: "ours" | "redis",
+  subscribers: number,
+  rate: number,
+  seconds: number,
+  waitMs: number
+): Promise<FanRun> => {
+  flushDisk()
+  let service: Service | undefined
+  let redis: RedisServer | undefined
+  try {
+    if (side === "ours") service = await startService(`fanout-${subscribers}-${rate}`, { FEED_FSYNC: "always" })
+    else redis = await startRedis("always")
+    const port = service?.port ?? redis!.port
+    const rss = () => service?.rss() ?? 0
+    await sleep(300)
+    const rssBefore = rss()
+    const subs = await Promise.all(
+      spread(subscribers).map((connections) =>
+        startClient<SubscribeResult>(
+          side === "ours" ? "sse-sub" : "xread-sub",
+          side === "ours" ? [port, connections] : [port, "fan", connections]
+        )
+      )
+    )
+    await sleep(500)
+    const rssIdle = rss()
+    const producer = await startClient<ProduceResult>(
+      side === "ours" ? "produce-http" : "produce-redis",
+      side === "ours" ? [port, rate, seconds, PRODUCER_IN_FLIGHT] : [port, "fan", rate, seconds, PRODUCER_IN_FLIGHT]
+    )
+    const cpuMs = service?.cpuMs ?? redis!.cpuMs
+    const cpu0 = cpuMs()
+    const t0 = clock()
+    for (const c of [...subs, producer]) c.send({ t0 })
+    const produced = await producer.result
+    if (produced.failures > 0)
+      throw new Error(`the producer saw ${produced.failures} failures: ${produced.firstFailure}`)
+    for (const s of subs) s.send({ expect: produced.sent, deadline: clock() + waitMs })
+    const received = await Promise.all(subs.map((s) => s.result))
+    const cpu1 = cpuMs()
+    const latency = new Histogram()
+    const windows: Array<Histogram> = []
+    let deliveries = 0
+    for (const r of received) {
+      deliveries += r.deliveries
+      latency.merge(Histogram.fromSparse(r.latency))
+      r.windows.forEach((w, i) => {
+        while (windows.length <= i) windows.push(new Histogram())
+        windows[i]!.merge(Histogram.fromSparse(w))
+      })
+    }
+    // Deliveries still missing at the deadline count as that late (a lower bound).
+    const missing = produced.sent * subscribers - deliveries
+    if (missing > 0) latency.recordManyMs(waitMs, missing)
+    return {
+      subscribers,
+      rate,
+      sent: produced.sent,
+      acked: produced.acked,
+      ackRate: produced.acked / ((produced.endedAt - produced.startedAt) / 1000),
+      ackP99: Histogram.fromSparse(produced.ack).quantileMs(0.99),
+      delivered: subscribers === 0 ? 1 : deliveries / Math.max(1, produced.sent * subscribers),
+      latency,
+      windows: windows.map((w) => w.quantileMs(0.99)),
+      rssBefore,
+      rssIdle,
+      cpuPerEventUs: ((cpu1 - cpu0) * 1000) / Math.max(1, produced.acked)
+    }
+  } finally {
+    await service?.stop()
+    await redis?.stop()
+  }
+}
+
+const fanDetail = (r: FanRun): string =>
+  `acked ${Math.round(r.ackRate)} ev/s of ${r.rate} asked (ack p99 ${r.ackP99.toFixed(0)} ms), ` +
+  `${(r.delivered * 100).toFixed(1)} % of ${r.sent} x ${r.subscribers} delivered, max ${r.latency.max.toFixed(0)} ms, ` +
+  `server CPU ${us(r.cpuPerEventUs)}`
+
+const keptUp = (r: FanRun): boolean => r.ackRate >= r.rate * 0.95 && r.delivered >= 0.999
+
+const fanFigures = (report: Report, id: string, what: string, ours: FanRun, redis: FanRun | undefined): void => {
+  report.figure(SECTION, `${id}.p50`, `ours SSE ${what}: delivery p50`, ours.latency.quantileMs(0.5), "ms", {
+    detail: fanDetail(ours)
+  })
+  report.figure(SECTION, `${id}.p99`, `ours SSE ${what}: delivery p99`, ours.latency.quantileMs(0.99), "ms")
+  report.figure(SECTION, `${id}.ack`, `ours SSE ${what}: producer acked`, ours.ackRate, "ev/s")
+  if (redis === undefined) return
+  report.figure(
+    SECTION,
+    `${id}.redis.p50`,
+    `redis XREAD BLOCK ${what}: delivery p50`,
+    redis.latency.quantileMs(0.5),
+    "ms",
+    {
+      baseline: true,
+      detail: fanDetail(redis)
+    }
+  )
+  report.figure(
+    SECTION,
+    `${id}.redis.p99`,
+    `redis XREAD BLOCK ${what}: delivery p99`,
+    redis.latency.quantileMs(0.99),
+    "ms",
+    {
+      baseline: true
+    }
+  )
+  report.figure(SECTION, `${id}.redis.ack`, `redis XREAD BLOCK ${what}: producer acked`, redis.ackRate, "ev/s", {
+    baseline: true
+  })
+  report.ratio(`${id}.p50`, `${id}.redis.p50`, "redis", true)
+  report.ratio(`${id}.p99`, `${id}.redis.p99`, "redis", true)
+  report.ratio(`${id}.ack`, `${id}.redis.ack`, "redis")
+}
+
+const fanout = async (size: Sizes, report: Report, redis: boolean): Promise<void> => {
+  const shape = (subscribers: number, rate: number) => `${subscribers} subs @ ${rate} ev/s`
+  const both = async (subscribers: number, rate: number, seconds: number) => {
+    log(
+      `http: fan-out, ${shape(subscribers, rate)} for ${seconds} s: SSE subscribers in ${spread(subscribers).length} ` +
+        `client processes, producer POSTing every 10 ms; then Redis XREAD BLOCK, the same shape`
+    )
+    const ours = await fanRun("ours", subscribers, rate, seconds, size.waitMs)
+    const theirs = redis ? await fanRun("redis", subscribers, rate, seconds, size.waitMs) : undefined
+    return { ours, theirs }
+  }
+
+  // 100 subscribers at 10,000 ev/s.
+  const a = await both(100, 10_000, size.fanSeconds)
+  fanFigures(report, "http.fan100", shape(100, 10_000), a.ours, a.theirs)
+  const p99 = a.ours.latency.quantileMs(0.99)
+  const redisP99 = a.theirs?.latency.quantileMs(0.99)
+  report.goal(
+    SECTION,
+    "http.fan100.p99",
+    "100 SSE subscribers, producer over HTTP at 10,000 ev/s: keeps up and p99 < 50 ms (aim < 20 ms, <= 2x redis)",
+    keptUp(a.ours) && p99 < 50 ? "PASS" : "MISS",
+    `p99 ${p99.toFixed(1)} ms, acked ${Math.round(a.ours.ackRate)} ev/s, ${(a.ours.delivered * 100).toFixed(1)} % delivered` +
+      (redisP99 === undefined ? "" : `; redis p99 ${redisP99.toFixed(1)} ms (${formatRatio(p99 / redisP99)} of it)`) +
+      (keptUp(a.ours) && p99 < 20 && (redisP99 === undefined || p99 <= 2 * redisP99) ? "; aim met" : "")
+  )
+
+  // 1,000 subscribers at 1,000 ev/s, and the memory of an idle stream.
+  const b = await both(1000, 1_000, size.fanSeconds)
+  fanFigures(report, "http.fan1000", shape(1000, 1_000), b.ours, b.theirs)
+  const p99b = b.ours.latency.quantileMs(0.99)
+  report.goal(
+    SECTION,
+    "http.fan1000.p99",
+    "1,000 SSE subscribers at 1,000 ev/s: p99 < 100 ms",
+    keptUp(b.ours) && p99b < 100 ? "PASS" : "MISS",
+    `p99 ${p99b.toFixed(1)} ms, ${(b.ours.delivered * 100).toFixed(1)} % delivered` +
+      (b.theirs === undefined ? "" : `; redis p99 ${b.theirs.latency.quantileMs(0.99).toFixed(1)} ms`)
+  )
+  const perIdle = (b.ours.rssIdle - b.ours.rssBefore) / 1000 / 1024
+  report.figure(
+    SECTION,
+    "http.idle",
+    "server RSS per idle SSE stream ((1,000 streams - none) / 1,000)",
+    perIdle,
+    "KiB",
+    {
+      detail: `${(b.ours.rssBefore / MB).toFixed(0)} MB -> ${(b.ours.rssIdle / MB).toFixed(0)} MB`
+    }
+  )
+  report.goal(
+    SECTION,
+    "http.idle",
+    "memory per idle SSE subscriber < 64 KiB",
+    perIdle < 64 ? "PASS" : "MISS",
+    `${perIdle.toFixed(1)} KiB`
+  )
+
+  // Overload: 3x what the machine sustained with 100 subscribers.
+  const sustained = keptUp(a.ours) ? 10_000 : Math.max(100, Math.min(a.ours.ackRate, 10_000 * a.ours.delivered))
+  const rate = Math.round((3 * sustained) / 100) * 100
+  log(
+    `http: overload, 100 subscribers at ${rate} ev/s (3x the ${Math.round(sustained)} ev/s sustained), then no subscriber`
+  )
+  const over = await fanRun("ours", 100, rate, size.overloadSeconds, size.waitMs)
+  const alone = await fanRun("ours", 0, rate, size.overloadSeconds, size.waitMs)
+  const windows = over.windows.slice(0, size.overloadSeconds)
+  report.figure(
+    SECTION,
+    "http.over.p99",
+    `ours SSE overload, ${shape(100, rate)}: delivery p99`,
+    over.latency.quantileMs(0.99),
+    "ms",
+    {
+      detail: `p99 per 1 s window: ${windows.map((w) => w.toFixed(0)).join(", ")} ms; ${fanDetail(over)}`
+    }
+  )
+  report.figure(SECTION, "http.over.ack", `ours overload, ${shape(100, rate)}: producer acked`, over.ackRate, "ev/s")
+  report.figure(SECTION, "http.over.alone", `same producer, no subscriber: acked`, alone.ackRate, "ev/s", {
+    baseline: true
+  })
+  report.ratio("http.over.ack", "http.over.alone", "no subscriber")
+  // Plateau: after a ramp of two windows, no window's p99 exceeds 1.5x the higher of those two.
+  const ramp = Math.max(windows[0] ?? Number.NaN, windows[1] ?? Number.NaN)
+  const later = windows.slice(2)
+  const worst = Math.max(...later)
+  const plateau = later.length > 0 && worst <= 1.5 * ramp
+  report.goal(
+    SECTION,
+    "http.over.p99",
+    "overload (100 subscribers at 3x sustained): p99 stops growing after the first seconds",
+    plateau ? "PASS" : "MISS",
+    `p99 per 1 s window ${windows.map((w) => w.toFixed(0)).join(", ")} ms ` +
+      `(worst from the 3rd on ${worst.toFixed(0)} ms, ${formatRatio(worst / ramp)} the first two's)`
+  )
+  report.goal(
+    SECTION,
+    "http.over.ack",
+    "overload: acked ingest >= 80 % of the rate with no subscriber",
+    over.ackRate >= 0.8 * alone.ackRate ? "PASS" : "MISS",
+    `${Math.round(over.ackRate)} vs ${Math.round(alone.ackRate)} ev/s (${((over.ackRate / alone.ackRate) * 100).toFixed(0)} %)`
+  )
+}
+
+export const run = async (config: BenchConfig, report: Report): Promise<void> => {
+  const size = sizes(config)
+  const version = redisVersion()
+  if (version === undefined) report.note(SECTION, REDIS_MISSING)
+  const redis = version !== undefined
+  await ingest(size, report, redis)
+  await replay(size, config, report, redis)
+  await fanout(size, report, redis)
+}

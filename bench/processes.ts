@@ -1,0 +1,250 @@
+/**
+ * Processes for the end-to-end measurements: the service in a process of its own (the
+ * `accounts-server.ts` entry, which is `src/main.ts`, bundled and run on plain `node` as a
+ * deployed service runs), client processes of `e2e-client.ts` started together and released by
+ * one `go`, and the Redis baselines' loads run through those same client processes.
+ */
+import * as ChildProcess from "node:child_process"
+import * as Path from "node:path"
+import * as Readline from "node:readline"
+import type { LoadResult, ReplayResult } from "./e2e-client.js"
+import type { RedisServer } from "./redis.js"
+import {
+  benchDir,
+  bundle,
+  clock,
+  onExit,
+  processCpu,
+  processMemory,
+  profileDir,
+  projectDir,
+  removeDir,
+  tempDir
+} from "./support.js"
+
+const CLIENT = "e2e-client.ts"
+
+/** `node <bundle>` for a bench script, or through tsx when it could not be bundled. */
+const nodeArgs = async (script: string): Promise<Array<string>> => {
+  const bundled = await bundle(script)
+  return bundled === undefined ? ["--import", "tsx", Path.join(benchDir, script)] : [bundled]
+}
+
+export interface Service {
+  readonly pid: number
+  readonly port: number
+  readonly dir: string
+  /** CPU time so far, user + system, every thread, ms. */
+  readonly cpuMs: () => number
+  /** `VmRSS` now, bytes. */
+  readonly rss: () => number
+  /** `VmHWM`, the peak RSS so far, bytes. */
+  readonly peakRss: () => number
+  readonly stop: () => Promise<void>
+}
+
+/**
+ * The service on `dir` (a fresh temp folder when not given), any free port, no credentials,
+ * `env` on top; answers once its startup line names the port. Profiled whole (`--cpu-prof`) when
+ * `BENCH_CPU_PROFILE` is set, under `name`.
+ */
+export const startService = async (
+  name: string,
+  env: Record<string, string>,
+  dir: string = tempDir(`service-${name}`)
+): Promise<Service> => {
+  const profiles = profileDir()
+  const profiling =
+    profiles === undefined
+      ? []
+      : ["--cpu-prof", `--cpu-prof-dir=${profiles}`, `--cpu-prof-name=server-${name}.cpuprofile`]
+  const { FEED_TOKEN: _token, FEED_JWT_SECRET: _secret, ...inherited } = process.env
+  const child = ChildProcess.spawn(process.execPath, [...profiling, ...(await nodeArgs("accounts-server.ts"))], {
+    cwd: projectDir,
+    env: {
+      ...inherited,
+      HOST: "127.0.0.1",
+      PORT: "0",
+      FEED_DIR: dir,
+      FEED_FSYNC: "always",
+      FEED_RETAIN_SEGMENTS: "100000",
+      ...env
+    },
+    stdio: ["ignore", "pipe", "pipe"]
+  })
+  const kill = () => child.kill("SIGKILL")
+  onExit(kill)
+  let output = ""
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      kill()
+      reject(new Error(`the service did not start within 60 s: ${output}`))
+    }, 60_000)
+    const watch = (data: Buffer) => {
+      output = (output + data.toString()).slice(-4000)
+      const found = /http:\/\/127\.0\.0\.1:(\d+)\/api\/v1\/stream/.exec(output)
+      if (found !== null) {
+        clearTimeout(timer)
+        resolve(Number(found[1]))
+      }
+    }
+    child.stdout.on("data", watch)
+    child.stderr.on("data", watch)
+    child.once("exit", (code) => {
+      clearTimeout(timer)
+      reject(new Error(`the service exited with ${code} at start: ${output}`))
+    })
+  })
+  const pid = child.pid!
+  return {
+    pid,
+    port,
+    dir,
+    cpuMs: () => {
+      const { user, system } = processCpu(pid)
+      return user + system
+    },
+    rss: () => processMemory(pid, "VmRSS"),
+    peakRss: () => processMemory(pid, "VmHWM"),
+    stop: async () => {
+      // SIGTERM: the service ends its streams, drains and exits (and writes its CPU profile).
+      child.kill("SIGTERM")
+      const timer = setTimeout(kill, 30_000)
+      await exited
+      clearTimeout(timer)
+      removeDir(dir)
+    }
+  }
+}
+
+export interface Client<A> {
+  /** Sends one JSON line to the client (its `t0`, then for subscribers what to expect). */
+  readonly send: (message: object) => void
+  readonly result: Promise<A>
+}
+
+/** An `e2e-client.ts` process in `mode`, once it has said `ready`. */
+export const startClient = async <A>(mode: string, args: ReadonlyArray<string | number>): Promise<Client<A>> => {
+  const child = ChildProcess.spawn(process.execPath, [...(await nodeArgs(CLIENT)), mode, ...args.map(String)], {
+    cwd: projectDir,
+    stdio: ["pipe", "pipe", "inherit"]
+  })
+  const kill = () => child.kill("SIGKILL")
+  onExit(kill)
+  const lines = Readline.createInterface({ input: child.stdout })
+  let last = ""
+  const ready = new Promise<void>((resolve, reject) => {
+    lines.on("line", (line) => {
+      if (line === "ready") resolve()
+      last = line
+    })
+    child.once("exit", (code) => reject(new Error(`${CLIENT} ${mode} exited with ${code} before it was ready`)))
+  })
+  const result = new Promise<A>((resolve, reject) => {
+    child.once("exit", (code) => {
+      if (code !== 0) return reject(new Error(`${CLIENT} ${mode} ${args.join(" ")} exited with ${code}: ${last}`))
+      try {
+        resolve(JSON.parse(last) as A)
+      } catch {
+        reject(new Error(`${CLIENT} ${mode} printed no JSON result: ${last}`))
+      }
+    })
+  })
+  result.catch(() => undefined)
+  await ready
+  return { send: (message) => child.stdin.write(JSON.stringify(message) + "\n"), result }
+}
+
+/** Starts clients, releases them together and answers their results. */
+export const runClients = async <A>(
+  clients: ReadonlyArray<readonly [string, ReadonlyArray<string | number>]>
+): Promise<Array<A>> => {
+  const started = await Promise.all(clients.map(([mode, args]) => startClient<A>(mode, args)))
+  const t0 = clock()
+  for (const c of started) c.send({ t0 })
+  return Promise.all(started.map((c) => c.result))
+}
+
+export interface Load {
+  /** Events acknowledged per second, from the first send of any client to the last ack of all. */
+  readonly rate: number
+  readonly acked: number
+  /** The server's CPU time over the run per event acknowledged, µs. */
+  readonly cpuPerEventUs: number
+}
+
+/** `processes` load clients at once (`post` or `xadd`), with the server's CPU time around them. */
+export const runLoad = async (
+  clients: ReadonlyArray<readonly [string, ReadonlyArray<string | number>]>,
+  cpuMs: () => number
+): Promise<Load> => {
+  const started = await Promise.all(clients.map(([mode, args]) => startClient<LoadResult>(mode, args)))
+  const cpu0 = cpuMs()
+  const t0 = clock()
+  for (const c of started) c.send({ t0 })
+  const results = await Promise.all(started.map((c) => c.result))
+  const cpu1 = cpuMs()
+  const failed = results.find((r) => r.failures > 0)
+  if (failed !== undefined) throw new Error(`a load client saw ${failed.failures} failures: ${failed.firstFailure}`)
+  const acked = results.reduce((n, r) => n + r.acked, 0)
+  const ms = Math.max(...results.map((r) => r.endedAt)) - Math.min(...results.map((r) => r.startedAt))
+  return { rate: acked / (ms / 1000), acked, cpuPerEventUs: ((cpu1 - cpu0) * 1000) / acked }
+}
+
+/**
+ * Redis `XADD` load on a fresh stream: `processes` client processes, each with `connections`
+ * connections sending pipelines of `batch` XADDs (the journal line of each event, ~300 bytes),
+ * `events` in all.
+ */
+export const redisLoad = (
+  server: RedisServer,
+  key: string,
+  events: number,
+  batch: number,
+  processes: number,
+  connections: number
+): Promise<Load> =>
+  runLoad(
+    Array.from(
+      { length: processes },
+      () => ["xadd", [server.port, key, Math.ceil(events / processes), batch, connections]] as const
+    ),
+    server.cpuMs
+  )
+
+/** Loads a journal's lines into the stream `key` (ids 1..N); answers N. */
+export const redisLoadJournal = async (server: RedisServer, key: string, dir: string): Promise<number> => {
+  const [loaded] = await runClients<ReplayResult>([["xload", [server.port, key, dir]]])
+  return loaded!.events
+}
+
+export interface Replay {
+  readonly events: number
+  readonly rate: number
+  readonly cpuPerEventUs: number
+}
+
+/** `XREAD COUNT 10000` of the whole stream `key` (ids 1..events) from a client process. */
+export const redisReplay = async (server: RedisServer, key: string, events: number): Promise<Replay> => {
+  const cpu0 = server.cpuMs()
+  const [r] = await runClients<ReplayResult>([["xread-replay", [server.port, key, events]]])
+  const cpu1 = server.cpuMs()
+  return {
+    events: r!.events,
+    rate: r!.events / ((r!.endedAt - r!.startedAt) / 1000),
+    cpuPerEventUs: ((cpu1 - cpu0) * 1000) / r!.events
+  }
+}
+
+/** `GET /api/v1/stream?since=0` until `caught_up` from a client process. */
+export const sseReplay = async (service: Service): Promise<Replay> => {
+  const cpu0 = service.cpuMs()
+  const [r] = await runClients<ReplayResult>([["sse-replay", [service.port]]])
+  const cpu1 = service.cpuMs()
+  return {
+    events: r!.events,
+    rate: r!.events / ((r!.endedAt - r!.startedAt) / 1000),
+    cpuPerEventUs: ((cpu1 - cpu0) * 1000) / r!.events
+  }
+}
