@@ -16,6 +16,7 @@ import * as ChangeFeed from "../src/ChangeFeed.js"
 import { AgentDomain, type AgentEvent } from "../src/Domain/AgentEvent.js"
 import type { ChangeEvent } from "../src/Domain/ChangeEvent.js"
 import * as Journal from "../src/Journal.js"
+import * as FileJournal from "../src/Journal/File.js"
 
 // ---------------------------------------------------------------------------------------------------------------
 // Configuration and report
@@ -336,7 +337,7 @@ export const openFeed = (
     // The journal in a scope of its own, closed after the feed's drain (as `ChangeFeed.makeFiles` wires it).
     const journalScope = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.sequential)
     const journal = yield* Scope.extend(
-      Journal.make(AgentDomain.schema, { retention: { segments: 100_000 }, ...options, directory }),
+      FileJournal.make(AgentDomain.schema, { retention: { segments: 100_000 }, ...options, directory }),
       journalScope
     )
     const counter: BatchCounter = { batches: 0, events: 0, lastAppendAt: 0 }
@@ -362,7 +363,7 @@ export const openFeed = (
 export const writeJournal = (directory: string, count: number, batch = 2000): Promise<void> =>
   runEffect(
     Effect.gen(function* () {
-      const journal = yield* Journal.make(AgentDomain.schema, {
+      const journal = yield* FileJournal.make(AgentDomain.schema, {
         directory,
         fsync: "never",
         retention: { segments: 100_000 }

@@ -7,6 +7,7 @@
  */
 import { Cause, Clock, Effect, Exit, FiberId, Option, Stream } from "effect"
 import type { Reset } from "../Domain/FeedItem.js"
+import type { Appended } from "../Journal.js"
 import type { JournalReadError } from "../Journal/Errors.js"
 import * as Metrics from "../Metrics.js"
 import * as Tracing from "../Tracing.js"
@@ -131,24 +132,24 @@ export const make = (account: string = Metrics.defaultAccount) =>
             }
           ),
 
-      /** One journal append of the writer: its latency and size, in a span when traced. */
-      commit: <A, E>(
-        append: Effect.Effect<A, E>,
-        batch: ReadonlyArray<{ readonly seq: number }>
-      ): Effect.Effect<A, E> => {
+      /** One journal append of the writer: its latency and size, and the seqs it got, in a span when traced. */
+      commit: <A, E>(append: Effect.Effect<Appended<A>, E>, events: number): Effect.Effect<Appended<A>, E> => {
         const measured = Metrics.timed(metrics.appendSeconds)(append).pipe(
-          Effect.tap(() => metrics.batchEvents.unsafeUpdate(batch.length, []))
+          Effect.tap(() => metrics.batchEvents.unsafeUpdate(events, []))
         )
         if (!tracing) return measured
-        return Effect.withSpan(measured, "ChangeFeed.commit", {
-          attributes: {
-            ...accountAttribute,
-            "feed.batch.events": batch.length,
-            "feed.seq.first": batch[0]?.seq,
-            "feed.seq.last": batch.at(-1)?.seq
-          },
-          captureStackTrace: false
-        })
+        return measured.pipe(
+          Effect.tap((appended) =>
+            Effect.annotateCurrentSpan({
+              "feed.seq.first": appended.events[0]?.seq,
+              "feed.seq.last": appended.events.at(-1)?.seq
+            })
+          ),
+          Effect.withSpan("ChangeFeed.commit", {
+            attributes: { ...accountAttribute, "feed.batch.events": events },
+            captureStackTrace: false
+          })
+        )
       },
 
       /**

@@ -11,6 +11,7 @@ import { Deferred, Effect, Exit, FastCheck as fc, Fiber } from "effect"
 import * as ChangeFeed from "../../src/ChangeFeed.js"
 import { AgentDomain, type AgentEvent } from "../../src/Domain/AgentEvent.js"
 import * as Journal from "../../src/Journal.js"
+import * as MemoryJournal from "../../src/Journal/Memory.js"
 import {
   deleted,
   Env,
@@ -32,7 +33,7 @@ const ephemeral = (content: string): Entry => ({ sessionId: "s1", event: token(c
 /** A feed on an in-memory journal whose appends wait at a gate the test opens. */
 const gatedFeed = (options: ChangeFeed.ChangeFeedOptions = {}) =>
   Effect.gen(function* () {
-    const journal = yield* Journal.makeMemory(AgentDomain.schema)
+    const journal = yield* MemoryJournal.make(AgentDomain.schema)
     const gate = yield* Effect.makeLatch(false)
     let appends = 0
     const feed = yield* ChangeFeed.make(
@@ -53,7 +54,7 @@ const gatedFeed = (options: ChangeFeed.ChangeFeedOptions = {}) =>
   })
 
 const memoryFeed = (options: ChangeFeed.ChangeFeedOptions = {}) =>
-  Effect.flatMap(Journal.makeMemory(AgentDomain.schema), (journal) =>
+  Effect.flatMap(MemoryJournal.make(AgentDomain.schema), (journal) =>
     Effect.orDie(ChangeFeed.make(AgentDomain, journal, options))
   )
 

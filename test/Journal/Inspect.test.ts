@@ -14,6 +14,7 @@ import * as Path from "node:path"
 import { crc32 } from "node:zlib"
 import { AgentEvent } from "../../src/Domain/AgentEvent.js"
 import * as Journal from "../../src/Journal.js"
+import * as FileJournal from "../../src/Journal/File.js"
 import { inspect, repair } from "../../src/Journal/Inspect.js"
 
 const tempDir = Effect.flatMap(FileSystem.FileSystem, (fs) => fs.makeTempDirectoryScoped({ prefix: "inspect-" }))
@@ -29,7 +30,7 @@ const deleted = (seq: number) => ({
 const writeJournal = (directory: string, count: number, segmentBytes = 400) =>
   Effect.scoped(
     Effect.gen(function* () {
-      const journal = yield* Journal.make(AgentEvent, { directory, segmentBytes, fsync: "never" })
+      const journal = yield* FileJournal.make(AgentEvent, { directory, segmentBytes, fsync: "never" })
       for (let seq = 1; seq <= count; seq++) yield* journal.append([deleted(seq)])
     })
   )
@@ -111,7 +112,7 @@ describe("Inspect", () => {
       // seqs 1..3 appended (and acknowledged), then a clean stop.
       const epoch = yield* Effect.scoped(
         Effect.gen(function* () {
-          const journal = yield* Journal.make(AgentEvent, { directory })
+          const journal = yield* FileJournal.make(AgentEvent, { directory })
           yield* journal.append([deleted(1), deleted(2), deleted(3)])
           return journal.epoch
         })
@@ -123,7 +124,7 @@ describe("Inspect", () => {
       NFs.writeFileSync(file, bytes)
 
       // The journal refuses to open, naming the place and the way out.
-      const refused = yield* Effect.flip(Effect.scoped(Journal.make(AgentEvent, { directory })))
+      const refused = yield* Effect.flip(Effect.scoped(FileJournal.make(AgentEvent, { directory })))
       assert.instanceOf(refused, Journal.JournalCorrupt)
       assert.strictEqual((refused as Journal.JournalCorrupt).offset, lastLine)
       assert.include(refused.message, `change-feed inspect ${directory} --repair`)
@@ -139,7 +140,7 @@ describe("Inspect", () => {
       // Seq 3 is handed out again, but never in the epoch whose readers may have seen the first one.
       yield* Effect.scoped(
         Effect.gen(function* () {
-          const journal = yield* Journal.make(AgentEvent, { directory })
+          const journal = yield* FileJournal.make(AgentEvent, { directory })
           assert.notStrictEqual(journal.epoch, epoch)
           assert.strictEqual(yield* journal.headSeq, 2)
           yield* journal.append([
@@ -158,7 +159,7 @@ describe("Inspect", () => {
       NFs.writeFileSync(Path.join(directory, "events-00000000000000000001.jsonl"), original)
       yield* Effect.scoped(
         Effect.gen(function* () {
-          const journal = yield* Journal.make(AgentEvent, { directory, segmentBytes: 400 })
+          const journal = yield* FileJournal.make(AgentEvent, { directory, segmentBytes: 400 })
           for (let seq = 3; seq <= 20; seq++) yield* journal.append([deleted(seq)])
         })
       )
@@ -207,7 +208,7 @@ describe("Inspect", () => {
       const size = NFs.statSync(newest).size
       const error = yield* Effect.scoped(
         Effect.zipRight(
-          Journal.make(AgentEvent, { directory }),
+          FileJournal.make(AgentEvent, { directory }),
           Effect.flip(repair(directory, { file: newest, offset: size - 10, bytes: 10 }))
         )
       )

@@ -4,10 +4,10 @@
  */
 import { NodeContext } from "@effect/platform-node"
 import { Effect, Schema } from "effect"
-import * as Journal from "../../src/Journal.js"
+import * as FileJournal from "../../src/Journal/File.js"
 
 Effect.gen(function* () {
-  yield* Journal.make(Schema.Unknown, { directory: process.argv[2]! })
+  yield* FileJournal.make(Schema.Unknown, { directory: process.argv[2]! })
   process.stdout.write("open\n")
   return yield* Effect.never
 }).pipe(Effect.scoped, Effect.provide(NodeContext.layer), Effect.runPromise)

@@ -11,6 +11,7 @@ import { Chunk, Effect, Stream } from "effect"
 import * as NFs from "node:fs"
 import { AgentEvent } from "../../src/Domain/AgentEvent.js"
 import * as Journal from "../../src/Journal.js"
+import * as FileJournal from "../../src/Journal/File.js"
 import { Env, openFeed } from "../support/FeedTesting.js"
 import { dataOf, openStream, request, seqsOf, start, tempDirectory } from "../support/Server.js"
 
@@ -30,7 +31,7 @@ describe("the wire", () => {
       const directory = yield* tempDirectory
       yield* Effect.scoped(
         Effect.gen(function* () {
-          const journal = yield* Journal.make(AgentEvent, { directory })
+          const journal = yield* FileJournal.make(AgentEvent, { directory })
           yield* journal.append([deleted(1, "req-1"), deleted(2)])
           yield* journal.append([deleted(3, "req-2:0")])
         })
@@ -72,7 +73,7 @@ describe("the wire", () => {
       const directory = yield* tempDirectory
       yield* Effect.scoped(
         Effect.gen(function* () {
-          const journal = yield* Journal.make(AgentEvent, { directory })
+          const journal = yield* FileJournal.make(AgentEvent, { directory })
           yield* journal.append([deleted(1, "req-1"), deleted(2)])
         })
       )

@@ -1,0 +1,251 @@
+/**
+ * The producers' side of a feed: `record`, `publish` and `publishAll` (with or without an
+ * idempotency key). Each keeps the durable events (routed to their session), hands them to the
+ * writer's intake, and waits for the receipt; a keyed batch is answered from the idempotency
+ * window when its key is known (`Idempotency.ts`).
+ */
+import { Duration, Effect, Exit, Option, Schema } from "effect"
+import { estimateBytes } from "../BufferBudget.js"
+import { type FeedDomain, routeSession } from "../Domain/FeedDomain.js"
+import type { Journal } from "../Journal.js"
+import {
+  FeedClosed,
+  IdempotencyKeyConflict,
+  InvalidIdempotencyKey,
+  NotYetDurable,
+  type PublishAllError,
+  type PublishError
+} from "./Errors.js"
+import {
+  chainFingerprint,
+  emptyFingerprint,
+  entryText,
+  type IdempotencyWindow,
+  isValidKey,
+  type Pending,
+  recallFingerprint,
+  type Runs,
+  seqsAt
+} from "./Idempotency.js"
+import { BatchItem, type Entry, type Receipts } from "./Receipts.js"
+import type { Writer } from "./Writer.js"
+
+export interface PublishOptions {
+  readonly timeoutMs?: number | undefined
+}
+
+export interface PublishAllOptions extends PublishOptions {
+  /**
+   * Makes the batch idempotent. A batch whose key the feed has already accepted is answered with
+   * the seqs it got then, and nothing is appended again; one sent while the first is still in
+   * flight waits for it and gets the same answer. The same key with other durable events fails
+   * with `IdempotencyKeyConflict`. 1 to 128 characters of `A-Z a-z 0-9 . _ : -` (a UUID fits).
+   * Keys are remembered across restarts, within the window (`idempotencyWindowEvents`).
+   */
+  readonly idempotencyKey?: string | undefined
+}
+
+export interface Publisher<A> {
+  readonly unsafeRecord: (sessionId: string | undefined, event: A) => void
+  readonly publish: (
+    sessionId: string | undefined,
+    event: A,
+    options?: PublishOptions
+  ) => Effect.Effect<Option.Option<number>, PublishError>
+  readonly publishAll: (
+    entries: ReadonlyArray<Entry<A>>,
+    options?: PublishAllOptions
+  ) => Effect.Effect<Array<number | null>, PublishAllError>
+}
+
+/** A keyed batch as the window sees it: its durable entries and the fingerprint after each. */
+interface KeyedRequest<A> {
+  readonly key: string
+  readonly length: number
+  readonly durable: ReadonlyArray<Entry<A>>
+  readonly positions: ReadonlyArray<number>
+  readonly chain: ReadonlyArray<string>
+  readonly timeoutMs: number
+}
+
+export const make = <A, I>(deps: {
+  readonly domain: FeedDomain<A, I>
+  readonly journal: Journal<A>
+  readonly writer: Writer<A>
+  readonly receipts: Receipts<A>
+  readonly keys: IdempotencyWindow
+  /** Past this an event is over every budget: its size need not be known more exactly (nor a cycle walked). */
+  readonly estimateLimit: number
+  readonly publishTimeoutMs: number
+}): Effect.Effect<Publisher<A>> =>
+  Effect.map(Effect.clock, (clock) => {
+    const { domain, estimateLimit, journal, keys, receipts, writer } = deps
+    const encodeEvent = Schema.encodeSync(domain.schema)
+
+    const unsafeRecord = (sessionId: string | undefined, event: A): void => {
+      if (!domain.isDurable(event)) return
+      writer.record({
+        sessionId: routeSession(domain, sessionId, event),
+        event,
+        bytes: estimateBytes(event, estimateLimit)
+      })
+    }
+
+    /**
+     * Queues durable entries as one batch and answers its first seq once journaled. A keyed batch
+     * that is not accepted lets go of its key, so that a retry can append it.
+     */
+    const submit = (
+      durable: ReadonlyArray<Entry<A>>,
+      timeoutMs: number,
+      keyed: Pending | undefined
+    ): Effect.Effect<number, PublishError> => {
+      if (writer.closing()) {
+        if (keyed !== undefined) keys.abandon(keyed)
+        return Effect.fail(new FeedClosed())
+      }
+      let bytes = 0
+      for (const entry of durable) bytes += estimateBytes(entry.event, estimateLimit)
+      const item = new BatchItem(durable, bytes, clock.unsafeCurrentTimeMillis() + timeoutMs, timeoutMs, keyed)
+      // No timer on the common path: an intake with room takes the item at once, and the wait
+      // for durability is bounded by the receipts' deadline sweep, not a timer per call.
+      receipts.track(item)
+      if (writer.offer(item)) return item.await
+      return writer.admit(item).pipe(
+        // Not queued (busy, closing, or the caller was interrupted first): nothing of it will be journaled.
+        Effect.onExit((exit) =>
+          Exit.isSuccess(exit)
+            ? Effect.void
+            : Effect.sync(() => {
+                receipts.forget(item)
+                if (keyed !== undefined) keys.abandon(keyed)
+              })
+        ),
+        Effect.zipRight(item.await)
+      )
+    }
+
+    // Plain functions around `submit`, not generators: these are on every publisher's path.
+    const publishAll = (
+      entries: ReadonlyArray<Entry<A>>,
+      options?: PublishAllOptions
+    ): Effect.Effect<Array<number | null>, PublishAllError> =>
+      Effect.suspend(() => {
+        const timeoutMs = options?.timeoutMs ?? deps.publishTimeoutMs
+        const key = options?.idempotencyKey
+        if (key !== undefined) return publishKeyed(key, entries, timeoutMs)
+        const seqs: Array<number | null> = new Array(entries.length).fill(null)
+        const durable: Array<Entry<A>> = []
+        const positions: Array<number> = []
+        for (let i = 0; i < entries.length; i++) {
+          const { event, sessionId } = entries[i]!
+          if (!domain.isDurable(event)) continue
+          durable.push({ sessionId: routeSession(domain, sessionId, event), event })
+          positions.push(i)
+        }
+        if (durable.length === 0) return Effect.succeed(seqs)
+        return Effect.map(submit(durable, timeoutMs, undefined), (first) => {
+          for (let k = 0; k < positions.length; k++) seqs[positions[k]!] = first + k
+          return seqs
+        })
+      })
+
+    const publish = (
+      sessionId: string | undefined,
+      event: A,
+      options?: PublishOptions
+    ): Effect.Effect<Option.Option<number>, PublishError> =>
+      Effect.suspend(() =>
+        domain.isDurable(event)
+          ? Effect.map(
+              submit(
+                [{ sessionId: routeSession(domain, sessionId, event), event }],
+                options?.timeoutMs ?? deps.publishTimeoutMs,
+                undefined
+              ),
+              Option.some
+            )
+          : Effect.succeed(Option.none())
+      )
+
+    // ---- idempotent batches ---------------------------------------------------------------
+
+    const publishKeyed = (
+      key: string,
+      entries: ReadonlyArray<Entry<A>>,
+      timeoutMs: number
+    ): Effect.Effect<Array<number | null>, PublishAllError> => {
+      if (!isValidKey(key)) return Effect.fail(new InvalidIdempotencyKey({ key }))
+      const durable: Array<Entry<A>> = []
+      const positions: Array<number> = []
+      const chain: Array<string> = []
+      let fingerprint = emptyFingerprint
+      for (let i = 0; i < entries.length; i++) {
+        const { event, sessionId } = entries[i]!
+        if (!domain.isDurable(event)) continue
+        const routed = routeSession(domain, sessionId, event)
+        durable.push({ sessionId: routed, event })
+        positions.push(i)
+        fingerprint = chainFingerprint(fingerprint, entryText(routed, encodeEvent(event)))
+        chain.push(fingerprint)
+      }
+      return attemptKeyed({ key, length: entries.length, durable, positions, chain, timeoutMs })
+    }
+
+    /** Answers from the window if the key is known, else publishes under it; again if a request it waited on is dropped. */
+    const attemptKeyed = (request: KeyedRequest<A>): Effect.Effect<Array<number | null>, PublishAllError> =>
+      Effect.suspend(() => {
+        const { chain, durable, key } = request
+        const answer = (runs: Runs) => seqsAt(request.length, request.positions, runs)
+        const fingerprint = chain.length === 0 ? emptyFingerprint : chain[chain.length - 1]!
+        const known = keys.find(key, writer.head())
+        if (known === undefined) {
+          if (durable.length === 0) return Effect.succeed(answer([]))
+          const keyed = keys.begin(key, fingerprint, durable.length, undefined)
+          return Effect.map(submit(durable, request.timeoutMs, keyed), (first) => answer([first, durable.length]))
+        }
+        if (known._tag === "Journaled" && known.fingerprint === undefined) {
+          // Learnt at open: its fingerprint is read back from the journal the first time it is needed.
+          return Effect.flatMap(Effect.orDie(recallFingerprint(journal, known)), (recalled) => {
+            keys.recalled(known, recalled)
+            return attemptKeyed(request)
+          })
+        }
+        if (known.fingerprint === fingerprint) {
+          if (known._tag === "Journaled") return Effect.succeed(answer(known.runs))
+          return Effect.flatMap(awaitKeyed(known, request.timeoutMs), (runs) =>
+            runs === undefined ? attemptKeyed(request) : Effect.succeed(answer(runs))
+          )
+        }
+        // A crash cut this request short: the journal holds its first events, the retry adds the rest.
+        if (
+          known._tag === "Journaled" &&
+          known.torn &&
+          known.count < durable.length &&
+          chain[known.count - 1] === known.fingerprint
+        ) {
+          const prior = known.runs
+          const rest = durable.slice(known.count)
+          const keyed = keys.begin(key, fingerprint, durable.length, known)
+          return Effect.map(submit(rest, request.timeoutMs, keyed), (first) => answer([...prior, first, rest.length]))
+        }
+        return Effect.fail(
+          new IdempotencyKeyConflict({ key, acceptedEvents: known.count, requestEvents: durable.length })
+        )
+      })
+
+    /** The seqs of a request in flight under the same key once journaled (`undefined` if it never will be). */
+    const awaitKeyed = (pending: Pending, timeoutMs: number): Effect.Effect<Runs | undefined, NotYetDurable> =>
+      Effect.async<Runs | undefined>((resume) => {
+        const waiter = (runs: Runs | undefined) => resume(Effect.succeed(runs))
+        pending.waiters.add(waiter)
+        return Effect.sync(() => pending.waiters.delete(waiter))
+      }).pipe(
+        Effect.timeoutFail({
+          duration: Duration.millis(timeoutMs),
+          onTimeout: () => new NotYetDurable({ timeoutMs })
+        })
+      )
+
+    return { unsafeRecord, publish, publishAll } satisfies Publisher<A>
+  })

@@ -1,0 +1,176 @@
+/**
+ * The readers: from a cursor to the live tail, exactly the events after it, in order, once
+ * each, or a reset first.
+ *
+ * A reader decides its reset (`Reset.ts`), replays the journal up to its head, says it caught
+ * up, then follows the broadcast's live buffer; whenever the buffer has slid past it, it replays
+ * the journal again from its cursor. With a session filter it passes other sessions' events over
+ * and says how far it got (`Progress`). Two kinds of reader share this: decoded changes
+ * (`changes`) and journal lines passed on as they are (`changeLines`, the SSE stream).
+ */
+import { Chunk, Effect, Either, ExecutionStrategy, Exit, Option, Scope, Stream } from "effect"
+import type { Cursor } from "../Domain/Cursor.js"
+import type { CaughtUp, Change, FeedItem, LineChange, LineItem, Progress, Reset } from "../Domain/FeedItem.js"
+import type { Journal } from "../Journal.js"
+import type { JournalReadError } from "../Journal/Errors.js"
+import { asItem, type Broadcast, type LiveChange } from "./Broadcast.js"
+import type { Instrument } from "./Instrument.js"
+import { decideReset, resetTo } from "./Reset.js"
+
+export interface ChangesOptions {
+  /** Exclusive cursor: events with seq greater than this (default 0, everything retained). */
+  readonly since?: number | Cursor | undefined
+  /** Only this session's events; `Progress` items keep the cursor moving meanwhile. */
+  readonly sessionId?: string | undefined
+}
+
+/** Most bytes a reader takes from the live buffer at once (past its first event): what it copies in one go. */
+const LIVE_READ_BYTES = 1024 * 1024
+/** Most events a reader takes from the live buffer at once. */
+const LIVE_READ_EVENTS = 1024
+
+/**
+ * One kind of reader, for either kind of change item `C`: how to replay the journal as `C`s, how
+ * to take a broadcast event as a `C`, and how to read a `C`'s seq and session.
+ */
+interface ReaderFormat<A, C> {
+  readonly replay: (journal: Journal<A>, from: number, upTo: number) => Stream.Stream<C, JournalReadError>
+  readonly live: (change: LiveChange<A>) => C
+  readonly seqOf: (change: C) => number
+  readonly sessionOf: (change: C) => string | undefined
+}
+
+const decodedFormat = <A>(): ReaderFormat<A, Change<A>> => ({
+  replay: (journal, from, upTo) => Stream.map(journal.read(from, upTo), asItem),
+  live: (change) => change.decoded,
+  seqOf: (item) => item.change.seq,
+  sessionOf: (item) => item.change.session_id
+})
+
+const lineFormat = <A>(): ReaderFormat<A, LineChange> => ({
+  replay: (journal, from, upTo) => journal.readLines(from, upTo),
+  live: (change) => change.line,
+  seqOf: (item) => item.seq,
+  sessionOf: (item) => item.sessionId
+})
+
+export interface Readers<A> {
+  readonly changes: (options?: ChangesOptions) => Stream.Stream<FeedItem<A>, JournalReadError>
+  readonly changeLines: (options?: ChangesOptions) => Stream.Stream<LineItem, JournalReadError>
+  /** Readers following the feed now. */
+  readonly subscribers: () => number
+}
+
+export const make = <A>(journal: Journal<A>, broadcast: Broadcast<A>, instrument: Instrument): Readers<A> => {
+  let subscribers = 0
+  const live = broadcast.live
+  const decoded = decodedFormat<A>()
+  const lines = lineFormat<A>()
+
+  const follow = <C>(
+    format: ReaderFormat<A, C>,
+    options: ChangesOptions
+  ): Stream.Stream<C | Reset | CaughtUp | Progress, JournalReadError> =>
+    Stream.unwrapScoped(
+      Effect.gen(function* () {
+        const since = options.since ?? 0
+        const cursorIn: Cursor = typeof since === "number" ? { seq: since } : since
+        const sessionId = options.sessionId
+        yield* Effect.acquireRelease(
+          Effect.sync(() => subscribers++),
+          () => Effect.sync(() => subscribers--)
+        )
+        const outer = yield* Effect.scope
+        type Item = C | Reset | CaughtUp | Progress
+        const pending: Array<Item> = []
+        let phase: Scope.CloseableScope | undefined
+        let replay: Effect.Effect<Chunk.Chunk<C>, Option.Option<JournalReadError>> | undefined
+        let cursor = 0
+        let caughtUp = false
+        let ended = false
+        yield* instrument.trackReader(() => cursor)
+
+        // Replay the journal up to its head, then follow the live buffer: every later event is
+        // put in the buffer after it is journaled, so the reader either finds it there or
+        // finds that the buffer slid past it, and replays again.
+        const startFrom = (from: number) =>
+          Effect.gen(function* () {
+            if (phase !== undefined) yield* Scope.close(phase, Exit.void)
+            phase = yield* Scope.fork(outer, ExecutionStrategy.sequential)
+            const head = yield* journal.headSeq
+            cursor = from
+            replay =
+              from < head
+                ? yield* Scope.extend(
+                    Stream.toPull(instrument.replay(format.replay(journal, from, head), from, head)),
+                    phase
+                  )
+                : undefined
+          })
+
+        const window = yield* journal.info
+        const reset = decideReset(cursorIn, window)
+        if (reset !== undefined) pending.push(instrument.reset(reset))
+        yield* startFrom(reset === undefined ? cursorIn.seq : reset.continueFrom)
+
+        const deliver = (items: Iterable<C>, out: Array<Item>): void => {
+          let passedOver = false
+          for (const item of items) {
+            const seq = format.seqOf(item)
+            if (seq <= cursor) continue
+            // A hole: the rest comes again, from the journal or the buffer, on the next pull.
+            if (seq !== cursor + 1) break
+            cursor = seq
+            if (sessionId === undefined || format.sessionOf(item) === sessionId) {
+              out.push(item)
+              passedOver = false
+            } else {
+              passedOver = true
+            }
+          }
+          if (passedOver) out.push({ _tag: "Progress", seq: cursor })
+        }
+
+        const pull: Effect.Effect<Chunk.Chunk<Item>, Option.Option<JournalReadError>> = Effect.gen(function* () {
+          while (true) {
+            if (pending.length > 0) return Chunk.unsafeFromArray(pending.splice(0))
+            if (ended || broadcast.closed) return yield* Effect.fail(Option.none())
+            const out: Array<Item> = []
+            if (replay !== undefined) {
+              const next = yield* Effect.either(replay)
+              if (Either.isRight(next)) {
+                deliver(next.right, out)
+              } else if (Option.isNone(next.left)) {
+                replay = undefined
+              } else if (next.left.value._tag === "JournalPruned") {
+                // Retention removed what this reader still needed: say so, go on from the head.
+                const now = yield* journal.info
+                out.push(instrument.reset(resetTo("below_retention", cursor, now)))
+                yield* startFrom(now.headSeq)
+              } else {
+                return yield* Effect.fail(Option.map(next.left, instrument.readFailure))
+              }
+            } else if (!caughtUp) {
+              caughtUp = true
+              out.push({ _tag: "CaughtUp", seq: cursor })
+            } else {
+              const events = live.after(cursor, LIVE_READ_EVENTS, LIVE_READ_BYTES)
+              // The live buffer slid past this reader: catch up from the journal.
+              if (events === "gap") yield* startFrom(cursor)
+              else if (events === "end") ended = true
+              else if (events.length === 0) yield* live.awaitAfter(cursor)
+              else deliver(events.map(format.live), out)
+            }
+            if (out.length > 0) return Chunk.unsafeFromArray(out)
+          }
+        })
+        return Stream.repeatEffectChunkOption(pull)
+      })
+    )
+
+  return {
+    changes: (options = {}) => follow(decoded, options),
+    changeLines: (options = {}) => follow(lines, options),
+    subscribers: () => subscribers
+  }
+}
