@@ -22,15 +22,17 @@ import { type AppendFailed, batchOutcome, makeCommitter } from "./Postgres/Appen
 import { makeHub } from "./Postgres/Hub.js"
 import { startRetention, type RetentionOptions } from "./Postgres/Retention.js"
 import { ensurePartitions, migrate } from "./Postgres/Schema.js"
-import type {
-  Appended,
-  Journal,
-  JournalEntry,
-  JournalEvent,
-  JournalInfo,
-  JournalLine,
-  JournalStore
-} from "./Postgres/Seam.js"
+import {
+  type Appended,
+  cleanRecovery,
+  type Journal,
+  type JournalEntry,
+  type JournalEvent,
+  type JournalInfo,
+  type JournalLine,
+  type JournalStore,
+  numbered
+} from "../Journal.js"
 
 export interface PostgresOptions {
   /** `postgres://user:password@host:port/database` */
@@ -77,14 +79,6 @@ const currentEpoch = (sql: SqlClient, partitionRows: number) =>
     const rows = yield* sql.unsafe<{ epoch: string }>(`SELECT epoch FROM feed_meta`)
     return rows[0]!.epoch
   })
-
-/** An entry as the event it becomes at `seq` (no `undefined` fields: the codec writes what is there). */
-const numbered = <A>(e: JournalEntry<A>, seq: number): JournalEvent<A> => {
-  const event: { -readonly [K in keyof JournalEvent<A>]: JournalEvent<A>[K] } = { seq, ts: e.ts, event: e.event }
-  if (e.session_id !== undefined) event.session_id = e.session_id
-  if (e.key !== undefined) event.key = e.key
-  return event
-}
 
 interface HeadRow {
   readonly head: number
@@ -159,7 +153,7 @@ export const store = (
         const unanswered = new WeakMap<ReadonlyArray<JournalEntry<A>>, Unanswered>()
 
         const answer = (entries: ReadonlyArray<JournalEntry<A>>, first: number): Appended<A> => {
-          const events = entries.map((e, i) => numbered(e, first + i))
+          const events = numbered(entries, first)
           return { events, lines: codec.encodeBatch(events) }
         }
         const advanced = (first: number, count: number) =>
@@ -171,7 +165,7 @@ export const store = (
         const send = (entries: ReadonlyArray<JournalEntry<A>>) =>
           Effect.gen(function* () {
             // The wire JSON less its `{"seq":N` prefix, which the statement's seq completes.
-            const unnumbered = codec.encodeBatch(entries.map((e) => numbered(e, 0)))
+            const unnumbered = codec.encodeBatch(numbered(entries, 0))
             const payloads = entries.map((_, i) =>
               Buffer.from(bodyAt(unnumbered, i).subarray(SEQ_PREFIX)).toString("utf8")
             )
@@ -313,14 +307,7 @@ export const store = (
         const journal: Journal<A> = {
           location: where,
           epoch,
-          recovery: {
-            unclean: false,
-            newEpoch: false,
-            tornBytes: 0,
-            discardedBytes: 0,
-            prunedSegments: 0,
-            tookOverLockFrom: undefined
-          },
+          recovery: cleanRecovery,
           headSeq: Effect.sync(() => head),
           info,
           append,
@@ -335,7 +322,10 @@ export const store = (
       .unsafe<{ account_id: string }>(`SELECT account_id FROM feed_heads ORDER BY account_id COLLATE "C"`)
       .pipe(
         Effect.map((rows) => rows.map((r) => r.account_id as AccountId)),
-        Effect.mapError(io("list accounts"))
+        // As for files: an unreadable store lists no account (opening one reports the fault).
+        Effect.catchAll((error) =>
+          Effect.as(Effect.logWarning(`could not list the accounts in ${location}`, error), [])
+        )
       )
 
     return { location, epoch, open, accounts }

@@ -45,7 +45,7 @@ export interface AppendFailed {
 const NOTIFY_LIMIT = 7900
 
 /** The statement, tagged with its batch id (a uuid, so the text needs no quoting). */
-const appendStatement = (batchId: string) => `/* feed batch ${batchId} */
+export const appendStatement = (batchId: string) => `/* feed batch ${batchId} */
 WITH input AS (
   SELECT account_id, payload, session_id, key, ord
   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS i(account_id, payload, session_id, key, ord)
