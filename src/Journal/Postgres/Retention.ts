@@ -23,6 +23,43 @@ export interface RetentionOptions {
 
 const LOCK_KEY = "hashtext('feed_retention')"
 
+type Query = <R>(text: string, params?: ReadonlyArray<unknown>) => Effect.Effect<ReadonlyArray<R>, SqlError>
+
+/**
+ * Drops partition `victim`, the oldest, after raising the floors past it. Not interrupted
+ * halfway (a store closing): a cancelled `DETACH ... CONCURRENTLY` would stay pending.
+ */
+const dropPartition = (q: Query, victim: string) =>
+  Effect.uninterruptible(
+    Effect.gen(function* () {
+      const [{ exists }] = (yield* q<{ exists: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS exists`, [
+        victim
+      ])) as [{ exists: boolean }]
+      if (!exists) return yield* q(`DELETE FROM feed_partitions WHERE name = $1`, [victim])
+      // Every gpos of the victim is drawn: wait out the transactions that drew them, committed or not.
+      const [{ xid }] = (yield* q<{ xid: string }>(`SELECT pg_current_xact_id()::text AS xid`)) as [{ xid: string }]
+      yield* q<{ done: boolean }>(`SELECT pg_snapshot_xmin(pg_current_snapshot()) > $1::xid8 AS done`, [xid]).pipe(
+        Effect.repeat({ schedule: Schedule.spaced("20 millis"), until: (rows) => rows[0]!.done })
+      )
+      yield* q(
+        `WITH m AS (SELECT account_id, max(seq) AS max_seq FROM ${victim} GROUP BY account_id),
+           locked AS (SELECT h.account_id FROM feed_heads h JOIN m USING (account_id) ORDER BY h.account_id FOR UPDATE OF h)
+           UPDATE feed_heads h SET floor_seq = GREATEST(h.floor_seq, m.max_seq + 1)
+           FROM m WHERE h.account_id = m.account_id AND h.account_id IN (SELECT account_id FROM locked)`
+      )
+      // A pass cut short (a crash, a cancelled statement) may have left the detach pending, or done.
+      const [state] = yield* q<{ pending: boolean }>(
+        `SELECT inhdetachpending AS pending FROM pg_inherits WHERE inhrelid = to_regclass($1)`,
+        [victim]
+      )
+      if (state !== undefined) {
+        yield* q(`ALTER TABLE feed_events DETACH PARTITION ${victim} ${state.pending ? "FINALIZE" : "CONCURRENTLY"}`)
+      }
+      yield* q(`DROP TABLE IF EXISTS ${victim}`)
+      yield* q(`DELETE FROM feed_partitions WHERE name = $1`, [victim])
+    })
+  )
+
 /**
  * One pass: creates the partitions ahead, and drops the oldest ones past `keepPartitions`.
  * Answers the partitions dropped (0 when another replica holds the lock).
@@ -31,7 +68,7 @@ export const retainOnce = (sql: SqlClient, keepPartitions: number | undefined) =
   Effect.scoped(
     Effect.gen(function* () {
       const connection = yield* sql.reserve
-      const q = <R>(text: string, params: ReadonlyArray<unknown> = []) =>
+      const q: Query = <R>(text: string, params: ReadonlyArray<unknown> = []) =>
         connection.execute(text, params, undefined) as Effect.Effect<ReadonlyArray<R>, SqlError>
       const [{ locked }] = (yield* q<{ locked: boolean }>(`SELECT pg_try_advisory_lock(${LOCK_KEY}) AS locked`)) as [
         { locked: boolean }
@@ -47,21 +84,7 @@ export const retainOnce = (sql: SqlClient, keepPartitions: number | undefined) =
            WHERE lo < g.next ORDER BY lo`
         )
         if (used.length <= keepPartitions) return dropped
-        const victim = used[0]!.name
-        // Every gpos of the victim is drawn: wait out the transactions that drew them, committed or not.
-        const [{ xid }] = (yield* q<{ xid: string }>(`SELECT pg_current_xact_id()::text AS xid`)) as [{ xid: string }]
-        yield* q<{ done: boolean }>(`SELECT pg_snapshot_xmin(pg_current_snapshot()) > $1::xid8 AS done`, [xid]).pipe(
-          Effect.repeat({ schedule: Schedule.spaced("20 millis"), until: (rows) => rows[0]!.done })
-        )
-        yield* q(
-          `WITH m AS (SELECT account_id, max(seq) AS max_seq FROM ${victim} GROUP BY account_id),
-           locked AS (SELECT h.account_id FROM feed_heads h JOIN m USING (account_id) ORDER BY h.account_id FOR UPDATE OF h)
-           UPDATE feed_heads h SET floor_seq = GREATEST(h.floor_seq, m.max_seq + 1)
-           FROM m WHERE h.account_id = m.account_id AND h.account_id IN (SELECT account_id FROM locked)`
-        )
-        yield* q(`ALTER TABLE feed_events DETACH PARTITION ${victim} CONCURRENTLY`)
-        yield* q(`DROP TABLE ${victim}`)
-        yield* q(`DELETE FROM feed_partitions WHERE name = $1`, [victim])
+        yield* dropPartition(q, used[0]!.name)
         dropped++
       }
     })
