@@ -2,7 +2,8 @@
  * A writer replica for the multi-process PostgreSQL tests: opens a store on `url` and the
  * journals of `accounts` (in the order given), then for `rounds` rounds appends one batch of
  * `batch` events to each of them at once (so the committer merges them into multi-account
- * statements). Prints one JSON line: each account's acknowledged ranges, and the failures.
+ * statements). Prints `round N` after each round, then one JSON line: each account's
+ * acknowledged ranges, and the failures (an append that fails is not retried).
  */
 import { Effect } from "effect"
 import type { AccountId } from "../../src/Domain/Account.js"
@@ -40,6 +41,7 @@ const program = Effect.scoped(
         },
         { concurrency: "unbounded", discard: true }
       )
+      process.stdout.write(`round ${round}\n`)
     }
     process.stdout.write(JSON.stringify({ acks, failures }) + "\n")
   })

@@ -67,7 +67,8 @@ const dropPartition = (q: Query, victim: string) =>
 export const retainOnce = (sql: SqlClient, keepPartitions: number | undefined) =>
   Effect.scoped(
     Effect.gen(function* () {
-      const connection = yield* sql.reserve
+      // Not interrupted while the pool connects: the connection would never go back to the pool.
+      const connection = yield* Effect.uninterruptible(sql.reserve)
       const q: Query = <R>(text: string, params: ReadonlyArray<unknown> = []) =>
         connection.execute(text, params, undefined) as Effect.Effect<ReadonlyArray<R>, SqlError>
       const [{ locked }] = (yield* q<{ locked: boolean }>(`SELECT pg_try_advisory_lock(${LOCK_KEY}) AS locked`)) as [
