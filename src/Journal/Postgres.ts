@@ -18,7 +18,7 @@ import type { AccountId } from "../Domain/Account.js"
 import { newEpochId } from "./Epoch.js"
 import { JournalCorrupt, JournalIoError, JournalPruned, type JournalReadError } from "./Errors.js"
 import { bodyAt, makeLineCodec } from "./Lines.js"
-import { type AppendFailed, batchOutcome, makeCommitter } from "./Postgres/Append.js"
+import { type AppendFailed, batchOutcome, makeCommitter, type Submission } from "./Postgres/Append.js"
 import { makeHub } from "./Postgres/Hub.js"
 import { startRetention, type RetentionOptions } from "./Postgres/Retention.js"
 import { ensurePartitions, migrate } from "./Postgres/Schema.js"
@@ -170,7 +170,7 @@ export const store = (
               Buffer.from(bodyAt(unnumbered, i).subarray(SEQ_PREFIX)).toString("utf8")
             )
             const done = yield* Deferred.make<number, AppendFailed>()
-            const submission = {
+            const submission: Submission = {
               account,
               payloads,
               sessionIds: entries.map((e) => e.session_id ?? null),
@@ -182,6 +182,13 @@ export const store = (
               Effect.tapError((failed) =>
                 Effect.sync(() => {
                   if (failed.sent) unanswered.set(entries, { batchId: failed.batchId, after })
+                })
+              ),
+              // Interrupted once sent, the statement may still commit: a retry finds out first.
+              Effect.onInterrupt(() =>
+                Effect.sync(() => {
+                  const batchId = submission.batchId
+                  if (batchId !== undefined) unanswered.set(entries, { batchId, after })
                 })
               ),
               Effect.mapError((failed) =>

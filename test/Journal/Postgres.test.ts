@@ -4,12 +4,17 @@
  * append whose answer was lost, and heads passed between replicas.
  */
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
-import { Chunk, Effect, Exit, Fiber, Scope, Stream } from "effect"
+import { Chunk, Effect, Exit, Fiber, Schedule, Scope, Stream } from "effect"
 import * as Pg from "pg"
 import type { AccountId } from "../../src/Domain/Account.js"
-import { bodyAt, makeLineCodec } from "../../src/Journal/Lines.js"
+import { NodeContext } from "@effect/platform-node"
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import * as FileJournal from "../../src/Journal/File.js"
+import { bodyAt } from "../../src/Journal/Lines.js"
 import * as Postgres from "../../src/Journal/Postgres.js"
-import type { JournalEntry, JournalStore } from "../../src/Journal.js"
+import type { JournalEntry, JournalLine, JournalStore } from "../../src/Journal.js"
 import { type Note as NoteType, Note, note } from "../support/Notes.js"
 import { type PgServer, runPostgresTests, startPostgres } from "../support/Postgres.js"
 import { cutProxy, type Proxy } from "../support/PgProxy.js"
@@ -133,20 +138,34 @@ describe.runIf(runPostgresTests())("Postgres journal", () => {
         { ts: "2026-11-29T10:00:00.001Z", session_id: 'se"ss\\ion', event: note("s", "sess"), key: "req-1" },
         { ts: "2026-11-29T10:00:00.002Z", event: { type: "blip", text: "\u0001 control" } }
       ]
+      const decoder = new TextDecoder()
+      const bodies = (lines: ReadonlyArray<JournalLine>) => lines.map((l) => decoder.decode(l.body))
+      // The file backend, on the same events.
+      const directory = Fs.mkdtempSync(Path.join(Os.tmpdir(), "feed-bytes-"))
+      const fromFiles = yield* Effect.scoped(
+        Effect.gen(function* () {
+          const j = yield* FileJournal.make(Note, { directory })
+          yield* j.append(tricky)
+          return Chunk.toReadonlyArray(yield* Stream.runCollect(j.readLines(0)))
+        })
+      ).pipe(
+        Effect.provide(NodeContext.layer),
+        Effect.ensuring(Effect.sync(() => Fs.rmSync(directory, { recursive: true, force: true })))
+      )
       yield* withStore(freshUrl(), (store) =>
         Effect.gen(function* () {
           const j = yield* store.open(Note, account("bytes"))
           const appended = yield* j.append(tricky)
-          const expected = makeLineCodec(Note).encodeBatch(appended.events)
           const lines = Chunk.toReadonlyArray(yield* Stream.runCollect(j.readLines(0)))
-          const decoder = new TextDecoder()
-          assert.strictEqual(lines.length, 3)
-          for (let i = 0; i < 3; i++) {
-            assert.strictEqual(decoder.decode(lines[i]!.body), decoder.decode(bodyAt(expected, i)))
-            assert.strictEqual(decoder.decode(lines[i]!.body), decoder.decode(bodyAt(appended.lines, i)))
-          }
-          assert.strictEqual(lines[1]!.key, "req-1")
-          assert.strictEqual(lines[1]!.sessionId, 'se"ss\\ion')
+          assert.deepStrictEqual(bodies(lines), bodies(fromFiles))
+          assert.deepStrictEqual(
+            bodies(lines),
+            appended.events.map((_, i) => decoder.decode(bodyAt(appended.lines, i)))
+          )
+          assert.deepStrictEqual(
+            lines.map((l) => [l.seq, l.sessionId, l.key]),
+            fromFiles.map((l) => [l.seq, l.sessionId, l.key])
+          )
           const events = Chunk.toReadonlyArray(yield* Stream.runCollect(j.read(0)))
           assert.deepStrictEqual(events, appended.events)
         })
@@ -211,6 +230,30 @@ describe.runIf(runPostgresTests())("Postgres journal", () => {
     })
   )
 
+  it.live("after_a_failover_seen_on_reconnect_appends_fail_with_the_new_epoch_named", () =>
+    Effect.gen(function* () {
+      const url = freshUrl()
+      yield* withStore(url, (store) =>
+        Effect.gen(function* () {
+          const j = yield* store.open(Note, account("failover"))
+          yield* j.append(entries("before", 1))
+          // What a promoted standby looks like from here: the server's timeline is not the one recorded.
+          yield* Effect.promise(() => query(url, `UPDATE feed_meta SET timeline = 'FFFFFFFF'`))
+          yield* Effect.promise(() =>
+            query(url, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'feed-listen'`)
+          )
+          // Appends go on until the hub has reconnected and seen the timeline.
+          const refused = yield* j
+            .append(entries("during", 1))
+            .pipe(Effect.flip, Effect.retry(Schedule.spaced("20 millis")))
+          assert.include(refused.message, "timeline changed")
+          const [{ epoch }] = yield* Effect.promise(() => query<{ epoch: string }>(url, `SELECT epoch FROM feed_meta`))
+          assert.notStrictEqual(epoch, j.epoch)
+        })
+      )
+    })
+  )
+
   it.effect("an_append_whose_answer_was_lost_is_not_appended_twice", () =>
     Effect.gen(function* () {
       const url = freshUrl()
@@ -250,6 +293,38 @@ describe.runIf(runPostgresTests())("Postgres journal", () => {
       )
       assert.strictEqual(n, 6)
       proxy.close()
+    })
+  )
+
+  it.effect("an_append_interrupted_after_it_was_sent_is_not_appended_twice_by_its_retry", () =>
+    Effect.gen(function* () {
+      const url = freshUrl()
+      yield* withStore(url, (store) =>
+        Effect.gen(function* () {
+          const j = yield* store.open(Note, account("interrupted"))
+          yield* j.append(entries("before", 2))
+          const holder = new Pg.Client({ connectionString: url })
+          yield* Effect.promise(() => holder.connect())
+          yield* Effect.promise(() => holder.query("BEGIN"))
+          yield* Effect.promise(() =>
+            holder.query("SELECT head FROM feed_heads WHERE account_id = 'interrupted' FOR UPDATE")
+          )
+          const batch = entries("sent", 3)
+          const attempt = yield* Effect.fork(j.append(batch))
+          yield* Effect.promise(() => waitForStatement(url, "/* feed batch%", "Lock"))
+          yield* Fiber.interrupt(attempt)
+          yield* Effect.promise(() => holder.query("COMMIT").then(() => holder.end()))
+          const again = yield* j.append(batch)
+          assert.deepStrictEqual(
+            again.events.map((e) => e.seq),
+            [3, 4, 5]
+          )
+        })
+      )
+      const [{ n }] = yield* Effect.promise(() =>
+        query<{ n: number }>(url, `SELECT count(*)::int AS n FROM feed_events WHERE account_id = 'interrupted'`)
+      )
+      assert.strictEqual(n, 5)
     })
   )
 })

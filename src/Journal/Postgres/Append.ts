@@ -19,7 +19,7 @@
  */
 import type { SqlClient } from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Deferred, Effect, Queue, Schedule } from "effect"
+import { Deferred, Effect, Option, Queue, Schedule } from "effect"
 import * as Crypto from "node:crypto"
 import { ensurePartitions, NO_PARTITION } from "./Schema.js"
 
@@ -31,6 +31,8 @@ export interface Submission {
   readonly keys: ReadonlyArray<string | null>
   /** The statement's batch id, set when the committer sends it (for the outcome check). */
   batchId?: string
+  /** Its appender stopped waiting before it was sent: it is not sent. */
+  cancelled?: boolean
   readonly done: Deferred.Deferred<number, AppendFailed>
 }
 
@@ -146,21 +148,33 @@ export const makeCommitter = (sql: SqlClient) =>
       })
 
     const loop = Effect.gen(function* () {
-      const first = yield* Queue.take(queue)
-      const batch = [first]
-      let events = first.payloads.length
+      const batch: Array<Submission> = []
+      let events = 0
       while (events < MAX_STATEMENT_EVENTS) {
-        const more = yield* Queue.poll(queue)
-        if (more._tag === "None") break
-        batch.push(more.value)
-        events += more.value.payloads.length
+        const next = batch.length === 0 ? yield* Queue.take(queue) : Option.getOrUndefined(yield* Queue.poll(queue))
+        if (next === undefined) break
+        if (next.cancelled) continue
+        batch.push(next)
+        events += next.payloads.length
       }
-      yield* commit(batch)
+      if (batch.length > 0) yield* commit(batch)
     }).pipe(Effect.forever)
     yield* Effect.forkScoped(loop)
 
     return {
-      submit: (sub: Submission) => Queue.offer(queue, sub).pipe(Effect.zipRight(Deferred.await(sub.done)))
+      /**
+       * Sends `sub` with the next statement and answers its first seq. An appender that stops
+       * waiting (interrupted) before it is sent withdraws it; after, the outcome is `sub.batchId`'s.
+       */
+      submit: (sub: Submission) =>
+        Queue.offer(queue, sub).pipe(
+          Effect.zipRight(Deferred.await(sub.done)),
+          Effect.onInterrupt(() =>
+            Effect.sync(() => {
+              if (sub.batchId === undefined) sub.cancelled = true
+            })
+          )
+        )
     }
   })
 
