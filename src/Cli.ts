@@ -76,6 +76,14 @@ const serve = Command.make(
       Options.withDescription("Journal directory (default $FEED_DIR or ./data/feed)"),
       Options.withFallbackConfig(Settings.directory)
     ),
+    databaseUrl: Options.redacted("database-url").pipe(
+      Options.withDescription(
+        "Keep the journals in this PostgreSQL database, shared by replicas (default $FEED_DATABASE_URL; " +
+          "without it, files under --dir)"
+      ),
+      Options.optional,
+      Options.withFallbackConfig(Settings.databaseUrl)
+    ),
     fsync: Options.choice("fsync", fsyncModes).pipe(
       Options.withDescription("When appends reach the disk (default $FEED_FSYNC or always)"),
       Options.withFallbackConfig(Settings.fsync)
@@ -95,6 +103,7 @@ const serve = Command.make(
         host: flags.host,
         port: flags.port,
         directory: flags.dir,
+        databaseUrl: flags.databaseUrl,
         fsync: flags.fsync,
         token: flags.token
       }
@@ -111,7 +120,11 @@ const serve = Command.make(
       const app = flags.demo ? demo.pipe(Layer.provideMerge(service)) : service
       return yield* Layer.launch(app)
     })
-).pipe(Command.withDescription("Run the feed service (HTTP API, SSE stream, docs at /docs) on a journal directory"))
+).pipe(
+  Command.withDescription(
+    "Run the feed service (HTTP API, SSE stream, docs at /docs) on a journal directory or a PostgreSQL database"
+  )
+)
 
 // ---- tail -------------------------------------------------------------------------------
 

@@ -40,6 +40,30 @@ export const directory = Config.string("FEED_DIR").pipe(Config.withDefault(defau
 
 export const fsync = Config.literal(...fsyncModes)("FEED_FSYNC").pipe(Config.withDefault<FsyncMode>("always"))
 
+/** The PostgreSQL database the journals live in, shared by replicas; without it, files under `directory`. */
+export const databaseUrl = Config.option(
+  Config.redacted("FEED_DATABASE_URL").pipe(
+    Config.mapOrFail((url) => {
+      const text = Redacted.value(url)
+      return /^postgres(ql)?:\/\/./.test(text)
+        ? Either.right(url)
+        : Either.left(
+            ConfigError.InvalidData(
+              ["FEED_DATABASE_URL"],
+              "FEED_DATABASE_URL must be a postgres://user:password@host:port/database URL"
+            )
+          )
+    })
+  )
+)
+
+/** Partitions of `feed_events` a PostgreSQL journal keeps (unset: all). */
+export const retainPartitions = Config.option(
+  Config.integer("FEED_RETAIN_PARTITIONS").pipe(
+    Config.validate({ message: "FEED_RETAIN_PARTITIONS must be at least 1", validation: (n) => n >= 1 })
+  )
+)
+
 /** The admin token the service requires, when set. */
 export const token = Config.option(secretConfig("FEED_TOKEN", tokenProblem, "the bearer token clients must send"))
 
@@ -53,6 +77,8 @@ export const ServerConfig = Config.all({
   host,
   port,
   directory,
+  databaseUrl,
+  retainPartitions,
   fsync,
   token,
   jwtSecret,

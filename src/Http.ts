@@ -3,12 +3,14 @@
  * OpenAPI UI at `/docs`, and the server layer with its configuration from the environment.
  */
 import {
+  type FileSystem,
   HttpApiBuilder,
   HttpApiSwagger,
   HttpServer,
   type HttpServerError,
   HttpServerRequest,
-  HttpServerResponse
+  HttpServerResponse,
+  type Path
 } from "@effect/platform"
 import { NodeContext, NodeHttpServer, NodeHttpServerRequest } from "@effect/platform-node"
 import { createServer, type Server, type ServerResponse } from "node:http"
@@ -27,6 +29,7 @@ import {
   Option,
   Queue,
   Redacted,
+  type Scope,
   Stream
 } from "effect"
 import type * as Access from "./Access.js"
@@ -57,7 +60,10 @@ import { answerFailures, routesOf } from "./Http/Errors.js"
 import * as MetricsRoute from "./Http/Metrics.js"
 import { feedErrorFrame, keepaliveFrame, makeFrameEncoder, retryFrame } from "./Http/Sse.js"
 import * as Viewer from "./Http/Viewer.js"
+import type * as Journal from "./Journal.js"
 import type { JournalReadError } from "./Journal.js"
+import * as FileJournal from "./Journal/File.js"
+import * as PostgresJournal from "./Journal/Postgres.js"
 import * as Tracing from "./Tracing.js"
 
 export interface HttpOptions {
@@ -612,6 +618,31 @@ export const listeningUrl: Effect.Effect<string, never, HttpServer.HttpServer> =
   )
 )
 
+/** Where the settings keep the journals: a PostgreSQL database when one is given, else files under the directory. */
+const journalStore = (
+  config: ServerSettings
+): Effect.Effect<Journal.JournalStore, Journal.JournalIoError, FileSystem.FileSystem | Path.Path | Scope.Scope> =>
+  Option.match(config.databaseUrl, {
+    onNone: () =>
+      FileJournal.store({
+        directory: config.directory,
+        fsync: config.fsync,
+        segmentBytes: config.segmentBytes,
+        retention: { segments: config.retainSegments }
+      }),
+    onSome: (url) =>
+      PostgresJournal.store({
+        url: Redacted.value(url),
+        retention: { keepPartitions: Option.getOrUndefined(config.retainPartitions) }
+      })
+  })
+
+const journalsWhere = (config: ServerSettings): string =>
+  Option.match(config.databaseUrl, {
+    onNone: () => `${config.directory} (fsync ${config.fsync})`,
+    onSome: (url) => PostgresJournal.describe(Redacted.value(url))
+  })
+
 /** The whole service (the feeds of every account, the API, the Node server) from settings; the feeds are an output too. */
 export const layerFromSettings = (
   config: ServerSettings
@@ -624,11 +655,7 @@ export const layerFromSettings = (
     corsOrigins: Option.getOrUndefined(config.corsOrigins)
   }).pipe(
     Layer.provideMerge(
-      ChangeFeeds.layer({
-        directory: config.directory,
-        fsync: config.fsync,
-        segmentBytes: config.segmentBytes,
-        retention: { segments: config.retainSegments },
+      ChangeFeeds.layerStore(journalStore(config), {
         maxOpen: config.maxOpenAccounts,
         idleTimeToLive: config.accountIdle
       })
@@ -638,7 +665,7 @@ export const layerFromSettings = (
     Layer.tap((context) =>
       Effect.flatMap(Effect.provide(listeningUrl, context), (url) =>
         Effect.logInfo(
-          `change feed: journals in ${config.directory} (fsync ${config.fsync}); ` +
+          `change feed: journals in ${journalsWhere(config)}; ` +
             `stream at ${url}${feedPath("stream")}, docs at ${url}/docs`
         )
       )

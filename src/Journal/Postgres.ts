@@ -49,7 +49,7 @@ export interface PostgresOptions {
 }
 
 /** The url without its password, for messages. */
-const describe = (url: string): string => {
+export const describe = (url: string): string => {
   try {
     const u = new URL(url)
     return `postgres://${u.host}${u.pathname}`
