@@ -59,7 +59,7 @@ export const describe = (url: string): string => {
 }
 
 const DEFAULT_PARTITION_ROWS = 10_000_000
-const SEQ_PREFIX = '{"seq":0'.length
+const SEQ_OPEN = '{"seq":'
 
 /** The store's epoch: the one in `feed_meta`, or a new one when the server's timeline changed (a failover). */
 const currentEpoch = (sql: SqlClient, partitionRows: number) =>
@@ -164,10 +164,11 @@ export const store = (
 
         const send = (entries: ReadonlyArray<JournalEntry<A>>) =>
           Effect.gen(function* () {
-            // The wire JSON less its `{"seq":N` prefix, which the statement's seq completes.
+            // The wire JSON less its `{"seq":N` prefix, which the statement's seq completes (the
+            // entries are encoded numbered from 0, so entry i's prefix is `{"seq":i`).
             const unnumbered = codec.encodeBatch(numbered(entries, 0))
             const payloads = entries.map((_, i) =>
-              Buffer.from(bodyAt(unnumbered, i).subarray(SEQ_PREFIX)).toString("utf8")
+              Buffer.from(bodyAt(unnumbered, i).subarray(SEQ_OPEN.length + String(i).length)).toString("utf8")
             )
             const done = yield* Deferred.make<number, AppendFailed>()
             const submission: Submission = {
