@@ -139,9 +139,12 @@ export const make = <A, I>(deps: {
         const durable: Array<Entry<A>> = []
         const positions: Array<number> = []
         for (let i = 0; i < entries.length; i++) {
-          const { event, eventJson, sessionId } = entries[i]!
+          const entry = entries[i]!
+          const { event, eventJson, sessionId } = entry
           if (!domain.isDurable(event)) continue
-          durable.push({ sessionId: routeSession(domain, sessionId, event), event, eventJson })
+          const routed = routeSession(domain, sessionId, event)
+          // An entry that names its session is queued as it is, not copied.
+          durable.push(routed === sessionId ? entry : { sessionId: routed, event, eventJson })
           positions.push(i)
         }
         if (durable.length === 0) return Effect.succeed(seqs)
