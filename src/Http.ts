@@ -387,7 +387,9 @@ const makeFeedRoutes = (options: HttpOptions) =>
                 new IdempotencyKeyReused({ field: "Idempotency-Key", key: e.key, message: e.message })
             })
           )
-          return { seqs }
+          // The answer as the schema would encode it (an array of seqs and nulls), without
+          // walking one number at a time through the encoder on every append.
+          return HttpServerResponse.unsafeJson({ seqs })
         })
       )
 

@@ -42,6 +42,10 @@ export const chainFingerprint = (previous: string, entry: string): string =>
 export const entryText = (sessionId: string | undefined, encodedEvent: unknown): string =>
   JSON.stringify([sessionId ?? null, encodedEvent])
 
+/** `entryText` of an event given as its JSON (`JSON.stringify` of its encoding): the same text. */
+export const entryTextOfJson = (sessionId: string | undefined, eventJson: string): string =>
+  `[${JSON.stringify(sessionId ?? null)},${eventJson}]`
+
 /** The seqs a request's durable events were journaled at, as runs: `[start, count, start, count, ...]`. */
 export type Runs = ReadonlyArray<number>
 

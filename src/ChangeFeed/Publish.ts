@@ -20,6 +20,7 @@ import {
   chainFingerprint,
   emptyFingerprint,
   entryText,
+  entryTextOfJson,
   type IdempotencyWindow,
   isValidKey,
   type Pending,
@@ -142,9 +143,12 @@ export const make = <A, I>(deps: {
         const durable: Array<Entry<A>> = []
         const positions: Array<number> = []
         for (let i = 0; i < entries.length; i++) {
-          const { event, sessionId } = entries[i]!
+          const entry = entries[i]!
+          const { event, eventJson, sessionId } = entry
           if (!domain.isDurable(event)) continue
-          durable.push({ sessionId: routeSession(domain, sessionId, event), event })
+          const routed = routeSession(domain, sessionId, event)
+          // An entry that names its session is queued as it is, not copied.
+          durable.push(routed === sessionId ? entry : { sessionId: routed, event, eventJson })
           positions.push(i)
         }
         if (durable.length === 0) return Effect.succeed(seqs)
@@ -185,12 +189,14 @@ export const make = <A, I>(deps: {
       const chain: Array<string> = []
       let fingerprint = emptyFingerprint
       for (let i = 0; i < entries.length; i++) {
-        const { event, sessionId } = entries[i]!
+        const { event, eventJson, sessionId } = entries[i]!
         if (!domain.isDurable(event)) continue
         const routed = routeSession(domain, sessionId, event)
-        durable.push({ sessionId: routed, event })
+        durable.push({ sessionId: routed, event, eventJson })
         positions.push(i)
-        fingerprint = chainFingerprint(fingerprint, entryText(routed, encodeEvent(event)))
+        const text =
+          eventJson === undefined ? entryText(routed, encodeEvent(event)) : entryTextOfJson(routed, eventJson)
+        fingerprint = chainFingerprint(fingerprint, text)
         chain.push(fingerprint)
       }
       return attemptKeyed({ key, length: entries.length, durable, positions, chain, timeoutMs })

@@ -14,6 +14,12 @@ type AckExit = Exit.Exit<number, FeedClosed | NotYetDurable>
 export interface Entry<A> {
   readonly sessionId?: string | undefined
   readonly event: A
+  /**
+   * `event` already encoded: exactly `JSON.stringify` of the schema's encoding of it. Set only by
+   * a producer that knows it to be so (the HTTP body, for events it finds canonical); the journal
+   * then writes it instead of encoding the event again.
+   */
+  readonly eventJson?: string | undefined
 }
 
 /**

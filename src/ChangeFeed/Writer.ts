@@ -133,14 +133,15 @@ export const make = <A>(deps: {
 
     // ---- journaling ------------------------------------------------------------------
 
-    const toEntry = (ts: string, entry: Entry<A>, key: string | undefined): JournalEntry<A> => {
-      const base =
-        entry.sessionId === undefined
-          ? { ts, event: entry.event }
-          : { ts, session_id: entry.sessionId, event: entry.event }
-      // The key goes into the same write as the events: the journal never holds one without the other.
-      return key === undefined ? base : { ...base, key }
-    }
+    // One shape for every entry; the key goes into the same write as the events, so the journal
+    // never holds one without the other.
+    const toEntry = (ts: string, entry: Entry<A>, key: string | undefined): JournalEntry<A> => ({
+      ts,
+      session_id: entry.sessionId,
+      event: entry.event,
+      key,
+      eventJson: entry.eventJson
+    })
 
     const failAcks = (items: Iterable<Item<A>>) => {
       let lost = 0

@@ -8,6 +8,7 @@
  */
 import { Either, ParseResult, Schema } from "effect"
 import { absurd } from "effect/Function"
+import { type CanonicalCheck, canonicalCheck } from "./Canonical.js"
 import type { FeedDomain } from "./FeedDomain.js"
 
 const optional = <S extends Schema.Schema.Any>(schema: S) => Schema.optionalWith(schema, { exact: true })
@@ -628,6 +629,12 @@ export const AgentDomain: FeedDomain<AgentEvent, AgentEventEncoded> = {
 }
 
 const decodeUnknown = Schema.decodeUnknownEither(AgentEvent)
+
+/**
+ * Whether parsed JSON is an event in canonical form: one that decoding would only copy (its
+ * type's fields, in order, and nothing else), so that it is its own decoded and encoded form.
+ */
+export const isCanonicalAgentEvent: CanonicalCheck = canonicalCheck(AgentEvent)
 
 /**
  * Decodes an event from outside (an HTTP body, a command line), answering what is wrong

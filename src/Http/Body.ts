@@ -6,7 +6,7 @@
 import { HttpServerRequest } from "@effect/platform"
 import { Effect, Either, Stream } from "effect"
 import type * as ChangeFeed from "../ChangeFeed.js"
-import { type AgentEvent, decodeAgentEvent } from "../Domain/AgentEvent.js"
+import { type AgentEvent, decodeAgentEvent, isCanonicalAgentEvent } from "../Domain/AgentEvent.js"
 import { BadRequest, PayloadTooLarge } from "../Domain/Errors.js"
 
 export interface BodyLimits {
@@ -105,31 +105,54 @@ export const invalidUtf8At = (bytes: Uint8Array): number | undefined => {
 /** Deeper than this, encoding an event for the journal could overflow the stack. */
 const MAX_DEPTH = 256
 
+/** What walking the parsed body found that keeps it from being journaled as sent. */
+interface Unstorable {
+  /** Why the body cannot be journaled (the first problem met), if it cannot. */
+  readonly problem: string | undefined
+  /** A number past 2^53 was seen: its literal may have been rounded (see `inexactInteger`). */
+  readonly large: boolean
+}
+
 /**
  * Why parsed JSON could not be journaled as sent, if it could not: nested so deep that encoding
  * it would overflow the stack (and take the writer down), or holding a number literal too large
  * for a double (`1e999` parses as Infinity and would be written as `null`, a line that no longer
- * decodes). Walks without recursion, so the check itself cannot overflow.
+ * decodes). Notes too whether a number past 2^53 was seen, since only a literal that parses to
+ * one can have been rounded. Walks without recursion, so the check itself cannot overflow.
  */
-const cannotBeJournaled = (value: unknown): string | undefined => {
+const cannotBeJournaled = (value: unknown): Unstorable => {
   const pending: Array<unknown> = [value]
   const depths: Array<number> = [1]
+  let large = false
   while (pending.length > 0) {
     const next = pending.pop()
     const depth = depths.pop()!
-    if (typeof next === "number" && !Number.isFinite(next)) return "holds a number too large to store"
+    if (typeof next === "number") {
+      if (!Number.isFinite(next)) return { problem: "holds a number too large to store", large }
+      if (next > Number.MAX_SAFE_INTEGER || next < -Number.MAX_SAFE_INTEGER) large = true
+      continue
+    }
     if (next === null || typeof next !== "object") continue
-    if (depth > MAX_DEPTH) return `nests arrays and objects more than ${MAX_DEPTH} levels deep`
-    for (const child of Object.values(next)) {
-      pending.push(child)
-      depths.push(depth + 1)
+    if (depth > MAX_DEPTH) return { problem: `nests arrays and objects more than ${MAX_DEPTH} levels deep`, large }
+    if (Array.isArray(next)) {
+      for (let i = 0; i < next.length; i++) {
+        const child: unknown = next[i]
+        // A string needs no look: most of a body is strings.
+        if (typeof child === "string") continue
+        pending.push(child)
+        depths.push(depth + 1)
+      }
+    } else {
+      for (const key in next) {
+        const child: unknown = (next as Record<string, unknown>)[key]
+        if (typeof child === "string") continue
+        pending.push(child)
+        depths.push(depth + 1)
+      }
     }
   }
-  return undefined
+  return { problem: undefined, large }
 }
-
-/** 16 digits in a row: only then can an integer be past 2^53 (9007199254740992 has 16). */
-const LONG_DIGITS = /\d{16}/
 
 /** An open array or object while walking JSON text: where its current value sits. */
 interface Frame {
@@ -150,7 +173,7 @@ const isNumberChar = (c: number) =>
  * The first integer literal in JSON `text` that a double cannot hold exactly (it would be
  * stored as another number), with the path to it (`events[0].event.usage.total_tokens`).
  * A lexical walk over text `JSON.parse` has accepted, since the parsed value no longer shows
- * what was sent; the caller runs it only when the text holds a run of 16 digits, which is rare.
+ * what was sent; the caller runs it only when the parsed body holds a number past 2^53, which is rare.
  */
 export const inexactInteger = (
   text: string
@@ -223,7 +246,10 @@ export const parseBody = (bytes: Uint8Array): Either.Either<unknown, BadRequest>
   } catch (error) {
     return Either.left(badBody(`the request body is not valid JSON: ${(error as Error).message}`))
   }
-  if (LONG_DIGITS.test(text)) {
+  const unstorable = cannotBeJournaled(body)
+  // Only a literal that parsed to a number past 2^53 can have been rounded; the text is walked
+  // for it then, or when the walk stopped early, since a rounded integer is named first.
+  if (unstorable.large || unstorable.problem !== undefined) {
     const inexact = inexactInteger(text)
     if (inexact !== undefined) {
       const field = inexact.path === "" ? "body" : inexact.path
@@ -237,8 +263,9 @@ export const parseBody = (bytes: Uint8Array): Either.Either<unknown, BadRequest>
       )
     }
   }
-  const unstorable = cannotBeJournaled(body)
-  return unstorable === undefined ? Either.right(body) : Either.left(badBody(`the request body ${unstorable}`))
+  return unstorable.problem === undefined
+    ? Either.right(body)
+    : Either.left(badBody(`the request body ${unstorable.problem}`))
 }
 
 const isObject = (u: unknown): u is Record<string, unknown> => typeof u === "object" && u !== null && !Array.isArray(u)
@@ -266,19 +293,27 @@ export const decodeAppendBody = (
       })
     )
   }
-  const decoded: Array<ChangeFeed.Entry<AgentEvent>> = []
+  // Field names are made only for a fault, not for every entry.
+  const fieldOf = (i: number) => (batch ? `events[${i}]` : "")
+  const decoded: Array<ChangeFeed.Entry<AgentEvent>> = new Array(entries.length)
   for (let i = 0; i < entries.length; i++) {
     const entry: unknown = entries[i]
-    const at = batch ? `events[${i}]` : ""
-    if (!isObject(entry)) return Either.left(new BadRequest({ field: at, message: `${at} must be an object` }))
+    if (!isObject(entry))
+      return Either.left(new BadRequest({ field: fieldOf(i), message: `${fieldOf(i)} must be an object` }))
     const sessionId = entry["session_id"]
     if (sessionId !== undefined && typeof sessionId !== "string") {
-      const field = batch ? `${at}.session_id` : "session_id"
+      const field = batch ? `${fieldOf(i)}.session_id` : "session_id"
       return Either.left(new BadRequest({ field, message: `${field} must be a string` }))
     }
-    const event = decodeAgentEvent(batch ? `${at}.event` : "event", entry["event"])
+    const raw = entry["event"]
+    // An event decoding would only copy is taken as parsed, and its JSON is what the journal writes.
+    if (isCanonicalAgentEvent(raw)) {
+      decoded[i] = { sessionId, event: raw as AgentEvent, eventJson: JSON.stringify(raw) }
+      continue
+    }
+    const event = decodeAgentEvent(batch ? `${fieldOf(i)}.event` : "event", raw)
     if (Either.isLeft(event)) return Either.left(new BadRequest(event.left))
-    decoded.push({ sessionId, event: event.right })
+    decoded[i] = { sessionId, event: event.right, eventJson: undefined }
   }
   return Either.right(decoded)
 }

@@ -274,7 +274,7 @@ const open = <A, I>(
               yield* rotate(first)
             }
             const current = active!
-            const lines = codec.encodeBatch(events)
+            const lines = codec.encodeBatch(events, entries)
             const bytes = lines.bytes
             const written = Effect.gen(function* () {
               yield* current.file.writeAll(bytes)

@@ -60,7 +60,14 @@ export const bodyAt = (batch: EncodedBatch, i: number): Uint8Array =>
 
 /** Encode and decode events of one schema to and from journal lines. */
 export interface LineCodec<A> {
-  readonly encodeBatch: (events: ReadonlyArray<StoredEvent<A>>) => EncodedBatch
+  /**
+   * The lines of a batch. `encoded[i].eventJson`, when set, is event `i` already encoded
+   * (`JSON.stringify` of the schema's encoding of it) and is written as it is.
+   */
+  readonly encodeBatch: (
+    events: ReadonlyArray<StoredEvent<A>>,
+    encoded?: ReadonlyArray<{ readonly eventJson?: string | undefined }>
+  ) => EncodedBatch
   /**
    * Parses one line (its bytes too when at hand, for the checksum; otherwise they are encoded
    * from the text); answers the event or a reason the line is invalid.
@@ -173,22 +180,24 @@ const escapeSeparatorBytes = (bytes: Uint8Array, first: number): Uint8Array => {
 export const makeLineCodec = <A, I>(schema: Schema.Schema<A, I>): LineCodec<A> => {
   const encodeEvent = Schema.encodeSync(schema)
   const decodeEvent = Schema.decodeUnknownEither(schema)
-  /** The wire JSON of an event: the `ChangeEvent` as the original writes it, line separators escaped. */
-  const wireJson = (e: ChangeEvent<A>): string =>
-    escapeSeparators(
-      e.session_id === undefined
-        ? JSON.stringify({ seq: e.seq, ts: e.ts, event: encodeEvent(e.event) })
-        : JSON.stringify({ seq: e.seq, ts: e.ts, session_id: e.session_id, event: encodeEvent(e.event) })
-    )
   return {
-    encodeBatch: (events) => {
+    encodeBatch: (events, encoded) => {
+      // Each line is `JSON.stringify({ seq, ts, session_id?, event })` less its closing brace,
+      // put together from its fields' JSON so that an event already encoded is not encoded again.
       let text = ""
       // Bytes after each body: the key field, the checksum field and the closing brace.
       const tails: Array<number> = new Array(events.length)
+      let ts: string | undefined = undefined
+      let tsJson = ""
       for (let i = 0; i < events.length; i++) {
         const e = events[i]!
-        const json = wireJson(e)
-        text += json.slice(0, -1)
+        if (e.ts !== ts) {
+          ts = e.ts
+          tsJson = JSON.stringify(ts)
+        }
+        text += `{"seq":${JSON.stringify(e.seq)},"ts":${tsJson}`
+        if (e.session_id !== undefined) text += `,"session_id":${JSON.stringify(e.session_id)}`
+        text += `,"event":${encoded?.[i]?.eventJson ?? JSON.stringify(encodeEvent(e.event))}`
         tails[i] = CRC_SUFFIX
         if (e.key !== undefined) {
           if (!KEY_PATTERN.test(e.key)) throw new JournalKeyInvalid({ key: e.key })
@@ -198,7 +207,8 @@ export const makeLineCodec = <A, I>(schema: Schema.Schema<A, I>): LineCodec<A> =
         // The digits are filled in below, over the line's bytes.
         text += `,"crc":"00000000"}\n`
       }
-      const bytes = encoder.encode(text)
+      // Escaped in the whole batch at once: outside strings a line holds neither separator.
+      const bytes = encoder.encode(escapeSeparators(text))
       // JSON text never holds a raw newline: each one ends a line.
       const ends: Array<number> = []
       const bodyEnds: Array<number> = []

@@ -58,7 +58,7 @@ export const make = <A, I>(
       Effect.sync(() => {
         if (entries.length === 0) return emptyAppended
         const batch = numbered(entries, head + 1)
-        const lines = codec.encodeBatch(batch)
+        const lines = codec.encodeBatch(batch, entries)
         for (let i = 0; i < batch.length; i++) {
           events.push(batch[i]!)
           bodies.push(bodyAt(lines, i))

@@ -424,6 +424,40 @@ describe("Lines", () => {
       })
     })
 
+    it.prop(
+      "an_event_given_as_its_json_is_written_byte_for_byte_as_the_encoder_writes_it",
+      [
+        fc.array(
+          fc.record({
+            session_id: fc.option(fc.string(), { nil: undefined }),
+            text: fc.string({ unit: "binary" }),
+            key: fc.option(fc.stringMatching(/^[A-Za-z0-9._:-]{1,12}$/), { nil: undefined })
+          }),
+          { maxLength: 5 }
+        )
+      ],
+      ([specs]) => {
+        const events = specs.map((spec, i) => ({
+          seq: i + 1,
+          ts: "2026-11-27T10:00:00.000Z",
+          event: { type: "note" as const, text: spec.text },
+          ...(spec.session_id === undefined ? {} : { session_id: spec.session_id }),
+          ...(spec.key === undefined ? {} : { key: spec.key })
+        }))
+        const given = events.map((e) => ({ eventJson: JSON.stringify(e.event) }))
+        assert.deepStrictEqual(codec.encodeBatch(events, given), codec.encodeBatch(events))
+      }
+    )
+
+    it("writes_an_event_given_as_its_json_without_encoding_it_again", () => {
+      // A JSON text the encoder would never write for the event: only a line made from it holds it.
+      const encoded = codec.encodeBatch(
+        [{ seq: 1, ts: "t", event: { type: "note", text: "x" } }],
+        [{ eventJson: '{"type":"note","text":"given"}' }]
+      )
+      assert.include(new TextDecoder().decode(lineAt(encoded, 0)), '"event":{"type":"note","text":"given"}')
+    })
+
     it("refuses_a_key_it_cannot_store_as_it_is", () => {
       for (const key of ["", 'a"b', "a b", "x".repeat(129), "\u00e9"]) {
         assert.throws(
