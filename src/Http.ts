@@ -187,8 +187,17 @@ const serveConnection = (response: ServerResponse, next: NextFrames, options: Co
     )
     yield* Effect.addFinalizer(() => Effect.sync(() => writer.end()))
     writer.send(options.first)
-    const keepalive = setInterval(() => writer.send(options.keepalive), options.keepaliveMs)
-    yield* Effect.addFinalizer(() => Effect.sync(() => clearInterval(keepalive)))
+    // On the Effect clock. Only on a connection with nothing waiting: anything waiting goes out
+    // first and keeps it alive, and a stalled client's connection does not collect keepalives.
+    yield* Effect.sleep(Duration.millis(options.keepaliveMs)).pipe(
+      Effect.zipRight(
+        Effect.sync(() => {
+          if (writer.buffered === 0) writer.send(options.keepalive)
+        })
+      ),
+      Effect.forever,
+      Effect.forkScoped
+    )
     const read = Effect.gen(function* () {
       while (true) {
         const frames = yield* next
