@@ -202,10 +202,15 @@ const serveConnection = (response: ServerResponse, next: NextFrames, options: Co
       while (true) {
         const frames = yield* next
         if (frames === undefined) break
+        // All of a pull in one write, unless it is more than the connection's budget.
         for (const bytes of frames) {
-          if (!writer.fits(bytes.length)) yield* writer.room
-          writer.send(bytes)
+          if (!writer.fits(bytes.length)) {
+            writer.flush()
+            if (!writer.fits(bytes.length)) yield* writer.room
+          }
+          writer.queue(bytes)
         }
+        writer.flush()
       }
       // What the feed ended with (a feed_error frame) goes out before the response ends.
       yield* writer.room

@@ -25,7 +25,7 @@ export class ConnectionWriter {
     /** Told of every change in the bytes waiting here (the connections' gauge). */
     private readonly onBuffered: (delta: number) => void
   ) {
-    response.on("drain", this.flush)
+    response.on("drain", this.write)
   }
 
   /** Bytes waiting for the socket. */
@@ -50,23 +50,33 @@ export class ConnectionWriter {
 
   /** Sends `bytes` after everything before it: now if the socket takes it, else with the next drain. */
   send(bytes: Uint8Array): void {
+    this.queue(bytes)
+    this.flush()
+  }
+
+  /** Puts `bytes` after everything before it, to go out with the next `flush` (or drain). */
+  queue(bytes: Uint8Array): void {
     if (this.ended || bytes.length === 0) return
     this.pending.push(bytes)
     this.pendingBytes += bytes.length
     this.onBuffered(bytes.length)
-    if (!this.response.writableNeedDrain) this.flush()
+  }
+
+  /** Sends everything waiting, in one write, unless the socket needs draining (then 'drain' sends it). */
+  flush(): void {
+    if (!this.response.writableNeedDrain) this.write()
   }
 
   /** Lets go of what waits (the connection is over); the response is the caller's to end. */
   end(): void {
     if (this.ended) return
     this.ended = true
-    this.response.off("drain", this.flush)
+    this.response.off("drain", this.write)
     this.release()
     this.wake()
   }
 
-  private readonly flush = (): void => {
+  private readonly write = (): void => {
     if (this.ended || this.pending.length === 0) return
     const out = this.pending
     this.release()
