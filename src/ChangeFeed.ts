@@ -35,7 +35,9 @@ import * as MemoryJournal from "./Journal/Memory.js"
 
 export * from "./ChangeFeed/Errors.js"
 export type { PublishAllOptions, PublishOptions } from "./ChangeFeed/Publish.js"
-export type { ChangesOptions } from "./ChangeFeed/Reader.js"
+export type { LiveBatch, LiveRun } from "./ChangeFeed/Broadcast.js"
+export { lastOf } from "./ChangeFeed/Broadcast.js"
+export type { ChangesOptions, Pull } from "./ChangeFeed/Reader.js"
 import type { Entry } from "./ChangeFeed/Receipts.js"
 export type { Entry } from "./ChangeFeed/Receipts.js"
 
@@ -51,12 +53,16 @@ export interface ChangeFeedOptions {
    * is let in alone, once the intake is empty.
    */
   readonly queueBytes?: number | undefined
-  /** Live buffer shared by all readers, in events (default 4096); a reader further behind catches up from the journal. */
+  /**
+   * Live buffer shared by all readers, at most this many events (unbounded by default: its bytes
+   * govern); a reader further behind catches up from the journal.
+   */
   readonly liveBuffer?: number | undefined
   /**
-   * Live buffer in bytes (default 32 MiB): its events' journal lines plus an estimate of their
-   * decoded form. Past it the oldest batches leave the buffer (the newest is always held), and
-   * readers that needed them catch up from the journal.
+   * Live buffer in bytes (default 32 MiB): its events' journal lines, an estimate of their decoded
+   * form, and of what readers make of each batch once for all (its SSE frames). Past it the oldest
+   * batches leave the buffer (the newest is always held), and readers that needed them catch up
+   * from the journal.
    */
   readonly liveBufferBytes?: number | undefined
   /** Most queue items the writer takes into one batch (default 512). */
@@ -128,6 +134,14 @@ export interface ChangeFeedService<A> {
    * JSON (the SSE stream). Replay reads lines as written (`Journal.readLines`).
    */
   readonly changeLines: (options?: Reader.ChangesOptions) => Stream.Stream<LineItem, Journal.JournalReadError>
+  /**
+   * `changeLines` as a pull, for the scope, with no Stream between the reader and its consumer;
+   * without a session filter, live events come by whole broadcast batches (`LiveRun`), so that
+   * what is made of a batch once (its SSE frames) is shared by every such reader.
+   */
+  readonly pullLines: (
+    options?: Reader.ChangesOptions
+  ) => Effect.Effect<Reader.Pull<LineItem | Broadcast.LiveRun>, never, Scope.Scope>
   /** Journaled events with `since < seq <= upTo`, straight from the journal. */
   readonly read: (since: number, upTo?: number) => Stream.Stream<ChangeEvent<A>, Journal.JournalReadError>
   readonly headSeq: Effect.Effect<number>
@@ -157,7 +171,7 @@ export const make = <A, I>(
     // Sliding: a slow reader loses its oldest live events (and catches up from the journal),
     // never stalls the writer. Events are held as reader items, made once rather than once per reader.
     const broadcast = yield* Broadcast.Broadcast.make(journal, makeLineCodec(domain.schema), {
-      events: options.liveBuffer ?? 4096,
+      events: options.liveBuffer,
       bytes: options.liveBufferBytes ?? 32 * MiB
     })
     const receipts = yield* Receipts.make<A>()
@@ -215,6 +229,7 @@ export const make = <A, I>(
       publishAll: instrument.publishAll(publisher.publishAll),
       changes: readers.changes,
       changeLines: readers.changeLines,
+      pullLines: readers.pullLines,
       read: journal.read,
       headSeq: journal.headSeq,
       droppedCount: Effect.sync(writer.dropped),

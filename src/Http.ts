@@ -27,7 +27,6 @@ import {
   Layer,
   Metric,
   Option,
-  Queue,
   Redacted,
   type Scope,
   Stream
@@ -35,7 +34,7 @@ import {
 import type * as Access from "./Access.js"
 import { Authorization, Caller, FeedApi } from "./Api.js"
 import { feedPath, isStreamPath } from "./Api/Routes.js"
-import { BufferBudget, estimateBytes } from "./BufferBudget.js"
+import { estimateBytes } from "./BufferBudget.js"
 import * as ChangeFeed from "./ChangeFeed.js"
 import * as ChangeFeeds from "./ChangeFeeds.js"
 import { ServerConfig, type ServerSettings } from "./Config.js"
@@ -58,6 +57,7 @@ import { appendEntries } from "./Http/Body.js"
 import * as Cors from "./Http/Cors.js"
 import { answerFailures, routesOf } from "./Http/Errors.js"
 import * as MetricsRoute from "./Http/Metrics.js"
+import { ConnectionWriter, readerScheduler } from "./Http/Connection.js"
 import { feedErrorFrame, keepaliveFrame, makeFrameEncoder, retryFrame } from "./Http/Sse.js"
 import * as Viewer from "./Http/Viewer.js"
 import type * as Journal from "./Journal.js"
@@ -159,70 +159,103 @@ const intParam = (
       )
 }
 
+/** What a stream connection sends next: its frames' bytes, or undefined once the frames end. */
+type NextFrames = Effect.Effect<ReadonlyArray<Uint8Array> | undefined>
+
+interface ConnectionOptions {
+  readonly first: Uint8Array
+  readonly keepalive: Uint8Array
+  readonly keepaliveEvery: Duration.Duration
+  readonly maxBufferedBytes: number
+  readonly shutdown: Effect.Effect<void>
+}
+
 /**
- * What one stream connection sends: `first`, then the frames, with a keepalive every
- * `keepaliveEvery`, until the frames end or `shutdown` completes. Frames and keepalives meet in one
- * bounded queue the response drains; merging the streams instead would cost fibers per frame.
- * A client that stops reading fills the queue and pauses its own reader, never the feed.
+ * What one stream connection sends, written straight to Node's response: `first`, then the
+ * frames, with a keepalive every `keepaliveEvery`, until the frames end or `shutdown` completes.
+ *
+ * One fiber reads the feed and hands its frames to the connection's writer (`Http/Connection.ts`),
+ * on the readers' scheduler, so that reader work yields to the writer; the writer coalesces what
+ * waits for the socket into one write, and past its budget in bytes the reader waits: a client
+ * that stops reading pauses its own reader, never the feed.
  */
-const connectionBody = (
-  frames: Stream.Stream<Uint8Array>,
-  options: {
-    readonly first: Uint8Array
-    readonly keepalive: Uint8Array
-    readonly keepaliveEvery: Duration.Duration
-    readonly maxBufferedBytes: number
-    readonly shutdown: Effect.Effect<void>
-    /** Cuts the connection if its client has stopped taking what was sent. */
-    readonly cutIfStalled: Effect.Effect<void>
-  }
-): Stream.Stream<Uint8Array> =>
-  Stream.unwrapScoped(
-    Effect.gen(function* () {
-      // `null` marks the end of the frames: what was queued before it is still sent. Bounded in
-      // entries and in bytes, since each entry can be a large run of frames and a client that
-      // stops reading keeps it full.
-      const budget = new BufferBudget(4, options.maxBufferedBytes, (delta) =>
-        streamBufferedBytes.unsafeModify(delta, [])
-      )
-      const queue = yield* Effect.acquireRelease(Queue.unbounded<Uint8Array | null>(), (queue) =>
-        Effect.zipRight(
-          Queue.shutdown(queue),
-          Effect.sync(() => budget.close())
-        )
-      )
-      const offer = (bytes: Uint8Array | null) =>
-        Effect.zipRight(budget.take(bytes?.length ?? 0), Queue.offer(queue, bytes))
-      yield* offer(options.first)
-      yield* frames.pipe(
-        Stream.runForEachChunk((chunk) => Effect.forEach(chunk, offer, { discard: true })),
-        Effect.zipRight(offer(null)),
-        // A reader that dies ends the connection rather than leaving it open and silent.
-        Effect.catchAllDefect((defect) =>
-          Effect.zipRight(Effect.logError("stream reader died", defect), Queue.shutdown(queue))
-        ),
-        // Told to stop when the connection goes, not waited for: the connection's close must not
-        // hang on a reader interrupted mid-replay. The reader lets go of its subscription as it ends.
-        Effect.forkDaemon,
-        Effect.tap((reader) => Effect.addFinalizer(() => Fiber.interruptFork(reader)))
-      )
-      yield* offer(options.keepalive).pipe(Effect.delay(options.keepaliveEvery), Effect.forever, Effect.forkScoped)
-      // Shutdown ends the connection at once, queued frames or not. One whose client has stopped
-      // reading is cut: the response would wait forever to send the rest, and the server's close
-      // would wait for it.
-      yield* options.shutdown.pipe(
-        Effect.zipRight(options.cutIfStalled),
-        Effect.zipRight(Queue.shutdown(queue)),
-        Effect.forkScoped
-      )
-      return Stream.fromQueue(queue).pipe(
-        Stream.mapChunks((taken) => {
-          for (const bytes of taken) budget.release(bytes?.length ?? 0)
-          return taken
-        }),
-        Stream.takeWhile((bytes): bytes is Uint8Array => bytes !== null)
-      )
+const serveConnection = (response: ServerResponse, next: NextFrames, options: ConnectionOptions) =>
+  Effect.gen(function* () {
+    const writer = new ConnectionWriter(response, options.maxBufferedBytes, (delta) =>
+      streamBufferedBytes.unsafeModify(delta, [])
+    )
+    yield* Effect.addFinalizer(() => Effect.sync(() => writer.end()))
+    writer.send(options.first)
+    // On the Effect clock. Only on a connection with nothing waiting: anything waiting goes out
+    // first and keeps it alive, and a stalled client's connection does not collect keepalives.
+    yield* Effect.sleep(options.keepaliveEvery).pipe(
+      Effect.zipRight(
+        Effect.sync(() => {
+          if (writer.buffered === 0) writer.send(options.keepalive)
+        })
+      ),
+      Effect.forever,
+      Effect.forkScoped
+    )
+    const read = Effect.gen(function* () {
+      while (true) {
+        const frames = yield* next
+        if (frames === undefined) break
+        // All of a pull in one write, unless it is more than the connection's budget.
+        for (const bytes of frames) {
+          if (!writer.fits(bytes.length)) {
+            writer.flush()
+            if (!writer.fits(bytes.length)) yield* writer.room
+          }
+          writer.queue(bytes)
+        }
+        writer.flush()
+      }
+      // What the feed ended with (a feed_error frame) goes out before the response ends.
+      yield* writer.room
+    }).pipe(
+      // A reader that dies ends the connection rather than leaving it open and silent.
+      Effect.catchAllDefect((defect) => Effect.logError("stream reader died", defect)),
+      Effect.withScheduler(readerScheduler)
+    )
+    // Told to stop when the connection goes, not waited for: the connection's close must not
+    // hang on a reader interrupted mid-replay. The reader lets go of its subscription as it ends.
+    const reader = yield* Effect.forkDaemon(read)
+    yield* Effect.addFinalizer(() => Fiber.interruptFork(reader))
+    const readerEnded = Effect.async<void>((resume) => {
+      const ended = () => resume(Effect.void)
+      reader.addObserver(ended)
+      return Effect.sync(() => reader.removeObserver(ended))
     })
+    // Shutdown ends the connection at once, frames waiting or not. One whose client has stopped
+    // reading is cut: the response would wait forever to send the rest, and the server's close
+    // would wait for it.
+    yield* Effect.raceFirst(
+      readerEnded,
+      Effect.zipRight(
+        options.shutdown,
+        Effect.sync(() => {
+          if (response.writableNeedDrain) response.destroy()
+        })
+      )
+    )
+  })
+
+/**
+ * The frames of a connection that is not served by Node's HTTP server (a web handler), as a
+ * Stream the platform writes: the same frames, without coalescing.
+ */
+const connectionStream = (next: NextFrames, options: ConnectionOptions): Stream.Stream<Uint8Array> =>
+  Stream.make(options.first).pipe(
+    Stream.concat(
+      Stream.repeatEffectOption(
+        Effect.flatMap(next, (frames) => (frames === undefined ? Effect.fail(Option.none()) : Effect.succeed(frames)))
+      ).pipe(Stream.mapConcat((frames) => frames))
+    ),
+    Stream.merge(Stream.repeatEffect(Effect.delay(Effect.succeed(options.keepalive), options.keepaliveEvery)), {
+      haltStrategy: "left"
+    }),
+    Stream.interruptWhen(options.shutdown)
   )
 
 /** An account's feed could not be had, as the API answers it. */
@@ -310,40 +343,61 @@ const makeFeedRoutes = (options: HttpOptions) =>
         // Opened (or refused) before the answer starts, so that a refusal is an HTTP error; the
         // stream then holds the feed for as long as it runs.
         yield* withFeed(account, "read", () => Effect.void)
-        const events = Stream.unwrapScoped(
-          Effect.map(feeds.get(account), (feed) => {
-            const frames = framesOf(feed)
-            // Events travel as their journal lines, so a frame is the line copied after its `id:`.
-            return feed
-              .changeLines({ since: cursor, sessionId: request.urlParams.session_id })
-              .pipe(Stream.mapChunks((items) => Chunk.of(frames(Chunk.toReadonlyArray(items)))))
+        // The answer is already a 200 under way: the stream ends with a frame that says why.
+        const failed = (error: ChangeFeeds.AccountError | JournalReadError) => {
+          const failure = ChangeFeeds.isAccountError(error) ? accountFailure(error) : readFailure(error)
+          return Effect.as(
+            Effect.logError(`the stream of account '${account}' ended: ${failure.message}`, Cause.fail(error)),
+            [encoder.encode(feedErrorFrame(failure))]
+          )
+        }
+        // The reader, opened in the connection's scope: each pull's items as frames, the frames
+        // of a live batch made once for every connection. Events travel as their journal lines,
+        // so a frame is the line copied after its `id:`.
+        const openFrames: Effect.Effect<NextFrames, never, Scope.Scope> = Effect.gen(function* () {
+          const feed = yield* feeds.get(account)
+          const frames = framesOf(feed)
+          const pull = yield* feed.pullLines({ since: cursor, sessionId: request.urlParams.session_id })
+          let ended = false
+          return Effect.suspend((): NextFrames => {
+            if (ended) return Effect.succeed(undefined)
+            return Effect.matchEffect(pull, {
+              onSuccess: (items) => Effect.succeed(frames(Chunk.toReadonlyArray(items))),
+              onFailure: (end) => {
+                ended = true
+                return Option.isNone(end) ? Effect.succeed(undefined) : failed(end.value)
+              }
+            })
           })
-        ).pipe(
-          // The answer is already a 200 under way: the stream ends with a frame that says why.
-          Stream.catchAll((error) => {
-            const failure = ChangeFeeds.isAccountError(error) ? accountFailure(error) : readFailure(error)
-            return Stream.fromEffect(
-              Effect.as(
-                Effect.logError(`the stream of account '${account}' ended: ${failure.message}`, Cause.fail(error)),
-                encoder.encode(feedErrorFrame(failure))
-              )
+        }).pipe(
+          Effect.catchAll((error) => {
+            let told = false
+            return Effect.map(failed(error), (frames): NextFrames =>
+              Effect.sync(() => (told ? undefined : ((told = true), frames)))
             )
           })
         )
-        // Undefined when the request is not served by Node's HTTP server (a web handler in tests).
+        // Undefined when the request is not served by Node's HTTP server (a web handler).
         const response: ServerResponse | undefined = NodeHttpServerRequest.toServerResponse(
           yield* HttpServerRequest.HttpServerRequest
         )
-        const body = connectionBody(events, {
+        const connection: ConnectionOptions = {
           first: retryBytes,
           keepalive: keepaliveBytes,
           keepaliveEvery,
           maxBufferedBytes: options.streamBufferBytes ?? 1024 * 1024,
-          shutdown: Deferred.await(shutdown),
-          cutIfStalled: Effect.sync(() => {
-            if (response?.writableNeedDrain === true) response.destroy()
-          })
-        })
+          shutdown: Deferred.await(shutdown)
+        }
+        // On Node the connection writes to the response itself, once the platform has written
+        // the head; the body the platform sees is empty, and it ends the response after it.
+        const body =
+          response === undefined
+            ? Stream.unwrapScoped(Effect.map(openFrames, (next) => connectionStream(next, connection)))
+            : Stream.drain(
+                Stream.fromEffect(
+                  Effect.scoped(Effect.flatMap(openFrames, (next) => serveConnection(response, next, connection)))
+                )
+              )
         return HttpServerResponse.stream(body, {
           contentType: eventStream,
           headers: { "cache-control": "no-cache, no-transform", "x-accel-buffering": "no" }

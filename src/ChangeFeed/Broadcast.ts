@@ -15,11 +15,36 @@ import { type Appended, bodyAt, type Journal, type JournalEvent, type JournalLin
 import type { LineCodec } from "../Journal/Lines.js"
 import { LiveBuffer } from "./LiveBuffer.js"
 
-/** A broadcast event as both kinds of reader item, each made once for every reader. */
+/** A broadcast event as both kinds of reader item, each made once for every reader, and the batch it came in. */
 export interface LiveChange<A> {
   readonly decoded: Change<A>
   readonly line: LineChange
+  readonly batch: LiveBatch<A>
 }
+
+/**
+ * A batch as the broadcast holds it, one object for every reader: what is made of a whole batch
+ * (its SSE frames) is made once, keyed by this object, and shared by every reader that takes the
+ * batch whole.
+ */
+export interface LiveBatch<A> {
+  /** The seq of its first event; the others follow it. */
+  readonly first: number
+  readonly items: ReadonlyArray<LiveChange<A>>
+}
+
+/**
+ * Events `from` to the end of `batch`, as one item: what an unfiltered reader at the live tail
+ * takes, at a cost that does not grow with the events in the batch.
+ */
+export interface LiveRun {
+  readonly _tag: "LiveRun"
+  readonly batch: LiveBatch<unknown>
+  readonly from: number
+}
+
+/** The last seq of a batch. */
+export const lastOf = (batch: LiveBatch<unknown>): number => batch.first + batch.items.length - 1
 
 /** A change as readers get it: the idempotency key it was journaled with is the journal's alone. */
 export const asItem = <A>(stored: JournalEvent<A>): Change<A> => {
@@ -37,15 +62,19 @@ export const LIVE_EVENT_BYTES = 384
 /** Events read at once when catching up with other writers. */
 const CATCH_UP_CHUNK = 1024
 
-const liveChange = <A>(event: JournalEvent<A>, body: Uint8Array): LiveChange<A> => ({
+const liveChange = <A>(event: JournalEvent<A>, body: Uint8Array, batch: LiveBatch<A>): LiveChange<A> => ({
   decoded: asItem(event),
-  line: { _tag: "Change", seq: event.seq, sessionId: event.session_id, body, live: true }
+  line: { _tag: "Change", seq: event.seq, sessionId: event.session_id, body, live: true },
+  batch
 })
 
 export interface BroadcastOptions {
-  /** Most events held (default 4096). */
-  readonly events: number
-  /** Most bytes held: lines plus an estimate of their decoded form (default 32 MiB). */
+  /** Most events held (unbounded when undefined: bytes govern). */
+  readonly events: number | undefined
+  /**
+   * Most bytes held: lines, an estimate of their decoded form, and as much again as the lines for
+   * what readers make of a batch once for all (its SSE frames).
+   */
   readonly bytes: number
 }
 
@@ -93,8 +122,9 @@ export class Broadcast<A> {
     // After events this process has not seen (another writer's): read them all from the journal.
     if (first !== this.head + 1) return this.want(events[events.length - 1]!.seq)
     const items: Array<LiveChange<A>> = new Array(events.length)
-    for (let i = 0; i < events.length; i++) items[i] = liveChange(events[i]!, bodyAt(lines, i))
-    this.push(first, items, lines.bytes.length + events.length * LIVE_EVENT_BYTES + held)
+    const batch: LiveBatch<A> = { first, items }
+    for (let i = 0; i < events.length; i++) items[i] = liveChange(events[i]!, bodyAt(lines, i), batch)
+    this.push(batch, 2 * lines.bytes.length + events.length * LIVE_EVENT_BYTES + held)
   }
 
   /** No event follows (the feed is closed): readers end. */
@@ -103,9 +133,9 @@ export class Broadcast<A> {
     this.live.close()
   }
 
-  private push(first: number, items: ReadonlyArray<LiveChange<A>>, bytes: number): void {
-    this.live.push(first, items, bytes)
-    this.head = first + items.length - 1
+  private push(batch: LiveBatch<A>, bytes: number): void {
+    this.live.push(batch.first, batch.items, bytes)
+    this.head = lastOf(batch)
     if (this.wanted < this.head) this.wanted = this.head
   }
 
@@ -136,18 +166,18 @@ export class Broadcast<A> {
 
   private pushLines(chunk: Iterable<JournalLine>): void {
     const items: Array<LiveChange<A>> = []
-    let first = 0
+    const batch: { first: number; items: Array<LiveChange<A>> } = { first: 0, items }
     let bytes = 0
     for (const line of chunk) {
       // A batch of ours may have come in while this was read.
       if (line.seq <= this.head + items.length) continue
       const decoded = this.decode(line)
       if (Option.isNone(decoded)) break
-      if (items.length === 0) first = line.seq
-      items.push(liveChange(decoded.value, line.body))
-      bytes += line.body.length + LIVE_EVENT_BYTES
+      if (items.length === 0) batch.first = line.seq
+      items.push(liveChange(decoded.value, line.body, batch))
+      bytes += 2 * line.body.length + LIVE_EVENT_BYTES
     }
-    if (items.length > 0) this.push(first, items, bytes * 2)
+    if (items.length > 0) this.push(batch, bytes * 2)
   }
 
   private decode(line: JournalLine): Option.Option<JournalEvent<A>> {

@@ -4,9 +4,10 @@
  * buffer has slid past finds out (the event after its cursor is no longer held) and catches up
  * from the journal, so a slow reader never holds back the writer or anyone else.
  *
- * Bounded in events and in bytes: it holds at most `capacity` events, and lets go of its oldest
- * batches once what it holds passes `maxBytes` (always keeping the newest batch, so readers at
- * the head never have to go to the journal). Bytes are counted per batch, as the writer says
+ * Bounded in bytes, and in events only when asked (`capacity`, unbounded by default): it lets go
+ * of its oldest batches once what it holds passes `maxBytes` (always keeping the newest batch, so
+ * readers at the head never have to go to the journal). Bytes govern, so that a feed of small
+ * events holds as long a window as one of large events holds in the same memory. Bytes are counted per batch, as the writer says
  * what a batch holds: its events' lines share one buffer, which stays in memory as long as any
  * of them is held.
  *
@@ -41,7 +42,7 @@ export class LiveBuffer<T> {
   private readonly waiters = new Map<() => void, number>()
 
   constructor(
-    readonly capacity: number,
+    readonly capacity: number = Number.POSITIVE_INFINITY,
     readonly maxBytes: number = Number.POSITIVE_INFINITY,
     /** An event's size for `after`'s `maxBytes`: what a reader copies when it passes the event on. */
     private readonly weigh: (item: T) => number = () => 0
@@ -94,6 +95,16 @@ export class LiveBuffer<T> {
   close(): void {
     this.closed = true
     this.wake()
+  }
+
+  /**
+   * The event after `cursor`: undefined when there is none yet, "end" once closed, or "gap" when
+   * the buffer has slid past it.
+   */
+  next(cursor: number): T | undefined | "gap" | "end" {
+    if (this.last <= cursor) return this.closed ? "end" : undefined
+    if (cursor + 1 < this.first) return "gap"
+    return this.items[(cursor + 1) % this.items.length]!
   }
 
   /**

@@ -13,7 +13,7 @@ import type { Cursor } from "../Domain/Cursor.js"
 import type { CaughtUp, Change, FeedItem, LineChange, LineItem, Progress, Reset } from "../Domain/FeedItem.js"
 import type { Journal } from "../Journal.js"
 import type { JournalReadError } from "../Journal/Errors.js"
-import { asItem, type Broadcast, type LiveChange } from "./Broadcast.js"
+import { asItem, type Broadcast, lastOf, type LiveChange, type LiveRun } from "./Broadcast.js"
 import type { Instrument } from "./Instrument.js"
 import { decideReset, resetTo } from "./Reset.js"
 
@@ -28,6 +28,8 @@ export interface ChangesOptions {
 const LIVE_READ_BYTES = 1024 * 1024
 /** Most events a reader takes from the live buffer at once. */
 const LIVE_READ_EVENTS = 1024
+/** Most batches a reader of whole batches takes from the live buffer at once. */
+const LIVE_READ_BATCHES = 64
 
 /**
  * One kind of reader, for either kind of change item `C`: how to replay the journal as `C`s, how
@@ -54,9 +56,18 @@ const lineFormat = <A>(): ReaderFormat<A, LineChange> => ({
   sessionOf: (item) => item.sessionId
 })
 
+/** What a reader's pull answers: the next items, or `None` once it ends. */
+export type Pull<Item> = Effect.Effect<Chunk.Chunk<Item>, Option.Option<JournalReadError>>
+
 export interface Readers<A> {
   readonly changes: (options?: ChangesOptions) => Stream.Stream<FeedItem<A>, JournalReadError>
   readonly changeLines: (options?: ChangesOptions) => Stream.Stream<LineItem, JournalReadError>
+  /**
+   * `changeLines` as a pull, for the scope: without a session filter, each run of live events is
+   * one `LiveRun` (the rest of a broadcast batch), so that what is made of a batch once (its SSE
+   * frames) is shared, and a reader's cost per batch does not grow with the events in it.
+   */
+  readonly pullLines: (options?: ChangesOptions) => Effect.Effect<Pull<LineItem | LiveRun>, never, Scope.Scope>
   /** Readers following the feed now. */
   readonly subscribers: () => number
 }
@@ -67,110 +78,138 @@ export const make = <A>(journal: Journal<A>, broadcast: Broadcast<A>, instrument
   const decoded = decodedFormat<A>()
   const lines = lineFormat<A>()
 
+  /** A reader's pull; with `runs`, an unfiltered reader takes the live buffer by whole batches. */
+  const open = <C>(
+    format: ReaderFormat<A, C>,
+    options: ChangesOptions,
+    runs: boolean
+  ): Effect.Effect<Pull<C | Reset | CaughtUp | Progress | LiveRun>, never, Scope.Scope> =>
+    Effect.gen(function* () {
+      const since = options.since ?? 0
+      const cursorIn: Cursor = typeof since === "number" ? { seq: since } : since
+      const sessionId = options.sessionId
+      yield* Effect.acquireRelease(
+        Effect.sync(() => subscribers++),
+        () => Effect.sync(() => subscribers--)
+      )
+      const outer = yield* Effect.scope
+      type Item = C | Reset | CaughtUp | Progress | LiveRun
+      const byBatch = runs && sessionId === undefined
+      const pending: Array<Item> = []
+      let phase: Scope.CloseableScope | undefined
+      let replay: Effect.Effect<Chunk.Chunk<C>, Option.Option<JournalReadError>> | undefined
+      let cursor = 0
+      let caughtUp = false
+      let ended = false
+      yield* instrument.trackReader(() => cursor)
+
+      // Replay the journal up to its head, then follow the live buffer: every later event is
+      // put in the buffer after it is journaled, so the reader either finds it there or
+      // finds that the buffer slid past it, and replays again.
+      const startFrom = (from: number) =>
+        Effect.gen(function* () {
+          if (phase !== undefined) yield* Scope.close(phase, Exit.void)
+          phase = yield* Scope.fork(outer, ExecutionStrategy.sequential)
+          const head = yield* journal.headSeq
+          cursor = from
+          replay =
+            from < head
+              ? yield* Scope.extend(
+                  Stream.toPull(instrument.replay(format.replay(journal, from, head), from, head)),
+                  phase
+                )
+              : undefined
+        })
+
+      const window = yield* journal.info
+      const reset = decideReset(cursorIn, window)
+      if (reset !== undefined) pending.push(instrument.reset(reset))
+      yield* startFrom(reset === undefined ? cursorIn.seq : reset.continueFrom)
+
+      const deliver = (items: Iterable<C>, out: Array<Item>): void => {
+        let passedOver = false
+        for (const item of items) {
+          const seq = format.seqOf(item)
+          if (seq <= cursor) continue
+          // A hole: the rest comes again, from the journal or the buffer, on the next pull.
+          if (seq !== cursor + 1) break
+          cursor = seq
+          if (sessionId === undefined || format.sessionOf(item) === sessionId) {
+            out.push(item)
+            passedOver = false
+          } else {
+            passedOver = true
+          }
+        }
+        if (passedOver) out.push({ _tag: "Progress", seq: cursor })
+      }
+
+      const pull: Effect.Effect<Chunk.Chunk<Item>, Option.Option<JournalReadError>> = Effect.gen(function* () {
+        while (true) {
+          if (pending.length > 0) return Chunk.unsafeFromArray(pending.splice(0))
+          if (ended || broadcast.closed) return yield* Effect.fail(Option.none())
+          const out: Array<Item> = []
+          if (replay !== undefined) {
+            const next = yield* Effect.either(replay)
+            if (Either.isRight(next)) {
+              deliver(next.right, out)
+            } else if (Option.isNone(next.left)) {
+              replay = undefined
+            } else if (next.left.value._tag === "JournalPruned") {
+              // Retention removed what this reader still needed: say so, go on from the head.
+              const now = yield* journal.info
+              out.push(instrument.reset(resetTo("below_retention", cursor, now)))
+              yield* startFrom(now.headSeq)
+            } else {
+              return yield* Effect.fail(Option.map(next.left, instrument.readFailure))
+            }
+          } else if (!caughtUp) {
+            caughtUp = true
+            out.push({ _tag: "CaughtUp", seq: cursor })
+          } else if (byBatch) {
+            const next = live.next(cursor)
+            if (next === "gap") yield* startFrom(cursor)
+            else if (next === "end") ended = true
+            else if (next === undefined) yield* live.awaitAfter(cursor)
+            else {
+              // The rest of the batch holding the next event, then the following batches whole.
+              let change: LiveChange<A> | undefined | "gap" | "end" = next
+              for (let taken = 0; taken < LIVE_READ_BATCHES && typeof change === "object"; taken++) {
+                out.push({ _tag: "LiveRun", batch: change.batch, from: cursor + 1 })
+                cursor = lastOf(change.batch)
+                change = live.next(cursor)
+              }
+            }
+          } else {
+            const events = live.after(cursor, LIVE_READ_EVENTS, LIVE_READ_BYTES)
+            // The live buffer slid past this reader: catch up from the journal.
+            if (events === "gap") yield* startFrom(cursor)
+            else if (events === "end") ended = true
+            else if (events.length === 0) yield* live.awaitAfter(cursor)
+            else deliver(events.map(format.live), out)
+          }
+          if (out.length > 0) return Chunk.unsafeFromArray(out)
+        }
+      })
+      return pull
+    })
+
   const follow = <C>(
     format: ReaderFormat<A, C>,
     options: ChangesOptions
   ): Stream.Stream<C | Reset | CaughtUp | Progress, JournalReadError> =>
     Stream.unwrapScoped(
-      Effect.gen(function* () {
-        const since = options.since ?? 0
-        const cursorIn: Cursor = typeof since === "number" ? { seq: since } : since
-        const sessionId = options.sessionId
-        yield* Effect.acquireRelease(
-          Effect.sync(() => subscribers++),
-          () => Effect.sync(() => subscribers--)
-        )
-        const outer = yield* Effect.scope
-        type Item = C | Reset | CaughtUp | Progress
-        const pending: Array<Item> = []
-        let phase: Scope.CloseableScope | undefined
-        let replay: Effect.Effect<Chunk.Chunk<C>, Option.Option<JournalReadError>> | undefined
-        let cursor = 0
-        let caughtUp = false
-        let ended = false
-        yield* instrument.trackReader(() => cursor)
-
-        // Replay the journal up to its head, then follow the live buffer: every later event is
-        // put in the buffer after it is journaled, so the reader either finds it there or
-        // finds that the buffer slid past it, and replays again.
-        const startFrom = (from: number) =>
-          Effect.gen(function* () {
-            if (phase !== undefined) yield* Scope.close(phase, Exit.void)
-            phase = yield* Scope.fork(outer, ExecutionStrategy.sequential)
-            const head = yield* journal.headSeq
-            cursor = from
-            replay =
-              from < head
-                ? yield* Scope.extend(
-                    Stream.toPull(instrument.replay(format.replay(journal, from, head), from, head)),
-                    phase
-                  )
-                : undefined
-          })
-
-        const window = yield* journal.info
-        const reset = decideReset(cursorIn, window)
-        if (reset !== undefined) pending.push(instrument.reset(reset))
-        yield* startFrom(reset === undefined ? cursorIn.seq : reset.continueFrom)
-
-        const deliver = (items: Iterable<C>, out: Array<Item>): void => {
-          let passedOver = false
-          for (const item of items) {
-            const seq = format.seqOf(item)
-            if (seq <= cursor) continue
-            // A hole: the rest comes again, from the journal or the buffer, on the next pull.
-            if (seq !== cursor + 1) break
-            cursor = seq
-            if (sessionId === undefined || format.sessionOf(item) === sessionId) {
-              out.push(item)
-              passedOver = false
-            } else {
-              passedOver = true
-            }
-          }
-          if (passedOver) out.push({ _tag: "Progress", seq: cursor })
-        }
-
-        const pull: Effect.Effect<Chunk.Chunk<Item>, Option.Option<JournalReadError>> = Effect.gen(function* () {
-          while (true) {
-            if (pending.length > 0) return Chunk.unsafeFromArray(pending.splice(0))
-            if (ended || broadcast.closed) return yield* Effect.fail(Option.none())
-            const out: Array<Item> = []
-            if (replay !== undefined) {
-              const next = yield* Effect.either(replay)
-              if (Either.isRight(next)) {
-                deliver(next.right, out)
-              } else if (Option.isNone(next.left)) {
-                replay = undefined
-              } else if (next.left.value._tag === "JournalPruned") {
-                // Retention removed what this reader still needed: say so, go on from the head.
-                const now = yield* journal.info
-                out.push(instrument.reset(resetTo("below_retention", cursor, now)))
-                yield* startFrom(now.headSeq)
-              } else {
-                return yield* Effect.fail(Option.map(next.left, instrument.readFailure))
-              }
-            } else if (!caughtUp) {
-              caughtUp = true
-              out.push({ _tag: "CaughtUp", seq: cursor })
-            } else {
-              const events = live.after(cursor, LIVE_READ_EVENTS, LIVE_READ_BYTES)
-              // The live buffer slid past this reader: catch up from the journal.
-              if (events === "gap") yield* startFrom(cursor)
-              else if (events === "end") ended = true
-              else if (events.length === 0) yield* live.awaitAfter(cursor)
-              else deliver(events.map(format.live), out)
-            }
-            if (out.length > 0) return Chunk.unsafeFromArray(out)
-          }
-        })
-        return Stream.repeatEffectChunkOption(pull)
-      })
+      Effect.map(
+        open(format, options, false),
+        (pull) =>
+          Stream.repeatEffectChunkOption(pull) as Stream.Stream<C | Reset | CaughtUp | Progress, JournalReadError>
+      )
     )
 
   return {
     changes: (options = {}) => follow(decoded, options),
     changeLines: (options = {}) => follow(lines, options),
+    pullLines: (options = {}) => open(lines, options, true),
     subscribers: () => subscribers
   }
 }

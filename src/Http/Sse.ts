@@ -3,9 +3,10 @@
  * are `id:` + `data:` (ChangeEvent JSON), as the original's clients expect; ids carry the
  * epoch so a browser's automatic reconnect is epoch-checked.
  */
+import type { LiveBatch, LiveRun } from "../ChangeFeed.js"
 import { cursorPrefix, formatCursor } from "../Domain/Cursor.js"
 import { caughtUpText, failureText, progressText, resetText, type StreamFailure } from "../Domain/FeedFrame.js"
-import type { LineChange, LineItem } from "../Domain/FeedItem.js"
+import type { LineItem } from "../Domain/FeedItem.js"
 
 export const keepaliveFrame = ": keepalive\n\n"
 
@@ -40,67 +41,89 @@ const closeChange = (frame: Uint8Array, at: number): number => {
   return at + 3
 }
 
+/** A batch's frames, made once: every event's frame after the other, and where each starts. */
+interface BatchFrames {
+  readonly bytes: Uint8Array
+  /** `starts[i]` is where event `i`'s frame starts; `starts[n]` is the end. */
+  readonly starts: Int32Array
+}
+
 /**
- * Renders a run of feed items to the bytes of their SSE frames, in one buffer. A change's
- * `data:` is its body copied from its journal line, and the closing brace: the JSON is neither
- * parsed nor encoded again, whether it came from the journal or live from the writer. The frame
- * of a live event, which every connection sends, is made once and shared.
+ * Renders feed items to the bytes of their SSE frames. A change's `data:` is its body copied from
+ * its journal line, and the closing brace: the JSON is neither parsed nor encoded again, whether
+ * it came from the journal or live from the writer.
+ *
+ * A live run (the rest of a broadcast batch, as an unfiltered reader at the tail takes it) is a
+ * view of the batch's frames, made once into one buffer for every connection: no copy per
+ * connection, whatever the batch's size. Anything else (markers, replayed events, a filtered
+ * reader's events) is rendered into a buffer of the connection's own, one per stretch of items.
  */
 export const makeFrameEncoder = (epoch: string) => {
   const idPrefix = `id: ${cursorPrefix(epoch)}`
   /** What precedes a change's body in its frame. */
-  const changeHead = (item: LineChange): string => `${idPrefix}${item.seq}\ndata: `
-  const shared = new WeakMap<LineChange, Uint8Array>()
-  /** A change's frame on its own. */
-  const changeFrame = (item: LineChange): Uint8Array => {
-    const head = changeHead(item)
-    // A buffer of its own rather than a slice of Node's shared pool: copying from a pool slice
-    // into each connection's frames was measured at more than twice the cost.
-    const frame = new Uint8Array(head.length + item.body.length + 3)
-    const at = Buffer.from(frame.buffer).write(head, 0, "latin1")
-    frame.set(item.body, at)
-    closeChange(frame, at + item.body.length)
-    return frame
-  }
-  return (items: ReadonlyArray<LineItem>): Uint8Array => {
-    // Each item's bytes: a live event's shared frame, or an ASCII head (a marker frame, or the
-    // `id:` and `data:` before a replayed event's body, which is copied after it).
-    const heads: Array<Uint8Array | string> = new Array(items.length)
+  const changeHead = (seq: number): string => `${idPrefix}${seq}\ndata: `
+  const batches = new WeakMap<LiveBatch<unknown>, BatchFrames>()
+
+  const batchFrames = (batch: LiveBatch<unknown>): BatchFrames => {
+    const made = batches.get(batch)
+    if (made !== undefined) return made
+    const items = batch.items
+    const starts = new Int32Array(items.length + 1)
     let size = 0
     for (let i = 0; i < items.length; i++) {
-      const item = items[i]!
-      if (item._tag !== "Change") {
-        heads[i] = markerFrame(epoch, item)
-      } else if (item.live === true) {
-        let frame = shared.get(item)
-        if (frame === undefined) {
-          frame = changeFrame(item)
-          shared.set(item, frame)
-        }
-        heads[i] = frame
-      } else {
-        heads[i] = changeHead(item)
-        size += item.body.length + 3
-      }
-      size += heads[i]!.length
+      starts[i] = size
+      size += changeHead(batch.first + i).length + items[i]!.line.body.length + 3
     }
-    if (items.length === 1 && typeof heads[0] !== "string") return heads[0]!
+    starts[items.length] = size
+    // A buffer of its own rather than a slice of Node's shared pool: it is kept as long as the batch.
+    const bytes = Buffer.allocUnsafeSlow(size)
+    for (let i = 0; i < items.length; i++) {
+      const at = starts[i]! + bytes.write(changeHead(batch.first + i), starts[i]!, "latin1")
+      const body = items[i]!.line.body
+      bytes.set(body, at)
+      closeChange(bytes, at + body.length)
+    }
+    const frames = { bytes, starts }
+    batches.set(batch, frames)
+    return frames
+  }
+
+  /** Items `from` to `to` (none of them a live run) rendered into one buffer. */
+  const render = (items: ReadonlyArray<LineItem | LiveRun>, from: number, to: number): Uint8Array => {
+    const heads: Array<string> = new Array(to - from)
+    let size = 0
+    for (let i = from; i < to; i++) {
+      const item = items[i] as LineItem
+      const head = item._tag === "Change" ? changeHead(item.seq) : markerFrame(epoch, item)
+      heads[i - from] = head
+      size += head.length + (item._tag === "Change" ? item.body.length + 3 : 0)
+    }
     const out = Buffer.allocUnsafe(size)
     let at = 0
-    for (let i = 0; i < items.length; i++) {
-      const head = heads[i]!
-      if (typeof head !== "string") {
-        out.set(head, at)
-        at += head.length
-        continue
-      }
-      at += out.write(head, at, "latin1")
-      const item = items[i]!
+    for (let i = from; i < to; i++) {
+      at += out.write(heads[i - from]!, at, "latin1")
+      const item = items[i] as LineItem
       if (item._tag === "Change") {
         out.set(item.body, at)
         at = closeChange(out, at + item.body.length)
       }
     }
+    return out
+  }
+
+  return (items: ReadonlyArray<LineItem | LiveRun>): Array<Uint8Array> => {
+    const out: Array<Uint8Array> = []
+    let from = 0
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i]!
+      if (item._tag !== "LiveRun") continue
+      if (from < i) out.push(render(items, from, i))
+      from = i + 1
+      const frames = batchFrames(item.batch)
+      const index = item.from - item.batch.first
+      out.push(index === 0 ? frames.bytes : frames.bytes.subarray(frames.starts[index]!))
+    }
+    if (from < items.length) out.push(render(items, from, items.length))
     return out
   }
 }
