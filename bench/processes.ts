@@ -59,7 +59,11 @@ export const startService = async (
       ? []
       : ["--cpu-prof", `--cpu-prof-dir=${profiles}`, `--cpu-prof-name=server-${name}.cpuprofile`]
   const { FEED_TOKEN: _token, FEED_JWT_SECRET: _secret, ...inherited } = process.env
-  const child = ChildProcess.spawn(process.execPath, [...profiling, ...(await nodeArgs("accounts-server.ts"))], {
+  // `BENCH_SERVER` runs another build of the service instead (e.g. an earlier commit's `dist/main.js`),
+  // for before/after figures from the same clients.
+  const entry = process.env.BENCH_SERVER
+  const args = entry === undefined || entry === "" ? await nodeArgs("accounts-server.ts") : [entry]
+  const child = ChildProcess.spawn(process.execPath, [...profiling, ...args], {
     cwd: projectDir,
     env: {
       ...inherited,
