@@ -4,13 +4,17 @@
  * script (one `pg` connection, no Effect, no committer) in the same run. A throwaway server
  * (`fsync=on`) is started from the machine's binaries, as the tests do.
  *
- *   npx tsx bench/pg-append.ts [--seconds N]
+ *   npx tsx bench/pg-append.ts [--seconds N] [--rounds N]
+ *
+ * Each figure is the best of `--rounds` (default 2) windows of `--seconds` (default 5), the
+ * journal and the bare script alternating.
  *
  * Every writer process appends to its own account and to one account all share (the hot one),
  * ~200-byte events, one batch in flight per process.
  */
 import { spawn } from "node:child_process"
 import * as Crypto from "node:crypto"
+import * as Os from "node:os"
 import { Effect } from "effect"
 import * as Pg from "pg"
 import type { AccountId } from "../src/Domain/Account.js"
@@ -108,17 +112,27 @@ const runChildren = async (mode: ChildArgs["mode"], url: string, batch: number, 
 const main = async () => {
   const secondsAt = process.argv.indexOf("--seconds")
   const seconds = secondsAt > 0 ? Number(process.argv[secondsAt + 1]) : 5
+  const roundsAt = process.argv.indexOf("--rounds")
+  const rounds = roundsAt > 0 ? Number(process.argv[roundsAt + 1]) : 2
   const server = await startPostgres()
   try {
     const rows: Array<[string, string, string, string]> = []
     let db = 0
     for (const processes of [1, 3]) {
       for (const batch of [1, 50, 200]) {
-        const journal = await runChildren("journal", server.createDatabase(`j${++db}`), batch, processes, seconds)
-        const bareUrl = server.createDatabase(`b${++db}`)
-        // The schema for the bare script, through a store.
-        await Effect.runPromise(Effect.scoped(Postgres.store({ url: bareUrl })))
-        const bare = await runChildren("bare", bareUrl, batch, processes, seconds)
+        // Alternated, best of `rounds` each: on a shared machine the load moves between runs.
+        let journal = 0
+        let bare = 0
+        for (let round = 0; round < rounds; round++) {
+          journal = Math.max(
+            journal,
+            await runChildren("journal", server.createDatabase(`j${++db}`), batch, processes, seconds)
+          )
+          const bareUrl = server.createDatabase(`b${++db}`)
+          // The schema for the bare script, through a store.
+          await Effect.runPromise(Effect.scoped(Postgres.store({ url: bareUrl })))
+          bare = Math.max(bare, await runChildren("bare", bareUrl, batch, processes, seconds))
+        }
         rows.push([
           `${processes} writer${processes > 1 ? "s" : ""}, batch ${batch}`,
           journal.toFixed(0),
@@ -128,6 +142,11 @@ const main = async () => {
         console.error(rows[rows.length - 1]!.join("  "))
       }
     }
+    console.log(
+      `\nload average ${Os.loadavg()
+        .map((l) => l.toFixed(1))
+        .join(" ")} on ${Os.cpus().length} cores`
+    )
     console.log("\n| writers, batch | journal ev/s | bare script ev/s | journal / bare |\n| --- | ---: | ---: | ---: |")
     for (const r of rows) console.log(`| ${r.join(" | ")} |`)
   } finally {
