@@ -334,7 +334,7 @@ export const waitForStatement = async (url: string, pattern: string, waitEventTy
   for (;;) {
     const rows = await query<{ n: number }>(
       url,
-      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE $1 AND wait_event_type = $2`,
+      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND query LIKE $1 AND wait_event_type = $2`,
       [pattern, waitEventType]
     )
     if (rows[0]!.n > 0) return
