@@ -20,14 +20,14 @@ import * as FileJournal from "../src/Journal/File.js"
 import { acquireLock, findFlock } from "../src/Journal/Lock.js"
 import * as FailingFileSystem from "./support/FailingFileSystem.js"
 import { type Note as NoteType, Note, note, notes } from "./support/Notes.js"
+import { range } from "./support/Expected.js"
+import { tempDir } from "./support/TempDir.js"
 
 // ---------------------------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------------------------
 
 type Options = Omit<Journal.JournalOptions, "directory">
-
-const tempDir = Effect.flatMap(FileSystem.FileSystem, (fs) => fs.makeTempDirectoryScoped({ prefix: "journal-" }))
 
 const open = (directory: string, options: Options = {}) => FileJournal.make(Note, { directory, ...options })
 
@@ -52,9 +52,6 @@ const untilFailure = <A, E>(stream: Stream.Stream<A, E>) =>
     if (Either.isRight(result)) return assert.fail(`the stream ended after ${seen.length} items without failing`)
     return { seen, error: result.left }
   })
-
-const range = (from: number, to: number): Array<number> =>
-  Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i)
 
 const segmentFile = (start: number) => `events-${String(start).padStart(20, "0")}.jsonl`
 

@@ -6,8 +6,7 @@
 import { describe, it, assert } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
 import { LiveBuffer } from "../../src/ChangeFeed/LiveBuffer.js"
-
-const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i)
+import { range } from "../support/Expected.js"
 
 /** The slots that still reference an event: what the buffer keeps in memory. */
 const referenced = <T>(buffer: LiveBuffer<T>) =>

@@ -4,7 +4,6 @@
  * `repair` in a new epoch (and nothing else), repair refused while a writer holds the journal;
  * and the command itself.
  */
-import { FileSystem } from "@effect/platform"
 import { NodeContext } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
@@ -16,8 +15,7 @@ import { AgentEvent } from "../../src/Domain/AgentEvent.js"
 import * as Journal from "../../src/Journal.js"
 import * as FileJournal from "../../src/Journal/File.js"
 import { inspect, repair } from "../../src/Journal/Inspect.js"
-
-const tempDir = Effect.flatMap(FileSystem.FileSystem, (fs) => fs.makeTempDirectoryScoped({ prefix: "inspect-" }))
+import { tempDir } from "../support/TempDir.js"
 
 const deleted = (seq: number) => ({
   seq,
