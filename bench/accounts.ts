@@ -24,13 +24,12 @@ import * as ChildProcess from "node:child_process"
 import * as Http from "node:http"
 import * as Net from "node:net"
 import * as Os from "node:os"
-import * as Path from "node:path"
 import * as Readline from "node:readline"
 import type { ColdResult, LoadResult, OpenResult } from "./accounts-client.js"
 import {
   type BenchConfig,
-  benchDir,
-  bundle,
+  nodeArgs,
+  serviceArgs,
   Histogram,
   log,
   MB,
@@ -121,12 +120,6 @@ const load1 = () => Os.loadavg()[0]!.toFixed(1)
 // The server process
 // ---------------------------------------------------------------------------------------------------------------
 
-/** `node <bundle>` for a bench script, or through tsx when it could not be bundled. */
-const nodeArgs = async (script: string): Promise<Array<string>> => {
-  const bundled = await bundle(script)
-  return bundled === undefined ? ["--import", "tsx", Path.join(benchDir, script)] : [bundled]
-}
-
 const freePort = (): Promise<number> =>
   new Promise((resolve, reject) => {
     const probe = Net.createServer()
@@ -195,7 +188,7 @@ const startServer = async (name: string, env: Record<string, string>, heap = fal
     profiles === undefined
       ? []
       : ["--cpu-prof", `--cpu-prof-dir=${profiles}`, `--cpu-prof-name=accounts-server-${name}.cpuprofile`]
-  const argv = [...profiling, ...preload, ...(await nodeArgs("accounts-server.ts"))]
+  const argv = [...profiling, ...preload, ...(await serviceArgs())]
   const port = await freePort()
   const { FEED_TOKEN: _token, FEED_JWT_SECRET: _secret, ...inherited } = process.env
   const child = ChildProcess.spawn(process.execPath, argv, {

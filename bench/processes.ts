@@ -5,13 +5,12 @@
  * one `go`, and the Redis baselines' loads run through those same client processes.
  */
 import * as ChildProcess from "node:child_process"
-import * as Path from "node:path"
 import * as Readline from "node:readline"
 import type { LoadResult, ReplayResult } from "./e2e-client.js"
 import type { RedisServer } from "./redis.js"
 import {
-  benchDir,
-  bundle,
+  nodeArgs,
+  serviceArgs,
   clock,
   onExit,
   processCpu,
@@ -23,12 +22,6 @@ import {
 } from "./support.js"
 
 const CLIENT = "e2e-client.ts"
-
-/** `node <bundle>` for a bench script, or through tsx when it could not be bundled. */
-const nodeArgs = async (script: string): Promise<Array<string>> => {
-  const bundled = await bundle(script)
-  return bundled === undefined ? ["--import", "tsx", Path.join(benchDir, script)] : [bundled]
-}
 
 export interface Service {
   readonly pid: number
@@ -59,11 +52,7 @@ export const startService = async (
       ? []
       : ["--cpu-prof", `--cpu-prof-dir=${profiles}`, `--cpu-prof-name=server-${name}.cpuprofile`]
   const { FEED_TOKEN: _token, FEED_JWT_SECRET: _secret, ...inherited } = process.env
-  // `BENCH_SERVER` runs another build of the service instead (e.g. an earlier commit's `dist/main.js`),
-  // for before/after figures from the same clients.
-  const entry = process.env.BENCH_SERVER
-  const args = entry === undefined || entry === "" ? await nodeArgs("accounts-server.ts") : [entry]
-  const child = ChildProcess.spawn(process.execPath, [...profiling, ...args], {
+  const child = ChildProcess.spawn(process.execPath, [...profiling, ...(await serviceArgs())], {
     cwd: projectDir,
     env: {
       ...inherited,

@@ -425,6 +425,22 @@ export const bundle = (script: string): Promise<string | undefined> => {
   return built
 }
 
+/** `node <bundle>` for a bench script, or through tsx when it could not be bundled. */
+export const nodeArgs = async (script: string): Promise<Array<string>> => {
+  const bundled = await bundle(script)
+  return bundled === undefined ? ["--import", "tsx", Path.join(benchDir, script)] : [bundled]
+}
+
+/**
+ * How to run the service as a user does: `src/main.ts` bundled (`accounts-server.ts`), or
+ * `BENCH_SERVER`, another build of it (an earlier commit's `dist/main.js`), for before/after
+ * figures from the same clients.
+ */
+export const serviceArgs = async (): Promise<Array<string>> => {
+  const entry = process.env.BENCH_SERVER
+  return entry === undefined || entry === "" ? nodeArgs("accounts-server.ts") : [entry]
+}
+
 export interface ChildRun<A> {
   readonly result: A
   /** How the child ran: `node <bundle>.mjs`, or `node --import tsx` when bundling failed. */
