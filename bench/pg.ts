@@ -43,7 +43,7 @@ interface Sizes {
 const sizes = (config: BenchConfig): Sizes =>
   config.quick
     ? { perClient: { 1: 500, 50: 10_000, 200: 30_000 }, deliverySeconds: 3, replayEvents: 200_000 }
-    : { perClient: { 1: 2_000, 50: 40_000, 200: 100_000 }, deliverySeconds: 8, replayEvents: 1_000_000 }
+    : { perClient: { 1: 1_000, 50: 20_000, 200: 50_000 }, deliverySeconds: 8, replayEvents: 1_000_000 }
 
 /** A `pg-client.ts` process in `mode`, once it has said `ready`; `go` releases it. */
 const startSqlClient = async <A>(mode: string, args: ReadonlyArray<string | number>) => {
