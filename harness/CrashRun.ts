@@ -589,13 +589,27 @@ export const runCrash = async (options: CrashOptions): Promise<CrashReport> => {
   let dbDownMs = 0
   let dbStopsDone = 0
 
-  /** Every replica answers and says it is not degraded (after the database came back). */
-  const awaitRecovered = async (after: string) => {
+  /**
+   * Every replica answers and says it is not degraded (after the database came back), with a
+   * head not below `previousMax`, what was acknowledged or seen before the stop.
+   */
+  const awaitRecovered = async (after: string, previousMax: number) => {
     const deadline = Date.now() + 120_000
     for (const replica of replicas) {
       while (true) {
         const status = await replica.status(2_000)
-        if (status !== undefined && !status.degraded) break
+        if (status !== undefined && !status.degraded) {
+          if (status.head_seq < previousMax) {
+            stats.rollbacks++
+            ledger.violation(
+              `${after}: replica ${replicas.indexOf(replica)} reports head ${status.head_seq}, below seq ${previousMax}, already acknowledged or seen`
+            )
+          }
+          if (status.epoch !== epoch) {
+            ledger.violation(`${after}: the epoch changed (${epoch} -> ${status.epoch})`)
+          }
+          break
+        }
         if (Date.now() > deadline) {
           ledger.violation(`${after}: replica ${replicas.indexOf(replica)} still degraded or silent after 120 s`)
           return
@@ -609,6 +623,7 @@ export const runCrash = async (options: CrashOptions): Promise<CrashReport> => {
   const stopDatabase = async (n: number) => {
     const db = database!
     const down = random.int(options.minDownMs ?? 200, options.maxDownMs ?? 2000)
+    const previousMax = ledger.maxSeq
     const stoppedAt = Date.now()
     await db.stopAsync("immediate")
     await sleep(down)
@@ -616,7 +631,7 @@ export const runCrash = async (options: CrashOptions): Promise<CrashReport> => {
     dbDownMs += Date.now() - stoppedAt
     dbStopsDone++
     const recoveredAt = Date.now()
-    await awaitRecovered(`database stop ${n}`)
+    await awaitRecovered(`database stop ${n}`, previousMax)
     progress(
       `${mode} database stop ${n}/${dbStops}: down ${Date.now() - stoppedAt - (Date.now() - recoveredAt)} ms, ` +
         `replicas recovered in ${Date.now() - recoveredAt} ms, acked ${stats.ackedEvents}, ` +
