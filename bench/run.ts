@@ -12,6 +12,10 @@
  * (accounts.ts). Shared helpers in support.ts, processes.ts, redis.ts and resp.ts (the plain
  * RESP client); e2e-client.ts is every client process; profile.ts profiles a section.
  * Nothing is installed: without `redis-server` the Redis baselines are skipped with a note.
+ *
+ * Section `pg` (pg.ts, pg-client.ts: the service on PostgreSQL, replicas and clients in
+ * processes of their own, against the same SQL from a bare script and `COPY`) runs only when
+ * named: `npm run bench -- --only pg`; without PostgreSQL's binaries it is skipped with a note.
  */
 import * as Fs from "node:fs"
 import * as Os from "node:os"
@@ -38,8 +42,12 @@ const SECTIONS: Record<string, () => Promise<Run>> = {
   record: async () => (await import("./record.js")).run,
   memory: async () => (await import("./memory.js")).run,
   fanout: async () => (await import("./fanout.js")).run,
-  accounts: async () => (await import("./accounts.js")).run
+  accounts: async () => (await import("./accounts.js")).run,
+  pg: async () => (await import("./pg.js")).run
 }
+
+/** Sections run only when named in `--only` (they start servers of their own and take minutes). */
+const OPT_IN = new Set(["pg"])
 
 const usage = `usage: npm run bench -- [--quick] [--json FILE] [--only ${Object.keys(SECTIONS).join(",")}]`
 
@@ -107,7 +115,7 @@ const table = (report: Report, headline: boolean): string => {
 
 const main = async () => {
   const config = parseArgs(process.argv.slice(2))
-  const selected = Object.keys(SECTIONS).filter((s) => config.only.size === 0 || config.only.has(s))
+  const selected = Object.keys(SECTIONS).filter((s) => (config.only.size === 0 ? !OPT_IN.has(s) : config.only.has(s)))
   const started = new Date()
   const host = machine()
   const loadBefore = Os.loadavg()

@@ -17,6 +17,14 @@
  *   server made before it (a new epoch is for an OS restart, which this harness does not cause);
  * - a final SIGTERM shuts down cleanly (exit 0, the journal marked closed, the lock released).
  *
+ * On PostgreSQL (`journal: "postgres"`) the same load runs against one or more replicas sharing
+ * a throwaway database: each kill takes a replica at random, producers send each attempt to any
+ * replica that answers (or, `route: "sticky"`, a retry to the replica of the first attempt), and
+ * readers follow another replica than the first producers' one; `dbStops` times the database is
+ * stopped with `pg_ctl stop -m immediate` under load and started again. The journal is read back
+ * from the database's rows (in place of the segment files) and through every replica, and a
+ * clean stop must leave no connection behind.
+ *
  * It is written against HTTP and the files only, not the library, so the code under test
  * cannot mask its own bugs. Each event is a `message_appended` whose `message_id` is
  * `p<producer>-<n>` and whose content is derived from that id, so any line can be checked alone.
@@ -26,9 +34,11 @@ import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import * as Zlib from "node:zlib"
+import * as Pg from "pg"
 import { isDeepStrictEqual } from "node:util"
 import { makeSseParser, type SseFrame } from "../src/Sse.js"
-import { hashString, makeRandom } from "./Random.js"
+import { startPostgres } from "../test/support/Postgres.js"
+import { hashString, makeRandom, type Random } from "./Random.js"
 import {
   freePort,
   type FsyncMode,
@@ -62,10 +72,33 @@ export interface CrashOptions {
   readonly keepDirectory?: boolean | undefined
   /** Progress lines (one per kill). */
   readonly progress?: ((line: string) => void) | undefined
+  /** The files (default) or a PostgreSQL database started for the run. */
+  readonly journal?: JournalKind | undefined
+  /** Replicas of the service on the database (PostgreSQL only; default 2). */
+  readonly replicas?: number | undefined
+  /** Times the database is stopped with `-m immediate` under load and started again (PostgreSQL only). */
+  readonly dbStops?: number | undefined
+  /** How long the database stays down: uniform in [min, max] ms (default 200..2000). */
+  readonly minDownMs?: number | undefined
+  readonly maxDownMs?: number | undefined
+  /** Where a producer sends a request again: any replica (default), or the one it first sent it to. */
+  readonly route?: Route | undefined
 }
 
+export type JournalKind = "file" | "postgres"
+export type Route = "any" | "sticky"
+
 export interface CrashReport {
-  readonly fsync: FsyncMode
+  /** `always`, `interval`, `never`, or `postgres` with its replicas and route. */
+  readonly fsync: string
+  readonly replicas: number
+  /** Immediate stops of the database, and how long it was down in all. */
+  readonly dbStops: number
+  readonly dbDownMs: number
+  /** Requests whose key names more rows than the request had durable events (each also a violation). */
+  readonly keysDuplicated: number
+  /** `GET .../events` pages (no `wait`) that came back empty below the head, then filled by a long poll. */
+  readonly shortPages: number
   readonly seed: number
   readonly launcher: string
   readonly kills: number
@@ -229,7 +262,12 @@ const isRefused = (error: unknown): boolean => {
 const countMatches = (text: string, pattern: RegExp) => (text.match(pattern) ?? []).length
 
 export const runCrash = async (options: CrashOptions): Promise<CrashReport> => {
-  const mode = options.fsync
+  const onPostgres = options.journal === "postgres"
+  const replicaCount = onPostgres ? (options.replicas ?? 2) : 1
+  const route = options.route ?? "any"
+  const dbStops = onPostgres ? (options.dbStops ?? 0) : 0
+  // What the messages and the report call the run.
+  const mode = onPostgres ? `postgres, ${replicaCount} replica${replicaCount > 1 ? "s" : ""}, ${route}` : options.fsync
   const seed = options.seed ?? Date.now() % 2 ** 31
   const random = makeRandom(seed)
   const producerCount = options.producers ?? 4
@@ -240,20 +278,30 @@ export const runCrash = async (options: CrashOptions): Promise<CrashReport> => {
   const progress = options.progress ?? (() => {})
   const started = Date.now()
 
-  const workDir = Fs.mkdtempSync(Path.join(Os.tmpdir(), `crash-${mode}-`))
+  const workDir = Fs.mkdtempSync(Path.join(Os.tmpdir(), `crash-${onPostgres ? "postgres" : mode}-`))
   const directory = Path.join(workDir, "journal")
-  const logFile = Path.join(workDir, "server.log")
   const command = options.command ?? (await serverCommand(options.launcher ?? "tsx", workDir))
-  const server = new ServerProcess({
-    command,
-    directory,
-    port: await freePort(),
-    fsync: mode,
-    segmentBytes: options.segmentBytes ?? 16384,
-    // Nothing is pruned: every event ever acknowledged must still be readable at the end.
-    retainSegments: 1_000_000,
-    logFile
-  })
+  const database = onPostgres ? await startPostgres() : undefined
+  const databaseUrl = database?.createDatabase("crash")
+  const replicas: Array<ServerProcess> = []
+  for (let i = 0; i < replicaCount; i++) {
+    replicas.push(
+      new ServerProcess({
+        command,
+        directory: replicaCount === 1 ? directory : `${directory}-${i}`,
+        port: await freePort(),
+        fsync: options.fsync,
+        segmentBytes: options.segmentBytes ?? 16384,
+        // Nothing is pruned: every event ever acknowledged must still be readable at the end.
+        retainSegments: 1_000_000,
+        logFile: Path.join(workDir, replicaCount === 1 ? "server.log" : `server-${i}.log`),
+        env: databaseUrl === undefined ? undefined : { FEED_DATABASE_URL: databaseUrl }
+      })
+    )
+  }
+  const server = replicas[0]!
+  const nameOf = (replica: ServerProcess) =>
+    replicaCount === 1 ? "restart" : `replica ${replicas.indexOf(replica)} restart`
 
   const ledger = new Ledger((text) => progress(`VIOLATION: ${text}`))
   const stats = {
@@ -279,30 +327,32 @@ export const runCrash = async (options: CrashOptions): Promise<CrashReport> => {
    * acknowledged or showed. That is measured before the start: once up, the new server answers
    * producers before the harness reads its status, and those seqs may already be above it.
    */
-  const startAndCheck = async (): Promise<ServerStatus> => {
+  const startAndCheck = async (replica: ServerProcess = server): Promise<ServerStatus> => {
     // Let answers that arrived before the kill be handled first.
     await sleep(20)
     const previousMax = ledger.maxSeq
-    const { status, startupMs } = await server.start()
+    const { status, startupMs } = await replica.start()
     startups.push(startupMs)
+    const name = `${nameOf(replica)} ${replica.generation}`
     const previous = epoch
     epoch = status.epoch
     epochs.add(status.epoch)
     // A process crash loses nothing the kernel holds, whatever the fsync mode: same epoch, no rollback.
+    // Nor does an immediate stop of the database: what it acknowledged is in its WAL.
     if (previous !== undefined && status.epoch !== previous) {
-      ledger.violation(
-        `restart ${server.generation}: the epoch changed (${previous} -> ${status.epoch}) after a SIGKILL in ${mode} mode`
-      )
+      ledger.violation(`${name}: the epoch changed (${previous} -> ${status.epoch}) after a SIGKILL in ${mode} mode`)
     }
     if (status.head_seq < previousMax) {
       stats.rollbacks++
-      ledger.violation(
-        `restart ${server.generation}: head ${status.head_seq} is below seq ${previousMax}, already acknowledged or seen`
-      )
+      ledger.violation(`${name}: head ${status.head_seq} is below seq ${previousMax}, already acknowledged or seen`)
     }
-    if (status.degraded) ledger.violation(`restart ${server.generation}: the feed reports itself degraded at start`)
+    if (status.degraded) ledger.violation(`${name}: the feed reports itself degraded at start`)
     return status
   }
+
+  /** Where a producer sends an attempt: any replica at random, or (sticky) a retry where its first attempt went. */
+  const targetFor = (rng: Random, previous: ServerProcess | undefined): ServerProcess =>
+    previous !== undefined && route === "sticky" ? previous : rng.pick(replicas)
 
   // ---- producers ---------------------------------------------------------------------------------------------
 
@@ -323,6 +373,8 @@ export const runCrash = async (options: CrashOptions): Promise<CrashReport> => {
     /** A request not answered yet: sent again, the same bytes under the same key, until it is. */
     let pending: { entries: Array<{ id: string | undefined; body: unknown }>; body: string; key: string } | undefined
     let retried = false
+    /** The replica the pending request was last sent to. */
+    let target: ServerProcess | undefined
     // Once told to stop, a producer still sees its last request answered by the last server.
     while (!abandonProducers && (!stopProducers || pending !== undefined)) {
       if (pending === undefined) {
@@ -336,6 +388,7 @@ export const runCrash = async (options: CrashOptions): Promise<CrashReport> => {
         const body = entries.length === 1 && rng.chance(0.5) ? entries[0]!.body : { events: entries.map((e) => e.body) }
         pending = { entries, body: JSON.stringify(body), key: `p${index}-r${++requests}` }
         retried = false
+        target = undefined
         for (const entry of entries) {
           if (entry.id === undefined) continue
           ledger.sent.add(entry.id)
@@ -347,8 +400,9 @@ export const runCrash = async (options: CrashOptions): Promise<CrashReport> => {
       const ids = entries.flatMap((entry) => (entry.id === undefined ? [] : [entry.id]))
       let status: number
       let text: string
+      target = targetFor(rng, target)
       try {
-        const response = await fetch(`${server.url}${feedPath("events")}`, {
+        const response = await fetch(`${target.url}${feedPath("events")}`, {
           method: "POST",
           headers: { "content-type": "application/json", "idempotency-key": key },
           body: pending.body,
@@ -490,12 +544,15 @@ export const runCrash = async (options: CrashOptions): Promise<CrashReport> => {
       ledger.violation(`${name}: unexpected frame: ${JSON.stringify(frame).slice(0, 300)}`)
     }
 
+    // With replicas, a reader starts on another one than the first (where producers' first
+    // attempts often go) and, refused, resumes on the next, as behind a load balancer.
+    let followed = (index + 1) % replicaCount
     while (!stopReaders) {
       const abort = new AbortController()
       state.abort = abort
       try {
         const headers: Record<string, string> = { accept: "text/event-stream" }
-        let url = `${server.url}${feedPath("stream")}`
+        let url = `${replicas[followed]!.url}${feedPath("stream")}`
         if (byHeader) {
           if (state.cursor !== undefined) headers["last-event-id"] = state.cursor
         } else {
@@ -518,6 +575,7 @@ export const runCrash = async (options: CrashOptions): Promise<CrashReport> => {
         }
       } catch (error) {
         if (isRefused(error)) {
+          followed = (followed + 1) % replicaCount
           await sleep(25)
           continue
         }
@@ -526,29 +584,105 @@ export const runCrash = async (options: CrashOptions): Promise<CrashReport> => {
     }
   }
 
-  // ---- the kill loop -----------------------------------------------------------------------------------------
+  // ---- the faults --------------------------------------------------------------------------------------------
+
+  let dbDownMs = 0
+  let dbStopsDone = 0
+
+  /**
+   * Every replica answers and says it is not degraded (after the database came back), with a
+   * head not below `previousMax`, what was acknowledged or seen before the stop.
+   */
+  const awaitRecovered = async (after: string, previousMax: number) => {
+    const deadline = Date.now() + 120_000
+    for (const replica of replicas) {
+      while (true) {
+        const status = await replica.status(2_000)
+        if (status !== undefined && !status.degraded) {
+          if (status.head_seq < previousMax) {
+            stats.rollbacks++
+            ledger.violation(
+              `${after}: replica ${replicas.indexOf(replica)} reports head ${status.head_seq}, below seq ${previousMax}, already acknowledged or seen`
+            )
+          }
+          if (status.epoch !== epoch) {
+            ledger.violation(`${after}: the epoch changed (${epoch} -> ${status.epoch})`)
+          }
+          break
+        }
+        if (Date.now() > deadline) {
+          ledger.violation(`${after}: replica ${replicas.indexOf(replica)} still degraded or silent after 120 s`)
+          return
+        }
+        await sleep(50)
+      }
+    }
+  }
+
+  /** The database stopped as a crash would (`-m immediate`), under load, down a while, started again. */
+  const stopDatabase = async (n: number) => {
+    const db = database!
+    const down = random.int(options.minDownMs ?? 200, options.maxDownMs ?? 2000)
+    const previousMax = ledger.maxSeq
+    const stoppedAt = Date.now()
+    await db.stopAsync("immediate")
+    await sleep(down)
+    await db.startAsync()
+    dbDownMs += Date.now() - stoppedAt
+    dbStopsDone++
+    const recoveredAt = Date.now()
+    await awaitRecovered(`database stop ${n}`, previousMax)
+    progress(
+      `${mode} database stop ${n}/${dbStops}: down ${Date.now() - stoppedAt - (Date.now() - recoveredAt)} ms, ` +
+        `replicas recovered in ${Date.now() - recoveredAt} ms, acked ${stats.ackedEvents}, ` +
+        `in doubt ${ledger.inDoubt.size}, violations ${ledger.violations.length}`
+    )
+  }
+
+  /** Kills and database stops in a random order, from the seed. */
+  const faults: Array<"kill" | "stop"> = [
+    ...Array.from({ length: options.kills }, () => "kill" as const),
+    ...Array.from({ length: dbStops }, () => "stop" as const)
+  ]
+  for (let i = faults.length - 1; i > 0; i--) {
+    const j = random.int(0, i)
+    ;[faults[i], faults[j]] = [faults[j]!, faults[i]!]
+  }
 
   let report: CrashReport | undefined
   try {
-    await startAndCheck()
+    for (const replica of replicas) await startAndCheck(replica)
     const producers = Array.from({ length: producerCount }, (_, i) => producer(i))
     const readers = Array.from({ length: readerCount }, (_, i) => reader(i))
 
-    for (let kill = 1; kill <= options.kills; kill++) {
+    let kill = 0
+    for (const fault of faults) {
       await sleep(random.int(minDelay, maxDelay))
-      await server.kill("SIGKILL")
-      const status = await startAndCheck()
+      if (fault === "stop") {
+        await stopDatabase(dbStopsDone + 1)
+        continue
+      }
+      kill++
+      const victim = random.pick(replicas)
+      await victim.kill("SIGKILL")
+      const status = await startAndCheck(victim)
       progress(
-        `${mode} kill ${kill}/${options.kills}: head ${status.head_seq}, acked ${stats.ackedEvents}, ` +
-          `in doubt ${ledger.inDoubt.size}, violations ${ledger.violations.length}, startup ${startups[startups.length - 1]} ms`
+        `${mode} kill ${kill}/${options.kills}${replicaCount > 1 ? ` (replica ${replicas.indexOf(victim)})` : ""}: ` +
+          `head ${status.head_seq}, acked ${stats.ackedEvents}, in doubt ${ledger.inDoubt.size}, ` +
+          `violations ${ledger.violations.length}, startup ${startups[startups.length - 1]} ms`
       )
     }
 
     // The last generation runs to the end: quiesce, let every reader catch up, then read the journal back.
     stopProducers = true
     await Promise.all(producers)
-    const final = await server.status()
-    if (final === undefined) throw new Error(`the last server does not answer:\n${server.logTail()}`)
+    const finals: Array<ServerStatus> = []
+    for (const replica of replicas) {
+      const status = await replica.status()
+      if (status === undefined) throw new Error(`a replica does not answer at the end:\n${replica.logTail()}`)
+      finals.push(status)
+    }
+    const final = finals.reduce((a, b) => (b.head_seq > a.head_seq ? b : a))
     const catchUpDeadline = Date.now() + 120_000
     while (readerStates.some((state) => state.last < final.head_seq) && Date.now() < catchUpDeadline) await sleep(20)
     for (const [i, state] of readerStates.entries()) {
@@ -560,41 +694,62 @@ export const runCrash = async (options: CrashOptions): Promise<CrashReport> => {
     for (const state of readerStates) state.abort?.abort()
     await Promise.all(readers)
 
-    const journal = await readJournalOverHttp(server.url, final.head_seq, ledger)
-    const onDisk = readSegmentFiles(directory, ledger)
+    // Every replica serves the same journal (a replica's status may lag others' appends: its page reads do not).
+    const pages = { shortPages: 0 }
+    const journal = await readJournalOverHttp(server.url, final.head_seq, ledger, pages)
+    for (const replica of replicas.slice(1)) {
+      const other = await readJournalOverHttp(replica.url, final.head_seq, ledger, pages)
+      if (!isDeepStrictEqual(other, journal)) {
+        ledger.violation(`replica ${replicas.indexOf(replica)} serves another journal than replica 0`)
+      }
+    }
+    const stored = onPostgres ? await readDatabaseRows(databaseUrl!, ledger) : readSegmentFiles(directory, ledger)
+    const where = onPostgres ? "rows in the database" : "lines on disk"
     // The key is the journal's own: every event of ours carries its request's, and pages never show it.
-    for (const change of onDisk) {
+    const rowsOfKey = new Map<string, number>()
+    for (const change of stored) {
       const id = change.event?.message_id
       const sentWith = id === undefined ? undefined : ledger.keyOf.get(id)
       if (sentWith !== undefined && change.key !== sentWith) {
         ledger.violation(`seq ${change.seq} (${id}) is journaled with key ${change.key}, its request's is ${sentWith}`)
       }
+      if (change.key !== undefined) rowsOfKey.set(change.key, (rowsOfKey.get(change.key) ?? 0) + 1)
       delete change.key
     }
-    if (journal.length !== onDisk.length) {
-      ledger.violation(`the journal has ${journal.length} events over HTTP but ${onDisk.length} lines on disk`)
+    // Per idempotency key: never more events than its request had (a request appended twice has twice as many).
+    const eventsOfKey = new Map<string, number>()
+    for (const key of ledger.keyOf.values()) eventsOfKey.set(key, (eventsOfKey.get(key) ?? 0) + 1)
+    let keysDuplicated = 0
+    for (const [key, rows] of rowsOfKey) {
+      if (rows > (eventsOfKey.get(key) ?? 0)) {
+        keysDuplicated++
+        ledger.violation(`key ${key} names ${rows} journaled events, its request had ${eventsOfKey.get(key) ?? 0}`)
+      }
     }
-    for (let i = 0; i < Math.min(journal.length, onDisk.length); i++) {
-      if (!isDeepStrictEqual(journal[i], onDisk[i])) {
+    if (journal.length !== stored.length) {
+      ledger.violation(`the journal has ${journal.length} events over HTTP but ${stored.length} ${where}`)
+    }
+    for (let i = 0; i < Math.min(journal.length, stored.length); i++) {
+      if (!isDeepStrictEqual(journal[i], stored[i])) {
         ledger.violation(
-          `event ${i + 1} differs between HTTP and disk: ${JSON.stringify(journal[i])} vs ${JSON.stringify(onDisk[i])}`
+          `event ${i + 1} differs between HTTP and the ${where}: ${JSON.stringify(journal[i])} vs ${JSON.stringify(stored[i])}`
         )
         break
       }
     }
-    for (let i = 0; i < onDisk.length; i++) {
-      if (onDisk[i]!.seq !== i + 1) {
-        ledger.violation(`the journal's seqs are not 1..${onDisk.length}: line ${i + 1} has seq ${onDisk[i]!.seq}`)
+    for (let i = 0; i < stored.length; i++) {
+      if (stored[i]!.seq !== i + 1) {
+        ledger.violation(`the journal's seqs are not 1..${stored.length}: event ${i + 1} has seq ${stored[i]!.seq}`)
         break
       }
     }
-    if (onDisk.length !== final.head_seq) {
-      ledger.violation(`the head is ${final.head_seq} but the files hold ${onDisk.length} events`)
+    if (stored.length !== final.head_seq) {
+      ledger.violation(`the head is ${final.head_seq} but the ${where} hold ${stored.length} events`)
     }
     const journaledIds = new Map<string, number>()
     let duplicates = 0
     let retriedLanded = 0
-    for (const change of onDisk) {
+    for (const change of stored) {
       const id = ledger.checkChange(change, "the final journal")
       if (id === undefined) continue
       const failedAt = ledger.failedAt.get(id)
@@ -618,21 +773,37 @@ export const runCrash = async (options: CrashOptions): Promise<CrashReport> => {
       ledger.violation(`${ledger.inDoubt.size} event(s) of requests never answered, retried to the end`)
     }
 
-    // A clean stop: exit 0, the journal marked closed (no OPEN file) and the lock released (LOCK
-    // stays, as a file the kernel locks: free, and without a holder's name).
-    const exit = await server.kill("SIGTERM")
-    if (exit.code !== 0) ledger.violation(`SIGTERM: the server exited with code ${exit.code} (signal ${exit.signal})`)
-    if (Fs.existsSync(Path.join(directory, "OPEN"))) ledger.violation("after a clean stop the journal still has OPEN")
-    const lockFile = Path.join(directory, "LOCK")
-    if (Fs.existsSync(lockFile) && Fs.readFileSync(lockFile, "utf8") !== "") {
-      ledger.violation(`after a clean stop LOCK still names a holder: ${Fs.readFileSync(lockFile, "utf8").trim()}`)
+    // A clean stop: exit 0 from every replica.
+    for (const replica of replicas) {
+      const exit = await replica.kill("SIGTERM")
+      if (exit.code !== 0) {
+        ledger.violation(`SIGTERM: ${nameOf(replica)} exited with code ${exit.code} (signal ${exit.signal})`)
+      }
     }
-    const probe = ChildProcess.spawnSync("flock", ["--nonblock", "--exclusive", lockFile, "true"])
-    if (probe.status !== 0) ledger.violation(`after a clean stop LOCK is still locked (flock: ${probe.status})`)
+    if (onPostgres) {
+      // ... and, on the database, no connection left behind.
+      const left = await connectionsLeft(databaseUrl!)
+      if (left > 0) ledger.violation(`after a clean stop of every replica ${left} of their connections are still open`)
+    } else {
+      // ... and the journal marked closed (no OPEN file) and the lock released (LOCK stays, as a
+      // file the kernel locks: free, and without a holder's name).
+      if (Fs.existsSync(Path.join(directory, "OPEN"))) ledger.violation("after a clean stop the journal still has OPEN")
+      const lockFile = Path.join(directory, "LOCK")
+      if (Fs.existsSync(lockFile) && Fs.readFileSync(lockFile, "utf8") !== "") {
+        ledger.violation(`after a clean stop LOCK still names a holder: ${Fs.readFileSync(lockFile, "utf8").trim()}`)
+      }
+      const probe = ChildProcess.spawnSync("flock", ["--nonblock", "--exclusive", lockFile, "true"])
+      if (probe.status !== 0) ledger.violation(`after a clean stop LOCK is still locked (flock: ${probe.status})`)
+    }
 
-    const log = Fs.readFileSync(logFile, "utf8")
+    const log = replicas.map((replica) => Fs.readFileSync(replica.options.logFile, "utf8")).join("\n")
     report = {
       fsync: mode,
+      replicas: replicaCount,
+      dbStops: dbStopsDone,
+      dbDownMs,
+      keysDuplicated,
+      shortPages: pages.shortPages,
       seed,
       launcher: options.command !== undefined ? "prebuilt" : (options.launcher ?? "tsx"),
       kills: options.kills,
@@ -648,7 +819,7 @@ export const runCrash = async (options: CrashOptions): Promise<CrashReport> => {
       retriesCompleted: stats.retriesCompleted,
       unansweredEvents: ledger.inDoubt.size,
       duplicates,
-      journalEvents: onDisk.length,
+      journalEvents: stored.length,
       ackedVerified,
       readerEvents: stats.readerEvents,
       readerReconnects: stats.readerReconnects,
@@ -673,11 +844,21 @@ export const runCrash = async (options: CrashOptions): Promise<CrashReport> => {
     abandonProducers = true
     stopReaders = true
     for (const state of readerStates) state.abort?.abort()
-    if (server.isRunning) await server.kill("SIGKILL").catch(() => undefined)
+    for (const replica of replicas) if (replica.isRunning) await replica.kill("SIGKILL").catch(() => undefined)
     const keep = options.keepDirectory === true || report === undefined || report.violations.length > 0
     if (keep) {
+      // The database's files stay too, stopped, for a look with `pg_ctl start -D <dataDir>`.
+      if (database !== undefined) {
+        try {
+          database.stop("fast")
+        } catch {
+          // Already down (the run stopped while it was).
+        }
+        Fs.writeFileSync(Path.join(workDir, "DATABASE"), `${database.dataDir}\n`)
+      }
       if (report !== undefined) report = Object.assign(report, { directory: workDir })
     } else {
+      database?.destroy()
       Fs.rmSync(workDir, { recursive: true, force: true })
     }
   }
@@ -687,12 +868,23 @@ export const runCrash = async (options: CrashOptions): Promise<CrashReport> => {
 // Reading the journal back
 // ---------------------------------------------------------------------------------------------------------------
 
-/** Every event 1..head through `GET /api/v1/events`, page by page. */
-const readJournalOverHttp = async (url: string, head: number, ledger: Ledger): Promise<Array<WireChange>> => {
+/**
+ * Every event 1..head through `GET /api/v1/events`, page by page. A page that comes back empty
+ * below the head is asked again as a long poll (`wait`): a replica's page without it ends at
+ * the last seq this replica appended or started with, not at the database's head (counted in
+ * `shortPages`); empty again, it is a violation.
+ */
+const readJournalOverHttp = async (
+  url: string,
+  head: number,
+  ledger: Ledger,
+  counts: { shortPages: number }
+): Promise<Array<WireChange>> => {
   const events: Array<WireChange> = []
   let since = 0
+  let wait = 0
   while (since < head) {
-    const response = await fetch(`${url}${feedPath("events")}?since=${since}&limit=1000`, {
+    const response = await fetch(`${url}${feedPath("events")}?since=${since}&limit=1000&wait=${wait}`, {
       signal: AbortSignal.timeout(60_000)
     })
     const page = (await response.json()) as { events?: Array<WireChange>; reset?: unknown; next_since: number }
@@ -703,13 +895,79 @@ const readJournalOverHttp = async (url: string, head: number, ledger: Ledger): P
       break
     }
     if (page.events.length === 0) {
-      ledger.violation(`GET /api/v1/events?since=${since} returned no events below the head ${head}`)
+      if (wait === 0) {
+        counts.shortPages++
+        wait = 5
+        continue
+      }
+      ledger.violation(`GET /api/v1/events?since=${since}&wait=${wait} returned no events below the head ${head}`)
       break
     }
+    wait = 0
     events.push(...page.events)
     since = page.next_since
   }
   return events
+}
+
+/**
+ * Every event of the database's one account, in seq order, from its rows as stored (`payload` is
+ * the wire JSON after `{"seq":N`); the account's head must equal its count.
+ */
+const readDatabaseRows = async (url: string, ledger: Ledger): Promise<Array<WireChange>> => {
+  const client = new Pg.Client({ connectionString: url })
+  await client.connect()
+  try {
+    const heads = await client.query<{ account_id: string; head: string; floor_seq: string }>(
+      "SELECT account_id, head::text AS head, floor_seq::text AS floor_seq FROM feed_heads"
+    )
+    if (heads.rows.length !== 1) {
+      ledger.violation(`the database holds ${heads.rows.length} accounts, not 1: ${JSON.stringify(heads.rows)}`)
+    }
+    const account = heads.rows[0]?.account_id
+    if (account === undefined) return []
+    const rows = await client.query<{ seq: string; key: string | null; payload: string }>(
+      "SELECT seq::text AS seq, key, payload FROM feed_events WHERE account_id = $1 ORDER BY feed_events.seq, gpos",
+      [account]
+    )
+    if (Number(heads.rows[0]!.head) !== rows.rows.length || heads.rows[0]!.floor_seq !== "1") {
+      ledger.violation(
+        `feed_heads says head ${heads.rows[0]!.head} (floor ${heads.rows[0]!.floor_seq}), the account has ${rows.rows.length} rows`
+      )
+    }
+    const events: Array<WireChange> = []
+    for (const row of rows.rows) {
+      try {
+        const change = JSON.parse(`{"seq":${row.seq}${row.payload}}`) as WireChange
+        if (row.key !== null) change.key = row.key
+        events.push(change)
+      } catch {
+        ledger.violation(`the row of seq ${row.seq} is not an event's JSON: ${row.payload.slice(0, 200)}`)
+      }
+    }
+    return events
+  } finally {
+    await client.end()
+  }
+}
+
+/** The service's connections still open on the database (waited for a while: a backend ends just after its client). */
+const connectionsLeft = async (url: string): Promise<number> => {
+  const client = new Pg.Client({ connectionString: url })
+  await client.connect()
+  try {
+    const deadline = Date.now() + 10_000
+    while (true) {
+      const result = await client.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'change-feed'"
+      )
+      const left = result.rows[0]!.n
+      if (left === 0 || Date.now() > deadline) return left
+      await sleep(100)
+    }
+  } finally {
+    await client.end()
+  }
 }
 
 /** Every line of every segment file, in name order; each file must end on a whole line and start at its name's seq. */
@@ -755,7 +1013,9 @@ const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`
 /** One row per run: the figures the harness reports. */
 export const formatReports = (reports: ReadonlyArray<CrashReport>): string => {
   const rows: Array<[string, (r: CrashReport) => string]> = [
+    ["replicas", (r) => String(r.replicas)],
     ["kills (SIGKILL)", (r) => String(r.kills)],
+    ["database stops (-m immediate), down", (r) => `${r.dbStops}, ${seconds(r.dbDownMs)}`],
     ["elapsed", (r) => seconds(r.elapsedMs)],
     ["startup mean / max", (r) => `${r.meanStartupMs} / ${r.maxStartupMs} ms`],
     ["events acked", (r) => String(r.ackedEvents)],
@@ -766,6 +1026,8 @@ export const formatReports = (reports: ReadonlyArray<CrashReport>): string => {
     ["retries completing a cut write", (r) => String(r.retriesCompleted)],
     ["events never answered", (r) => String(r.unansweredEvents)],
     ["events journaled twice", (r) => String(r.duplicates)],
+    ["keys with more events than sent", (r) => String(r.keysDuplicated)],
+    ["pages empty below the head (no wait)", (r) => String(r.shortPages)],
     ["journal events checked", (r) => String(r.journalEvents)],
     ["acked found at their seq", (r) => `${r.ackedVerified}/${r.ackedEvents}`],
     ["reader frames checked", (r) => String(r.readerEvents)],
@@ -785,7 +1047,7 @@ export const formatReports = (reports: ReadonlyArray<CrashReport>): string => {
     ["seed", (r) => String(r.seed)],
     ["VIOLATIONS", (r) => String(r.violations.length)]
   ]
-  const header = ["fsync", ...reports.map((r) => r.fsync)]
+  const header = ["journal", ...reports.map((r) => r.fsync)]
   const table = [header, ...rows.map(([label, cell]) => [label, ...reports.map(cell)])]
   const widths = header.map((_, c) => Math.max(...table.map((row) => row[c]!.length)))
   const line = (row: Array<string>) =>

@@ -86,6 +86,8 @@ export interface ServerProcessOptions {
   readonly logFile: string
   /** How long a start may take before it counts as failed (default 120 s: a loaded machine is slow). */
   readonly startupTimeoutMs?: number | undefined
+  /** More environment, e.g. `FEED_DATABASE_URL` for a replica on PostgreSQL. */
+  readonly env?: Readonly<Record<string, string>> | undefined
 }
 
 export interface Exited {
@@ -145,7 +147,8 @@ export class ServerProcess {
         FEED_DIR: this.options.directory,
         FEED_FSYNC: this.options.fsync,
         FEED_SEGMENT_BYTES: String(this.options.segmentBytes ?? 65536),
-        FEED_RETAIN_SEGMENTS: String(this.options.retainSegments ?? 64)
+        FEED_RETAIN_SEGMENTS: String(this.options.retainSegments ?? 64),
+        ...this.options.env
       },
       stdio: ["ignore", log, log]
     })

@@ -13,12 +13,23 @@
  *   --segment-bytes N    segment size (default 16384)
  *   --keep               keep the journal directories
  *   --json FILE          also write the reports as JSON
+ *
+ * On PostgreSQL (a throwaway server from the machine's binaries, as the tests start):
+ *
+ *   npm run crash -- --journal postgres --replicas 2 --kills 100 --db-stops 10
+ *
+ *   --journal file|postgres   the files (default) or a database shared by replicas (--fsync is then ignored)
+ *   --replicas N         replicas of the service on the database (default 2)
+ *   --db-stops N         `pg_ctl stop -m immediate` under load, then start again (default 0)
+ *   --min-down MS, --max-down MS   how long the database stays down (default 200..2000)
+ *   --route any|sticky   a retry goes to any replica (default) or to the one the request first went to
  */
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { parseArgs } from "node:util"
-import { type CrashReport, formatReports, runCrash } from "./CrashRun.js"
+import { postgresUnavailable } from "../test/support/Postgres.js"
+import { type CrashReport, formatReports, type JournalKind, type Route, runCrash } from "./CrashRun.js"
 import { type FsyncMode, type Launcher, serverCommand } from "./ServerProcess.js"
 
 const { values } = parseArgs({
@@ -34,7 +45,13 @@ const { values } = parseArgs({
     "segment-bytes": { type: "string", default: "16384" },
     keep: { type: "boolean", default: false },
     json: { type: "string" },
-    quiet: { type: "boolean", default: false }
+    quiet: { type: "boolean", default: false },
+    journal: { type: "string", default: "file" },
+    replicas: { type: "string", default: "2" },
+    "db-stops": { type: "string", default: "0" },
+    "min-down": { type: "string", default: "200" },
+    "max-down": { type: "string", default: "2000" },
+    route: { type: "string", default: "any" }
   }
 })
 
@@ -47,7 +64,30 @@ const integer = (name: string, text: string | undefined, min: number): number =>
   return value
 }
 
-const modes: Array<FsyncMode> = values.fsync === "all" ? ["always", "interval", "never"] : [values.fsync as FsyncMode]
+const journal = values.journal as JournalKind
+if (journal !== "file" && journal !== "postgres") {
+  console.error(`--journal must be file or postgres, got '${journal}'`)
+  process.exit(2)
+}
+const route = values.route as Route
+if (route !== "any" && route !== "sticky") {
+  console.error(`--route must be any or sticky, got '${route}'`)
+  process.exit(2)
+}
+if (journal === "postgres") {
+  const reason = postgresUnavailable()
+  if (reason !== undefined) {
+    console.error(reason)
+    process.exit(2)
+  }
+}
+// On PostgreSQL the fsync mode is the database's: one run.
+const modes: Array<FsyncMode> =
+  journal === "postgres"
+    ? ["always"]
+    : values.fsync === "all"
+      ? ["always", "interval", "never"]
+      : [values.fsync as FsyncMode]
 for (const mode of modes) {
   if (!["always", "interval", "never"].includes(mode)) {
     console.error(`--fsync must be always, interval, never or all, got '${mode}'`)
@@ -68,7 +108,12 @@ const command = await serverCommand(launcher, buildDir)
 const reports: Array<CrashReport> = []
 let failed = false
 for (const [i, mode] of modes.entries()) {
-  console.log(`crash: ${values.kills} kills, fsync ${mode}, server via ${launcher}, seed ${seed + i}`)
+  console.log(
+    journal === "postgres"
+      ? `crash: ${values.kills} kills, ${values["db-stops"]} database stops, ${values.replicas} replicas on PostgreSQL, ` +
+          `retries to ${route} replica, server via ${launcher}, seed ${seed + i}`
+      : `crash: ${values.kills} kills, fsync ${mode}, server via ${launcher}, seed ${seed + i}`
+  )
   try {
     const report = await runCrash({
       kills: integer("kills", values.kills, 0),
@@ -81,7 +126,13 @@ for (const [i, mode] of modes.entries()) {
       maxDelayMs: integer("max-delay", values["max-delay"], 0),
       segmentBytes: integer("segment-bytes", values["segment-bytes"], 1024),
       keepDirectory: values.keep,
-      progress: values.quiet ? undefined : (line) => console.log(`  ${line}`)
+      progress: values.quiet ? undefined : (line) => console.log(`  ${line}`),
+      journal,
+      replicas: integer("replicas", values.replicas, 1),
+      dbStops: integer("db-stops", values["db-stops"], 0),
+      minDownMs: integer("min-down", values["min-down"], 0),
+      maxDownMs: integer("max-down", values["max-down"], 0),
+      route
     })
     reports.push(Object.assign(report, { launcher }))
     for (const violation of report.violations) console.log(`  VIOLATION: ${violation}`)

@@ -6,7 +6,7 @@
  * Debian's `postgresql` where the binaries are missing; where `CI` is set a missing server fails
  * the tests (see `postgresUnavailable`), elsewhere they are skipped with the reason printed.
  */
-import { execFileSync, spawnSync } from "node:child_process"
+import { execFile, execFileSync, spawnSync } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Net from "node:net"
 import * as Os from "node:os"
@@ -25,6 +25,12 @@ export interface PgServer {
   readonly stop: (mode?: "fast" | "immediate") => void
   /** Starts it again on the same port and data directory. */
   readonly start: () => void
+  /**
+   * `stop` and `start` without blocking this process (a harness keeps its load running while
+   * the server goes down and comes back).
+   */
+  readonly stopAsync: (mode?: "fast" | "immediate") => Promise<void>
+  readonly startAsync: () => Promise<void>
   /** Stops it and deletes its directory. */
   readonly destroy: () => void
 }
@@ -76,17 +82,29 @@ const freePort = (): Promise<number> =>
 
 const isRoot = () => typeof process.getuid === "function" && process.getuid() === 0
 
+/** The command that runs a PostgreSQL binary, as the `postgres` user when this process is root. */
+const commandFor = (bin: string, args: ReadonlyArray<string>): [string, Array<string>] =>
+  isRoot() ? ["runuser", ["-u", "postgres", "--", bin, ...args]] : [bin, [...args]]
+
+const failure = (bin: string, args: ReadonlyArray<string>, status: unknown, output: string) =>
+  new Error(`${Path.basename(bin)} ${args.join(" ")} failed (status ${status}): ${output}`)
+
 /** Runs a PostgreSQL binary, as the `postgres` user when this process is root. */
 const run = (bin: string, args: ReadonlyArray<string>): string => {
-  const [file, argv] = isRoot() ? ["runuser", ["-u", "postgres", "--", bin, ...args]] : [bin, [...args]]
+  const [file, argv] = commandFor(bin, args)
   const result = spawnSync(file, argv, { encoding: "utf8" })
-  if (result.status !== 0) {
-    throw new Error(
-      `${Path.basename(bin)} ${args.join(" ")} failed (status ${result.status}): ${result.stderr || result.stdout}`
-    )
-  }
+  if (result.status !== 0) throw failure(bin, args, result.status, result.stderr || result.stdout)
   return result.stdout
 }
+
+/** `run` without blocking the event loop. */
+const runAsync = (bin: string, args: ReadonlyArray<string>): Promise<string> =>
+  new Promise((resolve, reject) => {
+    const [file, argv] = commandFor(bin, args)
+    execFile(file, argv, { encoding: "utf8" }, (error, stdout, stderr) =>
+      error === null ? resolve(stdout) : reject(failure(bin, args, error.code, stderr || stdout))
+    )
+  })
 
 /** Initialises and starts a server; throws the reason when it cannot. */
 export const startPostgres = async (): Promise<PgServer> => {
@@ -101,14 +119,24 @@ export const startPostgres = async (): Promise<PgServer> => {
   const port = await freePort()
   const log = Path.join(root, "server.log")
   const pgCtl = Path.join(bin, "pg_ctl")
+  const startArgs = [
+    "-D",
+    dataDir,
+    "-l",
+    log,
+    "-o",
+    `-p ${port} -k ${root} -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200`,
+    "-w",
+    "start"
+  ]
+  const stopArgs = (mode: "fast" | "immediate") => ["-D", dataDir, "-m", mode, "-w", "stop"]
   const start = () => {
-    const options = `-p ${port} -k ${root} -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200`
-    run(pgCtl, ["-D", dataDir, "-l", log, "-o", options, "-w", "start"])
+    run(pgCtl, startArgs)
   }
   let running = false
   const stop = (mode: "fast" | "immediate" = "fast") => {
     if (!running) return
-    run(pgCtl, ["-D", dataDir, "-m", mode, "-w", "stop"])
+    run(pgCtl, stopArgs(mode))
     running = false
   }
   start()
@@ -129,6 +157,16 @@ export const startPostgres = async (): Promise<PgServer> => {
     start: () => {
       if (running) return
       start()
+      running = true
+    },
+    stopAsync: async (mode = "fast") => {
+      if (!running) return
+      await runAsync(pgCtl, stopArgs(mode))
+      running = false
+    },
+    startAsync: async () => {
+      if (running) return
+      await runAsync(pgCtl, startArgs)
       running = true
     },
     destroy: () => {
