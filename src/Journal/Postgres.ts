@@ -321,7 +321,8 @@ export const store = (
           append,
           read,
           readLines,
-          foreignHeads: heads
+          // What other replicas committed is durable too: the head readers replay to includes it.
+          foreignHeads: Stream.tap(heads, (reached) => Effect.sync(() => (head = Math.max(head, reached))))
         }
         return journal
       })

@@ -99,6 +99,26 @@ describe.runIf(runPostgresTests())("replicas on PostgreSQL", () => {
     )
   )
 
+  it.live("a_page_read_on_one_replica_holds_what_the_other_appended", () =>
+    Effect.gen(function* () {
+      // B has the account open (and follows its head) before A appends to it.
+      const opened = yield* request(`${b.url}/api/v1/accounts/pages/status`)
+      assert.strictEqual(opened.status, 200)
+      const appended = yield* post(`${a.url}/api/v1/accounts/pages/events`, {
+        events: [deleted("p1"), deleted("p2"), deleted("p3")]
+      })
+      assert.deepStrictEqual(appended.body, { seqs: [1, 2, 3] })
+      // A page without `wait` answers what is durable, whichever replica appended it.
+      yield* eventually(
+        "replica B's page holds the three events replica A appended",
+        Effect.map(request(`${b.url}/api/v1/accounts/pages/events?since=0`), (page) => {
+          const events = (page.body as { events: ReadonlyArray<{ seq: number }> }).events
+          return events.map((e) => e.seq).join(",") === "1,2,3"
+        })
+      )
+    })
+  )
+
   it.live("while_the_database_is_down_appends_are_not_acknowledged_and_both_replicas_recover_by_themselves", () =>
     Effect.scoped(
       Effect.gen(function* () {
