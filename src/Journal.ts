@@ -170,6 +170,13 @@ export interface Journal<A> {
    * this process is the journal's only writer.
    */
   readonly foreignHeads?: Stream.Stream<number> | undefined
+  /**
+   * The seqs of the events journaled under an idempotency key, by any writer of the journal, once
+   * every append that may still commit has committed: so that a retry that reaches another
+   * replica than the first attempt is answered, not appended again. Absent when this process is
+   * the journal's only writer (the feed's own window knows every key it journaled).
+   */
+  readonly seqsOfKey?: ((key: string) => Effect.Effect<ReadonlyArray<number>, JournalIoError>) | undefined
 }
 
 /** Opens the journals of a service's accounts: directories under a root, or one database. */

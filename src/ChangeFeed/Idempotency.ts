@@ -191,6 +191,17 @@ export class IdempotencyWindow {
     this.tail = { key, seq }
   }
 
+  /**
+   * A request another writer of the journal appended under `key`, found in the journal: its
+   * events' seqs, in order. Its fingerprint is read back when needed, as for a key learnt at open.
+   */
+  learn(key: string, seqs: ReadonlyArray<number>, head: number): void {
+    if (seqs.length === 0 || this.journaled.has(key)) return
+    for (const seq of seqs) this.restore(key, seq)
+    this.tail = undefined
+    this.evict(head)
+  }
+
   /** At open, after `restore`: the journal's head, and whether the last process stopped without closing it. */
   restored(head: number, unclean: boolean): void {
     const last = this.tail

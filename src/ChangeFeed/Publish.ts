@@ -9,6 +9,7 @@ import { estimateBytes } from "../BufferBudget.js"
 import { type FeedDomain, routeSession } from "../Domain/FeedDomain.js"
 import type { Journal } from "../Journal.js"
 import {
+  FeedBusy,
   FeedClosed,
   IdempotencyKeyConflict,
   InvalidIdempotencyKey,
@@ -71,6 +72,8 @@ interface KeyedRequest<A> {
   readonly positions: ReadonlyArray<number>
   readonly chain: ReadonlyArray<string>
   readonly timeoutMs: number
+  /** The shared journal was asked for the key already. */
+  readonly lookedUp?: boolean
 }
 
 export const make = <A, I>(deps: {
@@ -209,6 +212,17 @@ export const make = <A, I>(deps: {
         const answer = (runs: Runs) => seqsAt(request.length, request.positions, runs)
         const fingerprint = chain.length === 0 ? emptyFingerprint : chain[chain.length - 1]!
         const known = keys.find(key, writer.head())
+        if (known === undefined && journal.seqsOfKey !== undefined && !request.lookedUp) {
+          // Another writer of a shared journal may have journaled it (the first attempt went to
+          // another replica): look, and go on with what the journal holds. Unable to look, take nothing.
+          return journal.seqsOfKey(key).pipe(
+            Effect.mapError(() => new FeedBusy({ timeoutMs: request.timeoutMs })),
+            Effect.flatMap((seqs) => {
+              keys.learn(key, seqs, writer.head())
+              return attemptKeyed({ ...request, lookedUp: true })
+            })
+          )
+        }
         if (known === undefined) {
           if (durable.length === 0) return Effect.succeed(answer([]))
           const keyed = keys.begin(key, fingerprint, durable.length, undefined)

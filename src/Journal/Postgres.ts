@@ -13,7 +13,7 @@ import { SqlClient as SqlClientTag } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import type { SqlClient } from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Chunk, Deferred, Effect, Option, Redacted, Ref, type Schema, type Scope, Stream } from "effect"
+import { Chunk, Deferred, Effect, Option, Redacted, Ref, Schedule, type Schema, type Scope, Stream } from "effect"
 import type { AccountId } from "../Domain/Account.js"
 import { newEpochId } from "./Epoch.js"
 import { JournalCorrupt, JournalIoError, JournalPruned, type JournalReadError } from "./Errors.js"
@@ -312,6 +312,28 @@ export const store = (
           )
         )
 
+        // A key's events, once every append statement already running (on any replica) has ended:
+        // one of them may be the first attempt of the request this key is asked for.
+        const seqsOfKey = (key: string): Effect.Effect<ReadonlyArray<number>, JournalIoError> =>
+          Effect.gen(function* () {
+            const [{ since }] = (yield* sql.unsafe<{ since: string }>(
+              `SELECT clock_timestamp()::text AS since`
+            )) as unknown as [{ since: string }]
+            yield* sql
+              .unsafe<{ running: number }>(
+                `SELECT count(*)::int AS running FROM pg_stat_activity
+                 WHERE state <> 'idle' AND pid <> pg_backend_pid() AND query LIKE '/* feed batch %'
+                   AND query_start < $1::timestamptz`,
+                [since]
+              )
+              .pipe(Effect.repeat({ schedule: Schedule.spaced("20 millis"), until: (rows) => rows[0]!.running === 0 }))
+            const rows = yield* sql.unsafe<{ seq: string }>(
+              `SELECT seq FROM feed_events WHERE account_id = $1 AND key = $2 ORDER BY seq`,
+              [account, key]
+            )
+            return rows.map((row) => Number(row.seq))
+          }).pipe(Effect.mapError(ioHere("look up an idempotency key")))
+
         const journal: Journal<A> = {
           location: where,
           epoch,
@@ -322,7 +344,8 @@ export const store = (
           read,
           readLines,
           // What other replicas committed is durable too: the head readers replay to includes it.
-          foreignHeads: Stream.tap(heads, (reached) => Effect.sync(() => (head = Math.max(head, reached))))
+          foreignHeads: Stream.tap(heads, (reached) => Effect.sync(() => (head = Math.max(head, reached)))),
+          seqsOfKey
         }
         return journal
       })

@@ -119,6 +119,23 @@ describe.runIf(runPostgresTests())("replicas on PostgreSQL", () => {
     })
   )
 
+  it.live("a_retry_under_the_same_key_on_the_other_replica_is_answered_with_the_original_seqs", () =>
+    Effect.gen(function* () {
+      const body = { events: [deleted("k1"), deleted("k2")] }
+      const headers = { "idempotency-key": "order-42" }
+      // B has the account open already: it learnt the keys of its journal's tail before A appended.
+      assert.strictEqual((yield* request(`${b.url}/api/v1/accounts/keys/status`)).status, 200)
+      const first = yield* post(`${a.url}/api/v1/accounts/keys/events`, body, headers)
+      assert.deepStrictEqual(first.body, { seqs: [1, 2] })
+      const retried = yield* post(`${b.url}/api/v1/accounts/keys/events`, body, headers)
+      assert.deepStrictEqual(retried.body, { seqs: [1, 2] }, "answered, not appended again")
+      const other = yield* post(`${b.url}/api/v1/accounts/keys/events`, { events: [deleted("k3")] }, headers)
+      assert.strictEqual(other.status, 422, "the key names another request")
+      const next = yield* post(`${b.url}/api/v1/accounts/keys/events`, { events: [deleted("k4")] })
+      assert.deepStrictEqual(next.body, { seqs: [3] })
+    })
+  )
+
   it.live("while_the_database_is_down_appends_are_not_acknowledged_and_both_replicas_recover_by_themselves", () =>
     Effect.scoped(
       Effect.gen(function* () {

@@ -15,6 +15,7 @@
  *   reorder keys). `key` is the idempotency key, `batch_id` the append statement that wrote the
  *   row, to learn the outcome of a statement whose answer was lost.
  * - `feed_partitions`: the partitions that exist, with their ranges, for maintenance and retention.
+ * - `feed_events_key`: the events of an idempotency key, for a retry that reaches another replica.
  */
 import * as PgMigrator from "@effect/sql-pg/PgMigrator"
 import type { PgClient } from "@effect/sql-pg/PgClient"
@@ -85,6 +86,11 @@ BEGIN
 END
 $fn$;
 `)
+  ),
+  // A retry of a request can reach another replica than the one that journaled it: that replica
+  // finds the request's events by its key.
+  "2_feed_keys": Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    sql.unsafe(`CREATE INDEX feed_events_key ON feed_events (account_id, key) WHERE key IS NOT NULL`)
   )
 })
 
