@@ -154,7 +154,7 @@ export const store = (
 
         const answer = (entries: ReadonlyArray<JournalEntry<A>>, first: number): Appended<A> => {
           const events = numbered(entries, first)
-          return { events, lines: codec.encodeBatch(events) }
+          return { events, lines: codec.encodeBatch(events, entries) }
         }
         const advanced = (first: number, count: number) =>
           Effect.suspend(() => {
@@ -166,7 +166,7 @@ export const store = (
           Effect.gen(function* () {
             // The wire JSON less its `{"seq":N` prefix, which the statement's seq completes (the
             // entries are encoded numbered from 0, so entry i's prefix is `{"seq":i`).
-            const unnumbered = codec.encodeBatch(numbered(entries, 0))
+            const unnumbered = codec.encodeBatch(numbered(entries, 0), entries)
             const payloads = entries.map((_, i) =>
               Buffer.from(bodyAt(unnumbered, i).subarray(SEQ_OPEN.length + String(i).length)).toString("utf8")
             )
