@@ -429,7 +429,9 @@ describe("Client frames", () => {
       reset("epoch_mismatch", 2, { oldestSeq: 1, headSeq: 9 })
     ]
     const frames: Array<SseFrame> = []
-    makeSseParser((frame) => frames.push(frame))(new TextDecoder().decode(Buffer.concat(makeFrameEncoder(epoch)(items))))
+    makeSseParser((frame) => frames.push(frame))(
+      new TextDecoder().decode(Buffer.concat(makeFrameEncoder(epoch)(items)))
+    )
     const expected: ReadonlyArray<unknown> = [
       { _tag: "Change", change },
       { _tag: "CaughtUp", seq: 4 },

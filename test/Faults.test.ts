@@ -8,7 +8,6 @@ import { FileSystem, Path } from "@effect/platform"
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Chunk, Effect, Either, Fiber, Metric, Option, Stream, TestClock } from "effect"
 import * as Fs from "node:fs"
-import * as Http from "node:http"
 import * as V8 from "node:v8"
 import * as Vm from "node:vm"
 import type * as ChangeFeed from "../src/ChangeFeed.js"
@@ -21,6 +20,7 @@ import { startLoopback } from "../harness/Loopback.js"
 import { FaultInjector } from "./support/FailingFileSystem.js"
 import { deleted, Env, FaultyEnv, follow, journaled, linesOnDisk, openFeed, seen } from "./support/FeedTesting.js"
 import { range } from "./support/Expected.js"
+import { stalledStream } from "./support/Server.js"
 import { tempDir } from "./support/TempDir.js"
 import { eventually, joinWithin } from "./support/Wait.js"
 
@@ -565,19 +565,6 @@ describe("events of about 1 MB", () => {
 // ---------------------------------------------------------------------------------------------------------------
 // Readers that stop reading
 // ---------------------------------------------------------------------------------------------------------------
-
-/** An SSE request whose response is never read: the socket's buffers fill and stay full. */
-const stalledStream = (url: string) =>
-  Effect.acquireRelease(
-    Effect.async<Http.IncomingMessage>((resume) => {
-      const request = Http.get(url, { agent: false }, (response) => {
-        response.pause()
-        resume(Effect.succeed(response))
-      })
-      request.on("error", (error) => resume(Effect.die(error)))
-    }),
-    (response) => Effect.sync(() => response.destroy())
-  )
 
 /** An SSE client that reads everything, checking the seqs go up by one. */
 const countingStream = (url: string) =>

@@ -11,7 +11,17 @@ import * as NodeHttp from "node:http"
 import { makeSseParser, type SseFrame } from "../../src/Sse.js"
 import { range } from "../support/Expected.js"
 import { eventually } from "../support/Wait.js"
-import { dataOf, openStream, post, seqsOf, start, status, tempDirectory, type TestServer } from "../support/Server.js"
+import {
+  dataOf,
+  openStream,
+  post,
+  seqsOf,
+  stalledStream,
+  start,
+  status,
+  tempDirectory,
+  type TestServer
+} from "../support/Server.js"
 
 const MiB = 1024 * 1024
 
@@ -44,16 +54,7 @@ const subscribers = (server: TestServer) => Effect.map(status(server), (s) => s.
  * writes to it wait. `resume` starts reading; every frame read is kept, in order.
  */
 const pausedStream = (url: string) =>
-  Effect.acquireRelease(
-    Effect.async<NodeHttp.IncomingMessage>((resume) => {
-      const request = NodeHttp.get(url, { agent: false }, (response) => {
-        response.pause()
-        resume(Effect.succeed(response))
-      })
-      request.on("error", (error) => resume(Effect.die(error)))
-    }),
-    (response) => Effect.sync(() => response.destroy())
-  ).pipe(
+  stalledStream(url).pipe(
     Effect.map((response) => {
       const frames: Array<SseFrame> = []
       const parse = makeSseParser((frame) => frames.push(frame))

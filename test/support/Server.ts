@@ -325,3 +325,16 @@ export const dataOf = (frame: SseFrame): any => JSON.parse(frame.data)
 /** The seqs of the change events among `frames` (resets, progress and caught-up frames left out). */
 export const seqsOf = (frames: ReadonlyArray<SseFrame>): Array<number> =>
   frames.filter((f) => f.event === "message" && dataOf(f).seq !== undefined).map((f) => dataOf(f).seq as number)
+
+/** An SSE request whose response is not read (until the test reads it): the socket's buffers fill and stay full. */
+export const stalledStream = (url: string) =>
+  Effect.acquireRelease(
+    Effect.async<NodeHttp.IncomingMessage>((resume) => {
+      const request = NodeHttp.get(url, { agent: false }, (response) => {
+        response.pause()
+        resume(Effect.succeed(response))
+      })
+      request.on("error", (error) => resume(Effect.die(error)))
+    }),
+    (response) => Effect.sync(() => response.destroy())
+  )
