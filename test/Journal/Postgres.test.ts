@@ -16,7 +16,7 @@ import { bodyAt } from "../../src/Journal/Lines.js"
 import * as Postgres from "../../src/Journal/Postgres.js"
 import type { JournalEntry, JournalLine, JournalStore } from "../../src/Journal.js"
 import { type Note as NoteType, Note, note } from "../support/Notes.js"
-import { type PgServer, runPostgresTests, startPostgres } from "../support/Postgres.js"
+import { type PgServer, query, runPostgresTests, startPostgres } from "../support/Postgres.js"
 import { cutProxy, type Proxy } from "../support/PgProxy.js"
 
 const account = (id: string) => id as AccountId
@@ -38,16 +38,6 @@ const withStore = <X, E>(
   use: (store: JournalStore) => Effect.Effect<X, E, Scope.Scope>,
   options: Omit<Postgres.PostgresOptions, "url"> = {}
 ) => Effect.scoped(Effect.flatMap(Postgres.store({ url, pollMs: 100, ...options }), use))
-
-const query = async <R>(url: string, text: string, params: Array<unknown> = []): Promise<Array<R>> => {
-  const client = new Pg.Client({ connectionString: url })
-  await client.connect()
-  try {
-    return (await client.query(text, params)).rows as Array<R>
-  } finally {
-    await client.end()
-  }
-}
 
 describe.runIf(runPostgresTests())("Postgres journal", () => {
   beforeAll(async () => {

@@ -7,26 +7,15 @@ import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import * as Reactivity from "@effect/experimental/Reactivity"
 import { PgClient } from "@effect/sql-pg"
 import { Chunk, Effect, Either, Fiber, Redacted, Ref, Stream } from "effect"
-import * as Pg from "pg"
 import type { AccountId } from "../../src/Domain/Account.js"
 import * as Postgres from "../../src/Journal/Postgres.js"
 import { retainOnce } from "../../src/Journal/Postgres/Retention.js"
 import { Note, note } from "../support/Notes.js"
-import { type PgServer, runPostgresTests, startPostgres } from "../support/Postgres.js"
+import { type PgServer, query, runPostgresTests, startPostgres } from "../support/Postgres.js"
 
 let server: PgServer
 let databases = 0
 const freshUrl = () => server.createDatabase(`k${++databases}`)
-
-const query = async <R>(url: string, text: string, params: Array<unknown> = []): Promise<Array<R>> => {
-  const client = new Pg.Client({ connectionString: url })
-  await client.connect()
-  try {
-    return (await client.query(text, params)).rows as Array<R>
-  } finally {
-    await client.end()
-  }
-}
 
 interface Range {
   readonly account_id: string

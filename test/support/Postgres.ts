@@ -11,6 +11,7 @@ import * as Fs from "node:fs"
 import * as Net from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import * as Pg from "pg"
 
 export interface PgServer {
   readonly port: number
@@ -176,5 +177,16 @@ export const startPostgres = async (): Promise<PgServer> => {
         Fs.rmSync(root, { recursive: true, force: true })
       }
     }
+  }
+}
+
+/** Runs one statement on its own connection to `url` and answers its rows. */
+export const query = async <R>(url: string, text: string, params: Array<unknown> = []): Promise<Array<R>> => {
+  const client = new Pg.Client({ connectionString: url })
+  await client.connect()
+  try {
+    return (await client.query(text, params)).rows as Array<R>
+  } finally {
+    await client.end()
   }
 }
