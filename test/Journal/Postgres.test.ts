@@ -315,7 +315,30 @@ describe.runIf(runPostgresTests())("Postgres journal", () => {
         query<{ n: number }>(url, `SELECT count(*)::int AS n FROM feed_events WHERE account_id = 'interrupted'`)
       )
       assert.strictEqual(n, 5)
-    })
+    }).pipe(
+      // Stuck: say on what, from the server's side, rather than only that it timed out.
+      Effect.timeoutFail({
+        duration: "40 seconds",
+        onTimeout: () => new Error("the interrupted append's test did not finish in 40 s")
+      }),
+      Effect.tapError(() =>
+        Effect.promise(async () =>
+          console.error(
+            "server activity:",
+            JSON.stringify(
+              await query(
+                server.url("postgres"),
+                `SELECT a.datname, a.pid, a.state, a.wait_event_type, a.wait_event, left(a.query, 120) AS query,
+                        (SELECT string_agg(l.locktype || ':' || l.mode || ':' || l.granted, ',') FROM pg_locks l WHERE l.pid = a.pid) AS locks
+                 FROM pg_stat_activity a WHERE a.datname IS NOT NULL`
+              ),
+              null,
+              1
+            )
+          )
+        )
+      )
+    )
   )
 })
 
