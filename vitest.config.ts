@@ -19,8 +19,6 @@ const cpuSensitive = [
   // the package and the container: npm pack and install, the service as PID 1
   "test/Package.test.ts",
   "test/Container.test.ts",
-  // PostgreSQL: a server each, and interleavings held with row locks
-  "test/Journal/Postgres.test.ts",
   // memory and pace under faults, fuzzing
   "test/Faults.test.ts",
   "test/Fuzz.test.ts"

@@ -39,13 +39,15 @@ const withStore = <X, E>(
   options: Omit<Postgres.PostgresOptions, "url"> = {}
 ) => Effect.scoped(Effect.flatMap(Postgres.store({ url, pollMs: 100, ...options }), use))
 
+// On the live clock: the store's own waits (the outcome of a lost answer, the hub's polls) are real
+// time against a real server, and would never end on the test clock.
 describe.runIf(runPostgresTests())("Postgres journal", () => {
   beforeAll(async () => {
     server = await startPostgres()
   })
   afterAll(() => server?.destroy())
 
-  it.effect("appends_gapless_seqs_per_account_and_the_head_is_the_count_and_the_max", () =>
+  it.live("appends_gapless_seqs_per_account_and_the_head_is_the_count_and_the_max", () =>
     Effect.gen(function* () {
       const url = freshUrl()
       yield* withStore(url, (store) =>
@@ -89,7 +91,7 @@ describe.runIf(runPostgresTests())("Postgres journal", () => {
     })
   )
 
-  it.effect("many_accounts_share_one_statement_each_answered_with_its_own_seqs", () =>
+  it.live("many_accounts_share_one_statement_each_answered_with_its_own_seqs", () =>
     Effect.gen(function* () {
       const url = freshUrl()
       yield* withStore(url, (store) =>
@@ -121,7 +123,7 @@ describe.runIf(runPostgresTests())("Postgres journal", () => {
     })
   )
 
-  it.effect("a_read_line_body_is_byte_identical_to_the_file_backends", () =>
+  it.live("a_read_line_body_is_byte_identical_to_the_file_backends", () =>
     Effect.gen(function* () {
       const tricky: Array<JournalEntry<NoteType>> = [
         { ts: "2026-11-29T10:00:00.000Z", event: note('line\u2028sep\u2029 "quoted" é 😀') },
@@ -163,7 +165,7 @@ describe.runIf(runPostgresTests())("Postgres journal", () => {
     })
   )
 
-  it.effect("reads_resume_from_any_cursor_and_stop_at_up_to", () =>
+  it.live("reads_resume_from_any_cursor_and_stop_at_up_to", () =>
     Effect.gen(function* () {
       yield* withStore(
         freshUrl(),
@@ -196,7 +198,7 @@ describe.runIf(runPostgresTests())("Postgres journal", () => {
     })
   )
 
-  it.effect("a_second_replica_sees_the_heads_the_first_appends", () =>
+  it.live("a_second_replica_sees_the_heads_the_first_appends", () =>
     Effect.gen(function* () {
       const url = freshUrl()
       yield* withStore(url, (replicaA) =>
@@ -244,7 +246,7 @@ describe.runIf(runPostgresTests())("Postgres journal", () => {
     })
   )
 
-  it.effect("an_append_whose_answer_was_lost_is_not_appended_twice", () =>
+  it.live("an_append_whose_answer_was_lost_is_not_appended_twice", () =>
     Effect.gen(function* () {
       const url = freshUrl()
       const proxy: Proxy = yield* Effect.promise(() => cutProxy(server.port))
@@ -286,7 +288,7 @@ describe.runIf(runPostgresTests())("Postgres journal", () => {
     })
   )
 
-  it.effect("an_append_interrupted_after_it_was_sent_is_not_appended_twice_by_its_retry", () =>
+  it.live("an_append_interrupted_after_it_was_sent_is_not_appended_twice_by_its_retry", () =>
     Effect.gen(function* () {
       const url = freshUrl()
       yield* withStore(url, (store) =>
