@@ -22,10 +22,10 @@
  */
 import * as ChildProcess from "node:child_process"
 import * as Http from "node:http"
-import * as Net from "node:net"
 import * as Os from "node:os"
 import * as Readline from "node:readline"
 import type { ColdResult, LoadResult, OpenResult } from "./accounts-client.js"
+import { freePort } from "./common.js"
 import {
   type BenchConfig,
   nodeArgs,
@@ -119,16 +119,6 @@ const load1 = () => Os.loadavg()[0]!.toFixed(1)
 // ---------------------------------------------------------------------------------------------------------------
 // The server process
 // ---------------------------------------------------------------------------------------------------------------
-
-const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const probe = Net.createServer()
-    probe.once("error", reject)
-    probe.listen(0, "127.0.0.1", () => {
-      const address = probe.address()
-      probe.close(() => (typeof address === "object" && address !== null ? resolve(address.port) : reject()))
-    })
-  })
 
 const getJson = <A>(port: number, path: string): Promise<A> =>
   new Promise((resolve, reject) => {

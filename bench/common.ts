@@ -2,9 +2,10 @@
  * What the benchmark's client processes share with the rest of the suite, kept free of the
  * library and of Effect so that a client process loads in a few milliseconds: the bench events
  * and their journal lines, the clock every process stamps and reads, the latency histogram, and
- * the segment files of a journal.
+ * the segment files of a journal, ports, and the command line of a client process.
  */
 import * as Fs from "node:fs"
+import * as Net from "node:net"
 import * as Path from "node:path"
 import type { AgentEvent } from "../src/Domain/AgentEvent.js"
 import type { ChangeEvent } from "../src/Domain/ChangeEvent.js"
@@ -135,4 +136,46 @@ export class Histogram {
     }
     return this.max
   }
+}
+
+/** A free TCP port on 127.0.0.1. */
+export const freePort = (): Promise<number> =>
+  new Promise((resolve, reject) => {
+    const server = Net.createServer()
+    server.once("error", reject)
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address()
+      const port = typeof address === "object" && address !== null ? address.port : 0
+      server.close(() => resolve(port))
+    })
+  })
+
+/** Whether something accepts connections on 127.0.0.1:`port` now. */
+export const listening = (port: number): Promise<boolean> =>
+  new Promise((resolve) => {
+    const socket = Net.connect(port, "127.0.0.1")
+    socket.once("connect", () => {
+      socket.destroy()
+      resolve(true)
+    })
+    socket.once("error", () => resolve(false))
+  })
+
+/**
+ * Runs the mode a client process was started in (`process.argv[2]`), its arguments after it;
+ * exits 2 with the usage for an unknown mode, 1 with the error when the mode fails.
+ */
+export const runMode = (name: string, modes: Record<string, (args: ReadonlyArray<string>) => Promise<unknown>>) => {
+  const [mode, ...args] = process.argv.slice(2)
+  const run = mode === undefined ? undefined : modes[mode]
+  if (run === undefined) {
+    process.stderr.write(`usage: ${name} ${Object.keys(modes).join("|")} <args> (see the module header)\n`)
+    process.exit(2)
+  }
+  run(args).catch((error: unknown) => {
+    process.stderr.write(
+      `${name} ${mode}: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`
+    )
+    process.exit(1)
+  })
 }

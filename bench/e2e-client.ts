@@ -26,7 +26,7 @@ import * as Fs from "node:fs"
 import * as Http from "node:http"
 import * as Readline from "node:readline"
 import { encodeCommand, encodeCommands, RespClient } from "./resp.js"
-import { changeLine, clock, durableEvent, Histogram, segmentFiles, sessionOf } from "./common.js"
+import { changeLine, clock, durableEvent, Histogram, runMode, segmentFiles, sessionOf } from "./common.js"
 
 const TICK_MS = 10
 const XREAD_COUNT = 10_000
@@ -519,27 +519,16 @@ const produceRedis = async (port: number, key: string, rate: number, seconds: nu
   )
 }
 
-const [mode, ...args] = process.argv.slice(2)
-const n = (i: number) => Number(args[i])
-const modes: Record<string, () => Promise<void>> = {
-  post: () => postLoad(n(0), n(1), n(2), n(3)),
-  xadd: () => xaddLoad(n(0), args[1]!, n(2), n(3), n(4)),
-  "sse-replay": () => sseReplay(n(0)),
-  "xread-replay": () => xreadReplay(n(0), args[1]!, n(2)),
-  xload: () => xload(n(0), args[1]!, args[2]!),
-  "sse-sub": () => sseSubscribe(n(0), n(1)),
-  "xread-sub": () => xreadSubscribe(n(0), args[1]!, n(2)),
-  "produce-http": () => produceHttp(n(0), n(1), n(2), n(3)),
-  "produce-redis": () => produceRedis(n(0), args[1]!, n(2), n(3), n(4))
-}
-const run = mode === undefined ? undefined : modes[mode]
-if (run === undefined) {
-  process.stderr.write(`usage: e2e-client.ts ${Object.keys(modes).join("|")} <args> (see the module header)\n`)
-  process.exit(2)
-}
-run().catch((error: unknown) => {
-  process.stderr.write(
-    `e2e-client ${mode}: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`
-  )
-  process.exit(1)
+/** The argument `i` after the mode, as a number. */
+const n = (args: ReadonlyArray<string>, i: number) => Number(args[i])
+runMode("e2e-client", {
+  post: (a) => postLoad(n(a, 0), n(a, 1), n(a, 2), n(a, 3)),
+  xadd: (a) => xaddLoad(n(a, 0), a[1]!, n(a, 2), n(a, 3), n(a, 4)),
+  "sse-replay": (a) => sseReplay(n(a, 0)),
+  "xread-replay": (a) => xreadReplay(n(a, 0), a[1]!, n(a, 2)),
+  xload: (a) => xload(n(a, 0), a[1]!, a[2]!),
+  "sse-sub": (a) => sseSubscribe(n(a, 0), n(a, 1)),
+  "xread-sub": (a) => xreadSubscribe(n(a, 0), a[1]!, n(a, 2)),
+  "produce-http": (a) => produceHttp(n(a, 0), n(a, 1), n(a, 2), n(a, 3)),
+  "produce-redis": (a) => produceRedis(n(a, 0), a[1]!, n(a, 2), n(a, 3), n(a, 4))
 })

@@ -16,10 +16,11 @@
 import * as ChildProcess from "node:child_process"
 import * as Fs from "node:fs"
 import * as Http from "node:http"
-import * as Net from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import * as Net from "node:net"
 import { fileURLToPath } from "node:url"
+import { freePort, listening, sleep } from "./common.js"
 
 const SELF = fileURLToPath(import.meta.url)
 const ROOT = Path.resolve(Path.dirname(SELF), "..")
@@ -41,17 +42,6 @@ const event = (i: number) => ({
   content: content(i)
 })
 
-const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const server = Net.createServer()
-    server.once("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      const port = typeof address === "object" && address !== null ? address.port : 0
-      server.close(() => resolve(port))
-    })
-  })
-
 /** User and system CPU of a process, in microseconds (clock ticks of 10 ms). */
 const cpuMicros = (pid: number): { readonly user: number; readonly system: number } => {
   const stat = Fs.readFileSync(`/proc/${pid}/stat`, "utf8")
@@ -60,20 +50,10 @@ const cpuMicros = (pid: number): { readonly user: number; readonly system: numbe
   return { user: Number(fields[11]) * (1e6 / 100), system: Number(fields[12]) * (1e6 / 100) }
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
-
 const waitForPort = async (port: number) => {
   const deadline = Date.now() + 30_000
   while (Date.now() < deadline) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const socket = Net.connect(port, "127.0.0.1")
-      socket.once("connect", () => {
-        socket.destroy()
-        resolve(true)
-      })
-      socket.once("error", () => resolve(false))
-    })
-    if (ok) return
+    if (await listening(port)) return
     await sleep(100)
   }
   throw new Error(`nothing listens on ${port}`)

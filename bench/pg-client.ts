@@ -16,7 +16,7 @@ import * as Readline from "node:readline"
 import * as Pg from "pg"
 import type { Connection } from "pg"
 import { appendStatement } from "../src/Journal/Postgres/Append.js"
-import { changeLine, clock, sessionOf } from "./common.js"
+import { changeLine, clock, runMode, sessionOf } from "./common.js"
 import type { LoadResult, ReplayResult } from "./e2e-client.js"
 
 const lines = Readline.createInterface({ input: process.stdin })
@@ -95,19 +95,7 @@ const copy = async (url: string, account: string): Promise<void> => {
   finish({ events, startedAt, endedAt } satisfies ReplayResult)
 }
 
-const [mode, ...args] = process.argv.slice(2)
-const modes: Record<string, () => Promise<void>> = {
-  bare: () => bare(args[0]!, args[1]!, Number(args[2]), Number(args[3])),
-  copy: () => copy(args[0]!, args[1]!)
-}
-const run = mode === undefined ? undefined : modes[mode]
-if (run === undefined) {
-  process.stderr.write(`usage: pg-client.ts ${Object.keys(modes).join("|")} <args> (see the module header)\n`)
-  process.exit(2)
-}
-run().catch((error: unknown) => {
-  process.stderr.write(
-    `pg-client ${mode}: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`
-  )
-  process.exit(1)
+runMode("pg-client", {
+  bare: (a) => bare(a[0]!, a[1]!, Number(a[2]), Number(a[3])),
+  copy: (a) => copy(a[0]!, a[1]!)
 })

@@ -7,7 +7,7 @@
  * figures.
  */
 import * as ChildProcess from "node:child_process"
-import * as Net from "node:net"
+import { freePort, listening } from "./common.js"
 import { encodeCommand, RespClient } from "./resp.js"
 import { onExit, processCpu, removeDir, sleep, tempDir } from "./support.js"
 
@@ -20,18 +20,6 @@ export const redisVersion = (): string | undefined => {
 
 export const REDIS_MISSING =
   "redis-server not found: the Redis Streams baselines are skipped. Install it with `apt-get install redis-server` (Debian) and rerun."
-
-/** A free TCP port on 127.0.0.1. */
-export const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const server = Net.createServer()
-    server.once("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      const port = typeof address === "object" && address !== null ? address.port : 0
-      server.close(() => resolve(port))
-    })
-  })
 
 export interface RedisServer {
   readonly port: number
@@ -96,15 +84,7 @@ export const startRedis = async (appendfsync: "always" | "everysec" | "no"): Pro
   const deadline = Date.now() + 10_000
   for (;;) {
     if (exited) throw new Error(`redis-server exited at start: ${stderr.trim()}`)
-    const ok = await new Promise<boolean>((resolve) => {
-      const socket = Net.connect(port, "127.0.0.1")
-      socket.once("connect", () => {
-        socket.destroy()
-        resolve(true)
-      })
-      socket.once("error", () => resolve(false))
-    })
-    if (ok) break
+    if (await listening(port)) break
     if (Date.now() > deadline) throw new Error(`redis-server did not listen on ${port}: ${stderr.trim()}`)
     await sleep(20)
   }

@@ -7,7 +7,6 @@
 import { FileSystem, Path } from "@effect/platform"
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Chunk, Effect, Either, Fiber, Metric, Option, Stream, TestClock } from "effect"
-import * as Fs from "node:fs"
 import * as V8 from "node:v8"
 import * as Vm from "node:vm"
 import type * as ChangeFeed from "../src/ChangeFeed.js"
@@ -20,7 +19,7 @@ import { startLoopback } from "../harness/Loopback.js"
 import { FaultInjector } from "./support/FailingFileSystem.js"
 import { deleted, Env, FaultyEnv, follow, journaled, linesOnDisk, openFeed, seen } from "./support/FeedTesting.js"
 import { range } from "./support/Expected.js"
-import { stalledStream } from "./support/Server.js"
+import { socketBufferBytes, stalledStream } from "./support/Server.js"
 import { tempDir } from "./support/TempDir.js"
 import { eventually, joinWithin } from "./support/Wait.js"
 
@@ -594,19 +593,6 @@ const countingStream = (url: string) =>
     })()
     return state
   })
-
-/** The most the kernel can hold for one loopback connection (receive plus send buffer), from /proc when it says. */
-const socketBufferBytes = (): number => {
-  const max = (file: string) => {
-    try {
-      return Number(Fs.readFileSync(file, "utf8").trim().split(/\s+/)[2])
-    } catch {
-      return 0
-    }
-  }
-  const total = max("/proc/sys/net/ipv4/tcp_rmem") + max("/proc/sys/net/ipv4/tcp_wmem")
-  return Number.isFinite(total) && total > 0 ? total : 16 * MiB
-}
 
 const bufferedByStreams = Effect.map(Metric.value(streamBufferedBytes), (state) => state.value)
 

@@ -6,7 +6,6 @@
  */
 import { describe, it, assert } from "@effect/vitest"
 import { Effect, Option } from "effect"
-import * as Fs from "node:fs"
 import * as NodeHttp from "node:http"
 import { makeSseParser, type SseFrame } from "../../src/Sse.js"
 import { range } from "../support/Expected.js"
@@ -16,6 +15,7 @@ import {
   openStream,
   post,
   seqsOf,
+  socketBufferBytes,
   stalledStream,
   start,
   status,
@@ -69,19 +69,6 @@ const pausedStream = (url: string) =>
       }
     })
   )
-
-/** The most the kernel can hold for one loopback connection (receive plus send buffer), from /proc when it says. */
-const socketBufferBytes = (): number => {
-  const max = (file: string) => {
-    try {
-      return Number(Fs.readFileSync(file, "utf8").trim().split(/\s+/)[2])
-    } catch {
-      return 0
-    }
-  }
-  const total = max("/proc/sys/net/ipv4/tcp_rmem") + max("/proc/sys/net/ipv4/tcp_wmem")
-  return Number.isFinite(total) && total > 0 ? total : 16 * MiB
-}
 
 /** Every change frame's id is `<epoch>:<seq>` of the event it carries. */
 const assertIds = (frames: ReadonlyArray<SseFrame>, epoch: string) => {

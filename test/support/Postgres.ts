@@ -8,10 +8,10 @@
  */
 import { execFile, execFileSync, spawnSync } from "node:child_process"
 import * as Fs from "node:fs"
-import * as Net from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import * as Pg from "pg"
+import { freePort } from "../../harness/ServerProcess.js"
 
 export interface PgServer {
   readonly port: number
@@ -70,16 +70,6 @@ export const runPostgresTests = (): boolean => {
   if (reason !== undefined && !process.env.CI) console.warn(`PostgreSQL tests skipped: ${reason}`)
   return reason === undefined || Boolean(process.env.CI)
 }
-
-const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const server = Net.createServer()
-    server.once("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      server.close(() => (typeof address === "object" && address !== null ? resolve(address.port) : reject()))
-    })
-  })
 
 const isRoot = () => typeof process.getuid === "function" && process.getuid() === 0
 

@@ -9,6 +9,7 @@
 import { FileSystem, HttpServer, Path } from "@effect/platform"
 import { NodeContext } from "@effect/platform-node"
 import { Cause, Context, Deferred, Effect, Exit, Layer, Logger, Queue, Scope } from "effect"
+import * as Fs from "node:fs"
 import * as NodeHttp from "node:http"
 import * as ChangeFeeds from "../../src/ChangeFeeds.js"
 import * as Http from "../../src/Http.js"
@@ -338,3 +339,16 @@ export const stalledStream = (url: string) =>
     }),
     (response) => Effect.sync(() => response.destroy())
   )
+
+/** The most the kernel can hold for one loopback connection (receive plus send buffer), from /proc when it says. */
+export const socketBufferBytes = (): number => {
+  const max = (file: string) => {
+    try {
+      return Number(Fs.readFileSync(file, "utf8").trim().split(/\s+/)[2])
+    } catch {
+      return 0
+    }
+  }
+  const total = max("/proc/sys/net/ipv4/tcp_rmem") + max("/proc/sys/net/ipv4/tcp_wmem")
+  return Number.isFinite(total) && total > 0 ? total : 16 * 1024 * 1024
+}
