@@ -12,7 +12,8 @@
  * The journals come from a `JournalStore`: directories under a root (`Journal/File.ts`, where
  * the `default` account is the root itself), or a database shared by replicas.
  */
-import type { FileSystem, Path } from "@effect/platform"
+import type * as FileSystem from "@effect/platform/FileSystem"
+import type * as Path from "@effect/platform/Path"
 import { Cause, Clock, Context, Data, Deferred, Duration, Effect, Either, Exit, Layer, RcMap, type Scope } from "effect"
 import * as ChangeFeed from "./ChangeFeed.js"
 import { type AccountId, DEFAULT_ACCOUNT, parseAccountId } from "./Domain/Account.js"

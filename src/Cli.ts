@@ -2,9 +2,11 @@
  * The `change-feed` command line: run the service, follow a feed, append events, show a
  * server's status, and verify (or repair the damaged end of) a journal directory offline.
  */
-import { Args, Command, Options } from "@effect/cli"
-import { Path } from "@effect/platform"
-import { NodeHttpClient } from "@effect/platform-node"
+import * as Args from "@effect/cli/Args"
+import * as Command from "@effect/cli/Command"
+import * as Options from "@effect/cli/Options"
+import * as Path from "@effect/platform/Path"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import {
   Chunk,
   Config,

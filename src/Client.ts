@@ -8,7 +8,10 @@
  * calls of the same contract; `append` sends every request with an idempotency key and retries
  * it with the same key when the answer was lost, so a retry never appends twice.
  */
-import { HttpApiClient, HttpClient, HttpClientError, HttpClientRequest } from "@effect/platform"
+import * as HttpApiClient from "@effect/platform/HttpApiClient"
+import * as HttpClient from "@effect/platform/HttpClient"
+import * as HttpClientError from "@effect/platform/HttpClientError"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import {
   Context,
   Data,

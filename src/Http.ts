@@ -2,17 +2,17 @@
  * The HTTP service: handlers for the `FeedApi` contract, authorization, body limits, the
  * OpenAPI UI at `/docs`, and the server layer with its configuration from the environment.
  */
-import {
-  type FileSystem,
-  HttpApiBuilder,
-  HttpApiSwagger,
-  HttpServer,
-  type HttpServerError,
-  HttpServerRequest,
-  HttpServerResponse,
-  type Path
-} from "@effect/platform"
-import { NodeContext, NodeHttpServer, NodeHttpServerRequest } from "@effect/platform-node"
+import type * as FileSystem from "@effect/platform/FileSystem"
+import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
+import * as HttpApiSwagger from "@effect/platform/HttpApiSwagger"
+import * as HttpServer from "@effect/platform/HttpServer"
+import type * as HttpServerError from "@effect/platform/HttpServerError"
+import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
+import type * as Path from "@effect/platform/Path"
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import { createServer, type Server, type ServerResponse } from "node:http"
 import {
   Cause,

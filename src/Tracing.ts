@@ -8,14 +8,12 @@
  * copy the stream's `?access_token=` into the exported `url.query`.
  */
 import * as NodeSdk from "@effect/opentelemetry/NodeSdk"
-import {
-  HttpApiBuilder,
-  HttpMiddleware,
-  type HttpApp,
-  HttpServerError,
-  HttpServerRequest,
-  HttpTraceContext
-} from "@effect/platform"
+import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
+import * as HttpMiddleware from "@effect/platform/HttpMiddleware"
+import type * as HttpApp from "@effect/platform/HttpApp"
+import * as HttpServerError from "@effect/platform/HttpServerError"
+import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
+import * as HttpTraceContext from "@effect/platform/HttpTraceContext"
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http"
 import { BatchSpanProcessor } from "@opentelemetry/sdk-trace-base"
 import { Config, ConfigError, Context, DefaultServices, Effect, Either, FiberRef, Layer, Option, Tracer } from "effect"

@@ -1,6 +1,7 @@
 /** Entry point of the `change-feed` command. */
-import { ValidationError } from "@effect/cli"
-import { NodeContext, NodeRuntime } from "@effect/platform-node"
+import * as ValidationError from "@effect/cli/ValidationError"
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Console, Effect } from "effect"
 import { run, withoutColourOffTerminal } from "./Cli.js"
 import { tolerateRepeatedSignals } from "./Signals.js"

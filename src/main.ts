@@ -5,7 +5,7 @@
  * journals everything accepted, releases the port and the journal's lock, and exits 0.
  * `npm start` builds and then replaces its shell with that same command.
  */
-import { NodeRuntime } from "@effect/platform-node"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Console, Effect, Layer } from "effect"
 import { layerFromConfig, PortInUse } from "./Http.js"
 import { tolerateRepeatedSignals } from "./Signals.js"

@@ -2,7 +2,7 @@
  * Errors that cross the wire, each with its HTTP status. Every one names what was wrong and
  * what to do.
  */
-import { HttpApiSchema } from "@effect/platform"
+import * as HttpApiSchema from "@effect/platform/HttpApiSchema"
 import { Schema } from "effect"
 
 /** Bad input: `field` names the query parameter, header or body field at fault. */

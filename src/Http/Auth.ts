@@ -4,7 +4,7 @@
  * cannot set headers), and the check every `/api` route runs before anything else of the request
  * (its body included) is read. Who may do what is `Access`.
  */
-import { HttpServerRequest } from "@effect/platform"
+import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import { Data, Effect, Either, Redacted } from "effect"
 import * as Access from "../Access.js"
 import { isStreamPath } from "../Api/Routes.js"

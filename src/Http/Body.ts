@@ -3,7 +3,7 @@
  * as sent (valid UTF-8, no number that a double would change, no nesting too deep to encode),
  * parsed once, and decoded to the feed's entries with the first fault named by its field.
  */
-import { HttpServerRequest } from "@effect/platform"
+import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import { Effect, Either, Stream } from "effect"
 import type * as ChangeFeed from "../ChangeFeed.js"
 import { type AgentEvent, decodeAgentEvent, isCanonicalAgentEvent } from "../Domain/AgentEvent.js"

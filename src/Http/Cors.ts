@@ -7,7 +7,10 @@
  * No cookie is involved (the token travels in `Authorization`, or `?access_token=` on the
  * stream), so credentials are never allowed, and `*` is a real wildcard.
  */
-import { HttpApiBuilder, HttpApp, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
+import * as HttpApp from "@effect/platform/HttpApp"
+import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import { Config, ConfigError, Context, Effect, Either, Layer } from "effect"
 
 /** The origins allowed to read the feed: every one, or these. */

@@ -4,15 +4,13 @@
  * for a defect, and every 5xx logged with its cause. The API's own errors (`BadRequest`,
  * `JournalCorrupt`, ...) pass through, to be encoded by the API with their status.
  */
-import {
-  HttpApi,
-  HttpApp,
-  HttpApiSchema,
-  HttpBody,
-  HttpServerError,
-  HttpServerRequest,
-  HttpServerResponse
-} from "@effect/platform"
+import * as HttpApi from "@effect/platform/HttpApi"
+import * as HttpApp from "@effect/platform/HttpApp"
+import * as HttpApiSchema from "@effect/platform/HttpApiSchema"
+import * as HttpBody from "@effect/platform/HttpBody"
+import * as HttpServerError from "@effect/platform/HttpServerError"
+import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import { Cause, Effect, Option, Schema } from "effect"
 import { InternalError, MethodNotAllowed, NotFound } from "../Domain/Errors.js"
 

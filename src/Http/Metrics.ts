@@ -3,7 +3,8 @@
  * admin token only when the service has tokens (the `Authorization: Bearer` header; a scraper sets
  * it with its `authorization` option).
  */
-import { HttpApiBuilder, HttpServerResponse } from "@effect/platform"
+import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import { Effect, Layer } from "effect"
 import type * as Access from "../Access.js"
 import * as Metrics from "../Metrics.js"

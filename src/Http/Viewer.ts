@@ -11,7 +11,8 @@
  * header, or `?access_token=` on the stream. Every URL is relative, so the page also works
  * behind a proxy that serves the service under a prefix.
  */
-import { HttpApiBuilder, HttpServerResponse } from "@effect/platform"
+import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import { Effect } from "effect"
 import * as Crypto from "node:crypto"
 

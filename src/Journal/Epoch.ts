@@ -10,7 +10,7 @@
  * `OPEN` exists while a process has the journal open and records its fsync mode and the boot it
  * ran in (`/proc/sys/kernel/random/boot_id`), so the next open can tell which of these happened.
  */
-import { FileSystem } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
 import { Effect, Option } from "effect"
 import * as Crypto from "node:crypto"
 import * as Path from "node:path"

@@ -8,7 +8,8 @@
  * line) and starts a new epoch, since the seqs cut may have been acknowledged and will be handed
  * to other events: readers resync instead of taking them for the ones they saw.
  */
-import { FileSystem, Path } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as Path from "@effect/platform/Path"
 import { Effect, Option, type Schema } from "effect"
 import { readEpoch, readOpenMarker, startEpoch } from "./Epoch.js"
 import { type JournalCorrupt, JournalIoError, type JournalLocked } from "./Errors.js"

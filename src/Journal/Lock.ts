@@ -11,7 +11,7 @@
  * after the child exits. `LOCK` is never removed: a process that opened the old file would lock
  * a file no one else sees.
  */
-import { FileSystem } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
 import { Effect, Exit, Scope } from "effect"
 import * as ChildProcess from "node:child_process"
 import * as Fs from "node:fs"

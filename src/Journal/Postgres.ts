@@ -9,8 +9,8 @@
  * producing the exact wire bytes the file backend produces for the same event.
  */
 import * as Reactivity from "@effect/experimental/Reactivity"
-import { SqlClient as SqlClientTag } from "@effect/sql"
-import { PgClient } from "@effect/sql-pg"
+import * as SqlClientTag from "@effect/sql/SqlClient"
+import * as PgClient from "@effect/sql-pg/PgClient"
 import type { SqlClient } from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Chunk, Deferred, Effect, Option, Redacted, Ref, Schedule, type Schema, type Scope, Stream } from "effect"

@@ -10,7 +10,7 @@
  * caller allows cutting complete lines: after an OS restart in a mode that did not sync every
  * batch, the tail may hold blocks the OS never flushed, and the caller starts a new epoch.
  */
-import { FileSystem } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
 import { Effect } from "effect"
 import { JournalCorrupt, JournalIoError } from "./Errors.js"
 import { envelopeSeq } from "./Lines.js"

@@ -19,9 +19,9 @@
  */
 import * as PgMigrator from "@effect/sql-pg/PgMigrator"
 import type { PgClient } from "@effect/sql-pg/PgClient"
-import { SqlClient } from "@effect/sql"
+import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import { NodeContext } from "@effect/platform-node"
+import * as NodeContext from "@effect/platform-node/NodeContext"
 import { Effect, Schedule } from "effect"
 
 /** The migrations, by `<id>_<name>`. */
