@@ -14,7 +14,8 @@
  * Nothing is broadcast or acknowledged that is not in the journal, and a failed append consumes
  * no seq.
  */
-import { FileSystem, Path } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as Path from "@effect/platform/Path"
 import { Context, Duration, Effect, Layer, Option, Scope, Stream } from "effect"
 import * as Broadcast from "./ChangeFeed/Broadcast.js"
 import type { PublishAllError, PublishError } from "./ChangeFeed/Errors.js"
@@ -135,13 +136,15 @@ export interface ChangeFeedService<A> {
    */
   readonly changeLines: (options?: Reader.ChangesOptions) => Stream.Stream<LineItem, Journal.JournalReadError>
   /**
-   * `changeLines` as a pull, for the scope, with no Stream between the reader and its consumer;
-   * without a session filter, live events come by whole broadcast batches (`LiveRun`), so that
-   * what is made of a batch once (its SSE frames) is shared by every such reader.
+   * `changeLines` as a pull, for the scope, with no Stream between the reader and its consumer.
+   * Without a session filter, replayed events come in runs of lines as the journal read them
+   * (`JournalLineRun`, where the journal reads runs) and live events by whole broadcast batches
+   * (`LiveRun`), so that what is made of a batch once (its SSE frames) is shared by every such
+   * reader, and no reader's cost grows with the events in a run.
    */
   readonly pullLines: (
     options?: Reader.ChangesOptions
-  ) => Effect.Effect<Reader.Pull<LineItem | Broadcast.LiveRun>, never, Scope.Scope>
+  ) => Effect.Effect<Reader.Pull<LineItem | Broadcast.LiveRun | Journal.JournalLineRun>, never, Scope.Scope>
   /** Journaled events with `since < seq <= upTo`, straight from the journal. */
   readonly read: (since: number, upTo?: number) => Stream.Stream<ChangeEvent<A>, Journal.JournalReadError>
   readonly headSeq: Effect.Effect<number>

@@ -138,6 +138,21 @@ export const numbered = <A>(entries: ReadonlyArray<JournalEntry<A>>, first: numb
  */
 export type JournalLine = StoredLine
 
+/**
+ * Journaled events one after the other as their lines, read in one piece: event `i` has seq
+ * `first + i`, and its line and body lie in `lines` (views of what was read, no copy per line).
+ * What a reader that passes every event on as it is (the SSE stream) replays, at a cost per run
+ * rather than per event.
+ */
+export interface JournalLineRun {
+  readonly _tag: "LineRun"
+  readonly first: number
+  readonly lines: EncodedBatch
+}
+
+/** The number of events in a run. */
+export const runLength = (run: JournalLineRun): number => run.lines.ends.length
+
 export interface Journal<A> {
   /** Where the journal lives, for messages: a directory, or the database and account. */
   readonly location: string
@@ -164,6 +179,13 @@ export interface Journal<A> {
    * know.
    */
   readonly readLines: (since: number, upTo?: number) => Stream.Stream<JournalLine, JournalReadError>
+  /**
+   * `readLines` in runs: the events of each stretch of lines it vouches for without parsing come
+   * as one `JournalLineRun`, any other line as a `JournalLine`. Same events, same checks. Absent
+   * where the backend has nothing better than `readLines`.
+   */
+  readonly readLineRuns?:
+    ((since: number, upTo?: number) => Stream.Stream<JournalLineRun | JournalLine, JournalReadError>) | undefined
   /**
    * Heads other writers of the same journal reached (replicas sharing a database), as hints:
    * the feed reads what it has not seen with `readLines`, once for all its readers. Absent when

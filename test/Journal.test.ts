@@ -6,7 +6,7 @@
 import { FileSystem } from "@effect/platform"
 import { NodeContext } from "@effect/platform-node"
 import { describe, it, assert } from "@effect/vitest"
-import { Chunk, Effect, Either, Schema, Stream } from "effect"
+import { Chunk, Effect, Either, FastCheck as fc, Schema, Stream } from "effect"
 import * as ChildProcess from "node:child_process"
 import * as NFs from "node:fs"
 import * as Os from "node:os"
@@ -84,6 +84,17 @@ const thisBoot = NFs.readFileSync("/proc/sys/kernel/random/boot_id", "utf8").tri
 const crashed = (dir: string, mode: Journal.FsyncMode, bootId = thisBoot) =>
   NFs.writeFileSync(`${dir}/OPEN`, JSON.stringify({ fsync: mode, boot_id: bootId }) + "\n")
 
+/** What `readLineRuns` delivers, event by event: each one's seq and body (its wire JSON less the closing brace). */
+const eventsOfRuns = (item: Journal.JournalLineRun | Journal.JournalLine): Array<{ seq: number; body: string }> => {
+  const decoder = new TextDecoder()
+  if (item._tag !== "LineRun") return [{ seq: item.seq, body: decoder.decode(item.body) }]
+  const { bodyEnds, bytes, ends } = item.lines
+  return ends.map((_, i) => ({
+    seq: item.first + i,
+    body: decoder.decode(bytes.subarray(i === 0 ? 0 : ends[i - 1]! + 1, bodyEnds[i]!))
+  }))
+}
+
 /** Appends `batches` (sizes) of consecutive notes after the head; answers the seq ranges written. */
 const appendBatches = (journal: Journal.Journal<NoteType>, sizes: ReadonlyArray<number>, pad = 0) =>
   Effect.gen(function* () {
@@ -101,6 +112,65 @@ const appendBatches = (journal: Journal.Journal<NoteType>, sizes: ReadonlyArray<
 // ---------------------------------------------------------------------------------------------------------------
 
 describe("Journal", () => {
+  /**
+   * 1..40 in segments of a few lines, some keyed, some in sessions, and lines `readLineRuns`
+   * cannot vouch for among them: the original's (no checksum), one with a raw line separator, and
+   * one with an escaped session id.
+   */
+  const mixedJournal = Effect.gen(function* () {
+    const dir = yield* tempDir
+    const events = notes(1, 40, 30).map((e) => ({
+      ...e,
+      ...(e.seq % 3 === 0 ? { session_id: `s${e.seq % 2}` } : {}),
+      ...(e.seq % 5 === 0 ? { key: `key-${e.seq}` } : {})
+    }))
+    yield* withJournal(dir, { segmentBytes: 600 }, (journal) => journal.append(events))
+    const ts = events[0]!.ts
+    const replaced: Record<number, string> = {
+      7: `{"seq":7,"ts":"${ts}","event":{"type":"note","text":"of the original"}}`,
+      12: `{"seq":12,"ts":"${ts}","event":{"type":"note","text":"a\u2028b"}}`,
+      20: withChecksum(`{"seq":20,"ts":"${ts}","session_id":"a\\"b","event":{"type":"note","text":"x"}}`)
+    }
+    for (const file of yield* segmentFiles(dir)) {
+      const lines = linesOf(`${dir}/${file}`)
+      lines.forEach((line, index) => {
+        const text = replaced[JSON.parse(line).seq as number]
+        if (text !== undefined) replaceLine(`${dir}/${file}`, index, Buffer.from(text))
+      })
+    }
+    return dir
+  })
+
+  it.scopedLive.prop(
+    "reads_in_runs_give_exactly_the_events_and_bodies_readLines_gives_for_any_cursor_and_chunk_size",
+    { chunk: fc.integer({ min: 1, max: 4096 }), since: fc.nat({ max: 42 }), upTo: fc.nat({ max: 42 }) },
+    ({ chunk, since, upTo }) =>
+      Effect.gen(function* () {
+        const dir = yield* mixedJournal
+        const journal = yield* open(dir, { segmentBytes: 600, readChunkBytes: chunk })
+        const decoder = new TextDecoder()
+        const lines = Chunk.toArray(yield* Stream.runCollect(journal.readLines(since, upTo)))
+        const items = Chunk.toArray(yield* Stream.runCollect(journal.readLineRuns!(since, upTo)))
+        assert.deepStrictEqual(
+          items.flatMap(eventsOfRuns),
+          lines.map((line) => ({ seq: line.seq, body: decoder.decode(line.body) }))
+        )
+        // Runs only where the lines are vouched for; each of the others alone, between runs.
+        const alone = items.flatMap((item) => (item._tag === "LineRun" ? [] : [item.seq]))
+        assert.deepStrictEqual(
+          alone,
+          [7, 12, 20].filter((seq) => seq > since && seq <= Math.min(upTo, 40))
+        )
+        if (chunk >= 1024 && upTo - since > 8) {
+          assert.isTrue(
+            items.some((item) => item._tag === "LineRun" && item.lines.ends.length > 1),
+            "lines read together come as one run"
+          )
+        }
+      }).pipe(Effect.provide(NodeContext.layer)),
+    { fastCheck: { numRuns: 40 } }
+  )
+
   it.scoped("empty_journal_reports_head_0_and_oldest_1", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
@@ -680,7 +750,7 @@ describe("Journal", () => {
     return offset
   }
 
-  /** Both reads from `since`, decoded and as lines, deliver `delivered` and then fail naming the bad line. */
+  /** Every read from `since` (decoded, as lines, in runs) delivers `delivered` and then fails naming the bad line. */
   const expectCorrupt = (
     journal: Journal.Journal<NoteType>,
     since: number,
@@ -692,7 +762,8 @@ describe("Journal", () => {
     Effect.gen(function* () {
       for (const [name, stream] of [
         ["read", journal.read(since)],
-        ["readLines", journal.readLines(since)]
+        ["readLines", journal.readLines(since)],
+        ["readLineRuns", Stream.mapConcat(journal.readLineRuns!(since), eventsOfRuns)]
       ] as const) {
         const { seen, error } = yield* untilFailure<{ readonly seq: number }, Journal.JournalReadError>(stream)
         assert.deepStrictEqual(

@@ -6,12 +6,14 @@
  * up, then follows the broadcast's live buffer; whenever the buffer has slid past it, it replays
  * the journal again from its cursor. With a session filter it passes other sessions' events over
  * and says how far it got (`Progress`). Two kinds of reader share this: decoded changes
- * (`changes`) and journal lines passed on as they are (`changeLines`, the SSE stream).
+ * (`changes`) and journal lines passed on as they are (`changeLines`, the SSE stream). A reader
+ * of lines without a filter (`pullLines`) replays them in runs where the journal reads runs, and
+ * takes the live buffer by whole batches: what it is handed costs per run, not per event.
  */
 import { Chunk, Effect, Either, ExecutionStrategy, Exit, Option, Scope, Stream } from "effect"
 import type { Cursor } from "../Domain/Cursor.js"
 import type { CaughtUp, Change, FeedItem, LineChange, LineItem, Progress, Reset } from "../Domain/FeedItem.js"
-import type { Journal } from "../Journal.js"
+import { type Journal, type JournalLineRun, runLength } from "../Journal.js"
 import type { JournalReadError } from "../Journal/Errors.js"
 import { asItem, type Broadcast, lastOf, type LiveChange, type LiveRun } from "./Broadcast.js"
 import type { Instrument } from "./Instrument.js"
@@ -37,6 +39,12 @@ const LIVE_READ_BATCHES = 64
  */
 interface ReaderFormat<A, C> {
   readonly replay: (journal: Journal<A>, from: number, upTo: number) => Stream.Stream<C, JournalReadError>
+  /** `replay` in runs, for a reader that takes every event as it is; `undefined` where it has none. */
+  readonly replayRuns?: (
+    journal: Journal<A>,
+    from: number,
+    upTo: number
+  ) => Stream.Stream<C | JournalLineRun, JournalReadError> | undefined
   readonly live: (change: LiveChange<A>) => C
   readonly seqOf: (change: C) => number
   readonly sessionOf: (change: C) => string | undefined
@@ -51,10 +59,26 @@ const decodedFormat = <A>(): ReaderFormat<A, Change<A>> => ({
 
 const lineFormat = <A>(): ReaderFormat<A, LineChange> => ({
   replay: (journal, from, upTo) => journal.readLines(from, upTo),
+  replayRuns: (journal, from, upTo) => journal.readLineRuns?.(from, upTo),
   live: (change) => change.line,
   seqOf: (item) => item.seq,
   sessionOf: (item) => item.sessionId
 })
+
+/** The events of `run` after seq `after` (one of its own), as a run of the same bytes. */
+const runAfter = (run: JournalLineRun, after: number): JournalLineRun => {
+  const skip = after - run.first + 1
+  const offset = run.lines.ends[skip - 1]! + 1
+  return {
+    _tag: "LineRun",
+    first: after + 1,
+    lines: {
+      bytes: run.lines.bytes.subarray(offset),
+      ends: run.lines.ends.slice(skip).map((end) => end - offset),
+      bodyEnds: run.lines.bodyEnds.slice(skip).map((end) => end - offset)
+    }
+  }
+}
 
 /** What a reader's pull answers: the next items, or `None` once it ends. */
 export type Pull<Item> = Effect.Effect<Chunk.Chunk<Item>, Option.Option<JournalReadError>>
@@ -67,7 +91,9 @@ export interface Readers<A> {
    * one `LiveRun` (the rest of a broadcast batch), so that what is made of a batch once (its SSE
    * frames) is shared, and a reader's cost per batch does not grow with the events in it.
    */
-  readonly pullLines: (options?: ChangesOptions) => Effect.Effect<Pull<LineItem | LiveRun>, never, Scope.Scope>
+  readonly pullLines: (
+    options?: ChangesOptions
+  ) => Effect.Effect<Pull<LineItem | LiveRun | JournalLineRun>, never, Scope.Scope>
   /** Readers following the feed now. */
   readonly subscribers: () => number
 }
@@ -83,7 +109,7 @@ export const make = <A>(journal: Journal<A>, broadcast: Broadcast<A>, instrument
     format: ReaderFormat<A, C>,
     options: ChangesOptions,
     runs: boolean
-  ): Effect.Effect<Pull<C | Reset | CaughtUp | Progress | LiveRun>, never, Scope.Scope> =>
+  ): Effect.Effect<Pull<C | Reset | CaughtUp | Progress | LiveRun | JournalLineRun>, never, Scope.Scope> =>
     Effect.gen(function* () {
       const since = options.since ?? 0
       const cursorIn: Cursor = typeof since === "number" ? { seq: since } : since
@@ -93,11 +119,11 @@ export const make = <A>(journal: Journal<A>, broadcast: Broadcast<A>, instrument
         () => Effect.sync(() => subscribers--)
       )
       const outer = yield* Effect.scope
-      type Item = C | Reset | CaughtUp | Progress | LiveRun
+      type Item = C | Reset | CaughtUp | Progress | LiveRun | JournalLineRun
       const byBatch = runs && sessionId === undefined
       const pending: Array<Item> = []
       let phase: Scope.CloseableScope | undefined
-      let replay: Effect.Effect<Chunk.Chunk<C>, Option.Option<JournalReadError>> | undefined
+      let replay: Effect.Effect<Chunk.Chunk<C | JournalLineRun>, Option.Option<JournalReadError>> | undefined
       let cursor = 0
       let caughtUp = false
       let ended = false
@@ -112,13 +138,13 @@ export const make = <A>(journal: Journal<A>, broadcast: Broadcast<A>, instrument
           phase = yield* Scope.fork(outer, ExecutionStrategy.sequential)
           const head = yield* journal.headSeq
           cursor = from
-          replay =
-            from < head
-              ? yield* Scope.extend(
-                  Stream.toPull(instrument.replay(format.replay(journal, from, head), from, head)),
-                  phase
-                )
-              : undefined
+          if (from >= head) {
+            replay = undefined
+            return
+          }
+          const read =
+            (byBatch ? format.replayRuns?.(journal, from, head) : undefined) ?? format.replay(journal, from, head)
+          replay = yield* Scope.extend(Stream.toPull(instrument.replay(read, from, head)), phase)
         })
 
       const window = yield* journal.info
@@ -126,9 +152,18 @@ export const make = <A>(journal: Journal<A>, broadcast: Broadcast<A>, instrument
       if (reset !== undefined) pending.push(instrument.reset(reset))
       yield* startFrom(reset === undefined ? cursorIn.seq : reset.continueFrom)
 
-      const deliver = (items: Iterable<C>, out: Array<Item>): void => {
+      const deliver = (items: Iterable<C | JournalLineRun>, out: Array<Item>): void => {
         let passedOver = false
         for (const item of items) {
+          if (isRun(item)) {
+            // Only an unfiltered reader replays runs: every event of it is delivered.
+            const last = item.first + runLength(item) - 1
+            if (last <= cursor) continue
+            if (item.first > cursor + 1) break
+            out.push(item.first === cursor + 1 ? item : runAfter(item, cursor))
+            cursor = last
+            continue
+          }
           const seq = format.seqOf(item)
           if (seq <= cursor) continue
           // A hole: the rest comes again, from the journal or the buffer, on the next pull.
@@ -193,6 +228,8 @@ export const make = <A>(journal: Journal<A>, broadcast: Broadcast<A>, instrument
       })
       return pull
     })
+
+  const isRun = (item: unknown): item is JournalLineRun => (item as { _tag?: unknown })._tag === "LineRun"
 
   const follow = <C>(
     format: ReaderFormat<A, C>,

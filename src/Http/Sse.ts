@@ -4,6 +4,7 @@
  * epoch so a browser's automatic reconnect is epoch-checked.
  */
 import type { LiveBatch, LiveRun } from "../ChangeFeed.js"
+import type { JournalLineRun } from "../Journal.js"
 import { cursorPrefix, formatCursor } from "../Domain/Cursor.js"
 import { caughtUpText, failureText, progressText, resetText, type StreamFailure } from "../Domain/FeedFrame.js"
 import type { LineItem } from "../Domain/FeedItem.js"
@@ -33,6 +34,24 @@ const markerFrame = (epoch: string, item: Exclude<LineItem, { readonly _tag: "Ch
   }
 }
 
+/** Copies `source` from `start` to `end` into `target` at `at`: Buffer's copy on typed arrays, with no view of the part copied. */
+const copyBytes = Function.prototype.call.bind(Buffer.prototype.copy) as (
+  source: Uint8Array,
+  target: Uint8Array,
+  at: number,
+  start: number,
+  end: number
+) => number
+
+/** The number of decimal digits of a seq. */
+const digitsOf = (seq: number): number => {
+  let digits = 1
+  for (let rest = seq; rest >= 10; rest = Math.floor(rest / 10)) digits++
+  return digits
+}
+
+const DATA_FIELD = Buffer.from("\ndata: ", "latin1")
+
 /** Writes what follows a change's body in its frame (the JSON's closing brace, the frame's end); answers the end. */
 const closeChange = (frame: Uint8Array, at: number): number => {
   frame[at] = 0x7d // }
@@ -48,6 +67,9 @@ interface BatchFrames {
   readonly starts: Int32Array
 }
 
+/** What a connection's frames are made of: feed items, a live buffer's runs and the journal's. */
+export type FrameItem = LineItem | LiveRun | JournalLineRun
+
 /**
  * Renders feed items to the bytes of their SSE frames. A change's `data:` is its body copied from
  * its journal line, and the closing brace: the JSON is neither parsed nor encoded again, whether
@@ -55,13 +77,25 @@ interface BatchFrames {
  *
  * A live run (the rest of a broadcast batch, as an unfiltered reader at the tail takes it) is a
  * view of the batch's frames, made once into one buffer for every connection: no copy per
- * connection, whatever the batch's size. Anything else (markers, replayed events, a filtered
- * reader's events) is rendered into a buffer of the connection's own, one per stretch of items.
+ * connection, whatever the batch's size. A run of journal lines (what such a reader replays) is
+ * rendered straight from the bytes read into one buffer, with no object per event. Anything else
+ * (markers, events one by one, a filtered reader's events) is rendered into a buffer of the
+ * connection's own, one per stretch of items.
  */
 export const makeFrameEncoder = (epoch: string) => {
-  const idPrefix = `id: ${cursorPrefix(epoch)}`
-  /** What precedes a change's body in its frame. */
-  const changeHead = (seq: number): string => `${idPrefix}${seq}\ndata: `
+  const idPrefix = Buffer.from(`id: ${cursorPrefix(epoch)}`, "latin1")
+  /** The length of what precedes a change's body in its frame. */
+  const headLength = (seq: number): number => idPrefix.length + digitsOf(seq) + DATA_FIELD.length
+  /** Writes what precedes a change's body in its frame (`id:`, its cursor, `data: `); answers where it ends. */
+  const writeHead = (out: Uint8Array, at: number, seq: number): number => {
+    out.set(idPrefix, at)
+    at += idPrefix.length
+    const digits = digitsOf(seq)
+    for (let k = digits - 1, rest = seq; k >= 0; k--, rest = Math.floor(rest / 10)) out[at + k] = 48 + (rest % 10)
+    at += digits
+    out.set(DATA_FIELD, at)
+    return at + DATA_FIELD.length
+  }
   const batches = new WeakMap<LiveBatch<unknown>, BatchFrames>()
 
   const batchFrames = (batch: LiveBatch<unknown>): BatchFrames => {
@@ -72,13 +106,13 @@ export const makeFrameEncoder = (epoch: string) => {
     let size = 0
     for (let i = 0; i < items.length; i++) {
       starts[i] = size
-      size += changeHead(batch.first + i).length + items[i]!.line.body.length + 3
+      size += headLength(batch.first + i) + items[i]!.line.body.length + 3
     }
     starts[items.length] = size
     // A buffer of its own rather than a slice of Node's shared pool: it is kept as long as the batch.
     const bytes = Buffer.allocUnsafeSlow(size)
     for (let i = 0; i < items.length; i++) {
-      const at = starts[i]! + bytes.write(changeHead(batch.first + i), starts[i]!, "latin1")
+      const at = writeHead(bytes, starts[i]!, batch.first + i)
       const body = items[i]!.line.body
       bytes.set(body, at)
       closeChange(bytes, at + body.length)
@@ -88,37 +122,64 @@ export const makeFrameEncoder = (epoch: string) => {
     return frames
   }
 
-  /** Items `from` to `to` (none of them a live run) rendered into one buffer. */
-  const render = (items: ReadonlyArray<LineItem | LiveRun>, from: number, to: number): Uint8Array => {
-    const heads: Array<string> = new Array(to - from)
+  /** Items `from` to `to` (none of them a run) rendered into one buffer. */
+  const render = (items: ReadonlyArray<FrameItem>, from: number, to: number): Uint8Array => {
+    // Markers are rare and short: their frames are made as text; a change's head is written as bytes.
+    const markers: Array<string | undefined> = new Array(to - from)
     let size = 0
     for (let i = from; i < to; i++) {
       const item = items[i] as LineItem
-      const head = item._tag === "Change" ? changeHead(item.seq) : markerFrame(epoch, item)
-      heads[i - from] = head
-      size += head.length + (item._tag === "Change" ? item.body.length + 3 : 0)
+      if (item._tag === "Change") {
+        size += headLength(item.seq) + item.body.length + 3
+      } else {
+        const marker = markerFrame(epoch, item)
+        markers[i - from] = marker
+        size += marker.length
+      }
     }
     const out = Buffer.allocUnsafe(size)
     let at = 0
     for (let i = from; i < to; i++) {
-      at += out.write(heads[i - from]!, at, "latin1")
       const item = items[i] as LineItem
       if (item._tag === "Change") {
+        at = writeHead(out, at, item.seq)
         out.set(item.body, at)
         at = closeChange(out, at + item.body.length)
+      } else {
+        at += out.write(markers[i - from]!, at, "latin1")
       }
     }
     return out
   }
 
-  return (items: ReadonlyArray<LineItem | LiveRun>): Array<Uint8Array> => {
+  /** A run of journal lines rendered into one buffer, each body copied from where it lies in the run's bytes. */
+  const runFrames = (run: JournalLineRun): Uint8Array => {
+    const { bodyEnds, bytes, ends } = run.lines
+    let size = 0
+    for (let i = 0, start = 0; i < ends.length; start = ends[i]! + 1, i++) {
+      size += headLength(run.first + i) + bodyEnds[i]! - start + 3
+    }
+    const out = Buffer.allocUnsafe(size)
+    let at = 0
+    for (let i = 0, start = 0; i < ends.length; start = ends[i]! + 1, i++) {
+      at = writeHead(out, at, run.first + i)
+      at = closeChange(out, at + copyBytes(bytes, out, at, start, bodyEnds[i]!))
+    }
+    return out
+  }
+
+  return (items: ReadonlyArray<FrameItem>): Array<Uint8Array> => {
     const out: Array<Uint8Array> = []
     let from = 0
     for (let i = 0; i < items.length; i++) {
       const item = items[i]!
-      if (item._tag !== "LiveRun") continue
+      if (item._tag !== "LiveRun" && item._tag !== "LineRun") continue
       if (from < i) out.push(render(items, from, i))
       from = i + 1
+      if (item._tag === "LineRun") {
+        out.push(runFrames(item))
+        continue
+      }
       const frames = batchFrames(item.batch)
       const index = item.from - item.batch.first
       out.push(index === 0 ? frames.bytes : frames.bytes.subarray(frames.starts[index]!))

@@ -7,7 +7,8 @@
  * and at most one sync, rotating to a new segment past the segment size; reads are
  * `SegmentReads.ts`. `store` keeps many accounts' journals under one root directory.
  */
-import { FileSystem, Path } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as Path from "@effect/platform/Path"
 import { Clock, Effect, Either, Exit, Option, Schedule, type Schema, Scope } from "effect"
 import { type AccountId, DEFAULT_ACCOUNT, parseAccountId } from "../Domain/Account.js"
 import {
@@ -332,7 +333,8 @@ const open = <A, I>(
       info,
       append,
       read: reads.read,
-      readLines: reads.readLines
+      readLines: reads.readLines,
+      readLineRuns: reads.readLineRuns
     }
     return journal
   })

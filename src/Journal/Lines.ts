@@ -91,25 +91,25 @@ const QUOTE = 0x22
 const BACKSLASH = 0x5c
 const CLOSE_BRACE = 0x7d
 
-/** Whether a line ends in a checksum field (what `verifyChecksum` then checks). */
-export const hasChecksum = (bytes: Uint8Array): boolean => {
-  const n = bytes.length
-  return (
-    n >= CRC_SUFFIX + 2 &&
-    bytes[n - 1] === CLOSE_BRACE &&
-    bytes[n - 2] === QUOTE &&
-    matchAt(bytes, n - CRC_SUFFIX, CRC_OPEN)
-  )
-}
+/**
+ * Whether a line ends in a checksum field (what `verifyChecksum` then checks). The line is
+ * `bytes` from `start` to `end` (all of them by default), here and in the other readers of a
+ * line that take both: so that lines are read where they lie in a chunk, without a view of each.
+ */
+export const hasChecksum = (bytes: Uint8Array, start = 0, end = bytes.length): boolean =>
+  end - start >= CRC_SUFFIX + 2 &&
+  bytes[end - 1] === CLOSE_BRACE &&
+  bytes[end - 2] === QUOTE &&
+  matchAt(bytes, end - CRC_SUFFIX, CRC_OPEN)
 
 /**
  * Checks a line's checksum: answers where the checksummed part ends (the checksum field's
  * start), `-1` for a line without one (written by the original or an earlier version), or why
  * the line fails.
  */
-export const verifyChecksum = (bytes: Uint8Array): number | string => {
-  if (!hasChecksum(bytes)) return -1
-  const end = bytes.length - CRC_SUFFIX
+export const verifyChecksum = (bytes: Uint8Array, start = 0, lineEnd = bytes.length): number | string => {
+  if (!hasChecksum(bytes, start, lineEnd)) return -1
+  const end = lineEnd - CRC_SUFFIX
   const digits = end + CRC_OPEN.length
   let stored = 0
   for (let i = digits; i < digits + 8; i++) {
@@ -118,7 +118,7 @@ export const verifyChecksum = (bytes: Uint8Array): number | string => {
     if (nibble < 0) return "field `crc` is not 8 lowercase hex digits"
     stored = stored * 16 + nibble
   }
-  const actual = crc32(bytes.subarray(0, end))
+  const actual = crc32(bytes.subarray(start, end))
   return actual === stored
     ? end
     : `checksum mismatch: the line changed after it was written (crc ${hex(stored)}, the bytes give ${hex(actual)})`
@@ -318,16 +318,17 @@ export const peekSeq = (line: string): number | undefined => {
 }
 
 /** `peekSeq` on a line's bytes. */
-export const peekSeqBytes = (bytes: Uint8Array): number | undefined => {
-  if (!matchAt(bytes, 0, SEQ_OPEN)) return undefined
+export const peekSeqBytes = (bytes: Uint8Array, start = 0, end = bytes.length): number | undefined => {
+  if (!matchAt(bytes, start, SEQ_OPEN)) return undefined
   let seq = 0
-  let i = SEQ_OPEN.length
-  for (; i < bytes.length && i < 24; i++) {
+  const from = start + SEQ_OPEN.length
+  let i = from
+  for (; i < end && i < start + 24; i++) {
     const c = bytes[i]!
     if (c < 48 || c > 57) break
     seq = seq * 10 + (c - 48)
   }
-  return i > SEQ_OPEN.length && bytes[i] === 44 /* , */ ? seq : undefined
+  return i > from && bytes[i] === 44 /* , */ ? seq : undefined
 }
 
 /** A line as text and bytes, with the byte offset where it starts in its file. */
@@ -437,18 +438,33 @@ export class LineSplitter extends Splitter<Line> {
   }
 }
 
-/** Lines as bytes, passed on without decoding (the bytes are views of the chunk, not copies). */
-export class ByteLineSplitter extends Splitter<ByteLine> {
+/**
+ * Complete lines as bytes, as one block per run of them (a view of the chunk, its lines separated
+ * by newlines, the last one without), for readers that go through the lines where they lie.
+ * Control bytes are looked for in the whole block at once; a line of a block with one checks itself.
+ */
+export class ByteBlockSplitter extends Splitter<ByteLine> {
   protected split(complete: Uint8Array, base: number): Array<ByteLine> | undefined {
     if (!isUtf8(complete)) return undefined
-    // Control bytes are looked for in the whole run at once; a line of a run with one checks itself.
-    const controlFree = !hasControlByte(complete)
+    return [{ bytes: complete, offset: base, controlFree: !hasControlByte(complete) }]
+  }
+}
+
+/** Where the line starting at `start` in a block ends (its newline, or the block's end). */
+export const lineEndIn = (block: Uint8Array, start: number): number => {
+  const end = findByte(block, NEWLINE, start)
+  return end < 0 ? block.length : end
+}
+
+/** Lines as bytes, passed on without decoding (the bytes are views of the chunk, not copies). */
+export class ByteLineSplitter extends ByteBlockSplitter {
+  protected override split(complete: Uint8Array, base: number): Array<ByteLine> | undefined {
+    const block = super.split(complete, base)?.[0]
+    if (block === undefined) return undefined
     const lines: Array<ByteLine> = []
-    let start = 0
-    while (start <= complete.length) {
-      let end = complete.indexOf(NEWLINE, start)
-      if (end < 0) end = complete.length
-      lines.push({ bytes: complete.subarray(start, end), offset: base + start, controlFree })
+    for (let start = 0; start <= complete.length;) {
+      const end = lineEndIn(complete, start)
+      lines.push({ bytes: complete.subarray(start, end), offset: base + start, controlFree: block.controlFree })
       start = end + 1
     }
     return lines
@@ -472,9 +488,9 @@ const matchAt = (bytes: Uint8Array, at: number, expected: Uint8Array): boolean =
   return true
 }
 
-/** Index of the quote closing a JSON string that starts at `from`; -1 if it holds an escape or never closes. */
-const plainStringEnd = (bytes: Uint8Array, from: number): number => {
-  for (let i = from; i < bytes.length; i++) {
+/** Index of the quote closing a JSON string that starts at `from` before `end`; -1 if it holds an escape or never closes. */
+const plainStringEnd = (bytes: Uint8Array, from: number, end: number): number => {
+  for (let i = from; i < end; i++) {
     const b = bytes[i]!
     if (b === QUOTE) return i
     if (b === BACKSLASH) return -1
@@ -483,23 +499,54 @@ const plainStringEnd = (bytes: Uint8Array, from: number): number => {
 }
 
 /**
- * A checksummed line as a reader's item, read in place from the layout this codec writes
- * (`{"seq":N,"ts":"…",("session_id":"…",)"event":{…}(,"key":"…"),"crc":"…"}`): its body is a
- * view of the line. The checksum vouches that the bytes are what the encoder wrote (JSON, line
- * separators escaped), so the line is not parsed. What could still break a frame if someone
- * wrote a line by hand, checksum and all, is checked anyway: a raw control byte (such a line's
- * JSON may be wrong in other ways, which the frame carries to the client as it is). Answers why
- * the line is invalid when its checksum fails, and `undefined` for a line it cannot vouch for
- * (no checksum, another layout, an escaped session id), which `readParsed` reads.
- * `controlFree` says the caller already knows the line holds no control byte.
+ * Where the fields of a line in this codec's layout lie, as `scanLayout` last found them (one
+ * record, rewritten by every scan, so that scanning a line allocates nothing).
  */
+export interface LineLayout {
+  readonly seq: number
+  /** The session id's text is `sessionFrom` to `sessionTo` (-1 when the line has none). */
+  readonly sessionFrom: number
+  readonly sessionTo: number
+  /** The idempotency key's text is `keyFrom` to `keyTo` (-1 when the line has none). */
+  readonly keyFrom: number
+  readonly keyTo: number
+  /** Where the line's body (its wire JSON less the closing brace) ends. */
+  readonly bodyEnd: number
+}
+
+const layout = { seq: 0, sessionFrom: -1, sessionTo: -1, keyFrom: -1, keyTo: -1, bodyEnd: 0 }
+
+/**
+ * A checksummed line read in place from the layout this codec writes
+ * (`{"seq":N,"ts":"…",("session_id":"…",)"event":{…}(,"key":"…"),"crc":"…"}`): where its
+ * fields lie (the shared `LineLayout`, valid until the next scan). The checksum vouches that the
+ * bytes are what the encoder wrote (JSON, line separators escaped), so the line is not parsed.
+ * What could still break a frame if someone wrote a line by hand, checksum and all, is checked
+ * anyway: a raw control byte (such a line's JSON may be wrong in other ways, which the frame
+ * carries to the client as it is). Answers why the line is invalid when its checksum fails, and
+ * `undefined` for a line it cannot vouch for (no checksum, another layout, an escaped session
+ * id), which `readParsed` reads. `controlFree` says the caller already knows the line holds no
+ * control byte.
+ */
+export const scanInPlace = (
+  bytes: Uint8Array,
+  start: number,
+  end: number,
+  controlFree: boolean
+): LineLayout | string | undefined => {
+  const checked = verifyChecksum(bytes, start, end)
+  if (typeof checked === "string") return checked
+  if (checked < 0 || !(controlFree || !hasControlByte(bytes.subarray(start, end)))) return undefined
+  return scanLayout(bytes, start, end, checked, true) ? layout : undefined
+}
+
+/** A checksummed line as a reader's item, read in place (`scanInPlace`): its body is a view of the line. */
 export const readInPlace = (
   bytes: Uint8Array,
   controlFree: boolean = !hasControlByte(bytes)
 ): StoredLine | string | undefined => {
-  const checked = verifyChecksum(bytes)
-  if (typeof checked === "string") return checked
-  return checked < 0 || !controlFree ? undefined : locate(bytes, checked, true)
+  const scanned = scanInPlace(bytes, 0, bytes.length, controlFree)
+  return scanned === undefined || typeof scanned === "string" ? scanned : lineOf(bytes, scanned)
 }
 
 /**
@@ -511,7 +558,7 @@ export const readInPlace = (
 export const readParsed = (bytes: Uint8Array, controlFree: boolean = !hasControlByte(bytes)): StoredLine | string => {
   const parsed = parseEnvelope(bytes)
   if (typeof parsed === "string") return parsed
-  const inPlace = controlFree ? locate(bytes, parsed.checked < 0 ? bytes.length - 1 : parsed.checked, false) : undefined
+  const inPlace = controlFree ? locate(bytes, parsed.checked < 0 ? bytes.length - 1 : parsed.checked) : undefined
   if (inPlace !== undefined) return inPlace
   const json = escapeSeparators(
     JSON.stringify(
@@ -531,57 +578,97 @@ export const readParsed = (bytes: Uint8Array, controlFree: boolean = !hasControl
 }
 
 /**
- * The item of a line in this codec's layout whose fields before the line's closing brace (or its
- * checksum field) end at `end`; `undefined` when the line is not in that layout. A line the
- * checksum `vouched` for is what the encoder wrote: its event ends where its key or checksum
- * begins and holds no raw line separator. Any other line is looked at more closely: its
- * brackets must close where its event ends (it may hold fields after it), and the separators an
- * earlier version left raw are escaped.
+ * Whether the line `bytes` from `start` to `lineEnd` is in this codec's layout, with its fields
+ * before the line's closing brace (or its checksum field) ending at `end`; where they lie goes
+ * into `layout`. A line the checksum `vouched` for is what the encoder wrote: its event ends where
+ * its key or checksum begins and holds no raw line separator. Any other line is looked at more
+ * closely: its brackets must close where its event ends (it may hold fields after it).
  */
-const locate = (bytes: Uint8Array, end: number, vouched: boolean): StoredLine | undefined => {
-  if (!matchAt(bytes, 0, SEQ_OPEN) || bytes[bytes.length - 1] !== CLOSE_BRACE) return undefined
+const scanLayout = (bytes: Uint8Array, start: number, lineEnd: number, end: number, vouched: boolean): boolean => {
+  if (!matchAt(bytes, start, SEQ_OPEN) || bytes[lineEnd - 1] !== CLOSE_BRACE) return false
   let seq = 0
-  let i = SEQ_OPEN.length
-  for (; i < bytes.length && i < SEQ_OPEN.length + 16; i++) {
+  let i = start + SEQ_OPEN.length
+  for (; i < lineEnd && i < start + SEQ_OPEN.length + 16; i++) {
     const c = bytes[i]!
     if (c < 48 || c > 57) break
     seq = seq * 10 + (c - 48)
   }
-  if (i === SEQ_OPEN.length || seq < 1 || !Number.isSafeInteger(seq) || !matchAt(bytes, i, TS_OPEN)) return undefined
-  const tsEnd = plainStringEnd(bytes, i + TS_OPEN.length)
-  if (tsEnd < 0) return undefined
-  let sessionId: string | undefined = undefined
+  if (i === start + SEQ_OPEN.length || seq < 1 || !Number.isSafeInteger(seq) || !matchAt(bytes, i, TS_OPEN)) {
+    return false
+  }
+  const tsEnd = plainStringEnd(bytes, i + TS_OPEN.length, lineEnd)
+  if (tsEnd < 0) return false
+  let sessionFrom = -1
+  let sessionTo = -1
   let next = tsEnd + 1
   if (matchAt(bytes, next, SESSION_OPEN)) {
-    const from = next + SESSION_OPEN.length
-    const stop = plainStringEnd(bytes, from)
-    if (stop < 0) return undefined
-    sessionId = textOf(bytes, from, stop)
-    next = stop + 1
+    sessionFrom = next + SESSION_OPEN.length
+    sessionTo = plainStringEnd(bytes, sessionFrom, lineEnd)
+    if (sessionTo < 0) return false
+    next = sessionTo + 1
   }
-  if (!matchAt(bytes, next, EVENT_OPEN)) return undefined
+  if (!matchAt(bytes, next, EVENT_OPEN)) return false
   // The event ends where the key field begins, if there is one, or at `end`.
   let bodyEnd = end
-  let key: string | undefined = undefined
+  let keyFrom = -1
+  let keyTo = -1
   if (bytes[end - 1] === QUOTE) {
     const open = bytes.lastIndexOf(QUOTE, end - 2)
     const fieldStart = open - KEY_OPEN.length + 1
-    if (open < 0 || !matchAt(bytes, fieldStart, KEY_OPEN)) return undefined
-    key = textOf(bytes, open + 1, end - 1)
-    if (!KEY_PATTERN.test(key)) return undefined
+    if (open < start || !matchAt(bytes, fieldStart, KEY_OPEN)) return false
+    keyFrom = open + 1
+    keyTo = end - 1
+    if (!isKeyText(bytes, keyFrom, keyTo)) return false
     bodyEnd = fieldStart
   }
-  if (vouched ? bytes[bodyEnd - 1] !== CLOSE_BRACE : !closesAt(bytes, next + EVENT_OPEN.length - 1, bodyEnd - 1))
-    return undefined
-  const body = bytes.subarray(0, bodyEnd)
-  const separator = vouched ? -1 : separatorAt(body)
-  return {
-    _tag: "Change",
-    seq,
-    sessionId,
-    body: separator < 0 ? body : escapeSeparatorBytes(body, separator),
-    key
+  if (vouched ? bytes[bodyEnd - 1] !== CLOSE_BRACE : !closesAt(bytes, next + EVENT_OPEN.length - 1, bodyEnd - 1)) {
+    return false
   }
+  layout.seq = seq
+  layout.sessionFrom = sessionFrom
+  layout.sessionTo = sessionTo
+  layout.keyFrom = keyFrom
+  layout.keyTo = keyTo
+  layout.bodyEnd = bodyEnd
+  return true
+}
+
+/** Whether `bytes` from `from` to `to` are an idempotency key (`KEY_PATTERN`, byte by byte). */
+const isKeyText = (bytes: Uint8Array, from: number, to: number): boolean => {
+  if (to - from < 1 || to - from > 128) return false
+  for (let i = from; i < to; i++) {
+    const b = bytes[i]!
+    const ok =
+      (b >= 0x30 && b <= 0x3a) || // 0-9 :
+      (b >= 0x41 && b <= 0x5a) ||
+      (b >= 0x61 && b <= 0x7a) ||
+      b === 0x2e || // .
+      b === 0x5f || // _
+      b === 0x2d // -
+    if (!ok) return false
+  }
+  return true
+}
+
+/** The item of a line (its own bytes, from 0) whose layout was just scanned. */
+const lineOf = (bytes: Uint8Array, scanned: LineLayout): StoredLine => ({
+  _tag: "Change",
+  seq: scanned.seq,
+  sessionId: scanned.sessionFrom < 0 ? undefined : textOf(bytes, scanned.sessionFrom, scanned.sessionTo),
+  body: bytes.subarray(0, scanned.bodyEnd),
+  key: scanned.keyFrom < 0 ? undefined : textOf(bytes, scanned.keyFrom, scanned.keyTo)
+})
+
+/**
+ * The item of a line in this codec's layout that the checksum did not vouch for, its fields
+ * before the line's closing brace (or its checksum field) ending at `end`; `undefined` when the
+ * line is not in that layout. The separators an earlier version left raw are escaped.
+ */
+const locate = (bytes: Uint8Array, end: number): StoredLine | undefined => {
+  if (!scanLayout(bytes, 0, bytes.length, end, false)) return undefined
+  const line = lineOf(bytes, layout)
+  const separator = separatorAt(line.body)
+  return separator < 0 ? line : { ...line, body: escapeSeparatorBytes(line.body, separator) }
 }
 
 const isControl = (b: number) => b < 0x20 && b !== NEWLINE

@@ -1,29 +1,56 @@
 /**
  * Reads of a file journal's segments: from a cursor to a target seq, segment after segment, in
- * bounded chunks with the next chunk read ahead, each line either decoded (`read`) or taken as
- * its wire bytes (`readLines`). A read checks what it passes over: UTF-8, checksums, contiguous
- * seqs, missing segments (pruned under the reader: `JournalPruned`; otherwise corruption).
+ * bounded chunks with the next chunk read ahead, each line either decoded (`read`), taken as
+ * its wire bytes (`readLines`), or taken with the lines around it as one run of a chunk's bytes
+ * (`readLineRuns`). A read checks what it passes over: UTF-8, checksums, contiguous seqs, missing
+ * segments (pruned under the reader: `JournalPruned`; otherwise corruption).
  */
-import type { FileSystem } from "@effect/platform"
+import type * as FileSystem from "@effect/platform/FileSystem"
 import { Chunk, Effect, Fiber, Option, Runtime, type Scope, Stream } from "effect"
-import type { JournalEvent, JournalLine } from "../Journal.js"
+import type { JournalEvent, JournalLine, JournalLineRun } from "../Journal.js"
 import { JournalCorrupt, JournalIoError, JournalPruned, type JournalReadError } from "./Errors.js"
 import {
+  ByteBlockSplitter,
   type ByteLine,
   ByteLineSplitter,
   hasControlByte,
   type Line,
   type LineCodec,
   LineSplitter,
+  lineEndIn,
   peekSeq,
   peekSeqBytes,
   readInPlace,
   readParsed,
+  scanInPlace,
   type Splitter
 } from "./Lines.js"
 import { type Segment, segmentIndexFor } from "./Segment.js"
 
-/** How one kind of read turns a segment's lines into items. */
+/** What a read of a segment makes of each line's seq (`admit`). */
+type Admitted = "skip" | "take" | "last" | JournalCorrupt
+
+/** The state of one segment's read, as a format taking a chunk's lines sees it. */
+interface SegmentRead {
+  /** The read's cursor: lines at or below it are skipped. */
+  readonly since: number
+  /** Whether no line has been taken yet (lines below the cursor can only come then). */
+  readonly skipping: () => boolean
+  /** Checks a line's seq and moves the read past it: skip it, take it, take it as the last, or corruption. */
+  readonly admit: (seq: number, offset: number) => Admitted
+  readonly corrupt: (offset: number, reason: string) => JournalCorrupt
+}
+
+/**
+ * How one kind of read takes what a chunk's splitter answers (a line, or a block of lines): its
+ * items go into `out`; answers "done" once the read's target is taken, a corruption, or nothing.
+ */
+interface ReadFormat<L, T> {
+  readonly splitter: () => Splitter<L>
+  readonly take: (piece: L, read: SegmentRead, out: Array<T>) => "done" | JournalCorrupt | undefined
+}
+
+/** How a read that makes one item per line turns a line into its item. */
 interface LineFormat<L extends { readonly offset: number }, T> {
   readonly splitter: () => Splitter<L>
   /** The seq of a line without parsing it, to skip lines below the cursor; `undefined` to parse. */
@@ -40,6 +67,24 @@ const decodedFormat = <A>(codec: LineCodec<A>): LineFormat<Line, JournalEvent<A>
   seqOf: (event) => event.seq
 })
 
+/** A format of one item per line, as a `ReadFormat`. */
+const perLine = <L extends { readonly offset: number }, T>(format: LineFormat<L, T>): ReadFormat<L, T> => ({
+  splitter: format.splitter,
+  take: (line, read, out) => {
+    if (read.skipping()) {
+      const peeked = format.peek(line)
+      if (peeked !== undefined && peeked <= read.since) return undefined
+    }
+    const item = format.parse(line)
+    if (typeof item === "string") return read.corrupt(line.offset, item)
+    const admitted = read.admit(format.seqOf(item), line.offset)
+    if (typeof admitted === "object") return admitted
+    if (admitted === "skip") return undefined
+    out.push(item)
+    return admitted === "last" ? "done" : undefined
+  }
+})
+
 const rawFormat: LineFormat<ByteLine, JournalLine> = {
   splitter: () => new ByteLineSplitter(),
   peek: (line) => peekSeqBytes(line.bytes),
@@ -49,6 +94,83 @@ const rawFormat: LineFormat<ByteLine, JournalLine> = {
     return readInPlace(line.bytes, controlFree) ?? readParsed(line.bytes, controlFree)
   },
   seqOf: (line) => line.seq
+}
+
+/**
+ * Lines in runs: a block's lines that `scanInPlace` vouches for, one after the other, are one
+ * `JournalLineRun` over the block's bytes, with no object per line; a line it cannot vouch for
+ * is read as `readLines` reads it, between runs.
+ */
+const runFormat: ReadFormat<ByteLine, JournalLineRun | JournalLine> = {
+  splitter: () => new ByteBlockSplitter(),
+  take: (block, read, out) => {
+    const bytes = block.bytes
+    let runStart = -1
+    let first = 0
+    let ends: Array<number> = []
+    let bodyEnds: Array<number> = []
+    const flush = () => {
+      if (runStart < 0) return
+      const last = ends[ends.length - 1]!
+      out.push({ _tag: "LineRun", first, lines: { bytes: bytes.subarray(runStart, runStart + last), ends, bodyEnds } })
+      runStart = -1
+      ends = []
+      bodyEnds = []
+    }
+    for (let start = 0; start <= bytes.length;) {
+      const end = lineEndIn(bytes, start)
+      const offset = block.offset + start
+      const next = end + 1
+      if (read.skipping()) {
+        const peeked = peekSeqBytes(bytes, start, end)
+        if (peeked !== undefined && peeked <= read.since) {
+          start = next
+          continue
+        }
+      }
+      const scanned = scanInPlace(bytes, start, end, block.controlFree)
+      if (typeof scanned === "string") {
+        flush()
+        return read.corrupt(offset, scanned)
+      }
+      let admitted: Admitted
+      if (scanned !== undefined) {
+        const bodyEnd = scanned.bodyEnd
+        admitted = read.admit(scanned.seq, offset)
+        if (admitted === "take" || admitted === "last") {
+          if (runStart < 0) {
+            runStart = start
+            first = scanned.seq
+          }
+          ends.push(end - runStart)
+          bodyEnds.push(bodyEnd - runStart)
+        }
+      } else {
+        const line = bytes.subarray(start, end)
+        const item = readParsed(line, block.controlFree || !hasControlByte(line))
+        if (typeof item === "string") {
+          flush()
+          return read.corrupt(offset, item)
+        }
+        admitted = read.admit(item.seq, offset)
+        if (admitted === "take" || admitted === "last") {
+          flush()
+          out.push(item)
+        }
+      }
+      if (typeof admitted === "object") {
+        flush()
+        return admitted
+      }
+      if (admitted === "last") {
+        flush()
+        return "done"
+      }
+      start = next
+    }
+    flush()
+    return undefined
+  }
 }
 
 /** What the reads need of the open journal: its files, and its segments and head as they are now. */
@@ -64,15 +186,12 @@ export interface SegmentFiles {
 export interface SegmentReads<A> {
   readonly read: (since: number, upTo?: number) => Stream.Stream<JournalEvent<A>, JournalReadError>
   readonly readLines: (since: number, upTo?: number) => Stream.Stream<JournalLine, JournalReadError>
+  readonly readLineRuns: (since: number, upTo?: number) => Stream.Stream<JournalLineRun | JournalLine, JournalReadError>
 }
 
 export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): SegmentReads<A> => {
   const { at, chunkBytes, fs } = files
-  const readAs = <L extends { readonly offset: number }, T>(
-    format: LineFormat<L, T>,
-    since: number,
-    upTo?: number
-  ): Stream.Stream<T, JournalReadError> =>
+  const readAs = <L, T>(format: ReadFormat<L, T>, since: number, upTo?: number): Stream.Stream<T, JournalReadError> =>
     Stream.suspend(() => {
       const head = files.head()
       const target = Math.min(upTo ?? head, head)
@@ -137,8 +256,8 @@ export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): S
       })
     )
 
-  const readSegment = <L extends { readonly offset: number }, T>(
-    format: LineFormat<L, T>,
+  const readSegment = <L, T>(
+    format: ReadFormat<L, T>,
     file: string,
     expected: () => number,
     advance: (seq: number) => void,
@@ -158,6 +277,20 @@ export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): S
         const startRead = Runtime.runFork(yield* Effect.runtime<never>())
         let ahead: Fiber.RuntimeFiber<Option.Option<Uint8Array>, Option.Option<JournalReadError>> | undefined
         yield* Effect.addFinalizer(() => (ahead === undefined ? Effect.void : Fiber.interrupt(ahead)))
+        const read: SegmentRead = {
+          since,
+          // Lines at or below the cursor only come before the first one delivered.
+          skipping: () => expected() === since + 1,
+          admit: (seq, offset) => {
+            if (seq <= since) return "skip"
+            if (seq !== expected()) {
+              return new JournalCorrupt({ file, offset, reason: `seq ${seq} where ${expected()} was expected` })
+            }
+            advance(seq)
+            return seq >= target ? "last" : "take"
+          },
+          corrupt: (offset, reason) => new JournalCorrupt({ file, offset, reason })
+        }
         let done = false
         // A bad line found after good ones in the same chunk: the good ones are delivered first, then this.
         let failure: JournalReadError | undefined
@@ -183,33 +316,16 @@ export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): S
             ? undefined
             : new JournalCorrupt({ file, offset: split.invalidUtf8At, reason: "line is not valid UTF-8" })
           const out: Array<T> = []
-          for (const line of lines) {
-            // Lines at or below the cursor only come before the first one delivered.
-            if (expected() === since + 1) {
-              const peeked = format.peek(line)
-              if (peeked !== undefined && peeked <= since) continue
-            }
-            const item = format.parse(line)
-            if (typeof item === "string") {
-              bad = new JournalCorrupt({ file, offset: line.offset, reason: item })
-              break
-            }
-            const seq = format.seqOf(item)
-            if (seq <= since) continue
-            if (seq !== expected()) {
-              bad = new JournalCorrupt({
-                file,
-                offset: line.offset,
-                reason: `seq ${seq} where ${expected()} was expected`
-              })
-              break
-            }
-            out.push(item)
-            advance(seq)
-            if (seq >= target) {
+          for (const piece of lines) {
+            const taken = format.take(piece, read, out)
+            if (taken === "done") {
               // Whatever follows the target (even a bad line) is not part of this read.
               done = true
               bad = undefined
+              break
+            }
+            if (taken !== undefined) {
+              bad = taken
               break
             }
           }
@@ -224,9 +340,11 @@ export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): S
       })
     )
 
-  const decoded = decodedFormat(codec)
+  const decoded = perLine(decodedFormat(codec))
+  const raw = perLine(rawFormat)
   return {
     read: (since, upTo) => readAs(decoded, since, upTo),
-    readLines: (since, upTo) => readAs(rawFormat, since, upTo)
+    readLines: (since, upTo) => readAs(raw, since, upTo),
+    readLineRuns: (since, upTo) => readAs(runFormat, since, upTo)
   }
 }

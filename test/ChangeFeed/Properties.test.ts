@@ -4,15 +4,16 @@
  * rotation with pruning underneath, every reader receives exactly the events after its
  * cursor, in order, once each, up to the head — or a reset (the right one) and then exactly
  * the events after the reset's `continueFrom`. Readers run concurrently with the recording.
- * Readers follow either `changes` (decoded events) or `changeLines` (journal lines, each
- * checked to be the JSON of the event at its seq).
+ * Readers follow `changes` (decoded events), `changeLines` (journal lines, each checked to be
+ * the JSON of the event at its seq) or `pullLines` (what the SSE stream reads: runs of journal
+ * lines in replay, whole broadcast batches live, each event in them checked as a line).
  */
 import { describe, it, assert } from "@effect/vitest"
 import { Effect, FastCheck as fc, Schema, Stream } from "effect"
 import type { ChangeFeedService, ChangesOptions } from "../../src/ChangeFeed.js"
 import { AgentEvent } from "../../src/Domain/AgentEvent.js"
 import { ChangeEvent } from "../../src/Domain/ChangeEvent.js"
-import { type FeedItem, type ResetReason, wireJson } from "../../src/Domain/FeedItem.js"
+import { type FeedItem, type LineChange, type ResetReason, wireJson } from "../../src/Domain/FeedItem.js"
 import {
   delivered,
   Env,
@@ -38,7 +39,7 @@ type Command =
       readonly epoch: "none" | "same" | "wrong"
       /** Wait for the journal to catch up and for the reader to start before going on. */
       readonly settled: boolean
-      readonly via: "changes" | "changeLines"
+      readonly via: "changes" | "changeLines" | "pullLines"
     }
   | { readonly _tag: "Restart" }
 
@@ -58,7 +59,7 @@ const command: fc.Arbitrary<Command> = fc.oneof(
       at: fc.nat({ max: 1_000 }),
       epoch: fc.constantFrom("none" as const, "same" as const, "wrong" as const),
       settled: fc.boolean(),
-      via: fc.constantFrom("changes" as const, "changeLines" as const)
+      via: fc.constantFrom("changes" as const, "changeLines" as const, "pullLines" as const)
     })
   },
   { weight: 1, arbitrary: fc.constant({ _tag: "Restart" as const }) }
@@ -74,13 +75,50 @@ const linesAsChanges = (
   feed: ChangeFeedService<AgentEvent>,
   options: ChangesOptions
 ): Stream.Stream<FeedItem<AgentEvent>, unknown> =>
-  Stream.map(feed.changeLines(options), (item) => {
-    if (item._tag !== "Change") return item
-    const change = decodeLine(new TextDecoder().decode(wireJson(item)))
-    assert.strictEqual(change.seq, item.seq, "a line's seq is the seq it is delivered at")
-    assert.strictEqual(change.session_id, item.sessionId, "a line's session is the session it is delivered with")
-    return { _tag: "Change" as const, change }
-  })
+  Stream.map(feed.changeLines(options), (item) => (item._tag === "Change" ? lineAsChange(item) : item))
+
+const lineAsChange = (item: LineChange): FeedItem<AgentEvent> => {
+  const change = decodeLine(new TextDecoder().decode(wireJson(item)))
+  assert.strictEqual(change.seq, item.seq, "a line's seq is the seq it is delivered at")
+  assert.strictEqual(change.session_id, item.sessionId, "a line's session is the session it is delivered with")
+  return { _tag: "Change" as const, change }
+}
+
+/**
+ * `pullLines` seen as `changes`: every event of a run of journal lines and of a live batch's run
+ * taken out one by one, its body decoded and checked against the seq it holds in the run.
+ */
+const pulledAsChanges = (
+  feed: ChangeFeedService<AgentEvent>,
+  options: ChangesOptions
+): Stream.Stream<FeedItem<AgentEvent>, unknown> =>
+  Stream.unwrapScoped(Effect.map(feed.pullLines(options), (pull) => Stream.repeatEffectChunkOption(pull))).pipe(
+    Stream.mapConcat((item): Array<FeedItem<AgentEvent>> => {
+      switch (item._tag) {
+        case "LiveRun":
+          return item.batch.items.slice(item.from - item.batch.first).map((live) => lineAsChange(live.line))
+        case "LineRun": {
+          const { bodyEnds, bytes, ends } = item.lines
+          return ends.map((_, i) => {
+            const body = bytes.subarray(i === 0 ? 0 : ends[i - 1]! + 1, bodyEnds[i]!)
+            const change = decodeLine(new TextDecoder().decode(body) + "}")
+            assert.strictEqual(change.seq, item.first + i, "an event of a run holds the seq of its place in the run")
+            return { _tag: "Change" as const, change }
+          })
+        }
+        case "Change":
+          return [lineAsChange(item)]
+        default:
+          return [item]
+      }
+    })
+  )
+
+const readersBy = {
+  changes: (feed: ChangeFeedService<AgentEvent>, options: ChangesOptions) => feed.changes(options),
+  changeLines: linesAsChanges,
+  pullLines: pulledAsChanges
+}
 
 interface Tracked {
   readonly reader: Reader<AgentEvent>
@@ -204,10 +242,7 @@ describe("properties", () => {
               const cursor = cmd.at % (head + 4)
               const since: ChangesOptions["since"] =
                 cmd.epoch === "none" ? cursor : { epoch: cmd.epoch === "same" ? feed.epoch : "ffff", seq: cursor }
-              const reader = yield* follow(
-                cmd.via === "changes" ? feed.changes({ since }) : linesAsChanges(feed, { since }),
-                cursor
-              )
+              const reader = yield* follow(readersBy[cmd.via](feed, { since }), cursor)
               let expected: Tracked["expected"] = undefined
               if (cmd.settled) {
                 // Nothing moves the window until the reader has decided: its reset is predictable.

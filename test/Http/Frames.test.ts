@@ -1,11 +1,15 @@
 /**
- * The SSE frames of live batches: a run of a batch is a view of the batch's frames, made once,
- * and reads exactly as the same events rendered one by one.
+ * The SSE frames of runs: a run of a live batch is a view of the batch's frames, made once, and a
+ * run of journal lines is rendered from the bytes read; both read exactly as the same events
+ * rendered one by one.
  */
 import { describe, it, assert } from "@effect/vitest"
 import type { LiveBatch, LiveChange } from "../../src/ChangeFeed/Broadcast.js"
 import type { LineChange, LineItem } from "../../src/Domain/FeedItem.js"
+import type { JournalLineRun } from "../../src/Journal.js"
+import { lineAt, makeLineCodec, readInPlace } from "../../src/Journal/Lines.js"
 import { makeFrameEncoder } from "../../src/Http/Sse.js"
+import { Note, note } from "../support/Notes.js"
 
 const text = new TextEncoder()
 const decode = (parts: ReadonlyArray<Uint8Array>) => parts.map((part) => Buffer.from(part).toString("utf8")).join("")
@@ -65,5 +69,64 @@ describe("frames of live batches", () => {
     const [tail] = frames([{ _tag: "LiveRun", batch, from: 3 }])
     assert.strictEqual(again, whole)
     assert.strictEqual(tail!.buffer, whole!.buffer)
+  })
+})
+
+describe("frames of journal runs", () => {
+  const codec = makeLineCodec(Note)
+
+  /** Events `first`..`first + count - 1` as the journal wrote them (some keyed, some in a session), as one run. */
+  const runOf = (first: number, count: number): JournalLineRun => {
+    const lines = codec.encodeBatch(
+      Array.from({ length: count }, (_, i) => ({
+        seq: first + i,
+        ts: "2026-11-29T10:00:00.000Z",
+        ...(i % 2 === 0 ? { session_id: "s1" } : {}),
+        ...(i % 3 === 0 ? { key: `k${i}` } : {}),
+        event: note(`é${i}`.repeat(i + 1))
+      }))
+    )
+    return { _tag: "LineRun", first, lines }
+  }
+
+  /** The run's events as a reader of single lines gets them. */
+  const linesOfRun = (run: JournalLineRun): Array<LineItem> =>
+    run.lines.ends.map((_, i) => readInPlace(lineAt(run.lines, i)) as LineItem)
+
+  it("a_run_of_journal_lines_reads_as_its_events_one_by_one_whatever_the_digits_of_their_seqs", () => {
+    const frames = makeFrameEncoder("E")
+    for (const [first, count] of [
+      [1, 1],
+      [8, 5],
+      [97, 6],
+      [999_998, 4]
+    ] as const) {
+      const run = runOf(first, count)
+      const rendered = frames([run])
+      assert.strictEqual(rendered.length, 1, "one buffer for the whole run")
+      const text = decode(rendered)
+      assert.strictEqual(text, decode(frames(linesOfRun(run))), `the run from ${first}`)
+      assert.notInclude(text, '"key"', "the key is the journal's alone")
+      assert.notInclude(text, '"crc"')
+      const frameTexts = text.split("\n\n").slice(0, -1)
+      assert.strictEqual(frameTexts.length, count)
+      for (const frame of frameTexts) {
+        const [id, data] = frame.split("\n")
+        assert.strictEqual(
+          id,
+          `id: E:${JSON.parse(data!.slice("data: ".length)).seq}`,
+          "each frame's id is its event's seq"
+        )
+      }
+    }
+    const run = runOf(5, 3)
+    const mixed = decode(frames([{ _tag: "CaughtUp", seq: 4 }, run, ...linesOfRun(runOf(8, 2)), runOf(10, 2)]))
+    assert.strictEqual(
+      mixed,
+      `event: caught_up\nid: E:4\ndata: {"type":"caught_up","seq":4}\n\n` +
+        decode(frames(linesOfRun(run))) +
+        decode(frames(linesOfRun(runOf(8, 2)))) +
+        decode(frames(linesOfRun(runOf(10, 2))))
+    )
   })
 })
