@@ -3,8 +3,8 @@
  * OpenAPI UI at `/docs`, and the server layer with its configuration from the environment.
  */
 import type * as FileSystem from "@effect/platform/FileSystem"
+import * as HttpApi from "@effect/platform/HttpApi"
 import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
-import * as HttpApiSwagger from "@effect/platform/HttpApiSwagger"
 import * as HttpServer from "@effect/platform/HttpServer"
 import type * as HttpServerError from "@effect/platform/HttpServerError"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
@@ -575,6 +575,31 @@ const docsRoutes = [
   ["/docs/openapi.json", "GET"]
 ] as const
 
+/**
+ * The docs page (Swagger UI), made on its first request: its bundle is megabytes of script that
+ * would otherwise sit in every server's heap from the start. The page is Swagger's own, taken
+ * from its layer built aside, once.
+ */
+const DocsPage = HttpApiBuilder.Router.use((router) =>
+  Effect.gen(function* () {
+    const api = yield* HttpApi.Api
+    const page = yield* Effect.cached(
+      Effect.gen(function* () {
+        const Swagger = yield* Effect.promise(() => import("@effect/platform/HttpApiSwagger"))
+        // The router the layer registers into is the one \`Router.Live\` makes, shared within one build.
+        const aside = yield* Layer.build(
+          Layer.merge(HttpApiBuilder.Router.Live, Swagger.layer({ path: docsRoutes[0][0] }))
+        ).pipe(Effect.provideService(HttpApi.Api, api))
+        const routes = yield* Context.get(aside, HttpApiBuilder.Router).router
+        const route = Chunk.findFirst(routes.routes, (r) => r.path === docsRoutes[0][0])
+        if (Option.isNone(route)) return yield* Effect.dieMessage("the Swagger layer registered no docs page")
+        return route.value.handler
+      }).pipe(Effect.scoped)
+    )
+    yield* router.get(docsRoutes[0][0], Effect.flatten(page))
+  })
+)
+
 /** The API, its docs and the server, on whatever `HttpServer` is provided. Requires the feeds. */
 export const layer = (options: HttpOptions = {}) =>
   Layer.mergeAll(Tracing.serveApi, EndStreamsOnShutdown).pipe(
@@ -587,7 +612,7 @@ export const layer = (options: HttpOptions = {}) =>
     Layer.provide(MetricsRoute.layer(accessOf(options))),
     Layer.provide(Viewer.layer),
     Layer.provide(Cors.layer(options.corsOrigins)),
-    Layer.provide(HttpApiSwagger.layer({ path: docsRoutes[0][0] })),
+    Layer.provide(DocsPage),
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: docsRoutes[1][0] })),
     Layer.provide(
       HttpApiBuilder.api(FeedApi).pipe(
