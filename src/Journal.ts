@@ -140,7 +140,8 @@ export type JournalLine = StoredLine
 
 /**
  * Journaled events one after the other as their lines, read in one piece: event `i` has seq
- * `first + i`, and its line and body lie in `lines` (views of what was read, no copy per line).
+ * `first + i`, and its line and body lie in `lines` (views of what was read, no copy per line;
+ * the last line's newline may lie past the run's bytes).
  * What a reader that passes every event on as it is (the SSE stream) replays, at a cost per run
  * rather than per event.
  */
