@@ -175,6 +175,21 @@ const escapeSeparatorBytes = (bytes: Uint8Array, first: number): Uint8Array => {
   return Buffer.concat(parts)
 }
 
+/**
+ * Where a batch's lines are written before they are copied out at their exact size. Kept between
+ * batches up to `SCRATCH_KEPT` bytes; a batch that needs more has a larger one for itself.
+ */
+let scratch: Buffer = Buffer.allocUnsafeSlow(64 * 1024)
+const SCRATCH_KEPT = 1024 * 1024
+
+/** A buffer with the first `used` bytes of `buffer` and room for `more` after them. */
+const grown = (buffer: Buffer, used: number, more: number): Buffer => {
+  const next = Buffer.allocUnsafeSlow(Math.max(2 * buffer.length, used + more))
+  buffer.copy(next, 0, 0, used)
+  if (next.length <= SCRATCH_KEPT) scratch = next
+  return next
+}
+
 // ---- the codec --------------------------------------------------------------------------------------------------
 
 export const makeLineCodec = <A, I>(schema: Schema.Schema<A, I>): LineCodec<A> => {
@@ -183,10 +198,13 @@ export const makeLineCodec = <A, I>(schema: Schema.Schema<A, I>): LineCodec<A> =
   return {
     encodeBatch: (events, encoded) => {
       // Each line is `JSON.stringify({ seq, ts, session_id?, event })` less its closing brace,
-      // put together from its fields' JSON so that an event already encoded is not encoded again.
-      let text = ""
-      // Bytes after each body: the key field, the checksum field and the closing brace.
-      const tails: Array<number> = new Array(events.length)
+      // put together from its fields' JSON so that an event already encoded is not encoded again,
+      // and written as UTF-8 into the scratch buffer line by line (one string of the whole batch
+      // would be copied once more to be made flat before it is encoded).
+      let out = scratch
+      let at = 0
+      const ends: Array<number> = new Array(events.length)
+      const bodyEnds: Array<number> = new Array(events.length)
       let ts: string | undefined = undefined
       let tsJson = ""
       for (let i = 0; i < events.length; i++) {
@@ -195,30 +213,32 @@ export const makeLineCodec = <A, I>(schema: Schema.Schema<A, I>): LineCodec<A> =
           ts = e.ts
           tsJson = JSON.stringify(ts)
         }
-        text += `{"seq":${JSON.stringify(e.seq)},"ts":${tsJson}`
-        if (e.session_id !== undefined) text += `,"session_id":${JSON.stringify(e.session_id)}`
-        text += `,"event":${encoded?.[i]?.eventJson ?? JSON.stringify(encodeEvent(e.event))}`
-        tails[i] = CRC_SUFFIX
+        let line = `{"seq":${JSON.stringify(e.seq)},"ts":${tsJson}`
+        if (e.session_id !== undefined) line += `,"session_id":${JSON.stringify(e.session_id)}`
+        line += `,"event":${encoded?.[i]?.eventJson ?? JSON.stringify(encodeEvent(e.event))}`
+        // Bytes after the body: the key field, the checksum field and the closing brace.
+        let tail = CRC_SUFFIX
         if (e.key !== undefined) {
           if (!KEY_PATTERN.test(e.key)) throw new JournalKeyInvalid({ key: e.key })
-          text += `,"key":"${e.key}"`
-          tails[i]! += KEY_OPEN.length + e.key.length + 1
+          line += `,"key":"${e.key}"`
+          tail += KEY_OPEN.length + e.key.length + 1
         }
         // The digits are filled in below, over the line's bytes.
-        text += `,"crc":"00000000"}\n`
+        line = escapeSeparators(line + `,"crc":"00000000"}\n`)
+        // A UTF-16 unit is at most 3 bytes of UTF-8.
+        if (out.length - at < 3 * line.length) out = grown(out, at, 3 * line.length)
+        at += out.write(line, at, "utf8")
+        // JSON text never holds a raw newline: each line's is its last byte.
+        ends[i] = at - 1
+        bodyEnds[i] = at - 1 - tail
       }
-      // Escaped in the whole batch at once: outside strings a line holds neither separator.
-      const bytes = encoder.encode(escapeSeparators(text))
-      // JSON text never holds a raw newline: each one ends a line.
-      const ends: Array<number> = []
-      const bodyEnds: Array<number> = []
+      const bytes = new Uint8Array(at)
+      bytes.set(out.subarray(0, at))
       let start = 0
-      for (let at = bytes.indexOf(NEWLINE); at >= 0; at = bytes.indexOf(NEWLINE, at + 1)) {
-        const checked = at - CRC_SUFFIX
+      for (let i = 0; i < ends.length; i++) {
+        const checked = ends[i]! - CRC_SUFFIX
         writeHex(bytes, checked + CRC_OPEN.length, crc32(bytes.subarray(start, checked)))
-        bodyEnds.push(at - tails[ends.length]!)
-        ends.push(at)
-        start = at + 1
+        start = ends[i]! + 1
       }
       return { bytes, ends, bodyEnds }
     },
