@@ -15,11 +15,13 @@ export interface Entry<A> {
   readonly sessionId?: string | undefined
   readonly event: A
   /**
-   * `event` already encoded: exactly `JSON.stringify` of the schema's encoding of it. Set only by
-   * a producer that knows it to be so (the HTTP body, for events it finds canonical); the journal
-   * then writes it instead of encoding the event again.
+   * `event` already encoded: the UTF-8 of exactly `JSON.stringify` of the schema's encoding of it.
+   * Set only by a producer that knows it to be so (the HTTP body, for events it finds canonical);
+   * the journal then writes it instead of encoding the event again. Bytes rather than a string:
+   * a batch waits for the journal long enough for the collector to copy what it holds, and the
+   * collector never copies bytes.
    */
-  readonly eventJson?: string | undefined
+  readonly eventJson?: Uint8Array | undefined
 }
 
 /**

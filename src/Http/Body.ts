@@ -8,6 +8,7 @@ import { Effect, Either, Stream } from "effect"
 import type * as ChangeFeed from "../ChangeFeed.js"
 import { type AgentEvent, decodeAgentEvent, isCanonicalAgentEvent } from "../Domain/AgentEvent.js"
 import { BadRequest, PayloadTooLarge } from "../Domain/Errors.js"
+import { copyOut, maxUtf8Bytes, Scratch } from "../Scratch.js"
 
 export interface BodyLimits {
   /** Largest body, in bytes. */
@@ -268,6 +269,9 @@ export const parseBody = (bytes: Uint8Array): Either.Either<unknown, BadRequest>
     : Either.left(badBody(`the request body ${unstorable.problem}`))
 }
 
+/** Where a body's canonical events are encoded before they are copied out (decoding is synchronous). */
+const scratch = new Scratch(64 * 1024, 1024 * 1024)
+
 const isObject = (u: unknown): u is Record<string, unknown> => typeof u === "object" && u !== null && !Array.isArray(u)
 
 /** `{"session_id"?, "event"}` or `{"events": [...]}`, every entry checked, the first fault named. */
@@ -295,7 +299,13 @@ export const decodeAppendBody = (
   }
   // Field names are made only for a fault, not for every entry.
   const fieldOf = (i: number) => (batch ? `events[${i}]` : "")
-  const decoded: Array<ChangeFeed.Entry<AgentEvent>> = new Array(entries.length)
+  const decoded: Array<{ sessionId: string | undefined; event: AgentEvent; eventJson: Uint8Array | undefined }> =
+    new Array(entries.length)
+  // The JSON of canonical events, written one after another into the scratch buffer; each
+  // entry's is a view of one copy of it, made once every entry is known to be valid.
+  let json = scratch.buffer
+  let jsonBytes = 0
+  const jsonEnds: Array<number> = new Array(entries.length)
   for (let i = 0; i < entries.length; i++) {
     const entry: unknown = entries[i]
     if (!isObject(entry))
@@ -308,12 +318,27 @@ export const decodeAppendBody = (
     const raw = entry["event"]
     // An event decoding would only copy is taken as parsed, and its JSON is what the journal writes.
     if (isCanonicalAgentEvent(raw)) {
-      decoded[i] = { sessionId, event: raw as AgentEvent, eventJson: JSON.stringify(raw) }
+      const text = JSON.stringify(raw)
+      json = scratch.room(json, jsonBytes, maxUtf8Bytes(text.length))
+      jsonBytes += json.write(text, jsonBytes, "utf8")
+      jsonEnds[i] = jsonBytes
+      decoded[i] = { sessionId, event: raw as AgentEvent, eventJson: undefined }
       continue
     }
     const event = decodeAgentEvent(batch ? `${fieldOf(i)}.event` : "event", raw)
     if (Either.isLeft(event)) return Either.left(new BadRequest(event.left))
+    jsonEnds[i] = -1
     decoded[i] = { sessionId, event: event.right, eventJson: undefined }
+  }
+  if (jsonBytes > 0) {
+    const bytes = copyOut(json, jsonBytes)
+    let start = 0
+    for (let i = 0; i < decoded.length; i++) {
+      const end = jsonEnds[i]!
+      if (end < 0) continue
+      decoded[i]!.eventJson = bytes.subarray(start, end)
+      start = end
+    }
   }
   return Either.right(decoded)
 }

@@ -16,6 +16,7 @@ import { crc32 } from "node:zlib"
 import { Either, ParseResult, Schema } from "effect"
 import type { ChangeEvent } from "../Domain/ChangeEvent.js"
 import type { LineChange } from "../Domain/FeedItem.js"
+import { copyOut, maxUtf8Bytes, Scratch } from "../Scratch.js"
 import { JournalKeyInvalid } from "./Errors.js"
 
 const NEWLINE = 0x0a
@@ -62,11 +63,11 @@ export const bodyAt = (batch: EncodedBatch, i: number): Uint8Array =>
 export interface LineCodec<A> {
   /**
    * The lines of a batch. `encoded[i].eventJson`, when set, is event `i` already encoded
-   * (`JSON.stringify` of the schema's encoding of it) and is written as it is.
+   * (`JSON.stringify` of the schema's encoding of it, or its UTF-8) and is written as it is.
    */
   readonly encodeBatch: (
     events: ReadonlyArray<StoredEvent<A>>,
-    encoded?: ReadonlyArray<{ readonly eventJson?: string | undefined }>
+    encoded?: ReadonlyArray<{ readonly eventJson?: string | Uint8Array | undefined }>
   ) => EncodedBatch
   /**
    * Parses one line (its bytes too when at hand, for the checksum; otherwise they are encoded
@@ -175,20 +176,8 @@ const escapeSeparatorBytes = (bytes: Uint8Array, first: number): Uint8Array => {
   return Buffer.concat(parts)
 }
 
-/**
- * Where a batch's lines are written before they are copied out at their exact size. Kept between
- * batches up to `SCRATCH_KEPT` bytes; a batch that needs more has a larger one for itself.
- */
-let scratch: Buffer = Buffer.allocUnsafeSlow(64 * 1024)
-const SCRATCH_KEPT = 1024 * 1024
-
-/** A buffer with the first `used` bytes of `buffer` and room for `more` after them. */
-const grown = (buffer: Buffer, used: number, more: number): Buffer => {
-  const next = Buffer.allocUnsafeSlow(Math.max(2 * buffer.length, used + more))
-  buffer.copy(next, 0, 0, used)
-  if (next.length <= SCRATCH_KEPT) scratch = next
-  return next
-}
+/** Where batches are written before they are copied out (any codec's: encoding is synchronous). */
+const scratch = new Scratch(64 * 1024, 1024 * 1024)
 
 // ---- the codec --------------------------------------------------------------------------------------------------
 
@@ -199,9 +188,8 @@ export const makeLineCodec = <A, I>(schema: Schema.Schema<A, I>): LineCodec<A> =
     encodeBatch: (events, encoded) => {
       // Each line is `JSON.stringify({ seq, ts, session_id?, event })` less its closing brace,
       // put together from its fields' JSON so that an event already encoded is not encoded again,
-      // and written as UTF-8 into the scratch buffer line by line (one string of the whole batch
-      // would be copied once more to be made flat before it is encoded).
-      let out = scratch
+      // and written as UTF-8 line by line: the batch is never one string.
+      let out = scratch.buffer
       let at = 0
       const ends: Array<number> = new Array(events.length)
       const bodyEnds: Array<number> = new Array(events.length)
@@ -213,27 +201,35 @@ export const makeLineCodec = <A, I>(schema: Schema.Schema<A, I>): LineCodec<A> =
           ts = e.ts
           tsJson = JSON.stringify(ts)
         }
-        let line = `{"seq":${JSON.stringify(e.seq)},"ts":${tsJson}`
-        if (e.session_id !== undefined) line += `,"session_id":${JSON.stringify(e.session_id)}`
-        line += `,"event":${encoded?.[i]?.eventJson ?? JSON.stringify(encodeEvent(e.event))}`
-        // Bytes after the body: the key field, the checksum field and the closing brace.
-        let tail = CRC_SUFFIX
+        let head = `{"seq":${JSON.stringify(e.seq)},"ts":${tsJson}`
+        if (e.session_id !== undefined) head += `,"session_id":${JSON.stringify(e.session_id)}`
+        head += `,"event":`
+        // The key field, the checksum field (its digits are filled in below) and the closing brace.
+        let tail = `,"crc":"00000000"}\n`
         if (e.key !== undefined) {
           if (!KEY_PATTERN.test(e.key)) throw new JournalKeyInvalid({ key: e.key })
-          line += `,"key":"${e.key}"`
-          tail += KEY_OPEN.length + e.key.length + 1
+          tail = `,"key":"${e.key}"${tail}`
         }
-        // The digits are filled in below, over the line's bytes.
-        line = escapeSeparators(line + `,"crc":"00000000"}\n`)
-        // A UTF-16 unit is at most 3 bytes of UTF-8.
-        if (out.length - at < 3 * line.length) out = grown(out, at, 3 * line.length)
-        at += out.write(line, at, "utf8")
+        const given = encoded?.[i]?.eventJson
+        if (given instanceof Uint8Array) {
+          const first = separatorAt(given)
+          const body = first < 0 ? given : escapeSeparatorBytes(given, first)
+          head = escapeSeparators(head)
+          out = scratch.room(out, at, maxUtf8Bytes(head.length) + body.length + tail.length)
+          at += out.write(head, at, "utf8")
+          out.set(body, at)
+          at += body.length
+          at += out.write(tail, at, "latin1")
+        } else {
+          const line = escapeSeparators(head + (given ?? JSON.stringify(encodeEvent(e.event))) + tail)
+          out = scratch.room(out, at, maxUtf8Bytes(line.length))
+          at += out.write(line, at, "utf8")
+        }
         // JSON text never holds a raw newline: each line's is its last byte.
         ends[i] = at - 1
-        bodyEnds[i] = at - 1 - tail
+        bodyEnds[i] = at - 1 - (tail.length - 1)
       }
-      const bytes = new Uint8Array(at)
-      bytes.set(out.subarray(0, at))
+      const bytes = copyOut(out, at)
       let start = 0
       for (let i = 0; i < ends.length; i++) {
         const checked = ends[i]! - CRC_SUFFIX
