@@ -66,7 +66,7 @@ export class Receipts<A> {
   private sweepAt = Number.POSITIVE_INFINITY
 
   private constructor(
-    /** Wakes the sweeper: a first waiter, or one whose deadline comes before `sweepAt`. */
+    /** Wakes the sweeper: a waiter whose deadline comes before `sweepAt` (infinite while it idles). */
     private readonly sweepNeeded: Effect.Latch
   ) {}
 
@@ -78,10 +78,14 @@ export class Receipts<A> {
       return receipts
     })
 
-  /** Waits for an answer for `item` from now on. */
+  /**
+   * Waits for an answer for `item` from now on. The sweeper is woken only for a deadline before
+   * the one it sleeps until (never, when it idles): one it sleeps until though that batch has been
+   * answered costs a wake-up then, where waking it for every batch cost one per publish.
+   */
   track(item: BatchItem<A>): void {
     this.awaiting.add(item)
-    if (this.awaiting.size === 1 || item.deadline < this.sweepAt) this.sweepNeeded.unsafeOpen()
+    if (item.deadline < this.sweepAt) this.sweepNeeded.unsafeOpen()
   }
 
   /** Stops waiting for `item` without answering it (its publisher has gone). */
