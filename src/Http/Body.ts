@@ -4,6 +4,8 @@
  * parsed once, and decoded to the feed's entries with the first fault named by its field.
  */
 import { HttpServerRequest } from "@effect/platform"
+import { NodeHttpServerRequest } from "@effect/platform-node"
+import { IncomingMessage } from "node:http"
 import { Effect, Either, Stream } from "effect"
 import type * as ChangeFeed from "../ChangeFeed.js"
 import { type AgentEvent, decodeAgentEvent, isCanonicalAgentEvent } from "../Domain/AgentEvent.js"
@@ -33,6 +35,58 @@ const tooLarge = (maxBytes: number, size: string) =>
 
 const badBody = (message: string) => new BadRequest({ field: "body", message })
 
+/** What has been read of a body: its chunks up to the limit, and its size. */
+class Collected {
+  readonly chunks: Array<Uint8Array> = []
+  size = 0
+  constructor(private readonly maxBytes: number) {}
+
+  add(chunk: Uint8Array): this {
+    if (this.size + chunk.length <= this.maxBytes) this.chunks.push(chunk)
+    this.size += chunk.length
+    return this
+  }
+
+  /** Whether to go on reading: past the limit only as far as the drain goes. */
+  wantsMore(): boolean {
+    return this.size <= this.maxBytes + DRAIN_BYTES
+  }
+}
+
+/**
+ * A Node request's body, read from its events as the platform's body stream reads it (the same
+ * events, the message let go of at the end), without a stream's machinery around every chunk.
+ */
+const readIncoming = (incoming: IncomingMessage, maxBytes: number): Effect.Effect<Collected, unknown> =>
+  Effect.async<Collected, unknown>((resume) => {
+    const collected = new Collected(maxBytes)
+    if (!incoming.readable) return resume(Effect.succeed(collected))
+    const done = () => {
+      incoming.off("data", onData)
+      incoming.off("error", onError)
+      incoming.off("end", onEnd)
+      if (!incoming.closed) incoming.destroy()
+    }
+    const onData = (chunk: Uint8Array) => {
+      if (!collected.add(chunk).wantsMore()) {
+        done()
+        resume(Effect.succeed(collected))
+      }
+    }
+    const onError = (error: unknown) => {
+      done()
+      resume(Effect.fail(error))
+    }
+    const onEnd = () => {
+      done()
+      resume(Effect.succeed(collected))
+    }
+    incoming.on("data", onData)
+    incoming.on("error", onError)
+    incoming.on("end", onEnd)
+    return Effect.sync(done)
+  })
+
 /**
  * The body's bytes. A declared length over the limit is refused before reading; a body without
  * one (chunked) is read up to the limit and the rest drained, so the 413 reaches its sender.
@@ -52,16 +106,18 @@ export const readBody = (
         message: `the request body must be JSON, sent with 'content-type: application/json' (got '${type}')`
       })
     }
-    const read = yield* request.stream.pipe(
-      Stream.runFoldWhile(
-        { chunks: [] as Array<Uint8Array>, size: 0 },
-        (state) => state.size <= maxBytes + DRAIN_BYTES,
-        (state, chunk) => {
-          if (state.size + chunk.length <= maxBytes) state.chunks.push(chunk)
-          state.size += chunk.length
-          return state
-        }
-      ),
+    const incoming = NodeHttpServerRequest.toIncomingMessage(request)
+    const read = yield* (
+      incoming instanceof IncomingMessage
+        ? readIncoming(incoming, maxBytes)
+        : request.stream.pipe(
+            Stream.runFoldWhile(
+              new Collected(maxBytes),
+              (state) => state.wantsMore(),
+              (state, chunk) => state.add(chunk)
+            )
+          )
+    ).pipe(
       Effect.mapError(() => badBody("the request body could not be read (the connection failed while sending it)"))
     )
     if (read.size > maxBytes) return yield* tooLarge(maxBytes, `over ${maxBytes} bytes`)
