@@ -29,11 +29,11 @@ export class Scratch {
   }
 }
 
-/** The first `length` bytes of `buffer`, as a plain `Uint8Array` of their own. */
+/** The first `length` bytes of `buffer`, as a plain `Uint8Array` of their own (not zeroed first: all are copied over). */
 export const copyOut = (buffer: Buffer, length: number): Uint8Array => {
-  const bytes = new Uint8Array(length)
-  bytes.set(buffer.subarray(0, length))
-  return bytes
+  const own = Buffer.allocUnsafeSlow(length)
+  buffer.copy(own, 0, 0, length)
+  return new Uint8Array(own.buffer, own.byteOffset, length)
 }
 
 /** Most bytes of UTF-8 a string of `length` UTF-16 units can take. */
