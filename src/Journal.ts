@@ -100,11 +100,11 @@ export interface JournalEntry<A> {
   /** The idempotency key of the request that appended it (stored with it, never on the wire). */
   readonly key?: string | undefined
   /**
-   * `event` already encoded, when the producer has it: exactly `JSON.stringify` of the schema's
-   * encoding of `event` (line separators as they are). A backend writes it instead of encoding
-   * the event again; without it, the event is encoded as usual.
+   * `event` already encoded, when the producer has it: the UTF-8 of exactly `JSON.stringify` of
+   * the schema's encoding of `event` (line separators as they are). A backend writes it instead
+   * of encoding the event again; without it, the event is encoded as usual.
    */
-  readonly eventJson?: string | undefined
+  readonly eventJson?: Uint8Array | undefined
 }
 
 /** A batch once durable: its events with their seqs (contiguous), and their lines. */

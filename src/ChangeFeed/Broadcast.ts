@@ -11,7 +11,14 @@
  */
 import { Effect, Option, Stream } from "effect"
 import type { Change, LineChange } from "../Domain/FeedItem.js"
-import { type Appended, bodyAt, type Journal, type JournalEvent, type JournalLine } from "../Journal.js"
+import {
+  type Appended,
+  bodyAt,
+  type EncodedBatch,
+  type Journal,
+  type JournalEvent,
+  type JournalLine
+} from "../Journal.js"
 import type { LineCodec } from "../Journal/Lines.js"
 import { LiveBuffer } from "./LiveBuffer.js"
 
@@ -62,11 +69,41 @@ export const LIVE_EVENT_BYTES = 384
 /** Events read at once when catching up with other writers. */
 const CATCH_UP_CHUNK = 1024
 
-const liveChange = <A>(event: JournalEvent<A>, body: Uint8Array, batch: LiveBatch<A>): LiveChange<A> => ({
-  decoded: asItem(event),
-  line: { _tag: "Change", seq: event.seq, sessionId: event.session_id, body, live: true },
-  batch
-})
+/**
+ * A live event whose reader items are made when a reader first asks for them, then kept (every
+ * reader gets the same objects). The buffer holds thousands of events for a while, long enough
+ * for the collector to move what they hold out of the young generation: an event no reader
+ * takes costs it only this object, not its two items and its line's view as well.
+ */
+class LiveEvent<A> implements LiveChange<A> {
+  private decodedItem: Change<A> | undefined = undefined
+  private lineItem: LineChange | undefined
+
+  constructor(
+    private readonly event: JournalEvent<A>,
+    readonly batch: LiveBatch<A>,
+    /** Where its line is in the batch's lines, when they are at hand (`line` is given otherwise). */
+    private readonly lines: EncodedBatch | undefined,
+    private readonly index: number,
+    line: LineChange | undefined
+  ) {
+    this.lineItem = line
+  }
+
+  get decoded(): Change<A> {
+    return (this.decodedItem ??= asItem(this.event))
+  }
+
+  get line(): LineChange {
+    return (this.lineItem ??= {
+      _tag: "Change",
+      seq: this.event.seq,
+      sessionId: this.event.session_id,
+      body: bodyAt(this.lines!, this.index),
+      live: true
+    })
+  }
+}
 
 export interface BroadcastOptions {
   /** Most events held (unbounded when undefined: bytes govern). */
@@ -123,7 +160,7 @@ export class Broadcast<A> {
     if (first !== this.head + 1) return this.want(events[events.length - 1]!.seq)
     const items: Array<LiveChange<A>> = new Array(events.length)
     const batch: LiveBatch<A> = { first, items }
-    for (let i = 0; i < events.length; i++) items[i] = liveChange(events[i]!, bodyAt(lines, i), batch)
+    for (let i = 0; i < events.length; i++) items[i] = new LiveEvent(events[i]!, batch, lines, i, undefined)
     this.push(batch, 2 * lines.bytes.length + events.length * LIVE_EVENT_BYTES + held)
   }
 
@@ -174,7 +211,16 @@ export class Broadcast<A> {
       const decoded = this.decode(line)
       if (Option.isNone(decoded)) break
       if (items.length === 0) batch.first = line.seq
-      items.push(liveChange(decoded.value, line.body, batch))
+      const event = decoded.value
+      items.push(
+        new LiveEvent(event, batch, undefined, 0, {
+          _tag: "Change",
+          seq: event.seq,
+          sessionId: event.session_id,
+          body: line.body,
+          live: true
+        })
+      )
       bytes += 2 * line.body.length + LIVE_EVENT_BYTES
     }
     if (items.length > 0) this.push(batch, bytes * 2)

@@ -46,6 +46,23 @@ export const entryText = (sessionId: string | undefined, encodedEvent: unknown):
 export const entryTextOfJson = (sessionId: string | undefined, eventJson: string): string =>
   `[${JSON.stringify(sessionId ?? null)},${eventJson}]`
 
+/**
+ * `chainFingerprint(previous, entryTextOfJson(sessionId, json))` for an event given as the UTF-8
+ * of its JSON: the same fingerprint, hashed from the bytes without making the text.
+ */
+export const chainFingerprintOfJson = (
+  previous: string,
+  sessionId: string | undefined,
+  eventJson: Uint8Array
+): string =>
+  Crypto.createHash("sha256")
+    .update(previous)
+    .update(`\n[${JSON.stringify(sessionId ?? null)},`)
+    .update(eventJson)
+    .update("]")
+    .digest("base64url")
+    .slice(0, 22)
+
 /** The seqs a request's durable events were journaled at, as runs: `[start, count, start, count, ...]`. */
 export type Runs = ReadonlyArray<number>
 

@@ -19,9 +19,9 @@ import {
 } from "./Errors.js"
 import {
   chainFingerprint,
+  chainFingerprintOfJson,
   emptyFingerprint,
   entryText,
-  entryTextOfJson,
   type IdempotencyWindow,
   isValidKey,
   type Pending,
@@ -197,9 +197,10 @@ export const make = <A, I>(deps: {
         const routed = routeSession(domain, sessionId, event)
         durable.push({ sessionId: routed, event, eventJson })
         positions.push(i)
-        const text =
-          eventJson === undefined ? entryText(routed, encodeEvent(event)) : entryTextOfJson(routed, eventJson)
-        fingerprint = chainFingerprint(fingerprint, text)
+        fingerprint =
+          eventJson === undefined
+            ? chainFingerprint(fingerprint, entryText(routed, encodeEvent(event)))
+            : chainFingerprintOfJson(fingerprint, routed, eventJson)
         chain.push(fingerprint)
       }
       return attemptKeyed({ key, length: entries.length, durable, positions, chain, timeoutMs })

@@ -15,11 +15,13 @@ export interface Entry<A> {
   readonly sessionId?: string | undefined
   readonly event: A
   /**
-   * `event` already encoded: exactly `JSON.stringify` of the schema's encoding of it. Set only by
-   * a producer that knows it to be so (the HTTP body, for events it finds canonical); the journal
-   * then writes it instead of encoding the event again.
+   * `event` already encoded: the UTF-8 of exactly `JSON.stringify` of the schema's encoding of it.
+   * Set only by a producer that knows it to be so (the HTTP body, for events it finds canonical);
+   * the journal then writes it instead of encoding the event again. Bytes rather than a string:
+   * a batch waits for the journal long enough for the collector to copy what it holds, and the
+   * collector never copies bytes.
    */
-  readonly eventJson?: string | undefined
+  readonly eventJson?: Uint8Array | undefined
 }
 
 /**
@@ -64,7 +66,7 @@ export class Receipts<A> {
   private sweepAt = Number.POSITIVE_INFINITY
 
   private constructor(
-    /** Wakes the sweeper: a first waiter, or one whose deadline comes before `sweepAt`. */
+    /** Wakes the sweeper: a waiter whose deadline comes before `sweepAt` (infinite while it idles). */
     private readonly sweepNeeded: Effect.Latch
   ) {}
 
@@ -76,10 +78,14 @@ export class Receipts<A> {
       return receipts
     })
 
-  /** Waits for an answer for `item` from now on. */
+  /**
+   * Waits for an answer for `item` from now on. The sweeper is woken only for a deadline before
+   * the one it sleeps until (never, when it idles): one it sleeps until though that batch has been
+   * answered costs a wake-up then, where waking it for every batch cost one per publish.
+   */
   track(item: BatchItem<A>): void {
     this.awaiting.add(item)
-    if (this.awaiting.size === 1 || item.deadline < this.sweepAt) this.sweepNeeded.unsafeOpen()
+    if (item.deadline < this.sweepAt) this.sweepNeeded.unsafeOpen()
   }
 
   /** Stops waiting for `item` without answering it (its publisher has gone). */

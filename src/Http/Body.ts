@@ -4,10 +4,13 @@
  * parsed once, and decoded to the feed's entries with the first fault named by its field.
  */
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
+import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
+import { IncomingMessage } from "node:http"
 import { Effect, Either, Stream } from "effect"
 import type * as ChangeFeed from "../ChangeFeed.js"
 import { type AgentEvent, decodeAgentEvent, isCanonicalAgentEvent } from "../Domain/AgentEvent.js"
 import { BadRequest, PayloadTooLarge } from "../Domain/Errors.js"
+import { copyOut, maxUtf8Bytes, Scratch } from "../Scratch.js"
 
 export interface BodyLimits {
   /** Largest body, in bytes. */
@@ -32,6 +35,58 @@ const tooLarge = (maxBytes: number, size: string) =>
 
 const badBody = (message: string) => new BadRequest({ field: "body", message })
 
+/** What has been read of a body: its chunks up to the limit, and its size. */
+class Collected {
+  readonly chunks: Array<Uint8Array> = []
+  size = 0
+  constructor(private readonly maxBytes: number) {}
+
+  add(chunk: Uint8Array): this {
+    if (this.size + chunk.length <= this.maxBytes) this.chunks.push(chunk)
+    this.size += chunk.length
+    return this
+  }
+
+  /** Whether to go on reading: past the limit only as far as the drain goes. */
+  wantsMore(): boolean {
+    return this.size <= this.maxBytes + DRAIN_BYTES
+  }
+}
+
+/**
+ * A Node request's body, read from its events as the platform's body stream reads it (the same
+ * events, the message let go of at the end), without a stream's machinery around every chunk.
+ */
+const readIncoming = (incoming: IncomingMessage, maxBytes: number): Effect.Effect<Collected, unknown> =>
+  Effect.async<Collected, unknown>((resume) => {
+    const collected = new Collected(maxBytes)
+    if (!incoming.readable) return resume(Effect.succeed(collected))
+    const done = () => {
+      incoming.off("data", onData)
+      incoming.off("error", onError)
+      incoming.off("end", onEnd)
+      if (!incoming.closed) incoming.destroy()
+    }
+    const onData = (chunk: Uint8Array) => {
+      if (!collected.add(chunk).wantsMore()) {
+        done()
+        resume(Effect.succeed(collected))
+      }
+    }
+    const onError = (error: unknown) => {
+      done()
+      resume(Effect.fail(error))
+    }
+    const onEnd = () => {
+      done()
+      resume(Effect.succeed(collected))
+    }
+    incoming.on("data", onData)
+    incoming.on("error", onError)
+    incoming.on("end", onEnd)
+    return Effect.sync(done)
+  })
+
 /**
  * The body's bytes. A declared length over the limit is refused before reading; a body without
  * one (chunked) is read up to the limit and the rest drained, so the 413 reaches its sender.
@@ -51,16 +106,18 @@ export const readBody = (
         message: `the request body must be JSON, sent with 'content-type: application/json' (got '${type}')`
       })
     }
-    const read = yield* request.stream.pipe(
-      Stream.runFoldWhile(
-        { chunks: [] as Array<Uint8Array>, size: 0 },
-        (state) => state.size <= maxBytes + DRAIN_BYTES,
-        (state, chunk) => {
-          if (state.size + chunk.length <= maxBytes) state.chunks.push(chunk)
-          state.size += chunk.length
-          return state
-        }
-      ),
+    const incoming = NodeHttpServerRequest.toIncomingMessage(request)
+    const read = yield* (
+      incoming instanceof IncomingMessage
+        ? readIncoming(incoming, maxBytes)
+        : request.stream.pipe(
+            Stream.runFoldWhile(
+              new Collected(maxBytes),
+              (state) => state.wantsMore(),
+              (state, chunk) => state.add(chunk)
+            )
+          )
+    ).pipe(
       Effect.mapError(() => badBody("the request body could not be read (the connection failed while sending it)"))
     )
     if (read.size > maxBytes) return yield* tooLarge(maxBytes, `over ${maxBytes} bytes`)
@@ -268,6 +325,9 @@ export const parseBody = (bytes: Uint8Array): Either.Either<unknown, BadRequest>
     : Either.left(badBody(`the request body ${unstorable.problem}`))
 }
 
+/** Where a body's canonical events are encoded before they are copied out (decoding is synchronous). */
+const scratch = new Scratch(64 * 1024, 1024 * 1024)
+
 const isObject = (u: unknown): u is Record<string, unknown> => typeof u === "object" && u !== null && !Array.isArray(u)
 
 /** `{"session_id"?, "event"}` or `{"events": [...]}`, every entry checked, the first fault named. */
@@ -295,7 +355,13 @@ export const decodeAppendBody = (
   }
   // Field names are made only for a fault, not for every entry.
   const fieldOf = (i: number) => (batch ? `events[${i}]` : "")
-  const decoded: Array<ChangeFeed.Entry<AgentEvent>> = new Array(entries.length)
+  const decoded: Array<{ sessionId: string | undefined; event: AgentEvent; eventJson: Uint8Array | undefined }> =
+    new Array(entries.length)
+  // The JSON of canonical events, written one after another into the scratch buffer; each
+  // entry's is a view of one copy of it, made once every entry is known to be valid.
+  let json = scratch.buffer
+  let jsonBytes = 0
+  const jsonEnds: Array<number> = new Array(entries.length)
   for (let i = 0; i < entries.length; i++) {
     const entry: unknown = entries[i]
     if (!isObject(entry))
@@ -308,12 +374,27 @@ export const decodeAppendBody = (
     const raw = entry["event"]
     // An event decoding would only copy is taken as parsed, and its JSON is what the journal writes.
     if (isCanonicalAgentEvent(raw)) {
-      decoded[i] = { sessionId, event: raw as AgentEvent, eventJson: JSON.stringify(raw) }
+      const text = JSON.stringify(raw)
+      json = scratch.room(json, jsonBytes, maxUtf8Bytes(text.length))
+      jsonBytes += json.write(text, jsonBytes, "utf8")
+      jsonEnds[i] = jsonBytes
+      decoded[i] = { sessionId, event: raw as AgentEvent, eventJson: undefined }
       continue
     }
     const event = decodeAgentEvent(batch ? `${fieldOf(i)}.event` : "event", raw)
     if (Either.isLeft(event)) return Either.left(new BadRequest(event.left))
+    jsonEnds[i] = -1
     decoded[i] = { sessionId, event: event.right, eventJson: undefined }
+  }
+  if (jsonBytes > 0) {
+    const bytes = copyOut(json, jsonBytes)
+    let start = 0
+    for (let i = 0; i < decoded.length; i++) {
+      const end = jsonEnds[i]!
+      if (end < 0) continue
+      decoded[i]!.eventJson = bytes.subarray(start, end)
+      start = end
+    }
   }
   return Either.right(decoded)
 }

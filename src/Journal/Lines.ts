@@ -16,6 +16,7 @@ import { crc32 } from "node:zlib"
 import { Either, ParseResult, Schema } from "effect"
 import type { ChangeEvent } from "../Domain/ChangeEvent.js"
 import type { LineChange } from "../Domain/FeedItem.js"
+import { copyOut, maxUtf8Bytes, Scratch } from "../Scratch.js"
 import { JournalKeyInvalid } from "./Errors.js"
 
 const NEWLINE = 0x0a
@@ -62,11 +63,11 @@ export const bodyAt = (batch: EncodedBatch, i: number): Uint8Array =>
 export interface LineCodec<A> {
   /**
    * The lines of a batch. `encoded[i].eventJson`, when set, is event `i` already encoded
-   * (`JSON.stringify` of the schema's encoding of it) and is written as it is.
+   * (`JSON.stringify` of the schema's encoding of it, or its UTF-8) and is written as it is.
    */
   readonly encodeBatch: (
     events: ReadonlyArray<StoredEvent<A>>,
-    encoded?: ReadonlyArray<{ readonly eventJson?: string | undefined }>
+    encoded?: ReadonlyArray<{ readonly eventJson?: string | Uint8Array | undefined }>
   ) => EncodedBatch
   /**
    * Parses one line (its bytes too when at hand, for the checksum; otherwise they are encoded
@@ -175,6 +176,9 @@ const escapeSeparatorBytes = (bytes: Uint8Array, first: number): Uint8Array => {
   return Buffer.concat(parts)
 }
 
+/** Where batches are written before they are copied out (any codec's: encoding is synchronous). */
+const scratch = new Scratch(64 * 1024, 1024 * 1024)
+
 // ---- the codec --------------------------------------------------------------------------------------------------
 
 export const makeLineCodec = <A, I>(schema: Schema.Schema<A, I>): LineCodec<A> => {
@@ -183,10 +187,12 @@ export const makeLineCodec = <A, I>(schema: Schema.Schema<A, I>): LineCodec<A> =
   return {
     encodeBatch: (events, encoded) => {
       // Each line is `JSON.stringify({ seq, ts, session_id?, event })` less its closing brace,
-      // put together from its fields' JSON so that an event already encoded is not encoded again.
-      let text = ""
-      // Bytes after each body: the key field, the checksum field and the closing brace.
-      const tails: Array<number> = new Array(events.length)
+      // put together from its fields' JSON so that an event already encoded is not encoded again,
+      // and written as UTF-8 line by line: the batch is never one string.
+      let out = scratch.buffer
+      let at = 0
+      const ends: Array<number> = new Array(events.length)
+      const bodyEnds: Array<number> = new Array(events.length)
       let ts: string | undefined = undefined
       let tsJson = ""
       for (let i = 0; i < events.length; i++) {
@@ -195,30 +201,40 @@ export const makeLineCodec = <A, I>(schema: Schema.Schema<A, I>): LineCodec<A> =
           ts = e.ts
           tsJson = JSON.stringify(ts)
         }
-        text += `{"seq":${JSON.stringify(e.seq)},"ts":${tsJson}`
-        if (e.session_id !== undefined) text += `,"session_id":${JSON.stringify(e.session_id)}`
-        text += `,"event":${encoded?.[i]?.eventJson ?? JSON.stringify(encodeEvent(e.event))}`
-        tails[i] = CRC_SUFFIX
+        let head = `{"seq":${JSON.stringify(e.seq)},"ts":${tsJson}`
+        if (e.session_id !== undefined) head += `,"session_id":${JSON.stringify(e.session_id)}`
+        head += `,"event":`
+        // The key field, the checksum field (its digits are filled in below) and the closing brace.
+        let tail = `,"crc":"00000000"}\n`
         if (e.key !== undefined) {
           if (!KEY_PATTERN.test(e.key)) throw new JournalKeyInvalid({ key: e.key })
-          text += `,"key":"${e.key}"`
-          tails[i]! += KEY_OPEN.length + e.key.length + 1
+          tail = `,"key":"${e.key}"${tail}`
         }
-        // The digits are filled in below, over the line's bytes.
-        text += `,"crc":"00000000"}\n`
+        const given = encoded?.[i]?.eventJson
+        if (given instanceof Uint8Array) {
+          const first = separatorAt(given)
+          const body = first < 0 ? given : escapeSeparatorBytes(given, first)
+          head = escapeSeparators(head)
+          out = scratch.room(out, at, maxUtf8Bytes(head.length) + body.length + tail.length)
+          at += out.write(head, at, "utf8")
+          out.set(body, at)
+          at += body.length
+          at += out.write(tail, at, "latin1")
+        } else {
+          const line = escapeSeparators(head + (given ?? JSON.stringify(encodeEvent(e.event))) + tail)
+          out = scratch.room(out, at, maxUtf8Bytes(line.length))
+          at += out.write(line, at, "utf8")
+        }
+        // JSON text never holds a raw newline: each line's is its last byte.
+        ends[i] = at - 1
+        bodyEnds[i] = at - 1 - (tail.length - 1)
       }
-      // Escaped in the whole batch at once: outside strings a line holds neither separator.
-      const bytes = encoder.encode(escapeSeparators(text))
-      // JSON text never holds a raw newline: each one ends a line.
-      const ends: Array<number> = []
-      const bodyEnds: Array<number> = []
+      const bytes = copyOut(out, at)
       let start = 0
-      for (let at = bytes.indexOf(NEWLINE); at >= 0; at = bytes.indexOf(NEWLINE, at + 1)) {
-        const checked = at - CRC_SUFFIX
+      for (let i = 0; i < ends.length; i++) {
+        const checked = ends[i]! - CRC_SUFFIX
         writeHex(bytes, checked + CRC_OPEN.length, crc32(bytes.subarray(start, checked)))
-        bodyEnds.push(at - tails[ends.length]!)
-        ends.push(at)
-        start = at + 1
+        start = ends[i]! + 1
       }
       return { bytes, ends, bodyEnds }
     },

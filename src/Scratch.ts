@@ -1,0 +1,40 @@
+/**
+ * A scratch buffer: text written as UTF-8 piece by piece, then copied out at its exact size, so
+ * that many small strings become one buffer without being joined into one string first (which
+ * would copy them all again to flatten it before encoding it).
+ */
+export class Scratch {
+  private kept: Buffer
+
+  constructor(
+    initialBytes: number,
+    /** Larger buffers are used once and let go, so that one huge batch does not hold memory for good. */
+    private readonly maxKeptBytes: number
+  ) {
+    this.kept = Buffer.allocUnsafeSlow(initialBytes)
+  }
+
+  /** The buffer to start writing into. */
+  get buffer(): Buffer {
+    return this.kept
+  }
+
+  /** `buffer` if it has room for `more` bytes after its first `used`, else a larger one holding those. */
+  room(buffer: Buffer, used: number, more: number): Buffer {
+    if (buffer.length - used >= more) return buffer
+    const next = Buffer.allocUnsafeSlow(Math.max(2 * buffer.length, used + more))
+    buffer.copy(next, 0, 0, used)
+    if (next.length <= this.maxKeptBytes) this.kept = next
+    return next
+  }
+}
+
+/** The first `length` bytes of `buffer`, as a plain `Uint8Array` of their own (not zeroed first: all are copied over). */
+export const copyOut = (buffer: Buffer, length: number): Uint8Array => {
+  const own = Buffer.allocUnsafeSlow(length)
+  buffer.copy(own, 0, 0, length)
+  return new Uint8Array(own.buffer, own.byteOffset, length)
+}
+
+/** Most bytes of UTF-8 a string of `length` UTF-16 units can take. */
+export const maxUtf8Bytes = (length: number): number => 3 * length
