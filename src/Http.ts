@@ -57,7 +57,7 @@ import { appendEntries } from "./Http/Body.js"
 import * as Cors from "./Http/Cors.js"
 import { answerFailures, routesOf } from "./Http/Errors.js"
 import * as MetricsRoute from "./Http/Metrics.js"
-import { ConnectionWriter, readerScheduler } from "./Http/Connection.js"
+import { ConnectionWriter, type OpenConnection, OpenConnections, readerScheduler } from "./Http/Connection.js"
 import { feedErrorFrame, keepaliveFrame, makeFrameEncoder, retryFrame } from "./Http/Sse.js"
 import * as Viewer from "./Http/Viewer.js"
 import type * as Journal from "./Journal.js"
@@ -168,16 +168,21 @@ interface ConnectionOptions {
   readonly keepaliveEvery: Duration.Duration
   readonly maxBufferedBytes: number
   readonly shutdown: Effect.Effect<void>
+  /** The server's open connections on Node: their keepalives and their end at shutdown (`serveConnection`). */
+  readonly connections: OpenConnections
 }
 
 /**
  * What one stream connection sends, written straight to Node's response: `first`, then the
- * frames, with a keepalive every `keepaliveEvery`, until the frames end or `shutdown` completes.
+ * frames, with a keepalive every `keepaliveEvery` (the server's one timer, `connections`), until
+ * the frames end or the server shuts down.
  *
  * One fiber reads the feed and hands its frames to the connection's writer (`Http/Connection.ts`),
  * on the readers' scheduler, so that reader work yields to the writer; the writer coalesces what
  * waits for the socket into one write, and past its budget in bytes the reader waits: a client
- * that stops reading pauses its own reader, never the feed.
+ * that stops reading pauses its own reader, never the feed. The request's own fiber only waits
+ * for the reader to end or the server to stop: an idle connection holds these two fibers and no
+ * timer of its own.
  */
 const serveConnection = (response: ServerResponse, next: NextFrames, options: ConnectionOptions) =>
   Effect.gen(function* () {
@@ -186,17 +191,6 @@ const serveConnection = (response: ServerResponse, next: NextFrames, options: Co
     )
     yield* Effect.addFinalizer(() => Effect.sync(() => writer.end()))
     writer.send(options.first)
-    // On the Effect clock. Only on a connection with nothing waiting: anything waiting goes out
-    // first and keeps it alive, and a stalled client's connection does not collect keepalives.
-    yield* Effect.sleep(options.keepaliveEvery).pipe(
-      Effect.zipRight(
-        Effect.sync(() => {
-          if (writer.buffered === 0) writer.send(options.keepalive)
-        })
-      ),
-      Effect.forever,
-      Effect.forkScoped
-    )
     const read = Effect.gen(function* () {
       while (true) {
         const frames = yield* next
@@ -222,23 +216,30 @@ const serveConnection = (response: ServerResponse, next: NextFrames, options: Co
     // hang on a reader interrupted mid-replay. The reader lets go of its subscription as it ends.
     const reader = yield* Effect.forkDaemon(read)
     yield* Effect.addFinalizer(() => Fiber.interruptFork(reader))
-    const readerEnded = Effect.async<void>((resume) => {
-      const ended = () => resume(Effect.void)
-      reader.addObserver(ended)
-      return Effect.sync(() => reader.removeObserver(ended))
-    })
-    // Shutdown ends the connection at once, frames waiting or not. One whose client has stopped
-    // reading is cut: the response would wait forever to send the rest, and the server's close
-    // would wait for it.
-    yield* Effect.raceFirst(
-      readerEnded,
-      Effect.zipRight(
-        options.shutdown,
-        Effect.sync(() => {
+    // Until the reader ends or the server shuts down. Shutdown ends the connection at once,
+    // frames waiting or not. One whose client has stopped reading is cut: the response would
+    // wait forever to send the rest, and the server's close would wait for it.
+    yield* Effect.async<void>((resume) => {
+      let done = false
+      const end = () => {
+        if (done) return
+        done = true
+        resume(Effect.void)
+      }
+      const connection: OpenConnection = {
+        writer,
+        stop: () => {
           if (response.writableNeedDrain) response.destroy()
-        })
-      )
-    )
+          end()
+        }
+      }
+      reader.addObserver(end)
+      options.connections.add(connection)
+      return Effect.sync(() => {
+        reader.removeObserver(end)
+        options.connections.remove(connection)
+      })
+    })
   })
 
 /**
@@ -306,6 +307,14 @@ const makeFeedRoutes = (options: HttpOptions) =>
     const encoder = new TextEncoder()
     const retryBytes = encoder.encode(retryFrame(Duration.toMillis(options.retry ?? Duration.seconds(1))))
     const keepaliveBytes = encoder.encode(keepaliveFrame)
+    // The Node connections' one keepalive timer, on the Effect clock, and their end at shutdown.
+    const connections = new OpenConnections()
+    yield* Effect.sleep(keepaliveEvery).pipe(
+      Effect.zipRight(Effect.sync(() => connections.keepalive(keepaliveBytes))),
+      Effect.forever,
+      Effect.forkScoped
+    )
+    yield* Deferred.await(shutdown).pipe(Effect.zipRight(Effect.sync(() => connections.shutdown())), Effect.forkScoped)
     // One encoder per feed, so that a live event's frame is made once for all its connections.
     const encoders = new WeakMap<Feed, ReturnType<typeof makeFrameEncoder>>()
     const framesOf = (feed: Feed) => {
@@ -386,7 +395,8 @@ const makeFeedRoutes = (options: HttpOptions) =>
           keepalive: keepaliveBytes,
           keepaliveEvery,
           maxBufferedBytes: options.streamBufferBytes ?? 1024 * 1024,
-          shutdown: Deferred.await(shutdown)
+          shutdown: Deferred.await(shutdown),
+          connections
         }
         // On Node the connection writes to the response itself, once the platform has written
         // the head; the body the platform sees is empty, and it ends the response after it.
@@ -592,7 +602,7 @@ export const layer = (options: HttpOptions = {}) =>
     Layer.provide(
       HttpApiBuilder.api(FeedApi).pipe(
         Layer.provide([FeedGroupLive, AccountGroupLive, AdminGroupLive]),
-        Layer.provide(Layer.effect(FeedRoutes, makeFeedRoutes(options)))
+        Layer.provide(Layer.scoped(FeedRoutes, makeFeedRoutes(options)))
       )
     ),
     Layer.provide(AuthorizationLive(options)),
