@@ -14,6 +14,7 @@ import {
 } from "@effect/platform"
 import { NodeContext, NodeHttpServer, NodeHttpServerRequest } from "@effect/platform-node"
 import { createServer, type Server, type ServerResponse } from "node:http"
+import { Readable } from "node:stream"
 import {
   Cause,
   Chunk,
@@ -24,10 +25,12 @@ import {
   Effect,
   Either,
   Fiber,
+  FiberId,
   Layer,
   Metric,
   Option,
   Redacted,
+  Runtime,
   type Scope,
   Stream
 } from "effect"
@@ -177,70 +180,96 @@ interface ConnectionOptions {
  * frames, with a keepalive every `keepaliveEvery` (the server's one timer, `connections`), until
  * the frames end or the server shuts down.
  *
- * One fiber reads the feed and hands its frames to the connection's writer (`Http/Connection.ts`),
- * on the readers' scheduler, so that reader work yields to the writer; the writer coalesces what
- * waits for the socket into one write, and past its budget in bytes the reader waits: a client
- * that stops reading pauses its own reader, never the feed. The request's own fiber only waits
- * for the reader to end or the server to stop: an idle connection holds these two fibers and no
- * timer of its own.
+ * The answer's body is an empty `Readable` that the platform pipes into the response once it has
+ * written the head: its first read starts the connection, its end ends the response, and the
+ * response's close (the client went) destroys it, which stops the connection. The request's fiber
+ * thus waits on a promise, not on a Stream run of its own (a fiber, a channel and a scope more for
+ * every idle connection).
+ *
+ * One fiber (`run`, outside the request's) opens the reader and hands its frames to the
+ * connection's writer (`Http/Connection.ts`), on the readers' scheduler, so that reader work
+ * yields to the writer; the writer coalesces what waits for the socket into one write, and past
+ * its budget in bytes the reader waits: a client that stops reading pauses its own reader, never
+ * the feed. The reader is told to stop when the connection goes, not waited for: the connection's
+ * close must not hang on a reader interrupted mid-replay. It lets go of its subscription as it ends.
  */
-const serveConnection = (response: ServerResponse, next: NextFrames, options: ConnectionOptions) =>
-  Effect.gen(function* () {
+const serveConnection = (
+  response: ServerResponse,
+  frames: Effect.Effect<NextFrames, never, Scope.Scope>,
+  options: ConnectionOptions,
+  run: (reader: Effect.Effect<void>) => Fiber.RuntimeFiber<void>
+): Readable => {
+  let reader: Fiber.RuntimeFiber<void> | undefined
+  let connection: OpenConnection | undefined
+  let over = false
+  // The connection is over: its reader ended, the server is shutting down, or the client went.
+  const finish = () => {
+    if (over) return
+    over = true
+    if (connection !== undefined) {
+      options.connections.remove(connection)
+      connection.writer.end()
+    }
+    reader?.unsafeInterruptAsFork(FiberId.none)
+    if (!body.destroyed) body.push(null)
+  }
+  const start = () => {
     const writer = new ConnectionWriter(response, options.maxBufferedBytes, (delta) =>
       streamBufferedBytes.unsafeModify(delta, [])
     )
-    yield* Effect.addFinalizer(() => Effect.sync(() => writer.end()))
     writer.send(options.first)
-    const read = Effect.gen(function* () {
-      while (true) {
-        const frames = yield* next
-        if (frames === undefined) break
-        // All of a pull in one write, unless it is more than the connection's budget.
-        for (const bytes of frames) {
-          if (!writer.fits(bytes.length)) {
-            writer.flush()
-            if (!writer.fits(bytes.length)) yield* writer.room
-          }
-          writer.queue(bytes)
-        }
-        writer.flush()
+    connection = {
+      writer,
+      // Shutdown ends the connection at once, frames waiting or not. One whose client has
+      // stopped reading is cut: the response would wait forever to send the rest, and the
+      // server's close would wait for it.
+      stop: () => {
+        if (response.writableNeedDrain) response.destroy()
+        finish()
       }
-      // What the feed ended with (a feed_error frame) goes out before the response ends.
-      yield* writer.room
-    }).pipe(
-      // A reader that dies ends the connection rather than leaving it open and silent.
-      Effect.catchAllDefect((defect) => Effect.logError("stream reader died", defect)),
-      Effect.withScheduler(readerScheduler)
+    }
+    options.connections.add(connection)
+    if (over) return
+    reader = run(
+      Effect.scoped(
+        Effect.flatMap(frames, (next) =>
+          Effect.gen(function* () {
+            while (true) {
+              const frames = yield* next
+              if (frames === undefined) break
+              // All of a pull in one write, unless it is more than the connection's budget.
+              for (const bytes of frames) {
+                if (!writer.fits(bytes.length)) {
+                  writer.flush()
+                  if (!writer.fits(bytes.length)) yield* writer.room
+                }
+                writer.queue(bytes)
+              }
+              writer.flush()
+            }
+            // What the feed ended with (a feed_error frame) goes out before the response ends.
+            yield* writer.room
+          })
+        )
+      ).pipe(
+        // A reader that dies ends the connection rather than leaving it open and silent.
+        Effect.catchAllDefect((defect) => Effect.logError("stream reader died", defect)),
+        Effect.withScheduler(readerScheduler)
+      )
     )
-    // Told to stop when the connection goes, not waited for: the connection's close must not
-    // hang on a reader interrupted mid-replay. The reader lets go of its subscription as it ends.
-    const reader = yield* Effect.forkDaemon(read)
-    yield* Effect.addFinalizer(() => Fiber.interruptFork(reader))
-    // Until the reader ends or the server shuts down. Shutdown ends the connection at once,
-    // frames waiting or not. One whose client has stopped reading is cut: the response would
-    // wait forever to send the rest, and the server's close would wait for it.
-    yield* Effect.async<void>((resume) => {
-      let done = false
-      const end = () => {
-        if (done) return
-        done = true
-        resume(Effect.void)
-      }
-      const connection: OpenConnection = {
-        writer,
-        stop: () => {
-          if (response.writableNeedDrain) response.destroy()
-          end()
-        }
-      }
-      reader.addObserver(end)
-      options.connections.add(connection)
-      return Effect.sync(() => {
-        reader.removeObserver(end)
-        options.connections.remove(connection)
-      })
-    })
+    reader.addObserver(finish)
+  }
+  const body: Readable = new Readable({
+    read() {
+      if (connection === undefined && !over) start()
+    },
+    destroy(error, callback) {
+      finish()
+      callback(error)
+    }
   })
+  return body
+}
 
 /**
  * The frames of a connection that is not served by Node's HTTP server (a web handler), as a
@@ -398,20 +427,18 @@ const makeFeedRoutes = (options: HttpOptions) =>
           shutdown: Deferred.await(shutdown),
           connections
         }
+        const headers = { "cache-control": "no-cache, no-transform", "x-accel-buffering": "no" }
+        if (response === undefined) {
+          const body = Stream.unwrapScoped(Effect.map(openFrames, (next) => connectionStream(next, connection)))
+          return HttpServerResponse.stream(body, { contentType: eventStream, headers })
+        }
         // On Node the connection writes to the response itself, once the platform has written
-        // the head; the body the platform sees is empty, and it ends the response after it.
-        const body =
-          response === undefined
-            ? Stream.unwrapScoped(Effect.map(openFrames, (next) => connectionStream(next, connection)))
-            : Stream.drain(
-                Stream.fromEffect(
-                  Effect.scoped(Effect.flatMap(openFrames, (next) => serveConnection(response, next, connection)))
-                )
-              )
-        return HttpServerResponse.stream(body, {
-          contentType: eventStream,
-          headers: { "cache-control": "no-cache, no-transform", "x-accel-buffering": "no" }
-        })
+        // the head; the body the platform pipes is empty, and it ends the response after it.
+        const runFork = Runtime.runFork(yield* Effect.runtime<never>())
+        return HttpServerResponse.raw(
+          serveConnection(response, openFrames, connection, (reader) => runFork(reader)),
+          { contentType: eventStream, headers }
+        )
       })
 
     const events = (
