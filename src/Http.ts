@@ -31,7 +31,7 @@ import {
   Option,
   Redacted,
   Runtime,
-  type Scope,
+  Scope,
   Stream
 } from "effect"
 import type * as Access from "./Access.js"
@@ -230,31 +230,33 @@ const serveConnection = (
     }
     options.connections.add(connection)
     if (over) return
-    reader = run(
-      Effect.scoped(
-        Effect.flatMap(frames, (next) =>
-          Effect.gen(function* () {
-            while (true) {
-              const frames = yield* next
-              if (frames === undefined) break
-              // All of a pull in one write, unless it is more than the connection's budget.
-              for (const bytes of frames) {
-                if (!writer.fits(bytes.length)) {
-                  writer.flush()
-                  if (!writer.fits(bytes.length)) yield* writer.room
-                }
-                writer.queue(bytes)
-              }
+    const send = (next: NextFrames) =>
+      Effect.gen(function* () {
+        while (true) {
+          const frames = yield* next
+          if (frames === undefined) break
+          // All of a pull in one write, unless it is more than the connection's budget.
+          for (const bytes of frames) {
+            if (!writer.fits(bytes.length)) {
               writer.flush()
+              if (!writer.fits(bytes.length)) yield* writer.room
             }
-            // What the feed ended with (a feed_error frame) goes out before the response ends.
-            yield* writer.room
-          })
-        )
+            writer.queue(bytes)
+          }
+          writer.flush()
+        }
+        // What the feed ended with (a feed_error frame) goes out before the response ends.
+        yield* writer.room
+      })
+    // The reader's scope is in context only while it opens: the frames that follow need none.
+    reader = run(
+      Effect.acquireUseRelease(
+        Scope.make(),
+        (scope) => Effect.flatMap(Scope.extend(frames, scope), send),
+        (scope, exit) => Scope.close(scope, exit)
       ).pipe(
         // A reader that dies ends the connection rather than leaving it open and silent.
-        Effect.catchAllDefect((defect) => Effect.logError("stream reader died", defect)),
-        Effect.withScheduler(readerScheduler)
+        Effect.catchAllDefect((defect) => Effect.logError("stream reader died", defect))
       )
     )
     reader.addObserver(finish)
@@ -434,9 +436,11 @@ const makeFeedRoutes = (options: HttpOptions) =>
         }
         // On Node the connection writes to the response itself, once the platform has written
         // the head; the body the platform pipes is empty, and it ends the response after it.
-        const runFork = Runtime.runFork(yield* Effect.runtime<never>())
+        const runReader = Runtime.runFork(yield* Effect.runtime<never>())
         return HttpServerResponse.raw(
-          serveConnection(response, openFrames, connection, (reader) => runFork(reader)),
+          serveConnection(response, openFrames, connection, (reader) =>
+            runReader(Effect.withScheduler(reader, readerScheduler))
+          ),
           { contentType: eventStream, headers }
         )
       })
