@@ -14,6 +14,7 @@ import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import { createServer, type Server, type ServerResponse } from "node:http"
+import { Readable } from "node:stream"
 import {
   Cause,
   Chunk,
@@ -24,11 +25,13 @@ import {
   Effect,
   Either,
   Fiber,
+  FiberId,
   Layer,
   Metric,
   Option,
   Redacted,
-  type Scope,
+  Runtime,
+  Scope,
   Stream
 } from "effect"
 import type * as Access from "./Access.js"
@@ -57,7 +60,7 @@ import { appendEntries } from "./Http/Body.js"
 import * as Cors from "./Http/Cors.js"
 import { answerFailures, routesOf } from "./Http/Errors.js"
 import * as MetricsRoute from "./Http/Metrics.js"
-import { ConnectionWriter, readerScheduler } from "./Http/Connection.js"
+import { ConnectionWriter, type OpenConnection, OpenConnections, readerScheduler } from "./Http/Connection.js"
 import { feedErrorFrame, keepaliveFrame, makeFrameEncoder, retryFrame } from "./Http/Sse.js"
 import * as Viewer from "./Http/Viewer.js"
 import type * as Journal from "./Journal.js"
@@ -168,78 +171,107 @@ interface ConnectionOptions {
   readonly keepaliveEvery: Duration.Duration
   readonly maxBufferedBytes: number
   readonly shutdown: Effect.Effect<void>
+  /** The server's open connections on Node: their keepalives and their end at shutdown (`serveConnection`). */
+  readonly connections: OpenConnections
 }
 
 /**
  * What one stream connection sends, written straight to Node's response: `first`, then the
- * frames, with a keepalive every `keepaliveEvery`, until the frames end or `shutdown` completes.
+ * frames, with a keepalive every `keepaliveEvery` (the server's one timer, `connections`), until
+ * the frames end or the server shuts down.
  *
- * One fiber reads the feed and hands its frames to the connection's writer (`Http/Connection.ts`),
- * on the readers' scheduler, so that reader work yields to the writer; the writer coalesces what
- * waits for the socket into one write, and past its budget in bytes the reader waits: a client
- * that stops reading pauses its own reader, never the feed.
+ * The answer's body is an empty `Readable` that the platform pipes into the response once it has
+ * written the head: its first read starts the connection, its end ends the response, and the
+ * response's close (the client went) destroys it, which stops the connection. The request's fiber
+ * thus waits on a promise, not on a Stream run of its own (a fiber, a channel and a scope more for
+ * every idle connection).
+ *
+ * One fiber (`run`, outside the request's) opens the reader and hands its frames to the
+ * connection's writer (`Http/Connection.ts`), on the readers' scheduler, so that reader work
+ * yields to the writer; the writer coalesces what waits for the socket into one write, and past
+ * its budget in bytes the reader waits: a client that stops reading pauses its own reader, never
+ * the feed. The reader is told to stop when the connection goes, not waited for: the connection's
+ * close must not hang on a reader interrupted mid-replay. It lets go of its subscription as it ends.
  */
-const serveConnection = (response: ServerResponse, next: NextFrames, options: ConnectionOptions) =>
-  Effect.gen(function* () {
+const serveConnection = (
+  response: ServerResponse,
+  frames: Effect.Effect<NextFrames, never, Scope.Scope>,
+  options: ConnectionOptions,
+  run: (reader: Effect.Effect<void>) => Fiber.RuntimeFiber<void>
+): Readable => {
+  let reader: Fiber.RuntimeFiber<void> | undefined
+  let connection: OpenConnection | undefined
+  let over = false
+  // The connection is over: its reader ended, the server is shutting down, or the client went.
+  const finish = () => {
+    if (over) return
+    over = true
+    if (connection !== undefined) {
+      options.connections.remove(connection)
+      connection.writer.end()
+    }
+    reader?.unsafeInterruptAsFork(FiberId.none)
+    if (!body.destroyed) body.push(null)
+  }
+  const start = () => {
     const writer = new ConnectionWriter(response, options.maxBufferedBytes, (delta) =>
       streamBufferedBytes.unsafeModify(delta, [])
     )
-    yield* Effect.addFinalizer(() => Effect.sync(() => writer.end()))
     writer.send(options.first)
-    // On the Effect clock. Only on a connection with nothing waiting: anything waiting goes out
-    // first and keeps it alive, and a stalled client's connection does not collect keepalives.
-    yield* Effect.sleep(options.keepaliveEvery).pipe(
-      Effect.zipRight(
-        Effect.sync(() => {
-          if (writer.buffered === 0) writer.send(options.keepalive)
-        })
-      ),
-      Effect.forever,
-      Effect.forkScoped
-    )
-    const read = Effect.gen(function* () {
-      while (true) {
-        const frames = yield* next
-        if (frames === undefined) break
-        // All of a pull in one write, unless it is more than the connection's budget.
-        for (const bytes of frames) {
-          if (!writer.fits(bytes.length)) {
-            writer.flush()
-            if (!writer.fits(bytes.length)) yield* writer.room
-          }
-          writer.queue(bytes)
-        }
-        writer.flush()
+    connection = {
+      writer,
+      // Shutdown ends the connection at once, frames waiting or not. One whose client has
+      // stopped reading is cut: the response would wait forever to send the rest, and the
+      // server's close would wait for it.
+      stop: () => {
+        if (response.writableNeedDrain) response.destroy()
+        finish()
       }
-      // What the feed ended with (a feed_error frame) goes out before the response ends.
-      yield* writer.room
-    }).pipe(
-      // A reader that dies ends the connection rather than leaving it open and silent.
-      Effect.catchAllDefect((defect) => Effect.logError("stream reader died", defect)),
-      Effect.withScheduler(readerScheduler)
-    )
-    // Told to stop when the connection goes, not waited for: the connection's close must not
-    // hang on a reader interrupted mid-replay. The reader lets go of its subscription as it ends.
-    const reader = yield* Effect.forkDaemon(read)
-    yield* Effect.addFinalizer(() => Fiber.interruptFork(reader))
-    const readerEnded = Effect.async<void>((resume) => {
-      const ended = () => resume(Effect.void)
-      reader.addObserver(ended)
-      return Effect.sync(() => reader.removeObserver(ended))
-    })
-    // Shutdown ends the connection at once, frames waiting or not. One whose client has stopped
-    // reading is cut: the response would wait forever to send the rest, and the server's close
-    // would wait for it.
-    yield* Effect.raceFirst(
-      readerEnded,
-      Effect.zipRight(
-        options.shutdown,
-        Effect.sync(() => {
-          if (response.writableNeedDrain) response.destroy()
-        })
+    }
+    options.connections.add(connection)
+    if (over) return
+    const send = (next: NextFrames) =>
+      Effect.gen(function* () {
+        while (true) {
+          const frames = yield* next
+          if (frames === undefined) break
+          // All of a pull in one write, unless it is more than the connection's budget.
+          for (const bytes of frames) {
+            if (!writer.fits(bytes.length)) {
+              writer.flush()
+              if (!writer.fits(bytes.length)) yield* writer.room
+            }
+            writer.queue(bytes)
+          }
+          writer.flush()
+        }
+        // What the feed ended with (a feed_error frame) goes out before the response ends.
+        yield* writer.room
+      })
+    // The reader's scope is in context only while it opens: the frames that follow need none.
+    reader = run(
+      Effect.acquireUseRelease(
+        Scope.make(),
+        (scope) => Effect.flatMap(Scope.extend(frames, scope), send),
+        (scope, exit) => Scope.close(scope, exit)
+      ).pipe(
+        // A reader that dies ends the connection rather than leaving it open and silent.
+        Effect.catchAllDefect((defect) => Effect.logError("stream reader died", defect))
       )
     )
+    reader.addObserver(finish)
+  }
+  const body: Readable = new Readable({
+    read() {
+      if (connection === undefined && !over) start()
+    },
+    destroy(error, callback) {
+      finish()
+      callback(error)
+    }
   })
+  return body
+}
 
 /**
  * The frames of a connection that is not served by Node's HTTP server (a web handler), as a
@@ -306,6 +338,14 @@ const makeFeedRoutes = (options: HttpOptions) =>
     const encoder = new TextEncoder()
     const retryBytes = encoder.encode(retryFrame(Duration.toMillis(options.retry ?? Duration.seconds(1))))
     const keepaliveBytes = encoder.encode(keepaliveFrame)
+    // The Node connections' one keepalive timer, on the Effect clock, and their end at shutdown.
+    const connections = new OpenConnections()
+    yield* Effect.sleep(keepaliveEvery).pipe(
+      Effect.zipRight(Effect.sync(() => connections.keepalive(keepaliveBytes))),
+      Effect.forever,
+      Effect.forkScoped
+    )
+    yield* Deferred.await(shutdown).pipe(Effect.zipRight(Effect.sync(() => connections.shutdown())), Effect.forkScoped)
     // One encoder per feed, so that a live event's frame is made once for all its connections.
     const encoders = new WeakMap<Feed, ReturnType<typeof makeFrameEncoder>>()
     const framesOf = (feed: Feed) => {
@@ -386,22 +426,23 @@ const makeFeedRoutes = (options: HttpOptions) =>
           keepalive: keepaliveBytes,
           keepaliveEvery,
           maxBufferedBytes: options.streamBufferBytes ?? 1024 * 1024,
-          shutdown: Deferred.await(shutdown)
+          shutdown: Deferred.await(shutdown),
+          connections
+        }
+        const headers = { "cache-control": "no-cache, no-transform", "x-accel-buffering": "no" }
+        if (response === undefined) {
+          const body = Stream.unwrapScoped(Effect.map(openFrames, (next) => connectionStream(next, connection)))
+          return HttpServerResponse.stream(body, { contentType: eventStream, headers })
         }
         // On Node the connection writes to the response itself, once the platform has written
-        // the head; the body the platform sees is empty, and it ends the response after it.
-        const body =
-          response === undefined
-            ? Stream.unwrapScoped(Effect.map(openFrames, (next) => connectionStream(next, connection)))
-            : Stream.drain(
-                Stream.fromEffect(
-                  Effect.scoped(Effect.flatMap(openFrames, (next) => serveConnection(response, next, connection)))
-                )
-              )
-        return HttpServerResponse.stream(body, {
-          contentType: eventStream,
-          headers: { "cache-control": "no-cache, no-transform", "x-accel-buffering": "no" }
-        })
+        // the head; the body the platform pipes is empty, and it ends the response after it.
+        const runReader = Runtime.runFork(yield* Effect.runtime<never>())
+        return HttpServerResponse.raw(
+          serveConnection(response, openFrames, connection, (reader) =>
+            runReader(Effect.withScheduler(reader, readerScheduler))
+          ),
+          { contentType: eventStream, headers }
+        )
       })
 
     const events = (
@@ -617,7 +658,7 @@ export const layer = (options: HttpOptions = {}) =>
     Layer.provide(
       HttpApiBuilder.api(FeedApi).pipe(
         Layer.provide([FeedGroupLive, AccountGroupLive, AdminGroupLive]),
-        Layer.provide(Layer.effect(FeedRoutes, makeFeedRoutes(options)))
+        Layer.provide(Layer.scoped(FeedRoutes, makeFeedRoutes(options)))
       )
     ),
     Layer.provide(AuthorizationLive(options)),

@@ -103,6 +103,51 @@ export class ConnectionWriter {
   }
 }
 
+/** What the server keeps of an open stream connection: its writer, and how to end it. */
+export interface OpenConnection {
+  readonly writer: ConnectionWriter
+  /** Ends the connection (the server is shutting down); called at most once. */
+  readonly stop: () => void
+}
+
+/**
+ * The open stream connections of a server: one timer sends all their keepalives and one signal
+ * ends them all at shutdown, where a fiber and a timer of each connection's own would hold memory
+ * for every idle connection.
+ */
+export class OpenConnections {
+  private readonly open = new Set<OpenConnection>()
+  private stopped = false
+
+  /** Connections open now. */
+  get size(): number {
+    return this.open.size
+  }
+
+  /** Holds `connection` until `remove`; once the server is shutting down, stops it at once instead. */
+  add(connection: OpenConnection): void {
+    if (this.stopped) connection.stop()
+    else this.open.add(connection)
+  }
+
+  remove(connection: OpenConnection): void {
+    this.open.delete(connection)
+  }
+
+  /** Sends `bytes` to every connection with nothing waiting: anything waiting goes out first and keeps it alive. */
+  keepalive(bytes: Uint8Array): void {
+    for (const connection of this.open) if (connection.writer.buffered === 0) connection.writer.send(bytes)
+  }
+
+  /** Stops every connection, and any added from now on. */
+  shutdown(): void {
+    this.stopped = true
+    const all = [...this.open]
+    this.open.clear()
+    for (const connection of all) connection.stop()
+  }
+}
+
 /**
  * The scheduler stream readers run on: their fibers resume in Node's check phase, after the
  * I/O callbacks of the same turn, so that the writer, its acks and incoming requests go first

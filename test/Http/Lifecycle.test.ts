@@ -85,6 +85,21 @@ describe("keepalive", () => {
     })
   )
 
+  // A timer (and a fiber) per connection would be memory every idle stream holds: the server's
+  // one timer sends every connection's keepalive.
+  it.scopedLive("idle_streams_share_the_servers_one_keepalive_timer", () =>
+    Effect.gen(function* () {
+      const server = yield* start({ directory: yield* tempDir, http: { keepalive: Duration.millis(50) } })
+      const timers = () => process.getActiveResourcesInfo().filter((resource) => resource === "Timeout").length
+      const before = timers()
+      const streams = yield* Effect.forEach(Array.from({ length: 20 }), () => openStream(`${server.url}/api/v1/stream`))
+      for (const stream of streams) yield* stream.untilCaughtUp
+      // Every one of them still gets its keepalives.
+      for (const stream of streams) assert.strictEqual(yield* Queue.take(stream.comments), "keepalive")
+      assert.isBelow(timers() - before, streams.length / 2, "timers added by 20 open streams")
+    })
+  )
+
   it.scopedLive("the_keepalive_period_is_configurable", () =>
     Effect.gen(function* () {
       const server = yield* start({ directory: yield* tempDir, http: { keepalive: Duration.millis(50) } })
