@@ -225,9 +225,9 @@ export const makeLineCodec = <A, I>(schema: Schema.Schema<A, I>): LineCodec<A> =
           out = scratch.room(out, at, maxUtf8Bytes(line.length))
           at += out.write(line, at, "utf8")
         }
-        // JSON text never holds a raw newline: each line's is its last byte.
+        // JSON text never holds a raw newline: each line's is its last byte. The tail is ASCII.
         ends[i] = at - 1
-        bodyEnds[i] = at - 1 - (tail.length - 1)
+        bodyEnds[i] = at - tail.length
       }
       const bytes = copyOut(out, at)
       let start = 0
