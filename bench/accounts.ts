@@ -1,7 +1,7 @@
 /**
  * Section 6, accounts: one service hosting many accounts, measured end to end. The server is
- * the service as `npm start` runs it (`accounts-server.ts`, bundled, on plain `node`,
- * configured by its environment) in a process of its own; every client is another process
+ * the service as `npm start` runs it (`node dist/main.js` after `npm run build`, configured by
+ * its environment) in a process of its own; every client is another process
  * (`accounts-client.ts`); this process only starts them and reads the server's `/proc` entries.
  *
  * 1. Aggregate durable ingest, `FEED_FSYNC=always`, over 1, 10, 100 and 1,000 active accounts:

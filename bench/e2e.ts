@@ -1,10 +1,11 @@
 /**
  * The headline section (`http`): the service end to end over HTTP, as its users get it, against
- * Redis Streams in the same run. The server is the service as `npm start` runs it (`src/main.ts`
- * bundled, on plain `node`, configured by its environment, fsync `always`) in a process of its
- * own; every client is a process of its own (`e2e-client.ts`); Redis (`redis-server`, AOF on,
- * automatic rewrite off, a fresh folder per run) is driven through the plain pipelined RESP
- * client, with the same event count and the same bytes per event (the feed's journal line).
+ * Redis Streams in the same run. The server is the service as `npm start` runs it (`npm run
+ * build`, then `node dist/main.js`, configured by its environment, fsync `always`; or
+ * `BENCH_SERVER`'s build, run the same way) in a process of its own; every client is a process
+ * of its own (`e2e-client.ts`); Redis (`redis-server`, AOF on, automatic rewrite off, a fresh
+ * folder per run) is driven through the plain pipelined RESP client, with the same event count
+ * and the same bytes per event (the feed's journal line).
  * Server CPU time is read from `/proc/<pid>/stat` (user + system, every thread) around each run.
  *
  * 1. Ingest: 4 client processes POST 500-event batches (one request in flight each), against 4

@@ -1,8 +1,8 @@
 /**
- * Processes for the end-to-end measurements: the service in a process of its own (the
- * `accounts-server.ts` entry, which is `src/main.ts`, bundled and run on plain `node` as a
- * deployed service runs), client processes of `e2e-client.ts` started together and released by
- * one `go`, and the Redis baselines' loads run through those same client processes.
+ * Processes for the end-to-end measurements: the service in a process of its own, run as
+ * `npm start` runs it (`node dist/main.js` after `npm run build`, or `BENCH_SERVER`'s build: see
+ * `serviceArgs`), client processes of `e2e-client.ts` started together and released by one `go`,
+ * and the Redis baselines' loads run through those same client processes.
  */
 import * as ChildProcess from "node:child_process"
 import * as Readline from "node:readline"

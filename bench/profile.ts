@@ -7,7 +7,9 @@
  *   tsx bench/profile.ts [--quick] [--out DIR] [--top N] <section>[,<section>...]
  *   tsx bench/profile.ts --summarize FILE.cpuprofile
  *
- * Child processes (memory, fan-out) are profiled whole with `node --cpu-prof`.
+ * Child processes (memory, fan-out) are profiled whole with `node --cpu-prof`. The service's
+ * processes run the tsc build (`dist/*.js`, as `npm start` runs it); their frames are mapped back
+ * through the source maps tsc writes beside each file (`tsconfig.build.json`: `sourceMap`).
  */
 import * as Fs from "node:fs"
 import { SourceMap } from "node:module"
@@ -46,7 +48,10 @@ export interface ProfileSummary {
   readonly inclusiveSrc: ReadonlyArray<HotFunction>
 }
 
-/** Self and inclusive time per function, located through the bundle's source map when given. */
+/**
+ * Self and inclusive time per function, located through the source map of the frame's file when
+ * there is one: a bundle's (`.mjs`) or a tsc build's (`.js` outside `node_modules`).
+ */
 export const summarize = (
   profile: Profile,
   mapFor: (url: string) => SourceMap | undefined,
@@ -57,7 +62,9 @@ export const summarize = (
   for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id)
   const where = (frame: CallFrame): string => {
     if (frame.url === "" || frame.lineNumber < 0) return ""
-    const map = frame.url.endsWith(".mjs") ? mapFor(frame.url) : undefined
+    // Not the maps packages ship: theirs name `src/` files of their own, which would pass for ours.
+    const mapped = frame.url.endsWith(".mjs") || (frame.url.endsWith(".js") && !frame.url.includes("/node_modules/"))
+    const map = mapped ? mapFor(frame.url) : undefined
     if (map !== undefined) {
       const entry = map.findEntry(frame.lineNumber, frame.columnNumber)
       if ("originalSource" in entry && entry.originalSource !== undefined) {
@@ -117,7 +124,7 @@ export const printSummary = (title: string, summary: ProfileSummary): void => {
 
 const maps = new Map<string, SourceMap | undefined>()
 
-/** The source map next to a bundle (`<file>.map`), for a frame's url (`file://...mjs`). */
+/** The source map beside a file (`<file>.map`), for a frame's url (`file://...`). */
 const mapFor = (url: string): SourceMap | undefined => {
   const file = `${url.replace(/^file:\/\//, "")}.map`
   if (!maps.has(file)) {

@@ -3,7 +3,8 @@
  * goals, notes) that `run.ts` prints and writes as JSON, temp directories that are removed at
  * exit, the ~300-byte benchmark events, a feed on a counting journal (so a run knows the batch
  * sizes the writer really committed), a latency histogram, Redis server processes on loopback,
- * and child processes that answer one JSON line.
+ * child processes that answer one JSON line, and the service's command line (built and run as
+ * `npm start` does, or `BENCH_SERVER`).
  */
 import { NodeContext } from "@effect/platform-node"
 import { Effect, ExecutionStrategy, Logger, LogLevel, Scope, Stream } from "effect"
@@ -431,14 +432,39 @@ export const nodeArgs = async (script: string): Promise<Array<string>> => {
   return bundled === undefined ? ["--import", "tsx", Path.join(benchDir, script)] : [bundled]
 }
 
+let built: Promise<string> | undefined
+
 /**
- * How to run the service as a user does: `src/main.ts` bundled (`accounts-server.ts`), or
- * `BENCH_SERVER`, another build of it (an earlier commit's `dist/main.js`), for before/after
- * figures from the same clients.
+ * The project built as `npm start` builds it (`npm run build`: tsc into `dist/`), once per run;
+ * answers `dist/main.js`. The build's output goes to stderr, which keeps stdout for the report.
+ */
+const buildService = (): Promise<string> =>
+  (built ??= new Promise<string>((resolve, reject) => {
+    log("building the service as npm start does (npm run build)")
+    const child = ChildProcess.spawn("npm", ["run", "-s", "build"], { cwd: projectDir, stdio: ["ignore", 2, 2] })
+    child.once("error", (error) =>
+      reject(new Error(`could not run npm run build (${error.message}): is npm on the PATH?`))
+    )
+    child.once("exit", (code, signal) =>
+      code === 0
+        ? resolve(Path.join(projectDir, "dist", "main.js"))
+        : reject(
+            new Error(
+              `npm run build exited with ${code ?? signal}: fix the build (its errors are above), ` +
+                "or set BENCH_SERVER to the dist/main.js of a build that works"
+            )
+          )
+    )
+  }))
+
+/**
+ * How to run the service as its users do: `node dist/main.js` after `npm run build`, which is
+ * what `npm start` runs, or `BENCH_SERVER`, another build's `dist/main.js` (an earlier commit's),
+ * run the same way for before/after figures from the same clients.
  */
 export const serviceArgs = async (): Promise<Array<string>> => {
   const entry = process.env.BENCH_SERVER
-  return entry === undefined || entry === "" ? nodeArgs("accounts-server.ts") : [entry]
+  return [entry === undefined || entry === "" ? await buildService() : entry]
 }
 
 export interface ChildRun<A> {
