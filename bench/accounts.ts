@@ -21,11 +21,10 @@
  * from what V8 and the allocator keep. Figures taken that way say so.
  */
 import * as ChildProcess from "node:child_process"
-import * as Http from "node:http"
 import * as Os from "node:os"
 import * as Readline from "node:readline"
 import type { ColdResult, LoadResult, OpenResult } from "./accounts-client.js"
-import { freePort } from "./common.js"
+import { freePort, getJson } from "./common.js"
 import {
   type BenchConfig,
   nodeArgs,
@@ -119,21 +118,6 @@ const load1 = () => Os.loadavg()[0]!.toFixed(1)
 // ---------------------------------------------------------------------------------------------------------------
 // The server process
 // ---------------------------------------------------------------------------------------------------------------
-
-const getJson = <A>(port: number, path: string): Promise<A> =>
-  new Promise((resolve, reject) => {
-    const request = Http.get({ host: "127.0.0.1", port, path, agent: false }, (response) => {
-      let text = ""
-      response.setEncoding("utf8")
-      response.on("data", (chunk: string) => (text += chunk))
-      response.once("end", () =>
-        response.statusCode === 200
-          ? resolve(JSON.parse(text) as A)
-          : reject(new Error(`GET ${path}: ${response.statusCode} ${text.slice(0, 300)}`))
-      )
-    })
-    request.once("error", reject)
-  })
 
 interface CpuTime {
   readonly user: number

@@ -2,9 +2,10 @@
  * What the benchmark's client processes share with the rest of the suite, kept free of the
  * library and of Effect so that a client process loads in a few milliseconds: the bench events
  * and their journal lines, the clock every process stamps and reads, the latency histogram, and
- * the segment files of a journal, ports, and the command line of a client process.
+ * the segment files of a journal, ports, a JSON GET, and the command line of a client process.
  */
 import * as Fs from "node:fs"
+import * as Http from "node:http"
 import * as Net from "node:net"
 import * as Path from "node:path"
 import type { AgentEvent } from "../src/Domain/AgentEvent.js"
@@ -159,6 +160,22 @@ export const listening = (port: number): Promise<boolean> =>
       resolve(true)
     })
     socket.once("error", () => resolve(false))
+  })
+
+/** `GET 127.0.0.1:<port><path>`, its JSON body; rejects on any status but 200. */
+export const getJson = <A>(port: number, path: string): Promise<A> =>
+  new Promise((resolve, reject) => {
+    const request = Http.get({ host: "127.0.0.1", port, path, agent: false }, (response) => {
+      let text = ""
+      response.setEncoding("utf8")
+      response.on("data", (chunk: string) => (text += chunk))
+      response.once("end", () =>
+        response.statusCode === 200
+          ? resolve(JSON.parse(text) as A)
+          : reject(new Error(`GET ${path}: ${response.statusCode} ${text.slice(0, 300)}`))
+      )
+    })
+    request.once("error", reject)
   })
 
 /**
