@@ -20,7 +20,16 @@ const text = fc.oneof(
   fc.string(),
   fc.string({ unit: "binary" }),
   fc.string({ unit: fc.integer({ min: 0xd800, max: 0xdfff }).map((c) => String.fromCharCode(c)), maxLength: 2 }),
-  fc.constantFrom("\u2028", "a\u2029b", "é€😀—…", '\n\t"\\/', "\u0000\u001f\u007f", "</script>")
+  fc.constantFrom(
+    "\u2028",
+    "a\u2029b",
+    "é€😀—…",
+    '\n\t"\\/',
+    "\u0000\u001f\u007f",
+    "</script>",
+    "a/b",
+    "\b\f\u0001\u001b"
+  )
 )
 
 /** Payloads of `Unknown` fields: nested objects and arrays, keys an object orders first or that repeat. */
@@ -41,43 +50,65 @@ const event = fc.oneof(
 /** Choices for one rendering: each a small number read in turn (and cycled), so runs shrink. */
 const choices = fc.array(fc.nat({ max: 63 }), { minLength: 1, maxLength: 200 })
 
+/** A value of the same shape as `value`, every string in it another. */
+const unlike = (value: unknown): unknown =>
+  typeof value === "string"
+    ? `${value}!`
+    : Array.isArray(value)
+      ? value.map(unlike)
+      : typeof value === "object" && value !== null
+        ? Object.fromEntries(Object.entries(value).map(([k, x]) => [k, unlike(x)]))
+        : value
+
+/** What a rendering may do other than `JSON.stringify` does. */
+const KINDS = ["space", "escape", "slash", "control", "number", "duplicate", "reorder"] as const
+type Kind = (typeof KINDS)[number]
+
 /**
- * Renders JSON text of `value` as a client might write it: with `clean`, exactly as
- * `JSON.stringify` does; otherwise, now and then, with whitespace, escapes of any character
- * (`\u0041`, `\/`, upper-case hex), numbers in another form (`1.0`, `1E2`, `-0`), and a key
- * written twice (an earlier value that the parser drops).
+ * Renders JSON text of `value` as a client might write it: as `JSON.stringify` does, but for
+ * the kinds of difference asked for, each now and then: whitespace, escapes of any character
+ * (`\u0041`, upper-case hex, `\/`), numbers in another form (`1.0`, `1E2`, `-0`), a key written
+ * twice (an earlier value that the parser drops), an object's keys in reverse (integer-like keys
+ * then move when parsed).
  */
-const render = (value: unknown, picks: ReadonlyArray<number>, clean: boolean): string => {
+const render = (value: unknown, picks: ReadonlyArray<number>, kinds: ReadonlyArray<Kind>): string => {
   let n = 0
-  // One in eight picks perturbs, so most of a rendering stays in `JSON.stringify`'s form.
-  const pick = (): number => (clean ? 63 : picks[n++ % picks.length]!)
-  const space = () => ["", "", "", "", "", "", "", "", " ", "\n", "\t", "\r\n "][pick() % 12]!
+  /** A choice of 0 to 7 when a difference of `kind` is made (one time in eight), else undefined. */
+  const differ = (kind: Kind): number | undefined => {
+    if (!kinds.includes(kind)) return undefined
+    const p = picks[n++ % picks.length]!
+    return p < 8 ? p : undefined
+  }
+  const space = () => ["", " ", "\n", "\t", "\r\n "][(differ("space") ?? -1) + 1] ?? ""
+  const escape = (c: string, upper: boolean) =>
+    c
+      .split("")
+      .map((unit) => {
+        const hex = unit.charCodeAt(0).toString(16).padStart(4, "0")
+        return `\\u${upper ? hex.toUpperCase() : hex}`
+      })
+      .join("")
   const string = (s: string): string => {
     let out = '"'
-    const escape = (c: string, upper: boolean) =>
-      c
-        .split("")
-        .map((unit) => {
-          const hex = unit.charCodeAt(0).toString(16).padStart(4, "0")
-          return `\\u${upper ? hex.toUpperCase() : hex}`
-        })
-        .join("")
     // By code point, as `JSON.stringify` writes a pair raw and a lone surrogate escaped.
     for (const unit of Array.from(s)) {
-      const p = pick()
-      if (p === 0) out += escape(unit, false)
-      else if (p === 1) out += escape(unit, true)
-      else if (p === 2 && unit === "/") out += "\\/"
+      // Control characters, when asked for, are all written as `\\u00XX`, in either case.
+      const control = unit < " " && kinds.includes("control") ? picks[n++ % picks.length]! : undefined
+      const p = differ("escape")
+      if (unit === "/" && differ("slash") !== undefined) out += "\\/"
+      else if (control !== undefined) out += escape(unit, control % 2 === 1)
+      else if (p !== undefined) out += escape(unit, p % 2 === 1)
       else out += JSON.stringify(unit).slice(1, -1)
     }
     return out + '"'
   }
   const number = (x: number): string => {
-    const p = pick()
+    const p = differ("number")
     if (p === 0 && Number.isInteger(x)) return `${x}.0`
     if (p === 1) return x.toExponential().replace("e+", "E")
     if (p === 2 && x === 0) return "-0"
     if (p === 3) return x.toExponential()
+    if (p === 4) return `${x}0`.includes(".") ? `${x}0` : `${x}e0`
     return JSON.stringify(x)
   }
   const go = (v: unknown): string => {
@@ -85,9 +116,14 @@ const render = (value: unknown, picks: ReadonlyArray<number>, clean: boolean): s
     if (typeof v === "number") return number(v)
     if (v === null || typeof v !== "object") return JSON.stringify(v)
     if (Array.isArray(v)) return `[${space()}${v.map((x) => go(x)).join(`${space()},${space()}`)}${space()}]`
+    const entries = Object.entries(v)
+    // An object with integer-like keys is always reversed (they are parsed first wherever they are written).
+    const integerKeys = entries.some(([k]) => /^(0|[1-9][0-9]*)$/.test(k))
+    if (kinds.includes("reorder") && (integerKeys || differ("reorder") !== undefined)) entries.reverse()
     const fields: Array<string> = []
-    for (const [k, x] of Object.entries(v)) {
-      if (pick() === 0) fields.push(`${string(k)}:${go("dropped")}`)
+    for (const [k, x] of entries) {
+      // The value the parser drops is like the one it keeps, so that taking the wrong one shows.
+      if (differ("duplicate") !== undefined) fields.push(`${string(k)}:${JSON.stringify(unlike(x))}`)
       fields.push(`${string(k)}${space()}:${space()}${go(x)}`)
     }
     return `{${space()}${fields.join(`${space()},${space()}`)}${space()}}`
@@ -101,7 +137,7 @@ const body = fc.record({
   batch: fc.boolean(),
   entries: fc.array(entry, { minLength: 1, maxLength: 8 }),
   picks: choices,
-  clean: fc.boolean(),
+  kinds: fc.subarray([...KINDS]),
   // The body's own fields: `events` elsewhere than first, with another field around it.
   extra: fc.option(payload, { nil: undefined })
 })
@@ -114,7 +150,7 @@ const bodyText = (b: Body): string => {
       ? { events: b.entries }
       : { first: b.extra, events: b.entries, last: b.extra }
     : b.entries[0]!
-  return render(value, b.picks, b.clean)
+  return render(value, b.picks, b.kinds)
 }
 
 /** How many events were taken from their body, across a property's runs (so it is known to have been tried). */
@@ -136,7 +172,7 @@ const sameAsStringified = (bytes: Uint8Array) => {
   decoded.right.forEach((got, i) => {
     const want = reference.right[i]!
     assert.strictEqual(got.sessionId, want.sessionId)
-    assert.strictEqual(got.event, want.event)
+    assert.deepStrictEqual(got.event, want.event)
     assert.strictEqual(got.eventJson === undefined, want.eventJson === undefined)
     if (got.eventJson === undefined || want.eventJson === undefined) return
     assert.strictEqual(Buffer.from(got.eventJson).toString("hex"), Buffer.from(want.eventJson).toString("hex"))
