@@ -326,6 +326,12 @@ export const sameKeyCounts = (value: unknown, slices: EventSlices, i: number): b
   const counts = slices.keyCounts
   const to = slices.to[i]!
   let next = slices.from[i]!
+  // Most events hold no object but themselves (each `{` in the text is one parsed object): their keys are counted.
+  if (to - next === 1 && typeof value === "object" && value !== null && !Array.isArray(value)) {
+    let keys = 0
+    for (const _ in value) keys++
+    return keys === counts[next]
+  }
   const visit = (u: unknown): boolean => {
     if (typeof u !== "object" || u === null) return true
     if (Array.isArray(u)) {
