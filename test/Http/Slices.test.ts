@@ -6,11 +6,15 @@
  * `JSON.stringify`; and the bytes of the body are what is taken, whenever they are its form.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Either, FastCheck as fc, Schema } from "effect"
+import { Arbitrary, Effect, Either, FastCheck as fc, Schema } from "effect"
+import * as Fs from "node:fs"
+import * as Path from "node:path"
 import { chainFingerprintOfJson } from "../../src/ChangeFeed/Idempotency.js"
 import { AgentEvent } from "../../src/Domain/AgentEvent.js"
 import { decodeAppendBody, parseBody } from "../../src/Http/Body.js"
 import { makeLineCodec } from "../../src/Journal/Lines.js"
+import { request, start } from "../support/Server.js"
+import { tempDir } from "../support/TempDir.js"
 
 const encode = Schema.encodeSync(AgentEvent)
 const codec = makeLineCodec(AgentEvent)
@@ -244,4 +248,56 @@ describe("canonical events taken from the body", () => {
     assert.isFalse(takenFrom(`{"events":[],"events":[{"event":${json}}]}`))
     assert.isFalse(takenFrom(`{"\\u0065vents":[{"event":${json}}]}`))
   })
+})
+
+/** Every journal line under `directory`, in seq order. */
+const journalLines = (directory: string): Array<Buffer> =>
+  (Fs.readdirSync(directory, { recursive: true }) as Array<string>)
+    .filter((name) => name.endsWith(".jsonl"))
+    .sort()
+    .flatMap((name) => {
+      const bytes = Fs.readFileSync(Path.join(directory, name))
+      const lines: Array<Buffer> = []
+      for (let start = 0, end = bytes.indexOf(0x0a); end >= 0; start = end + 1, end = bytes.indexOf(0x0a, start))
+        lines.push(bytes.subarray(start, end))
+      return lines
+    })
+
+describe("a server taking events from their bodies", () => {
+  it.scopedLive("journals_every_body_with_the_seqs_and_the_lines_the_journal_writes_itself", () =>
+    Effect.gen(function* () {
+      const server = yield* start({ directory: yield* tempDir })
+      let head = 0
+      for (const b of fc.sample(body, { seed: 20261129, numRuns: 100 })) {
+        const bytes = new TextEncoder().encode(bodyText(b))
+        const parsed = parseBody(bytes)
+        const entries = Either.isRight(parsed) ? decodeAppendBody(parsed.right, 1000) : parsed
+        const answer = yield* request(`${server.url}/api/v1/events`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: bytes
+        })
+        if (Either.isLeft(entries)) {
+          assert.strictEqual(answer.status, 400)
+          continue
+        }
+        assert.strictEqual(answer.status, 200, JSON.stringify(answer.body))
+        // Seqs run on from the last body's, one per durable event, null for the rest.
+        for (const seq of answer.body.seqs as Array<number | null>) if (seq !== null) assert.strictEqual(seq, ++head)
+      }
+      yield* server.close
+      const lines = journalLines(server.directory)
+      assert.strictEqual(lines.length, head)
+      assert.isAbove(head, 50)
+      // Each line is the one the journal writes for its event when it encodes it itself.
+      lines.forEach((line, i) => {
+        const stored = codec.decodeLine(line.toString("utf8"), line)
+        assert.notStrictEqual(typeof stored, "string", String(stored))
+        if (typeof stored === "string") return
+        assert.strictEqual(stored.seq, i + 1)
+        const again = codec.encodeBatch([stored]).bytes
+        assert.strictEqual(Buffer.from(again).toString("hex"), Buffer.concat([line, Buffer.from("\n")]).toString("hex"))
+      })
+    })
+  )
 })
