@@ -11,6 +11,7 @@ import type * as ChangeFeed from "../ChangeFeed.js"
 import { type AgentEvent, decodeAgentEvent, isCanonicalAgentEvent } from "../Domain/AgentEvent.js"
 import { BadRequest, PayloadTooLarge } from "../Domain/Errors.js"
 import { copyOut, maxUtf8Bytes, Scratch } from "../Scratch.js"
+import { type EventSlices, eventSlices, sameKeyCounts } from "./Slices.js"
 
 export interface BodyLimits {
   /** Largest body, in bytes. */
@@ -333,7 +334,9 @@ const isObject = (u: unknown): u is Record<string, unknown> => typeof u === "obj
 /** `{"session_id"?, "event"}` or `{"events": [...]}`, every entry checked, the first fault named. */
 export const decodeAppendBody = (
   body: unknown,
-  maxBatch: number
+  maxBatch: number,
+  /** The body's bytes, when at hand: a canonical event's JSON is then taken from them where they are exact. */
+  bytes?: Uint8Array
 ): Either.Either<Array<ChangeFeed.Entry<AgentEvent>>, BadRequest | PayloadTooLarge> => {
   if (!isObject(body) || (!("events" in body) && !("event" in body))) {
     return Either.left(
@@ -362,6 +365,8 @@ export const decodeAppendBody = (
   let json = scratch.buffer
   let jsonBytes = 0
   const jsonEnds: Array<number> = new Array(entries.length)
+  // Where the events lie in the body, found when the first canonical event needs it.
+  let slices: EventSlices | undefined | null = bytes === undefined ? undefined : null
   for (let i = 0; i < entries.length; i++) {
     const entry: unknown = entries[i]
     if (!isObject(entry))
@@ -374,6 +379,17 @@ export const decodeAppendBody = (
     const raw = entry["event"]
     // An event decoding would only copy is taken as parsed, and its JSON is what the journal writes.
     if (isCanonicalAgentEvent(raw)) {
+      if (slices === null) slices = eventSlices(bytes!, batch, entries.length)
+      if (slices !== undefined && slices.starts[i]! >= 0 && sameKeyCounts(raw, slices, i)) {
+        // Its bytes in the body are what `JSON.stringify` would write: a view of them, no copy.
+        jsonEnds[i] = -1
+        decoded[i] = {
+          sessionId,
+          event: raw as AgentEvent,
+          eventJson: bytes!.subarray(slices.starts[i], slices.ends[i])
+        }
+        continue
+      }
       const text = JSON.stringify(raw)
       json = scratch.room(json, jsonBytes, maxUtf8Bytes(text.length))
       jsonBytes += json.write(text, jsonBytes, "utf8")
@@ -405,5 +421,5 @@ export const appendEntries = (
   limits: BodyLimits
 ): Effect.Effect<Array<ChangeFeed.Entry<AgentEvent>>, BadRequest | PayloadTooLarge> =>
   Effect.flatMap(readBody(request, limits.maxBytes), (bytes) =>
-    Either.flatMap(parseBody(bytes), (body) => decodeAppendBody(body, limits.maxBatch))
+    Either.flatMap(parseBody(bytes), (body) => decodeAppendBody(body, limits.maxBatch, bytes))
   )
