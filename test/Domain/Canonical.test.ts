@@ -31,6 +31,12 @@ const mangled = fc
     return { ...event, [key]: key === "type" ? event[key] : { n } }
   })
 
+/** Whether a field anywhere in `value` is undefined (a field JSON leaves out). */
+const holdsUndefined = (value: unknown): boolean =>
+  typeof value === "object" &&
+  value !== null &&
+  Object.values(value).some((field) => field === undefined || holdsUndefined(field))
+
 /** When the check accepts a value: decoding succeeds and the encoder's JSON is the value's own. */
 const holdsWhenAccepted = (value: unknown) => {
   if (!isCanonicalAgentEvent(value)) return
@@ -42,8 +48,15 @@ const holdsWhenAccepted = (value: unknown) => {
 describe("canonicalCheck", () => {
   it.prop("an_event_read_back_from_its_json_is_canonical_and_its_json_is_the_encoders", [parsedEvent], ([value]) => {
     const decoded = decode(value)
-    // An `Unknown` payload may not survive JSON (undefined); such an event is not one a body can carry.
-    if (Either.isLeft(decoded) || JSON.stringify(encode(decoded.right)) !== JSON.stringify(value)) return
+    // An `Unknown` payload may be undefined, which JSON drops: read back, the event lacks a field
+    // that decoding puts back (as undefined), so decoding does more than copy it and the check
+    // rightly refuses it. Only events JSON carries whole are this property's.
+    if (
+      Either.isLeft(decoded) ||
+      holdsUndefined(encode(decoded.right)) ||
+      JSON.stringify(encode(decoded.right)) !== JSON.stringify(value)
+    )
+      return
     assert.isTrue(isCanonicalAgentEvent(value))
     holdsWhenAccepted(value)
   })
