@@ -2,12 +2,14 @@
  * What the benchmark's client processes share with the rest of the suite, kept free of the
  * library and of Effect so that a client process loads in a few milliseconds: the bench events
  * and their journal lines, the clock every process stamps and reads, the latency histogram, and
- * the segment files of a journal, ports, a JSON GET, and the command line of a client process.
+ * the segment files of a journal, ports, a JSON GET, and the command line and the protocol of a
+ * client process (`ready`, then `{"t0": ...}` on stdin, then its result as the last line).
  */
 import * as Fs from "node:fs"
 import * as Http from "node:http"
 import * as Net from "node:net"
 import * as Path from "node:path"
+import * as Readline from "node:readline"
 import type { AgentEvent } from "../src/Domain/AgentEvent.js"
 import type { ChangeEvent } from "../src/Domain/ChangeEvent.js"
 
@@ -195,4 +197,39 @@ export const runMode = (name: string, modes: Record<string, (args: ReadonlyArray
     )
     process.exit(1)
   })
+}
+
+/**
+ * The next line the parent writes to a client process's stdin. Stdin is read from the first call
+ * on (the parent process, which imports this module too, never reads it); lines that come before
+ * they are asked for wait here.
+ */
+export const nextLine: () => Promise<string> = (() => {
+  const queued: Array<string> = []
+  const waiting: Array<(line: string) => void> = []
+  let reading = false
+  return (): Promise<string> => {
+    if (!reading) {
+      reading = true
+      Readline.createInterface({ input: process.stdin }).on("line", (line) => {
+        const w = waiting.shift()
+        if (w === undefined) queued.push(line)
+        else w(line)
+      })
+    }
+    const q = queued.shift()
+    return q !== undefined ? Promise.resolve(q) : new Promise((resolve) => waiting.push(resolve))
+  }
+})()
+
+/** Says `ready` and answers the `t0` the parent then sends. */
+export const ready = async (): Promise<number> => {
+  process.stdout.write("ready\n")
+  return (JSON.parse(await nextLine()) as { t0: number }).t0
+}
+
+/** Writes a client's result as its last line and ends the process. */
+export const finish = (result: unknown): never => {
+  process.stdout.write(JSON.stringify(result) + "\n")
+  process.exit(0)
 }

@@ -24,9 +24,19 @@
  */
 import * as Fs from "node:fs"
 import * as Http from "node:http"
-import * as Readline from "node:readline"
 import { encodeCommand, encodeCommands, RespClient } from "./resp.js"
-import { changeLine, clock, durableEvent, Histogram, runMode, segmentFiles, sessionOf } from "./common.js"
+import {
+  changeLine,
+  clock,
+  durableEvent,
+  finish,
+  Histogram,
+  nextLine,
+  ready,
+  runMode,
+  segmentFiles,
+  sessionOf
+} from "./common.js"
 
 const TICK_MS = 10
 const XREAD_COUNT = 10_000
@@ -139,32 +149,6 @@ export const stampScanner = (onEvent: (index: number, sentMicros: number, at: nu
 // ---------------------------------------------------------------------------------------------------------------
 // Plumbing
 // ---------------------------------------------------------------------------------------------------------------
-
-const lines = Readline.createInterface({ input: process.stdin })
-const nextLine = (() => {
-  const queued: Array<string> = []
-  const waiting: Array<(line: string) => void> = []
-  lines.on("line", (line) => {
-    const w = waiting.shift()
-    if (w === undefined) queued.push(line)
-    else w(line)
-  })
-  return (): Promise<string> => {
-    const q = queued.shift()
-    return q !== undefined ? Promise.resolve(q) : new Promise((resolve) => waiting.push(resolve))
-  }
-})()
-
-/** Says `ready` and answers the `t0` the parent then sends. */
-const ready = async (): Promise<number> => {
-  process.stdout.write("ready\n")
-  return (JSON.parse(await nextLine()) as { t0: number }).t0
-}
-
-const finish = (result: unknown): never => {
-  process.stdout.write(JSON.stringify(result) + "\n")
-  process.exit(0)
-}
 
 const agentFor = (sockets: number) => new Http.Agent({ keepAlive: true, maxSockets: sockets })
 

@@ -12,25 +12,11 @@
  * (the wire JSON after `{"seq":N`), with their sessions and no key.
  */
 import * as Crypto from "node:crypto"
-import * as Readline from "node:readline"
 import * as Pg from "pg"
 import type { Connection } from "pg"
 import { appendStatement } from "../src/Journal/Postgres/Append.js"
-import { changeLine, clock, runMode, sessionOf } from "./common.js"
+import { changeLine, clock, finish, ready, runMode, sessionOf } from "./common.js"
 import type { LoadResult, ReplayResult } from "./e2e-client.js"
-
-const lines = Readline.createInterface({ input: process.stdin })
-const nextLine = (): Promise<string> => new Promise((resolve) => lines.once("line", resolve))
-
-const ready = async (): Promise<number> => {
-  process.stdout.write("ready\n")
-  return (JSON.parse(await nextLine()) as { t0: number }).t0
-}
-
-const finish = (result: unknown): never => {
-  process.stdout.write(JSON.stringify(result) + "\n")
-  process.exit(0)
-}
 
 /** What the journal stores of bench event `i`: its wire JSON less `{"seq":0` and the closing brace. */
 const payloadOf = (i: number): string => changeLine(0, i).slice('{"seq":0'.length, -1)

@@ -15,17 +15,16 @@
  *
  * With `BENCH_CPU_PROFILE=<dir>` the replicas write CPU profiles there (see `profile.ts`).
  */
-import * as ChildProcess from "node:child_process"
-import * as Path from "node:path"
-import * as Readline from "node:readline"
 import { type PgServer, postgresUnavailable, startPostgres } from "../test/support/Postgres.js"
 import { clock, Histogram, sleep } from "./common.js"
 import type { LoadResult, ProduceResult, ReplayResult, SubscribeResult } from "./e2e-client.js"
 import { type Load, runLoad, type Service, startClient, startService } from "./processes.js"
-import { type BenchConfig, benchDir, bundle, log, onExit, projectDir, type Report } from "./support.js"
+import { type BenchConfig, log, onExit, type Report } from "./support.js"
 
 const SECTION = "pg"
 const ACCOUNT = "default"
+/** The client processes that talk SQL, not HTTP. */
+const SQL_CLIENT = "pg-client.ts"
 const APPEND_GOAL = 50_000
 const APPEND_SHARE_GOAL = 0.8
 const DELIVERY_RATE = 5_000
@@ -44,39 +43,6 @@ const sizes = (config: BenchConfig): Sizes =>
   config.quick
     ? { perClient: { 1: 500, 50: 10_000, 200: 30_000 }, deliverySeconds: 3, replayEvents: 200_000 }
     : { perClient: { 1: 1_000, 50: 20_000, 200: 50_000 }, deliverySeconds: 8, replayEvents: 1_000_000 }
-
-/** A `pg-client.ts` process in `mode`, once it has said `ready`; `go` releases it. */
-const startSqlClient = async <A>(mode: string, args: ReadonlyArray<string | number>) => {
-  const bundled = await bundle("pg-client.ts")
-  const script = bundled === undefined ? ["--import", "tsx", Path.join(benchDir, "pg-client.ts")] : [bundled]
-  const child = ChildProcess.spawn(process.execPath, [...script, mode, ...args.map(String)], {
-    cwd: projectDir,
-    stdio: ["pipe", "pipe", "inherit"]
-  })
-  onExit(() => child.kill("SIGKILL"))
-  const lines = Readline.createInterface({ input: child.stdout })
-  let last = ""
-  const ready = new Promise<void>((resolve, reject) => {
-    lines.on("line", (line) => {
-      if (line === "ready") resolve()
-      last = line
-    })
-    child.once("exit", (code) => reject(new Error(`pg-client.ts ${mode} exited with ${code} before it was ready`)))
-  })
-  const result = new Promise<A>((resolve, reject) =>
-    child.once("exit", (code) => {
-      if (code !== 0) return reject(new Error(`pg-client.ts ${mode} exited with ${code}: ${last}`))
-      try {
-        resolve(JSON.parse(last) as A)
-      } catch {
-        reject(new Error(`pg-client.ts ${mode} printed no JSON result: ${last}`))
-      }
-    })
-  )
-  result.catch(() => undefined)
-  await ready
-  return { go: (t0: number) => child.stdin.write(JSON.stringify({ t0 }) + "\n"), result }
-}
 
 /** `count` replicas of the service on `url`, each in its own process. */
 const startReplicas = (name: string, url: string, count: number): Promise<Array<Service>> =>
@@ -124,10 +90,10 @@ const httpAppends = async (url: string, replicas: number, batch: number, perClie
 const bareAppends = async (url: string, writers: number, batch: number, perClient: number): Promise<number> => {
   await migrated(url)
   const clients = await Promise.all(
-    Array.from({ length: writers }, () => startSqlClient<LoadResult>("bare", [url, ACCOUNT, perClient, batch]))
+    Array.from({ length: writers }, () => startClient<LoadResult>("bare", [url, ACCOUNT, perClient, batch], SQL_CLIENT))
   )
   const t0 = clock()
-  for (const c of clients) c.go(t0)
+  for (const c of clients) c.send({ t0 })
   const results = await Promise.all(clients.map((c) => c.result))
   const acked = results.reduce((n, r) => n + r.acked, 0)
   const ms = Math.max(...results.map((r) => r.endedAt)) - Math.min(...results.map((r) => r.startedAt))
@@ -282,8 +248,8 @@ const replay = async (server: PgServer, size: Sizes, report: Report): Promise<vo
     const sse = await startClient<ReplayResult>("sse-replay", [service!.port])
     sse.send({ t0: clock() })
     const ours = await sse.result
-    const copy = await startSqlClient<ReplayResult>("copy", [url, ACCOUNT])
-    copy.go(clock())
+    const copy = await startClient<ReplayResult>("copy", [url, ACCOUNT], SQL_CLIENT)
+    copy.send({ t0: clock() })
     const theirs = await copy.result
     const rate = (r: ReplayResult) => r.events / ((r.endedAt - r.startedAt) / 1000)
     // The load's warm-up statements add a few rows: both sides must count the same ones.

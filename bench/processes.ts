@@ -117,9 +117,13 @@ export interface Client<A> {
   readonly result: Promise<A>
 }
 
-/** An `e2e-client.ts` process in `mode`, once it has said `ready`. */
-export const startClient = async <A>(mode: string, args: ReadonlyArray<string | number>): Promise<Client<A>> => {
-  const child = ChildProcess.spawn(process.execPath, [...(await nodeArgs(CLIENT)), mode, ...args.map(String)], {
+/** A client process (`script`, `e2e-client.ts` by default) in `mode`, once it has said `ready`. */
+export const startClient = async <A>(
+  mode: string,
+  args: ReadonlyArray<string | number>,
+  script: string = CLIENT
+): Promise<Client<A>> => {
+  const child = ChildProcess.spawn(process.execPath, [...(await nodeArgs(script)), mode, ...args.map(String)], {
     cwd: projectDir,
     stdio: ["pipe", "pipe", "inherit"]
   })
@@ -132,15 +136,15 @@ export const startClient = async <A>(mode: string, args: ReadonlyArray<string | 
       if (line === "ready") resolve()
       last = line
     })
-    child.once("exit", (code) => reject(new Error(`${CLIENT} ${mode} exited with ${code} before it was ready`)))
+    child.once("exit", (code) => reject(new Error(`${script} ${mode} exited with ${code} before it was ready`)))
   })
   const result = new Promise<A>((resolve, reject) => {
     child.once("exit", (code) => {
-      if (code !== 0) return reject(new Error(`${CLIENT} ${mode} ${args.join(" ")} exited with ${code}: ${last}`))
+      if (code !== 0) return reject(new Error(`${script} ${mode} ${args.join(" ")} exited with ${code}: ${last}`))
       try {
         resolve(JSON.parse(last) as A)
       } catch {
-        reject(new Error(`${CLIENT} ${mode} printed no JSON result: ${last}`))
+        reject(new Error(`${script} ${mode} printed no JSON result: ${last}`))
       }
     })
   })
