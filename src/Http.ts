@@ -39,6 +39,7 @@ import { Authorization, Caller, FeedApi } from "./Api.js"
 import { feedPath, isStreamPath } from "./Api/Routes.js"
 import { estimateBytes } from "./BufferBudget.js"
 import * as ChangeFeed from "./ChangeFeed.js"
+import type { LiveRun } from "./ChangeFeed/Broadcast.js"
 import * as ChangeFeeds from "./ChangeFeeds.js"
 import { ServerConfig, type ServerSettings } from "./Config.js"
 import { DEFAULT_ACCOUNT } from "./Domain/Account.js"
@@ -192,10 +193,12 @@ interface ConnectionOptions {
  * its budget in bytes the reader waits: a client that stops reading pauses its own reader, never
  * the feed. The reader is told to stop when the connection goes, not waited for: the connection's
  * close must not hang on a reader interrupted mid-replay. It lets go of its subscription as it ends.
+ * `frames` is given the writer, for live batches that come while the reader waits at the tail to
+ * go straight to it when they fit: the fiber wakes only for what does not (a gap, no room).
  */
 const serveConnection = (
   response: ServerResponse,
-  frames: Effect.Effect<NextFrames, never, Scope.Scope>,
+  frames: (writer: ConnectionWriter) => Effect.Effect<NextFrames, never, Scope.Scope>,
   options: ConnectionOptions,
   run: (reader: Effect.Effect<void>) => Fiber.RuntimeFiber<void>
 ): Readable => {
@@ -252,7 +255,7 @@ const serveConnection = (
     reader = run(
       Effect.acquireUseRelease(
         Scope.make(),
-        (scope) => Effect.flatMap(Scope.extend(frames, scope), send),
+        (scope) => Effect.flatMap(Scope.extend(frames(writer), scope), send),
         (scope, exit) => Scope.close(scope, exit)
       ).pipe(
         // A reader that dies ends the connection rather than leaving it open and silent.
@@ -394,29 +397,34 @@ const makeFeedRoutes = (options: HttpOptions) =>
         // The reader, opened in the connection's scope: each pull's items as frames, the frames
         // of a live batch made once for every connection. Events travel as their journal lines,
         // so a frame is the line copied after its `id:`.
-        const openFrames: Effect.Effect<NextFrames, never, Scope.Scope> = Effect.gen(function* () {
-          const feed = yield* feeds.get(account)
-          const frames = framesOf(feed)
-          const pull = yield* feed.pullLines({ since: cursor, sessionId: request.urlParams.session_id })
-          let ended = false
-          return Effect.suspend((): NextFrames => {
-            if (ended) return Effect.succeed(undefined)
-            return Effect.matchEffect(pull, {
-              onSuccess: (items) => Effect.succeed(frames(Chunk.toReadonlyArray(items))),
-              onFailure: (end) => {
-                ended = true
-                return Option.isNone(end) ? Effect.succeed(undefined) : failed(end.value)
-              }
+        // With the connection's writer (on Node), batches that come while the reader waits at the
+        // live tail go straight to the socket when it has room, without waking the reader's fiber.
+        const openFrames = (writer?: ConnectionWriter): Effect.Effect<NextFrames, never, Scope.Scope> =>
+          Effect.gen(function* () {
+            const feed = yield* feeds.get(account)
+            const frames = framesOf(feed)
+            const tail =
+              writer === undefined ? undefined : { offer: (runs: ReadonlyArray<LiveRun>) => writer.offer(frames(runs)) }
+            const pull = yield* feed.pullLines({ since: cursor, sessionId: request.urlParams.session_id }, tail)
+            let ended = false
+            return Effect.suspend((): NextFrames => {
+              if (ended) return Effect.succeed(undefined)
+              return Effect.matchEffect(pull, {
+                onSuccess: (items) => Effect.succeed(frames(Chunk.toReadonlyArray(items))),
+                onFailure: (end) => {
+                  ended = true
+                  return Option.isNone(end) ? Effect.succeed(undefined) : failed(end.value)
+                }
+              })
             })
-          })
-        }).pipe(
-          Effect.catchAll((error) => {
-            let told = false
-            return Effect.map(failed(error), (frames): NextFrames =>
-              Effect.sync(() => (told ? undefined : ((told = true), frames)))
-            )
-          })
-        )
+          }).pipe(
+            Effect.catchAll((error) => {
+              let told = false
+              return Effect.map(failed(error), (frames): NextFrames =>
+                Effect.sync(() => (told ? undefined : ((told = true), frames)))
+              )
+            })
+          )
         // Undefined when the request is not served by Node's HTTP server (a web handler).
         const response: ServerResponse | undefined = NodeHttpServerRequest.toServerResponse(
           yield* HttpServerRequest.HttpServerRequest
@@ -431,7 +439,7 @@ const makeFeedRoutes = (options: HttpOptions) =>
         }
         const headers = { "cache-control": "no-cache, no-transform", "x-accel-buffering": "no" }
         if (response === undefined) {
-          const body = Stream.unwrapScoped(Effect.map(openFrames, (next) => connectionStream(next, connection)))
+          const body = Stream.unwrapScoped(Effect.map(openFrames(), (next) => connectionStream(next, connection)))
           return HttpServerResponse.stream(body, { contentType: eventStream, headers })
         }
         // On Node the connection writes to the response itself, once the platform has written

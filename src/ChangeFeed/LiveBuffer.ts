@@ -40,6 +40,8 @@ export class LiveBuffer<T> {
   private heldBytes = 0
   /** Waiting readers, each with the cursor it waits to get past. */
   private readonly waiters = new Map<() => void, number>()
+  /** Readers told of every push past their cursor until they stop watching (`watch`). */
+  private readonly watchers = new Set<Watcher>()
 
   constructor(
     readonly capacity: number = Number.POSITIVE_INFINITY,
@@ -137,6 +139,20 @@ export class LiveBuffer<T> {
     })
   }
 
+  /**
+   * Tells `watcher` (`wake`) whenever an event after its cursor is held, or the buffer closes: at
+   * once if one is already, then on every push that passes its cursor, until the answer is called.
+   * Unlike `awaitAfter`, a watcher stays: one that takes what was pushed and moves its cursor on
+   * keeps following the buffer with no wait of its own to set up again.
+   */
+  watch(watcher: Watcher): () => void {
+    this.watchers.add(watcher)
+    if (this.last > watcher.cursor() || this.closed) watcher.wake()
+    return () => {
+      this.watchers.delete(watcher)
+    }
+  }
+
   private dropOldestBatch(): void {
     this.heldBytes -= this.batches[this.batchHead]!.bytes
     this.batchHead++
@@ -181,5 +197,12 @@ export class LiveBuffer<T> {
         waiter()
       }
     }
+    for (const watcher of this.watchers) if (this.last > watcher.cursor() || this.closed) watcher.wake()
   }
+}
+
+/** A reader following a buffer (`LiveBuffer.watch`): where it is, and how to tell it there is more. */
+export interface Watcher {
+  readonly cursor: () => number
+  readonly wake: () => void
 }

@@ -10,7 +10,7 @@
  * of lines without a filter (`pullLines`) replays them in runs where the journal reads runs, and
  * takes the live buffer by whole batches: what it is handed costs per run, not per event.
  */
-import { Chunk, Effect, Either, ExecutionStrategy, Exit, Option, Scope, Stream } from "effect"
+import { Chunk, Effect, Either, ExecutionStrategy, Exit, FiberRef, Option, Scope, Stream } from "effect"
 import type { Cursor } from "../Domain/Cursor.js"
 import type { CaughtUp, Change, FeedItem, LineChange, LineItem, Progress, Reset } from "../Domain/FeedItem.js"
 import { type Journal, type JournalLineRun, runLength } from "../Journal.js"
@@ -83,6 +83,18 @@ const runAfter = (run: JournalLineRun, after: number): JournalLineRun => {
 /** What a reader's pull answers: the next items, or `None` once it ends. */
 export type Pull<Item> = Effect.Effect<Chunk.Chunk<Item>, Option.Option<JournalReadError>>
 
+/**
+ * Where an unfiltered reader at the live tail may hand new batches straight away, while its pull
+ * waits for them, instead of waking the fiber that pulls: a stream connection whose socket has
+ * room sends them at once. `offer` is called only while the pull waits (everything it answered
+ * before has been taken), on the pulling fiber's scheduler, never from the writer's commit; it
+ * answers whether it took the runs. A run it does not take (no room) is what the pull answers
+ * next, as without a tail.
+ */
+export interface LiveTail {
+  readonly offer: (runs: ReadonlyArray<LiveRun>) => boolean
+}
+
 export interface Readers<A> {
   readonly changes: (options?: ChangesOptions) => Stream.Stream<FeedItem<A>, JournalReadError>
   readonly changeLines: (options?: ChangesOptions) => Stream.Stream<LineItem, JournalReadError>
@@ -92,7 +104,8 @@ export interface Readers<A> {
    * frames) is shared, and a reader's cost per batch does not grow with the events in it.
    */
   readonly pullLines: (
-    options?: ChangesOptions
+    options?: ChangesOptions,
+    tail?: LiveTail
   ) => Effect.Effect<Pull<LineItem | LiveRun | JournalLineRun>, never, Scope.Scope>
   /** Readers following the feed now. */
   readonly subscribers: () => number
@@ -104,11 +117,15 @@ export const make = <A>(journal: Journal<A>, broadcast: Broadcast<A>, instrument
   const decoded = decodedFormat<A>()
   const lines = lineFormat<A>()
 
-  /** A reader's pull; with `runs`, an unfiltered reader takes the live buffer by whole batches. */
+  /**
+   * A reader's pull; with `runs`, an unfiltered reader takes the live buffer by whole batches, and
+   * hands them to `tail` while it waits at the live tail.
+   */
   const open = <C>(
     format: ReaderFormat<A, C>,
     options: ChangesOptions,
-    runs: boolean
+    runs: boolean,
+    tail?: LiveTail
   ): Effect.Effect<Pull<C | Reset | CaughtUp | Progress | LiveRun | JournalLineRun>, never, Scope.Scope> =>
     Effect.gen(function* () {
       const since = options.since ?? 0
@@ -128,6 +145,7 @@ export const make = <A>(journal: Journal<A>, broadcast: Broadcast<A>, instrument
       let caughtUp = false
       let ended = false
       yield* instrument.trackReader(() => cursor)
+      const scheduler = yield* FiberRef.get(FiberRef.currentScheduler)
 
       // Replay the journal up to its head, then follow the live buffer: every later event is
       // put in the buffer after it is journaled, so the reader either finds it there or
@@ -179,6 +197,44 @@ export const make = <A>(journal: Journal<A>, broadcast: Broadcast<A>, instrument
         if (passedOver) out.push({ _tag: "Progress", seq: cursor })
       }
 
+      /**
+       * Waits at the live tail, handing every batch that comes to `tail` for as long as it takes
+       * them; completes (for the pull to go on) once it does not, or on a gap or the end.
+       */
+      const followTail = (tail: LiveTail): Effect.Effect<void> =>
+        Effect.async<void>((resume) => {
+          let following = true
+          let scheduled = false
+          const deliver = () => {
+            scheduled = false
+            while (following) {
+              const next = live.next(cursor)
+              if (next === undefined) return
+              const runs: Array<LiveRun> = []
+              const after = typeof next === "object" ? takeRuns(next, cursor, runs) : cursor
+              if (runs.length === 0 || !tail.offer(runs)) {
+                stop()
+                return resume(Effect.void)
+              }
+              cursor = after
+            }
+          }
+          const unwatch = live.watch({
+            cursor: () => cursor,
+            // Delivered on the reader's own scheduler: never inside the writer's commit that woke it.
+            wake: () => {
+              if (scheduled || !following) return
+              scheduled = true
+              scheduler.scheduleTask(deliver, 0)
+            }
+          })
+          const stop = () => {
+            following = false
+            unwatch()
+          }
+          return Effect.sync(stop)
+        })
+
       const pull: Effect.Effect<Chunk.Chunk<Item>, Option.Option<JournalReadError>> = Effect.gen(function* () {
         while (true) {
           if (pending.length > 0) return Chunk.unsafeFromArray(pending.splice(0))
@@ -205,16 +261,8 @@ export const make = <A>(journal: Journal<A>, broadcast: Broadcast<A>, instrument
             const next = live.next(cursor)
             if (next === "gap") yield* startFrom(cursor)
             else if (next === "end") ended = true
-            else if (next === undefined) yield* live.awaitAfter(cursor)
-            else {
-              // The rest of the batch holding the next event, then the following batches whole.
-              let change: LiveChange<A> | undefined | "gap" | "end" = next
-              for (let taken = 0; taken < LIVE_READ_BATCHES && typeof change === "object"; taken++) {
-                out.push({ _tag: "LiveRun", batch: change.batch, from: cursor + 1 })
-                cursor = lastOf(change.batch)
-                change = live.next(cursor)
-              }
-            }
+            else if (next === undefined) yield* tail === undefined ? live.awaitAfter(cursor) : followTail(tail)
+            else cursor = takeRuns(next, cursor, out)
           } else {
             const events = live.after(cursor, LIVE_READ_EVENTS, LIVE_READ_BYTES)
             // The live buffer slid past this reader: catch up from the journal.
@@ -228,6 +276,20 @@ export const make = <A>(journal: Journal<A>, broadcast: Broadcast<A>, instrument
       })
       return pull
     })
+
+  /**
+   * The rest of the batch holding `next` (the event after `cursor`), then the following batches
+   * whole, as runs into `out`; answers the cursor after them.
+   */
+  const takeRuns = (next: LiveChange<A>, cursor: number, out: { readonly push: (run: LiveRun) => unknown }): number => {
+    let change: LiveChange<A> | undefined | "gap" | "end" = next
+    for (let taken = 0; taken < LIVE_READ_BATCHES && typeof change === "object"; taken++) {
+      out.push({ _tag: "LiveRun", batch: change.batch, from: cursor + 1 })
+      cursor = lastOf(change.batch)
+      change = live.next(cursor)
+    }
+    return cursor
+  }
 
   const isRun = (item: unknown): item is JournalLineRun => (item as { _tag?: unknown })._tag === "LineRun"
 
@@ -246,7 +308,7 @@ export const make = <A>(journal: Journal<A>, broadcast: Broadcast<A>, instrument
   return {
     changes: (options = {}) => follow(decoded, options),
     changeLines: (options = {}) => follow(lines, options),
-    pullLines: (options = {}) => open(lines, options, true),
+    pullLines: (options = {}, tail) => open(lines, options, true, tail),
     subscribers: () => subscribers
   }
 }

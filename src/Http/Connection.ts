@@ -54,6 +54,19 @@ export class ConnectionWriter {
     this.flush()
   }
 
+  /**
+   * Sends all of `frames` after everything before it, in one write, if they fit now; otherwise
+   * takes none of them (answers false), for the connection's reader to send them when there is room.
+   */
+  offer(frames: ReadonlyArray<Uint8Array>): boolean {
+    let bytes = 0
+    for (const frame of frames) bytes += frame.length
+    if (this.ended || !this.fits(bytes)) return false
+    for (const frame of frames) this.queue(frame)
+    this.flush()
+    return true
+  }
+
   /** Puts `bytes` after everything before it, to go out with the next `flush` (or drain). */
   queue(bytes: Uint8Array): void {
     if (this.ended || bytes.length === 0) return

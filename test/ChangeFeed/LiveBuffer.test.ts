@@ -135,4 +135,30 @@ describe("LiveBuffer", () => {
       assert.strictEqual((buffer as unknown as { waiters: Map<unknown, number> }).waiters.size, 0)
     })
   )
+
+  it("watchers_are_told_of_every_push_past_their_cursor_and_of_the_close_until_they_stop_watching", () => {
+    const buffer = new LiveBuffer<number>(8)
+    buffer.push(1, [1, 2])
+    let cursor = 2
+    const told: Array<number> = []
+    const stop = buffer.watch({ cursor: () => cursor, wake: () => told.push(cursor) })
+    assert.deepStrictEqual(told, [], "nothing after 2 yet")
+    buffer.push(3, [3])
+    assert.deepStrictEqual(told, [2], "the push past its cursor")
+    buffer.push(4, [4])
+    assert.deepStrictEqual(told, [2, 2], "still watching: told again, its cursor not moved")
+    cursor = 4
+    const early = new Array<number>()
+    const stopEarly = buffer.watch({ cursor: () => 0, wake: () => early.push(0) })
+    assert.deepStrictEqual(early, [0], "one already behind is told at once")
+    stopEarly()
+    stop()
+    buffer.push(5, [5])
+    buffer.close()
+    assert.deepStrictEqual(told, [2, 2], "not told once it stopped")
+    assert.deepStrictEqual(early, [0])
+    const closing = new Array<number>()
+    buffer.watch({ cursor: () => 5, wake: () => closing.push(5) })
+    assert.deepStrictEqual(closing, [5], "a closed buffer tells at once")
+  })
 })

@@ -6,14 +6,17 @@
  * the events after the reset's `continueFrom`. Readers run concurrently with the recording.
  * Readers follow `changes` (decoded events), `changeLines` (journal lines, each checked to be
  * the JSON of the event at its seq) or `pullLines` (what the SSE stream reads: runs of journal
- * lines in replay, whole broadcast batches live, each event in them checked as a line).
+ * lines in replay, whole broadcast batches live, each event in them checked as a line), with or
+ * without a live tail that takes batches while the pull waits, or refuses them, by a pattern.
  */
 import { describe, it, assert } from "@effect/vitest"
-import { Effect, FastCheck as fc, Schema, Stream } from "effect"
+import { Chunk, Effect, Either, FastCheck as fc, Option, Queue, Schema, Stream } from "effect"
 import type { ChangeFeedService, ChangesOptions } from "../../src/ChangeFeed.js"
 import { AgentEvent } from "../../src/Domain/AgentEvent.js"
 import { ChangeEvent } from "../../src/Domain/ChangeEvent.js"
-import { type FeedItem, type LineChange, type ResetReason, wireJson } from "../../src/Domain/FeedItem.js"
+import type { LiveRun } from "../../src/ChangeFeed/Broadcast.js"
+import { type FeedItem, type LineChange, type LineItem, type ResetReason, wireJson } from "../../src/Domain/FeedItem.js"
+import type { JournalLineRun } from "../../src/Journal.js"
 import {
   delivered,
   Env,
@@ -39,7 +42,9 @@ type Command =
       readonly epoch: "none" | "same" | "wrong"
       /** Wait for the journal to catch up and for the reader to start before going on. */
       readonly settled: boolean
-      readonly via: "changes" | "changeLines" | "pullLines"
+      readonly via: "changes" | "changeLines" | "pullLines" | "pullTail"
+      /** For `pullTail`: whether the tail takes each batch offered, in turn, round and round. */
+      readonly takes: ReadonlyArray<boolean>
     }
   | { readonly _tag: "Restart" }
 
@@ -59,7 +64,8 @@ const command: fc.Arbitrary<Command> = fc.oneof(
       at: fc.nat({ max: 1_000 }),
       epoch: fc.constantFrom("none" as const, "same" as const, "wrong" as const),
       settled: fc.boolean(),
-      via: fc.constantFrom("changes" as const, "changeLines" as const, "pullLines" as const)
+      via: fc.constantFrom("changes" as const, "changeLines" as const, "pullLines" as const, "pullTail" as const),
+      takes: fc.array(fc.boolean(), { minLength: 1, maxLength: 4 })
     })
   },
   { weight: 1, arbitrary: fc.constant({ _tag: "Restart" as const }) }
@@ -84,15 +90,55 @@ const lineAsChange = (item: LineChange): FeedItem<AgentEvent> => {
   return { _tag: "Change" as const, change }
 }
 
-/**
- * `pullLines` seen as `changes`: every event of a run of journal lines and of a live batch's run
- * taken out one by one, its body decoded and checked against the seq it holds in the run.
- */
+/** `pullLines` seen as `changes` (`asChanges`). */
 const pulledAsChanges = (
   feed: ChangeFeedService<AgentEvent>,
   options: ChangesOptions
 ): Stream.Stream<FeedItem<AgentEvent>, unknown> =>
-  Stream.unwrapScoped(Effect.map(feed.pullLines(options), (pull) => Stream.repeatEffectChunkOption(pull))).pipe(
+  asChanges(Stream.unwrapScoped(Effect.map(feed.pullLines(options), (pull) => Stream.repeatEffectChunkOption(pull))))
+
+type Pulled = LineItem | LiveRun | JournalLineRun
+
+/**
+ * `pullLines` with a live tail, as a stream connection reads it: what the tail takes (the
+ * `takes` pattern says whether it takes each offer) joins the items the pull answers, in the
+ * order they come, as a connection's writer would send them.
+ */
+const pulledWithTail =
+  (takes: ReadonlyArray<boolean>) =>
+  (feed: ChangeFeedService<AgentEvent>, options: ChangesOptions): Stream.Stream<FeedItem<AgentEvent>, unknown> =>
+    asChanges(
+      Stream.unwrapScoped(
+        Effect.gen(function* () {
+          const out = yield* Queue.unbounded<Either.Either<Chunk.Chunk<Pulled>, Option.Option<unknown>>>()
+          let offers = 0
+          const pull = yield* feed.pullLines(options, {
+            offer: (runs) => {
+              if (!takes[offers++ % takes.length]) return false
+              out.unsafeOffer(Either.right(Chunk.fromIterable(runs)))
+              return true
+            }
+          })
+          yield* Effect.forkScoped(
+            Effect.forever(Effect.flatMap(pull, (items) => Queue.offer(out, Either.right(items)))).pipe(
+              Effect.catchAll((end) => Queue.offer(out, Either.left(end)))
+            )
+          )
+          return Stream.repeatEffectChunkOption(
+            Effect.flatMap(Queue.take(out), (next) =>
+              Either.isRight(next) ? Effect.succeed(next.right) : Effect.fail(next.left)
+            )
+          )
+        })
+      )
+    )
+
+/**
+ * Pulled items seen as `changes`: every event of a run of journal lines and of a live batch's run
+ * taken out one by one, its body decoded and checked against the seq it holds in the run.
+ */
+const asChanges = <E>(pulled: Stream.Stream<Pulled, E>): Stream.Stream<FeedItem<AgentEvent>, E> =>
+  pulled.pipe(
     Stream.mapConcat((item): Array<FeedItem<AgentEvent>> => {
       switch (item._tag) {
         case "LiveRun":
@@ -242,7 +288,8 @@ describe("properties", () => {
               const cursor = cmd.at % (head + 4)
               const since: ChangesOptions["since"] =
                 cmd.epoch === "none" ? cursor : { epoch: cmd.epoch === "same" ? feed.epoch : "ffff", seq: cursor }
-              const reader = yield* follow(readersBy[cmd.via](feed, { since }), cursor)
+              const read = cmd.via === "pullTail" ? pulledWithTail(cmd.takes) : readersBy[cmd.via]
+              const reader = yield* follow(read(feed, { since }), cursor)
               let expected: Tracked["expected"] = undefined
               if (cmd.settled) {
                 // Nothing moves the window until the reader has decided: its reset is predictable.
