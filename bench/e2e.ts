@@ -21,7 +21,7 @@
  *    `appendfsync always`, each tick's XADDs in one MULTI/EXEC (one batch, as one POST is).
  *    Shapes: 100 subscribers at 10,000 ev/s; 1,000 at 1,000 ev/s; overload, 100 subscribers at
  *    3x the rate the machine sustained, its p99 per 1 s window and its acked rate against the
- *    same producer with none.
+ *    same producer with none, on both sides at the same rate.
  * 4. Idle streams, in a fresh service of their own: a warm-up round of 200 SSE streams opened
  *    and closed (until `/api/v1/status` counts no subscriber), so one-time costs (code compiled,
  *    modules loaded lazily, the heap grown by the first connections) are not counted per stream;
@@ -519,50 +519,100 @@ const fanout = async (size: Sizes, report: Report, redis: boolean): Promise<void
   )
   await idle(report)
 
-  // Overload: 3x what the machine sustained with 100 subscribers.
+  // Overload: 3x what the machine sustained with 100 subscribers, the same rate on both sides.
   const sustained = keptUp(a.ours) ? 10_000 : Math.max(100, Math.min(a.ours.ackRate, 10_000 * a.ours.delivered))
   const rate = Math.round((3 * sustained) / 100) * 100
   log(
-    `http: overload, 100 subscribers at ${rate} ev/s (3x the ${Math.round(sustained)} ev/s sustained), then no subscriber`
+    `http: overload, 100 subscribers at ${rate} ev/s (3x the ${Math.round(sustained)} ev/s sustained), then no subscriber; ` +
+      `then Redis XREAD BLOCK, the same two runs`
   )
-  const over = await fanRun("ours", 100, rate, size.overloadSeconds, size.waitMs)
-  const alone = await fanRun("ours", 0, rate, size.overloadSeconds, size.waitMs)
-  const windows = over.windows.slice(0, size.overloadSeconds)
-  report.figure(
-    SECTION,
-    "http.over.p99",
-    `ours SSE overload, ${shape(100, rate)}: delivery p99`,
-    over.latency.quantileMs(0.99),
-    "ms",
-    {
-      detail: `p99 per 1 s window: ${windows.map((w) => w.toFixed(0)).join(", ")} ms; ${fanDetail(over)}`
-    }
-  )
-  report.figure(SECTION, "http.over.ack", `ours overload, ${shape(100, rate)}: producer acked`, over.ackRate, "ev/s")
-  report.figure(SECTION, "http.over.alone", `same producer, no subscriber: acked`, alone.ackRate, "ev/s", {
-    baseline: true
-  })
-  report.ratio("http.over.ack", "http.over.alone", "no subscriber")
-  // Plateau: after a ramp of two windows, no window's p99 exceeds 1.5x the higher of those two.
-  const ramp = Math.max(windows[0] ?? Number.NaN, windows[1] ?? Number.NaN)
-  const later = windows.slice(2)
-  const worst = Math.max(...later)
-  const plateau = later.length > 0 && worst <= 1.5 * ramp
+  const ours = await overloadRun("ours", rate, size)
+  const theirs = redis ? await overloadRun("redis", rate, size) : undefined
+  overloadFigures(report, "http.over", `ours SSE overload, ${shape(100, rate)}`, "same producer", ours, false)
+  if (theirs !== undefined) {
+    overloadFigures(
+      report,
+      "http.over.redis",
+      `redis XREAD BLOCK overload, ${shape(100, rate)}`,
+      "same MULTI/XADD producer",
+      theirs,
+      true
+    )
+    report.ratio("http.over.p99", "http.over.redis.p99", "redis", true)
+    report.ratio("http.over.ack", "http.over.redis.ack", "redis")
+  }
   report.goal(
     SECTION,
     "http.over.p99",
     "overload (100 subscribers at 3x sustained): p99 stops growing after the first seconds",
-    plateau ? "PASS" : "MISS",
-    `p99 per 1 s window ${windows.map((w) => w.toFixed(0)).join(", ")} ms ` +
-      `(worst from the 3rd on ${worst.toFixed(0)} ms, ${formatRatio(worst / ramp)} the first two's)`
+    ours.plateau.holds ? "PASS" : "MISS",
+    `${ours.plateau.text}${theirs === undefined ? "" : `; redis ${theirs.plateau.text}`}`
   )
   report.goal(
     SECTION,
     "http.over.ack",
     "overload: acked ingest >= 80 % of the rate with no subscriber",
-    over.ackRate >= 0.8 * alone.ackRate ? "PASS" : "MISS",
-    `${Math.round(over.ackRate)} vs ${Math.round(alone.ackRate)} ev/s (${((over.ackRate / alone.ackRate) * 100).toFixed(0)} %)`
+    ours.over.ackRate >= 0.8 * ours.alone.ackRate ? "PASS" : "MISS",
+    `${ackedShare(ours)}${theirs === undefined ? "" : `; redis ${ackedShare(theirs)}`}`
   )
+}
+
+interface Overload {
+  /** 100 subscribers at the overload rate. */
+  readonly over: FanRun
+  /** The same producer with no subscriber. */
+  readonly alone: FanRun
+  /** p99 per 1 s window of receipt, over the producer's seconds. */
+  readonly windows: Array<number>
+  readonly plateau: { readonly holds: boolean; readonly text: string }
+}
+
+/** One side's overload: 100 subscribers at `rate`, then the same producer with none. */
+const overloadRun = async (side: "ours" | "redis", rate: number, size: Sizes): Promise<Overload> => {
+  const over = await fanRun(side, 100, rate, size.overloadSeconds, size.waitMs)
+  const alone = await fanRun(side, 0, rate, size.overloadSeconds, size.waitMs)
+  const windows = over.windows.slice(0, size.overloadSeconds)
+  // Plateau: after a ramp of two windows, no window's p99 exceeds 1.5x the higher of those two.
+  const ramp = Math.max(windows[0] ?? Number.NaN, windows[1] ?? Number.NaN)
+  const later = windows.slice(2)
+  const worst = Math.max(...later)
+  return {
+    over,
+    alone,
+    windows,
+    plateau: {
+      holds: later.length > 0 && worst <= 1.5 * ramp,
+      text:
+        `p99 per 1 s window ${windowsText(windows)} ms ` +
+        `(worst from the 3rd on ${worst.toFixed(0)} ms, ${formatRatio(worst / ramp)} the first two's)`
+    }
+  }
+}
+
+const windowsText = (windows: ReadonlyArray<number>): string => windows.map((w) => w.toFixed(0)).join(", ")
+
+const ackedShare = (o: Overload): string =>
+  `${Math.round(o.over.ackRate)} vs ${Math.round(o.alone.ackRate)} ev/s ` +
+  `(${((o.over.ackRate / o.alone.ackRate) * 100).toFixed(0)} %)`
+
+/** One side's overload figures: delivery p99 (its windows in the detail), acked, acked with no subscriber. */
+const overloadFigures = (
+  report: Report,
+  id: string,
+  what: string,
+  alone: string,
+  o: Overload,
+  baseline: boolean
+): void => {
+  report.figure(SECTION, `${id}.p99`, `${what}: delivery p99`, o.over.latency.quantileMs(0.99), "ms", {
+    baseline,
+    detail: `p99 per 1 s window: ${windowsText(o.windows)} ms; ${fanDetail(o.over)}`
+  })
+  report.figure(SECTION, `${id}.ack`, `${what}: producer acked`, o.over.ackRate, "ev/s", { baseline })
+  report.figure(SECTION, `${id}.alone`, `${alone}, no subscriber: acked`, o.alone.ackRate, "ev/s", {
+    baseline: true
+  })
+  report.ratio(`${id}.ack`, `${id}.alone`, "no subscriber")
 }
 
 export const run = async (config: BenchConfig, report: Report): Promise<void> => {

@@ -90,7 +90,10 @@ const checkAlive = <A>(reader: Reader<A>) => {
   }
 }
 
-/** Waits until the reader's cursor has reached `seq`. */
+/**
+ * Waits until the reader's cursor has reached `seq`. Before its first item the cursor is the one
+ * the reader was given: to wait for a reader that starts at or past `seq`, use `delivered`.
+ */
 export const seen = <A>(reader: Reader<A>, seq: number, timeoutMs?: number) =>
   eventually(
     `the reader's cursor reaches ${seq} (it is at ${reader.cursor()})`,
