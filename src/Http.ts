@@ -24,8 +24,8 @@ import {
   Duration,
   Effect,
   Either,
+  Exit,
   Fiber,
-  FiberId,
   Layer,
   Metric,
   Option,
@@ -39,7 +39,7 @@ import { Authorization, Caller, FeedApi } from "./Api.js"
 import { feedPath, isStreamPath } from "./Api/Routes.js"
 import { estimateBytes } from "./BufferBudget.js"
 import * as ChangeFeed from "./ChangeFeed.js"
-import type { LiveRun } from "./ChangeFeed/Broadcast.js"
+import type { LiveTail } from "./ChangeFeed/Reader.js"
 import * as ChangeFeeds from "./ChangeFeeds.js"
 import { ServerConfig, type ServerSettings } from "./Config.js"
 import { DEFAULT_ACCOUNT } from "./Domain/Account.js"
@@ -163,8 +163,17 @@ const intParam = (
       )
 }
 
-/** What a stream connection sends next: its frames' bytes, or undefined once the frames end. */
+/**
+ * What a stream connection sends next: its frames' bytes; none when its reader has parked at the
+ * live tail (it says when to ask again); undefined once the frames end.
+ */
 type NextFrames = Effect.Effect<ReadonlyArray<Uint8Array> | undefined>
+
+/** A connection on Node, as its frames see it: where live batches go while its reader is parked, and how it is woken. */
+interface ParkedSends {
+  readonly writer: ConnectionWriter
+  readonly wake: () => void
+}
 
 interface ConnectionOptions {
   readonly first: Uint8Array
@@ -187,22 +196,26 @@ interface ConnectionOptions {
  * thus waits on a promise, not on a Stream run of its own (a fiber, a channel and a scope more for
  * every idle connection).
  *
- * One fiber (`run`, outside the request's) opens the reader and hands its frames to the
+ * A fiber (`run`, outside the request's) opens the reader and hands its frames to the
  * connection's writer (`Http/Connection.ts`), on the readers' scheduler, so that reader work
  * yields to the writer; the writer coalesces what waits for the socket into one write, and past
  * its budget in bytes the reader waits: a client that stops reading pauses its own reader, never
- * the feed. The reader is told to stop when the connection goes, not waited for: the connection's
- * close must not hang on a reader interrupted mid-replay. It lets go of its subscription as it ends.
- * `frames` is given the writer, for live batches that come while the reader waits at the tail to
- * go straight to it when they fit: the fiber wakes only for what does not (a gap, no room).
+ * the feed. Once the reader is at the live tail it parks and the fiber ends: the batches that
+ * come go straight to the writer while they fit (`ParkedSends`), and a fiber runs again only for
+ * what does not (no room, a gap, the end). An idle connection thus holds no fiber of its own.
+ * The reader is told to stop when the connection goes, not waited for: the connection's close
+ * must not hang on a reader interrupted mid-replay. Its scope (its subscription) closes after.
  */
 const serveConnection = (
   response: ServerResponse,
-  frames: (writer: ConnectionWriter) => Effect.Effect<NextFrames, never, Scope.Scope>,
+  frames: (sends: ParkedSends) => Effect.Effect<NextFrames, never, Scope.Scope>,
   options: ConnectionOptions,
-  run: (reader: Effect.Effect<void>) => Fiber.RuntimeFiber<void>
+  run: <A>(effect: Effect.Effect<A>) => Fiber.RuntimeFiber<A>
 ): Readable => {
-  let reader: Fiber.RuntimeFiber<void> | undefined
+  /** The fiber sending now, if any (none while the reader is parked). */
+  let sender: Fiber.RuntimeFiber<boolean> | undefined
+  /** The reader's scope, from the connection's start to its end, across the fibers that send. */
+  let scope: Scope.CloseableScope | undefined
   let connection: OpenConnection | undefined
   let over = false
   // The connection is over: its reader ended, the server is shutting down, or the client went.
@@ -213,7 +226,10 @@ const serveConnection = (
       options.connections.remove(connection)
       connection.writer.end()
     }
-    reader?.unsafeInterruptAsFork(FiberId.none)
+    if (scope !== undefined) {
+      const close = Scope.close(scope, Exit.void)
+      run(sender === undefined ? close : Effect.zipRight(Fiber.interrupt(sender), close))
+    }
     if (!body.destroyed) body.push(null)
   }
   const start = () => {
@@ -233,36 +249,47 @@ const serveConnection = (
     }
     options.connections.add(connection)
     if (over) return
-    const send = (next: NextFrames) =>
-      Effect.gen(function* () {
-        while (true) {
-          const frames = yield* next
-          if (frames === undefined) break
-          // All of a pull in one write, unless it is more than the connection's budget.
-          for (const bytes of frames) {
-            if (!writer.fits(bytes.length)) {
-              writer.flush()
-              if (!writer.fits(bytes.length)) yield* writer.room
-            }
-            writer.queue(bytes)
+    const readerScope = Effect.runSync(Scope.make())
+    scope = readerScope
+    let next: NextFrames | undefined
+    // Sends what the reader answers until it parks (true) or its frames end (false).
+    const sendAll: Effect.Effect<boolean> = Effect.gen(function* () {
+      // The reader's scope is in context only while it opens: the frames that follow need none.
+      next ??= yield* Scope.extend(frames({ writer, wake }), readerScope)
+      while (true) {
+        const frames = yield* next
+        if (frames === undefined) break
+        if (frames.length === 0) return true
+        // All of a pull in one write, unless it is more than the connection's budget.
+        for (const bytes of frames) {
+          if (!writer.fits(bytes.length)) {
+            writer.flush()
+            if (!writer.fits(bytes.length)) yield* writer.room
           }
-          writer.flush()
+          writer.queue(bytes)
         }
-        // What the feed ended with (a feed_error frame) goes out before the response ends.
-        yield* writer.room
-      })
-    // The reader's scope is in context only while it opens: the frames that follow need none.
-    reader = run(
-      Effect.acquireUseRelease(
-        Scope.make(),
-        (scope) => Effect.flatMap(Scope.extend(frames(writer), scope), send),
-        (scope, exit) => Scope.close(scope, exit)
-      ).pipe(
-        // A reader that dies ends the connection rather than leaving it open and silent.
-        Effect.catchAllDefect((defect) => Effect.logError("stream reader died", defect))
-      )
+        writer.flush()
+      }
+      // What the feed ended with (a feed_error frame) goes out before the response ends.
+      yield* writer.room
+      return false
+    }).pipe(
+      // A reader that dies ends the connection rather than leaving it open and silent.
+      Effect.catchAllDefect((defect) => Effect.as(Effect.logError("stream reader died", defect), false))
     )
-    reader.addObserver(finish)
+    // The parked reader has something its writer did not take: a fiber sends again.
+    const wake = () => {
+      if (!over) send()
+    }
+    const send = () => {
+      const fiber = run(sendAll)
+      sender = fiber
+      fiber.addObserver((exit) => {
+        if (sender === fiber) sender = undefined
+        if (!(Exit.isSuccess(exit) && exit.value)) finish()
+      })
+    }
+    send()
   }
   const body: Readable = new Readable({
     read() {
@@ -397,14 +424,14 @@ const makeFeedRoutes = (options: HttpOptions) =>
         // The reader, opened in the connection's scope: each pull's items as frames, the frames
         // of a live batch made once for every connection. Events travel as their journal lines,
         // so a frame is the line copied after its `id:`.
-        // With the connection's writer (on Node), batches that come while the reader waits at the
-        // live tail go straight to the socket when it has room, without waking the reader's fiber.
-        const openFrames = (writer?: ConnectionWriter): Effect.Effect<NextFrames, never, Scope.Scope> =>
+        // On Node, a reader parked at the live tail hands the batches that come straight to the
+        // connection's writer while they fit, with no fiber; it wakes the connection for the rest.
+        const openFrames = (sends?: ParkedSends): Effect.Effect<NextFrames, never, Scope.Scope> =>
           Effect.gen(function* () {
             const feed = yield* feeds.get(account)
             const frames = framesOf(feed)
-            const tail =
-              writer === undefined ? undefined : { offer: (runs: ReadonlyArray<LiveRun>) => writer.offer(frames(runs)) }
+            const tail: LiveTail | undefined =
+              sends === undefined ? undefined : { offer: (runs) => sends.writer.offer(frames(runs)), wake: sends.wake }
             const pull = yield* feed.pullLines({ since: cursor, sessionId: request.urlParams.session_id }, tail)
             let ended = false
             return Effect.suspend((): NextFrames => {
@@ -446,8 +473,8 @@ const makeFeedRoutes = (options: HttpOptions) =>
         // the head; the body the platform pipes is empty, and it ends the response after it.
         const runReader = Runtime.runFork(yield* Effect.runtime<never>())
         return HttpServerResponse.raw(
-          serveConnection(response, openFrames, connection, (reader) =>
-            runReader(Effect.withScheduler(reader, readerScheduler))
+          serveConnection(response, openFrames, connection, (effect) =>
+            runReader(Effect.withScheduler(effect, readerScheduler))
           ),
           { contentType: eventStream, headers }
         )

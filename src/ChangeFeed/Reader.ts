@@ -84,15 +84,17 @@ const runAfter = (run: JournalLineRun, after: number): JournalLineRun => {
 export type Pull<Item> = Effect.Effect<Chunk.Chunk<Item>, Option.Option<JournalReadError>>
 
 /**
- * Where an unfiltered reader at the live tail may hand new batches straight away, while its pull
- * waits for them, instead of waking the fiber that pulls: a stream connection whose socket has
- * room sends them at once. `offer` is called only while the pull waits (everything it answered
- * before has been taken), on the pulling fiber's scheduler, never from the writer's commit; it
- * answers whether it took the runs. A run it does not take (no room) is what the pull answers
- * next, as without a tail.
+ * Where an unfiltered reader at the live tail hands new batches, with no fiber waiting for them:
+ * a stream connection whose socket has room sends them at once. Once the reader has nothing to
+ * answer but the tail's next batch, its pull answers an empty chunk: the reader is parked, and
+ * its consumer stops pulling. `offer` is then called with each batch that comes, on the scheduler
+ * of the fiber that pulled (never from the writer's commit); it answers whether it took the runs.
+ * Once it does not (no room), or the live buffer slid past the reader, or the feed ended, the
+ * reader calls `wake`, once: its consumer pulls again, and gets what was not taken first.
  */
 export interface LiveTail {
   readonly offer: (runs: ReadonlyArray<LiveRun>) => boolean
+  readonly wake: () => void
 }
 
 export interface Readers<A> {
@@ -197,45 +199,51 @@ export const make = <A>(journal: Journal<A>, broadcast: Broadcast<A>, instrument
         if (passedOver) out.push({ _tag: "Progress", seq: cursor })
       }
 
+      /** Stops a parked reader's watch of the live buffer (nothing while it is not parked). */
+      let unpark = (): void => {}
+      yield* Effect.addFinalizer(() => Effect.sync(() => unpark()))
+
       /**
-       * Waits at the live tail, handing every batch that comes to `tail` for as long as it takes
-       * them; completes (for the pull to go on) once it does not, or on a gap or the end.
+       * Parks the reader at the live tail: every batch that comes goes to `tail` for as long as
+       * it takes them; once it does not, or on a gap or the end, the reader stops watching and
+       * wakes its consumer to pull again.
        */
-      const followTail = (tail: LiveTail): Effect.Effect<void> =>
-        Effect.async<void>((resume) => {
-          let following = true
-          let scheduled = false
-          const deliver = () => {
-            scheduled = false
-            while (following) {
-              const next = live.next(cursor)
-              if (next === undefined) return
-              const runs: Array<LiveRun> = []
-              const after = typeof next === "object" ? takeRuns(next, cursor, runs) : cursor
-              if (runs.length === 0 || !tail.offer(runs)) {
-                stop()
-                return resume(Effect.void)
-              }
-              cursor = after
+      const park = (tail: LiveTail): void => {
+        let parked = true
+        let scheduled = false
+        const deliver = () => {
+          scheduled = false
+          while (parked) {
+            const next = live.next(cursor)
+            if (next === undefined) return
+            const runs: Array<LiveRun> = []
+            const after = typeof next === "object" ? takeRuns(next, cursor, runs) : cursor
+            if (runs.length === 0 || !tail.offer(runs)) {
+              unpark()
+              return tail.wake()
             }
+            cursor = after
           }
-          const unwatch = live.watch({
-            cursor: () => cursor,
-            // Delivered on the reader's own scheduler: never inside the writer's commit that woke it.
-            wake: () => {
-              if (scheduled || !following) return
-              scheduled = true
-              scheduler.scheduleTask(deliver, 0)
-            }
-          })
-          const stop = () => {
-            following = false
-            unwatch()
+        }
+        const unwatch = live.watch({
+          cursor: () => cursor,
+          // Delivered on the reader's own scheduler: never inside the writer's commit that woke it.
+          wake: () => {
+            if (scheduled || !parked) return
+            scheduled = true
+            scheduler.scheduleTask(deliver, 0)
           }
-          return Effect.sync(stop)
         })
+        unpark = () => {
+          parked = false
+          unwatch()
+          unpark = () => {}
+        }
+      }
 
       const pull: Effect.Effect<Chunk.Chunk<Item>, Option.Option<JournalReadError>> = Effect.gen(function* () {
+        // A pull while parked takes over from the tail.
+        unpark()
         while (true) {
           if (pending.length > 0) return Chunk.unsafeFromArray(pending.splice(0))
           if (ended || broadcast.closed) return yield* Effect.fail(Option.none())
@@ -261,8 +269,13 @@ export const make = <A>(journal: Journal<A>, broadcast: Broadcast<A>, instrument
             const next = live.next(cursor)
             if (next === "gap") yield* startFrom(cursor)
             else if (next === "end") ended = true
-            else if (next === undefined) yield* tail === undefined ? live.awaitAfter(cursor) : followTail(tail)
-            else cursor = takeRuns(next, cursor, out)
+            else if (next === undefined) {
+              if (tail === undefined) yield* live.awaitAfter(cursor)
+              else {
+                park(tail)
+                return Chunk.empty()
+              }
+            } else cursor = takeRuns(next, cursor, out)
           } else {
             const events = live.after(cursor, LIVE_READ_EVENTS, LIVE_READ_BYTES)
             // The live buffer slid past this reader: catch up from the journal.

@@ -100,9 +100,10 @@ const pulledAsChanges = (
 type Pulled = LineItem | LiveRun | JournalLineRun
 
 /**
- * `pullLines` with a live tail, as a stream connection reads it: what the tail takes (the
- * `takes` pattern says whether it takes each offer) joins the items the pull answers, in the
- * order they come, as a connection's writer would send them.
+ * `pullLines` with a live tail, as a stream connection reads it: what the tail takes while the
+ * reader is parked (the `takes` pattern says whether it takes each offer) joins the items the pull
+ * answers, in the order they come, as a connection's writer would send them; a parked reader is
+ * pulled again once it wakes its consumer, and only then.
  */
 const pulledWithTail =
   (takes: ReadonlyArray<boolean>) =>
@@ -111,18 +112,24 @@ const pulledWithTail =
       Stream.unwrapScoped(
         Effect.gen(function* () {
           const out = yield* Queue.unbounded<Either.Either<Chunk.Chunk<Pulled>, Option.Option<unknown>>>()
+          const woken = yield* Queue.unbounded<void>()
           let offers = 0
           const pull = yield* feed.pullLines(options, {
             offer: (runs) => {
               if (!takes[offers++ % takes.length]) return false
               out.unsafeOffer(Either.right(Chunk.fromIterable(runs)))
               return true
+            },
+            wake: () => {
+              woken.unsafeOffer(undefined)
             }
           })
+          const step = Effect.flatMap(pull, (items) => {
+            if (items.length > 0) return Queue.offer(out, Either.right(items))
+            return Queue.take(woken)
+          })
           yield* Effect.forkScoped(
-            Effect.forever(Effect.flatMap(pull, (items) => Queue.offer(out, Either.right(items)))).pipe(
-              Effect.catchAll((end) => Queue.offer(out, Either.left(end)))
-            )
+            Effect.forever(step).pipe(Effect.catchAll((end) => Queue.offer(out, Either.left(end))))
           )
           return Stream.repeatEffectChunkOption(
             Effect.flatMap(Queue.take(out), (next) =>
