@@ -84,16 +84,26 @@ const runAfter = (run: JournalLineRun, after: number): JournalLineRun => {
 export type Pull<Item> = Effect.Effect<Chunk.Chunk<Item>, Option.Option<JournalReadError>>
 
 /**
- * Where an unfiltered reader at the live tail hands new batches, with no fiber waiting for them:
- * a stream connection whose socket has room sends them at once. Once the reader has nothing to
- * answer but the tail's next batch, its pull answers an empty chunk: the reader is parked, and
- * its consumer stops pulling. `offer` is then called with each batch that comes, on the scheduler
- * of the fiber that pulled (never from the writer's commit); it answers whether it took the runs.
- * Once it does not (no room), or the live buffer slid past the reader, or the feed ended, the
- * reader calls `wake`, once: its consumer pulls again, and gets what was not taken first.
+ * Where a reader at the live tail hands what comes, with no fiber waiting for it: a stream
+ * connection whose socket has room sends it at once. Once the reader has nothing to answer but
+ * the live buffer's next batch, its pull answers an empty chunk: the reader is parked, and its
+ * consumer stops pulling. `offer` is then called with what each batch brings (as the pull would
+ * answer it: whole runs without a filter; a filtered reader's events and its `Progress`), on the
+ * scheduler of the fiber that pulled (never from the writer's commit); it answers whether it took
+ * them. Once it does not (no room), or the live buffer slid past the reader, or the feed ended,
+ * the reader calls `wake`, once: its consumer pulls again, and gets what was not taken first.
  */
 export interface LiveTail {
-  readonly offer: (runs: ReadonlyArray<LiveRun>) => boolean
+  readonly offer: (items: ReadonlyArray<LineItem | LiveRun | JournalLineRun>) => boolean
+  readonly wake: () => void
+}
+
+/** What a reader of change items `C` answers. */
+type ReaderItem<C> = C | Reset | CaughtUp | Progress | LiveRun | JournalLineRun
+
+/** A `LiveTail` as a reader of either kind of change item `C` hands it what comes. */
+interface Tail<C> {
+  readonly offer: (items: ReadonlyArray<ReaderItem<C>>) => boolean
   readonly wake: () => void
 }
 
@@ -127,8 +137,8 @@ export const make = <A>(journal: Journal<A>, broadcast: Broadcast<A>, instrument
     format: ReaderFormat<A, C>,
     options: ChangesOptions,
     runs: boolean,
-    tail?: LiveTail
-  ): Effect.Effect<Pull<C | Reset | CaughtUp | Progress | LiveRun | JournalLineRun>, never, Scope.Scope> =>
+    tail?: Tail<C>
+  ): Effect.Effect<Pull<ReaderItem<C>>, never, Scope.Scope> =>
     Effect.gen(function* () {
       const since = options.since ?? 0
       const cursorIn: Cursor = typeof since === "number" ? { seq: since } : since
@@ -138,7 +148,7 @@ export const make = <A>(journal: Journal<A>, broadcast: Broadcast<A>, instrument
         () => Effect.sync(() => subscribers--)
       )
       const outer = yield* Effect.scope
-      type Item = C | Reset | CaughtUp | Progress | LiveRun | JournalLineRun
+      type Item = ReaderItem<C>
       const byBatch = runs && sessionId === undefined
       const pending: Array<Item> = []
       let phase: Scope.CloseableScope | undefined
@@ -204,25 +214,43 @@ export const make = <A>(journal: Journal<A>, broadcast: Broadcast<A>, instrument
       yield* Effect.addFinalizer(() => Effect.sync(() => unpark()))
 
       /**
-       * Parks the reader at the live tail: every batch that comes goes to `tail` for as long as
-       * it takes them; once it does not, or on a gap or the end, the reader stops watching and
-       * wakes its consumer to pull again.
+       * What the live buffer holds after the cursor, into `out` as the reader answers it (moving
+       * the cursor past it): "taken", "none" yet, a "gap" (the buffer slid past), or the "end".
        */
-      const park = (tail: LiveTail): void => {
+      const takeLive = (out: Array<Item>): "taken" | "none" | "gap" | "end" => {
+        if (byBatch) {
+          const next = live.next(cursor)
+          if (next === undefined) return "none"
+          if (typeof next !== "object") return next
+          cursor = takeRuns(next, cursor, out)
+          return "taken"
+        }
+        const events = live.after(cursor, LIVE_READ_EVENTS, LIVE_READ_BYTES)
+        if (typeof events === "string") return events
+        if (events.length === 0) return "none"
+        deliver(events.map(format.live), out)
+        return "taken"
+      }
+
+      /**
+       * Parks the reader at the live tail: what every batch brings goes to `tail` for as long as
+       * it takes it; once it does not, or on a gap or the end, the reader stops watching and
+       * wakes its consumer to pull again, from where the tail left off.
+       */
+      const park = (tail: Tail<C>): void => {
         let parked = true
         let scheduled = false
         const deliver = () => {
           scheduled = false
           while (parked) {
-            const next = live.next(cursor)
-            if (next === undefined) return
-            const runs: Array<LiveRun> = []
-            const after = typeof next === "object" ? takeRuns(next, cursor, runs) : cursor
-            if (runs.length === 0 || !tail.offer(runs)) {
-              unpark()
-              return tail.wake()
-            }
-            cursor = after
+            const before = cursor
+            const out: Array<Item> = []
+            const taken = takeLive(out)
+            if (taken === "none") return
+            if (taken === "taken" && tail.offer(out)) continue
+            cursor = before
+            unpark()
+            return tail.wake()
           }
         }
         const unwatch = live.watch({
@@ -265,24 +293,18 @@ export const make = <A>(journal: Journal<A>, broadcast: Broadcast<A>, instrument
           } else if (!caughtUp) {
             caughtUp = true
             out.push({ _tag: "CaughtUp", seq: cursor })
-          } else if (byBatch) {
-            const next = live.next(cursor)
-            if (next === "gap") yield* startFrom(cursor)
-            else if (next === "end") ended = true
-            else if (next === undefined) {
+          } else {
+            const taken = takeLive(out)
+            // The live buffer slid past this reader: catch up from the journal.
+            if (taken === "gap") yield* startFrom(cursor)
+            else if (taken === "end") ended = true
+            else if (taken === "none") {
               if (tail === undefined) yield* live.awaitAfter(cursor)
               else {
                 park(tail)
                 return Chunk.empty()
               }
-            } else cursor = takeRuns(next, cursor, out)
-          } else {
-            const events = live.after(cursor, LIVE_READ_EVENTS, LIVE_READ_BYTES)
-            // The live buffer slid past this reader: catch up from the journal.
-            if (events === "gap") yield* startFrom(cursor)
-            else if (events === "end") ended = true
-            else if (events.length === 0) yield* live.awaitAfter(cursor)
-            else deliver(events.map(format.live), out)
+            }
           }
           if (out.length > 0) return Chunk.unsafeFromArray(out)
         }

@@ -10,13 +10,10 @@
  * without a live tail that takes batches while the pull waits, or refuses them, by a pattern.
  */
 import { describe, it, assert } from "@effect/vitest"
-import { Chunk, Effect, Either, FastCheck as fc, Option, Queue, Schema, Stream } from "effect"
+import { Effect, FastCheck as fc } from "effect"
 import type { ChangeFeedService, ChangesOptions } from "../../src/ChangeFeed.js"
-import { AgentEvent } from "../../src/Domain/AgentEvent.js"
-import { ChangeEvent } from "../../src/Domain/ChangeEvent.js"
-import type { LiveRun } from "../../src/ChangeFeed/Broadcast.js"
-import { type FeedItem, type LineChange, type LineItem, type ResetReason, wireJson } from "../../src/Domain/FeedItem.js"
-import type { JournalLineRun } from "../../src/Journal.js"
+import type { AgentEvent } from "../../src/Domain/AgentEvent.js"
+import type { ResetReason } from "../../src/Domain/FeedItem.js"
 import {
   delivered,
   Env,
@@ -32,6 +29,7 @@ import {
   seen,
   tempDir
 } from "../support/FeedTesting.js"
+import { linesAsChanges, pulledAsChanges, pulledWithTail } from "../support/Pulled.js"
 
 type Command =
   | { readonly _tag: "Record"; readonly count: number; readonly via: "record" | "publish" | "publishAll" }
@@ -70,102 +68,6 @@ const command: fc.Arbitrary<Command> = fc.oneof(
   },
   { weight: 1, arbitrary: fc.constant({ _tag: "Restart" as const }) }
 )
-
-const decodeLine = Schema.decodeUnknownSync(Schema.parseJson(ChangeEvent(AgentEvent)))
-
-/**
- * `changeLines` seen as `changes`: each line decoded, and its seq and session checked against
- * the line, so the checks below hold the lines to the same contract.
- */
-const linesAsChanges = (
-  feed: ChangeFeedService<AgentEvent>,
-  options: ChangesOptions
-): Stream.Stream<FeedItem<AgentEvent>, unknown> =>
-  Stream.map(feed.changeLines(options), (item) => (item._tag === "Change" ? lineAsChange(item) : item))
-
-const lineAsChange = (item: LineChange): FeedItem<AgentEvent> => {
-  const change = decodeLine(new TextDecoder().decode(wireJson(item)))
-  assert.strictEqual(change.seq, item.seq, "a line's seq is the seq it is delivered at")
-  assert.strictEqual(change.session_id, item.sessionId, "a line's session is the session it is delivered with")
-  return { _tag: "Change" as const, change }
-}
-
-/** `pullLines` seen as `changes` (`asChanges`). */
-const pulledAsChanges = (
-  feed: ChangeFeedService<AgentEvent>,
-  options: ChangesOptions
-): Stream.Stream<FeedItem<AgentEvent>, unknown> =>
-  asChanges(Stream.unwrapScoped(Effect.map(feed.pullLines(options), (pull) => Stream.repeatEffectChunkOption(pull))))
-
-type Pulled = LineItem | LiveRun | JournalLineRun
-
-/**
- * `pullLines` with a live tail, as a stream connection reads it: what the tail takes while the
- * reader is parked (the `takes` pattern says whether it takes each offer) joins the items the pull
- * answers, in the order they come, as a connection's writer would send them; a parked reader is
- * pulled again once it wakes its consumer, and only then.
- */
-const pulledWithTail =
-  (takes: ReadonlyArray<boolean>) =>
-  (feed: ChangeFeedService<AgentEvent>, options: ChangesOptions): Stream.Stream<FeedItem<AgentEvent>, unknown> =>
-    asChanges(
-      Stream.unwrapScoped(
-        Effect.gen(function* () {
-          const out = yield* Queue.unbounded<Either.Either<Chunk.Chunk<Pulled>, Option.Option<unknown>>>()
-          const woken = yield* Queue.unbounded<void>()
-          let offers = 0
-          const pull = yield* feed.pullLines(options, {
-            offer: (runs) => {
-              if (!takes[offers++ % takes.length]) return false
-              out.unsafeOffer(Either.right(Chunk.fromIterable(runs)))
-              return true
-            },
-            wake: () => {
-              woken.unsafeOffer(undefined)
-            }
-          })
-          const step = Effect.flatMap(pull, (items) => {
-            if (items.length > 0) return Queue.offer(out, Either.right(items))
-            return Queue.take(woken)
-          })
-          yield* Effect.forkScoped(
-            Effect.forever(step).pipe(Effect.catchAll((end) => Queue.offer(out, Either.left(end))))
-          )
-          return Stream.repeatEffectChunkOption(
-            Effect.flatMap(Queue.take(out), (next) =>
-              Either.isRight(next) ? Effect.succeed(next.right) : Effect.fail(next.left)
-            )
-          )
-        })
-      )
-    )
-
-/**
- * Pulled items seen as `changes`: every event of a run of journal lines and of a live batch's run
- * taken out one by one, its body decoded and checked against the seq it holds in the run.
- */
-const asChanges = <E>(pulled: Stream.Stream<Pulled, E>): Stream.Stream<FeedItem<AgentEvent>, E> =>
-  pulled.pipe(
-    Stream.mapConcat((item): Array<FeedItem<AgentEvent>> => {
-      switch (item._tag) {
-        case "LiveRun":
-          return item.batch.items.slice(item.from - item.batch.first).map((live) => lineAsChange(live.line))
-        case "LineRun": {
-          const { bodyEnds, bytes, ends } = item.lines
-          return ends.map((_, i) => {
-            const body = bytes.subarray(i === 0 ? 0 : ends[i - 1]! + 1, bodyEnds[i]!)
-            const change = decodeLine(new TextDecoder().decode(body) + "}")
-            assert.strictEqual(change.seq, item.first + i, "an event of a run holds the seq of its place in the run")
-            return { _tag: "Change" as const, change }
-          })
-        }
-        case "Change":
-          return [lineAsChange(item)]
-        default:
-          return [item]
-      }
-    })
-  )
 
 const readersBy = {
   changes: (feed: ChangeFeedService<AgentEvent>, options: ChangesOptions) => feed.changes(options),
