@@ -14,7 +14,7 @@
  */
 import type * as FileSystem from "@effect/platform/FileSystem"
 import type * as Path from "@effect/platform/Path"
-import { Cause, Clock, Context, Data, Deferred, Duration, Effect, Either, Exit, Layer, RcMap, type Scope } from "effect"
+import { Cause, Clock, Context, Data, Deferred, Duration, Effect, Either, Exit, Layer, RcMap, Scope } from "effect"
 import * as ChangeFeed from "./ChangeFeed.js"
 import { type AccountId, DEFAULT_ACCOUNT, parseAccountId } from "./Domain/Account.js"
 import { AgentDomain, type AgentEvent } from "./Domain/AgentEvent.js"
@@ -165,19 +165,24 @@ export const make = <A, I>(
       return true
     })
 
+    const unhold = (account: AccountId) =>
+      Effect.map(Clock.currentTimeMillis, (now) => {
+        const left = (holders.get(account) ?? 1) - 1
+        if (left > 0) return holders.set(account, left)
+        holders.delete(account)
+        idleSince.set(account, now)
+      })
+
+    // On the scope itself rather than through `acquireRelease`, whose release restores the
+    // holder's fiber state around it (two walks over every fiber-local) on every request; this
+    // release reads nothing of it.
     const hold = (account: AccountId) =>
-      Effect.acquireRelease(
-        Effect.sync(() => {
+      Effect.uninterruptible(
+        Effect.flatMap(Effect.scope, (scope) => {
           holders.set(account, (holders.get(account) ?? 0) + 1)
           idleSince.delete(account)
-        }),
-        () =>
-          Effect.map(Clock.currentTimeMillis, (now) => {
-            const left = (holders.get(account) ?? 1) - 1
-            if (left > 0) return holders.set(account, left)
-            holders.delete(account)
-            idleSince.set(account, now)
-          })
+          return Scope.addFinalizer(scope, unhold(account))
+        })
       )
 
     const acquire = (
