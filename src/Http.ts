@@ -488,7 +488,10 @@ const makeFeedRoutes = (options: HttpOptions) =>
         })
       )
 
-    const status = (account: string) => withFeed(account, "read", (feed) => Effect.map(feed.status, statusWire))
+    // Already the wire form the schema encodes (same fields, same order): answered as it is,
+    // without walking it through the encoder on every poll.
+    const status = (account: string) =>
+      withFeed(account, "read", (feed) => Effect.map(feed.status, (s) => HttpServerResponse.unsafeJson(statusWire(s))))
 
     const accounts = Effect.gen(function* () {
       yield* authorize(yield* Caller, "admin")
