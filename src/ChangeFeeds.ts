@@ -35,6 +35,7 @@ import { AgentDomain, type AgentEvent } from "./Domain/AgentEvent.js"
 import type { FeedDomain } from "./Domain/FeedDomain.js"
 import type * as Journal from "./Journal.js"
 import * as FileJournal from "./Journal/File.js"
+import * as Finalizer from "./Finalizer.js"
 
 /** The text is not an account id; nothing touched a path. */
 export class InvalidAccount extends Data.TaggedError("InvalidAccount")<{ readonly reason: string }> {
@@ -197,16 +198,13 @@ export const make = <A, I>(
         idleSince.set(account, now)
       })
 
-    // On the scope itself rather than through `acquireRelease`, whose release restores the
-    // holder's fiber state around it (two walks over every fiber-local) on every request; this
-    // release reads nothing of it.
     const hold = (account: AccountId) =>
-      Effect.uninterruptible(
-        Effect.flatMap(Effect.scope, (scope) => {
+      Finalizer.acquireSync(
+        () => {
           holders.set(account, (holders.get(account) ?? 0) + 1)
           idleSince.delete(account)
-          return Scope.addFinalizer(scope, unhold(account))
-        })
+        },
+        () => unhold(account)
       )
 
     const acquire = (

@@ -18,6 +18,7 @@ import type { JournalReadError } from "../Journal/Errors.js"
 import { asItem, type Broadcast, lastOf, type LiveChange, type LiveRun } from "./Broadcast.js"
 import type { Instrument } from "./Instrument.js"
 import { decideReset, resetTo } from "./Reset.js"
+import * as Finalizer from "../Finalizer.js"
 
 export interface ChangesOptions {
   /** Exclusive cursor: events with seq greater than this (default 0, everything retained). */
@@ -114,8 +115,8 @@ export const make = <A>(journal: Journal<A>, broadcast: Broadcast<A>, instrument
       const since = options.since ?? 0
       const cursorIn: Cursor = typeof since === "number" ? { seq: since } : since
       const sessionId = options.sessionId
-      yield* Effect.acquireRelease(
-        Effect.sync(() => subscribers++),
+      yield* Finalizer.acquireSync(
+        () => subscribers++,
         () => Effect.sync(() => subscribers--)
       )
       const outer = yield* Effect.scope
