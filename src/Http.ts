@@ -560,7 +560,7 @@ const page = (
   Effect.scoped(
     Effect.gen(function* () {
       // An ended stream (the feed is closing) reads as an empty chunk; a journal that cannot be read is a server error.
-      const pull = (yield* Stream.toPull(feed.changes({ since: cursor, sessionId }))).pipe(
+      const pull = (yield* feed.pullChanges({ since: cursor, sessionId })).pipe(
         Effect.catchAll((end) =>
           Option.isNone(end) ? Effect.succeed(Chunk.empty()) : Effect.fail(readFailure(end.value))
         )

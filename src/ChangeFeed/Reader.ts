@@ -86,6 +86,8 @@ export type Pull<Item> = Effect.Effect<Chunk.Chunk<Item>, Option.Option<JournalR
 
 export interface Readers<A> {
   readonly changes: (options?: ChangesOptions) => Stream.Stream<FeedItem<A>, JournalReadError>
+  /** `changes` as a pull, for the scope, with no Stream between the reader and its consumer. */
+  readonly pullChanges: (options?: ChangesOptions) => Effect.Effect<Pull<FeedItem<A>>, never, Scope.Scope>
   readonly changeLines: (options?: ChangesOptions) => Stream.Stream<LineItem, JournalReadError>
   /**
    * `changeLines` as a pull, for the scope: without a session filter, each run of live events is
@@ -246,6 +248,9 @@ export const make = <A>(journal: Journal<A>, broadcast: Broadcast<A>, instrument
 
   return {
     changes: (options = {}) => follow(decoded, options),
+    // Without runs, a reader only ever answers the decoded format's items.
+    pullChanges: (options = {}) =>
+      open(decoded, options, false) as Effect.Effect<Pull<FeedItem<A>>, never, Scope.Scope>,
     changeLines: (options = {}) => follow(lines, options),
     pullLines: (options = {}) => open(lines, options, true),
     subscribers: () => subscribers
