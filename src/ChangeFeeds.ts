@@ -5,9 +5,10 @@
  *
  * The feeds live in an `RcMap` keyed by account: whoever holds a feed (a request, an open
  * stream) holds it through a scope, and the map closes it when the last holder is gone and
- * the idle time has passed. At most `maxOpen` feeds are open: past that the longest-idle
- * feed is closed to make room, and when every open feed is in use the caller gets
- * `FeedsBusy`, to retry later.
+ * the idle time has passed. Requests of one account served together share one hold (`use`),
+ * so that each costs no scope and map lookup of its own. At most `maxOpen` feeds are open:
+ * past that the longest-idle feed is closed to make room, and when every open feed is in use
+ * the caller gets `FeedsBusy`, to retry later.
  *
  * The journals come from a `JournalStore`: directories under a root (`Journal/File.ts`, where
  * the `default` account is the root itself), or a database shared by replicas.
