@@ -131,6 +131,11 @@ export interface ChangeFeedService<A> {
   /** Replay from a cursor, then the live tail: exactly the events after it, in order, once each, or a reset. */
   readonly changes: (options?: Reader.ChangesOptions) => Stream.Stream<FeedItem<A>, Journal.JournalReadError>
   /**
+   * `changes` as a pull, for the scope, with no Stream between the reader and its consumer: for
+   * one that reads a few chunks and stops (a page).
+   */
+  readonly pullChanges: (options?: Reader.ChangesOptions) => Effect.Effect<Reader.Pull<FeedItem<A>>, never, Scope.Scope>
+  /**
    * `changes` with each event as its journal line, never decoded: for passing events on as
    * JSON (the SSE stream). Replay reads lines as written (`Journal.readLines`).
    */
@@ -234,6 +239,7 @@ export const make = <A, I>(
       publish: instrument.publish(publisher.publish),
       publishAll: instrument.publishAll(publisher.publishAll),
       changes: readers.changes,
+      pullChanges: readers.pullChanges,
       changeLines: readers.changeLines,
       pullLines: readers.pullLines,
       read: journal.read,

@@ -5,22 +5,38 @@
  *
  * The feeds live in an `RcMap` keyed by account: whoever holds a feed (a request, an open
  * stream) holds it through a scope, and the map closes it when the last holder is gone and
- * the idle time has passed. At most `maxOpen` feeds are open: past that the longest-idle
- * feed is closed to make room, and when every open feed is in use the caller gets
- * `FeedsBusy`, to retry later.
+ * the idle time has passed. Requests of one account served together share one hold (`use`),
+ * so that each costs no scope and map lookup of its own. At most `maxOpen` feeds are open:
+ * past that the longest-idle feed is closed to make room, and when every open feed is in use
+ * the caller gets `FeedsBusy`, to retry later.
  *
  * The journals come from a `JournalStore`: directories under a root (`Journal/File.ts`, where
  * the `default` account is the root itself), or a database shared by replicas.
  */
 import type * as FileSystem from "@effect/platform/FileSystem"
 import type * as Path from "@effect/platform/Path"
-import { Cause, Clock, Context, Data, Deferred, Duration, Effect, Either, Exit, Layer, RcMap, type Scope } from "effect"
+import {
+  Cause,
+  Clock,
+  Context,
+  Data,
+  Deferred,
+  Duration,
+  Effect,
+  Either,
+  Exit,
+  Layer,
+  RcMap,
+  Runtime,
+  Scope
+} from "effect"
 import * as ChangeFeed from "./ChangeFeed.js"
 import { type AccountId, DEFAULT_ACCOUNT, parseAccountId } from "./Domain/Account.js"
 import { AgentDomain, type AgentEvent } from "./Domain/AgentEvent.js"
 import type { FeedDomain } from "./Domain/FeedDomain.js"
 import type * as Journal from "./Journal.js"
 import * as FileJournal from "./Journal/File.js"
+import * as Finalizer from "./Finalizer.js"
 
 /** The text is not an account id; nothing touched a path. */
 export class InvalidAccount extends Data.TaggedError("InvalidAccount")<{ readonly reason: string }> {
@@ -104,6 +120,16 @@ export interface ChangeFeedsService<A> {
 
 export { accountDirectory } from "./Journal/File.js"
 
+/** A hold of an account's feed that concurrent requests share (`use`). */
+interface Lease<A> {
+  readonly account: AccountId
+  readonly feed: ChangeFeed.ChangeFeedService<A>
+  /** Where the hold is: closing it lets go of the feed. */
+  readonly scope: Scope.CloseableScope
+  /** The requests holding the feed through this lease. */
+  count: number
+}
+
 /** Builds the service for any event domain; every feed is closed (drained) with the scope. */
 export const make = <A, I>(
   domain: FeedDomain<A, I>,
@@ -165,19 +191,21 @@ export const make = <A, I>(
       return true
     })
 
+    const unhold = (account: AccountId) =>
+      Effect.map(Clock.currentTimeMillis, (now) => {
+        const left = (holders.get(account) ?? 1) - 1
+        if (left > 0) return holders.set(account, left)
+        holders.delete(account)
+        idleSince.set(account, now)
+      })
+
     const hold = (account: AccountId) =>
-      Effect.acquireRelease(
-        Effect.sync(() => {
+      Finalizer.acquireSync(
+        () => {
           holders.set(account, (holders.get(account) ?? 0) + 1)
           idleSince.delete(account)
-        }),
-        () =>
-          Effect.map(Clock.currentTimeMillis, (now) => {
-            const left = (holders.get(account) ?? 1) - 1
-            if (left > 0) return holders.set(account, left)
-            holders.delete(account)
-            idleSince.set(account, now)
-          })
+        },
+        () => unhold(account)
       )
 
     const acquire = (
@@ -188,7 +216,7 @@ export const make = <A, I>(
         Effect.catchIf(
           (error): error is Cause.ExceededCapacityException => Cause.isExceededCapacityException(error),
           () =>
-            Effect.flatMap(closeLongestIdle, (closedOne) =>
+            Effect.flatMap(Effect.zipRight(letGo, closeLongestIdle), (closedOne) =>
               closedOne && attempts > 0
                 ? acquire(account, attempts - 1)
                 : Effect.fail(new FeedsBusy({ account, open: maxOpen, retryAfterSeconds: 1 }))
@@ -200,13 +228,87 @@ export const make = <A, I>(
         )
       )
 
+    const held = (account: AccountId) => Effect.zipRight(hold(account), acquire(account, 3))
+
     const get = (text: string) =>
-      Effect.gen(function* () {
+      Either.match(parseAccountId(text), {
+        onLeft: (reason) => Effect.fail(new InvalidAccount({ reason })),
+        onRight: held
+      })
+
+    /**
+     * The holds `use` shares: while one request of an account runs, the next ones of the same
+     * account take its hold of the feed instead of taking (and then releasing) one each. A hold
+     * no request holds any more is let go of once the requests of the same turn of the event
+     * loop have been served (requests that run to the end at once never overlap, but arrive
+     * together), or at once when room must be made for another account.
+     */
+    const leases = new Map<AccountId, Lease<A>>()
+    const unheld = new Set<Lease<A>>()
+    let sweep: ReturnType<typeof setImmediate> | undefined
+    const runFork = Runtime.runFork(yield* Effect.runtime<never>())
+
+    const letGo = Effect.suspend(() => {
+      const closing: Array<Scope.CloseableScope> = []
+      for (const lease of unheld) {
+        // One taken again meanwhile is left for its last holder to put back.
+        if (lease.count === 0 && leases.get(lease.account) === lease) {
+          leases.delete(lease.account)
+          closing.push(lease.scope)
+        }
+      }
+      unheld.clear()
+      return Effect.forEach(closing, (scope) => Scope.close(scope, Exit.void), { discard: true })
+    })
+
+    const leave = (lease: Lease<A>) =>
+      Effect.suspend(() => {
+        lease.count -= 1
+        if (lease.count > 0) return Effect.void
+        if (leases.get(lease.account) !== lease) return Scope.close(lease.scope, Exit.void)
+        unheld.add(lease)
+        sweep ??= setImmediate(() => {
+          sweep = undefined
+          runFork(letGo)
+        })
+        return Effect.void
+      })
+
+    // Runs before the map closes: no hold outlives the service.
+    yield* Effect.addFinalizer(() =>
+      Effect.zipRight(
+        Effect.sync(() => {
+          if (sweep !== undefined) clearImmediate(sweep)
+          sweep = undefined
+        }),
+        letGo
+      )
+    )
+
+    const use = <X, E, R>(
+      text: string,
+      f: (feed: ChangeFeed.ChangeFeedService<A>) => Effect.Effect<X, E, R>
+    ): Effect.Effect<X, E | AccountError, R> =>
+      Effect.uninterruptibleMask((restore): Effect.Effect<X, E | AccountError, R> => {
         const parsed = parseAccountId(text)
-        if (Either.isLeft(parsed)) return yield* new InvalidAccount({ reason: parsed.left })
+        if (Either.isLeft(parsed)) return Effect.fail(new InvalidAccount({ reason: parsed.left }))
         const account = parsed.right
-        yield* hold(account)
-        return yield* acquire(account, 3)
+        const shared = leases.get(account)
+        if (shared !== undefined) {
+          shared.count += 1
+          return Effect.ensuring(restore(f(shared.feed)), leave(shared))
+        }
+        return Effect.flatMap(Scope.make(), (scope) =>
+          Effect.matchCauseEffect(restore(Scope.extend(held(account), scope)), {
+            onFailure: (cause) => Effect.zipRight(Scope.close(scope, Exit.void), Effect.failCause(cause)),
+            onSuccess: (feed) => {
+              const lease: Lease<A> = { account, feed, scope, count: 1 }
+              // Another request may have opened one meanwhile: this one then stays its own.
+              if (!leases.has(account)) leases.set(account, lease)
+              return Effect.ensuring(restore(f(feed)), leave(lease))
+            }
+          })
+        )
       })
 
     // Only feeds already open report a status: listing never opens, locks or holds a journal.
@@ -224,7 +326,7 @@ export const make = <A, I>(
 
     return {
       get,
-      use: (account, f) => Effect.scoped(Effect.flatMap(get(account), f)),
+      use,
       accounts
     } satisfies ChangeFeedsService<A>
   })

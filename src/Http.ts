@@ -523,7 +523,10 @@ const makeFeedRoutes = (options: HttpOptions) =>
         })
       )
 
-    const status = (account: string) => withFeed(account, "read", (feed) => Effect.map(feed.status, statusWire))
+    // Already the wire form the schema encodes (same fields, same order): answered as it is,
+    // without walking it through the encoder on every poll.
+    const status = (account: string) =>
+      withFeed(account, "read", (feed) => Effect.map(feed.status, (s) => HttpServerResponse.unsafeJson(statusWire(s))))
 
     const accounts = Effect.gen(function* () {
       yield* authorize(yield* Caller, "admin")
@@ -592,7 +595,7 @@ const page = (
   Effect.scoped(
     Effect.gen(function* () {
       // An ended stream (the feed is closing) reads as an empty chunk; a journal that cannot be read is a server error.
-      const pull = (yield* Stream.toPull(feed.changes({ since: cursor, sessionId }))).pipe(
+      const pull = (yield* feed.pullChanges({ since: cursor, sessionId })).pipe(
         Effect.catchAll((end) =>
           Option.isNone(end) ? Effect.succeed(Chunk.empty()) : Effect.fail(readFailure(end.value))
         )

@@ -5,7 +5,7 @@
  */
 import { FileSystem, Path } from "@effect/platform"
 import { describe, it, assert } from "@effect/vitest"
-import { Effect, Exit, Fiber, Option, Scope } from "effect"
+import { Deferred, Effect, Exit, Fiber, Option, Queue, Scope } from "effect"
 import * as ChangeFeed from "../src/ChangeFeed.js"
 import * as ChangeFeeds from "../src/ChangeFeeds.js"
 import * as FileJournal from "../src/Journal/File.js"
@@ -123,6 +123,50 @@ describe("ChangeFeeds", () => {
       // a reopens where it left off.
       yield* Scope.close(holdC, Exit.void)
       assert.deepStrictEqual(yield* publish(feeds, "a", "s2"), Option.some(2))
+    }).pipe(Effect.provide(Env))
+  )
+
+  it.scopedLive("requests_of_one_account_running_together_share_its_feed_and_it_closes_after_the_last", () =>
+    Effect.gen(function* () {
+      const root = yield* tempDir
+      const feeds = yield* feedsIn(root, { idleTimeToLive: "1 millis" })
+      const gate = yield* Deferred.make<void>()
+      const started = yield* Queue.unbounded<void>()
+      const users = yield* Effect.forkAll(
+        Array.from({ length: 3 }, () =>
+          feeds.use("acme", (feed) =>
+            Effect.as(Effect.zipRight(Queue.offer(started, undefined), Deferred.await(gate)), feed)
+          )
+        )
+      )
+      for (let i = 0; i < 3; i++) yield* Queue.take(started)
+      assert.isTrue((yield* feeds.accounts)[0]!.open)
+      // The first one done leaves the feed open for the others.
+      yield* Deferred.succeed(gate, undefined)
+      const [first, ...rest] = yield* Fiber.join(users)
+      for (const feed of rest) assert.strictEqual(feed, first)
+      yield* eventually(
+        "the feed closed once no request held it",
+        Effect.map(feeds.accounts, (all) => !all[0]!.open)
+      )
+      assert.deepStrictEqual(yield* publish(feeds, "acme", "s1"), Option.some(1))
+    }).pipe(Effect.provide(Env))
+  )
+
+  it.scopedLive("an_account_a_request_has_just_let_go_of_makes_room_for_another_at_once", () =>
+    Effect.gen(function* () {
+      const root = yield* tempDir
+      const feeds = yield* feedsIn(root, { maxOpen: 1, idleTimeToLive: "1 hour" })
+      // Two requests in a row, with nothing between them to let the first's account go idle.
+      const both = yield* Effect.zip(
+        feeds.use("a", (feed) => Effect.succeed(feed.epoch)),
+        feeds.use("b", (feed) => Effect.succeed(feed.epoch))
+      )
+      assert.notStrictEqual(both[0], both[1])
+      assert.deepStrictEqual(
+        (yield* feeds.accounts).filter((s) => s.open).map((s) => s.account),
+        ["b"]
+      )
     }).pipe(Effect.provide(Env))
   )
 

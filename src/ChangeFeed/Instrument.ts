@@ -10,6 +10,7 @@ import type { Reset } from "../Domain/FeedItem.js"
 import type { Appended } from "../Journal.js"
 import type { JournalReadError } from "../Journal/Errors.js"
 import * as Metrics from "../Metrics.js"
+import * as Finalizer from "../Finalizer.js"
 import * as Tracing from "../Tracing.js"
 import type { PublishAllError, PublishError } from "./Errors.js"
 
@@ -197,8 +198,8 @@ export const make = (account: string = Metrics.defaultAccount) =>
 
       /** Keeps a reader's position (its cursor) for the lag gauge while the reader's scope is open. */
       trackReader: (position: () => number) =>
-        Effect.acquireRelease(
-          Effect.sync(() => readers.add(position)),
+        Finalizer.acquireSync(
+          () => readers.add(position),
           () => Effect.sync(() => readers.delete(position))
         ),
 

@@ -18,6 +18,7 @@ import type { JournalReadError } from "../Journal/Errors.js"
 import { asItem, type Broadcast, lastOf, type LiveChange, type LiveRun } from "./Broadcast.js"
 import type { Instrument } from "./Instrument.js"
 import { decideReset, resetTo } from "./Reset.js"
+import * as Finalizer from "../Finalizer.js"
 
 export interface ChangesOptions {
   /** Exclusive cursor: events with seq greater than this (default 0, everything retained). */
@@ -109,6 +110,8 @@ interface Tail<C> {
 
 export interface Readers<A> {
   readonly changes: (options?: ChangesOptions) => Stream.Stream<FeedItem<A>, JournalReadError>
+  /** `changes` as a pull, for the scope, with no Stream between the reader and its consumer. */
+  readonly pullChanges: (options?: ChangesOptions) => Effect.Effect<Pull<FeedItem<A>>, never, Scope.Scope>
   readonly changeLines: (options?: ChangesOptions) => Stream.Stream<LineItem, JournalReadError>
   /**
    * `changeLines` as a pull, for the scope: without a session filter, each run of live events is
@@ -143,8 +146,8 @@ export const make = <A>(journal: Journal<A>, broadcast: Broadcast<A>, instrument
       const since = options.since ?? 0
       const cursorIn: Cursor = typeof since === "number" ? { seq: since } : since
       const sessionId = options.sessionId
-      yield* Effect.acquireRelease(
-        Effect.sync(() => subscribers++),
+      yield* Finalizer.acquireSync(
+        () => subscribers++,
         () => Effect.sync(() => subscribers--)
       )
       const outer = yield* Effect.scope
@@ -342,6 +345,9 @@ export const make = <A>(journal: Journal<A>, broadcast: Broadcast<A>, instrument
 
   return {
     changes: (options = {}) => follow(decoded, options),
+    // Without runs, a reader only ever answers the decoded format's items.
+    pullChanges: (options = {}) =>
+      open(decoded, options, false) as Effect.Effect<Pull<FeedItem<A>>, never, Scope.Scope>,
     changeLines: (options = {}) => follow(lines, options),
     pullLines: (options = {}, tail) => open(lines, options, true, tail),
     subscribers: () => subscribers

@@ -9,6 +9,7 @@ import type * as FileSystem from "@effect/platform/FileSystem"
 import { Chunk, Effect, Fiber, Option, Runtime, type Scope, Stream } from "effect"
 import type { JournalEvent, JournalLine, JournalLineRun } from "../Journal.js"
 import { JournalCorrupt, JournalIoError, JournalPruned, type JournalReadError } from "./Errors.js"
+import * as Finalizer from "../Finalizer.js"
 import {
   ByteBlockSplitter,
   type ByteLine,
@@ -276,7 +277,7 @@ export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): S
         // once; a forked fiber would only start once this one is done with the chunk.
         const startRead = Runtime.runFork(yield* Effect.runtime<never>())
         let ahead: Fiber.RuntimeFiber<Option.Option<Uint8Array>, Option.Option<JournalReadError>> | undefined
-        yield* Effect.addFinalizer(() => (ahead === undefined ? Effect.void : Fiber.interrupt(ahead)))
+        yield* Finalizer.onClose(Effect.suspend(() => (ahead === undefined ? Effect.void : Fiber.interrupt(ahead))))
         const read: SegmentRead = {
           since,
           // Lines at or below the cursor only come before the first one delivered.

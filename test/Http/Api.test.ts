@@ -3,8 +3,9 @@
  * resets and long-polls), the status, and the OpenAPI docs.
  */
 import { describe, it, assert } from "@effect/vitest"
-import { Deferred, Effect, Fiber } from "effect"
+import { Deferred, Effect, Fiber, Schema } from "effect"
 import { vi } from "vitest"
+import { Status } from "../../src/Api.js"
 import { append, created, createdMany, post, request, start, status, type TestServer } from "../support/Server.js"
 import { range, resetData } from "../support/Expected.js"
 import { tempDir } from "../support/TempDir.js"
@@ -259,6 +260,18 @@ describe("GET /api/v1/status", () => {
       assert.strictEqual(after.epoch, empty.epoch)
       assert.strictEqual(after.segments, 1)
       assert.isAbove(after.bytes, 100)
+    })
+  )
+  it.scopedLive("the_status_answer_is_exactly_what_the_status_schema_encodes", () =>
+    Effect.gen(function* () {
+      const server = yield* fresh
+      yield* append(server, createdMany(2))
+      const response = yield* request(`${server.url}/api/v1/accounts/default/status`)
+      assert.strictEqual(response.status, 200)
+      assert.strictEqual(response.headers["content-type"], "application/json; charset=utf-8")
+      // The same fields, in the same order, as the API's schema gives them.
+      const encoded = Schema.encodeSync(Status)(Schema.decodeUnknownSync(Status)(response.body))
+      assert.strictEqual(JSON.stringify(response.body), JSON.stringify(encoded))
     })
   )
 })
