@@ -214,7 +214,7 @@ export const make = <A>(journal: Journal<A>, broadcast: Broadcast<A>, instrument
 
       /** Stops a parked reader's watch of the live buffer (nothing while it is not parked). */
       let unpark = (): void => {}
-      yield* Effect.addFinalizer(() => Effect.sync(() => unpark()))
+      yield* Finalizer.onClose(Effect.sync(() => unpark()))
 
       /**
        * What the live buffer holds after the cursor, into `out` as the reader answers it (moving
