@@ -140,10 +140,11 @@ export interface ChangeFeedService<A> {
    * Without a session filter, replayed events come in runs of lines as the journal read them
    * (`JournalLineRun`, where the journal reads runs) and live events by whole broadcast batches
    * (`LiveRun`), so that what is made of a batch once (its SSE frames) is shared by every such
-   * reader, and no reader's cost grows with the events in a run.
+   * reader, and no reader's cost grows with the events in a run. With `reuseChunks`, the bytes
+   * of what a pull answers are valid only until the next pull.
    */
   readonly pullLines: (
-    options?: Reader.ChangesOptions
+    options?: Reader.PullLinesOptions
   ) => Effect.Effect<Reader.Pull<LineItem | Broadcast.LiveRun | Journal.JournalLineRun>, never, Scope.Scope>
   /** Journaled events with `since < seq <= upTo`, straight from the journal. */
   readonly read: (since: number, upTo?: number) => Stream.Stream<ChangeEvent<A>, Journal.JournalReadError>

@@ -6,11 +6,14 @@
  * the events after the reset's `continueFrom`. Readers run concurrently with the recording.
  * Readers follow `changes` (decoded events), `changeLines` (journal lines, each checked to be
  * the JSON of the event at its seq) or `pullLines` (what the SSE stream reads: runs of journal
- * lines in replay, whole broadcast batches live, each event in them checked as a line).
+ * lines in replay, whole broadcast batches live, each event in them checked as a line), reusing
+ * its chunks as the SSE stream does (each pull's bytes copied out before the next) or not, over
+ * journals read in chunks of any size.
  */
 import { describe, it, assert } from "@effect/vitest"
 import { Effect, FastCheck as fc, Schema, Stream } from "effect"
 import type { ChangeFeedService, ChangesOptions } from "../../src/ChangeFeed.js"
+import type { PullLinesOptions } from "../../src/ChangeFeed/Reader.js"
 import { AgentEvent } from "../../src/Domain/AgentEvent.js"
 import { ChangeEvent } from "../../src/Domain/ChangeEvent.js"
 import { type FeedItem, type LineChange, type ResetReason, wireJson } from "../../src/Domain/FeedItem.js"
@@ -29,6 +32,7 @@ import {
   seen,
   tempDir
 } from "../support/FeedTesting.js"
+import { yieldToIo } from "../support/Wait.js"
 
 type Command =
   | { readonly _tag: "Record"; readonly count: number; readonly via: "record" | "publish" | "publishAll" }
@@ -39,7 +43,7 @@ type Command =
       readonly epoch: "none" | "same" | "wrong"
       /** Wait for the journal to catch up and for the reader to start before going on. */
       readonly settled: boolean
-      readonly via: "changes" | "changeLines" | "pullLines"
+      readonly via: "changes" | "changeLines" | "pullLines" | "pullLinesReusingChunks"
     }
   | { readonly _tag: "Restart" }
 
@@ -59,7 +63,12 @@ const command: fc.Arbitrary<Command> = fc.oneof(
       at: fc.nat({ max: 1_000 }),
       epoch: fc.constantFrom("none" as const, "same" as const, "wrong" as const),
       settled: fc.boolean(),
-      via: fc.constantFrom("changes" as const, "changeLines" as const, "pullLines" as const)
+      via: fc.constantFrom(
+        "changes" as const,
+        "changeLines" as const,
+        "pullLines" as const,
+        "pullLinesReusingChunks" as const
+      )
     })
   },
   { weight: 1, arbitrary: fc.constant({ _tag: "Restart" as const }) }
@@ -86,13 +95,19 @@ const lineAsChange = (item: LineChange): FeedItem<AgentEvent> => {
 
 /**
  * `pullLines` seen as `changes`: every event of a run of journal lines and of a live batch's run
- * taken out one by one, its body decoded and checked against the seq it holds in the run.
+ * taken out one by one, its body decoded and checked against the seq it holds in the run, as
+ * each pull answers it.
  */
 const pulledAsChanges = (
   feed: ChangeFeedService<AgentEvent>,
-  options: ChangesOptions
+  options: PullLinesOptions
 ): Stream.Stream<FeedItem<AgentEvent>, unknown> =>
-  Stream.unwrapScoped(Effect.map(feed.pullLines(options), (pull) => Stream.repeatEffectChunkOption(pull))).pipe(
+  Stream.unwrapScoped(
+    Effect.map(feed.pullLines(options), (pull) =>
+      // A reader reusing its chunks is read slowly: the event loop runs (a chunk read ahead lands) before each pull's items are copied out.
+      Stream.repeatEffectChunkOption(options.reuseChunks === true ? Effect.tap(pull, () => yieldToIo) : pull)
+    )
+  ).pipe(
     Stream.mapConcat((item): Array<FeedItem<AgentEvent>> => {
       switch (item._tag) {
         case "LiveRun":
@@ -117,7 +132,9 @@ const pulledAsChanges = (
 const readersBy = {
   changes: (feed: ChangeFeedService<AgentEvent>, options: ChangesOptions) => feed.changes(options),
   changeLines: linesAsChanges,
-  pullLines: pulledAsChanges
+  pullLines: pulledAsChanges,
+  pullLinesReusingChunks: (feed: ChangeFeedService<AgentEvent>, options: ChangesOptions) =>
+    pulledAsChanges(feed, { ...options, reuseChunks: true })
 }
 
 interface Tracked {
@@ -186,13 +203,22 @@ const check = (tracked: Tracked, head: number) => {
 describe("properties", () => {
   it.scopedLive.prop(
     "every_reader_sees_exactly_the_events_after_its_cursor_or_a_reset",
-    { commands: fc.array(command, { minLength: 1, maxLength: 14 }) },
-    ({ commands }) =>
+    {
+      commands: fc.array(command, { minLength: 1, maxLength: 14 }),
+      readChunkBytes: fc.option(fc.integer({ min: 1, max: 1024 }), { nil: undefined })
+    },
+    ({ commands, readChunkBytes }) =>
       Effect.gen(function* () {
         const directory = yield* tempDir
         // A live buffer smaller than a batch, so readers fall behind and catch up from the journal.
         // No fsync: what is tested is ordering, and syncing every batch would only slow the runs down.
-        const options = { segmentBytes: 300, retention: { segments: 3 }, liveBuffer: 8, fsync: "never" as const }
+        const options = {
+          segmentBytes: 300,
+          retention: { segments: 3 },
+          liveBuffer: 8,
+          fsync: "never" as const,
+          readChunkBytes
+        }
         let current: OpenFeed = yield* openFeed(directory, options)
         let head = 0
         let readers: Array<Tracked> = []
