@@ -60,8 +60,14 @@ import { appendEntries } from "./Http/Body.js"
 import * as Cors from "./Http/Cors.js"
 import { answerFailures, routesOf } from "./Http/Errors.js"
 import * as MetricsRoute from "./Http/Metrics.js"
-import { ConnectionWriter, type OpenConnection, OpenConnections, readerScheduler } from "./Http/Connection.js"
-import { feedErrorFrame, keepaliveFrame, makeFrameEncoder, retryFrame } from "./Http/Sse.js"
+import {
+  ConnectionWriter,
+  FramePool,
+  type OpenConnection,
+  OpenConnections,
+  readerScheduler
+} from "./Http/Connection.js"
+import { type FrameAlloc, feedErrorFrame, keepaliveFrame, makeFrameEncoder, retryFrame } from "./Http/Sse.js"
 import * as Viewer from "./Http/Viewer.js"
 import type * as Journal from "./Journal.js"
 import type { JournalReadError } from "./Journal.js"
@@ -99,6 +105,15 @@ export interface HttpOptions {
 
 /** Bytes of frames held by the open stream connections, summed (each holds at most `streamBufferBytes`). */
 export const streamBufferedBytes = Metric.gauge("change_feed_stream_buffered_bytes")
+
+/**
+ * The stream connections' frame buffers (`FramePool`): frames from 16 KiB (a replayed chunk's
+ * runs; smaller ones come from Node's own pool) to 4 MiB are pooled, and at most 8 MiB of buffers
+ * wait for a frame, for all connections together.
+ */
+const FRAME_POOL_MIN_BYTES = 16 * 1024
+const FRAME_POOL_MAX_BYTES = 4 * 1024 * 1024
+const FRAME_POOL_FREE_BYTES = 8 * 1024 * 1024
 
 /** The stream's media type; the charset said outright, since some clients assume Latin-1 without it. */
 const eventStream = "text/event-stream; charset=utf-8"
@@ -173,6 +188,8 @@ interface ConnectionOptions {
   readonly shutdown: Effect.Effect<void>
   /** The server's open connections on Node: their keepalives and their end at shutdown (`serveConnection`). */
   readonly connections: OpenConnections
+  /** The buffers Node connections render their frames into, back once written (`serveConnection`). */
+  readonly framePool: FramePool
 }
 
 /**
@@ -195,7 +212,7 @@ interface ConnectionOptions {
  */
 const serveConnection = (
   response: ServerResponse,
-  frames: Effect.Effect<NextFrames, never, Scope.Scope>,
+  frames: (alloc: FrameAlloc) => Effect.Effect<NextFrames, never, Scope.Scope>,
   options: ConnectionOptions,
   run: (reader: Effect.Effect<void>) => Fiber.RuntimeFiber<void>
 ): Readable => {
@@ -214,8 +231,11 @@ const serveConnection = (
     if (!body.destroyed) body.push(null)
   }
   const start = () => {
-    const writer = new ConnectionWriter(response, options.maxBufferedBytes, (delta) =>
-      streamBufferedBytes.unsafeModify(delta, [])
+    const writer = new ConnectionWriter(
+      response,
+      options.maxBufferedBytes,
+      (delta) => streamBufferedBytes.unsafeModify(delta, []),
+      options.framePool
     )
     writer.send(options.first)
     connection = {
@@ -252,7 +272,7 @@ const serveConnection = (
     reader = run(
       Effect.acquireUseRelease(
         Scope.make(),
-        (scope) => Effect.flatMap(Scope.extend(frames, scope), send),
+        (scope) => Effect.flatMap(Scope.extend(frames(options.framePool.alloc), scope), send),
         (scope, exit) => Scope.close(scope, exit)
       ).pipe(
         // A reader that dies ends the connection rather than leaving it open and silent.
@@ -340,6 +360,7 @@ const makeFeedRoutes = (options: HttpOptions) =>
     const keepaliveBytes = encoder.encode(keepaliveFrame)
     // The Node connections' one keepalive timer, on the Effect clock, and their end at shutdown.
     const connections = new OpenConnections()
+    const framePool = new FramePool(FRAME_POOL_MIN_BYTES, FRAME_POOL_MAX_BYTES, FRAME_POOL_FREE_BYTES)
     yield* Effect.sleep(keepaliveEvery).pipe(
       Effect.zipRight(Effect.sync(() => connections.keepalive(keepaliveBytes))),
       Effect.forever,
@@ -391,32 +412,39 @@ const makeFeedRoutes = (options: HttpOptions) =>
             [encoder.encode(feedErrorFrame(failure))]
           )
         }
-        // The reader, opened in the connection's scope: each pull's items as frames, the frames
-        // of a live batch made once for every connection. Events travel as their journal lines,
-        // so a frame is the line copied after its `id:`.
-        const openFrames: Effect.Effect<NextFrames, never, Scope.Scope> = Effect.gen(function* () {
-          const feed = yield* feeds.get(account)
-          const frames = framesOf(feed)
-          const pull = yield* feed.pullLines({ since: cursor, sessionId: request.urlParams.session_id })
-          let ended = false
-          return Effect.suspend((): NextFrames => {
-            if (ended) return Effect.succeed(undefined)
-            return Effect.matchEffect(pull, {
-              onSuccess: (items) => Effect.succeed(frames(Chunk.toReadonlyArray(items))),
-              onFailure: (end) => {
-                ended = true
-                return Option.isNone(end) ? Effect.succeed(undefined) : failed(end.value)
-              }
+        // The reader, opened in the connection's scope: each pull's items as frames (rendered
+        // with `alloc`), the frames of a live batch made once for every connection. Events travel
+        // as their journal lines, so a frame is the line copied after its `id:`. Replay reads
+        // into the same buffers over and over (`reuseChunks`): a pull's items are rendered into
+        // frames, which copies every byte of them, before the next pull.
+        const openFrames = (alloc?: FrameAlloc): Effect.Effect<NextFrames, never, Scope.Scope> =>
+          Effect.gen(function* () {
+            const feed = yield* feeds.get(account)
+            const frames = framesOf(feed)
+            const pull = yield* feed.pullLines({
+              since: cursor,
+              sessionId: request.urlParams.session_id,
+              reuseChunks: true
             })
-          })
-        }).pipe(
-          Effect.catchAll((error) => {
-            let told = false
-            return Effect.map(failed(error), (frames): NextFrames =>
-              Effect.sync(() => (told ? undefined : ((told = true), frames)))
-            )
-          })
-        )
+            let ended = false
+            return Effect.suspend((): NextFrames => {
+              if (ended) return Effect.succeed(undefined)
+              return Effect.matchEffect(pull, {
+                onSuccess: (items) => Effect.succeed(frames(Chunk.toReadonlyArray(items), alloc)),
+                onFailure: (end) => {
+                  ended = true
+                  return Option.isNone(end) ? Effect.succeed(undefined) : failed(end.value)
+                }
+              })
+            })
+          }).pipe(
+            Effect.catchAll((error) => {
+              let told = false
+              return Effect.map(failed(error), (frames): NextFrames =>
+                Effect.sync(() => (told ? undefined : ((told = true), frames)))
+              )
+            })
+          )
         // Undefined when the request is not served by Node's HTTP server (a web handler).
         const response: ServerResponse | undefined = NodeHttpServerRequest.toServerResponse(
           yield* HttpServerRequest.HttpServerRequest
@@ -426,12 +454,14 @@ const makeFeedRoutes = (options: HttpOptions) =>
           keepalive: keepaliveBytes,
           keepaliveEvery,
           maxBufferedBytes: options.streamBufferBytes ?? 1024 * 1024,
+          framePool,
           shutdown: Deferred.await(shutdown),
           connections
         }
         const headers = { "cache-control": "no-cache, no-transform", "x-accel-buffering": "no" }
         if (response === undefined) {
-          const body = Stream.unwrapScoped(Effect.map(openFrames, (next) => connectionStream(next, connection)))
+          // A web handler's frames are fresh buffers: nothing says when it has written them.
+          const body = Stream.unwrapScoped(Effect.map(openFrames(), (next) => connectionStream(next, connection)))
           return HttpServerResponse.stream(body, { contentType: eventStream, headers })
         }
         // On Node the connection writes to the response itself, once the platform has written
