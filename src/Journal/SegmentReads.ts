@@ -6,8 +6,9 @@
  * segments (pruned under the reader: `JournalPruned`; otherwise corruption).
  *
  * Each chunk is read into a buffer of its own, since what a read hands over is views of it, kept
- * as long as the caller likes; a read of runs asked to (`reuseChunks`) reads into two buffers in
- * turn instead (`ChunkBuffers`), for a caller that is done with a pull's bytes by the next pull.
+ * as long as the caller likes; a read of lines or runs asked to (`reuseChunks`) reads into two
+ * buffers in turn instead (`ReusedMemory`), for a caller that is done with a pull's bytes by the
+ * next pull.
  */
 import type * as FileSystem from "@effect/platform/FileSystem"
 import { Chunk, Effect, Fiber, Option, Runtime, type Scope, Stream } from "effect"
