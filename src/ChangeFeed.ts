@@ -145,12 +145,13 @@ export interface ChangeFeedService<A> {
    * Without a session filter, replayed events come in runs of lines as the journal read them
    * (`JournalLineRun`, where the journal reads runs) and live events by whole broadcast batches
    * (`LiveRun`), so that what is made of a batch once (its SSE frames) is shared by every such
-   * reader, and no reader's cost grows with the events in a run. With a `tail`, an unfiltered
-   * reader waiting at the live tail hands new batches to it while it takes them, without waking
-   * the fiber that pulls.
+   * reader, and no reader's cost grows with the events in a run. With `reuseChunks`, the bytes
+   * of what a pull answers are valid only until the next pull. With a `tail`, the reader parks at
+   * the live tail (its pull answers an empty chunk) and hands what comes to the tail, with no
+   * fiber waiting, until the tail does not take it (`Reader.LiveTail`).
    */
   readonly pullLines: (
-    options?: Reader.ChangesOptions,
+    options?: Reader.PullLinesOptions,
     tail?: Reader.LiveTail
   ) => Effect.Effect<Reader.Pull<LineItem | Broadcast.LiveRun | Journal.JournalLineRun>, never, Scope.Scope>
   /** Journaled events with `since < seq <= upTo`, straight from the journal. */

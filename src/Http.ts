@@ -61,8 +61,14 @@ import { appendEntries } from "./Http/Body.js"
 import * as Cors from "./Http/Cors.js"
 import { answerFailures, routesOf } from "./Http/Errors.js"
 import * as MetricsRoute from "./Http/Metrics.js"
-import { ConnectionWriter, type OpenConnection, OpenConnections, readerScheduler } from "./Http/Connection.js"
-import { feedErrorFrame, keepaliveFrame, makeFrameEncoder, retryFrame } from "./Http/Sse.js"
+import {
+  ConnectionWriter,
+  FramePool,
+  type OpenConnection,
+  OpenConnections,
+  readerScheduler
+} from "./Http/Connection.js"
+import { type FrameAlloc, feedErrorFrame, keepaliveFrame, makeFrameEncoder, retryFrame } from "./Http/Sse.js"
 import * as Viewer from "./Http/Viewer.js"
 import type * as Journal from "./Journal.js"
 import type { JournalReadError } from "./Journal.js"
@@ -100,6 +106,15 @@ export interface HttpOptions {
 
 /** Bytes of frames held by the open stream connections, summed (each holds at most `streamBufferBytes`). */
 export const streamBufferedBytes = Metric.gauge("change_feed_stream_buffered_bytes")
+
+/**
+ * The stream connections' frame buffers (`FramePool`): frames from 16 KiB (a replayed chunk's
+ * runs; smaller ones come from Node's own pool) to 4 MiB are pooled, and at most 8 MiB of buffers
+ * wait for a frame, for all connections together.
+ */
+const FRAME_POOL_MIN_BYTES = 16 * 1024
+const FRAME_POOL_MAX_BYTES = 4 * 1024 * 1024
+const FRAME_POOL_FREE_BYTES = 8 * 1024 * 1024
 
 /** The stream's media type; the charset said outright, since some clients assume Latin-1 without it. */
 const eventStream = "text/event-stream; charset=utf-8"
@@ -169,9 +184,13 @@ const intParam = (
  */
 type NextFrames = Effect.Effect<ReadonlyArray<Uint8Array> | undefined>
 
-/** A connection on Node, as its frames see it: where live batches go while its reader is parked, and how it is woken. */
-interface ParkedSends {
+/**
+ * A connection on Node, as its frames see it: where their buffers come from, where what comes
+ * while its reader is parked goes, and how it is woken.
+ */
+interface NodeConnection {
   readonly writer: ConnectionWriter
+  readonly alloc: FrameAlloc
   readonly wake: () => void
 }
 
@@ -183,6 +202,8 @@ interface ConnectionOptions {
   readonly shutdown: Effect.Effect<void>
   /** The server's open connections on Node: their keepalives and their end at shutdown (`serveConnection`). */
   readonly connections: OpenConnections
+  /** The buffers Node connections render their frames into, back once written (`serveConnection`). */
+  readonly framePool: FramePool
 }
 
 /**
@@ -201,14 +222,14 @@ interface ConnectionOptions {
  * yields to the writer; the writer coalesces what waits for the socket into one write, and past
  * its budget in bytes the reader waits: a client that stops reading pauses its own reader, never
  * the feed. Once the reader is at the live tail it parks and the fiber ends: the batches that
- * come go straight to the writer while they fit (`ParkedSends`), and a fiber runs again only for
+ * come go straight to the writer while they fit (`NodeConnection`), and a fiber runs again only for
  * what does not (no room, a gap, the end). An idle connection thus holds no fiber of its own.
  * The reader is told to stop when the connection goes, not waited for: the connection's close
  * must not hang on a reader interrupted mid-replay. Its scope (its subscription) closes after.
  */
 const serveConnection = (
   response: ServerResponse,
-  frames: (sends: ParkedSends) => Effect.Effect<NextFrames, never, Scope.Scope>,
+  frames: (connection: NodeConnection) => Effect.Effect<NextFrames, never, Scope.Scope>,
   options: ConnectionOptions,
   run: <A>(effect: Effect.Effect<A>) => Fiber.RuntimeFiber<A>
 ): Readable => {
@@ -233,8 +254,11 @@ const serveConnection = (
     if (!body.destroyed) body.push(null)
   }
   const start = () => {
-    const writer = new ConnectionWriter(response, options.maxBufferedBytes, (delta) =>
-      streamBufferedBytes.unsafeModify(delta, [])
+    const writer = new ConnectionWriter(
+      response,
+      options.maxBufferedBytes,
+      (delta) => streamBufferedBytes.unsafeModify(delta, []),
+      options.framePool
     )
     writer.send(options.first)
     connection = {
@@ -255,7 +279,7 @@ const serveConnection = (
     // Sends what the reader answers until it parks (true) or its frames end (false).
     const sendAll: Effect.Effect<boolean> = Effect.gen(function* () {
       // The reader's scope is in context only while it opens: the frames that follow need none.
-      next ??= yield* Scope.extend(frames({ writer, wake }), readerScope)
+      next ??= yield* Scope.extend(frames({ writer, alloc: options.framePool.alloc, wake }), readerScope)
       while (true) {
         const frames = yield* next
         if (frames === undefined) break
@@ -370,6 +394,7 @@ const makeFeedRoutes = (options: HttpOptions) =>
     const keepaliveBytes = encoder.encode(keepaliveFrame)
     // The Node connections' one keepalive timer, on the Effect clock, and their end at shutdown.
     const connections = new OpenConnections()
+    const framePool = new FramePool(FRAME_POOL_MIN_BYTES, FRAME_POOL_MAX_BYTES, FRAME_POOL_FREE_BYTES)
     yield* Effect.sleep(keepaliveEvery).pipe(
       Effect.zipRight(Effect.sync(() => connections.keepalive(keepaliveBytes))),
       Effect.forever,
@@ -423,21 +448,29 @@ const makeFeedRoutes = (options: HttpOptions) =>
         }
         // The reader, opened in the connection's scope: each pull's items as frames, the frames
         // of a live batch made once for every connection. Events travel as their journal lines,
-        // so a frame is the line copied after its `id:`.
-        // On Node, a reader parked at the live tail hands the batches that come straight to the
-        // connection's writer while they fit, with no fiber; it wakes the connection for the rest.
-        const openFrames = (sends?: ParkedSends): Effect.Effect<NextFrames, never, Scope.Scope> =>
+        // so a frame is the line copied after its `id:`. Replay reads into the same buffers over
+        // and over (`reuseChunks`): a pull's items are rendered into frames, which copies every
+        // byte of them, before the next pull. On Node, frames are rendered into the server's pool
+        // of buffers, and a reader parked at the live tail hands what comes straight to the
+        // connection's writer while it fits, with no fiber; it wakes the connection for the rest.
+        const openFrames = (connection?: NodeConnection): Effect.Effect<NextFrames, never, Scope.Scope> =>
           Effect.gen(function* () {
             const feed = yield* feeds.get(account)
             const frames = framesOf(feed)
+            const alloc = connection?.alloc
             const tail: LiveTail | undefined =
-              sends === undefined ? undefined : { offer: (runs) => sends.writer.offer(frames(runs)), wake: sends.wake }
-            const pull = yield* feed.pullLines({ since: cursor, sessionId: request.urlParams.session_id }, tail)
+              connection === undefined
+                ? undefined
+                : { offer: (items) => connection.writer.offer(frames(items, alloc)), wake: connection.wake }
+            const pull = yield* feed.pullLines(
+              { since: cursor, sessionId: request.urlParams.session_id, reuseChunks: true },
+              tail
+            )
             let ended = false
             return Effect.suspend((): NextFrames => {
               if (ended) return Effect.succeed(undefined)
               return Effect.matchEffect(pull, {
-                onSuccess: (items) => Effect.succeed(frames(Chunk.toReadonlyArray(items))),
+                onSuccess: (items) => Effect.succeed(frames(Chunk.toReadonlyArray(items), alloc)),
                 onFailure: (end) => {
                   ended = true
                   return Option.isNone(end) ? Effect.succeed(undefined) : failed(end.value)
@@ -461,11 +494,13 @@ const makeFeedRoutes = (options: HttpOptions) =>
           keepalive: keepaliveBytes,
           keepaliveEvery,
           maxBufferedBytes: options.streamBufferBytes ?? 1024 * 1024,
+          framePool,
           shutdown: Deferred.await(shutdown),
           connections
         }
         const headers = { "cache-control": "no-cache, no-transform", "x-accel-buffering": "no" }
         if (response === undefined) {
+          // A web handler's frames are fresh buffers: nothing says when it has written them.
           const body = Stream.unwrapScoped(Effect.map(openFrames(), (next) => connectionStream(next, connection)))
           return HttpServerResponse.stream(body, { contentType: eventStream, headers })
         }

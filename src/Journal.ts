@@ -151,6 +151,21 @@ export interface JournalLineRun {
   readonly lines: EncodedBatch
 }
 
+/** How `readLines` and `readLineRuns` hand their bytes over. */
+export interface LineReadOptions {
+  /**
+   * Reads every chunk into one of the same few buffers rather than a buffer of its own, so a
+   * long read makes no garbage per chunk. The bytes of the runs and lines a pull hands over
+   * (every element of the chunk it answers) are then valid only until the stream is pulled again,
+   * which reads into them, and so are a run's arrays of line ends: for a consumer that copies out
+   * what it keeps before it pulls again (the SSE stream renders them into its frames), never for
+   * one that keeps them or puts the stream through anything that pulls ahead (`Stream.buffer`,
+   * `Stream.rechunk`). A backend may ignore it (only the file journal reuses its chunks). Off by
+   * default.
+   */
+  readonly reuseChunks?: boolean | undefined
+}
+
 /** The number of events in a run. */
 export const runLength = (run: JournalLineRun): number => run.lines.ends.length
 
@@ -179,14 +194,23 @@ export interface Journal<A> {
    * and key read from the line. Refuses what `read` refuses except an event the schema does not
    * know.
    */
-  readonly readLines: (since: number, upTo?: number) => Stream.Stream<JournalLine, JournalReadError>
+  readonly readLines: (
+    since: number,
+    upTo?: number,
+    options?: LineReadOptions
+  ) => Stream.Stream<JournalLine, JournalReadError>
   /**
    * `readLines` in runs: the events of each stretch of lines it vouches for without parsing come
    * as one `JournalLineRun`, any other line as a `JournalLine`. Same events, same checks. Absent
    * where the backend has nothing better than `readLines`.
    */
   readonly readLineRuns?:
-    ((since: number, upTo?: number) => Stream.Stream<JournalLineRun | JournalLine, JournalReadError>) | undefined
+    | ((
+        since: number,
+        upTo?: number,
+        options?: LineReadOptions
+      ) => Stream.Stream<JournalLineRun | JournalLine, JournalReadError>)
+    | undefined
   /**
    * Heads other writers of the same journal reached (replicas sharing a database), as hints:
    * the feed reads what it has not seen with `readLines`, once for all its readers. Absent when

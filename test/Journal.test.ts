@@ -22,6 +22,7 @@ import * as FailingFileSystem from "./support/FailingFileSystem.js"
 import { type Note as NoteType, Note, note, notes } from "./support/Notes.js"
 import { range } from "./support/Expected.js"
 import { tempDir } from "./support/TempDir.js"
+import { yieldToIo } from "./support/Wait.js"
 
 // ---------------------------------------------------------------------------------------------------------------
 // Helpers
@@ -169,6 +170,70 @@ describe("Journal", () => {
         }
       }).pipe(Effect.provide(NodeContext.layer)),
     { fastCheck: { numRuns: 40 } }
+  )
+
+  /**
+   * Each line's seq and body, copied out as each pull answers it (what a read that reuses its
+   * chunks allows), by a consumer that takes its time: it lets the event loop run first, so that a
+   * chunk read ahead has landed before it copies.
+   */
+  const copiedLines = (stream: Stream.Stream<Journal.JournalLine | Journal.JournalLineRun, Journal.JournalReadError>) =>
+    stream.pipe(
+      Stream.mapChunksEffect((items) =>
+        Effect.zipRight(
+          yieldToIo,
+          Effect.sync(() => Chunk.unsafeFromArray(Chunk.toArray(items).flatMap(eventsOfRuns)))
+        )
+      ),
+      Stream.runCollect,
+      Effect.map(Chunk.toArray)
+    )
+
+  it.scopedLive.prop(
+    "reads_that_reuse_their_chunks_give_exactly_what_reads_into_fresh_chunks_give_for_any_cursor_and_chunk_size",
+    { chunk: fc.integer({ min: 1, max: 4096 }), since: fc.nat({ max: 42 }), upTo: fc.nat({ max: 42 }) },
+    ({ chunk, since, upTo }) =>
+      Effect.gen(function* () {
+        const dir = yield* mixedJournal
+        const journal = yield* open(dir, { segmentBytes: 600, readChunkBytes: chunk })
+        const expected = yield* copiedLines(journal.readLines(since, upTo))
+        const reuse = { reuseChunks: true }
+        assert.deepStrictEqual(yield* copiedLines(journal.readLines(since, upTo, reuse)), expected, "readLines")
+        assert.deepStrictEqual(yield* copiedLines(journal.readLineRuns!(since, upTo, reuse)), expected, "readLineRuns")
+      }).pipe(Effect.provide(NodeContext.layer)),
+    { fastCheck: { numRuns: 40 } }
+  )
+
+  it.scoped("a_long_read_that_reuses_its_chunks_reads_them_into_two_buffers_and_its_runs_share_a_few_arrays", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      yield* withJournal(dir, { segmentBytes: 16 * 1024 }, (journal) => appendBatches(journal, [400, 400, 400], 40))
+      const chunk = 1024
+      const journal = yield* open(dir, { segmentBytes: 16 * 1024, readChunkBytes: chunk })
+      const buffers = new Set<ArrayBufferLike>()
+      const arrays = new Set<ReadonlyArray<number>>()
+      let runs = 0
+      const events = yield* copiedLines(
+        Stream.mapConcat(journal.readLineRuns!(0, undefined, { reuseChunks: true }), (item) => {
+          if (item._tag === "LineRun") {
+            runs++
+            // Chunks are read into buffers of the chunk's size; a line the splitter joined across two has its own.
+            if (item.lines.bytes.buffer.byteLength === chunk) buffers.add(item.lines.bytes.buffer)
+            arrays.add(item.lines.ends).add(item.lines.bodyEnds)
+          }
+          return [item]
+        })
+      )
+      assert.deepStrictEqual(yield* copiedLines(journal.readLines(0)), events)
+      assert.deepStrictEqual(
+        events.map((e) => e.seq),
+        range(1, 1200)
+      )
+      assert.isAbove(runs, 100)
+      assert.strictEqual(buffers.size, 2, "every chunk is read into one of two buffers")
+      // A pull answers at most two runs (the line joined across chunks, then the chunk's own lines).
+      assert.isAtMost(arrays.size, 4, "the runs' arrays of line ends are used again from pull to pull")
+    }).pipe(Effect.provide(NodeContext.layer))
   )
 
   it.scoped("empty_journal_reports_head_0_and_oldest_1", () =>
@@ -750,7 +815,12 @@ describe("Journal", () => {
     return offset
   }
 
-  /** Every read from `since` (decoded, as lines, in runs) delivers `delivered` and then fails naming the bad line. */
+  const reuse = { reuseChunks: true }
+
+  /**
+   * Every read from `since` (decoded, as lines, in runs, reusing its chunks or not) delivers
+   * `delivered` and then fails naming the bad line.
+   */
   const expectCorrupt = (
     journal: Journal.Journal<NoteType>,
     since: number,
@@ -763,7 +833,9 @@ describe("Journal", () => {
       for (const [name, stream] of [
         ["read", journal.read(since)],
         ["readLines", journal.readLines(since)],
-        ["readLineRuns", Stream.mapConcat(journal.readLineRuns!(since), eventsOfRuns)]
+        ["readLineRuns", Stream.mapConcat(journal.readLineRuns!(since), eventsOfRuns)],
+        ["readLines reusing chunks", Stream.mapConcat(journal.readLines(since, undefined, reuse), eventsOfRuns)],
+        ["readLineRuns reusing chunks", Stream.mapConcat(journal.readLineRuns!(since, undefined, reuse), eventsOfRuns)]
       ] as const) {
         const { seen, error } = yield* untilFailure<{ readonly seq: number }, Journal.JournalReadError>(stream)
         assert.deepStrictEqual(

@@ -281,7 +281,9 @@ export const restoreKeys = <A>(
     // One event more than the window, to see whether the request the window starts with began
     // below it: only part of it would be learnt, and its retry taken for another request.
     let edge: string | undefined = undefined
-    yield* journal.readLines(Math.max(info.oldestSeq - 1, floor - 1), info.headSeq).pipe(
+    // Only each line's seq and key (a string) are kept, so the read may reuse its chunks: a window
+    // of many events would otherwise leave as many bytes of chunks for a full collection to free.
+    yield* journal.readLines(Math.max(info.oldestSeq - 1, floor - 1), info.headSeq, { reuseChunks: true }).pipe(
       Stream.runForEach((line) =>
         Effect.sync(() => {
           const key = line.key

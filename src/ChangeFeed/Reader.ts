@@ -27,6 +27,16 @@ export interface ChangesOptions {
   readonly sessionId?: string | undefined
 }
 
+/** Options of `pullLines`. */
+export interface PullLinesOptions extends ChangesOptions {
+  /**
+   * Replay reads the journal into the same few buffers over and over (`LineReadOptions`): the
+   * bytes of the runs and lines a pull answers are valid only until the next pull. For a consumer
+   * that copies them out before it pulls again (the SSE stream, into its frames). Off by default.
+   */
+  readonly reuseChunks?: boolean | undefined
+}
+
 /** Most bytes a reader takes from the live buffer at once (past its first event): what it copies in one go. */
 const LIVE_READ_BYTES = 1024 * 1024
 /** Most events a reader takes from the live buffer at once. */
@@ -44,7 +54,8 @@ interface ReaderFormat<A, C> {
   readonly replayRuns?: (
     journal: Journal<A>,
     from: number,
-    upTo: number
+    upTo: number,
+    reuseChunks: boolean
   ) => Stream.Stream<C | JournalLineRun, JournalReadError> | undefined
   readonly live: (change: LiveChange<A>) => C
   readonly seqOf: (change: C) => number
@@ -60,7 +71,7 @@ const decodedFormat = <A>(): ReaderFormat<A, Change<A>> => ({
 
 const lineFormat = <A>(): ReaderFormat<A, LineChange> => ({
   replay: (journal, from, upTo) => journal.readLines(from, upTo),
-  replayRuns: (journal, from, upTo) => journal.readLineRuns?.(from, upTo),
+  replayRuns: (journal, from, upTo, reuseChunks) => journal.readLineRuns?.(from, upTo, { reuseChunks }),
   live: (change) => change.line,
   seqOf: (item) => item.seq,
   sessionOf: (item) => item.sessionId
@@ -119,7 +130,7 @@ export interface Readers<A> {
    * frames) is shared, and a reader's cost per batch does not grow with the events in it.
    */
   readonly pullLines: (
-    options?: ChangesOptions,
+    options?: PullLinesOptions,
     tail?: LiveTail
   ) => Effect.Effect<Pull<LineItem | LiveRun | JournalLineRun>, never, Scope.Scope>
   /** Readers following the feed now. */
@@ -133,12 +144,12 @@ export const make = <A>(journal: Journal<A>, broadcast: Broadcast<A>, instrument
   const lines = lineFormat<A>()
 
   /**
-   * A reader's pull; with `runs`, an unfiltered reader takes the live buffer by whole batches, and
-   * hands them to `tail` while it waits at the live tail.
+   * A reader's pull; with `runs`, an unfiltered reader takes the live buffer by whole batches; with
+   * `tail`, the reader parks at the live tail and hands what comes to it.
    */
   const open = <C>(
     format: ReaderFormat<A, C>,
-    options: ChangesOptions,
+    options: PullLinesOptions,
     runs: boolean,
     tail?: Tail<C>
   ): Effect.Effect<Pull<ReaderItem<C>>, never, Scope.Scope> =>
@@ -176,7 +187,8 @@ export const make = <A>(journal: Journal<A>, broadcast: Broadcast<A>, instrument
             return
           }
           const read =
-            (byBatch ? format.replayRuns?.(journal, from, head) : undefined) ?? format.replay(journal, from, head)
+            (byBatch ? format.replayRuns?.(journal, from, head, options.reuseChunks === true) : undefined) ??
+            format.replay(journal, from, head)
           replay = yield* Scope.extend(Stream.toPull(instrument.replay(read, from, head)), phase)
         })
 

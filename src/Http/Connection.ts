@@ -9,9 +9,65 @@
  * bounded in bytes: past `maxBufferedBytes` the connection's reader waits for `room` (it stops
  * reading the feed, and catches up from the journal later), so a client that stops reading holds
  * at most its budget, never slows the feed or another connection.
+ *
+ * Frames are rendered into buffers of the server's `FramePool` (Node connections only), each back
+ * in the pool once the socket has written it: a replay makes no new buffer per frame.
  */
 import type { ServerResponse } from "node:http"
 import { Effect, Scheduler } from "effect"
+
+/** A buffer handed out by a `FramePool` is rounded up to a multiple of this, so that it fits the frames that follow. */
+const POOL_GRAIN = 64 * 1024
+
+/**
+ * Buffers the stream connections of a server render their frames into (`FrameAlloc`). A buffer
+ * goes back for another frame only once the socket has written its frame (the write's callback):
+ * Node's socket writes a frame from the buffer itself, maybe long after `write` returned. At most
+ * `maxFreeBytes` of buffers wait here, shared by every connection, so idle connections hold none;
+ * frames under `minBytes` (Node's own pool takes them) or over `maxBytes` are not pooled.
+ */
+export class FramePool {
+  private readonly free: Array<ArrayBuffer> = []
+  private freeBytes = 0
+  /** The memory of the frames out of the pool now (a frame never written is dropped with its connection). */
+  private readonly lent = new WeakSet<ArrayBufferLike>()
+
+  constructor(
+    private readonly minBytes: number,
+    private readonly maxBytes: number,
+    private readonly maxFreeBytes: number
+  ) {}
+
+  /** A buffer of `size` bytes to render frames into, to be handed to `written` once the socket has written it. */
+  readonly alloc = (size: number): Buffer => {
+    if (size < this.minBytes || size > this.maxBytes) return Buffer.allocUnsafe(size)
+    let memory: ArrayBuffer | undefined
+    // The last one back first: the likeliest to be in the CPU's caches still.
+    for (let i = this.free.length - 1; i >= 0; i--) {
+      if (this.free[i]!.byteLength < size) continue
+      memory = this.free[i]!
+      this.free.splice(i, 1)
+      this.freeBytes -= memory.byteLength
+      break
+    }
+    memory ??= Buffer.allocUnsafeSlow(Math.ceil(size / POOL_GRAIN) * POOL_GRAIN).buffer as ArrayBuffer
+    this.lent.add(memory)
+    return Buffer.from(memory, 0, size)
+  }
+
+  /** Whether `bytes` is a frame of this pool's, out now. */
+  owns(bytes: Uint8Array): boolean {
+    return this.lent.has(bytes.buffer)
+  }
+
+  /** The socket has written `bytes`, a frame of this pool's: its buffer may take another. */
+  written(bytes: Uint8Array): void {
+    const memory = bytes.buffer as ArrayBuffer
+    if (!this.lent.delete(memory) || this.freeBytes + memory.byteLength > this.maxFreeBytes) return
+    this.free.push(memory)
+    this.freeBytes += memory.byteLength
+  }
+}
 
 export class ConnectionWriter {
   private pending: Array<Uint8Array> = []
@@ -23,7 +79,9 @@ export class ConnectionWriter {
     private readonly response: ServerResponse,
     readonly maxBufferedBytes: number,
     /** Told of every change in the bytes waiting here (the connections' gauge). */
-    private readonly onBuffered: (delta: number) => void
+    private readonly onBuffered: (delta: number) => void,
+    /** Where the frames sent here that are pooled go back to once written. */
+    private readonly pool?: FramePool | undefined
   ) {
     response.on("drain", this.write)
   }
@@ -94,13 +152,25 @@ export class ConnectionWriter {
     const out = this.pending
     this.release()
     if (out.length === 1) {
-      this.response.write(out[0]!)
+      this.writeOne(out[0]!)
     } else {
       this.response.cork()
-      for (const bytes of out) this.response.write(bytes)
+      for (const bytes of out) this.writeOne(bytes)
       this.response.uncork()
     }
     this.wake()
+  }
+
+  private writeOne(bytes: Uint8Array): void {
+    const pool = this.pool
+    if (pool === undefined || !pool.owns(bytes)) {
+      this.response.write(bytes)
+      return
+    }
+    // Back to the pool only once written: after an error the socket may not be done with it (it is then dropped).
+    this.response.write(bytes, (error) => {
+      if (error == null) pool.written(bytes)
+    })
   }
 
   private release(): void {

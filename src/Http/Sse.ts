@@ -67,6 +67,14 @@ interface BatchFrames {
   readonly starts: Int32Array
 }
 
+/**
+ * Where a connection's frames are rendered: a buffer of `size` bytes that the frames are then the
+ * connection's to send (a fresh one, or one of a pool it goes back to once written).
+ */
+export type FrameAlloc = (size: number) => Buffer
+
+const allocFresh: FrameAlloc = (size) => Buffer.allocUnsafe(size)
+
 /** What a connection's frames are made of: feed items, a live buffer's runs and the journal's. */
 export type FrameItem = LineItem | LiveRun | JournalLineRun
 
@@ -77,10 +85,11 @@ export type FrameItem = LineItem | LiveRun | JournalLineRun
  *
  * A live run (the rest of a broadcast batch, as an unfiltered reader at the tail takes it) is a
  * view of the batch's frames, made once into one buffer for every connection: no copy per
- * connection, whatever the batch's size. A run of journal lines (what such a reader replays) is
- * rendered straight from the bytes read into one buffer, with no object per event. Anything else
- * (markers, events one by one, a filtered reader's events) is rendered into a buffer of the
- * connection's own, one per stretch of items.
+ * connection, whatever the batch's size. Anything else (runs of journal lines as such a reader
+ * replays them, markers, events one by one, a filtered reader's events) is rendered into one
+ * buffer per stretch of items between live runs, from the connection's `FrameAlloc`: a run of
+ * journal lines straight from the bytes read, with no object per event. Every byte of an item is
+ * copied into its frame before this answers, so the items' bytes may be reused once it has.
  */
 export const makeFrameEncoder = (epoch: string) => {
   const idPrefix = Buffer.from(`id: ${cursorPrefix(epoch)}`, "latin1")
@@ -122,14 +131,36 @@ export const makeFrameEncoder = (epoch: string) => {
     return frames
   }
 
-  /** Items `from` to `to` (none of them a run) rendered into one buffer. */
-  const render = (items: ReadonlyArray<FrameItem>, from: number, to: number): Uint8Array => {
+  /** The size of the frames of a run of journal lines. */
+  const runSize = (run: JournalLineRun): number => {
+    const { bodyEnds, ends } = run.lines
+    let size = 0
+    for (let i = 0, start = 0; i < ends.length; start = ends[i]! + 1, i++) {
+      size += headLength(run.first + i) + bodyEnds[i]! - start + 3
+    }
+    return size
+  }
+
+  /** Writes the frames of a run of journal lines at `at`, each body copied from where it lies in the run's bytes; answers the end. */
+  const writeRun = (out: Uint8Array, at: number, run: JournalLineRun): number => {
+    const { bodyEnds, bytes, ends } = run.lines
+    for (let i = 0, start = 0; i < ends.length; start = ends[i]! + 1, i++) {
+      at = writeHead(out, at, run.first + i)
+      at = closeChange(out, at + copyBytes(bytes, out, at, start, bodyEnds[i]!))
+    }
+    return at
+  }
+
+  /** Items `from` to `to` (none of them a live run) rendered into one buffer, from `alloc`. */
+  const render = (items: ReadonlyArray<FrameItem>, from: number, to: number, alloc: FrameAlloc): Uint8Array => {
     // Markers are rare and short: their frames are made as text; a change's head is written as bytes.
     const markers: Array<string | undefined> = new Array(to - from)
     let size = 0
     for (let i = from; i < to; i++) {
-      const item = items[i] as LineItem
-      if (item._tag === "Change") {
+      const item = items[i] as LineItem | JournalLineRun
+      if (item._tag === "LineRun") {
+        size += runSize(item)
+      } else if (item._tag === "Change") {
         size += headLength(item.seq) + item.body.length + 3
       } else {
         const marker = markerFrame(epoch, item)
@@ -137,11 +168,13 @@ export const makeFrameEncoder = (epoch: string) => {
         size += marker.length
       }
     }
-    const out = Buffer.allocUnsafe(size)
+    const out = alloc(size)
     let at = 0
     for (let i = from; i < to; i++) {
-      const item = items[i] as LineItem
-      if (item._tag === "Change") {
+      const item = items[i] as LineItem | JournalLineRun
+      if (item._tag === "LineRun") {
+        at = writeRun(out, at, item)
+      } else if (item._tag === "Change") {
         at = writeHead(out, at, item.seq)
         out.set(item.body, at)
         at = closeChange(out, at + item.body.length)
@@ -152,39 +185,19 @@ export const makeFrameEncoder = (epoch: string) => {
     return out
   }
 
-  /** A run of journal lines rendered into one buffer, each body copied from where it lies in the run's bytes. */
-  const runFrames = (run: JournalLineRun): Uint8Array => {
-    const { bodyEnds, bytes, ends } = run.lines
-    let size = 0
-    for (let i = 0, start = 0; i < ends.length; start = ends[i]! + 1, i++) {
-      size += headLength(run.first + i) + bodyEnds[i]! - start + 3
-    }
-    const out = Buffer.allocUnsafe(size)
-    let at = 0
-    for (let i = 0, start = 0; i < ends.length; start = ends[i]! + 1, i++) {
-      at = writeHead(out, at, run.first + i)
-      at = closeChange(out, at + copyBytes(bytes, out, at, start, bodyEnds[i]!))
-    }
-    return out
-  }
-
-  return (items: ReadonlyArray<FrameItem>): Array<Uint8Array> => {
+  return (items: ReadonlyArray<FrameItem>, alloc: FrameAlloc = allocFresh): Array<Uint8Array> => {
     const out: Array<Uint8Array> = []
     let from = 0
     for (let i = 0; i < items.length; i++) {
       const item = items[i]!
-      if (item._tag !== "LiveRun" && item._tag !== "LineRun") continue
-      if (from < i) out.push(render(items, from, i))
+      if (item._tag !== "LiveRun") continue
+      if (from < i) out.push(render(items, from, i, alloc))
       from = i + 1
-      if (item._tag === "LineRun") {
-        out.push(runFrames(item))
-        continue
-      }
       const frames = batchFrames(item.batch)
       const index = item.from - item.batch.first
       out.push(index === 0 ? frames.bytes : frames.bytes.subarray(frames.starts[index]!))
     }
-    if (from < items.length) out.push(render(items, from, items.length))
+    if (from < items.length) out.push(render(items, from, items.length, alloc))
     return out
   }
 }

@@ -4,10 +4,15 @@
  * its wire bytes (`readLines`), or taken with the lines around it as one run of a chunk's bytes
  * (`readLineRuns`). A read checks what it passes over: UTF-8, checksums, contiguous seqs, missing
  * segments (pruned under the reader: `JournalPruned`; otherwise corruption).
+ *
+ * Each chunk is read into a buffer of its own, since what a read hands over is views of it, kept
+ * as long as the caller likes; a read of lines or runs asked to (`reuseChunks`) reads into two
+ * buffers in turn instead (`ReusedMemory`), for a caller that is done with a pull's bytes by the
+ * next pull.
  */
 import type * as FileSystem from "@effect/platform/FileSystem"
 import { Chunk, Effect, Fiber, Option, Runtime, type Scope, Stream } from "effect"
-import type { JournalEvent, JournalLine, JournalLineRun } from "../Journal.js"
+import type { JournalEvent, JournalLine, JournalLineRun, LineReadOptions } from "../Journal.js"
 import { JournalCorrupt, JournalIoError, JournalPruned, type JournalReadError } from "./Errors.js"
 import * as Finalizer from "../Finalizer.js"
 import {
@@ -48,7 +53,7 @@ interface SegmentRead {
  */
 interface ReadFormat<L, T> {
   readonly splitter: () => Splitter<L>
-  readonly take: (piece: L, read: SegmentRead, out: Array<T>) => "done" | JournalCorrupt | undefined
+  readonly take: (piece: L, read: SegmentRead, out: Array<T>, memory: ReadMemory) => "done" | JournalCorrupt | undefined
 }
 
 /** How a read that makes one item per line turns a line into its item. */
@@ -104,19 +109,21 @@ const rawFormat: LineFormat<ByteLine, JournalLine> = {
  */
 const runFormat: ReadFormat<ByteLine, JournalLineRun | JournalLine> = {
   splitter: () => new ByteBlockSplitter(),
-  take: (block, read, out) => {
+  take: (block, read, out, memory) => {
     const bytes = block.bytes
     let runStart = -1
     let first = 0
+    // The run's line ends: arrays of the read's memory, filled from 0 (`count` of them), cut to length at the end.
     let ends: Array<number> = []
     let bodyEnds: Array<number> = []
+    let count = 0
     const flush = () => {
       if (runStart < 0) return
-      const last = ends[ends.length - 1]!
+      ends.length = count
+      bodyEnds.length = count
+      const last = ends[count - 1]!
       out.push({ _tag: "LineRun", first, lines: { bytes: bytes.subarray(runStart, runStart + last), ends, bodyEnds } })
       runStart = -1
-      ends = []
-      bodyEnds = []
     }
     for (let start = 0; start <= bytes.length;) {
       const end = lineEndIn(bytes, start)
@@ -142,9 +149,13 @@ const runFormat: ReadFormat<ByteLine, JournalLineRun | JournalLine> = {
           if (runStart < 0) {
             runStart = start
             first = scanned.seq
+            ends = memory.array()
+            bodyEnds = memory.array()
+            count = 0
           }
-          ends.push(end - runStart)
-          bodyEnds.push(bodyEnd - runStart)
+          ends[count] = end - runStart
+          bodyEnds[count] = bodyEnd - runStart
+          count++
         }
       } else {
         const line = bytes.subarray(start, end)
@@ -186,13 +197,90 @@ export interface SegmentFiles {
 
 export interface SegmentReads<A> {
   readonly read: (since: number, upTo?: number) => Stream.Stream<JournalEvent<A>, JournalReadError>
-  readonly readLines: (since: number, upTo?: number) => Stream.Stream<JournalLine, JournalReadError>
-  readonly readLineRuns: (since: number, upTo?: number) => Stream.Stream<JournalLineRun | JournalLine, JournalReadError>
+  readonly readLines: (
+    since: number,
+    upTo?: number,
+    options?: LineReadOptions
+  ) => Stream.Stream<JournalLine, JournalReadError>
+  readonly readLineRuns: (
+    since: number,
+    upTo?: number,
+    options?: LineReadOptions
+  ) => Stream.Stream<JournalLineRun | JournalLine, JournalReadError>
+}
+
+/**
+ * The memory a read's chunks go into, and its runs' arrays of line ends: new for every chunk and
+ * run (`fresh`), or, for a read that reuses its chunks (`reuseChunks`), the same from pull to pull
+ * (`ReusedMemory`).
+ */
+interface ReadMemory {
+  /** A buffer to read the next chunk into, or `undefined` to have one made for it. */
+  readonly chunk: () => Uint8Array | undefined
+  /** An array for a run's line ends, filled from index 0 (whatever it holds past that is overwritten or cut). */
+  readonly array: () => Array<number>
+  /** A pull of the read starts. */
+  readonly pulled: () => void
+  /** The read ended with a chunk read ahead, still under way maybe. */
+  readonly abandon: () => void
+}
+
+const fresh: ReadMemory = {
+  chunk: () => undefined,
+  array: () => [],
+  pulled: () => {},
+  abandon: () => {}
+}
+
+/**
+ * The memory of a read that reuses its chunks: two buffers it reads chunks into in turn, and the
+ * arrays of its runs, used again at every pull. Why that is safe: the caller is done with what a
+ * pull answered once it pulls again (`reuseChunks`). A segment's read holds one chunk while the
+ * next is read ahead, and it reads chunk k + 1 only as chunk k is pulled: the buffer read into is
+ * the other one, whose bytes the previous pull answered, or none. The splitter keeps nothing of a
+ * chunk across pulls (the part of a line it carries is a copy). A read abandoned in flight (the
+ * read ended, failed or was interrupted with a chunk read ahead) may still write into its buffer:
+ * both are then dropped for new ones. The arrays of the runs a pull answered are let go at the
+ * next pull, so the same few serve every run: a run made at every pull from a new array would
+ * outlive its pull often enough for V8 to allocate all of them in the old generation, which only
+ * a full collection frees.
+ */
+class ReusedMemory implements ReadMemory {
+  private buffers: Array<Uint8Array> = []
+  private next = 0
+  private readonly arrays: Array<Array<number>> = []
+  private arraysUsed = 0
+
+  constructor(private readonly chunkBytes: number) {}
+
+  readonly chunk = (): Uint8Array => {
+    if (this.buffers.length === 0) this.buffers = [new Uint8Array(this.chunkBytes), new Uint8Array(this.chunkBytes)]
+    this.next ^= 1
+    return this.buffers[this.next]!
+  }
+
+  readonly array = (): Array<number> => {
+    if (this.arraysUsed === this.arrays.length) this.arrays.push([])
+    return this.arrays[this.arraysUsed++]!
+  }
+
+  readonly pulled = (): void => {
+    this.arraysUsed = 0
+  }
+
+  readonly abandon = (): void => {
+    this.buffers = []
+  }
 }
 
 export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): SegmentReads<A> => {
   const { at, chunkBytes, fs } = files
-  const readAs = <L, T>(format: ReadFormat<L, T>, since: number, upTo?: number): Stream.Stream<T, JournalReadError> =>
+  const readAs = <L, T>(
+    format: ReadFormat<L, T>,
+    since: number,
+    upTo?: number,
+    reuseChunks = false
+  ): Stream.Stream<T, JournalReadError> =>
     Stream.suspend(() => {
       const head = files.head()
       const target = Math.min(upTo ?? head, head)
@@ -204,6 +292,8 @@ export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): S
       }
       let expected = since + 1
       const last = segmentIndexFor(snapshot, target)
+      // One for the whole read: segments are read one after the other.
+      const memory = reuseChunks ? new ReusedMemory(chunkBytes) : fresh
       return Stream.fromIterable(snapshot.slice(first, last + 1)).pipe(
         Stream.flatMap((segment) =>
           Stream.suspend(() => {
@@ -223,7 +313,8 @@ export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): S
               () => expected,
               (seq) => (expected = seq + 1),
               since,
-              target
+              target,
+              memory
             )
           })
         ),
@@ -263,21 +354,33 @@ export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): S
     expected: () => number,
     advance: (seq: number) => void,
     since: number,
-    target: number
+    target: number,
+    memory: ReadMemory
   ): Stream.Stream<T, JournalReadError> =>
     Stream.unwrapScoped(
       Effect.gen(function* () {
         const handle = yield* openForRead(file, expected())
         const splitter = format.splitter()
-        const readChunk = handle
-          .readAlloc(chunkBytes)
-          .pipe(Effect.mapError((cause) => Option.some(new JournalIoError({ operation: "read", path: file, cause }))))
+        const readChunk = Effect.suspend(() => {
+          const buffer = memory.chunk()
+          if (buffer === undefined) return handle.readAlloc(chunkBytes)
+          return Effect.map(handle.read(buffer), (size) => {
+            const bytesRead = Number(size)
+            return bytesRead === 0 ? Option.none<Uint8Array>() : Option.some(buffer.subarray(0, bytesRead))
+          })
+        }).pipe(Effect.mapError((cause) => Option.some(new JournalIoError({ operation: "read", path: file, cause }))))
         // The next chunk is read while this one's lines are worked through, so the wait for the
         // read (a trip through the I/O threads) overlaps the work. `runFork` issues the read at
         // once; a forked fiber would only start once this one is done with the chunk.
         const startRead = Runtime.runFork(yield* Effect.runtime<never>())
         let ahead: Fiber.RuntimeFiber<Option.Option<Uint8Array>, Option.Option<JournalReadError>> | undefined
-        yield* Finalizer.onClose(Effect.suspend(() => (ahead === undefined ? Effect.void : Fiber.interrupt(ahead))))
+        yield* Finalizer.onClose(
+          Effect.suspend(() => {
+            if (ahead === undefined) return Effect.void
+            memory.abandon()
+            return Fiber.interrupt(ahead)
+          })
+        )
         const read: SegmentRead = {
           since,
           // Lines at or below the cursor only come before the first one delivered.
@@ -298,6 +401,7 @@ export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): S
         const pull: Effect.Effect<Array<T>, Option.Option<JournalReadError>> = Effect.gen(function* () {
           if (failure !== undefined) return yield* Effect.fail(Option.some(failure))
           if (done) return yield* Effect.fail(Option.none())
+          memory.pulled()
           const chunk = ahead === undefined ? yield* readChunk : yield* Fiber.join(ahead)
           ahead = Option.isSome(chunk) ? startRead(readChunk) : undefined
           if (Option.isNone(chunk)) {
@@ -318,7 +422,7 @@ export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): S
             : new JournalCorrupt({ file, offset: split.invalidUtf8At, reason: "line is not valid UTF-8" })
           const out: Array<T> = []
           for (const piece of lines) {
-            const taken = format.take(piece, read, out)
+            const taken = format.take(piece, read, out, memory)
             if (taken === "done") {
               // Whatever follows the target (even a bad line) is not part of this read.
               done = true
@@ -345,7 +449,7 @@ export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): S
   const raw = perLine(rawFormat)
   return {
     read: (since, upTo) => readAs(decoded, since, upTo),
-    readLines: (since, upTo) => readAs(raw, since, upTo),
-    readLineRuns: (since, upTo) => readAs(runFormat, since, upTo)
+    readLines: (since, upTo, options) => readAs(raw, since, upTo, options?.reuseChunks === true),
+    readLineRuns: (since, upTo, options) => readAs(runFormat, since, upTo, options?.reuseChunks === true)
   }
 }

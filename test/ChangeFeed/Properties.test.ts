@@ -6,8 +6,10 @@
  * the events after the reset's `continueFrom`. Readers run concurrently with the recording.
  * Readers follow `changes` (decoded events), `changeLines` (journal lines, each checked to be
  * the JSON of the event at its seq) or `pullLines` (what the SSE stream reads: runs of journal
- * lines in replay, whole broadcast batches live, each event in them checked as a line), with or
- * without a live tail that takes batches while the pull waits, or refuses them, by a pattern.
+ * lines in replay, whole broadcast batches live, each event in them checked as a line), reusing
+ * its chunks as the SSE stream does (each pull's bytes copied out before the next) or not, or
+ * with a live tail that takes what comes while the reader is parked, or refuses it, by a pattern,
+ * over journals read in chunks of any size.
  */
 import { describe, it, assert } from "@effect/vitest"
 import { Effect, FastCheck as fc } from "effect"
@@ -40,7 +42,7 @@ type Command =
       readonly epoch: "none" | "same" | "wrong"
       /** Wait for the journal to catch up and for the reader to start before going on. */
       readonly settled: boolean
-      readonly via: "changes" | "changeLines" | "pullLines" | "pullTail"
+      readonly via: "changes" | "changeLines" | "pullLines" | "pullLinesReusingChunks" | "pullTail"
       /** For `pullTail`: whether the tail takes each batch offered, in turn, round and round. */
       readonly takes: ReadonlyArray<boolean>
     }
@@ -62,7 +64,13 @@ const command: fc.Arbitrary<Command> = fc.oneof(
       at: fc.nat({ max: 1_000 }),
       epoch: fc.constantFrom("none" as const, "same" as const, "wrong" as const),
       settled: fc.boolean(),
-      via: fc.constantFrom("changes" as const, "changeLines" as const, "pullLines" as const, "pullTail" as const),
+      via: fc.constantFrom(
+        "changes" as const,
+        "changeLines" as const,
+        "pullLines" as const,
+        "pullLinesReusingChunks" as const,
+        "pullTail" as const
+      ),
       takes: fc.array(fc.boolean(), { minLength: 1, maxLength: 4 })
     })
   },
@@ -72,7 +80,9 @@ const command: fc.Arbitrary<Command> = fc.oneof(
 const readersBy = {
   changes: (feed: ChangeFeedService<AgentEvent>, options: ChangesOptions) => feed.changes(options),
   changeLines: linesAsChanges,
-  pullLines: pulledAsChanges
+  pullLines: pulledAsChanges,
+  pullLinesReusingChunks: (feed: ChangeFeedService<AgentEvent>, options: ChangesOptions) =>
+    pulledAsChanges(feed, { ...options, reuseChunks: true })
 }
 
 interface Tracked {
@@ -141,13 +151,22 @@ const check = (tracked: Tracked, head: number) => {
 describe("properties", () => {
   it.scopedLive.prop(
     "every_reader_sees_exactly_the_events_after_its_cursor_or_a_reset",
-    { commands: fc.array(command, { minLength: 1, maxLength: 14 }) },
-    ({ commands }) =>
+    {
+      commands: fc.array(command, { minLength: 1, maxLength: 14 }),
+      readChunkBytes: fc.option(fc.integer({ min: 1, max: 1024 }), { nil: undefined })
+    },
+    ({ commands, readChunkBytes }) =>
       Effect.gen(function* () {
         const directory = yield* tempDir
         // A live buffer smaller than a batch, so readers fall behind and catch up from the journal.
         // No fsync: what is tested is ordering, and syncing every batch would only slow the runs down.
-        const options = { segmentBytes: 300, retention: { segments: 3 }, liveBuffer: 8, fsync: "never" as const }
+        const options = {
+          segmentBytes: 300,
+          retention: { segments: 3 },
+          liveBuffer: 8,
+          fsync: "never" as const,
+          readChunkBytes
+        }
         let current: OpenFeed = yield* openFeed(directory, options)
         let head = 0
         let readers: Array<Tracked> = []

@@ -1,12 +1,14 @@
 /**
  * Many connections on one feed, end to end on a real server and real HTTP clients over
  * loopback: a batch's frames shared by unfiltered readers next to filtered ones, a stalled
- * connection beside live ones, a reader that falls out of the live window, coalesced writes,
- * and shutdown with a thousand open streams. Correctness only: nothing here times the server.
+ * connection beside live ones, a reader that falls out of the live window, coalesced writes, a
+ * replay behind a client that stops reading (its chunks and frame buffers reused), and shutdown
+ * with a thousand open streams. Correctness only: nothing here times the server.
  */
 import { describe, it, assert } from "@effect/vitest"
-import { Effect, Option } from "effect"
+import { Effect, Metric, Option } from "effect"
 import * as NodeHttp from "node:http"
+import { streamBufferedBytes } from "../../src/Http.js"
 import { makeSseParser, type SseFrame } from "../../src/Sse.js"
 import { range } from "../support/Expected.js"
 import { eventually } from "../support/Wait.js"
@@ -227,6 +229,45 @@ describe("stream connections on one feed", () => {
       )
       assert.deepStrictEqual(seqsOf(slow.frames), range(1, total))
       assertIds(slow.frames, epoch)
+    })
+  )
+
+  it.scopedLive("a_client_that_stops_reading_during_a_replay_gets_every_frame_once_with_its_own_bytes", () =>
+    Effect.gen(function* () {
+      // Chunks of 32 KiB make frames of the size the server renders into its pooled buffers.
+      const server = yield* start({
+        directory: yield* tempDirectory,
+        feed: { fsync: "never", readChunkBytes: 32 * 1024 }
+      })
+      const { epoch } = yield* status(server)
+      // Some MiB: more than a paused client's socket takes before the kernel grows its buffers
+      // (it grows them only as the client reads), so the replay's frames wait for it.
+      const perBatch = 200
+      const batches = 40
+      for (let b = 0; b < batches; b++) {
+        yield* appendBatch(server, b * perBatch + 1, perBatch, (i) => `s${i % 3}`, 1000)
+      }
+      const total = perBatch * batches
+      const slow = yield* pausedStream(streamUrl(server, "?since=0"))
+      yield* eventually(
+        "the replay's frames wait for the paused client",
+        Effect.map(Metric.value(streamBufferedBytes), (state) => state.value > 0)
+      )
+      slow.resume()
+      // The replay ends with the caught_up frame.
+      yield* eventually(
+        "the paused client is told it caught up",
+        Effect.sync(() => slow.frames.some((frame) => frame.event === "caught_up"))
+      )
+      assert.deepStrictEqual(seqsOf(slow.frames), range(1, total))
+      assertIds(slow.frames, epoch)
+      // Each frame holds its own event, not bytes of another rendered over it.
+      for (const frame of slow.frames) {
+        if (frame.event !== "message") continue
+        const data = dataOf(frame)
+        assert.strictEqual(data.event.message_id, `m${data.seq}`)
+        assert.strictEqual(data.session_id, `s${data.seq % 3}`)
+      }
     })
   )
 

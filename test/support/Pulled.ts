@@ -7,11 +7,13 @@
 import { assert } from "@effect/vitest"
 import { Chunk, Effect, Either, Option, Queue, Schema, Stream } from "effect"
 import type { ChangeFeedService, ChangesOptions } from "../../src/ChangeFeed.js"
+import type { PullLinesOptions } from "../../src/ChangeFeed/Reader.js"
 import type { LiveRun } from "../../src/ChangeFeed/Broadcast.js"
 import { AgentEvent } from "../../src/Domain/AgentEvent.js"
 import { ChangeEvent } from "../../src/Domain/ChangeEvent.js"
 import { type FeedItem, type LineChange, type LineItem, wireJson } from "../../src/Domain/FeedItem.js"
 import type { JournalLineRun } from "../../src/Journal.js"
+import { yieldToIo } from "./Wait.js"
 
 const decodeLine = Schema.decodeUnknownSync(Schema.parseJson(ChangeEvent(AgentEvent)))
 
@@ -32,12 +34,22 @@ const lineAsChange = (item: LineChange): FeedItem<AgentEvent> => {
   return { _tag: "Change" as const, change }
 }
 
-/** `pullLines` seen as `changes` (`asChanges`). */
+/**
+ * `pullLines` seen as `changes` (`asChanges`), as each pull answers it. A reader reusing its
+ * chunks is read slowly: the event loop runs (a chunk read ahead lands) before each pull's items
+ * are copied out.
+ */
 export const pulledAsChanges = (
   feed: ChangeFeedService<AgentEvent>,
-  options: ChangesOptions
+  options: PullLinesOptions
 ): Stream.Stream<FeedItem<AgentEvent>, unknown> =>
-  asChanges(Stream.unwrapScoped(Effect.map(feed.pullLines(options), (pull) => Stream.repeatEffectChunkOption(pull))))
+  asChanges(
+    Stream.unwrapScoped(
+      Effect.map(feed.pullLines(options), (pull) =>
+        Stream.repeatEffectChunkOption(options.reuseChunks === true ? Effect.tap(pull, () => yieldToIo) : pull)
+      )
+    )
+  )
 
 type Pulled = LineItem | LiveRun | JournalLineRun
 
