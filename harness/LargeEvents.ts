@@ -38,6 +38,13 @@ export interface LargeEventsReport {
   readonly heapMiB: number
   /** Events acknowledged with a seq. */
   readonly acked: number
+  /**
+   * Events the reading client was told it missed, by resets: one that falls behind what the
+   * journal keeps (a few segments here) is told to resync, as the contract says.
+   */
+  readonly skipped: number
+  /** Events missing from what the reading client got with no reset saying so: always 0. */
+  readonly unannounced: number
   /** Events the reading client received before the end. */
   readonly read: number
   /** The server's resident memory once up, before any event, and its peak over the run (MiB). */
@@ -60,14 +67,26 @@ export const procStatusMiB = (pid: number, field: "VmRSS" | "VmHWM"): number => 
   return Number(match[1]) / 1024
 }
 
-/** An SSE client counting the events it receives, by their `id:`s. */
+/**
+ * An SSE client counting the events it receives, by their `id:`s, and the ones resets say it
+ * missed; any other seq missing is counted as unannounced.
+ */
 const readingClient = (url: string) => {
-  const state = { received: 0, lastSeq: 0 }
+  const state = { received: 0, skipped: 0, unannounced: 0, lastSeq: 0 }
   const decoder = new TextDecoder()
   const parse = makeSseParser((frame) => {
     if (frame.event !== "message" || frame.id === undefined) return
-    state.received++
-    state.lastSeq = Number(frame.id.slice(frame.id.lastIndexOf(":") + 1))
+    const seq = Number(frame.id.slice(frame.id.lastIndexOf(":") + 1))
+    // A reset's frame carries no event: its id is where the stream goes on from.
+    if (frame.data.startsWith(`{"type":"feed_reset"`)) {
+      const reset = JSON.parse(frame.data) as { readonly from_seq: number; readonly head_seq: number }
+      state.unannounced += Math.max(0, reset.from_seq - state.lastSeq)
+      state.skipped += reset.head_seq - reset.from_seq
+    } else {
+      state.received++
+      state.unannounced += Math.max(0, seq - state.lastSeq - 1)
+    }
+    state.lastSeq = seq
   })
   const request = NodeHttp.get(url, { agent: false }, (response) => {
     response.on("data", (chunk: Buffer) => parse(decoder.decode(chunk, { stream: true })))
@@ -167,6 +186,8 @@ export const runLargeEvents = async (options: LargeEventsOptions = {}): Promise<
       heapMiB,
       acked,
       read: reader.state.received,
+      skipped: reader.state.skipped,
+      unannounced: reader.state.unannounced,
       startRssMiB,
       peakRssMiB,
       elapsedMs,
@@ -183,6 +204,6 @@ export const runLargeEvents = async (options: LargeEventsOptions = {}): Promise<
 /** One line for a report. */
 export const formatLargeEvents = (report: LargeEventsReport): string =>
   `${report.acked}/${report.events} events of ${(report.eventChars / 1e6).toFixed(1)} MB acked, ` +
-  `${report.read} read; server RSS ${report.startRssMiB.toFixed(0)} MiB at start, peak ${report.peakRssMiB.toFixed(0)} MiB ` +
+  `${report.read} read, ${report.skipped} skipped by resets, ${report.unannounced} missing unannounced; server RSS ${report.startRssMiB.toFixed(0)} MiB at start, peak ${report.peakRssMiB.toFixed(0)} MiB ` +
   `(heap limit ${report.heapMiB} MiB); ${(report.elapsedMs / 1000).toFixed(1)} s; exit ${report.exit.code ?? report.exit.signal}` +
   `${report.exit.duringRun ? " (died during the run)" : ""}${report.failure === undefined ? "" : `\n${report.failure}`}`

@@ -17,7 +17,10 @@ describe("large events", () => {
         assert.isUndefined(report.failure, summary)
         assert.isFalse(report.exit.duringRun, summary)
         assert.strictEqual(report.acked, 1000, summary)
-        assert.strictEqual(report.read, 1000, `the reading client got every event: ${summary}`)
+        // Every event reaches the reading client, or a reset says which it missed: under load it
+        // can fall behind the few segments the journal keeps here, and is then told to resync.
+        assert.strictEqual(report.unannounced, 0, `no event missing without a reset: ${summary}`)
+        assert.strictEqual(report.read + report.skipped, 1000, `every event read or reset over: ${summary}`)
         // Up, the server takes about 110 MiB; the heap may add up to 128 MiB, and the buffers
         // hold a few tens of MiB of events. Holding the events themselves would take gigabytes.
         assert.isBelow(report.peakRssMiB, 320, summary)
