@@ -8,7 +8,9 @@
  * and says how far it got (`Progress`). Two kinds of reader share this: decoded changes
  * (`changes`) and journal lines passed on as they are (`changeLines`, the SSE stream). A reader
  * of lines without a filter (`pullLines`) replays them in runs where the journal reads runs, and
- * takes the live buffer by whole batches: what it is handed costs per run, not per event.
+ * takes the live buffer by whole batches: what it is handed costs per run, not per event. Given
+ * a `LiveTail`, a reader at the live tail parks: no fiber waits, and what comes is handed to the
+ * tail (a stream connection's socket) until the tail has no room for it.
  */
 import { Chunk, Effect, Either, ExecutionStrategy, Exit, FiberRef, Option, Scope, Stream } from "effect"
 import type { Cursor } from "../Domain/Cursor.js"
@@ -255,7 +257,7 @@ export const make = <A>(journal: Journal<A>, broadcast: Broadcast<A>, instrument
       const park = (tail: Tail<C>): void => {
         let parked = true
         let scheduled = false
-        const deliver = () => {
+        const handOver = () => {
           scheduled = false
           while (parked) {
             const before = cursor
@@ -274,7 +276,7 @@ export const make = <A>(journal: Journal<A>, broadcast: Broadcast<A>, instrument
           wake: () => {
             if (scheduled || !parked) return
             scheduled = true
-            scheduler.scheduleTask(deliver, 0)
+            scheduler.scheduleTask(handOver, 0)
           }
         })
         unpark = () => {
