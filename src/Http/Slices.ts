@@ -139,7 +139,8 @@ class Walk {
     const digits = i
     while (b[i]! >= ZERO && b[i]! <= NINE) i++
     const c = b[i]
-    if (c === 0x2e || c === 0x65 || c === 0x45 /* . e E */) {
+    const fraction = c === 0x2e || c === 0x65 || c === 0x45 /* . e E */
+    if (fraction) {
       while (
         i < b.length &&
         ((b[i]! >= ZERO && b[i]! <= NINE) ||
@@ -150,10 +151,9 @@ class Walk {
           b[i] === MINUS)
       )
         i++
-      const text = String.fromCharCode(...b.subarray(start, i))
-      if (String(Number(text)) !== text) this.exact = false
-    } else if (i - digits > 15 || (b[digits] === ZERO && (i - digits > 1 || digits > start))) {
-      // Short integers without a leading zero print as they are read; the rest are checked.
+    }
+    // Short integers without a leading zero print as they are read; the rest are checked.
+    if (fraction || i - digits > 15 || (b[digits] === ZERO && (i - digits > 1 || digits > start))) {
       const text = String.fromCharCode(...b.subarray(start, i))
       if (String(Number(text)) !== text) this.exact = false
     }
