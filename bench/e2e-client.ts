@@ -8,9 +8,10 @@
  *
  * Protocol: a client prints `ready` once set up (connected, subscribed, load clients after a few
  * unmeasured requests that warm the connection and the server), waits for a line
- * `{"t0": <clock ms>}` on stdin, runs, and prints its result as one JSON line last. Subscribers
- * then wait for a second line, `{"expect": <events>, "deadline": <clock ms>}`, and stop once
- * every connection has that many events or at the deadline.
+ * `{"t0": <clock ms>}` on stdin, runs, and prints its result as one JSON line last. A producer's
+ * `t0` is the go of its warm-up, a subscriber's the measured start after it: subscribers count
+ * only events sent from then on. Subscribers then wait for a second line, `{"expect": <events>,
+ * "deadline": <clock ms>}`, and stop once every connection has that many events or at the deadline.
  *
  *   post <port> <events> <batch> <inFlight>             POST /api/v1/events, `batch` events each
  *   xadd <port> <key> <events> <batch> <connections>    pipelined XADD, `batch` per round trip
@@ -19,8 +20,10 @@
  *   xload <port> <key> <dir>                            XADD every line of a journal (ids 1..N)
  *   sse-sub <port> <connections>                        live SSE subscribers
  *   xread-sub <port> <key> <connections>                XREAD BLOCK subscribers
- *   produce-http <port> <rate> <seconds> <maxInFlight>  a fixed-rate producer, a POST per 10 ms
- *   produce-redis <port> <key> <rate> <seconds> <maxInFlight>  the same as MULTI, XADD..., EXEC
+ *   produce-http <port> <rate> <seconds> <maxInFlight> <warmSeconds>  a fixed-rate producer, a POST
+ *       per 10 ms, after a warm-up of the same shape whose events subscribers do not count
+ *   produce-redis <port> <key> <rate> <seconds> <maxInFlight> <warmSeconds>  the same as MULTI,
+ *       XADD..., EXEC
  */
 import * as Fs from "node:fs"
 import * as Http from "node:http"
@@ -336,6 +339,8 @@ const subscribers = (connections: number) => {
     } satisfies SubscribeResult)
   return {
     onEvent: (_index: number, sentMicros: number, at: number) => {
+      // Events sent before the measured start (the producer's warm-up) are not counted.
+      if (sentMicros < t0 * 1000) return
       const ms = at - sentMicros / 1000
       latency.recordMs(ms)
       if (at >= t0) windowOf(windows, t0, at).recordMs(ms)
@@ -412,9 +417,27 @@ const produce = async (
   send: (from: number, to: number) => Promise<number | string>,
   rate: number,
   seconds: number,
-  maxInFlight: number
+  maxInFlight: number,
+  warmSeconds: number
 ): Promise<void> => {
   const perTick = Math.max(1, Math.round((rate * TICK_MS) / 1000))
+  const go = await ready()
+  // The warm-up: the same shape for `warmSeconds` (its events stamped before the measured start,
+  // which subscribers do not count), indices going on from it so that entry ids keep growing.
+  const warm = await ticking(send, perTick, 0, go, warmSeconds, maxInFlight)
+  const result = await ticking(send, perTick, warm.sent, go + warmSeconds * 1000, seconds, maxInFlight)
+  finish(result satisfies ProduceResult)
+}
+
+/** One run of ticks from `startAt` for `seconds`, event indices from `first`. */
+const ticking = async (
+  send: (from: number, to: number) => Promise<number | string>,
+  perTick: number,
+  first: number,
+  startAt: number,
+  seconds: number,
+  maxInFlight: number
+): Promise<ProduceResult> => {
   const ticks = Math.round((seconds * 1000) / TICK_MS)
   const ack = new Histogram()
   let tick = 0
@@ -423,8 +446,9 @@ const produce = async (
   let failures = 0
   let firstFailure: string | undefined
   let endedAt = 0
-  await ready()
-  const startedAt = clock()
+  if (ticks === 0) return { sent: 0, acked, failures, firstFailure, startedAt: startAt, endedAt, ack: ack.toSparse() }
+  await new Promise((resolve) => setTimeout(resolve, Math.max(0, startAt - clock())))
+  const startedAt = Math.max(startAt, clock())
   await new Promise<void>((resolve) => {
     let over = false
     let timer: ReturnType<typeof setTimeout> | undefined
@@ -434,7 +458,7 @@ const produce = async (
       if (now - startedAt >= seconds * 1000) over = true
       const due = over ? tick : Math.min(ticks, Math.floor((now - startedAt) / TICK_MS) + 1)
       while (tick < due && inFlight < maxInFlight) {
-        const from = tick * perTick
+        const from = first + tick * perTick
         tick++
         inFlight++
         const sentAt = clock()
@@ -454,18 +478,10 @@ const produce = async (
     }
     pump()
   })
-  finish({
-    sent: tick * perTick,
-    acked,
-    failures,
-    firstFailure,
-    startedAt,
-    endedAt,
-    ack: ack.toSparse()
-  } satisfies ProduceResult)
+  return { sent: tick * perTick, acked, failures, firstFailure, startedAt, endedAt, ack: ack.toSparse() }
 }
 
-const produceHttp = async (port: number, rate: number, seconds: number, maxInFlight: number) => {
+const produceHttp = async (port: number, rate: number, seconds: number, maxInFlight: number, warmSeconds: number) => {
   const agent = agentFor(maxInFlight)
   await post(agent, port, postBody([{ session_id: sessionOf(0), event: durableEvent(0) }]))
   // The warm-up event above is not stamped: subscribers do not count it.
@@ -478,11 +494,19 @@ const produceHttp = async (port: number, rate: number, seconds: number, maxInFli
     },
     rate,
     seconds,
-    maxInFlight
+    maxInFlight,
+    warmSeconds
   )
 }
 
-const produceRedis = async (port: number, key: string, rate: number, seconds: number, maxInFlight: number) => {
+const produceRedis = async (
+  port: number,
+  key: string,
+  rate: number,
+  seconds: number,
+  maxInFlight: number,
+  warmSeconds: number
+) => {
   const client = await RespClient.connect(port)
   return produce(
     async (from, to) => {
@@ -499,7 +523,8 @@ const produceRedis = async (port: number, key: string, rate: number, seconds: nu
     },
     rate,
     seconds,
-    maxInFlight
+    maxInFlight,
+    warmSeconds
   )
 }
 
@@ -513,6 +538,6 @@ runMode("e2e-client", {
   xload: (a) => xload(n(a, 0), a[1]!, a[2]!),
   "sse-sub": (a) => sseSubscribe(n(a, 0), n(a, 1)),
   "xread-sub": (a) => xreadSubscribe(n(a, 0), a[1]!, n(a, 2)),
-  "produce-http": (a) => produceHttp(n(a, 0), n(a, 1), n(a, 2), n(a, 3)),
-  "produce-redis": (a) => produceRedis(n(a, 0), a[1]!, n(a, 2), n(a, 3), n(a, 4))
+  "produce-http": (a) => produceHttp(n(a, 0), n(a, 1), n(a, 2), n(a, 3), n(a, 4)),
+  "produce-redis": (a) => produceRedis(n(a, 0), a[1]!, n(a, 2), n(a, 3), n(a, 4), n(a, 5))
 })
