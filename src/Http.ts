@@ -267,7 +267,7 @@ const serveConnection = (
       // stopped reading is cut: the response would wait forever to send the rest, and the
       // server's close would wait for it.
       stop: () => {
-        if (response.writableNeedDrain) response.destroy()
+        if (writer.needsDrain) response.destroy()
         finish()
       }
     }

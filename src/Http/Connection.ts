@@ -11,10 +11,46 @@
  * at most its budget, never slows the feed or another connection.
  *
  * Frames are rendered into buffers of the server's `FramePool` (Node connections only), each back
- * in the pool once the socket has written it: a replay makes no new buffer per frame.
+ * in the pool once the socket has written it: a replay makes no new buffer per frame. A live
+ * batch's frames, shared by every connection at the tail, are made once as an HTTP/1.1 chunk
+ * (`chunkedBuffer`) that each connection writes to its socket whole, in one write.
  */
 import type { ServerResponse } from "node:http"
+import type { Socket } from "node:net"
 import { Effect, Scheduler } from "effect"
+
+/** Room before a `chunkedBuffer`'s bytes for the chunk's size line: 8 hex digits and CRLF. */
+const CHUNK_HEAD_ROOM = 10
+
+/** The chunk a `chunkedBuffer`'s bytes go out as, kept by the bytes it frames. */
+const chunks = new WeakMap<Uint8Array, Uint8Array>()
+
+/**
+ * A buffer of `size` bytes (to be filled) that a chunked response sends as one HTTP/1.1 chunk
+ * straight to its socket, size line and CRLF around it in the same memory: one write of one
+ * buffer, where Node's response would make four (the size, a CRLF, the bytes, a CRLF) and a
+ * `writev` of them on the next tick. Broadcast frames shared by many connections are made so.
+ * Sent on a response that is not chunked, it goes out as plain bytes.
+ */
+export const chunkedBuffer = (size: number): Buffer => {
+  // A chunk of size 0 would end the response.
+  if (size === 0) return Buffer.alloc(0)
+  const head = `${size.toString(16)}\r\n`
+  const memory = Buffer.allocUnsafeSlow(CHUNK_HEAD_ROOM + size + 2)
+  memory.write(head, CHUNK_HEAD_ROOM - head.length, "latin1")
+  memory[CHUNK_HEAD_ROOM + size] = 0x0d
+  memory[CHUNK_HEAD_ROOM + size + 1] = 0x0a
+  const bytes = memory.subarray(CHUNK_HEAD_ROOM, CHUNK_HEAD_ROOM + size)
+  chunks.set(bytes, memory.subarray(CHUNK_HEAD_ROOM - head.length))
+  return bytes
+}
+
+/** What of Node's response (not in its types) tells whether a chunk may go straight to its socket. */
+interface ResponseState {
+  readonly chunkedEncoding?: boolean
+  /** The head has gone to the socket: bytes written to the socket now follow it. */
+  readonly _headerSent?: boolean
+}
 
 /** A buffer handed out by a `FramePool` is rounded up to a multiple of this, so that it fits the frames that follow. */
 const POOL_GRAIN = 64 * 1024
@@ -75,6 +111,9 @@ export class ConnectionWriter {
   private waiting: (() => void) | undefined
   private ended = false
 
+  /** The response's socket, which chunks go straight to (its own 'drain' then says when there is room again). */
+  private readonly socket: Socket | null
+
   constructor(
     private readonly response: ServerResponse,
     readonly maxBufferedBytes: number,
@@ -83,7 +122,14 @@ export class ConnectionWriter {
     /** Where the frames sent here that are pooled go back to once written. */
     private readonly pool?: FramePool | undefined
   ) {
+    this.socket = response.socket
     response.on("drain", this.write)
+    this.socket?.on("drain", this.write)
+  }
+
+  /** Whether the socket has more than it takes now (written through the response or straight to it). */
+  get needsDrain(): boolean {
+    return this.response.writableNeedDrain || (this.socket?.writableNeedDrain ?? false)
   }
 
   /** Bytes waiting for the socket. */
@@ -135,7 +181,7 @@ export class ConnectionWriter {
 
   /** Sends everything waiting, in one write, unless the socket needs draining (then 'drain' sends it). */
   flush(): void {
-    if (!this.response.writableNeedDrain) this.write()
+    if (!this.needsDrain) this.write()
   }
 
   /** Lets go of what waits (the connection is over); the response is the caller's to end. */
@@ -143,6 +189,7 @@ export class ConnectionWriter {
     if (this.ended) return
     this.ended = true
     this.response.off("drain", this.write)
+    this.socket?.off("drain", this.write)
     this.release()
     this.wake()
   }
@@ -162,6 +209,11 @@ export class ConnectionWriter {
   }
 
   private writeOne(bytes: Uint8Array): void {
+    const chunk = chunks.get(bytes)
+    if (chunk !== undefined && this.chunksToSocket()) {
+      this.socket!.write(chunk)
+      return
+    }
     const pool = this.pool
     if (pool === undefined || !pool.owns(bytes)) {
       this.response.write(bytes)
@@ -171,6 +223,22 @@ export class ConnectionWriter {
     this.response.write(bytes, (error) => {
       if (error == null) pool.written(bytes)
     })
+  }
+
+  /**
+   * Whether a chunk may go straight to the socket: the response is chunked, its head has gone out
+   * (the first frame went through the response), and the socket serves it, not a pipelined other.
+   */
+  private chunksToSocket(): boolean {
+    const socket = this.socket
+    const state = this.response as ServerResponse & ResponseState
+    return (
+      socket !== null &&
+      !socket.destroyed &&
+      state.chunkedEncoding === true &&
+      state._headerSent === true &&
+      (socket as Socket & { _httpMessage?: unknown })._httpMessage === this.response
+    )
   }
 
   private release(): void {

@@ -8,6 +8,7 @@ import type { JournalLineRun } from "../Journal.js"
 import { cursorPrefix, formatCursor } from "../Domain/Cursor.js"
 import { caughtUpText, failureText, progressText, resetText, type StreamFailure } from "../Domain/FeedFrame.js"
 import type { LineItem } from "../Domain/FeedItem.js"
+import { chunkedBuffer } from "./Connection.js"
 
 export const keepaliveFrame = ": keepalive\n\n"
 
@@ -118,8 +119,9 @@ export const makeFrameEncoder = (epoch: string) => {
       size += headLength(batch.first + i) + items[i]!.line.body.length + 3
     }
     starts[items.length] = size
-    // A buffer of its own rather than a slice of Node's shared pool: it is kept as long as the batch.
-    const bytes = Buffer.allocUnsafeSlow(size)
+    // A buffer of its own rather than a slice of Node's shared pool (it is kept as long as the
+    // batch), framed as a chunk so that each connection sends it whole in one write.
+    const bytes = chunkedBuffer(size)
     for (let i = 0; i < items.length; i++) {
       const at = writeHead(bytes, starts[i]!, batch.first + i)
       const body = items[i]!.line.body
