@@ -191,6 +191,8 @@ export interface SegmentFiles {
   /** The path of a file in the journal's directory. */
   readonly at: (name: string) => string
   readonly chunkBytes: number
+  /** The chunk of a read that reuses its buffers (`reuseChunks`). */
+  readonly reusedChunkBytes: number
   readonly segments: () => ReadonlyArray<Segment>
   readonly head: () => number
 }
@@ -274,7 +276,7 @@ class ReusedMemory implements ReadMemory {
 }
 
 export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): SegmentReads<A> => {
-  const { at, chunkBytes, fs } = files
+  const { at, fs } = files
   const readAs = <L, T>(
     format: ReadFormat<L, T>,
     since: number,
@@ -293,7 +295,7 @@ export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): S
       let expected = since + 1
       const last = segmentIndexFor(snapshot, target)
       // One for the whole read: segments are read one after the other.
-      const memory = reuseChunks ? new ReusedMemory(chunkBytes) : fresh
+      const memory = reuseChunks ? new ReusedMemory(files.reusedChunkBytes) : fresh
       return Stream.fromIterable(snapshot.slice(first, last + 1)).pipe(
         Stream.flatMap((segment) =>
           Stream.suspend(() => {
@@ -363,7 +365,7 @@ export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): S
         const splitter = format.splitter()
         const readChunk = Effect.suspend(() => {
           const buffer = memory.chunk()
-          if (buffer === undefined) return handle.readAlloc(chunkBytes)
+          if (buffer === undefined) return handle.readAlloc(files.chunkBytes)
           return Effect.map(handle.read(buffer), (size) => {
             const bytesRead = Number(size)
             return bytesRead === 0 ? Option.none<Uint8Array>() : Option.some(buffer.subarray(0, bytesRead))
