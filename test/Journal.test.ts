@@ -941,6 +941,31 @@ describe("Journal", () => {
     }).pipe(Effect.provide(NodeContext.layer))
   )
 
+  it.scoped("a_segment_that_cannot_be_read_fails_every_read_naming_it_after_the_events_before_it", () =>
+    Effect.gen(function* () {
+      const file = (dir: string) => `${dir}/${segmentFile(5)}`
+      // A folder where the segment was: it opens, and every read of it fails (EISDIR).
+      const { dir, journal } = yield* tamperedJournal((dir) => {
+        NFs.rmSync(file(dir))
+        NFs.mkdirSync(file(dir))
+      })
+      for (const [name, stream] of [
+        ["read", journal.read(0)],
+        ["readLines", journal.readLines(0)],
+        ["readLineRuns reusing chunks", Stream.mapConcat(journal.readLineRuns!(0, undefined, reuse), eventsOfRuns)]
+      ] as const) {
+        const { seen, error } = yield* untilFailure<{ readonly seq: number }, Journal.JournalReadError>(stream)
+        assert.deepStrictEqual(
+          seen.map((e) => e.seq),
+          range(1, 4),
+          name
+        )
+        assert.instanceOf(error, Journal.JournalIoError, name)
+        assert.include(error.message, `journal read failed on ${file(dir)}`, name)
+      }
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
   it.scoped("a_changed_character_inside_a_stored_string_is_reported_by_both_reads", () =>
     Effect.gen(function* () {
       let offset = -1

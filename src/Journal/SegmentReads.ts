@@ -10,8 +10,9 @@
  * buffers in turn instead (`ReusedMemory`), for a caller that is done with a pull's bytes by the
  * next pull.
  */
+import * as Fs from "node:fs"
 import type * as FileSystem from "@effect/platform/FileSystem"
-import { Chunk, Effect, Fiber, Option, Runtime, type Scope, Stream } from "effect"
+import { Chunk, Effect, Option, type Scope, Stream } from "effect"
 import type { JournalEvent, JournalLine, JournalLineRun, LineReadOptions } from "../Journal.js"
 import { JournalCorrupt, JournalIoError, JournalPruned, type JournalReadError } from "./Errors.js"
 import * as Finalizer from "../Finalizer.js"
@@ -275,6 +276,73 @@ class ReusedMemory implements ReadMemory {
   }
 }
 
+/** What a read of a chunk answers: its bytes, or `None` at the end of the file. */
+type ChunkResult = Effect.Effect<Option.Option<Uint8Array>, Option.Option<JournalReadError>>
+
+/**
+ * A segment's chunks, read one after the other with the next one read ahead: the read of chunk
+ * k + 1 is issued as chunk k is answered, so the wait for it (a trip through the I/O threads)
+ * overlaps the work on chunk k. The reads are Node's own on the file's descriptor, with one
+ * callback each: no fiber per chunk (a fiber forked for each read ahead, and joined, cost more
+ * than the read, and what it kept of its state outlived it into the old generation).
+ */
+class ChunkReads {
+  private position = 0
+  /** The read under way or done and not yet answered, if any. */
+  private ahead: ChunkResult | undefined
+  /** Set once the read under way completes: answers it, to `next` or to whoever waits for it. */
+  private complete: ((result: ChunkResult) => void) | undefined
+  private inFlight = false
+
+  constructor(
+    private readonly fd: number,
+    private readonly file: string,
+    private readonly memory: ReadMemory,
+    private readonly chunkBytes: number
+  ) {}
+
+  /** The next chunk; the one after it is then read ahead, unless this one is the end. */
+  readonly next: ChunkResult = Effect.suspend(() => {
+    const answer = this.ahead ?? this.start()
+    this.ahead = undefined
+    return Effect.tap(answer, (chunk) => {
+      if (Option.isSome(chunk)) this.ahead = this.start()
+    })
+  })
+
+  /** Completes once no read is under way (with the memory it reads into given up, if one was). */
+  readonly settled: Effect.Effect<void> = Effect.suspend(() => {
+    if (!this.inFlight) return Effect.void
+    this.memory.abandon()
+    return Effect.asVoid(Effect.either(this.wait()))
+  })
+
+  private start(): ChunkResult {
+    const buffer = this.memory.chunk() ?? Buffer.allocUnsafeSlow(this.chunkBytes)
+    let result: ChunkResult | undefined
+    this.inFlight = true
+    Fs.read(this.fd, buffer, 0, buffer.length, this.position, (error, bytesRead) => {
+      this.inFlight = false
+      if (error !== null) {
+        result = Effect.fail(Option.some(new JournalIoError({ operation: "read", path: this.file, cause: error })))
+      } else {
+        this.position += bytesRead
+        result = Effect.succeed(bytesRead === 0 ? Option.none() : Option.some(buffer.subarray(0, bytesRead)))
+      }
+      const complete = this.complete
+      this.complete = undefined
+      complete?.(result)
+    })
+    return Effect.suspend(() => result ?? this.wait())
+  }
+
+  private wait(): ChunkResult {
+    return Effect.async<Option.Option<Uint8Array>, Option.Option<JournalReadError>>((resume) => {
+      this.complete = resume
+    })
+  }
+}
+
 export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): SegmentReads<A> => {
   const { at, fs } = files
   const readAs = <L, T>(
@@ -363,26 +431,9 @@ export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): S
       Effect.gen(function* () {
         const handle = yield* openForRead(file, expected())
         const splitter = format.splitter()
-        const readChunk = Effect.suspend(() => {
-          const buffer = memory.chunk()
-          if (buffer === undefined) return handle.readAlloc(files.chunkBytes)
-          return Effect.map(handle.read(buffer), (size) => {
-            const bytesRead = Number(size)
-            return bytesRead === 0 ? Option.none<Uint8Array>() : Option.some(buffer.subarray(0, bytesRead))
-          })
-        }).pipe(Effect.mapError((cause) => Option.some(new JournalIoError({ operation: "read", path: file, cause }))))
-        // The next chunk is read while this one's lines are worked through, so the wait for the
-        // read (a trip through the I/O threads) overlaps the work. `runFork` issues the read at
-        // once; a forked fiber would only start once this one is done with the chunk.
-        const startRead = Runtime.runFork(yield* Effect.runtime<never>())
-        let ahead: Fiber.RuntimeFiber<Option.Option<Uint8Array>, Option.Option<JournalReadError>> | undefined
-        yield* Finalizer.onClose(
-          Effect.suspend(() => {
-            if (ahead === undefined) return Effect.void
-            memory.abandon()
-            return Fiber.interrupt(ahead)
-          })
-        )
+        const chunks = new ChunkReads(handle.fd, file, memory, files.chunkBytes)
+        // A read still under way when the read ends must not outlive the file it reads.
+        yield* Finalizer.onClose(chunks.settled)
         const read: SegmentRead = {
           since,
           // Lines at or below the cursor only come before the first one delivered.
@@ -404,8 +455,7 @@ export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): S
           if (failure !== undefined) return yield* Effect.fail(Option.some(failure))
           if (done) return yield* Effect.fail(Option.none())
           memory.pulled()
-          const chunk = ahead === undefined ? yield* readChunk : yield* Fiber.join(ahead)
-          ahead = Option.isSome(chunk) ? startRead(readChunk) : undefined
+          const chunk = yield* chunks.next
           if (Option.isNone(chunk)) {
             done = true
             if (expected() <= target && splitter.pending > 0) {
