@@ -690,21 +690,23 @@ const locate = (bytes: Uint8Array, end: number): StoredLine | undefined => {
 const isControl = (b: number) => b < 0x20 && b !== NEWLINE
 
 /**
- * Whether `bytes` hold a byte below 0x20 other than a newline. Looks at the bytes 4 at a time,
- * 16 at a time as far as it can (a byte-at-a-time loop doubled the cost of reading lines in
- * place). The few bytes before and after the aligned words are looked at first, and the words in
- * a function of their own: a whole chunk is one call, so its loop is optimized while it runs,
- * and code after the loop that had never run cost a deoptimization at every chunk.
+ * Whether `bytes` hold a byte below 0x20 other than a newline. Looks at the bytes 16 at a time
+ * (a byte-at-a-time loop doubled the cost of reading lines in place), as 4 aligned words. The
+ * few bytes before and after those are looked at one by one first, and the words in a function
+ * of their own with nothing after its loop: a whole chunk is one call, so its loop is optimized
+ * while it runs (on-stack), and any code after the loop that had not run by then lacked the type
+ * feedback to be optimized, cost a deoptimization at every chunk, and kept a process's first
+ * replay in the interpreter.
  */
 export const hasControlByte = (bytes: Uint8Array): boolean => {
   const n = bytes.length
   const head = Math.min(n, (4 - (bytes.byteOffset & 3)) & 3)
-  const words = (n - head) >>> 2
-  const tail = head + 4 * words
+  const groups = (n - head) >>> 4
+  const tail = head + 16 * groups
   return (
     controlIn(bytes, 0, head) ||
     controlIn(bytes, tail, n) ||
-    (words > 0 && wordsHoldControl(new Uint32Array(bytes.buffer, bytes.byteOffset + head, words)))
+    (groups > 0 && groupsHoldControl(new Uint32Array(bytes.buffer, bytes.byteOffset + head, 4 * groups)))
   )
 }
 
@@ -714,15 +716,13 @@ const controlIn = (bytes: Uint8Array, from: number, to: number): boolean => {
 }
 
 /**
- * Whether words hold a control byte. `(w - 0x20202020) & ~w & 0x80808080` is 0 for a word with
- * no byte below 0x20 (it may flag more bytes than there are, never fewer): four words are let
- * through at once on that, and only the few it flags (a newline is one) are tested exactly.
+ * Whether words (a multiple of 4 of them) hold a control byte. `(w - 0x20202020) & ~w &
+ * 0x80808080` is 0 for a word with no byte below 0x20 (it may flag more bytes than there are,
+ * never fewer): four words are let through at once on that, and only the few it flags (a newline
+ * is one) are tested exactly.
  */
-const wordsHoldControl = (view: Uint32Array): boolean => {
-  const n = view.length
-  const whole = n & ~3
-  let k = 0
-  for (; k < whole; k += 4) {
+const groupsHoldControl = (view: Uint32Array): boolean => {
+  for (let k = 0; k < view.length; k += 4) {
     const a = view[k]!
     const b = view[k + 1]!
     const c = view[k + 2]!
@@ -732,7 +732,6 @@ const wordsHoldControl = (view: Uint32Array): boolean => {
       return true
     }
   }
-  for (; k < n; k++) if (controlInWord(view[k]!)) return true
   return false
 }
 
