@@ -204,6 +204,38 @@ describe("Journal", () => {
     { fastCheck: { numRuns: 40 } }
   )
 
+  it.scoped(
+    "a_read_that_reuses_its_chunks_at_the_default_size_gives_every_event_across_chunks_and_names_a_bad_line_past_them",
+    () =>
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        // One segment of ~2.5 MiB: more than two chunks of the default size of such a read.
+        const segmentBytes = 64 * 1024 * 1024
+        yield* withJournal(dir, { segmentBytes }, (journal) =>
+          appendBatches(journal, [1000, 1000, 1000, 1000, 1000], 500)
+        )
+        yield* withJournal(dir, { segmentBytes }, (journal) =>
+          Effect.gen(function* () {
+            const expected = yield* copiedLines(journal.readLines(0))
+            assert.deepStrictEqual(
+              expected.map((e) => e.seq),
+              range(1, 5000)
+            )
+            assert.deepStrictEqual(yield* copiedLines(journal.readLineRuns!(0, undefined, reuse)), expected)
+            assert.deepStrictEqual(yield* copiedLines(journal.readLines(0, undefined, reuse)), expected)
+          })
+        )
+        const file = `${dir}/${segmentFile(1)}`
+        const lines = linesOf(file)
+        // The first line starting past 2.2 MiB: in the third chunk.
+        let bad = 0
+        for (let at = 0; at <= 2.2 * 1024 * 1024; bad++) at += Buffer.byteLength(lines[bad]!) + 1
+        const offset = replaceLine(file, bad, Buffer.from(lines[bad]!.replace('"n', '"N')))
+        const reopened = yield* open(dir, { segmentBytes })
+        yield* expectCorrupt(reopened, 0, range(1, bad), file, offset, "checksum mismatch")
+      }).pipe(Effect.provide(NodeContext.layer))
+  )
+
   it.scoped("a_long_read_that_reuses_its_chunks_reads_them_into_two_buffers_and_its_runs_share_a_few_arrays", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
