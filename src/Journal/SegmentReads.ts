@@ -241,9 +241,9 @@ const fresh: ReadMemory = {
  * pull answered once it pulls again (`reuseChunks`). A segment's read holds one chunk while the
  * next is read ahead, and it reads chunk k + 1 only as chunk k is pulled: the buffer read into is
  * the other one, whose bytes the previous pull answered, or none. The splitter keeps nothing of a
- * chunk across pulls (the part of a line it carries is a copy). A read abandoned in flight (the
- * read ended, failed or was interrupted with a chunk read ahead) may still write into its buffer:
- * both are then dropped for new ones. The arrays of the runs a pull answered are let go at the
+ * chunk across pulls (the part of a line it carries is a copy). A read that ends (done, failed or
+ * interrupted) with a chunk still being read ahead waits for that read before its file closes,
+ * and drops both buffers for new ones, in case the memory serves again. The arrays of the runs a pull answered are let go at the
  * next pull, so the same few serve every run: a run made at every pull from a new array would
  * outlive its pull often enough for V8 to allocate all of them in the old generation, which only
  * a full collection frees.
@@ -290,7 +290,7 @@ class ChunkReads {
   private position = 0
   /** The read under way or done and not yet answered, if any. */
   private ahead: ChunkResult | undefined
-  /** Set once the read under way completes: answers it, to `next` or to whoever waits for it. */
+  /** Whoever waits for the read under way (`next`, or `settled`): called with its result once it completes. */
   private complete: ((result: ChunkResult) => void) | undefined
   private inFlight = false
 
