@@ -42,7 +42,7 @@ export interface JournalOptions {
   /** Rotate the active segment once it reaches this size (default 8 MiB). */
   readonly segmentBytes?: number | undefined
   readonly retention?: Partial<RetentionPolicy> | undefined
-  /** Read chunk size (default 256 KiB). */
+  /** Read chunk size (default 256 KiB; 1 MiB for a read that reuses its chunks, `reuseChunks`). */
   readonly readChunkBytes?: number | undefined
 }
 

@@ -204,6 +204,38 @@ describe("Journal", () => {
     { fastCheck: { numRuns: 40 } }
   )
 
+  it.scoped(
+    "a_read_that_reuses_its_chunks_at_the_default_size_gives_every_event_across_chunks_and_names_a_bad_line_past_them",
+    () =>
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        // One segment of ~2.5 MiB: more than two chunks of the default size of such a read.
+        const segmentBytes = 64 * 1024 * 1024
+        yield* withJournal(dir, { segmentBytes }, (journal) =>
+          appendBatches(journal, [1000, 1000, 1000, 1000, 1000], 500)
+        )
+        yield* withJournal(dir, { segmentBytes }, (journal) =>
+          Effect.gen(function* () {
+            const expected = yield* copiedLines(journal.readLines(0))
+            assert.deepStrictEqual(
+              expected.map((e) => e.seq),
+              range(1, 5000)
+            )
+            assert.deepStrictEqual(yield* copiedLines(journal.readLineRuns!(0, undefined, reuse)), expected)
+            assert.deepStrictEqual(yield* copiedLines(journal.readLines(0, undefined, reuse)), expected)
+          })
+        )
+        const file = `${dir}/${segmentFile(1)}`
+        const lines = linesOf(file)
+        // The first line starting past 2.2 MiB: in the third chunk.
+        let bad = 0
+        for (let at = 0; at <= 2.2 * 1024 * 1024; bad++) at += Buffer.byteLength(lines[bad]!) + 1
+        const offset = replaceLine(file, bad, Buffer.from(lines[bad]!.replace('"n', '"N')))
+        const reopened = yield* open(dir, { segmentBytes })
+        yield* expectCorrupt(reopened, 0, range(1, bad), file, offset, "checksum mismatch")
+      }).pipe(Effect.provide(NodeContext.layer))
+  )
+
   it.scoped("a_long_read_that_reuses_its_chunks_reads_them_into_two_buffers_and_its_runs_share_a_few_arrays", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
@@ -938,6 +970,31 @@ describe("Journal", () => {
       const { dir, journal } = yield* tamperedJournal((dir) => NFs.rmSync(`${dir}/${segmentFile(5)}`))
       yield* expectCorrupt(journal, 0, range(1, 4), `${dir}/${segmentFile(9)}`, 0, "expected 5")
       assert.deepStrictEqual(yield* seqsOf(journal.read(8)), range(9, 12))
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  it.scoped("a_segment_that_cannot_be_read_fails_every_read_naming_it_after_the_events_before_it", () =>
+    Effect.gen(function* () {
+      const file = (dir: string) => `${dir}/${segmentFile(5)}`
+      // A folder where the segment was: it opens, and every read of it fails (EISDIR).
+      const { dir, journal } = yield* tamperedJournal((dir) => {
+        NFs.rmSync(file(dir))
+        NFs.mkdirSync(file(dir))
+      })
+      for (const [name, stream] of [
+        ["read", journal.read(0)],
+        ["readLines", journal.readLines(0)],
+        ["readLineRuns reusing chunks", Stream.mapConcat(journal.readLineRuns!(0, undefined, reuse), eventsOfRuns)]
+      ] as const) {
+        const { seen, error } = yield* untilFailure<{ readonly seq: number }, Journal.JournalReadError>(stream)
+        assert.deepStrictEqual(
+          seen.map((e) => e.seq),
+          range(1, 4),
+          name
+        )
+        assert.instanceOf(error, Journal.JournalIoError, name)
+        assert.include(error.message, `journal read failed on ${file(dir)}`, name)
+      }
     }).pipe(Effect.provide(NodeContext.layer))
   )
 

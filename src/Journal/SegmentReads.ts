@@ -10,8 +10,9 @@
  * buffers in turn instead (`ReusedMemory`), for a caller that is done with a pull's bytes by the
  * next pull.
  */
+import * as Fs from "node:fs"
 import type * as FileSystem from "@effect/platform/FileSystem"
-import { Chunk, Effect, Fiber, Option, Runtime, type Scope, Stream } from "effect"
+import { Chunk, Effect, Option, type Scope, Stream } from "effect"
 import type { JournalEvent, JournalLine, JournalLineRun, LineReadOptions } from "../Journal.js"
 import { JournalCorrupt, JournalIoError, JournalPruned, type JournalReadError } from "./Errors.js"
 import * as Finalizer from "../Finalizer.js"
@@ -191,6 +192,8 @@ export interface SegmentFiles {
   /** The path of a file in the journal's directory. */
   readonly at: (name: string) => string
   readonly chunkBytes: number
+  /** The chunk of a read that reuses its buffers (`reuseChunks`). */
+  readonly reusedChunkBytes: number
   readonly segments: () => ReadonlyArray<Segment>
   readonly head: () => number
 }
@@ -238,9 +241,9 @@ const fresh: ReadMemory = {
  * pull answered once it pulls again (`reuseChunks`). A segment's read holds one chunk while the
  * next is read ahead, and it reads chunk k + 1 only as chunk k is pulled: the buffer read into is
  * the other one, whose bytes the previous pull answered, or none. The splitter keeps nothing of a
- * chunk across pulls (the part of a line it carries is a copy). A read abandoned in flight (the
- * read ended, failed or was interrupted with a chunk read ahead) may still write into its buffer:
- * both are then dropped for new ones. The arrays of the runs a pull answered are let go at the
+ * chunk across pulls (the part of a line it carries is a copy). A read that ends (done, failed or
+ * interrupted) with a chunk still being read ahead waits for that read before its file closes,
+ * and drops both buffers for new ones, in case the memory serves again. The arrays of the runs a pull answered are let go at the
  * next pull, so the same few serve every run: a run made at every pull from a new array would
  * outlive its pull often enough for V8 to allocate all of them in the old generation, which only
  * a full collection frees.
@@ -273,8 +276,75 @@ class ReusedMemory implements ReadMemory {
   }
 }
 
+/** What a read of a chunk answers: its bytes, or `None` at the end of the file. */
+type ChunkResult = Effect.Effect<Option.Option<Uint8Array>, Option.Option<JournalReadError>>
+
+/**
+ * A segment's chunks, read one after the other with the next one read ahead: the read of chunk
+ * k + 1 is issued as chunk k is answered, so the wait for it (a trip through the I/O threads)
+ * overlaps the work on chunk k. The reads are Node's own on the file's descriptor, with one
+ * callback each: no fiber per chunk (a fiber forked for each read ahead, and joined, cost more
+ * than the read, and what it kept of its state outlived it into the old generation).
+ */
+class ChunkReads {
+  private position = 0
+  /** The read under way or done and not yet answered, if any. */
+  private ahead: ChunkResult | undefined
+  /** Whoever waits for the read under way (`next`, or `settled`): called with its result once it completes. */
+  private complete: ((result: ChunkResult) => void) | undefined
+  private inFlight = false
+
+  constructor(
+    private readonly fd: number,
+    private readonly file: string,
+    private readonly memory: ReadMemory,
+    private readonly chunkBytes: number
+  ) {}
+
+  /** The next chunk; the one after it is then read ahead, unless this one is the end. */
+  readonly next: ChunkResult = Effect.suspend(() => {
+    const answer = this.ahead ?? this.start()
+    this.ahead = undefined
+    return Effect.tap(answer, (chunk) => {
+      if (Option.isSome(chunk)) this.ahead = this.start()
+    })
+  })
+
+  /** Completes once no read is under way (with the memory it reads into given up, if one was). */
+  readonly settled: Effect.Effect<void> = Effect.suspend(() => {
+    if (!this.inFlight) return Effect.void
+    this.memory.abandon()
+    return Effect.asVoid(Effect.either(this.wait()))
+  })
+
+  private start(): ChunkResult {
+    const buffer = this.memory.chunk() ?? Buffer.allocUnsafeSlow(this.chunkBytes)
+    let result: ChunkResult | undefined
+    this.inFlight = true
+    Fs.read(this.fd, buffer, 0, buffer.length, this.position, (error, bytesRead) => {
+      this.inFlight = false
+      if (error !== null) {
+        result = Effect.fail(Option.some(new JournalIoError({ operation: "read", path: this.file, cause: error })))
+      } else {
+        this.position += bytesRead
+        result = Effect.succeed(bytesRead === 0 ? Option.none() : Option.some(buffer.subarray(0, bytesRead)))
+      }
+      const complete = this.complete
+      this.complete = undefined
+      complete?.(result)
+    })
+    return Effect.suspend(() => result ?? this.wait())
+  }
+
+  private wait(): ChunkResult {
+    return Effect.async<Option.Option<Uint8Array>, Option.Option<JournalReadError>>((resume) => {
+      this.complete = resume
+    })
+  }
+}
+
 export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): SegmentReads<A> => {
-  const { at, chunkBytes, fs } = files
+  const { at, fs } = files
   const readAs = <L, T>(
     format: ReadFormat<L, T>,
     since: number,
@@ -293,7 +363,7 @@ export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): S
       let expected = since + 1
       const last = segmentIndexFor(snapshot, target)
       // One for the whole read: segments are read one after the other.
-      const memory = reuseChunks ? new ReusedMemory(chunkBytes) : fresh
+      const memory = reuseChunks ? new ReusedMemory(files.reusedChunkBytes) : fresh
       return Stream.fromIterable(snapshot.slice(first, last + 1)).pipe(
         Stream.flatMap((segment) =>
           Stream.suspend(() => {
@@ -361,26 +431,9 @@ export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): S
       Effect.gen(function* () {
         const handle = yield* openForRead(file, expected())
         const splitter = format.splitter()
-        const readChunk = Effect.suspend(() => {
-          const buffer = memory.chunk()
-          if (buffer === undefined) return handle.readAlloc(chunkBytes)
-          return Effect.map(handle.read(buffer), (size) => {
-            const bytesRead = Number(size)
-            return bytesRead === 0 ? Option.none<Uint8Array>() : Option.some(buffer.subarray(0, bytesRead))
-          })
-        }).pipe(Effect.mapError((cause) => Option.some(new JournalIoError({ operation: "read", path: file, cause }))))
-        // The next chunk is read while this one's lines are worked through, so the wait for the
-        // read (a trip through the I/O threads) overlaps the work. `runFork` issues the read at
-        // once; a forked fiber would only start once this one is done with the chunk.
-        const startRead = Runtime.runFork(yield* Effect.runtime<never>())
-        let ahead: Fiber.RuntimeFiber<Option.Option<Uint8Array>, Option.Option<JournalReadError>> | undefined
-        yield* Finalizer.onClose(
-          Effect.suspend(() => {
-            if (ahead === undefined) return Effect.void
-            memory.abandon()
-            return Fiber.interrupt(ahead)
-          })
-        )
+        const chunks = new ChunkReads(handle.fd, file, memory, files.chunkBytes)
+        // A read still under way when the read ends must not outlive the file it reads.
+        yield* Finalizer.onClose(chunks.settled)
         const read: SegmentRead = {
           since,
           // Lines at or below the cursor only come before the first one delivered.
@@ -402,8 +455,7 @@ export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): S
           if (failure !== undefined) return yield* Effect.fail(Option.some(failure))
           if (done) return yield* Effect.fail(Option.none())
           memory.pulled()
-          const chunk = ahead === undefined ? yield* readChunk : yield* Fiber.join(ahead)
-          ahead = Option.isSome(chunk) ? startRead(readChunk) : undefined
+          const chunk = yield* chunks.next
           if (Option.isNone(chunk)) {
             done = true
             if (expected() <= target && splitter.pending > 0) {

@@ -374,6 +374,32 @@ describe("Lines", () => {
       },
       { fastCheck: { numRuns: 2000 } }
     )
+
+    it.prop(
+      "has_control_byte_finds_one_control_byte_among_text_and_newlines_wherever_it_lies",
+      [
+        fc.array(fc.oneof(fc.constant(0x0a), fc.integer({ min: 0x20, max: 0xff })), { maxLength: 200, size: "max" }),
+        fc.option(
+          fc.tuple(
+            fc.nat(),
+            fc.integer({ min: 0, max: 0x1f }).filter((b) => b !== 0x0a)
+          ),
+          { nil: undefined }
+        ),
+        fc.nat({ max: 7 })
+      ],
+      ([text, control, offset]) => {
+        const data = Uint8Array.from(text)
+        if (control !== undefined && data.length > 0) data[control[0] % data.length] = control[1]
+        const buffer = new Uint8Array(data.length + offset)
+        buffer.set(data, offset)
+        assert.strictEqual(
+          hasControlByte(buffer.subarray(offset)),
+          data.some((b) => b < 0x20 && b !== 0x0a)
+        )
+      },
+      { fastCheck: { numRuns: 2000 } }
+    )
   })
 
   describe("LineCodec", () => {
