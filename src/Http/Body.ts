@@ -10,7 +10,7 @@ import { Effect, Either, Stream } from "effect"
 import type * as ChangeFeed from "../ChangeFeed.js"
 import { type AgentEvent, decodeAgentEvent, isCanonicalAgentEvent } from "../Domain/AgentEvent.js"
 import { BadRequest, PayloadTooLarge } from "../Domain/Errors.js"
-import { copyOut, maxUtf8Bytes, Scratch } from "../Scratch.js"
+import { copyOut, maxUtf8Bytes, Scratch, viewOf } from "../Scratch.js"
 import { type EventSlices, eventSlices, sameKeyCounts } from "./Slices.js"
 
 export interface BodyLimits {
@@ -386,7 +386,7 @@ export const decodeAppendBody = (
         decoded[i] = {
           sessionId,
           event: raw as AgentEvent,
-          eventJson: bytes!.subarray(slices.starts[i], slices.ends[i])
+          eventJson: viewOf(bytes!, slices.starts[i]!, slices.ends[i]!)
         }
         continue
       }

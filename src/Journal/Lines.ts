@@ -16,7 +16,7 @@ import { crc32 } from "node:zlib"
 import { Either, ParseResult, Schema } from "effect"
 import type { ChangeEvent } from "../Domain/ChangeEvent.js"
 import type { LineChange } from "../Domain/FeedItem.js"
-import { copyOut, maxUtf8Bytes, Scratch } from "../Scratch.js"
+import { copyOut, maxUtf8Bytes, Scratch, viewOf } from "../Scratch.js"
 import { JournalKeyInvalid } from "./Errors.js"
 
 const NEWLINE = 0x0a
@@ -301,7 +301,7 @@ export const makeLineCodec = <A, I>(schema: Schema.Schema<A, I>): LineCodec<A> =
       let start = 0
       for (let i = 0; i < ends.length; i++) {
         const checked = ends[i]! - CRC_SUFFIX
-        writeHex(bytes, checked + CRC_OPEN.length, crc32(bytes.subarray(start, checked)))
+        writeHex(bytes, checked + CRC_OPEN.length, crc32(viewOf(bytes, start, checked)))
         start = ends[i]! + 1
       }
       return { bytes, ends, bodyEnds }
