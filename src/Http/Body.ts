@@ -176,40 +176,48 @@ interface Unstorable {
  * it would overflow the stack (and take the writer down), or holding a number literal too large
  * for a double (`1e999` parses as Infinity and would be written as `null`, a line that no longer
  * decodes). Notes too whether a number past 2^53 was seen, since only a literal that parses to
- * one can have been rounded. Walks without recursion, so the check itself cannot overflow.
+ * one can have been rounded. The walk recurses at most `MAX_DEPTH` levels, so the check itself
+ * cannot overflow, and allocates nothing.
  */
 const cannotBeJournaled = (value: unknown): Unstorable => {
-  const pending: Array<unknown> = [value]
-  const depths: Array<number> = [1]
-  let large = false
-  while (pending.length > 0) {
-    const next = pending.pop()
-    const depth = depths.pop()!
+  const walk = new StorableWalk()
+  walk.visit(value, 1)
+  return walk
+}
+
+/**
+ * What `cannotBeJournaled` found. Of several problems it names the one met first when each
+ * value's children are taken last first (as the check has always named it): the last one met
+ * taking them in order, once the children of a value are behind it, as this walk does.
+ */
+class StorableWalk implements Unstorable {
+  problem: string | undefined = undefined
+  large = false
+
+  visit(next: unknown, depth: number): void {
     if (typeof next === "number") {
-      if (!Number.isFinite(next)) return { problem: "holds a number too large to store", large }
-      if (next > Number.MAX_SAFE_INTEGER || next < -Number.MAX_SAFE_INTEGER) large = true
-      continue
+      if (!Number.isFinite(next)) this.problem = "holds a number too large to store"
+      else if (next > Number.MAX_SAFE_INTEGER || next < -Number.MAX_SAFE_INTEGER) this.large = true
+      return
     }
-    if (next === null || typeof next !== "object") continue
-    if (depth > MAX_DEPTH) return { problem: `nests arrays and objects more than ${MAX_DEPTH} levels deep`, large }
+    if (next === null || typeof next !== "object") return
+    if (depth > MAX_DEPTH) {
+      this.problem = `nests arrays and objects more than ${MAX_DEPTH} levels deep`
+      return
+    }
     if (Array.isArray(next)) {
       for (let i = 0; i < next.length; i++) {
         const child: unknown = next[i]
         // A string needs no look: most of a body is strings.
-        if (typeof child === "string") continue
-        pending.push(child)
-        depths.push(depth + 1)
+        if (typeof child !== "string") this.visit(child, depth + 1)
       }
-    } else {
-      for (const key in next) {
-        const child: unknown = (next as Record<string, unknown>)[key]
-        if (typeof child === "string") continue
-        pending.push(child)
-        depths.push(depth + 1)
-      }
+      return
+    }
+    for (const key in next) {
+      const child: unknown = (next as Record<string, unknown>)[key]
+      if (typeof child !== "string") this.visit(child, depth + 1)
     }
   }
-  return { problem: undefined, large }
 }
 
 /** An open array or object while walking JSON text: where its current value sits. */
