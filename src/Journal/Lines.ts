@@ -182,8 +182,11 @@ const SESSION_KEY = ascii(',"session_id":')
 const EVENT_KEY = ascii(',"event":')
 /** The checksum field with its digits still to fill in, the closing brace and the newline. */
 const CRC_TAIL = ascii(',"crc":"00000000"}\n')
-/** The most a line's head takes besides its `ts` and `session_id` values: the longest number `JSON.stringify` writes is 24 bytes. */
-const HEAD_BYTES = SEQ_OPEN.length + 24 + TS_KEY.length + SESSION_KEY.length + EVENT_KEY.length
+/**
+ * The most a line's head takes besides its `ts` and `session_id` values: the longest number
+ * `JSON.stringify` writes is 25 bytes (`-0.0000012345678901234567`), 32 leaves room to spare.
+ */
+const HEAD_BYTES = SEQ_OPEN.length + 32 + TS_KEY.length + SESSION_KEY.length + EVENT_KEY.length
 /** The most a line's tail takes: the longest key, the checksum. */
 const TAIL_BYTES = KEY_OPEN.length + 128 + 1 + CRC_TAIL.length
 
