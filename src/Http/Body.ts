@@ -5,12 +5,13 @@
  */
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
+import { isAscii, isUtf8 } from "node:buffer"
 import { IncomingMessage } from "node:http"
 import { Effect, Either, Stream } from "effect"
 import type * as ChangeFeed from "../ChangeFeed.js"
 import { type AgentEvent, decodeAgentEvent, isCanonicalAgentEvent } from "../Domain/AgentEvent.js"
 import { BadRequest, PayloadTooLarge } from "../Domain/Errors.js"
-import { copyOut, maxUtf8Bytes, Scratch } from "../Scratch.js"
+import { copyOut, maxUtf8Bytes, Scratch, viewOf } from "../Scratch.js"
 import { type EventSlices, eventSlices, sameKeyCounts } from "./Slices.js"
 
 export interface BodyLimits {
@@ -176,40 +177,48 @@ interface Unstorable {
  * it would overflow the stack (and take the writer down), or holding a number literal too large
  * for a double (`1e999` parses as Infinity and would be written as `null`, a line that no longer
  * decodes). Notes too whether a number past 2^53 was seen, since only a literal that parses to
- * one can have been rounded. Walks without recursion, so the check itself cannot overflow.
+ * one can have been rounded. The walk recurses at most `MAX_DEPTH` levels, so the check itself
+ * cannot overflow, and allocates nothing.
  */
 const cannotBeJournaled = (value: unknown): Unstorable => {
-  const pending: Array<unknown> = [value]
-  const depths: Array<number> = [1]
-  let large = false
-  while (pending.length > 0) {
-    const next = pending.pop()
-    const depth = depths.pop()!
+  const walk = new StorableWalk()
+  walk.visit(value, 1)
+  return walk
+}
+
+/**
+ * What `cannotBeJournaled` found. Of several problems it names the one met first when each
+ * value's children are taken last first (as the check has always named it): the last one met
+ * taking them in order, once the children of a value are behind it, as this walk does.
+ */
+class StorableWalk implements Unstorable {
+  problem: string | undefined = undefined
+  large = false
+
+  visit(next: unknown, depth: number): void {
     if (typeof next === "number") {
-      if (!Number.isFinite(next)) return { problem: "holds a number too large to store", large }
-      if (next > Number.MAX_SAFE_INTEGER || next < -Number.MAX_SAFE_INTEGER) large = true
-      continue
+      if (!Number.isFinite(next)) this.problem = "holds a number too large to store"
+      else if (next > Number.MAX_SAFE_INTEGER || next < -Number.MAX_SAFE_INTEGER) this.large = true
+      return
     }
-    if (next === null || typeof next !== "object") continue
-    if (depth > MAX_DEPTH) return { problem: `nests arrays and objects more than ${MAX_DEPTH} levels deep`, large }
+    if (next === null || typeof next !== "object") return
+    if (depth > MAX_DEPTH) {
+      this.problem = `nests arrays and objects more than ${MAX_DEPTH} levels deep`
+      return
+    }
     if (Array.isArray(next)) {
       for (let i = 0; i < next.length; i++) {
         const child: unknown = next[i]
         // A string needs no look: most of a body is strings.
-        if (typeof child === "string") continue
-        pending.push(child)
-        depths.push(depth + 1)
+        if (typeof child !== "string") this.visit(child, depth + 1)
       }
-    } else {
-      for (const key in next) {
-        const child: unknown = (next as Record<string, unknown>)[key]
-        if (typeof child === "string") continue
-        pending.push(child)
-        depths.push(depth + 1)
-      }
+      return
+    }
+    for (const key in next) {
+      const child: unknown = (next as Record<string, unknown>)[key]
+      if (typeof child !== "string") this.visit(child, depth + 1)
     }
   }
-  return { problem: undefined, large }
 }
 
 /** An open array or object while walking JSON text: where its current value sits. */
@@ -286,9 +295,10 @@ export const inexactInteger = (
 /**
  * The body as JSON, parsed once, or a `BadRequest` naming what keeps it from being journaled
  * exactly as sent: bytes that are not UTF-8 (with the offset of the first), text that is not
- * JSON, an integer a double would round, nesting too deep.
+ * JSON, an integer a double would round, nesting too deep. Decoded and parsed whole: how
+ * `parseBody` judges any body it does not parse in parts.
  */
-export const parseBody = (bytes: Uint8Array): Either.Either<unknown, BadRequest> => {
+export const parseWholeBody = (bytes: Uint8Array): Either.Either<unknown, BadRequest> => {
   let text: string
   try {
     text = utf8.decode(bytes)
@@ -324,6 +334,87 @@ export const parseBody = (bytes: Uint8Array): Either.Either<unknown, BadRequest>
   return unstorable.problem === undefined
     ? Either.right(body)
     : Either.left(badBody(`the request body ${unstorable.problem}`))
+}
+
+/**
+ * A string longer than this (in bytes) is a large object to V8 (over 128 KiB): making one
+ * maps fresh memory, several times the cost of a string just under it. A batch body past it
+ * is parsed in parts below it (`parseInParts`).
+ */
+const LARGE_STRING_BYTES = 120 * 1024
+/** Where a part ends: at the first entry boundary this far into it (half as far for text that is not ASCII, two bytes a character). */
+const PART_BYTES = 64 * 1024
+/** The bytes between two entries of a compact batch: a part ends at the brace, the next starts past the comma. */
+const ENTRY_JOIN = Buffer.from('},{"')
+
+const isSpace = (c: number | undefined) => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09
+
+/**
+ * A batch body, `{"events": [...]}`, parsed in parts each short of a large string, or undefined
+ * (then `parseWholeBody` judges it, and names any fault). It is cut after an entry's closing
+ * brace, at `},{"`; the first part is parsed with `]}` after it, the others as arrays. Each part
+ * parsing proves the whole is JSON: the first ends inside the array of the body's last key with
+ * nothing open past it (else `]}` would not close it), and each later part continues an array
+ * from where the last one ended; a cut inside a string fails its part's parse. The first part
+ * must hold the one key `events` (an array), and the body end with the array's `]` and the
+ * object's `}`, so the entries are the parts' in order: what parsing it whole gives. A part that
+ * does not parse, or a body that is not storable as it is, is left to `parseWholeBody`.
+ */
+export const parseInParts = (bytes: Uint8Array): { readonly events: Array<unknown> } | undefined => {
+  const ascii = isAscii(bytes)
+  if (bytes.length <= (ascii ? LARGE_STRING_BYTES : LARGE_STRING_BYTES / 2) || !isUtf8(bytes)) return undefined
+  const buffer = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length)
+  const text = (start: number, end: number) => buffer.toString(ascii ? "latin1" : "utf8", start, end)
+  // The array's closing bracket: the last bytes are `]`, `}` and spaces.
+  let last = bytes.length - 1
+  while (isSpace(bytes[last])) last--
+  if (bytes[last] !== 0x7d) return undefined
+  last--
+  while (isSpace(bytes[last])) last--
+  if (bytes[last] !== 0x5d) return undefined
+  // Where each later part starts: just past the comma after an entry.
+  const step = ascii ? PART_BYTES : PART_BYTES / 2
+  const starts: Array<number> = []
+  for (let from = step; from < last;) {
+    const join = buffer.indexOf(ENTRY_JOIN, from)
+    if (join < 0 || join >= last) break
+    starts.push(join + 2)
+    from = join + 2 + step
+  }
+  if (starts.length === 0) return undefined
+  let body: unknown
+  try {
+    body = JSON.parse(text(0, starts[0]! - 1) + "]}")
+  } catch {
+    return undefined
+  }
+  if (!isObject(body) || !Array.isArray(body["events"])) return undefined
+  for (const key in body) if (key !== "events") return undefined
+  const events = body["events"] as Array<unknown>
+  for (let k = 0; k < starts.length; k++) {
+    // A later part ends before the comma that follows it; the last, with the array's bracket.
+    const end = k + 1 < starts.length ? starts[k + 1]! - 1 : last + 1
+    let part: Array<unknown>
+    try {
+      part = JSON.parse(k + 1 < starts.length ? `[${text(starts[k]!, end)}]` : `[${text(starts[k]!, end)}`)
+    } catch {
+      return undefined
+    }
+    for (let i = 0; i < part.length; i++) events.push(part[i])
+  }
+  const unstorable = cannotBeJournaled(body)
+  return unstorable.problem === undefined && !unstorable.large ? { events } : undefined
+}
+
+/**
+ * The body as JSON, parsed once, or a `BadRequest` naming what keeps it from being journaled
+ * exactly as sent: bytes that are not UTF-8 (with the offset of the first), text that is not
+ * JSON, an integer a double would round, nesting too deep. A large batch is parsed in parts
+ * (`parseInParts`), any other body whole (`parseWholeBody`), with the same answer.
+ */
+export const parseBody = (bytes: Uint8Array): Either.Either<unknown, BadRequest> => {
+  const inParts = parseInParts(bytes)
+  return inParts === undefined ? parseWholeBody(bytes) : Either.right(inParts)
 }
 
 /** Where a body's canonical events are encoded before they are copied out (decoding is synchronous). */
@@ -386,7 +477,7 @@ export const decodeAppendBody = (
         decoded[i] = {
           sessionId,
           event: raw as AgentEvent,
-          eventJson: bytes!.subarray(slices.starts[i], slices.ends[i])
+          eventJson: viewOf(bytes!, slices.starts[i]!, slices.ends[i]!)
         }
         continue
       }

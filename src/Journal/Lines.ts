@@ -16,7 +16,7 @@ import { crc32 } from "node:zlib"
 import { Either, ParseResult, Schema } from "effect"
 import type { ChangeEvent } from "../Domain/ChangeEvent.js"
 import type { LineChange } from "../Domain/FeedItem.js"
-import { copyOut, maxUtf8Bytes, Scratch } from "../Scratch.js"
+import { copyOut, maxUtf8Bytes, Scratch, viewOf } from "../Scratch.js"
 import { JournalKeyInvalid } from "./Errors.js"
 
 const NEWLINE = 0x0a
@@ -176,6 +176,59 @@ const escapeSeparatorBytes = (bytes: Uint8Array, first: number): Uint8Array => {
   return Buffer.concat(parts)
 }
 
+const EMPTY = new Uint8Array(0)
+const TS_KEY = ascii(',"ts":')
+const SESSION_KEY = ascii(',"session_id":')
+const EVENT_KEY = ascii(',"event":')
+/** The checksum field with its digits still to fill in, the closing brace and the newline. */
+const CRC_TAIL = ascii(',"crc":"00000000"}\n')
+/**
+ * The most a line's head takes besides its `ts` and `session_id` values: the longest number
+ * `JSON.stringify` writes is 25 bytes (`-0.0000012345678901234567`), 32 leaves room to spare.
+ */
+const HEAD_BYTES = SEQ_OPEN.length + 32 + TS_KEY.length + SESSION_KEY.length + EVENT_KEY.length
+/** The most a line's tail takes: the longest key, the checksum. */
+const TAIL_BYTES = KEY_OPEN.length + 128 + 1 + CRC_TAIL.length
+
+/** Copies a short run of ASCII into `out` at `at`; answers where it ends. */
+const writeAscii = (out: Uint8Array, at: number, bytes: Uint8Array): number => {
+  for (let k = 0; k < bytes.length; k++) out[at + k] = bytes[k]!
+  return at + bytes.length
+}
+
+/** Writes `JSON.stringify(seq)` into `out` at `at`, digit by digit for the safe integers seqs are. */
+const writeSeq = (out: Buffer, at: number, seq: number): number => {
+  if (!Number.isSafeInteger(seq) || seq < 0) return at + out.write(JSON.stringify(seq), at, "latin1")
+  let digits = 1
+  for (let rest = seq; rest >= 10; rest = Math.floor(rest / 10)) digits++
+  let rest = seq
+  for (let k = at + digits - 1; k >= at; k--) {
+    out[k] = 0x30 + (rest % 10)
+    rest = Math.floor(rest / 10)
+  }
+  return at + digits
+}
+
+/** The most UTF-8 `JSON.stringify(text)` takes with its separators escaped: six bytes a unit (`\u001f`), and the quotes. */
+const maxJsonStringBytes = (text: string): number => 6 * text.length + 2
+
+/**
+ * Writes `JSON.stringify(text)` with its separators escaped into `out` at `at`; answers where
+ * it ends. A string of printable ASCII without quote or backslash (a session id, nearly always)
+ * is its own JSON: its characters are copied as they are, without making the JSON string.
+ */
+const writeJsonString = (out: Buffer, at: number, text: string): number => {
+  out[at] = QUOTE
+  for (let k = 0; k < text.length; k++) {
+    const c = text.charCodeAt(k)
+    if (c < 0x20 || c >= 0x7f || c === QUOTE || c === BACKSLASH)
+      return at + out.write(escapeSeparators(JSON.stringify(text)), at, "utf8")
+    out[at + 1 + k] = c
+  }
+  out[at + 1 + text.length] = QUOTE
+  return at + text.length + 2
+}
+
 /** Where batches are written before they are copied out (any codec's: encoding is synchronous). */
 const scratch = new Scratch(64 * 1024, 1024 * 1024)
 
@@ -188,52 +241,70 @@ export const makeLineCodec = <A, I>(schema: Schema.Schema<A, I>): LineCodec<A> =
     encodeBatch: (events, encoded) => {
       // Each line is `JSON.stringify({ seq, ts, session_id?, event })` less its closing brace,
       // put together from its fields' JSON so that an event already encoded is not encoded again,
-      // and written as UTF-8 line by line: the batch is never one string.
+      // and written as UTF-8 piece by piece: neither the batch nor a line is ever one string.
       let out = scratch.buffer
       let at = 0
       const ends: Array<number> = new Array(events.length)
       const bodyEnds: Array<number> = new Array(events.length)
       let ts: string | undefined = undefined
-      let tsJson = ""
+      let tsJson: Uint8Array = EMPTY
       for (let i = 0; i < events.length; i++) {
         const e = events[i]!
         if (e.ts !== ts) {
           ts = e.ts
-          tsJson = JSON.stringify(ts)
-        }
-        let head = `{"seq":${JSON.stringify(e.seq)},"ts":${tsJson}`
-        if (e.session_id !== undefined) head += `,"session_id":${JSON.stringify(e.session_id)}`
-        head += `,"event":`
-        // The key field, the checksum field (its digits are filled in below) and the closing brace.
-        let tail = `,"crc":"00000000"}\n`
-        if (e.key !== undefined) {
-          if (!KEY_PATTERN.test(e.key)) throw new JournalKeyInvalid({ key: e.key })
-          tail = `,"key":"${e.key}"${tail}`
+          tsJson = Buffer.from(escapeSeparators(JSON.stringify(ts)), "utf8")
         }
         const given = encoded?.[i]?.eventJson
+        // The event's JSON with raw line separators escaped (as bytes, or as text to write).
+        let body: Uint8Array | undefined = undefined
+        let text: string | undefined = undefined
         if (given instanceof Uint8Array) {
           const first = separatorAt(given)
-          const body = first < 0 ? given : escapeSeparatorBytes(given, first)
-          head = escapeSeparators(head)
-          out = scratch.room(out, at, maxUtf8Bytes(head.length) + body.length + tail.length)
-          at += out.write(head, at, "utf8")
+          body = first < 0 ? given : escapeSeparatorBytes(given, first)
+        } else text = escapeSeparators(given ?? JSON.stringify(encodeEvent(e.event)))
+        const session = e.session_id
+        out = scratch.room(
+          out,
+          at,
+          HEAD_BYTES +
+            tsJson.length +
+            (session === undefined ? 0 : maxJsonStringBytes(session)) +
+            (body === undefined ? maxUtf8Bytes(text!.length) : body.length) +
+            TAIL_BYTES
+        )
+        at = writeAscii(out, at, SEQ_OPEN)
+        at = writeSeq(out, at, e.seq)
+        at = writeAscii(out, at, TS_KEY)
+        out.set(tsJson, at)
+        at += tsJson.length
+        if (session !== undefined) {
+          at = writeAscii(out, at, SESSION_KEY)
+          at = writeJsonString(out, at, session)
+        }
+        at = writeAscii(out, at, EVENT_KEY)
+        if (body === undefined) at += out.write(text!, at, "utf8")
+        else {
           out.set(body, at)
           at += body.length
-          at += out.write(tail, at, "latin1")
-        } else {
-          const line = escapeSeparators(head + (given ?? JSON.stringify(encodeEvent(e.event))) + tail)
-          out = scratch.room(out, at, maxUtf8Bytes(line.length))
-          at += out.write(line, at, "utf8")
         }
-        // JSON text never holds a raw newline: each line's is its last byte. The tail is ASCII.
+        bodyEnds[i] = at
+        if (e.key !== undefined) {
+          if (!KEY_PATTERN.test(e.key)) throw new JournalKeyInvalid({ key: e.key })
+          at = writeAscii(out, at, KEY_OPEN)
+          // A key is ASCII (its pattern says so): its characters are its bytes.
+          for (let k = 0; k < e.key.length; k++) out[at++] = e.key.charCodeAt(k)
+          out[at++] = QUOTE
+        }
+        // The checksum's digits are filled in below, once the line is in its own buffer.
+        at = writeAscii(out, at, CRC_TAIL)
+        // JSON text never holds a raw newline: each line's is its last byte.
         ends[i] = at - 1
-        bodyEnds[i] = at - tail.length
       }
       const bytes = copyOut(out, at)
       let start = 0
       for (let i = 0; i < ends.length; i++) {
         const checked = ends[i]! - CRC_SUFFIX
-        writeHex(bytes, checked + CRC_OPEN.length, crc32(bytes.subarray(start, checked)))
+        writeHex(bytes, checked + CRC_OPEN.length, crc32(viewOf(bytes, start, checked)))
         start = ends[i]! + 1
       }
       return { bytes, ends, bodyEnds }

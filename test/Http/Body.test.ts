@@ -83,3 +83,41 @@ describe("inexactInteger", () => {
     assert.isUndefined(inexactInteger(JSON.stringify(value)))
   })
 })
+
+/** The first problem the check has always named: children taken last first, off a stack. */
+const firstProblem = (value: unknown): string | undefined => {
+  const pending: Array<[unknown, number]> = [[value, 1]]
+  while (pending.length > 0) {
+    const [next, depth] = pending.pop()!
+    if (typeof next === "number") {
+      if (!Number.isFinite(next)) return "holds a number too large to store"
+      continue
+    }
+    if (next === null || typeof next !== "object") continue
+    if (depth > 256) return "nests arrays and objects more than 256 levels deep"
+    for (const child of Object.values(next)) pending.push([child, depth + 1])
+  }
+  return undefined
+}
+
+/** JSON text of arrays and objects holding numbers too large for a double and runs nested about as deep as allowed. */
+const troubled: fc.Arbitrary<string> = fc.letrec((tie) => ({
+  node: fc.oneof(
+    { depthSize: "small", withCrossShrink: true },
+    fc.constantFrom("1e999", "-1e999", "1", '"s"', "null"),
+    fc.integer({ min: 250, max: 262 }).map((depth) => "[".repeat(depth) + "1" + "]".repeat(depth)),
+    fc.array(tie("node"), { maxLength: 4 }).map((items) => `[${items.join(",")}]`),
+    fc
+      .array(fc.tuple(fc.string({ maxLength: 4 }), tie("node")), { maxLength: 4 })
+      .map((fields) => `{${fields.map(([k, v]) => `${JSON.stringify(k)}:${v}`).join(",")}}`)
+  )
+})).node as fc.Arbitrary<string>
+
+describe("parseBody", () => {
+  it.prop("names_the_first_of_several_problems_as_it_always_has", [troubled], ([text]) => {
+    const expected = firstProblem(JSON.parse(text))
+    const parsed = parseBody(Buffer.from(text))
+    if (expected === undefined) assert.isTrue(Either.isRight(parsed))
+    else assert.strictEqual(Either.isLeft(parsed) ? parsed.left.message : "", `the request body ${expected}`)
+  })
+})

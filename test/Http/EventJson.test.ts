@@ -84,4 +84,25 @@ describe("events given as the UTF-8 of their JSON", () => {
     const json = entries.map((e) => (e.eventJson === undefined ? undefined : new TextDecoder().decode(e.eventJson)))
     assert.deepStrictEqual(json, [JSON.stringify(canonical), undefined, JSON.stringify(canonical)])
   })
+
+  it("are_plain_views_of_the_body_s_own_bytes_where_the_body_holds_them_as_sent", () => {
+    const events = [0, 1, 2].map((i) => ({
+      type: "message_appended",
+      session_id: "s",
+      message_id: `m${i}`,
+      role: "user",
+      content: `é${i}`
+    }))
+    const text = JSON.stringify({ events: events.map((event) => ({ session_id: "s", event })) })
+    // As the socket hands it over: a Buffer, here one that starts part way into its memory.
+    const bytes = Buffer.concat([Buffer.from("xx"), Buffer.from(text)]).subarray(2)
+    const entries = Either.getOrThrow(decodeAppendBody(JSON.parse(text), 10, bytes))
+    entries.forEach((entry, i) => {
+      const json = entry.eventJson!
+      assert.strictEqual(new TextDecoder().decode(json), JSON.stringify(events[i]))
+      assert.strictEqual(json.buffer, bytes.buffer, "no copy: the body's own memory")
+      // A plain view costs half what a Buffer does to make, and one is made for every event.
+      assert.isFalse(Buffer.isBuffer(json))
+    })
+  })
 })

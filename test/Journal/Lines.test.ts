@@ -475,6 +475,55 @@ describe("Lines", () => {
       }
     )
 
+    it.prop(
+      "writes_each_line_as_the_json_of_its_change_with_separators_escaped_then_its_key_and_checksum",
+      [
+        fc.array(
+          fc.record({
+            seq: fc.oneof(
+              fc.integer({ min: 1, max: 20 }),
+              fc.maxSafeInteger(),
+              fc.integer({ min: 1 }),
+              // Never a seq, but what the encoder writes then is still what `JSON.stringify` writes.
+              fc.constantFrom(-1.2345678901234567e-6, 1e21, 0.5, Number.NaN)
+            ),
+            ts: fc.oneof(fc.constant("2026-11-27T10:00:00.000Z"), fc.string({ unit: "binary" })),
+            session_id: fc.option(
+              fc.oneof(fc.string(), fc.string({ unit: "binary" }), fc.constantFrom("a\u2028b", 'q"\\\n')),
+              {
+                nil: undefined
+              }
+            ),
+            text: fc.string({ unit: "binary" }),
+            key: fc.option(fc.stringMatching(/^[A-Za-z0-9._:-]{1,12}$/), { nil: undefined }),
+            given: fc.constantFrom("bytes", "text", "none")
+          }),
+          { maxLength: 6 }
+        )
+      ],
+      ([specs]) => {
+        const events = specs.map((spec) => ({
+          seq: spec.seq,
+          ts: spec.ts,
+          ...(spec.session_id === undefined ? {} : { session_id: spec.session_id }),
+          event: { type: "note" as const, text: spec.text },
+          ...(spec.key === undefined ? {} : { key: spec.key })
+        }))
+        const given = specs.map((spec, i) => {
+          const json = JSON.stringify(events[i]!.event)
+          return { eventJson: spec.given === "bytes" ? bytes(json) : spec.given === "text" ? json : undefined }
+        })
+        const escape = (json: string) => json.replace(/\u2028/g, "\\u2028").replace(/\u2029/g, "\\u2029")
+        const expected = events
+          .map((e) => {
+            const { key, ...change } = e
+            return `${stored(escape(JSON.stringify(change)), key)}\n`
+          })
+          .join("")
+        assert.strictEqual(new TextDecoder().decode(codec.encodeBatch(events, given).bytes), expected)
+      }
+    )
+
     it("writes_an_event_given_as_its_json_without_encoding_it_again", () => {
       // A JSON text the encoder would never write for the event: only a line made from it holds it.
       const encoded = codec.encodeBatch(
