@@ -22,8 +22,8 @@ import { BatchItem, type Entry, type Receipts } from "./Receipts.js"
 export interface Queued<A> extends Entry<A> {
   readonly bytes: number
 }
-type Item<A> = Queued<A> | BatchItem<A>
-const isBatch = <A>(item: Item<A>): item is BatchItem<A> => item instanceof BatchItem
+type Item<A> = Queued<A> | BatchItem<A, unknown>
+const isBatch = <A>(item: Item<A>): item is BatchItem<A, unknown> => item instanceof BatchItem
 
 type Restore = <X, E, R>(effect: Effect.Effect<X, E, R>) => Effect.Effect<X, E, R>
 
@@ -45,9 +45,9 @@ export interface Writer<A> {
    * Queues a published batch if the intake has room for it now and the feed is not closing.
    * One synchronous step, so an item is either queued (and the shutdown drain finds it) or not taken.
    */
-  readonly offer: (item: BatchItem<A>) => boolean
+  readonly offer: (item: BatchItem<A, unknown>) => boolean
   /** Waits for room in the intake until the item's deadline, then queues it. */
-  readonly admit: (item: BatchItem<A>) => Effect.Effect<void, FeedBusy | FeedClosed>
+  readonly admit: (item: BatchItem<A, unknown>) => Effect.Effect<void, FeedBusy | FeedClosed>
   readonly closing: () => boolean
   /** The last seq this writer's journal holds, as of its last append. */
   readonly head: () => number
@@ -115,7 +115,7 @@ export const make = <A>(deps: {
       return true
     }
 
-    const admit = (item: BatchItem<A>): Effect.Effect<void, FeedBusy | FeedClosed> =>
+    const admit = (item: BatchItem<A, unknown>): Effect.Effect<void, FeedBusy | FeedClosed> =>
       Effect.suspend(() => {
         if (closing) return Effect.fail(new FeedClosed())
         if (enqueue(item)) return Effect.void
@@ -167,7 +167,7 @@ export const make = <A>(deps: {
         const ts = new Date(yield* Clock.currentTimeMillis).toISOString()
         const entries: Array<JournalEntry<A>> = []
         /** Each published batch, and where its entries start in the journal batch. */
-        const acks: Array<readonly [BatchItem<A>, number]> = []
+        const acks: Array<readonly [BatchItem<A, unknown>, number]> = []
         for (const item of items) {
           if (isBatch(item)) {
             acks.push([item, entries.length])
