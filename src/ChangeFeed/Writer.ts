@@ -8,7 +8,7 @@
  * the broadcast and answers its publishers. At shutdown it stops the intake and journals
  * everything accepted before the journal closes.
  */
-import { Cause, Chunk, Clock, Duration, Effect, Exit, Fiber, Metric, Option, Queue, Schedule } from "effect"
+import { Cause, Clock, Duration, Effect, Exit, Fiber, Metric, Option, Queue, Schedule } from "effect"
 import { BufferBudget } from "../BufferBudget.js"
 import type { Appended, Journal, JournalEntry } from "../Journal.js"
 import type { JournalIoError } from "../Journal/Errors.js"
@@ -71,7 +71,9 @@ export const make = <A>(deps: {
     const { appendFailures, dropped: droppedTotal, journaled } = instrument.metrics
     // Bounded by `intake`: room is taken before an item is queued; its item is given back when the
     // writer takes it, its bytes once the writer has journaled it (what the writer holds counts too).
-    const queue = yield* Queue.unbounded<Item<A>>()
+    // A plain array: every offer and take is synchronous (the writer waits on `hasWork`, never
+    // in a take), and an Effect `Queue` cost each item a node in and a `Chunk` out.
+    let queue: Array<Item<A>> = []
     const intake = new BufferBudget(options.queueCapacity, options.queueBytes)
     const warnSignal = yield* Queue.sliding<void>(1)
     // Opened by producers once an item is in the queue, closed by the writer before it looks. The
@@ -110,7 +112,7 @@ export const make = <A>(deps: {
 
     const enqueue = (item: Item<A>): boolean => {
       if (closing || !intake.tryTake(item.bytes)) return false
-      Queue.unsafeOffer(queue, item)
+      queue.push(item)
       hasWork.unsafeOpen()
       return true
     }
@@ -294,14 +296,23 @@ export const make = <A>(deps: {
         }
       })
 
+    /** Takes every queued item (at most `limit`), oldest first. */
+    const takeQueued = (limit: number): ReadonlyArray<Item<A>> => {
+      if (queue.length <= limit) {
+        const items = queue
+        queue = []
+        return items
+      }
+      return queue.splice(0, limit)
+    }
+
     const writer = Effect.uninterruptibleMask((restore) =>
       Effect.suspend(() => {
         hasWork.unsafeClose()
-        return Effect.flatMap(Queue.takeUpTo(queue, options.maxBatch), (items) => {
-          if (Chunk.isEmpty(items)) return restore(hasWork.await)
-          intake.release(0, items.length)
-          return writeInBatches(Chunk.toReadonlyArray(items), restore, Number.POSITIVE_INFINITY)
-        })
+        const items = takeQueued(options.maxBatch)
+        if (items.length === 0) return restore(hasWork.await)
+        intake.release(0, items.length)
+        return writeInBatches(items, restore, Number.POSITIVE_INFINITY)
       })
     ).pipe(Effect.forever)
 
@@ -334,7 +345,7 @@ export const make = <A>(deps: {
         yield* Fiber.interrupt(writerFiber)
         let drained = 0
         while (true) {
-          const taken = Chunk.toReadonlyArray(yield* Queue.takeAll(queue))
+          const taken = takeQueued(Number.POSITIVE_INFINITY)
           intake.release(0, taken.length)
           const items = stranded.concat(taken)
           stranded = []
@@ -342,7 +353,6 @@ export const make = <A>(deps: {
           yield* writeInBatches(items, (effect) => effect, options.drainAttempts)
           drained += items.length
         }
-        yield* Queue.shutdown(queue)
         broadcast.close()
         yield* Effect.logDebug(`change feed closed: drained ${drained} queued item(s), head ${head}`)
       })
@@ -359,7 +369,7 @@ export const make = <A>(deps: {
       dropped: () => dropped,
       degraded: () => degraded,
       lastError: () => lastError,
-      queued: Effect.map(Queue.size(queue), (size) => Math.max(0, size)),
+      queued: Effect.sync(() => queue.length),
       intake
     } satisfies Writer<A>
   })
