@@ -51,6 +51,10 @@ export type ObservePublish = (started: number, exit: Exit.Exit<unknown, PublishA
  * interruptible region and an exit hook of its own.
  */
 export class BatchItem<A, R> {
+  /** Its neighbours in the list of batches the receipts wait for, and whether it is in it (`Receipts`' own). */
+  previousAwaiting: BatchItem<A, unknown> | undefined = undefined
+  nextAwaiting: BatchItem<A, unknown> | undefined = undefined
+  isAwaited = false
   private exit: AckExit | undefined = undefined
   private resume: Resume<R>["resume"] | undefined = undefined
   constructor(
@@ -97,9 +101,14 @@ export class BatchItem<A, R> {
   })
 }
 
-/** The batches whose publishers still wait, and the sweeper that answers them at their deadline. */
+/**
+ * The batches whose publishers still wait, and the sweeper that answers them at their deadline.
+ * They are a list threaded through the batches themselves: a batch joins and leaves it once per
+ * publish, where a `Set` cost a hash insert and delete each time.
+ */
 export class Receipts<A> {
-  private readonly awaiting = new Set<BatchItem<A, unknown>>()
+  private firstAwaiting: BatchItem<A, unknown> | undefined = undefined
+  private awaiting = 0
   private sweepAt = Number.POSITIVE_INFINITY
 
   private constructor(
@@ -121,19 +130,36 @@ export class Receipts<A> {
    * answered costs a wake-up then, where waking it for every batch cost one per publish.
    */
   track(item: BatchItem<A, unknown>): void {
-    this.awaiting.add(item)
+    if (item.isAwaited) return
+    item.isAwaited = true
+    item.nextAwaiting = this.firstAwaiting
+    if (this.firstAwaiting !== undefined) this.firstAwaiting.previousAwaiting = item
+    this.firstAwaiting = item
+    this.awaiting++
     if (item.deadline < this.sweepAt) this.sweepNeeded.unsafeOpen()
   }
 
   /** Stops waiting for `item` without answering it (its publisher has gone). */
   forget(item: BatchItem<A, unknown>): void {
-    this.awaiting.delete(item)
+    if (!item.isAwaited) return
+    item.isAwaited = false
+    const { nextAwaiting: next, previousAwaiting: previous } = item
+    if (previous === undefined) this.firstAwaiting = next
+    else previous.nextAwaiting = next
+    if (next !== undefined) next.previousAwaiting = previous
+    item.previousAwaiting = item.nextAwaiting = undefined
+    this.awaiting--
   }
 
   /** Answers `item` and stops waiting for it. */
   settle(item: BatchItem<A, unknown>, exit: AckExit): void {
-    this.awaiting.delete(item)
+    this.forget(item)
     item.done(exit)
+  }
+
+  /** How many batches are waited for. */
+  get size(): number {
+    return this.awaiting
   }
 
   /**
@@ -145,7 +171,7 @@ export class Receipts<A> {
     return Effect.forever(
       Effect.suspend(() => {
         this.sweepNeeded.unsafeClose()
-        if (this.awaiting.size === 0) {
+        if (this.awaiting === 0) {
           this.sweepAt = Number.POSITIVE_INFINITY
           return this.sweepNeeded.await
         }
@@ -153,9 +179,11 @@ export class Receipts<A> {
           Effect.clockWith((clock) => Effect.succeed(clock.unsafeCurrentTimeMillis())),
           (now) => {
             let next = Number.POSITIVE_INFINITY
-            for (const item of this.awaiting) {
+            for (let item = this.firstAwaiting; item !== undefined;) {
+              const after = item.nextAwaiting
               if (now >= item.deadline) this.settle(item, Exit.fail(new NotYetDurable({ timeoutMs: item.timeoutMs })))
               else if (item.deadline < next) next = item.deadline
+              item = after
             }
             if (next === Number.POSITIVE_INFINITY) return Effect.void
             this.sweepAt = next

@@ -168,18 +168,21 @@ export const make = <A>(deps: {
       Effect.gen(function* () {
         const ts = new Date(yield* Clock.currentTimeMillis).toISOString()
         const entries: Array<JournalEntry<A>> = []
-        /** Each published batch, and where its entries start in the journal batch. */
-        const acks: Array<readonly [BatchItem<A, unknown>, number]> = []
+        /** Each published batch, and where its entries start in the journal batch (side by side, not paired per item). */
+        const acks: Array<BatchItem<A, unknown>> = []
+        const starts: Array<number> = []
         for (const item of items) {
           if (isBatch(item)) {
-            acks.push([item, entries.length])
+            acks.push(item)
+            starts.push(entries.length)
             const key = item.keyed?.key
             for (const entry of item.entries) entries.push(toEntry(ts, entry, key))
           } else {
             entries.push(toEntry(ts, item, undefined))
           }
         }
-        const backoff = yield* Schedule.driver(retrySchedule)
+        /** Made at the first failure: most batches never need it. */
+        let backoff: Schedule.ScheduleDriver<unknown, JournalIoError, never> | undefined
         let failures = 0
         let appended: Appended<A>
         while (true) {
@@ -197,6 +200,7 @@ export const make = <A>(deps: {
             yield* Effect.logError(`change feed: ${lost} accepted event(s) could not be journaled before shutdown`)
             return
           }
+          backoff ??= yield* Schedule.driver(retrySchedule)
           if (Exit.isFailure(yield* Effect.exit(restore(backoff.next(failure.value))))) {
             // Shutdown: the batch is still accepted, and the drain retries it before the rest.
             stranded = items
@@ -214,8 +218,9 @@ export const make = <A>(deps: {
         let held = 0
         for (const item of items) held += item.bytes
         broadcast.committed(appended, held)
-        for (const [item, start] of acks) {
-          const first = appended.events[start]!.seq
+        for (let i = 0; i < acks.length; i++) {
+          const item = acks[i]!
+          const first = appended.events[starts[i]!]!.seq
           if (item.keyed !== undefined) keys.journaledAt(item.keyed, first, item.entries.length, head)
           receipts.settle(item, Exit.succeed(first))
         }

@@ -70,6 +70,27 @@ describe("Receipts", () => {
     })
   )
 
+  it.scoped("batches_leave_the_receipts_however_they_are_answered_or_forgotten_and_the_rest_are_swept", () =>
+    Effect.gen(function* () {
+      const receipts = yield* Receipts.make<never>()
+      const batches = [published(0, 100), published(0, 100), published(0, 100), published(0, 200)]
+      for (const batch of batches) receipts.track(batch)
+      const waiting = yield* Effect.forEach(batches, (batch) => Effect.fork(batch.await))
+      receipts.settle(batches[1]!, Exit.succeed(1))
+      receipts.forget(batches[3]!)
+      receipts.forget(batches[3]!)
+      assert.strictEqual(receipts.size, 2)
+      yield* TestClock.adjust(100)
+      assert.strictEqual(yield* Fiber.join(waiting[1]!), 1)
+      assert.strictEqual(failureOf(yield* Fiber.await(waiting[0]!)), "NotYetDurable")
+      assert.strictEqual(failureOf(yield* Fiber.await(waiting[2]!)), "NotYetDurable")
+      assert.strictEqual(receipts.size, 0)
+      // The forgotten one is no longer swept: its publisher has gone.
+      yield* TestClock.adjust(200)
+      assert.isNull(waiting[3]!.unsafePoll())
+    })
+  )
+
   it.scoped("a_batch_with_a_later_deadline_than_an_answered_one_is_answered_at_its_own", () =>
     Effect.gen(function* () {
       const receipts = yield* Receipts.make<never>()
