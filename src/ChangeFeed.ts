@@ -211,7 +211,8 @@ export const make = <A, I>(
       receipts,
       keys,
       estimateLimit: Math.max(writer.intake.maxBytes, broadcast.live.maxBytes),
-      publishTimeoutMs: millis(options.publishTimeout, 10_000)
+      publishTimeoutMs: millis(options.publishTimeout, 10_000),
+      observe: instrument.observePublish
     })
     const readers = Reader.make(journal, broadcast, instrument)
 

@@ -13,6 +13,7 @@ import * as Metrics from "../Metrics.js"
 import * as Finalizer from "../Finalizer.js"
 import * as Tracing from "../Tracing.js"
 import type { PublishAllError, PublishError } from "./Errors.js"
+import type { ObservePublish } from "./Receipts.js"
 
 /** The journal's part of the state the gauges are read from. */
 export interface JournalState {
@@ -65,7 +66,8 @@ export const make = (account: string = Metrics.defaultAccount) =>
           })
     )
 
-    const settlePublish = (started: number, exit: Exit.Exit<unknown, PublishAllError>) => {
+    /** Times a publish call that ended with a durable ack, or counts why it was refused. */
+    const observePublish: ObservePublish = (started, exit) => {
       if (Exit.isSuccess(exit)) return metrics.publishSeconds.unsafeUpdate((performance.now() - started) / 1000, [])
       const failure = Cause.failureOption(exit.cause)
       if (Option.isSome(failure)) {
@@ -80,58 +82,59 @@ export const make = (account: string = Metrics.defaultAccount) =>
       }
     }
 
-    /** A publish call: timed and its refusals counted, in a span when traced. */
-    const observePublish = <A, Err extends PublishAllError>(
+    /** A publish call's span, when traced (its timing and refusals are recorded by the call itself). */
+    const tracePublish = <A, Err extends PublishAllError>(
       name: string,
       attributes: Record<string, unknown>,
       publish: Effect.Effect<A, Err>,
       seqs: (result: A) => Record<string, unknown>
     ): Effect.Effect<A, Err> =>
-      Effect.suspend(() => {
-        const started = performance.now()
-        const observed = Effect.onExit(publish, (exit) => Effect.sync(() => settlePublish(started, exit)))
-        if (!tracing) return observed
-        return observed.pipe(
-          Effect.tap((result) => Effect.annotateCurrentSpan(seqs(result))),
-          Effect.withSpan(name, { attributes: { ...accountAttribute, ...attributes }, captureStackTrace: false })
-        )
-      })
+      publish.pipe(
+        Effect.tap((result) => Effect.annotateCurrentSpan(seqs(result))),
+        Effect.withSpan(name, { attributes: { ...accountAttribute, ...attributes }, captureStackTrace: false })
+      )
 
     return {
       metrics,
 
-      publish:
-        <A, O>(
-          publish: (
-            sessionId: string | undefined,
-            event: A,
-            options?: O
-          ) => Effect.Effect<Option.Option<number>, PublishError>
-        ) =>
-        (sessionId: string | undefined, event: A, options?: O) =>
-          observePublish(
-            "ChangeFeed.publish",
-            sessionId === undefined ? {} : { "feed.session_id": sessionId },
-            publish(sessionId, event, options),
-            (seq) => (Option.isSome(seq) ? { "feed.seq": seq.value } : { "feed.ephemeral": true })
-          ),
+      observePublish,
 
-      publishAll:
-        <E, O>(
-          publishAll: (entries: ReadonlyArray<E>, options?: O) => Effect.Effect<Array<number | null>, PublishAllError>
-        ) =>
-        (entries: ReadonlyArray<E>, options?: O) =>
-          observePublish(
-            "ChangeFeed.publishAll",
-            { "feed.events": entries.length },
-            publishAll(entries, options),
-            (seqs) => {
-              const durable = seqs.filter((seq): seq is number => seq !== null)
-              return durable.length === 0
-                ? { "feed.durable": 0 }
-                : { "feed.durable": durable.length, "feed.seq.first": durable[0], "feed.seq.last": durable.at(-1) }
-            }
-          ),
+      /** `publish` with a span per call when traced; as it is otherwise. */
+      publish: <A, O>(
+        publish: (
+          sessionId: string | undefined,
+          event: A,
+          options?: O
+        ) => Effect.Effect<Option.Option<number>, PublishError>
+      ) =>
+        tracing
+          ? (sessionId: string | undefined, event: A, options?: O) =>
+              tracePublish(
+                "ChangeFeed.publish",
+                sessionId === undefined ? {} : { "feed.session_id": sessionId },
+                publish(sessionId, event, options),
+                (seq) => (Option.isSome(seq) ? { "feed.seq": seq.value } : { "feed.ephemeral": true })
+              )
+          : publish,
+
+      /** `publishAll` with a span per call when traced; as it is otherwise. */
+      publishAll: <E, O>(
+        publishAll: (entries: ReadonlyArray<E>, options?: O) => Effect.Effect<Array<number | null>, PublishAllError>
+      ) =>
+        tracing
+          ? (entries: ReadonlyArray<E>, options?: O) =>
+              tracePublish(
+                "ChangeFeed.publishAll",
+                { "feed.events": entries.length },
+                publishAll(entries, options),
+                (seqs) => {
+                  const durable = seqs.filter((seq): seq is number => seq !== null)
+                  return durable.length === 0
+                    ? { "feed.durable": 0 }
+                    : { "feed.durable": durable.length, "feed.seq.first": durable[0], "feed.seq.last": durable.at(-1) }
+                }
+              )
+          : publishAll,
 
       /** One journal append of the writer: its latency and size, and the seqs it got, in a span when traced. */
       commit: <A, E>(append: Effect.Effect<Appended<A>, E>, events: number): Effect.Effect<Appended<A>, E> => {

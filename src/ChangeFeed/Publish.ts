@@ -29,7 +29,7 @@ import {
   type Runs,
   seqsAt
 } from "./Idempotency.js"
-import { BatchItem, type Entry, type Receipts } from "./Receipts.js"
+import { BatchItem, type Entry, type ObservePublish, type Receipts } from "./Receipts.js"
 import type { Writer } from "./Writer.js"
 
 export interface PublishOptions {
@@ -85,9 +85,14 @@ export const make = <A, I>(deps: {
   /** Past this an event is over every budget: its size need not be known more exactly (nor a cycle walked). */
   readonly estimateLimit: number
   readonly publishTimeoutMs: number
+  /** Records how each call ended (`Instrument.observePublish`). */
+  readonly observe: ObservePublish
 }): Effect.Effect<Publisher<A>> =>
   Effect.map(Effect.clock, (clock) => {
-    const { domain, estimateLimit, journal, keys, receipts, writer } = deps
+    const { domain, estimateLimit, journal, keys, observe, receipts, writer } = deps
+    /** `publish` recorded when it ends, for a call whose receipt (if any) does not record it. */
+    const observed = <R, E extends PublishAllError>(started: number, publish: Effect.Effect<R, E>) =>
+      Effect.onExit(publish, (exit) => Effect.sync(() => observe(started, exit)))
     const encodeEvent = Schema.encodeSync(domain.schema)
 
     const unsafeRecord = (sessionId: string | undefined, event: A): void => {
@@ -100,21 +105,28 @@ export const make = <A, I>(deps: {
     }
 
     /**
-     * Queues durable entries as one batch and answers its first seq once journaled. A keyed batch
-     * that is not accepted lets go of its key, so that a retry can append it.
+     * Queues durable entries as one batch and answers `reply` of its first seq once journaled. A
+     * keyed batch that is not accepted lets go of its key, so that a retry can append it. With
+     * `observe`, the call is recorded here however it ends (its caller records it otherwise).
      */
-    const submit = (
+    const submit = <R>(
       durable: ReadonlyArray<Entry<A>>,
       timeoutMs: number,
-      keyed: Pending | undefined
-    ): Effect.Effect<number, PublishError> => {
+      keyed: Pending | undefined,
+      reply: (first: number) => R,
+      observe: ObservePublish | undefined,
+      started: number
+    ): Effect.Effect<R, PublishError> => {
       if (writer.closing()) {
         if (keyed !== undefined) keys.abandon(keyed)
-        return Effect.fail(new FeedClosed())
+        const closed = Exit.fail(new FeedClosed())
+        observe?.(started, closed)
+        return closed
       }
       let bytes = 0
       for (const entry of durable) bytes += estimateBytes(entry.event, estimateLimit)
-      const item = new BatchItem(durable, bytes, clock.unsafeCurrentTimeMillis() + timeoutMs, timeoutMs, keyed)
+      const deadline = clock.unsafeCurrentTimeMillis() + timeoutMs
+      const item = new BatchItem(durable, bytes, deadline, timeoutMs, keyed, reply, observe, started)
       // No timer on the common path: an intake with room takes the item at once, and the wait
       // for durability is bounded by the receipts' deadline sweep, not a timer per call.
       receipts.track(item)
@@ -127,21 +139,25 @@ export const make = <A, I>(deps: {
             : Effect.sync(() => {
                 receipts.forget(item)
                 if (keyed !== undefined) keys.abandon(keyed)
+                observe?.(started, exit)
               })
         ),
         Effect.zipRight(item.await)
       )
     }
 
-    // Plain functions around `submit`, not generators: these are on every publisher's path.
+    // Plain functions around `submit`, not generators: these are on every publisher's path. An
+    // unkeyed call is one `suspend` and, once queued, one wait whose resumption answers and
+    // records it (`BatchItem`).
     const publishAll = (
       entries: ReadonlyArray<Entry<A>>,
       options?: PublishAllOptions
     ): Effect.Effect<Array<number | null>, PublishAllError> =>
       Effect.suspend(() => {
+        const started = performance.now()
         const timeoutMs = timeoutOf(options, deps.publishTimeoutMs)
         const key = options?.idempotencyKey
-        if (key !== undefined) return publishKeyed(key, entries, timeoutMs)
+        if (key !== undefined) return observed(started, publishKeyed(key, entries, timeoutMs))
         const seqs: Array<number | null> = new Array(entries.length).fill(null)
         const durable: Array<Entry<A>> = []
         const positions: Array<number> = []
@@ -154,11 +170,12 @@ export const make = <A, I>(deps: {
           durable.push(routed === sessionId ? entry : { sessionId: routed, event, eventJson })
           positions.push(i)
         }
-        if (durable.length === 0) return Effect.succeed(seqs)
-        return Effect.map(submit(durable, timeoutMs, undefined), (first) => {
+        if (durable.length === 0) return answeredNow(started, seqs)
+        const reply = (first: number) => {
           for (let k = 0; k < positions.length; k++) seqs[positions[k]!] = first + k
           return seqs
-        })
+        }
+        return submit(durable, timeoutMs, undefined, reply, observe, started)
       })
 
     const publish = (
@@ -166,18 +183,19 @@ export const make = <A, I>(deps: {
       event: A,
       options?: PublishOptions
     ): Effect.Effect<Option.Option<number>, PublishError> =>
-      Effect.suspend(() =>
-        domain.isDurable(event)
-          ? Effect.map(
-              submit(
-                [{ sessionId: routeSession(domain, sessionId, event), event }],
-                timeoutOf(options, deps.publishTimeoutMs),
-                undefined
-              ),
-              Option.some
-            )
-          : Effect.succeed(Option.none())
-      )
+      Effect.suspend(() => {
+        const started = performance.now()
+        if (!domain.isDurable(event)) return answeredNow(started, Option.none())
+        const entry = { sessionId: routeSession(domain, sessionId, event), event }
+        return submit([entry], timeoutOf(options, deps.publishTimeoutMs), undefined, Option.some, observe, started)
+      })
+
+    /** A call answered at once (nothing durable to wait for), recorded as one acked now. */
+    const answeredNow = <R>(started: number, answer: R): Effect.Effect<R> => {
+      const exit = Exit.succeed(answer)
+      observe(started, exit)
+      return exit
+    }
 
     // ---- idempotent batches ---------------------------------------------------------------
 
@@ -227,7 +245,8 @@ export const make = <A, I>(deps: {
         if (known === undefined) {
           if (durable.length === 0) return Effect.succeed(answer([]))
           const keyed = keys.begin(key, fingerprint, durable.length, undefined)
-          return Effect.map(submit(durable, request.timeoutMs, keyed), (first) => answer([first, durable.length]))
+          const reply = (first: number) => answer([first, durable.length])
+          return submit(durable, request.timeoutMs, keyed, reply, undefined, 0)
         }
         if (known._tag === "Journaled" && known.fingerprint === undefined) {
           // Learnt at open: its fingerprint is read back from the journal the first time it is needed.
@@ -252,7 +271,8 @@ export const make = <A, I>(deps: {
           const prior = known.runs
           const rest = durable.slice(known.count)
           const keyed = keys.begin(key, fingerprint, durable.length, known)
-          return Effect.map(submit(rest, request.timeoutMs, keyed), (first) => answer([...prior, first, rest.length]))
+          const reply = (first: number) => answer([...prior, first, rest.length])
+          return submit(rest, request.timeoutMs, keyed, reply, undefined, 0)
         }
         return Effect.fail(
           new IdempotencyKeyConflict({ key, acceptedEvents: known.count, requestEvents: durable.length })

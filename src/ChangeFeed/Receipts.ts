@@ -4,11 +4,12 @@
  * batch whose deadline passes, instead of a timer per call.
  */
 import { Effect, Exit } from "effect"
-import type { FeedClosed } from "./Errors.js"
+import type { FeedClosed, PublishAllError } from "./Errors.js"
 import { NotYetDurable } from "./Errors.js"
 import type { Pending } from "./Idempotency.js"
 
-type AckExit = Exit.Exit<number, FeedClosed | NotYetDurable>
+type AckError = FeedClosed | NotYetDurable
+type AckExit = Exit.Exit<number, AckError>
 
 /** A durable entry as a producer hands it over. */
 export interface Entry<A> {
@@ -25,13 +26,37 @@ export interface Entry<A> {
 }
 
 /**
- * A published batch and its receipt, answered once (by the writer with the first seq, by the
- * deadline sweep, or at shutdown). A one-shot callback rather than a `Deferred` per call: the
- * receipt is on every `publish`'s path, and a `Deferred` costs several times more to make.
+ * A publisher's resume, declared as a method so that a batch of any reply is a `BatchItem<A, unknown>`
+ * to the writer and the receipts (which only answer it).
  */
-export class BatchItem<A> {
+interface Resume<R> {
+  resume(answer: Effect.Effect<R, AckError>): void
+}
+
+/**
+ * Told how a publish call ended, in the publisher's fiber: the time from `started`
+ * (`performance.now()`) to a durable ack, or why it was refused (`Instrument`).
+ */
+export type ObservePublish = (started: number, exit: Exit.Exit<unknown, PublishAllError>) => void
+
+/**
+ * A published batch and its receipt, answered once (by the writer with the first seq, by the
+ * deadline sweep, or at shutdown). What the publish call returns is made of the answer (`reply`)
+ * and recorded (`observe`) in the publisher's fiber as it resumes: one step there, where a
+ * mapping and an exit hook of its own cost the publisher several, and the resumption never runs
+ * for a publisher that was interrupted first (Effect drops a resume after an interruption).
+ *
+ * The wait has no canceler: an interrupted publisher's resume stays here, unused, until the batch
+ * is answered (by its deadline at the latest), where a canceler cost every publisher an
+ * interruptible region and an exit hook of its own.
+ */
+export class BatchItem<A, R> {
+  /** Its neighbours in the list of batches the receipts wait for, and whether it is in it (`Receipts`' own). */
+  previousAwaiting: BatchItem<A, unknown> | undefined = undefined
+  nextAwaiting: BatchItem<A, unknown> | undefined = undefined
+  isAwaited = false
   private exit: AckExit | undefined = undefined
-  private waiter: ((exit: AckExit) => void) | undefined = undefined
+  private resume: Resume<R>["resume"] | undefined = undefined
   constructor(
     readonly entries: ReadonlyArray<Entry<A>>,
     /** What the entries hold in memory, by `estimateBytes`. */
@@ -40,29 +65,50 @@ export class BatchItem<A> {
     readonly deadline: number,
     readonly timeoutMs: number,
     /** The idempotency key the batch is published under, if any. */
-    readonly keyed: Pending | undefined
+    readonly keyed: Pending | undefined,
+    /** What the publish call answers for the batch's first seq. */
+    private readonly reply: (first: number) => R,
+    /** Told the call's outcome when the publisher takes the answer; `undefined` when its caller observes the call. */
+    private readonly observe: ObservePublish | undefined = undefined,
+    private readonly started = 0
   ) {}
 
   /** Answers the publisher; later answers are ignored. */
   done(exit: AckExit): void {
     if (this.exit !== undefined) return
     this.exit = exit
-    const waiter = this.waiter
-    this.waiter = undefined
-    waiter?.(exit)
+    const resume = this.resume
+    this.resume = undefined
+    resume?.(this.answer(exit))
   }
 
-  /** The first seq of the batch once answered (an interrupted wait leaves the batch accepted). */
-  readonly await: Effect.Effect<number, FeedClosed | NotYetDurable> = Effect.async((resume) => {
-    if (this.exit !== undefined) return resume(this.exit)
-    this.waiter = resume
-    return Effect.sync(() => (this.waiter = undefined))
+  private answer(exit: AckExit): Effect.Effect<R, AckError> {
+    if (Exit.isSuccess(exit))
+      return Effect.sync(() => {
+        this.observe?.(this.started, exit)
+        return this.reply(exit.value)
+      })
+    return Effect.suspend(() => {
+      this.observe?.(this.started, exit)
+      return Effect.failCause(exit.cause)
+    })
+  }
+
+  /** The call's answer once the batch is answered (an interrupted wait leaves the batch accepted). */
+  readonly await: Effect.Effect<R, AckError> = Effect.async((resume) => {
+    if (this.exit !== undefined) resume(this.answer(this.exit))
+    else this.resume = resume
   })
 }
 
-/** The batches whose publishers still wait, and the sweeper that answers them at their deadline. */
+/**
+ * The batches whose publishers still wait, and the sweeper that answers them at their deadline.
+ * They are a list threaded through the batches themselves: a batch joins and leaves it once per
+ * publish, where a `Set` cost a hash insert and delete each time.
+ */
 export class Receipts<A> {
-  private readonly awaiting = new Set<BatchItem<A>>()
+  private firstAwaiting: BatchItem<A, unknown> | undefined = undefined
+  private awaiting = 0
   private sweepAt = Number.POSITIVE_INFINITY
 
   private constructor(
@@ -83,20 +129,37 @@ export class Receipts<A> {
    * the one it sleeps until (never, when it idles): one it sleeps until though that batch has been
    * answered costs a wake-up then, where waking it for every batch cost one per publish.
    */
-  track(item: BatchItem<A>): void {
-    this.awaiting.add(item)
+  track(item: BatchItem<A, unknown>): void {
+    if (item.isAwaited) return
+    item.isAwaited = true
+    item.nextAwaiting = this.firstAwaiting
+    if (this.firstAwaiting !== undefined) this.firstAwaiting.previousAwaiting = item
+    this.firstAwaiting = item
+    this.awaiting++
     if (item.deadline < this.sweepAt) this.sweepNeeded.unsafeOpen()
   }
 
   /** Stops waiting for `item` without answering it (its publisher has gone). */
-  forget(item: BatchItem<A>): void {
-    this.awaiting.delete(item)
+  forget(item: BatchItem<A, unknown>): void {
+    if (!item.isAwaited) return
+    item.isAwaited = false
+    const { nextAwaiting: next, previousAwaiting: previous } = item
+    if (previous === undefined) this.firstAwaiting = next
+    else previous.nextAwaiting = next
+    if (next !== undefined) next.previousAwaiting = previous
+    item.previousAwaiting = item.nextAwaiting = undefined
+    this.awaiting--
   }
 
   /** Answers `item` and stops waiting for it. */
-  settle(item: BatchItem<A>, exit: AckExit): void {
-    this.awaiting.delete(item)
+  settle(item: BatchItem<A, unknown>, exit: AckExit): void {
+    this.forget(item)
     item.done(exit)
+  }
+
+  /** How many batches are waited for. */
+  get size(): number {
+    return this.awaiting
   }
 
   /**
@@ -108,7 +171,7 @@ export class Receipts<A> {
     return Effect.forever(
       Effect.suspend(() => {
         this.sweepNeeded.unsafeClose()
-        if (this.awaiting.size === 0) {
+        if (this.awaiting === 0) {
           this.sweepAt = Number.POSITIVE_INFINITY
           return this.sweepNeeded.await
         }
@@ -116,9 +179,11 @@ export class Receipts<A> {
           Effect.clockWith((clock) => Effect.succeed(clock.unsafeCurrentTimeMillis())),
           (now) => {
             let next = Number.POSITIVE_INFINITY
-            for (const item of this.awaiting) {
+            for (let item = this.firstAwaiting; item !== undefined;) {
+              const after = item.nextAwaiting
               if (now >= item.deadline) this.settle(item, Exit.fail(new NotYetDurable({ timeoutMs: item.timeoutMs })))
               else if (item.deadline < next) next = item.deadline
+              item = after
             }
             if (next === Number.POSITIVE_INFINITY) return Effect.void
             this.sweepAt = next

@@ -8,7 +8,7 @@
  * the broadcast and answers its publishers. At shutdown it stops the intake and journals
  * everything accepted before the journal closes.
  */
-import { Cause, Chunk, Clock, Duration, Effect, Exit, Fiber, Metric, Option, Queue, Schedule } from "effect"
+import { Cause, Clock, Duration, Effect, Exit, Fiber, Metric, Option, Queue, Schedule } from "effect"
 import { BufferBudget } from "../BufferBudget.js"
 import type { Appended, Journal, JournalEntry } from "../Journal.js"
 import type { JournalIoError } from "../Journal/Errors.js"
@@ -22,8 +22,8 @@ import { BatchItem, type Entry, type Receipts } from "./Receipts.js"
 export interface Queued<A> extends Entry<A> {
   readonly bytes: number
 }
-type Item<A> = Queued<A> | BatchItem<A>
-const isBatch = <A>(item: Item<A>): item is BatchItem<A> => item instanceof BatchItem
+type Item<A> = Queued<A> | BatchItem<A, unknown>
+const isBatch = <A>(item: Item<A>): item is BatchItem<A, unknown> => item instanceof BatchItem
 
 type Restore = <X, E, R>(effect: Effect.Effect<X, E, R>) => Effect.Effect<X, E, R>
 
@@ -45,9 +45,9 @@ export interface Writer<A> {
    * Queues a published batch if the intake has room for it now and the feed is not closing.
    * One synchronous step, so an item is either queued (and the shutdown drain finds it) or not taken.
    */
-  readonly offer: (item: BatchItem<A>) => boolean
+  readonly offer: (item: BatchItem<A, unknown>) => boolean
   /** Waits for room in the intake until the item's deadline, then queues it. */
-  readonly admit: (item: BatchItem<A>) => Effect.Effect<void, FeedBusy | FeedClosed>
+  readonly admit: (item: BatchItem<A, unknown>) => Effect.Effect<void, FeedBusy | FeedClosed>
   readonly closing: () => boolean
   /** The last seq this writer's journal holds, as of its last append. */
   readonly head: () => number
@@ -71,7 +71,9 @@ export const make = <A>(deps: {
     const { appendFailures, dropped: droppedTotal, journaled } = instrument.metrics
     // Bounded by `intake`: room is taken before an item is queued; its item is given back when the
     // writer takes it, its bytes once the writer has journaled it (what the writer holds counts too).
-    const queue = yield* Queue.unbounded<Item<A>>()
+    // A plain array: every offer and take is synchronous (the writer waits on `hasWork`, never
+    // in a take), and an Effect `Queue` cost each item a node in and a `Chunk` out.
+    let queue: Array<Item<A>> = []
     const intake = new BufferBudget(options.queueCapacity, options.queueBytes)
     const warnSignal = yield* Queue.sliding<void>(1)
     // Opened by producers once an item is in the queue, closed by the writer before it looks. The
@@ -110,12 +112,12 @@ export const make = <A>(deps: {
 
     const enqueue = (item: Item<A>): boolean => {
       if (closing || !intake.tryTake(item.bytes)) return false
-      Queue.unsafeOffer(queue, item)
+      queue.push(item)
       hasWork.unsafeOpen()
       return true
     }
 
-    const admit = (item: BatchItem<A>): Effect.Effect<void, FeedBusy | FeedClosed> =>
+    const admit = (item: BatchItem<A, unknown>): Effect.Effect<void, FeedBusy | FeedClosed> =>
       Effect.suspend(() => {
         if (closing) return Effect.fail(new FeedClosed())
         if (enqueue(item)) return Effect.void
@@ -166,18 +168,21 @@ export const make = <A>(deps: {
       Effect.gen(function* () {
         const ts = new Date(yield* Clock.currentTimeMillis).toISOString()
         const entries: Array<JournalEntry<A>> = []
-        /** Each published batch, and where its entries start in the journal batch. */
-        const acks: Array<readonly [BatchItem<A>, number]> = []
+        /** Each published batch, and where its entries start in the journal batch (side by side, not paired per item). */
+        const acks: Array<BatchItem<A, unknown>> = []
+        const starts: Array<number> = []
         for (const item of items) {
           if (isBatch(item)) {
-            acks.push([item, entries.length])
+            acks.push(item)
+            starts.push(entries.length)
             const key = item.keyed?.key
             for (const entry of item.entries) entries.push(toEntry(ts, entry, key))
           } else {
             entries.push(toEntry(ts, item, undefined))
           }
         }
-        const backoff = yield* Schedule.driver(retrySchedule)
+        /** Made at the first failure: most batches never need it. */
+        let backoff: Schedule.ScheduleDriver<unknown, JournalIoError, never> | undefined
         let failures = 0
         let appended: Appended<A>
         while (true) {
@@ -195,6 +200,7 @@ export const make = <A>(deps: {
             yield* Effect.logError(`change feed: ${lost} accepted event(s) could not be journaled before shutdown`)
             return
           }
+          backoff ??= yield* Schedule.driver(retrySchedule)
           if (Exit.isFailure(yield* Effect.exit(restore(backoff.next(failure.value))))) {
             // Shutdown: the batch is still accepted, and the drain retries it before the rest.
             stranded = items
@@ -212,8 +218,9 @@ export const make = <A>(deps: {
         let held = 0
         for (const item of items) held += item.bytes
         broadcast.committed(appended, held)
-        for (const [item, start] of acks) {
-          const first = appended.events[start]!.seq
+        for (let i = 0; i < acks.length; i++) {
+          const item = acks[i]!
+          const first = appended.events[starts[i]!]!.seq
           if (item.keyed !== undefined) keys.journaledAt(item.keyed, first, item.entries.length, head)
           receipts.settle(item, Exit.succeed(first))
         }
@@ -294,14 +301,23 @@ export const make = <A>(deps: {
         }
       })
 
+    /** Takes every queued item (at most `limit`), oldest first. */
+    const takeQueued = (limit: number): ReadonlyArray<Item<A>> => {
+      if (queue.length <= limit) {
+        const items = queue
+        queue = []
+        return items
+      }
+      return queue.splice(0, limit)
+    }
+
     const writer = Effect.uninterruptibleMask((restore) =>
       Effect.suspend(() => {
         hasWork.unsafeClose()
-        return Effect.flatMap(Queue.takeUpTo(queue, options.maxBatch), (items) => {
-          if (Chunk.isEmpty(items)) return restore(hasWork.await)
-          intake.release(0, items.length)
-          return writeInBatches(Chunk.toReadonlyArray(items), restore, Number.POSITIVE_INFINITY)
-        })
+        const items = takeQueued(options.maxBatch)
+        if (items.length === 0) return restore(hasWork.await)
+        intake.release(0, items.length)
+        return writeInBatches(items, restore, Number.POSITIVE_INFINITY)
       })
     ).pipe(Effect.forever)
 
@@ -334,7 +350,7 @@ export const make = <A>(deps: {
         yield* Fiber.interrupt(writerFiber)
         let drained = 0
         while (true) {
-          const taken = Chunk.toReadonlyArray(yield* Queue.takeAll(queue))
+          const taken = takeQueued(Number.POSITIVE_INFINITY)
           intake.release(0, taken.length)
           const items = stranded.concat(taken)
           stranded = []
@@ -342,7 +358,6 @@ export const make = <A>(deps: {
           yield* writeInBatches(items, (effect) => effect, options.drainAttempts)
           drained += items.length
         }
-        yield* Queue.shutdown(queue)
         broadcast.close()
         yield* Effect.logDebug(`change feed closed: drained ${drained} queued item(s), head ${head}`)
       })
@@ -359,7 +374,7 @@ export const make = <A>(deps: {
       dropped: () => dropped,
       degraded: () => degraded,
       lastError: () => lastError,
-      queued: Effect.map(Queue.size(queue), (size) => Math.max(0, size)),
+      queued: Effect.sync(() => queue.length),
       intake
     } satisfies Writer<A>
   })
