@@ -455,7 +455,8 @@ const ticking = async (
     const pump = () => {
       clearTimeout(timer)
       const now = clock()
-      if (now - startedAt >= seconds * 1000) over = true
+      // Ends when due even after a late start: a warm-up's last events are stamped before the measured start.
+      if (now >= startAt + seconds * 1000) over = true
       const due = over ? tick : Math.min(ticks, Math.floor((now - startedAt) / TICK_MS) + 1)
       while (tick < due && inFlight < maxInFlight) {
         const from = first + tick * perTick
@@ -474,7 +475,7 @@ const ticking = async (
       if ((over || tick >= ticks) && inFlight === 0) return resolve()
       if (!over && tick < ticks && inFlight < maxInFlight) {
         timer = setTimeout(pump, Math.max(0, startedAt + tick * TICK_MS - clock()))
-      } else if (!over) timer = setTimeout(pump, Math.max(0, startedAt + seconds * 1000 - clock()))
+      } else if (!over) timer = setTimeout(pump, Math.max(0, startAt + seconds * 1000 - clock()))
     }
     pump()
   })
