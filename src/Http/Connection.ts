@@ -300,48 +300,8 @@ export class OpenConnections {
 }
 
 /**
- * Runs tasks in Node's check phase, after the I/O callbacks of the same turn, at most `budgetMs`
- * of them a turn: what is left waits for the next turn, after the I/O that came meanwhile. One
- * queue for every fiber on it, in the order tasks came.
- */
-export class TurnBudgetScheduler implements Scheduler.Scheduler {
-  private queue: Array<Scheduler.Task> = []
-  private scheduled = false
-
-  constructor(
-    private readonly budgetMs: number,
-    private readonly now: () => number = () => performance.now()
-  ) {}
-
-  readonly shouldYield = Scheduler.defaultShouldYield
-
-  scheduleTask(task: Scheduler.Task, _priority: number): void {
-    this.queue.push(task)
-    if (this.scheduled) return
-    this.scheduled = true
-    setImmediate(this.drain)
-  }
-
-  private readonly drain = (): void => {
-    const tasks = this.queue
-    this.queue = []
-    const deadline = this.now() + this.budgetMs
-    // Only the tasks queued before this turn: those they queue wait for the next one.
-    let ran = 0
-    while (ran < tasks.length) {
-      tasks[ran++]!()
-      if (this.now() >= deadline) break
-    }
-    if (ran < tasks.length) this.queue = tasks.slice(ran).concat(this.queue)
-    if (this.queue.length > 0) setImmediate(this.drain)
-    else this.scheduled = false
-  }
-}
-
-/**
  * The scheduler stream readers run on: their fibers resume in Node's check phase, after the
- * I/O callbacks of the same turn, so that the writer, its acks and incoming requests go first,
- * and readers get at most a few milliseconds a turn before the I/O that came meanwhile is served:
- * reader work yields to them, however many readers there are and however far behind.
+ * I/O callbacks of the same turn, so that the writer, its acks and incoming requests go first
+ * and reader work yields to them (however many readers there are).
  */
-export const readerScheduler: Scheduler.Scheduler = new TurnBudgetScheduler(4)
+export const readerScheduler: Scheduler.Scheduler = Scheduler.makeBatched((run) => setImmediate(run))

@@ -4,15 +4,12 @@
  * pooled, and only so many bytes of buffers wait in it. (Pooled frames behind a client that stops
  * reading, end to end, are in `Fanout.test.ts`.) The writer, on a real server on loopback read
  * byte for byte: a chunked buffer goes out as one well-formed chunk in order with the response's
- * own writes, through the response before its head is out, and as plain bytes to HTTP/1.0. The
- * readers' scheduler: a turn's tasks stop at its budget and the rest wait until after what came
- * meanwhile, and every task runs once, in the order it came.
+ * own writes, through the response before its head is out, and as plain bytes to HTTP/1.0.
  */
 import * as Http from "node:http"
 import * as Net from "node:net"
 import { describe, it, assert } from "@effect/vitest"
-import { FastCheck as fc } from "effect"
-import { chunkedBuffer, ConnectionWriter, FramePool, TurnBudgetScheduler } from "../../src/Http/Connection.js"
+import { chunkedBuffer, ConnectionWriter, FramePool } from "../../src/Http/Connection.js"
 
 const KiB = 1024
 
@@ -146,65 +143,5 @@ describe("FramePool", () => {
     const again = [pool.alloc(64 * KiB), pool.alloc(64 * KiB), pool.alloc(64 * KiB)]
     const reused = again.filter((frame) => frames.some((old) => old.buffer === frame.buffer))
     assert.strictEqual(reused.length, 2)
-  })
-})
-
-/** A clock that moves only when told: each task says how long it took. */
-const fakeClock = () => {
-  let t = 0
-  return { now: () => t, spend: (ms: number) => (t += ms) }
-}
-
-/** Resolves once `scheduler` has nothing left to run (a few turns of the event loop). */
-const settled = () => new Promise<void>((resolve) => setTimeout(() => setImmediate(() => setImmediate(resolve)), 5))
-
-describe("TurnBudgetScheduler", () => {
-  it("a_turns_tasks_stop_at_its_budget_and_the_rest_run_after_what_came_meanwhile", async () => {
-    const clock = fakeClock()
-    const scheduler = new TurnBudgetScheduler(3, clock.now)
-    const order: Array<string> = []
-    const done = new Promise<void>((resolve) => {
-      for (let i = 1; i <= 6; i++) {
-        scheduler.scheduleTask(() => {
-          order.push(`task ${i}`)
-          clock.spend(1)
-          // Work that comes during the turn (as the writer's acks do): it must come before task 4.
-          if (i === 1) setImmediate(() => order.push("meanwhile"))
-          if (i === 6) resolve()
-        }, 0)
-      }
-    })
-    await done
-    assert.deepStrictEqual(order, ["task 1", "task 2", "task 3", "meanwhile", "task 4", "task 5", "task 6"])
-  })
-
-  it("every_task_runs_once_in_the_order_it_came_whatever_the_budget_and_the_tasks_it_queues", async () => {
-    const budgets = fc.integer({ min: 1, max: 10 })
-    const tasksMade = fc.array(fc.record({ cost: fc.nat({ max: 5 }), queues: fc.nat({ max: 2 }) }), {
-      minLength: 1,
-      maxLength: 40
-    })
-    await fc.assert(
-      fc.asyncProperty(budgets, tasksMade, async (budget, tasks) => {
-        const clock = fakeClock()
-        const scheduler = new TurnBudgetScheduler(budget, clock.now)
-        const ran: Array<string> = []
-        const expected: Array<string> = []
-        tasks.forEach(({ cost, queues }, i) => {
-          expected.push(`${i}`)
-          scheduler.scheduleTask(() => {
-            ran.push(`${i}`)
-            clock.spend(cost)
-            // What a task queues comes after everything queued before it.
-            for (let k = 0; k < queues; k++) scheduler.scheduleTask(() => ran.push(`${i}.${k}`), 0)
-          }, 0)
-        })
-        for (let i = 0; i < tasks.length; i++) for (let k = 0; k < tasks[i]!.queues; k++) expected.push(`${i}.${k}`)
-        for (let turns = 0; ran.length < expected.length && turns < 1000; turns++) await settled()
-        await settled()
-        assert.deepStrictEqual(ran, expected)
-      }),
-      { numRuns: 50 }
-    )
   })
 })
