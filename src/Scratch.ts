@@ -1,7 +1,8 @@
 /**
  * A scratch buffer: text written as UTF-8 piece by piece, then copied out at its exact size, so
  * that many small strings become one buffer without being joined into one string first (which
- * would copy them all again to flatten it before encoding it).
+ * would copy them all again to flatten it before encoding it); and the small byte helpers of
+ * code that writes bytes so (views without a copy, decimal digits without a string).
  */
 export class Scratch {
   private kept: Buffer
@@ -46,3 +47,17 @@ export const maxUtf8Bytes = (length: number): number => 3 * length
  */
 export const viewOf = (bytes: Uint8Array, start: number, end: number): Uint8Array =>
   new Uint8Array(bytes.buffer, bytes.byteOffset + start, end - start)
+
+/** The number of decimal digits of a non-negative integer. */
+export const digitsOf = (n: number): number => {
+  let digits = 1
+  for (let rest = n; rest >= 10; rest = Math.floor(rest / 10)) digits++
+  return digits
+}
+
+/** Writes a non-negative safe integer's decimal digits into `out` at `at` (no string made); answers where they end. */
+export const writeDigits = (out: Uint8Array, at: number, n: number): number => {
+  const digits = digitsOf(n)
+  for (let k = at + digits - 1, rest = n; k >= at; k--, rest = Math.floor(rest / 10)) out[k] = 0x30 + (rest % 10)
+  return at + digits
+}

@@ -8,6 +8,7 @@ import type { JournalLineRun } from "../Journal.js"
 import { cursorPrefix, formatCursor } from "../Domain/Cursor.js"
 import { caughtUpText, failureText, progressText, resetText, type StreamFailure } from "../Domain/FeedFrame.js"
 import type { LineItem } from "../Domain/FeedItem.js"
+import { digitsOf, writeDigits } from "../Scratch.js"
 import { chunkedBuffer } from "./Connection.js"
 
 export const keepaliveFrame = ": keepalive\n\n"
@@ -43,13 +44,6 @@ const copyBytes = Function.prototype.call.bind(Buffer.prototype.copy) as (
   start: number,
   end: number
 ) => number
-
-/** The number of decimal digits of a seq. */
-const digitsOf = (seq: number): number => {
-  let digits = 1
-  for (let rest = seq; rest >= 10; rest = Math.floor(rest / 10)) digits++
-  return digits
-}
 
 const DATA_FIELD = Buffer.from("\ndata: ", "latin1")
 
@@ -100,9 +94,7 @@ export const makeFrameEncoder = (epoch: string) => {
   const writeHead = (out: Uint8Array, at: number, seq: number): number => {
     out.set(idPrefix, at)
     at += idPrefix.length
-    const digits = digitsOf(seq)
-    for (let k = digits - 1, rest = seq; k >= 0; k--, rest = Math.floor(rest / 10)) out[at + k] = 48 + (rest % 10)
-    at += digits
+    at = writeDigits(out, at, seq)
     out.set(DATA_FIELD, at)
     return at + DATA_FIELD.length
   }

@@ -16,7 +16,7 @@ import { crc32 } from "node:zlib"
 import { Either, ParseResult, Schema } from "effect"
 import type { ChangeEvent } from "../Domain/ChangeEvent.js"
 import type { LineChange } from "../Domain/FeedItem.js"
-import { copyOut, maxUtf8Bytes, Scratch, viewOf } from "../Scratch.js"
+import { copyOut, maxUtf8Bytes, Scratch, viewOf, writeDigits } from "../Scratch.js"
 import { JournalKeyInvalid } from "./Errors.js"
 
 const NEWLINE = 0x0a
@@ -197,17 +197,8 @@ const writeAscii = (out: Uint8Array, at: number, bytes: Uint8Array): number => {
 }
 
 /** Writes `JSON.stringify(seq)` into `out` at `at`, digit by digit for the safe integers seqs are. */
-const writeSeq = (out: Buffer, at: number, seq: number): number => {
-  if (!Number.isSafeInteger(seq) || seq < 0) return at + out.write(JSON.stringify(seq), at, "latin1")
-  let digits = 1
-  for (let rest = seq; rest >= 10; rest = Math.floor(rest / 10)) digits++
-  let rest = seq
-  for (let k = at + digits - 1; k >= at; k--) {
-    out[k] = 0x30 + (rest % 10)
-    rest = Math.floor(rest / 10)
-  }
-  return at + digits
-}
+const writeSeq = (out: Buffer, at: number, seq: number): number =>
+  Number.isSafeInteger(seq) && seq >= 0 ? writeDigits(out, at, seq) : at + out.write(JSON.stringify(seq), at, "latin1")
 
 /** The most UTF-8 `JSON.stringify(text)` takes with its separators escaped: six bytes a unit (`\u001f`), and the quotes. */
 const maxJsonStringBytes = (text: string): number => 6 * text.length + 2
