@@ -9,6 +9,7 @@
  * object keeps one); the walk counts each object's keys, and `sameKeyCounts` compares them with
  * the parsed event's. A "not exact" is never wrong, only slower: the caller stringifies then.
  */
+import { findByte } from "../Scratch.js"
 
 /** The events of a body as the walk found them. */
 export interface EventSlices {
@@ -46,16 +47,6 @@ const SHORT_ESCAPE = new Map([
   [0x0c, 0x66],
   [0x0d, 0x72]
 ])
-
-/**
- * Where `byte` first occurs in `bytes` from `from`, or -1: Buffer's search (memchr), called on
- * the typed array directly.
- */
-const findByte = Function.prototype.call.bind(Buffer.prototype.indexOf) as (
-  bytes: Uint8Array,
-  byte: number,
-  from: number
-) => number
 
 const lowerHex = (c: number): number => (c >= ZERO && c <= NINE ? c - ZERO : c >= 0x61 && c <= 0x66 ? c - 0x57 : -1)
 

@@ -16,7 +16,7 @@ import { crc32 } from "node:zlib"
 import { Either, ParseResult, Schema } from "effect"
 import type { ChangeEvent } from "../Domain/ChangeEvent.js"
 import type { LineChange } from "../Domain/FeedItem.js"
-import { copyOut, maxUtf8Bytes, Scratch, viewOf, writeDigits } from "../Scratch.js"
+import { copyOut, findByte, matchAt, maxUtf8Bytes, Scratch, textOf, viewOf, writeDigits } from "../Scratch.js"
 import { JournalKeyInvalid } from "./Errors.js"
 
 const NEWLINE = 0x0a
@@ -142,17 +142,6 @@ const escapeSeparators = (json: string): string =>
   json.includes("\u2028") || json.includes("\u2029")
     ? json.replace(/[\u2028\u2029]/g, (c) => (c === "\u2028" ? "\\u2028" : "\\u2029"))
     : json
-
-/**
- * Where `byte` first occurs in `bytes` from `from`, or -1: Buffer's search (memchr) called on
- * the typed array directly, since the typed array's own `indexOf` took twice as long on a line,
- * and a wrapper around the call a fifth more.
- */
-const findByte = Function.prototype.call.bind(Buffer.prototype.indexOf) as (
-  bytes: Uint8Array,
-  byte: number,
-  from: number
-) => number
 
 /** Where a raw U+2028/U+2029 (E2 80 A8/A9 in UTF-8) starts in `bytes`, or -1. */
 const separatorAt = (bytes: Uint8Array, from = 0): number => {
@@ -547,23 +536,6 @@ export class ByteLineSplitter extends ByteBlockSplitter {
     }
     return lines
   }
-}
-
-/** The text of a short run of UTF-8 bytes (a session id): ASCII is read directly, since a decoder call costs more. */
-const textOf = (bytes: Uint8Array, from: number, end: number): string => {
-  let text = ""
-  for (let i = from; i < end; i++) {
-    const b = bytes[i]!
-    if (b >= 0x80) return utf8.decode(bytes.subarray(from, end))
-    text += String.fromCharCode(b)
-  }
-  return text
-}
-
-const matchAt = (bytes: Uint8Array, at: number, expected: Uint8Array): boolean => {
-  if (at + expected.length > bytes.length) return false
-  for (let i = 0; i < expected.length; i++) if (bytes[at + i] !== expected[i]) return false
-  return true
 }
 
 /** Index of the quote closing a JSON string that starts at `from` before `end`; -1 if it holds an escape or never closes. */

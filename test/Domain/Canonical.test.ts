@@ -8,8 +8,9 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Arbitrary, Either, FastCheck as fc, Schema } from "effect"
 import { AgentEvent, isCanonicalAgentEvent } from "../../src/Domain/AgentEvent.js"
-import { canonicalCheck } from "../../src/Domain/Canonical.js"
+import { canonicalCheck, canonicalJsonCheck } from "../../src/Domain/Canonical.js"
 import { entryText, entryTextOfJson } from "../../src/ChangeFeed/Idempotency.js"
+import { leftToTheParse } from "../support/CanonicalJson.js"
 
 const decode = Schema.decodeUnknownEither(AgentEvent)
 const encode = Schema.encodeSync(AgentEvent)
@@ -88,6 +89,105 @@ describe("canonicalCheck", () => {
     const plain = canonicalCheck(Schema.Struct({ n: Schema.Number, tags: Schema.Array(Schema.String) }))
     assert.isTrue(plain({ n: 1, tags: ["a"] }))
     assert.isFalse(plain({ n: 1, tags: ["a", 2] }))
+  })
+})
+
+const isCanonicalAgentEventJson = canonicalJsonCheck(AgentEvent)
+const encoder = new TextEncoder()
+
+/** Where the text check ends on `text` followed by `after` (which it must not read as part of the value). */
+const checkedEnd = (text: string, after = ',"next":1}') => {
+  const bytes = encoder.encode(text + after)
+  const end = isCanonicalAgentEventJson(bytes, 0)
+  return end < 0 ? end : new TextDecoder().decode(bytes.subarray(0, end)).length
+}
+
+/** The `n`th string of `text` (any of them) rewritten by `f`. */
+const inString = (text: string, n: number, f: (content: string) => string) => {
+  const strings = [...text.matchAll(/"((?:[^"\\]|\\.)*)"/g)]
+  const chosen = strings[n % strings.length]!
+  return text.slice(0, chosen.index) + `"${f(chosen[1]!)}"` + text.slice(chosen.index + chosen[0].length)
+}
+
+/** Text as other clients write JSON: spaces, escapes and number forms `JSON.stringify` never writes, keys twice. */
+const rewritten = fc
+  .tuple(parsedEvent, fc.nat(), fc.constantFrom("space", "slash", "unicode", "number", "twice", "surrogate", "cut"))
+  .map(([event, n, how]) => {
+    const text = JSON.stringify(event)
+    const at = n % text.length
+    switch (how) {
+      case "space":
+        return text.slice(0, at) + " " + text.slice(at)
+      case "slash":
+        return inString(text, n, (s) => s + "\\/")
+      case "unicode":
+        return inString(text, n, (s) => "\\u0061" + s)
+      case "number":
+        return text.replace(/:(-?\d+)([,}\]])/, ":$1.0$2").replace(/:"[^"]*"}$/, ":1e2}")
+      case "twice":
+        return text.replace(/^\{("type":"[^"]*")/, "{$1,$1")
+      case "surrogate":
+        return inString(text, n, (s) => s + "\\ud83d\\ude00")
+      case "cut":
+        return text.slice(0, at)
+
+      default:
+        throw new Error(`no such rewrite: ${how}`)
+    }
+  })
+
+describe("canonicalJsonCheck", () => {
+  it.prop(
+    "text_it_accepts_is_what_json_stringify_writes_for_a_canonical_value",
+    [
+      fc.oneof(
+        parsedEvent.map((e) => JSON.stringify(e)),
+        rewritten
+      )
+    ],
+    ([text]) => {
+      if (checkedEnd(text) !== text.length) return
+      const parsed: unknown = JSON.parse(text)
+      assert.strictEqual(JSON.stringify(parsed), text)
+      assert.isTrue(isCanonicalAgentEvent(parsed))
+    }
+  )
+
+  it.prop("takes_the_json_of_a_canonical_event_whole", [parsedEvent], ([value]) => {
+    const text = JSON.stringify(value)
+    if (leftToTheParse(value)) return
+    if (!isCanonicalAgentEvent(value) || JSON.stringify(JSON.parse(text)) !== text) return
+    assert.strictEqual(checkedEnd(text), text.length, text)
+  })
+
+  it("refuses_what_json_stringify_does_not_write_and_what_the_schema_does_not_hold", () => {
+    const event = '{"type":"session_created","session_id":"s1","title":"t","project_id":"p"}'
+    assert.strictEqual(checkedEnd(event), event.length)
+    assert.strictEqual(checkedEnd('{"type":"session_created","session_id":"s1","project_id":"p"}'), 61)
+    for (const text of [
+      '{"session_id":"s1","type":"session_created"}',
+      '{"type":"session_created","session_id":"s1","extra":1}',
+      '{"type":"session_created"}',
+      '{"type":"session_created","session_id":1}',
+      '{"type":"no_such_type","session_id":"s1"}',
+      '{"type":"session_created", "session_id":"s1"}',
+      '{"type":"session_created","session_id":"s\\/1"}',
+      '{"type":"session_created","session_id":"s\\u0031"}',
+      '{"type":"session_created","session_id":"s\\u000a"}',
+      '{"type":"message_appended","session_id":"s","message_id":"m","role":"r","content":{"a":1,"a":2}}',
+      '{"type":"message_appended","session_id":"s","message_id":"m","role":"r","content":{"b":1,"1":2}}',
+      '{"type":"message_appended","session_id":"s","message_id":"m","role":"r","content":1.0}',
+      '{"type":"message_appended","session_id":"s","message_id":"m","role":"r","content":-0}',
+      '{"type":"message_appended","session_id":"s","message_id":"m","role":"r","content":1e999}',
+      '{"type":"message_appended","session_id":"s","message_id":"m","role":"r","content":tru}',
+      '{"type":"message_appended","session_id":"s","message_id":"m","role":"r","content":"x'
+    ]) {
+      assert.strictEqual(checkedEnd(text, ""), -1, text)
+    }
+    const escapes =
+      '{"type":"message_appended","session_id":"s","message_id":"m","role":"r","content":"a\\"b\\\\c\\n\\u001f"}'
+    assert.strictEqual(checkedEnd(escapes), escapes.length)
+    assert.strictEqual(JSON.stringify(JSON.parse(escapes)), escapes)
   })
 })
 
