@@ -40,7 +40,7 @@ export type { LiveBatch, LiveRun } from "./ChangeFeed/Broadcast.js"
 export { lastOf } from "./ChangeFeed/Broadcast.js"
 export type { ChangesOptions, Pull } from "./ChangeFeed/Reader.js"
 import type { Entry } from "./ChangeFeed/Receipts.js"
-export type { Entry } from "./ChangeFeed/Receipts.js"
+export { type Entry, JsonEntry } from "./ChangeFeed/Receipts.js"
 
 export interface ChangeFeedOptions {
   /** The `account` label of the feed's metrics and spans (default "default"). */

@@ -120,16 +120,109 @@ export const emptyAppended: Appended<never> = {
   lines: { bytes: new Uint8Array(0), ends: [], bodyEnds: [] }
 }
 
-/** Entries as journal events, numbered from `first`. */
+/**
+ * An event its producer holds only as its JSON (the UTF-8 of exactly what `JSON.stringify` writes
+ * for its encoding, which is also its decoded form): parsed the first time it is read, then kept.
+ * The feed carries such an event from an HTTP body to the journal and the streams, which take its
+ * bytes; unless a reader of decoded events asks for it, it is never parsed at all, and a batch
+ * waiting for its fsync and then held in the live window holds no object tree for it.
+ */
+export class EventJson<A> {
+  private parsed: A | undefined = undefined
+  private done = false
+
+  constructor(
+    readonly bytes: Uint8Array,
+    private readonly parse: (json: Uint8Array) => A
+  ) {}
+
+  get value(): A {
+    if (!this.done) {
+      this.parsed = this.parse(this.bytes)
+      this.done = true
+    }
+    return this.parsed as A
+  }
+}
+
+/** An entry whose event is still only its JSON (`EventJson`), for the journal to write as it is. */
+export class PendingEntry<A> implements JournalEntry<A> {
+  constructor(
+    readonly ts: string,
+    readonly session_id: string | undefined,
+    readonly json: EventJson<A>,
+    readonly key: string | undefined
+  ) {}
+
+  get event(): A {
+    return this.json.value
+  }
+
+  get eventJson(): Uint8Array {
+    return this.json.bytes
+  }
+}
+
+/**
+ * A `PendingEntry` with its seq: what the feed's own parts read of an appended event (its seq,
+ * session and key) without parsing it. Never handed to a caller as it is: `plainEvent` makes the
+ * plain object a reader gets (its `event` an own field like any other).
+ */
+class PendingEvent<A> {
+  constructor(
+    readonly seq: number,
+    private readonly entry: PendingEntry<A>
+  ) {}
+
+  get ts(): string {
+    return this.entry.ts
+  }
+
+  get session_id(): string | undefined {
+    return this.entry.session_id
+  }
+
+  get key(): string | undefined {
+    return this.entry.key
+  }
+
+  get event(): A {
+    return this.entry.event
+  }
+}
+
+const numberedEvent = <A>(
+  seq: number,
+  ts: string,
+  session_id: string | undefined,
+  event: A,
+  key: string | undefined
+) => {
+  const change = session_id === undefined ? { seq, ts, event } : { seq, ts, session_id, event }
+  return key === undefined ? change : { ...change, key }
+}
+
+/** Entries as journal events, numbered from `first` (an entry still only JSON stays so). */
 export const numbered = <A>(entries: ReadonlyArray<JournalEntry<A>>, first: number): Array<JournalEvent<A>> => {
   const events: Array<JournalEvent<A>> = new Array(entries.length)
   for (let i = 0; i < entries.length; i++) {
-    const { event, key, session_id, ts } = entries[i]!
-    const seq = first + i
-    const change = session_id === undefined ? { seq, ts, event } : { seq, ts, session_id, event }
-    events[i] = key === undefined ? change : { ...change, key }
+    const entry = entries[i]!
+    if (entry instanceof PendingEntry) {
+      // Read as a `JournalEvent`: its `session_id` is undefined when it has none, as an absent field reads.
+      events[i] = new PendingEvent(first + i, entry) as unknown as JournalEvent<A>
+      continue
+    }
+    const { event, key, session_id, ts } = entry
+    events[i] = numberedEvent(first + i, ts, session_id, event, key)
   }
   return events
+}
+
+/** An appended event as a reader gets it: a plain object, its event parsed if it was still JSON. */
+export const plainEvent = <A>(event: JournalEvent<A>): JournalEvent<A> => {
+  if (!(event instanceof PendingEvent)) return event
+  const pending: PendingEvent<A> = event
+  return numberedEvent(pending.seq, pending.ts, pending.session_id, pending.event, pending.key)
 }
 
 /**

@@ -6,10 +6,12 @@
 import { FileSystem, Path } from "@effect/platform"
 import * as NFs from "node:fs"
 import { describe, it, assert } from "@effect/vitest"
-import { Effect, Logger, Option, Stream, TestClock } from "effect"
+import { Chunk, Deferred, Effect, Fiber, Logger, Option, Stream, TestClock } from "effect"
 import * as ChangeFeed from "../src/ChangeFeed.js"
+import { JsonEntry } from "../src/ChangeFeed/Receipts.js"
 import type { AgentEvent } from "../src/Domain/AgentEvent.js"
-import { type FeedItem, type LineItem, wireJson } from "../src/Domain/FeedItem.js"
+import { type FeedItem, type LineChange, type LineItem, wireJson } from "../src/Domain/FeedItem.js"
+import { EventJson } from "../src/Journal.js"
 import { FaultInjector } from "./support/FailingFileSystem.js"
 import {
   complete,
@@ -861,5 +863,81 @@ describe("layerMemory", () => {
         { _tag: "CaughtUp", seq: 5 }
       ])
     }).pipe(Effect.provide(ChangeFeed.layerMemory({ retainEvents: 2 })))
+  )
+})
+
+describe("entries still only JSON", () => {
+  /** Entries whose events are their JSON, with a count of the parses each kind of reader causes. */
+  const jsonEntries = () => {
+    let parses = 0
+    const parse = (json: Uint8Array): AgentEvent => {
+      parses++
+      return JSON.parse(new TextDecoder().decode(json))
+    }
+    const entry = (sessionId: string | undefined, event: AgentEvent) =>
+      new JsonEntry(
+        sessionId,
+        new EventJson(new TextEncoder().encode(JSON.stringify(event)), parse),
+        event.type !== "token"
+      )
+    return {
+      entries: [entry("s1", deleted("s1")), entry("s1", token("hi")), entry("s2", complete)],
+      parses: () => parses
+    }
+  }
+
+  it.scopedLive("are_journaled_and_streamed_as_their_bytes_and_parsed_only_for_a_reader_of_events_once", () =>
+    Effect.gen(function* () {
+      const directory = yield* tempDir
+      const { feed } = yield* openFeed(directory)
+      // A reader of lines at the live tail, as the SSE stream is.
+      const subscribed = yield* Deferred.make<void>()
+      const lines = yield* Effect.fork(
+        feed.changeLines().pipe(
+          Stream.tap((item) => (item._tag === "CaughtUp" ? Deferred.succeed(subscribed, undefined) : Effect.void)),
+          Stream.filter((item): item is LineChange => item._tag === "Change"),
+          Stream.take(2),
+          Stream.runCollect
+        )
+      )
+      yield* Deferred.await(subscribed)
+      const { entries, parses } = jsonEntries()
+      assert.deepStrictEqual(yield* feed.publishAll(entries), [1, null, 2])
+      assert.deepStrictEqual(
+        Chunk.toArray(yield* Fiber.join(lines)).map((line) => new TextDecoder().decode(wireJson(line))),
+        (yield* linesOnDisk(directory)).map((change) => JSON.stringify(change))
+      )
+      assert.strictEqual(parses(), 0, "no reader of events yet: nothing parsed")
+
+      // Readers of events at the live tail get plain objects, the event an own field, parsed once for all.
+      const readers = [yield* follow(feed.changes({ since: 2 }), 2), yield* follow(feed.changes({ since: 2 }), 2)]
+      for (const reader of readers) yield* delivered(reader, 1)
+      const more = jsonEntries()
+      assert.deepStrictEqual(yield* feed.publishAll(more.entries), [3, null, 4])
+      for (const reader of readers) yield* seen(reader, 4)
+      const expected = (yield* linesOnDisk(directory)).slice(2).map((change) => JSON.parse(JSON.stringify(change)))
+      for (const reader of readers) {
+        assert.deepStrictEqual(reader.changes(), expected)
+        assert.deepStrictEqual(
+          reader.changes().map((change) => JSON.parse(JSON.stringify({ ...change }))),
+          expected
+        )
+        assert.deepStrictEqual(Object.keys(reader.changes()[0]!), ["seq", "ts", "session_id", "event"])
+      }
+      assert.deepStrictEqual([parses(), more.parses()], [0, 2])
+    }).pipe(Effect.provide(Env))
+  )
+
+  it.scopedLive("a_memory_journal_reads_them_back_as_plain_changes", () =>
+    Effect.gen(function* () {
+      const feed = yield* ChangeFeed.ChangeFeed
+      const { entries } = jsonEntries()
+      assert.deepStrictEqual(yield* feed.publishAll(entries), [1, null, 2])
+      const read = yield* journaled(feed)
+      assert.deepStrictEqual(JSON.parse(JSON.stringify(read)), [
+        { seq: 1, ts: read[0]!.ts, session_id: "s1", event: deleted("s1") },
+        { seq: 2, ts: read[1]!.ts, session_id: "s2", event: complete }
+      ])
+    }).pipe(Effect.provide(ChangeFeed.layerMemory()))
   )
 })

@@ -17,7 +17,8 @@ import {
   type EncodedBatch,
   type Journal,
   type JournalEvent,
-  type JournalLine
+  type JournalLine,
+  plainEvent
 } from "../Journal.js"
 import type { LineCodec } from "../Journal/Lines.js"
 import { LiveBuffer } from "./LiveBuffer.js"
@@ -53,8 +54,12 @@ export interface LiveRun {
 /** The last seq of a batch. */
 export const lastOf = (batch: LiveBatch<unknown>): number => batch.first + batch.items.length - 1
 
-/** A change as readers get it: the idempotency key it was journaled with is the journal's alone. */
-export const asItem = <A>(stored: JournalEvent<A>): Change<A> => {
+/**
+ * A change as readers get it: a plain object (its event parsed if it was still JSON), without
+ * the idempotency key it was journaled with, which is the journal's alone.
+ */
+export const asItem = <A>(appended: JournalEvent<A>): Change<A> => {
+  const stored = plainEvent(appended)
   if (stored.key === undefined) return { _tag: "Change", change: stored }
   const { key: _key, ...change } = stored
   return { _tag: "Change", change }

@@ -29,13 +29,19 @@ import {
   type Runs,
   seqsAt
 } from "./Idempotency.js"
-import { BatchItem, type Entry, type ObservePublish, type Receipts } from "./Receipts.js"
+import { BatchItem, type Entry, JsonEntry, type ObservePublish, type Receipts } from "./Receipts.js"
 import type { Writer } from "./Writer.js"
 
 export interface PublishOptions {
   /** How long to wait for room and durability (the feed's `publishTimeout` by default). */
   readonly timeout?: Duration.DurationInput | undefined
 }
+
+/**
+ * What an entry still only JSON holds besides its bytes (a view of its producer's buffer): the
+ * entry, its `EventJson`, and what the writer and the journal make of it before it is written.
+ */
+const JSON_ENTRY_BYTES = 160
 
 const timeoutOf = (options: PublishOptions | undefined, otherwise: number): number =>
   options?.timeout === undefined ? otherwise : Duration.toMillis(Duration.decode(options.timeout))
@@ -95,6 +101,17 @@ export const make = <A, I>(deps: {
       Effect.onExit(publish, (exit) => Effect.sync(() => observe(started, exit)))
     const encodeEvent = Schema.encodeSync(domain.schema)
 
+    // An entry still only JSON says itself whether it is durable, and what it holds: its event is not read (nor parsed).
+    const isDurable = (entry: Entry<A>): boolean =>
+      entry instanceof JsonEntry ? entry.durable : domain.isDurable(entry.event)
+    /** The entry with the session its event names, for an entry that names none itself. */
+    const routed = (entry: Entry<A>): Entry<A> => {
+      const { event, eventJson } = entry
+      return { sessionId: routeSession(domain, undefined, event), event, eventJson }
+    }
+    const entryBytes = (entry: Entry<A>, limit: number): number =>
+      entry instanceof JsonEntry ? JSON_ENTRY_BYTES + entry.eventJson.length : estimateBytes(entry.event, limit)
+
     const unsafeRecord = (sessionId: string | undefined, event: A): void => {
       if (!domain.isDurable(event)) return
       writer.record({
@@ -124,7 +141,7 @@ export const make = <A, I>(deps: {
         return closed
       }
       let bytes = 0
-      for (const entry of durable) bytes += estimateBytes(entry.event, estimateLimit)
+      for (const entry of durable) bytes += entryBytes(entry, estimateLimit)
       const deadline = clock.unsafeCurrentTimeMillis() + timeoutMs
       const item = new BatchItem(durable, bytes, deadline, timeoutMs, keyed, reply, observe, started)
       // No timer on the common path: an intake with room takes the item at once, and the wait
@@ -163,11 +180,9 @@ export const make = <A, I>(deps: {
         const positions: Array<number> = []
         for (let i = 0; i < entries.length; i++) {
           const entry = entries[i]!
-          const { event, eventJson, sessionId } = entry
-          if (!domain.isDurable(event)) continue
-          const routed = routeSession(domain, sessionId, event)
-          // An entry that names its session is queued as it is, not copied.
-          durable.push(routed === sessionId ? entry : { sessionId: routed, event, eventJson })
+          if (!isDurable(entry)) continue
+          // An entry that names its session is queued as it is, not copied (nor its event read).
+          durable.push(entry.sessionId !== undefined ? entry : routed(entry))
           positions.push(i)
         }
         if (durable.length === 0) return answeredNow(started, seqs)
@@ -210,15 +225,16 @@ export const make = <A, I>(deps: {
       const chain: Array<string> = []
       let fingerprint = emptyFingerprint
       for (let i = 0; i < entries.length; i++) {
-        const { event, eventJson, sessionId } = entries[i]!
-        if (!domain.isDurable(event)) continue
-        const routed = routeSession(domain, sessionId, event)
-        durable.push({ sessionId: routed, event, eventJson })
+        const given = entries[i]!
+        if (!isDurable(given)) continue
+        const entry = given.sessionId !== undefined ? given : routed(given)
+        const { eventJson, sessionId } = entry
+        durable.push(entry)
         positions.push(i)
         fingerprint =
           eventJson === undefined
-            ? chainFingerprint(fingerprint, entryText(routed, encodeEvent(event)))
-            : chainFingerprintOfJson(fingerprint, routed, eventJson)
+            ? chainFingerprint(fingerprint, entryText(sessionId, encodeEvent(entry.event)))
+            : chainFingerprintOfJson(fingerprint, sessionId, eventJson)
         chain.push(fingerprint)
       }
       return attemptKeyed({ key, length: entries.length, durable, positions, chain, timeoutMs })

@@ -4,6 +4,7 @@
  * batch whose deadline passes, instead of a timer per call.
  */
 import { Effect, Exit } from "effect"
+import type { EventJson } from "../Journal.js"
 import type { FeedClosed, PublishAllError } from "./Errors.js"
 import { NotYetDurable } from "./Errors.js"
 import type { Pending } from "./Idempotency.js"
@@ -23,6 +24,27 @@ export interface Entry<A> {
    * collector never copies bytes.
    */
   readonly eventJson?: Uint8Array | undefined
+}
+
+/**
+ * An entry whose event its producer has only as JSON it vouches for (as `eventJson`), with
+ * whether the event is durable: the feed then reads neither to queue, journal and broadcast it,
+ * and the event is parsed only if a reader of decoded events asks for it (`EventJson`).
+ */
+export class JsonEntry<A> implements Entry<A> {
+  constructor(
+    readonly sessionId: string | undefined,
+    readonly json: EventJson<A>,
+    readonly durable: boolean
+  ) {}
+
+  get event(): A {
+    return this.json.value
+  }
+
+  get eventJson(): Uint8Array {
+    return this.json.bytes
+  }
 }
 
 /**

@@ -10,13 +10,13 @@
  */
 import { Cause, Clock, Duration, Effect, Exit, Fiber, Metric, Option, Queue, Schedule } from "effect"
 import { BufferBudget } from "../BufferBudget.js"
-import type { Appended, Journal, JournalEntry } from "../Journal.js"
+import { type Appended, type Journal, type JournalEntry, PendingEntry } from "../Journal.js"
 import type { JournalIoError } from "../Journal/Errors.js"
 import type { Broadcast } from "./Broadcast.js"
 import { FeedBusy, FeedClosed } from "./Errors.js"
 import type { IdempotencyWindow } from "./Idempotency.js"
 import type { Instrument } from "./Instrument.js"
-import { BatchItem, type Entry, type Receipts } from "./Receipts.js"
+import { BatchItem, type Entry, JsonEntry, type Receipts } from "./Receipts.js"
 
 /** A recorded event in the intake, with what it holds in memory. */
 export interface Queued<A> extends Entry<A> {
@@ -137,13 +137,11 @@ export const make = <A>(deps: {
 
     // One shape for every entry; the key goes into the same write as the events, so the journal
     // never holds one without the other.
-    const toEntry = (ts: string, entry: Entry<A>, key: string | undefined): JournalEntry<A> => ({
-      ts,
-      session_id: entry.sessionId,
-      event: entry.event,
-      key,
-      eventJson: entry.eventJson
-    })
+    // An entry still only JSON stays so: the journal writes its bytes without parsing them.
+    const toEntry = (ts: string, entry: Entry<A>, key: string | undefined): JournalEntry<A> =>
+      entry instanceof JsonEntry
+        ? new PendingEntry(ts, entry.sessionId, entry.json, key)
+        : { ts, session_id: entry.sessionId, event: entry.event, key, eventJson: entry.eventJson }
 
     const failAcks = (items: Iterable<Item<A>>) => {
       let lost = 0

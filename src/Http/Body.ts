@@ -1,7 +1,9 @@
 /**
  * The body of `POST /api/v1/events`: read within a byte limit, checked to be journaled exactly
  * as sent (valid UTF-8, no number that a double would change, no nesting too deep to encode),
- * parsed once, and decoded to the feed's entries with the first fault named by its field.
+ * parsed once, and decoded to the feed's entries with the first fault named by its field. A
+ * body written as `JSON.stringify` writes it, of canonical events (what clients that serialize
+ * their events send), is not parsed at all: each event is taken as its bytes (`takeAsSent`).
  */
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
@@ -9,9 +11,19 @@ import { isAscii, isUtf8 } from "node:buffer"
 import { IncomingMessage } from "node:http"
 import { Effect, Either, Stream } from "effect"
 import type * as ChangeFeed from "../ChangeFeed.js"
-import { type AgentEvent, decodeAgentEvent, isCanonicalAgentEvent } from "../Domain/AgentEvent.js"
+import {
+  AgentEvent,
+  decodeAgentEvent,
+  durableTypes,
+  ephemeralTypes,
+  isCanonicalAgentEvent
+} from "../Domain/AgentEvent.js"
+import { canonicalJsonCheck, canonicalStringEnd, hasEscape } from "../Domain/Canonical.js"
 import { BadRequest, PayloadTooLarge } from "../Domain/Errors.js"
-import { copyOut, maxUtf8Bytes, Scratch, viewOf } from "../Scratch.js"
+import { JsonEntry } from "../ChangeFeed/Receipts.js"
+import { EventJson } from "../Journal.js"
+import { hasControlByte } from "../Journal/Lines.js"
+import { BytesTable, copyOut, findByte, matchAt, maxUtf8Bytes, Scratch, textOf, viewOf } from "../Scratch.js"
 import { type EventSlices, eventSlices, sameKeyCounts } from "./Slices.js"
 
 export interface BodyLimits {
@@ -506,11 +518,126 @@ export const decodeAppendBody = (
   return Either.right(decoded)
 }
 
-/** The entries of an append request: read, checked, parsed once, decoded. */
+// ---- bodies taken as they are -----------------------------------------------------------
+
+const isCanonicalAgentEventJson = canonicalJsonCheck(AgentEvent)
+
+const QUOTE = 0x22
+const COMMA = 0x2c
+const CLOSE_BRACE = 0x7d
+const CLOSE_BRACKET = 0x5d
+const BATCH_HEAD = Buffer.from('{"events":[')
+const SESSION_KEY = Buffer.from('"session_id":')
+const EVENT_KEY = Buffer.from('"event":')
+/** Where an event's type starts in its canonical JSON (`{"type":"`). */
+const TYPE_AT = '{"type":"'.length
+/** Whether each event type is durable, looked up by its bytes. */
+const durableTags = new BytesTable([
+  ...[...durableTypes].map((type) => [type, true] as const),
+  ...[...ephemeralTypes].map((type) => [type, false] as const)
+])
+
+/** An event's JSON, parsed: for canonical JSON, the decoded event itself. */
+const parseEvent = (json: Uint8Array): AgentEvent => JSON.parse(utf8.decode(json)) as AgentEvent
+
+/** The entries of a body taken as it is, read one at a time from `pos`. */
+class EntryScan {
+  pos = 0
+  /** The last session id read, and where: the events of a batch often share one, and its text is then made once. */
+  private lastSessionId = ""
+  private lastFrom = 0
+  private lastTo = 0
+
+  constructor(readonly bytes: Uint8Array) {}
+
+  private sessionIdOf(from: number, to: number): string {
+    const bytes = this.bytes
+    const length = to - from
+    if (length === this.lastTo - this.lastFrom) {
+      let k = 0
+      while (k < length && bytes[from + k] === bytes[this.lastFrom + k]) k++
+      if (k === length) return this.lastSessionId
+    }
+    this.lastSessionId = textOf(bytes, from, to)
+    this.lastFrom = from
+    this.lastTo = to
+    return this.lastSessionId
+  }
+
+  /** The entry at `pos` (`{"session_id"?, "event"}`, either order), moving past it; undefined if it is not taken as it is. */
+  entry(): ChangeFeed.Entry<AgentEvent> | undefined {
+    const bytes = this.bytes
+    if (bytes[this.pos] !== 0x7b) return undefined
+    let at = this.pos + 1
+    let sessionId: string | undefined = undefined
+    let eventStart = -1
+    let eventEnd = -1
+    while (true) {
+      if (sessionId === undefined && matchAt(bytes, at, SESSION_KEY)) {
+        const start = at + SESSION_KEY.length
+        if (bytes[start] !== QUOTE) return undefined
+        const end = canonicalStringEnd(bytes, start)
+        // An id with an escape is left to the parse, which reads it.
+        if (end < 0 || hasEscape(bytes, start, end)) return undefined
+        sessionId = this.sessionIdOf(start + 1, end - 1)
+        at = end
+      } else if (eventStart < 0 && matchAt(bytes, at, EVENT_KEY)) {
+        eventStart = at + EVENT_KEY.length
+        eventEnd = isCanonicalAgentEventJson(bytes, eventStart)
+        if (eventEnd < 0) return undefined
+        at = eventEnd
+      } else return undefined
+      const next = bytes[at++]
+      if (next === CLOSE_BRACE) break
+      if (next !== COMMA) return undefined
+    }
+    if (eventStart < 0) return undefined
+    this.pos = at
+    // Its type is written first, without escapes (the check matched it to a member's).
+    const durable = durableTags.get(bytes, eventStart + TYPE_AT, findByte(bytes, QUOTE, eventStart + TYPE_AT))
+    return new JsonEntry(sessionId, new EventJson(viewOf(bytes, eventStart, eventEnd), parseEvent), durable === true)
+  }
+}
+
+/**
+ * The entries of a body written as `JSON.stringify` writes a batch or a single event (no
+ * whitespace, the escapes it writes, numbers as it prints them) whose every event is canonical
+ * (`canonicalJsonCheck`), each taken as it is: no string of the body, no parse, each event's JSON
+ * a view of the body and parsed only if a reader asks for it. Undefined for any other body (then
+ * it is parsed, and judged, as before): a body this takes is one the parse takes, with the same
+ * entries, and so is never refused here.
+ */
+export const takeAsSent = (bytes: Uint8Array, maxBatch: number): Array<ChangeFeed.Entry<AgentEvent>> | undefined => {
+  // Canonical JSON holds no byte below 0x20 (no whitespace, no raw control character in a string).
+  if (!isUtf8(bytes) || hasControlByte(bytes) || findByte(bytes, 0x0a, 0) >= 0) return undefined
+  const scan = new EntryScan(bytes)
+  if (!matchAt(bytes, 0, BATCH_HEAD)) {
+    const entry = scan.entry()
+    return entry !== undefined && scan.pos === bytes.length ? [entry] : undefined
+  }
+  scan.pos = BATCH_HEAD.length
+  const entries: Array<ChangeFeed.Entry<AgentEvent>> = []
+  if (bytes[scan.pos] === CLOSE_BRACKET) return undefined
+  while (true) {
+    if (entries.length === maxBatch) return undefined
+    const entry = scan.entry()
+    if (entry === undefined) return undefined
+    entries.push(entry)
+    const next = bytes[scan.pos++]
+    if (next === CLOSE_BRACKET) break
+    if (next !== COMMA) return undefined
+  }
+  return bytes[scan.pos] === CLOSE_BRACE && scan.pos + 1 === bytes.length ? entries : undefined
+}
+
+/** The entries of an append request: read, checked, taken as they are or parsed once, decoded. */
 export const appendEntries = (
   request: HttpServerRequest.HttpServerRequest,
   limits: BodyLimits
 ): Effect.Effect<Array<ChangeFeed.Entry<AgentEvent>>, BadRequest | PayloadTooLarge> =>
-  Effect.flatMap(readBody(request, limits.maxBytes), (bytes) =>
-    Either.flatMap(parseBody(bytes), (body) => decodeAppendBody(body, limits.maxBatch, bytes))
-  )
+  Effect.flatMap(readBody(request, limits.maxBytes), (bytes) => {
+    const taken = takeAsSent(bytes, limits.maxBatch)
+    return taken !== undefined
+      ? Either.right(taken)
+      : Either.flatMap(parseBody(bytes), (body) => decodeAppendBody(body, limits.maxBatch, bytes))
+  })

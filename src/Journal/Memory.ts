@@ -15,7 +15,8 @@ import {
   type JournalEvent,
   type JournalInfo,
   type JournalStore,
-  numbered
+  numbered,
+  plainEvent
 } from "../Journal.js"
 import { newEpochId } from "./Epoch.js"
 import { JournalPruned } from "./Errors.js"
@@ -60,7 +61,8 @@ export const make = <A, I>(
         const batch = numbered(entries, head + 1)
         const lines = codec.encodeBatch(batch, entries)
         for (let i = 0; i < batch.length; i++) {
-          events.push(batch[i]!)
+          // Read back as plain objects, as every other journal's reads give them.
+          events.push(plainEvent(batch[i]!))
           bodies.push(bodyAt(lines, i))
         }
         head += batch.length

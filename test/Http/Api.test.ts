@@ -74,20 +74,31 @@ describe("POST /api/v1/events", () => {
     })
   )
 
-  it.scopedLive("a_body_is_parsed_once", () =>
+  it.scopedLive("a_body_as_json_stringify_writes_it_is_never_parsed_and_any_other_is_parsed_once", () =>
     Effect.gen(function* () {
       const server = yield* fresh
-      const body = JSON.stringify({ events: [created("s1"), created("s2")] })
+      // Entries that name their session: their events need not be read to be routed.
+      const named = (session: string) => ({ session_id: session, ...created(session) })
+      const compact = JSON.stringify({ events: [named("s1"), named("s2")] })
+      const spaced = JSON.stringify({ events: [named("s3"), named("s4")] }, null, 2)
       const parse = vi.spyOn(JSON, "parse")
-      let parses: number
+      let parses: Array<number>
       try {
-        const response = yield* post(events(server), body)
-        assert.deepStrictEqual(response.body, { seqs: [1, 2] })
+        assert.deepStrictEqual((yield* post(events(server), compact)).body, { seqs: [1, 2] })
+        assert.deepStrictEqual((yield* post(events(server), spaced)).body, { seqs: [3, 4] })
       } finally {
-        parses = parse.mock.calls.filter(([text]) => text === body).length
+        // Neither the body nor any of its events: no parse holds "s1" or "s2".
+        const texts = parse.mock.calls.map(([text]) => String(text))
+        parses = [compact, spaced].map((body) => texts.filter((text) => text === body).length)
+        parses.push(texts.filter((text) => text.includes('"s1"') || text.includes('"s2"')).length)
         parse.mockRestore()
       }
-      assert.strictEqual(parses, 1)
+      assert.deepStrictEqual(parses, [0, 1, 0])
+      const page = yield* request(events(server, "?since=0"))
+      assert.deepStrictEqual(
+        page.body.events.map((e: any) => [e.seq, e.session_id, e.event]),
+        [1, 2, 3, 4].map((seq) => [seq, `s${seq}`, created(`s${seq}`).event])
+      )
     })
   )
 })
