@@ -14,6 +14,7 @@ import type { AccountId } from "./Domain/Account.js"
 import type { JournalIoError, JournalOpenError, JournalReadError } from "./Journal/Errors.js"
 import type { EncodedBatch, StoredEvent, StoredLine } from "./Journal/Lines.js"
 import type { RetentionPolicy } from "./Journal/Retention.js"
+import { viewOf } from "./Scratch.js"
 
 export * from "./Journal/Errors.js"
 export type { EncodedBatch } from "./Journal/Lines.js"
@@ -132,9 +133,26 @@ export class EventJson<A> {
   private done = false
 
   constructor(
-    readonly bytes: Uint8Array,
-    private readonly parse: (json: Uint8Array) => A
+    /** Where the JSON lies: bytes `start` to `end` of `source` (a body several events share). */
+    private readonly source: Uint8Array,
+    private readonly parse: (json: Uint8Array) => A,
+    private readonly start = 0,
+    private readonly end = source.length
   ) {}
+
+  /** Its bytes' length. */
+  get length(): number {
+    return this.end - this.start
+  }
+
+  /**
+   * Its bytes, as a view made when asked (the journal's encoder asks once) and not kept: held by
+   * the live window for as long as the event is, a view per event would be one more object for
+   * the collector to move and mark.
+   */
+  get bytes(): Uint8Array {
+    return viewOf(this.source, this.start, this.end)
+  }
 
   get value(): A {
     if (!this.done) {

@@ -110,7 +110,7 @@ export const make = <A, I>(deps: {
       return { sessionId: routeSession(domain, undefined, event), event, eventJson }
     }
     const entryBytes = (entry: Entry<A>, limit: number): number =>
-      entry instanceof JsonEntry ? JSON_ENTRY_BYTES + entry.eventJson.length : estimateBytes(entry.event, limit)
+      entry instanceof JsonEntry ? JSON_ENTRY_BYTES + entry.json.length : estimateBytes(entry.event, limit)
 
     const unsafeRecord = (sessionId: string | undefined, event: A): void => {
       if (!domain.isDurable(event)) return

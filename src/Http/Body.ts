@@ -595,7 +595,7 @@ class EntryScan {
     this.pos = at
     // Its type is written first, without escapes (the check matched it to a member's).
     const durable = durableTags.get(bytes, eventStart + TYPE_AT, findByte(bytes, QUOTE, eventStart + TYPE_AT))
-    return new JsonEntry(sessionId, new EventJson(viewOf(bytes, eventStart, eventEnd), parseEvent), durable === true)
+    return new JsonEntry(sessionId, new EventJson(bytes, parseEvent, eventStart, eventEnd), durable === true)
   }
 }
 
