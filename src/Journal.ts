@@ -183,29 +183,29 @@ export class PendingEntry<A> implements JournalEntry<A> {
 
 /**
  * A `PendingEntry` with its seq: what the feed's own parts read of an appended event (its seq,
- * session and key) without parsing it. Never handed to a caller as it is: `plainEvent` makes the
- * plain object a reader gets (its `event` an own field like any other).
+ * session and key) without parsing it. It holds the entry's fields, not the entry, which is let
+ * go of once written: the live window holds this for as long as the event is in it. Never handed
+ * to a caller as it is: `plainEvent` makes the plain object a reader gets (its `event` an own
+ * field like any other).
  */
 class PendingEvent<A> {
+  readonly ts: string
+  readonly session_id: string | undefined
+  readonly key: string | undefined
+  private readonly json: EventJson<A>
+
   constructor(
     readonly seq: number,
-    private readonly entry: PendingEntry<A>
-  ) {}
-
-  get ts(): string {
-    return this.entry.ts
-  }
-
-  get session_id(): string | undefined {
-    return this.entry.session_id
-  }
-
-  get key(): string | undefined {
-    return this.entry.key
+    entry: PendingEntry<A>
+  ) {
+    this.ts = entry.ts
+    this.session_id = entry.session_id
+    this.key = entry.key
+    this.json = entry.json
   }
 
   get event(): A {
-    return this.entry.event
+    return this.json.value
   }
 }
 

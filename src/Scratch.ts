@@ -74,21 +74,22 @@ const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
  * catalog's, for every event of a body).
  */
 export class BytesTable<V> {
-  private readonly byLength = new Map<number, Array<{ readonly key: Uint8Array; readonly value: V }>>()
+  /** The keys of each length, by length. */
+  private readonly byLength: Array<Array<{ readonly key: Uint8Array; readonly value: V }> | undefined> = []
 
   constructor(entries: Iterable<readonly [string, V]>) {
     const encoder = new TextEncoder()
     for (const [text, value] of entries) {
       const key = encoder.encode(text)
-      const same = this.byLength.get(key.length)
-      if (same === undefined) this.byLength.set(key.length, [{ key, value }])
+      const same = this.byLength[key.length]
+      if (same === undefined) this.byLength[key.length] = [{ key, value }]
       else same.push({ key, value })
     }
   }
 
   /** The value of the key that bytes `from` to `to` spell, if any. */
   get(bytes: Uint8Array, from: number, to: number): V | undefined {
-    const candidates = this.byLength.get(to - from)
+    const candidates = to > from ? this.byLength[to - from] : undefined
     if (candidates === undefined) return undefined
     for (const { key, value } of candidates) {
       let k = 0
