@@ -120,6 +120,12 @@ export interface ChangeFeedsService<A> {
 
 export { accountDirectory } from "./Journal/File.js"
 
+/**
+ * How long a hold of an account's feed outlives its last request (`use`): long enough for a busy
+ * account's next request, short next to any idle time worth setting.
+ */
+const LEASE_LINGER_MS = 100
+
 /** A hold of an account's feed that concurrent requests share (`use`). */
 interface Lease<A> {
   readonly account: AccountId
@@ -128,6 +134,8 @@ interface Lease<A> {
   readonly scope: Scope.CloseableScope
   /** The requests holding the feed through this lease. */
   count: number
+  /** When the last of them let go (`performance.now()`). */
+  since: number
 }
 
 /** Builds the service for any event domain; every feed is closed (drained) with the scope. */
@@ -216,7 +224,7 @@ export const make = <A, I>(
         Effect.catchIf(
           (error): error is Cause.ExceededCapacityException => Cause.isExceededCapacityException(error),
           () =>
-            Effect.flatMap(Effect.zipRight(letGo, closeLongestIdle), (closedOne) =>
+            Effect.flatMap(Effect.zipRight(letGo(true), closeLongestIdle), (closedOne) =>
               closedOne && attempts > 0
                 ? acquire(account, attempts - 1)
                 : Effect.fail(new FeedsBusy({ account, open: maxOpen, retryAfterSeconds: 1 }))
@@ -239,38 +247,53 @@ export const make = <A, I>(
     /**
      * The holds `use` shares: while one request of an account runs, the next ones of the same
      * account take its hold of the feed instead of taking (and then releasing) one each. A hold
-     * no request holds any more is let go of once the requests of the same turn of the event
-     * loop have been served (requests that run to the end at once never overlap, but arrive
-     * together), or at once when room must be made for another account.
+     * no request holds any more is let go of `lingerMs` later (the next request of a busy account
+     * takes it over: taking a hold afresh costs a request several times what the rest of a small
+     * append does), or at once when room must be made for another account. It lingers no longer
+     * than the idle time, so an idle account still closes when it should.
      */
     const leases = new Map<AccountId, Lease<A>>()
     const unheld = new Set<Lease<A>>()
-    let sweep: ReturnType<typeof setImmediate> | undefined
+    const lingerMs = Math.min(LEASE_LINGER_MS, Duration.toMillis(idle))
+    let sweep: ReturnType<typeof setTimeout> | undefined
     const runFork = Runtime.runFork(yield* Effect.runtime<never>())
 
-    const letGo = Effect.suspend(() => {
-      const closing: Array<Scope.CloseableScope> = []
-      for (const lease of unheld) {
-        // One taken again meanwhile is left for its last holder to put back.
-        if (lease.count === 0 && leases.get(lease.account) === lease) {
-          leases.delete(lease.account)
-          closing.push(lease.scope)
+    /** Lets go of the unheld holds: all of them, or those unheld for `lingerMs` (then looks again later for the rest). */
+    const letGo = (all: boolean) =>
+      Effect.suspend(() => {
+        const closing: Array<Scope.CloseableScope> = []
+        const now = performance.now()
+        for (const lease of unheld) {
+          // One taken again meanwhile is left for its last holder to put back.
+          if (lease.count > 0 || leases.get(lease.account) !== lease) unheld.delete(lease)
+          else if (all || now - lease.since >= lingerMs) {
+            unheld.delete(lease)
+            leases.delete(lease.account)
+            closing.push(lease.scope)
+          }
         }
-      }
-      unheld.clear()
-      return Effect.forEach(closing, (scope) => Scope.close(scope, Exit.void), { discard: true })
-    })
+        if (!all && unheld.size > 0) sweepLater()
+        return Effect.forEach(closing, (scope) => Scope.close(scope, Exit.void), { discard: true })
+      })
+
+    const sweepLater = () => {
+      if (sweep !== undefined) return
+      sweep = setTimeout(() => {
+        sweep = undefined
+        runFork(letGo(false))
+      }, lingerMs)
+      // Never what keeps a process up: the service's own close lets go of every hold.
+      sweep.unref()
+    }
 
     const leave = (lease: Lease<A>) =>
       Effect.suspend(() => {
         lease.count -= 1
         if (lease.count > 0) return Effect.void
         if (leases.get(lease.account) !== lease) return Scope.close(lease.scope, Exit.void)
+        lease.since = performance.now()
         unheld.add(lease)
-        sweep ??= setImmediate(() => {
-          sweep = undefined
-          runFork(letGo)
-        })
+        sweepLater()
         return Effect.void
       })
 
@@ -278,10 +301,10 @@ export const make = <A, I>(
     yield* Effect.addFinalizer(() =>
       Effect.zipRight(
         Effect.sync(() => {
-          if (sweep !== undefined) clearImmediate(sweep)
+          if (sweep !== undefined) clearTimeout(sweep)
           sweep = undefined
         }),
-        letGo
+        letGo(true)
       )
     )
 
@@ -302,7 +325,7 @@ export const make = <A, I>(
           Effect.matchCauseEffect(restore(Scope.extend(held(account), scope)), {
             onFailure: (cause) => Effect.zipRight(Scope.close(scope, Exit.void), Effect.failCause(cause)),
             onSuccess: (feed) => {
-              const lease: Lease<A> = { account, feed, scope, count: 1 }
+              const lease: Lease<A> = { account, feed, scope, count: 1, since: 0 }
               // Another request may have opened one meanwhile: this one then stays its own.
               if (!leases.has(account)) leases.set(account, lease)
               return Effect.ensuring(restore(f(feed)), leave(lease))
