@@ -2,7 +2,8 @@
  * A scratch buffer: text written as UTF-8 piece by piece, then copied out at its exact size, so
  * that many small strings become one buffer without being joined into one string first (which
  * would copy them all again to flatten it before encoding it); and the small byte helpers of
- * code that writes bytes so (views without a copy, decimal digits without a string).
+ * code that writes or reads bytes so (views without a copy, decimal digits without a string,
+ * memchr on a typed array, short text and keys read where they lie).
  */
 export class Scratch {
   private kept: Buffer

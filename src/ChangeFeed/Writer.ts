@@ -136,8 +136,8 @@ export const make = <A>(deps: {
     // ---- journaling ------------------------------------------------------------------
 
     // One shape for every entry; the key goes into the same write as the events, so the journal
-    // never holds one without the other.
-    // An entry still only JSON stays so: the journal writes its bytes without parsing them.
+    // never holds one without the other. An entry still only JSON stays so: the journal writes
+    // its bytes without parsing them.
     const toEntry = (ts: string, entry: Entry<A>, key: string | undefined): JournalEntry<A> =>
       entry instanceof JsonEntry
         ? new PendingEntry(ts, entry.sessionId, entry.json, key)
