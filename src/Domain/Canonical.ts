@@ -113,10 +113,11 @@ export const canonicalCheck = <A, I>(schema: Schema.Schema<A, I>): CanonicalChec
 
 /**
  * Where the canonical JSON of a value of the schema that starts at `start` ends (exclusive), or
- * -1. The bytes must be UTF-8 (the caller checks a whole body at once). Canonical JSON is what
- * `JSON.stringify` writes for the value `JSON.parse` reads from it, and the value canonical for
- * the schema (`CanonicalCheck`): so the text is the event's journal JSON as it is, and parsing
- * it gives the decoded event. Anything the walk is not sure of (an escape `JSON.stringify` does
+ * -1. The bytes must be UTF-8 and hold no byte below 0x20, as canonical JSON never does (the
+ * caller checks a whole body for both at once). Canonical JSON is what `JSON.stringify` writes
+ * for the value `JSON.parse` reads from it, and the value canonical for the schema
+ * (`CanonicalCheck`): so the text is the event's journal JSON as it is, and parsing it gives the
+ * decoded event. Anything the walk is not sure of (an escape `JSON.stringify` does
  * not write, a number in another form, whitespace, a key that may be ordered otherwise or given
  * twice, nesting past `MAX_DEPTH`) is -1: never wrong, only slower, as the caller parses then.
  */
