@@ -104,6 +104,9 @@ export const make = <A, I>(deps: {
     // An entry still only JSON says itself whether it is durable, and what it holds: its event is not read (nor parsed).
     const isDurable = (entry: Entry<A>): boolean =>
       entry instanceof JsonEntry ? entry.durable : domain.isDurable(entry.event)
+    /** Whether the entry's session is the one routing gives it: it names one, or says it is routed. */
+    const isRouted = (entry: Entry<A>): boolean =>
+      entry.sessionId !== undefined || (entry instanceof JsonEntry && entry.routed)
     /** The entry with the session its event names, for an entry that names none itself. */
     const routed = (entry: Entry<A>): Entry<A> => {
       const { event, eventJson } = entry
@@ -182,7 +185,7 @@ export const make = <A, I>(deps: {
           const entry = entries[i]!
           if (!isDurable(entry)) continue
           // An entry that names its session is queued as it is, not copied (nor its event read).
-          durable.push(entry.sessionId !== undefined ? entry : routed(entry))
+          durable.push(isRouted(entry) ? entry : routed(entry))
           positions.push(i)
         }
         if (durable.length === 0) return answeredNow(started, seqs)
@@ -227,7 +230,7 @@ export const make = <A, I>(deps: {
       for (let i = 0; i < entries.length; i++) {
         const given = entries[i]!
         if (!isDurable(given)) continue
-        const entry = given.sessionId !== undefined ? given : routed(given)
+        const entry = isRouted(given) ? given : routed(given)
         const { eventJson, sessionId } = entry
         durable.push(entry)
         positions.push(i)

@@ -28,14 +28,18 @@ export interface Entry<A> {
 
 /**
  * An entry whose event its producer has only as JSON it vouches for (as `eventJson`), with
- * whether the event is durable: the feed then reads neither to queue, journal and broadcast it,
- * and the event is parsed only if a reader of decoded events asks for it (`EventJson`).
+ * whether the event is durable and, when `routed`, the session the routing rule gives it (the
+ * producer's, or the one the event names, read from its JSON): the feed then reads neither to
+ * queue, journal and broadcast it, and the event is parsed only if a reader of decoded events
+ * asks for it (`EventJson`).
  */
 export class JsonEntry<A> implements Entry<A> {
   constructor(
     readonly sessionId: string | undefined,
     readonly json: EventJson<A>,
-    readonly durable: boolean
+    readonly durable: boolean,
+    /** `sessionId` is the routed session (`routeSession`), even when undefined; else the event routes it. */
+    readonly routed: boolean = sessionId !== undefined
   ) {}
 
   get event(): A {

@@ -13,12 +13,15 @@ import { Effect, Either, Stream } from "effect"
 import type * as ChangeFeed from "../ChangeFeed.js"
 import {
   AgentEvent,
+  type AgentEventType,
   decodeAgentEvent,
   durableTypes,
   ephemeralTypes,
-  isCanonicalAgentEvent
+  isCanonicalAgentEvent,
+  sessionIdOf
 } from "../Domain/AgentEvent.js"
-import { canonicalJsonCheck, canonicalStringEnd, hasEscape } from "../Domain/Canonical.js"
+import { canonicalJsonCheck, canonicalStringEnd, canonicalValueEnd, hasEscape } from "../Domain/Canonical.js"
+import { sessionPath } from "../Domain/FeedDomain.js"
 import { BadRequest, PayloadTooLarge } from "../Domain/Errors.js"
 import { JsonEntry } from "../ChangeFeed/Receipts.js"
 import { EventJson } from "../Journal.js"
@@ -531,11 +534,44 @@ const SESSION_KEY = Buffer.from('"session_id":')
 const EVENT_KEY = Buffer.from('"event":')
 /** Where an event's type starts in its canonical JSON (`{"type":"`). */
 const TYPE_AT = '{"type":"'.length
-/** Whether each event type is durable, looked up by its bytes. */
-const durableTags = new BytesTable([
-  ...[...durableTypes].map((type) => [type, true] as const),
-  ...[...ephemeralTypes].map((type) => [type, false] as const)
+/** What the feed needs of an event of one type without reading it: whether it is durable, and how it is routed. */
+interface TypeFacts {
+  readonly durable: boolean
+  /**
+   * The keys (`"name":`) on the path to the session the event names, as `sessionIdOf` reads it
+   * (`SessionPath`); an empty path for a type that names none; undefined when the event must be read.
+   */
+  readonly session: ReadonlyArray<Uint8Array> | undefined
+}
+
+const factsOf = (type: AgentEventType, durable: boolean): readonly [string, TypeFacts] => {
+  const path = sessionPath(sessionIdOf, "type", type)
+  const session =
+    path._tag === "None" ? [] : path._tag === "Field" ? path.path.map((name) => Buffer.from(`"${name}":`)) : undefined
+  return [type, { durable, session }]
+}
+
+/** Each event type's facts, looked up by its bytes. */
+const typeFacts = new BytesTable([
+  ...[...durableTypes].map((type) => factsOf(type, true)),
+  ...[...ephemeralTypes].map((type) => factsOf(type, false))
 ])
+
+/**
+ * Where the value of the field with the key `key` (`"name":`) starts in the canonical object at
+ * `at`, or -1 if it has none. The object has passed the canonical check, so each value the walk
+ * skips is known to end.
+ */
+const fieldIn = (bytes: Uint8Array, at: number, key: Uint8Array): number => {
+  let i = at + 1
+  if (bytes[i] === CLOSE_BRACE) return -1
+  while (true) {
+    if (matchAt(bytes, i, key)) return i + key.length
+    const end = canonicalValueEnd(bytes, canonicalStringEnd(bytes, i) + 1)
+    if (end < 0 || bytes[end] !== COMMA) return -1
+    i = end + 1
+  }
+}
 
 /** An event's JSON, parsed: for canonical JSON, the decoded event itself. */
 const parseEvent = (json: Uint8Array): AgentEvent => JSON.parse(utf8.decode(json)) as AgentEvent
@@ -594,8 +630,32 @@ class EntryScan {
     if (eventStart < 0) return undefined
     this.pos = at
     // Its type is written first, without escapes (the check matched it to a member's).
-    const durable = durableTags.get(bytes, eventStart + TYPE_AT, findByte(bytes, QUOTE, eventStart + TYPE_AT))
-    return new JsonEntry(sessionId, new EventJson(bytes, parseEvent, eventStart, eventEnd), durable === true)
+    const facts = typeFacts.get(bytes, eventStart + TYPE_AT, findByte(bytes, QUOTE, eventStart + TYPE_AT))
+    if (facts === undefined) return undefined
+    const json = new EventJson(bytes, parseEvent, eventStart, eventEnd)
+    if (sessionId !== undefined) return new JsonEntry(sessionId, json, facts.durable)
+    const named = this.namedSession(eventStart, facts)
+    return new JsonEntry(named ?? undefined, json, facts.durable, named !== null)
+  }
+
+  /**
+   * The session the event at `at` names, read from its JSON along the path the routing rule
+   * reads: undefined for a type that names none; null when the event must be read to tell (a
+   * rule no path captures, a field not there, a value that is not a string without escapes).
+   */
+  private namedSession(at: number, facts: TypeFacts): string | undefined | null {
+    if (facts.session === undefined) return null
+    const bytes = this.bytes
+    let value = at
+    for (const key of facts.session) {
+      if (bytes[value] !== 0x7b) return null
+      value = fieldIn(bytes, value, key)
+      if (value < 0) return null
+    }
+    if (facts.session.length === 0) return undefined
+    if (bytes[value] !== QUOTE) return null
+    const end = canonicalStringEnd(bytes, value)
+    return end < 0 || hasEscape(bytes, value, end) ? null : this.sessionIdOf(value + 1, end - 1)
   }
 }
 

@@ -77,9 +77,9 @@ describe("POST /api/v1/events", () => {
   it.scopedLive("a_body_as_json_stringify_writes_it_is_never_parsed_and_any_other_is_parsed_once", () =>
     Effect.gen(function* () {
       const server = yield* fresh
-      // Entries that name their session: their events need not be read to be routed.
+      // One entry names its session, the other leaves it to its event: read from its JSON, not parsed.
       const named = (session: string) => ({ session_id: session, ...created(session) })
-      const compact = JSON.stringify({ events: [named("s1"), named("s2")] })
+      const compact = JSON.stringify({ events: [named("s1"), created("s2")] })
       const spaced = JSON.stringify({ events: [named("s3"), named("s4")] }, null, 2)
       const parse = vi.spyOn(JSON, "parse")
       let parses: Array<number>

@@ -9,7 +9,8 @@ import { Arbitrary, Either, FastCheck as fc, Schema } from "effect"
 import { vi } from "vitest"
 import type * as ChangeFeed from "../../src/ChangeFeed.js"
 import { JsonEntry } from "../../src/ChangeFeed/Receipts.js"
-import { AgentEvent, isCanonicalAgentEvent, isDurableChange } from "../../src/Domain/AgentEvent.js"
+import { AgentDomain, AgentEvent, isCanonicalAgentEvent, isDurableChange } from "../../src/Domain/AgentEvent.js"
+import { routeSession } from "../../src/Domain/FeedDomain.js"
 import { decodeAppendBody, parseBody, takeAsSent } from "../../src/Http/Body.js"
 import { leftToTheParse } from "../support/CanonicalJson.js"
 
@@ -75,7 +76,12 @@ const sameEntries = (
   for (let i = 0; i < taken.length; i++) {
     const [a, b] = [taken[i]!, parsed[i]!]
     assert.instanceOf(a, JsonEntry)
-    assert.strictEqual(a.sessionId, b.sessionId)
+    // The session it is journaled under: the caller's, else the one its event names (read from its
+    // JSON when the entry says it is routed, so that its event need not be parsed to route it).
+    const session = routeSession(AgentDomain, b.sessionId, b.event)
+    assert.strictEqual(routeSession(AgentDomain, a.sessionId, a.event), session)
+    if ((a as JsonEntry<AgentEvent>).routed) assert.strictEqual(a.sessionId, session)
+    else assert.isUndefined(a.sessionId)
     assert.deepStrictEqual(Buffer.from(a.eventJson!), Buffer.from(b.eventJson ?? JSON.stringify(b.event)))
     assert.deepStrictEqual(a.event, b.event)
     assert.strictEqual((a as JsonEntry<AgentEvent>).durable, isDurableChange(b.event))
@@ -137,9 +143,31 @@ describe("takeAsSent", () => {
       taken?.map((e) => [e.sessionId, Buffer.from(e.eventJson!).toString()]),
       [
         ["a", event],
-        [undefined, event]
+        ["s1", event]
       ]
     )
+  })
+
+  it("reads_the_session_an_event_names_where_the_routing_rule_reads_it_or_leaves_it_to_the_event", () => {
+    const routing = (event: string) => {
+      const [entry] = takeAsSent(Buffer.from(`{"event":${event}}`), MAX_BATCH)! as Array<JsonEntry<AgentEvent>>
+      return [entry!.sessionId, entry!.routed]
+    }
+    assert.deepStrictEqual(routing('{"type":"session_deleted","session_id":"s1"}'), ["s1", true])
+    assert.deepStrictEqual(
+      routing(
+        '{"type":"task_list_updated","task_list":{"session_id":"s2","items":[{"id":"1","title":"t","status":"s"}]}}'
+      ),
+      ["s2", true]
+    )
+    assert.deepStrictEqual(
+      routing('{"type":"sub_agent_started","parent_session_id":"s3","child_session_id":"c","agent_name":"a"}'),
+      ["s3", true]
+    )
+    // A type that names no session is routed to none, without reading it.
+    assert.deepStrictEqual(routing('{"type":"complete","usage":{}}'), [undefined, true])
+    // An id written with an escape is left to the event's own routing, once parsed.
+    assert.deepStrictEqual(routing('{"type":"session_deleted","session_id":"s\\"1"}'), [undefined, false])
   })
 
   it("parses_an_event_only_when_it_is_read_and_once", () => {
