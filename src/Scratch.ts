@@ -92,11 +92,7 @@ export class BytesTable<V> {
   get(bytes: Uint8Array, from: number, to: number): V | undefined {
     const candidates = to > from ? this.byLength[to - from] : undefined
     if (candidates === undefined) return undefined
-    for (const { key, value } of candidates) {
-      let k = 0
-      while (k < key.length && bytes[from + k] === key[k]) k++
-      if (k === key.length) return value
-    }
+    for (const { key, value } of candidates) if (matchAt(bytes, from, key)) return value
     return undefined
   }
 }

@@ -579,14 +579,14 @@ const parseEvent = (json: Uint8Array): AgentEvent => JSON.parse(utf8.decode(json
 /** The entries of a body taken as it is, read one at a time from `pos`. */
 class EntryScan {
   pos = 0
-  /** The last session id read, and where: the events of a batch often share one, and its text is then made once. */
+  /** The last session id read (`textAt`), and where: the events of a batch often share one, and its text is then made once. */
   private lastSessionId = ""
   private lastFrom = 0
   private lastTo = 0
 
   constructor(readonly bytes: Uint8Array) {}
 
-  private sessionIdOf(from: number, to: number): string {
+  private textAt(from: number, to: number): string {
     const bytes = this.bytes
     const length = to - from
     if (length === this.lastTo - this.lastFrom) {
@@ -615,7 +615,7 @@ class EntryScan {
         const end = canonicalStringEnd(bytes, start)
         // An id with an escape is left to the parse, which reads it.
         if (end < 0 || hasEscape(bytes, start, end)) return undefined
-        sessionId = this.sessionIdOf(start + 1, end - 1)
+        sessionId = this.textAt(start + 1, end - 1)
         at = end
       } else if (eventStart < 0 && matchAt(bytes, at, EVENT_KEY)) {
         eventStart = at + EVENT_KEY.length
@@ -655,7 +655,7 @@ class EntryScan {
     if (facts.session.length === 0) return undefined
     if (bytes[value] !== QUOTE) return null
     const end = canonicalStringEnd(bytes, value)
-    return end < 0 || hasEscape(bytes, value, end) ? null : this.sessionIdOf(value + 1, end - 1)
+    return end < 0 || hasEscape(bytes, value, end) ? null : this.textAt(value + 1, end - 1)
   }
 }
 

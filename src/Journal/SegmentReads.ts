@@ -243,10 +243,10 @@ const fresh: ReadMemory = {
  * the other one, whose bytes the previous pull answered, or none. The splitter keeps nothing of a
  * chunk across pulls (the part of a line it carries is a copy). A read that ends (done, failed or
  * interrupted) with a chunk still being read ahead waits for that read before its file closes,
- * and drops both buffers for new ones, in case the memory serves again. The arrays of the runs a pull answered are let go at the
- * next pull, so the same few serve every run: a run made at every pull from a new array would
- * outlive its pull often enough for V8 to allocate all of them in the old generation, which only
- * a full collection frees.
+ * and drops both buffers for new ones, in case the memory serves again. The arrays of the runs a
+ * pull answered are let go at the next pull, so the same few serve every run: a run made at every
+ * pull from a new array would outlive its pull often enough for V8 to allocate all of them in
+ * the old generation, which only a full collection frees.
  */
 class ReusedMemory implements ReadMemory {
   private buffers: Array<Uint8Array> = []
