@@ -172,6 +172,63 @@ describe("Journal", () => {
     { fastCheck: { numRuns: 40 } }
   )
 
+  /** What a read of lines or runs delivers, event by event, and how it ends (a corruption named as the read names it). */
+  const outcomeOf = (stream: Stream.Stream<Journal.JournalLine | Journal.JournalLineRun, Journal.JournalReadError>) =>
+    Effect.gen(function* () {
+      const seen: Array<{ seq: number; body: string }> = []
+      const result = yield* stream.pipe(
+        Stream.runForEach((item) => Effect.sync(() => seen.push(...eventsOfRuns(item)))),
+        Effect.either
+      )
+      const end = Either.isRight(result)
+        ? "ended"
+        : result.left._tag === "JournalCorrupt"
+          ? `${result.left.file} at ${result.left.offset}: ${result.left.reason}`
+          : result.left.message
+      return { seen, end }
+    })
+
+  it.scopedLive.prop(
+    "reads_in_runs_report_any_damage_to_the_files_where_and_as_reads_line_by_line_report_it",
+    {
+      chunk: fc.integer({ min: 1, max: 4096 }),
+      since: fc.nat({ max: 42 }),
+      // Unbiased: fast-check's bias toward small numbers would put most damage in the first bytes.
+      damage: fc.array(fc.record({ at: fc.noBias(fc.nat(1_000_000)), byte: fc.noBias(fc.nat(255)) }), {
+        minLength: 1,
+        maxLength: 3
+      })
+    },
+    ({ chunk, damage, since }) =>
+      Effect.gen(function* () {
+        const dir = yield* mixedJournal
+        // The damage lands anywhere in the files, taken one after the other.
+        const files = (yield* segmentFiles(dir)).map((name) => `${dir}/${name}`)
+        const contents = files.map((file) => NFs.readFileSync(file))
+        const total = contents.reduce((sum, bytes) => sum + bytes.length, 0)
+        for (const { at, byte } of damage) {
+          let position = at % total
+          const index = contents.findIndex((bytes) =>
+            position < bytes.length ? true : ((position -= bytes.length), false)
+          )
+          contents[index]![position] = byte
+        }
+        files.forEach((file, i) => NFs.writeFileSync(file, contents[i]!))
+        // Damage to the newest segment's last line may keep the journal from opening: nothing to read then.
+        const opened = yield* Effect.either(open(dir, { segmentBytes: 600, readChunkBytes: chunk }))
+        if (Either.isLeft(opened)) return
+        const journal = opened.right
+        const expected = yield* outcomeOf(journal.readLines(since))
+        assert.deepStrictEqual(yield* outcomeOf(journal.readLineRuns!(since)), expected, "runs")
+        assert.deepStrictEqual(
+          yield* outcomeOf(journal.readLineRuns!(since, undefined, { reuseChunks: true })),
+          expected,
+          "runs reusing chunks"
+        )
+      }).pipe(Effect.provide(NodeContext.layer)),
+    { fastCheck: { numRuns: 100 } }
+  )
+
   /**
    * Each line's seq and body, copied out as each pull answers it (what a read that reuses its
    * chunks allows), by a consumer that takes its time: it lets the event loop run first, so that a

@@ -18,6 +18,7 @@ import { JournalCorrupt, JournalIoError, JournalPruned, type JournalReadError } 
 import * as Finalizer from "../Finalizer.js"
 import {
   ByteBlockSplitter,
+  ChecksumFold,
   type ByteLine,
   ByteLineSplitter,
   hasControlByte,
@@ -29,8 +30,9 @@ import {
   peekSeqBytes,
   readInPlace,
   readParsed,
-  scanInPlace,
-  type Splitter
+  scanChecksummed,
+  type Splitter,
+  verifyChecksum
 } from "./Lines.js"
 import { type Segment, segmentIndexFor } from "./Segment.js"
 
@@ -103,28 +105,54 @@ const rawFormat: LineFormat<ByteLine, JournalLine> = {
   seqOf: (line) => line.seq
 }
 
+/** The checksums of a run's lines, checked together as the run is handed on (reads take their blocks one at a time). */
+const runChecksums = new ChecksumFold()
+
 /**
- * Lines in runs: a block's lines that `scanInPlace` vouches for, one after the other, are one
- * `JournalLineRun` over the block's bytes, with no object per line; a line it cannot vouch for
- * is read as `readLines` reads it, between runs.
+ * Lines in runs: a block's lines that `scanChecksummed` reads in place, one after the other, are
+ * one `JournalLineRun` over the block's bytes, with no object per line. Their checksums are
+ * checked together, in one pass over the run's bytes as it is handed on (`ChecksumFold`); if
+ * they do not hold, the line that fails is found, the lines before it are handed on and the read
+ * fails there, as a check line by line would have it. A line read otherwise is read as
+ * `readLines` reads it, between runs.
  */
 const runFormat: ReadFormat<ByteLine, JournalLineRun | JournalLine> = {
   splitter: () => new ByteBlockSplitter(),
   take: (block, read, out, memory) => {
     const bytes = block.bytes
+    const fold = runChecksums
     let runStart = -1
     let first = 0
     // The run's line ends: arrays of the read's memory, filled from 0 (`count` of them), cut to length at the end.
     let ends: Array<number> = []
     let bodyEnds: Array<number> = []
     let count = 0
-    const flush = () => {
-      if (runStart < 0) return
-      ends.length = count
-      bodyEnds.length = count
-      const last = ends[count - 1]!
-      out.push({ _tag: "LineRun", first, lines: { bytes: bytes.subarray(runStart, runStart + last), ends, bodyEnds } })
+    /** Hands on the run so far, or as much of it as its checksums vouch for and the corruption after it. */
+    const flush = (): JournalCorrupt | undefined => {
+      if (runStart < 0) return undefined
+      let corrupt: JournalCorrupt | undefined
+      if (!fold.holds(bytes, runStart + ends[count - 1]!)) {
+        for (let i = 0, start = runStart; i < count; start = runStart + ends[i]! + 1, i++) {
+          const checked = verifyChecksum(bytes, start, runStart + ends[i]!)
+          if (typeof checked === "string") {
+            corrupt = read.corrupt(block.offset + start, checked)
+            count = i
+            break
+          }
+        }
+      }
+      if (count > 0) {
+        ends.length = count
+        bodyEnds.length = count
+        const last = ends[count - 1]!
+        out.push({
+          _tag: "LineRun",
+          first,
+          lines: { bytes: bytes.subarray(runStart, runStart + last), ends, bodyEnds }
+        })
+      }
       runStart = -1
+      return corrupt
     }
     for (let start = 0; start <= bytes.length;) {
       const end = lineEndIn(bytes, start)
@@ -137,52 +165,44 @@ const runFormat: ReadFormat<ByteLine, JournalLineRun | JournalLine> = {
           continue
         }
       }
-      const scanned = scanInPlace(bytes, start, end, block.controlFree)
-      if (typeof scanned === "string") {
-        flush()
-        return read.corrupt(offset, scanned)
-      }
-      let admitted: Admitted
-      if (scanned !== undefined) {
-        const bodyEnd = scanned.bodyEnd
-        admitted = read.admit(scanned.seq, offset)
-        if (admitted === "take" || admitted === "last") {
-          if (runStart < 0) {
-            runStart = start
-            first = scanned.seq
-            ends = memory.array()
-            bodyEnds = memory.array()
-            count = 0
-          }
-          ends[count] = end - runStart
-          bodyEnds[count] = bodyEnd - runStart
-          count++
+      const scanned = scanChecksummed(bytes, start, end, block.controlFree)
+      const admitted = scanned === undefined ? undefined : read.admit(scanned.seq, offset)
+      if (scanned !== undefined && (admitted === "take" || admitted === "last")) {
+        if (runStart < 0) {
+          runStart = start
+          first = scanned.seq
+          ends = memory.array()
+          bodyEnds = memory.array()
+          count = 0
+          fold.start(start)
         }
-      } else {
+        fold.line(bytes, start, scanned.checked, scanned.stored)
+        ends[count] = end - runStart
+        bodyEnds[count] = scanned.bodyEnd - runStart
+        count++
+        if (admitted === "last") return flush() ?? "done"
+        start = next
+        continue
+      }
+      // Any other line: the run before it first, then its own checksum, then what it is.
+      const before = flush()
+      if (before !== undefined) return before
+      const checked = verifyChecksum(bytes, start, end)
+      if (typeof checked === "string") return read.corrupt(offset, checked)
+      if (admitted === undefined) {
         const line = bytes.subarray(start, end)
         const item = readParsed(line, block.controlFree || !hasControlByte(line))
-        if (typeof item === "string") {
-          flush()
-          return read.corrupt(offset, item)
-        }
-        admitted = read.admit(item.seq, offset)
-        if (admitted === "take" || admitted === "last") {
-          flush()
-          out.push(item)
-        }
-      }
-      if (typeof admitted === "object") {
-        flush()
+        if (typeof item === "string") return read.corrupt(offset, item)
+        const parsed = read.admit(item.seq, offset)
+        if (typeof parsed === "object") return parsed
+        if (parsed === "take" || parsed === "last") out.push(item)
+        if (parsed === "last") return "done"
+      } else if (typeof admitted === "object") {
         return admitted
-      }
-      if (admitted === "last") {
-        flush()
-        return "done"
       }
       start = next
     }
-    flush()
-    return undefined
+    return flush()
   }
 }
 
