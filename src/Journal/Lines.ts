@@ -17,6 +17,7 @@ import { Either, ParseResult, Schema } from "effect"
 import type { ChangeEvent } from "../Domain/ChangeEvent.js"
 import type { LineChange } from "../Domain/FeedItem.js"
 import { copyOut, findByte, matchAt, maxUtf8Bytes, Scratch, textOf, viewOf, writeDigits } from "../Scratch.js"
+import { controlByteIn } from "./ControlScan.js"
 import { JournalKeyInvalid } from "./Errors.js"
 
 const NEWLINE = 0x0a
@@ -877,8 +878,18 @@ const locate = (bytes: Uint8Array, end: number): StoredLine | undefined => {
 
 const isControl = (b: number) => b < 0x20 && b !== NEWLINE
 
+/** Bytes from which a search goes to WebAssembly (`controlByteIn`): below, the copy and the call cost more than they save. */
+const SIMD_SEARCH_BYTES = 1024
+
 /**
- * Whether `bytes` hold a byte below 0x20 other than a newline. Looks at the bytes 16 at a time
+ * Whether `bytes` hold a byte below 0x20 other than a newline: a chunk's worth with WebAssembly
+ * SIMD where there is some (`ControlScan`), a line's worth (or a chunk's without it) here.
+ */
+export const hasControlByte = (bytes: Uint8Array): boolean =>
+  (bytes.length >= SIMD_SEARCH_BYTES ? controlByteIn(bytes) : undefined) ?? wordsHoldControl(bytes)
+
+/**
+ * `hasControlByte` in JavaScript. Looks at the bytes 16 at a time
  * (a byte-at-a-time loop doubled the cost of reading lines in place), as 4 aligned words. The
  * few bytes before and after those are looked at one by one first, and the words in a function
  * of their own with nothing after its loop: a whole chunk is one call, so its loop is optimized
@@ -886,7 +897,7 @@ const isControl = (b: number) => b < 0x20 && b !== NEWLINE
  * feedback to be optimized, cost a deoptimization at every chunk, and kept a process's first
  * replay in the interpreter.
  */
-export const hasControlByte = (bytes: Uint8Array): boolean => {
+export const wordsHoldControl = (bytes: Uint8Array): boolean => {
   const n = bytes.length
   const head = Math.min(n, (4 - (bytes.byteOffset & 3)) & 3)
   const groups = (n - head) >>> 4

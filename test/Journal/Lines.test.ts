@@ -10,6 +10,7 @@ import {
   ByteLineSplitter,
   envelopeSeq,
   hasControlByte,
+  wordsHoldControl,
   lineAt,
   LineSplitter,
   makeLineCodec,
@@ -20,6 +21,7 @@ import {
   verifyChecksum,
   type Line
 } from "../../src/Journal/Lines.js"
+import { PIECE_BYTES } from "../../src/Journal/ControlScan.js"
 import { Note } from "../support/Notes.js"
 
 const bytes = (text: string) => new TextEncoder().encode(text)
@@ -399,6 +401,32 @@ describe("Lines", () => {
         )
       },
       { fastCheck: { numRuns: 2000 } }
+    )
+
+    it.prop(
+      "has_control_byte_finds_one_control_byte_in_a_chunk_of_many_pieces_wherever_it_lies",
+      [
+        fc.integer({ min: 0, max: 3 * PIECE_BYTES + 40 }),
+        fc.option(
+          fc.tuple(
+            fc.nat(),
+            fc.integer({ min: 0, max: 0x1f }).filter((b) => b !== 0x0a)
+          ),
+          { nil: undefined }
+        ),
+        fc.nat({ max: 15 })
+      ],
+      ([length, control, offset]) => {
+        // Text with a newline now and then, as a chunk of lines is; at an offset, as a chunk's lines are.
+        const buffer = new Uint8Array(length + offset).fill(0x61)
+        for (let i = offset + 37; i < buffer.length; i += 97) buffer[i] = 0x0a
+        const data = buffer.subarray(offset)
+        if (control !== undefined && length > 0) data[control[0] % length] = control[1]
+        const expected = control !== undefined && length > 0
+        assert.strictEqual(hasControlByte(data), expected)
+        assert.strictEqual(wordsHoldControl(data), expected, "the search in JavaScript agrees")
+      },
+      { fastCheck: { numRuns: 200 } }
     )
   })
 
