@@ -17,7 +17,7 @@ import { Either, ParseResult, Schema } from "effect"
 import type { ChangeEvent } from "../Domain/ChangeEvent.js"
 import type { LineChange } from "../Domain/FeedItem.js"
 import { copyOut, findByte, matchAt, maxUtf8Bytes, Scratch, textOf, viewOf, writeDigits } from "../Scratch.js"
-import { controlByteIn } from "./ControlScan.js"
+import { controlByteIn } from "./LineScan.js"
 import { JournalKeyInvalid } from "./Errors.js"
 
 const NEWLINE = 0x0a
@@ -112,8 +112,14 @@ export const hasChecksum = (bytes: Uint8Array, start = 0, end = bytes.length): b
 export const verifyChecksum = (bytes: Uint8Array, start = 0, lineEnd = bytes.length): number | string => {
   if (!hasChecksum(bytes, start, lineEnd)) return -1
   const end = lineEnd - CRC_SUFFIX
-  const stored = storedChecksum(bytes, end)
-  if (stored < 0) return BAD_CRC_DIGITS
+  const digits = end + CRC_OPEN.length
+  let stored = 0
+  for (let i = digits; i < digits + 8; i++) {
+    const c = bytes[i]!
+    const nibble = c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : -1
+    if (nibble < 0) return "field `crc` is not 8 lowercase hex digits"
+    stored = stored * 16 + nibble
+  }
   const actual = crc32(bytes.subarray(start, end))
   return actual === stored
     ? end
@@ -121,137 +127,6 @@ export const verifyChecksum = (bytes: Uint8Array, start = 0, lineEnd = bytes.len
 }
 
 const hex = (crc: number) => crc.toString(16).padStart(8, "0")
-
-const BAD_CRC_DIGITS = "field `crc` is not 8 lowercase hex digits"
-
-/** The checksum written in the field starting at `field` (`,"crc":"…`), or -1 when it is not 8 lowercase hex digits. */
-const storedChecksum = (bytes: Uint8Array, field: number): number => {
-  const digits = field + CRC_OPEN.length
-  let stored = 0
-  for (let i = digits; i < digits + 8; i++) {
-    const c = bytes[i]!
-    const nibble = c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : -1
-    if (nibble < 0) return -1
-    stored = stored * 16 + nibble
-  }
-  return stored
-}
-
-// ---- checksums of many lines at once ----------------------------------------------------------------------------
-
-/*
- * CRC-32 is linear: the checksum of A followed by B is the checksum of A "multiplied" by x to the
- * power of B's bit length (modulo the CRC's polynomial), combined with the checksum of B (zlib's
- * `crc32_combine`). So the checksum a run of lines must have, as one span of bytes, follows from
- * the checksums the lines hold and the few bytes between them (each line's checksum field and
- * newline), without computing any line's own: one native call over the whole span then checks
- * every line of it, where a call per line cost more in the call than in the sum. A line whose
- * bytes changed changes the span's checksum whatever the other lines hold (the multiplication is
- * invertible), so a run whose span checks out has every line as written, but for changes to
- * several lines that cancel out (as likely as a change one line's own checksum misses).
- */
-
-/** The CRC-32 polynomial, reflected (as zlib's `crc32` computes it). */
-const POLY = 0xedb88320
-
-/** The CRC-32 of each byte, for the few bytes between lines, taken one by one. */
-const CRC_TABLE = (() => {
-  const table = new Int32Array(256)
-  for (let n = 0; n < 256; n++) {
-    let c = n
-    for (let k = 0; k < 8; k++) c = c & 1 ? POLY ^ (c >>> 1) : c >>> 1
-    table[n] = c
-  }
-  return table
-})()
-
-/** `crc32` of `bytes` from `from` to `to`, continuing from `crc`, a byte at a time. */
-const crcBytes = (crc: number, bytes: Uint8Array, from: number, to: number): number => {
-  let c = ~crc
-  for (let i = from; i < to; i++) c = CRC_TABLE[(c ^ bytes[i]!) & 0xff]! ^ (c >>> 8)
-  return ~c >>> 0
-}
-
-/**
- * a times b modulo the polynomial, both reflected (zlib's `multmodp`). Without branches: on the
- * bits of a checksum they are taken half the time each, and mispredicted as often, which made
- * this four times slower.
- */
-const multModP = (a: number, b: number): number => {
-  let p = 0
-  let rest = a | 0
-  // The bits of `a` from x^0 (its top bit) up; `b` times x at each.
-  for (let k = 0; k < 32; k++) {
-    p ^= b & (rest >> 31)
-    rest <<= 1
-    b = (b >>> 1) ^ (POLY & -(b & 1))
-  }
-  return p >>> 0
-}
-
-/** x to the power of 2^k, for k from 0 to 31 (zlib's `x2n_table`). */
-const X2N = (() => {
-  const table = new Array<number>(32)
-  table[0] = 0x40000000 // x^1
-  for (let k = 1; k < 32; k++) table[k] = multModP(table[k - 1]!, table[k - 1]!)
-  return table
-})()
-
-/** The multiplier of a checksum followed by `length` bytes: x to the power of 8 * `length` (zlib's `x2nmodp(length, 3)`). */
-const shiftFor = (length: number): number => {
-  let p = 0x80000000 // x^0
-  for (let n = length, k = 3; n > 0; n = Math.floor(n / 2), k++) if (n % 2 === 1) p = multModP(X2N[k & 31]!, p)
-  return p
-}
-
-/** `shiftFor` of the lengths up to 64 KiB, made as lines of each length come (0 until then: no multiplier is 0). */
-let shifts: Uint32Array | undefined
-const SHIFTS = 64 * 1024
-
-const shiftOf = (length: number): number => {
-  if (length >= SHIFTS) return shiftFor(length)
-  shifts ??= new Uint32Array(SHIFTS)
-  let shift = shifts[length]!
-  if (shift === 0) shift = shifts[length] = shiftFor(length)
-  return shift
-}
-
-/**
- * The checksum a span of checksummed lines must have, folded line by line from the checksums
- * they hold (`line`); `holds` then checks the span's bytes against it in one call. Used again
- * from span to span (`start`).
- */
-export class ChecksumFold {
-  private crc = 0
-  private from = 0
-  /** Bytes of the span before this are in `crc`. */
-  private at = 0
-
-  /** A new span, starting at `at`. */
-  start(at: number): void {
-    this.crc = 0
-    this.from = at
-    this.at = at
-  }
-
-  /**
-   * The next line of the span: its checksummed part is `bytes` from `start` to `checked`, and
-   * `stored` is the checksum it holds. The bytes since the last line's checksummed part (its
-   * checksum field and newline) are taken as they are.
-   */
-  line(bytes: Uint8Array, start: number, checked: number, stored: number): void {
-    let crc = this.at < start ? crcBytes(this.crc, bytes, this.at, start) : this.crc
-    // Combined with nothing before it, a checksum is itself.
-    crc = crc === 0 ? stored : (multModP(shiftOf(checked - start), crc) ^ stored) >>> 0
-    this.crc = crc
-    this.at = checked
-  }
-
-  /** Whether the span, ending at `end`, is as its lines' checksums say (every line as written). */
-  holds(bytes: Uint8Array, end: number): boolean {
-    return crc32(viewOf(bytes, this.from, end)) === crcBytes(this.crc, bytes, this.at, end)
-  }
-}
 
 /** Writes a checksum's 8 hex digits into `bytes` at `at`. */
 const writeHex = (bytes: Uint8Array, at: number, crc: number) => {
@@ -634,12 +509,20 @@ export class LineSplitter extends Splitter<Line> {
 /**
  * Complete lines as bytes, as one block per run of them (a view of the chunk, its lines separated
  * by newlines, the last one without), for readers that go through the lines where they lie.
- * Control bytes are looked for in the whole block at once; a line of a block with one checks itself.
+ * Control bytes are looked for in the whole block at once (unless the reader looks for them line
+ * by line: `checkControl` false); a line of a block with one checks itself.
  */
 export class ByteBlockSplitter extends Splitter<ByteLine> {
+  constructor(
+    startOffset = 0,
+    private readonly checkControl = true
+  ) {
+    super(startOffset)
+  }
+
   protected split(complete: Uint8Array, base: number): Array<ByteLine> | undefined {
     if (!isUtf8(complete)) return undefined
-    return [{ bytes: complete, offset: base, controlFree: !hasControlByte(complete) }]
+    return [{ bytes: complete, offset: base, controlFree: this.checkControl && !hasControlByte(complete) }]
   }
 }
 
@@ -690,7 +573,7 @@ export interface LineLayout {
   readonly bodyEnd: number
 }
 
-const layout = { seq: 0, sessionFrom: -1, sessionTo: -1, keyFrom: -1, keyTo: -1, bodyEnd: 0, checked: 0, stored: 0 }
+const layout = { seq: 0, sessionFrom: -1, sessionTo: -1, keyFrom: -1, keyTo: -1, bodyEnd: 0 }
 
 /**
  * A checksummed line read in place from the layout this codec writes
@@ -714,35 +597,6 @@ export const scanInPlace = (
   if (typeof checked === "string") return checked
   if (checked < 0 || !(controlFree || !hasControlByte(bytes.subarray(start, end)))) return undefined
   return scanLayout(bytes, start, end, checked, true) ? layout : undefined
-}
-
-/** A line's layout, with where its checksummed part ends and the checksum it holds. */
-export interface ChecksummedLayout extends LineLayout {
-  readonly checked: number
-  readonly stored: number
-}
-
-/**
- * `scanInPlace` but for the checksum's computation: a line with a checksum field, read in place,
- * its layout and checksum in the shared record (valid until the next scan). The caller checks
- * the checksum, the lines of a span together (`ChecksumFold`), before anything of the line is
- * handed on. `undefined` for a line `scanInPlace` would not answer with a layout (whose checksum
- * it computes, to say why).
- */
-export const scanChecksummed = (
-  bytes: Uint8Array,
-  start: number,
-  end: number,
-  controlFree: boolean
-): ChecksummedLayout | undefined => {
-  if (!hasChecksum(bytes, start, end)) return undefined
-  const checked = end - CRC_SUFFIX
-  const stored = storedChecksum(bytes, checked)
-  if (stored < 0 || !(controlFree || !hasControlByte(bytes.subarray(start, end)))) return undefined
-  if (!scanLayout(bytes, start, end, checked, true)) return undefined
-  layout.checked = checked
-  layout.stored = stored
-  return layout
 }
 
 /** A checksummed line as a reader's item, read in place (`scanInPlace`): its body is a view of the line. */
@@ -883,7 +737,7 @@ const SIMD_SEARCH_BYTES = 1024
 
 /**
  * Whether `bytes` hold a byte below 0x20 other than a newline: a chunk's worth with WebAssembly
- * SIMD where there is some (`ControlScan`), a line's worth (or a chunk's without it) here.
+ * SIMD where there is some (`LineScan`), a line's worth (or a chunk's without it) here.
  */
 export const hasControlByte = (bytes: Uint8Array): boolean =>
   (bytes.length >= SIMD_SEARCH_BYTES ? controlByteIn(bytes) : undefined) ?? wordsHoldControl(bytes)

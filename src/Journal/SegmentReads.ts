@@ -11,29 +11,44 @@
  * next pull.
  */
 import * as Fs from "node:fs"
+import { crc32 } from "node:zlib"
 import type * as FileSystem from "@effect/platform/FileSystem"
 import { Chunk, Effect, Option, type Scope, Stream } from "effect"
 import type { JournalEvent, JournalLine, JournalLineRun, LineReadOptions } from "../Journal.js"
+import { viewOf } from "../Scratch.js"
+import { crcBytes, crcOfRest } from "./Crc.js"
 import { JournalCorrupt, JournalIoError, JournalPruned, type JournalReadError } from "./Errors.js"
 import * as Finalizer from "../Finalizer.js"
 import {
   ByteBlockSplitter,
-  ChecksumFold,
   type ByteLine,
   ByteLineSplitter,
   hasControlByte,
   type Line,
   type LineCodec,
   LineSplitter,
-  lineEndIn,
   peekSeq,
   peekSeqBytes,
   readInPlace,
   readParsed,
-  scanChecksummed,
   type Splitter,
   verifyChecksum
 } from "./Lines.js"
+import {
+  BlockLines,
+  BODY_END,
+  blockLines,
+  HOLDS_CONTROL,
+  IN_PLACE,
+  LINE_END,
+  LINE_FLAGS,
+  LINE_START,
+  RECORD_INTS,
+  SEQ_HIGH,
+  SEQ_LOW,
+  SPAN_CRC,
+  SPAN_START
+} from "./LineScan.js"
 import { type Segment, segmentIndexFor } from "./Segment.js"
 
 /** What a read of a segment makes of each line's seq (`admit`). */
@@ -105,33 +120,39 @@ const rawFormat: LineFormat<ByteLine, JournalLine> = {
   seqOf: (line) => line.seq
 }
 
-/** The checksums of a run's lines, checked together as the run is handed on (reads take their blocks one at a time). */
-const runChecksums = new ChecksumFold()
-
 /**
- * Lines in runs: a block's lines that `scanChecksummed` reads in place, one after the other, are
- * one `JournalLineRun` over the block's bytes, with no object per line. Their checksums are
- * checked together, in one pass over the run's bytes as it is handed on (`ChecksumFold`); if
- * they do not hold, the line that fails is found, the lines before it are handed on and the read
- * fails there, as a check line by line would have it. A line read otherwise is read as
- * `readLines` reads it, between runs.
+ * Lines in runs: a block's lines read in place, one after the other, are one `JournalLineRun`
+ * over the block's bytes, with no object per line. The block's bytes are looked at by
+ * WebAssembly (`BlockLines`, the twin of `scanInPlace` but for computing checksums): where each
+ * line ends, where a line's fields lie, and the checksum its span of such lines must have, folded
+ * from the checksums they hold (`Crc`). A run's lines are checked together, in one native pass
+ * over the run's bytes as it is handed on; if they do not hold, the line that fails is found, the
+ * lines before it are handed on and the read fails there, as a check line by line would have it.
+ * Any other line is read as `readLines` reads it, between runs.
  */
-const runFormat: ReadFormat<ByteLine, JournalLineRun | JournalLine> = {
-  splitter: () => new ByteBlockSplitter(),
+const runFormat = (scanner: BlockLines): ReadFormat<ByteLine, JournalLineRun | JournalLine> => ({
+  // Control bytes are looked for line by line, as the lines are scanned.
+  splitter: () => new ByteBlockSplitter(0, false),
   take: (block, read, out, memory) => {
     const bytes = block.bytes
-    const fold = runChecksums
     let runStart = -1
     let first = 0
     // The run's line ends: arrays of the read's memory, filled from 0 (`count` of them), cut to length at the end.
     let ends: Array<number> = []
     let bodyEnds: Array<number> = []
     let count = 0
+    // The checksum of the span before the run's first line (with its newline), when the run starts inside a span.
+    let prefix: number | undefined
+    // The checksum of the span up to the run's last line, and up to the line scanned last.
+    let runCrc = 0
+    let spanCrc = 0
     /** Hands on the run so far, or as much of it as its checksums vouch for and the corruption after it. */
     const flush = (): JournalCorrupt | undefined => {
       if (runStart < 0) return undefined
       let corrupt: JournalCorrupt | undefined
-      if (!fold.holds(bytes, runStart + ends[count - 1]!)) {
+      const end = runStart + ends[count - 1]!
+      const expected = prefix === undefined ? runCrc : crcOfRest(runCrc, prefix, end - runStart)
+      if (crc32(viewOf(bytes, runStart, end)) !== expected) {
         for (let i = 0, start = runStart; i < count; start = runStart + ends[i]! + 1, i++) {
           const checked = verifyChecksum(bytes, start, runStart + ends[i]!)
           if (typeof checked === "string") {
@@ -154,57 +175,61 @@ const runFormat: ReadFormat<ByteLine, JournalLineRun | JournalLine> = {
       runStart = -1
       return corrupt
     }
-    for (let start = 0; start <= bytes.length;) {
-      const end = lineEndIn(bytes, start)
-      const offset = block.offset + start
-      const next = end + 1
-      if (read.skipping()) {
-        const peeked = peekSeqBytes(bytes, start, end)
-        if (peeked !== undefined && peeked <= read.since) {
-          start = next
+    scanner.load(bytes)
+    for (let from = 0, scanned = BlockLines.batch; scanned === BlockLines.batch && from <= bytes.length;) {
+      scanned = scanner.scan(from)
+      const records = scanner.records
+      for (let r = 0; r < scanned * RECORD_INTS; r += RECORD_INTS) {
+        const start = records[r + LINE_START]!
+        const end = records[r + LINE_END]!
+        const flags = records[r + LINE_FLAGS]!
+        const inPlace = (flags & IN_PLACE) !== 0
+        const spanBefore = (flags & SPAN_START) === 0 ? spanCrc : undefined
+        if (inPlace) spanCrc = records[r + SPAN_CRC]! >>> 0
+        const seq = inPlace ? records[r + SEQ_HIGH]! * 2 ** 32 + (records[r + SEQ_LOW]! >>> 0) : 0
+        const offset = block.offset + start
+        from = end + 1
+        if (read.skipping()) {
+          const peeked = inPlace ? seq : peekSeqBytes(bytes, start, end)
+          if (peeked !== undefined && peeked <= read.since) continue
+        }
+        const admitted = inPlace ? read.admit(seq, offset) : undefined
+        if (inPlace && (admitted === "take" || admitted === "last")) {
+          if (runStart < 0) {
+            runStart = start
+            first = seq
+            ends = memory.array()
+            bodyEnds = memory.array()
+            count = 0
+            prefix = spanBefore === undefined ? undefined : crcBytes(spanBefore, bytes, start - 1, start)
+          }
+          runCrc = spanCrc
+          ends[count] = end - runStart
+          bodyEnds[count] = records[r + BODY_END]! - runStart
+          count++
+          if (admitted === "last") return flush() ?? "done"
           continue
         }
-      }
-      const scanned = scanChecksummed(bytes, start, end, block.controlFree)
-      const admitted = scanned === undefined ? undefined : read.admit(scanned.seq, offset)
-      if (scanned !== undefined && (admitted === "take" || admitted === "last")) {
-        if (runStart < 0) {
-          runStart = start
-          first = scanned.seq
-          ends = memory.array()
-          bodyEnds = memory.array()
-          count = 0
-          fold.start(start)
+        // Any other line: the run before it first, then its own checksum, then what it is.
+        const before = flush()
+        if (before !== undefined) return before
+        const checked = verifyChecksum(bytes, start, end)
+        if (typeof checked === "string") return read.corrupt(offset, checked)
+        if (admitted === undefined) {
+          const item = readParsed(bytes.subarray(start, end), (flags & HOLDS_CONTROL) === 0)
+          if (typeof item === "string") return read.corrupt(offset, item)
+          const parsed = read.admit(item.seq, offset)
+          if (typeof parsed === "object") return parsed
+          if (parsed === "take" || parsed === "last") out.push(item)
+          if (parsed === "last") return "done"
+        } else if (typeof admitted === "object") {
+          return admitted
         }
-        fold.line(bytes, start, scanned.checked, scanned.stored)
-        ends[count] = end - runStart
-        bodyEnds[count] = scanned.bodyEnd - runStart
-        count++
-        if (admitted === "last") return flush() ?? "done"
-        start = next
-        continue
       }
-      // Any other line: the run before it first, then its own checksum, then what it is.
-      const before = flush()
-      if (before !== undefined) return before
-      const checked = verifyChecksum(bytes, start, end)
-      if (typeof checked === "string") return read.corrupt(offset, checked)
-      if (admitted === undefined) {
-        const line = bytes.subarray(start, end)
-        const item = readParsed(line, block.controlFree || !hasControlByte(line))
-        if (typeof item === "string") return read.corrupt(offset, item)
-        const parsed = read.admit(item.seq, offset)
-        if (typeof parsed === "object") return parsed
-        if (parsed === "take" || parsed === "last") out.push(item)
-        if (parsed === "last") return "done"
-      } else if (typeof admitted === "object") {
-        return admitted
-      }
-      start = next
     }
     return flush()
   }
-}
+})
 
 /** What the reads need of the open journal: its files, and its segments and head as they are now. */
 export interface SegmentFiles {
@@ -519,9 +544,15 @@ export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): S
 
   const decoded = perLine(decodedFormat(codec))
   const raw = perLine(rawFormat)
+  const scanner = blockLines()
+  const runs = scanner === undefined ? undefined : runFormat(scanner)
   return {
     read: (since, upTo) => readAs(decoded, since, upTo),
     readLines: (since, upTo, options) => readAs(raw, since, upTo, options?.reuseChunks === true),
-    readLineRuns: (since, upTo, options) => readAs(runFormat, since, upTo, options?.reuseChunks === true)
+    // Without WebAssembly SIMD (`blockLines`), no runs: every line is read on its own, as `readLines` reads it.
+    readLineRuns: (since, upTo, options) =>
+      runs === undefined
+        ? readAs(raw, since, upTo, options?.reuseChunks === true)
+        : readAs(runs, since, upTo, options?.reuseChunks === true)
   }
 }

@@ -21,7 +21,7 @@ import {
   verifyChecksum,
   type Line
 } from "../../src/Journal/Lines.js"
-import { PIECE_BYTES } from "../../src/Journal/ControlScan.js"
+import { PIECE_BYTES } from "../../src/Journal/LineScan.js"
 import { Note } from "../support/Notes.js"
 
 const bytes = (text: string) => new TextEncoder().encode(text)
