@@ -45,6 +45,12 @@ export interface JournalOptions {
   readonly retention?: Partial<RetentionPolicy> | undefined
   /** Read chunk size (default 256 KiB; 1 MiB for a read that reuses its chunks, `reuseChunks`). */
   readonly readChunkBytes?: number | undefined
+  /**
+   * Whether reads look at the lines of a chunk with WebAssembly SIMD (the default, where the
+   * runtime has it) or line by line in JavaScript, as they do where it has not; both read the
+   * same lines alike.
+   */
+  readonly scanWithSimd?: boolean | undefined
 }
 
 export interface JournalInfo {

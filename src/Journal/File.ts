@@ -325,7 +325,15 @@ const open = <A, I>(
     })
 
     const reads = makeSegmentReads(
-      { fs, at, chunkBytes, reusedChunkBytes, segments: () => segments, head: () => head },
+      {
+        fs,
+        at,
+        chunkBytes,
+        reusedChunkBytes,
+        simd: options.scanWithSimd ?? true,
+        segments: () => segments,
+        head: () => head
+      },
       codec
     )
     const journal: Journal<A> = {

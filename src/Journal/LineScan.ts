@@ -8,10 +8,10 @@
  * - `controlByteIn`: whether bytes hold a control byte (below 0x20, not a newline), copied into the
  *   module's memory a piece at a time, which costs less than the look it saves.
  * - `BlockLines`: the lines of a block (a chunk's complete lines): where each ends, whether it
- *   holds a control byte, and for a line `scanInPlace` would read in place, its seq and body
- *   end, and the checksum its span of such lines must have (`Crc`), as records of 8 ints. It is
- *   the twin of `scanInPlace` but for computing the checksum (the caller checks a run's in one
- *   call), and tests hold the two to the same answers.
+ *   holds a control byte, and for a line `scanInPlace` would read in place, its seq, body end,
+ *   session id and key, and the checksum its span of such lines must have (`Crc`), as records of
+ *   10 ints. It is the twin of `scanInPlace` but for computing the checksum (the caller checks a
+ *   span's in one call), and tests hold the two to the same answers.
  *
  * Where WebAssembly SIMD is not available, `controlByteIn` answers `undefined` and `blockLines`
  * nothing, and the callers do the work in JavaScript.
@@ -127,11 +127,16 @@
  *     (i32.const 0))
  *
  *   ;; Whether the line s to e (no control byte in it: $control is 0) is a checksummed line in the codec's layout;
- *   ;; if so its seq and body end go into the record at rec (fields 3 to 5, positions relative to base), and where its
+ *   ;; if so its seq, body end, session and key go into the record at rec (fields 3 to 5 and 7 to 9, positions relative
+ *   ;; to base, -1 for a field the line has not), and where its
  *   ;; checksummed part ends and the checksum it holds into $checked and $stored.
  *   (func $inPlace (param $s i32) (param $e i32) (param $base i32) (param $rec i32) (result i32)
  *     (local $checked i32) (local $stored i32) (local $i i32) (local $b i32) (local $nibble i32)
  *     (local $seq i64) (local $digits i32) (local $next i32) (local $bodyEnd i32) (local $open i32)
+ *     (local $sessionFrom i32) (local $sessionTo i32) (local $keyFrom i32)
+ *     (local.set $sessionFrom (i32.const -1))
+ *     (local.set $sessionTo (i32.const -1))
+ *     (local.set $keyFrom (i32.const -1))
  *     ;; A checksum field ends the line: `,"crc":"` 8 hex digits `"}`.
  *     (if (i32.lt_s (i32.sub (local.get $e) (local.get $s)) (i32.const 20)) (then (return (i32.const 0))))
  *     (if (i32.ne (i32.load8_u (i32.sub (local.get $e) (i32.const 1))) (i32.const 0x7d)) (then (return (i32.const 0))))
@@ -153,7 +158,8 @@
  *       (br_if $hex (i32.lt_u (local.get $i) (i32.add (local.get $checked) (i32.const 16)))))
  *     (if (global.get $control) (then (return (i32.const 0))))
  *     ;; `{"seq":` and up to 16 digits, a safe integer from 1.
- *     (if (i32.eqz (i32.and (i32.le_u (i32.add (local.get $s) (i32.const 7)) (local.get $e)) (i64.eq (i64.and (i64.load (local.get $s)) (i64.const 0xffffffffffffff)) (i64.const 0x3a22716573227b))))
+ *     (if (i32.eqz (i32.and (i32.le_u (i32.add (local.get $s) (i32.const 7)) (local.get $e))
+ *       (i64.eq (i64.and (i64.load (local.get $s)) (i64.const 0xffffffffffffff)) (i64.const 0x3a22716573227b))))
  *       (then (return (i32.const 0))))
  *     (local.set $i (i32.add (local.get $s) (i32.const 7)))
  *     (local.set $digits (i32.add (local.get $s) (i32.const 23)))
@@ -170,24 +176,30 @@
  *     (if (i64.lt_u (local.get $seq) (i64.const 1)) (then (return (i32.const 0))))
  *     (if (i64.gt_u (local.get $seq) (i64.const 9007199254740991)) (then (return (i32.const 0))))
  *     ;; `,"ts":"` and its text, without a backslash.
- *     (if (i32.eqz (i32.and (i32.le_u (i32.add (local.get $i) (i32.const 7)) (local.get $e)) (i64.eq (i64.and (i64.load (local.get $i)) (i64.const 0xffffffffffffff)) (i64.const 0x223a227374222c))))
+ *     (if (i32.eqz (i32.and (i32.le_u (i32.add (local.get $i) (i32.const 7)) (local.get $e))
+ *       (i64.eq (i64.and (i64.load (local.get $i)) (i64.const 0xffffffffffffff)) (i64.const 0x223a227374222c))))
  *       (then (return (i32.const 0))))
  *     (local.set $next (call $plainStringEnd (i32.add (local.get $i) (i32.const 7)) (local.get $e)))
  *     (if (i32.lt_s (local.get $next) (i32.const 0)) (then (return (i32.const 0))))
  *     (local.set $next (i32.add (local.get $next) (i32.const 1)))
  *     ;; `,"session_id":"` and its text, if there is one.
  *     (if (i32.and
- *           (i32.and (i32.le_u (i32.add (local.get $next) (i32.const 8)) (local.get $e)) (i64.eq (i64.and (i64.load (local.get $next)) (i64.const -1)) (i64.const 0x6f6973736573222c)))
- *           (i32.and (i32.le_u (i32.add (i32.add (local.get $next) (i32.const 8)) (i32.const 7)) (local.get $e)) (i64.eq (i64.and (i64.load (i32.add (local.get $next) (i32.const 8))) (i64.const 0xffffffffffffff)) (i64.const 0x223a2264695f6e))))
+ *           (i32.and (i32.le_u (i32.add (local.get $next) (i32.const 8)) (local.get $e))
+ *       (i64.eq (i64.load (local.get $next)) (i64.const 0x6f6973736573222c)))
+ *           (i32.and (i32.le_u (i32.add (i32.add (local.get $next) (i32.const 8)) (i32.const 7)) (local.get $e))
+ *       (i64.eq (i64.and (i64.load (i32.add (local.get $next) (i32.const 8))) (i64.const 0xffffffffffffff)) (i64.const 0x223a2264695f6e))))
  *       (then
- *         (local.set $next (call $plainStringEnd (i32.add (local.get $next) (i32.const 15)) (local.get $e)))
- *         (if (i32.lt_s (local.get $next) (i32.const 0)) (then (return (i32.const 0))))
- *         (local.set $next (i32.add (local.get $next) (i32.const 1)))))
+ *         (local.set $sessionFrom (i32.add (local.get $next) (i32.const 15)))
+ *         (local.set $sessionTo (call $plainStringEnd (local.get $sessionFrom) (local.get $e)))
+ *         (if (i32.lt_s (local.get $sessionTo) (i32.const 0)) (then (return (i32.const 0))))
+ *         (local.set $next (i32.add (local.get $sessionTo) (i32.const 1)))))
  *     ;; `,"event":{`
  *     (if (i32.eqz
  *           (i32.and
- *             (i32.and (i32.le_u (i32.add (local.get $next) (i32.const 8)) (local.get $e)) (i64.eq (i64.and (i64.load (local.get $next)) (i64.const -1)) (i64.const 0x22746e657665222c)))
- *             (i32.and (i32.le_u (i32.add (i32.add (local.get $next) (i32.const 8)) (i32.const 2)) (local.get $e)) (i64.eq (i64.and (i64.load (i32.add (local.get $next) (i32.const 8))) (i64.const 0xffff)) (i64.const 0x7b3a)))))
+ *             (i32.and (i32.le_u (i32.add (local.get $next) (i32.const 8)) (local.get $e))
+ *       (i64.eq (i64.load (local.get $next)) (i64.const 0x22746e657665222c)))
+ *             (i32.and (i32.le_u (i32.add (i32.add (local.get $next) (i32.const 8)) (i32.const 2)) (local.get $e))
+ *       (i64.eq (i64.and (i64.load (i32.add (local.get $next) (i32.const 8))) (i64.const 0xffff)) (i64.const 0x7b3a)))))
  *       (then (return (i32.const 0))))
  *     ;; The event ends where the key field begins, if there is one, or where the checksum field does.
  *     (local.set $bodyEnd (local.get $checked))
@@ -202,14 +214,22 @@
  *             (br $back)))
  *         (local.set $bodyEnd (i32.sub (local.get $open) (i32.const 7)))
  *         (if (i32.lt_s (local.get $bodyEnd) (local.get $s)) (then (return (i32.const 0))))
- *         (if (i32.eqz (i32.and (i32.le_u (i32.add (local.get $bodyEnd) (i32.const 8)) (local.get $e)) (i64.eq (i64.and (i64.load (local.get $bodyEnd)) (i64.const -1)) (i64.const 0x223a2279656b222c))))
+ *         (if (i32.eqz (i32.and (i32.le_u (i32.add (local.get $bodyEnd) (i32.const 8)) (local.get $e))
+ *       (i64.eq (i64.load (local.get $bodyEnd)) (i64.const 0x223a2279656b222c))))
  *           (then (return (i32.const 0))))
- *         (if (i32.eqz (call $isKey (i32.add (local.get $open) (i32.const 1)) (i32.sub (local.get $checked) (i32.const 1))))
+ *         (local.set $keyFrom (i32.add (local.get $open) (i32.const 1)))
+ *         (if (i32.eqz (call $isKey (local.get $keyFrom) (i32.sub (local.get $checked) (i32.const 1))))
  *           (then (return (i32.const 0))))))
  *     (if (i32.ne (i32.load8_u (i32.sub (local.get $bodyEnd) (i32.const 1))) (i32.const 0x7d)) (then (return (i32.const 0))))
  *     (i32.store offset=12 (local.get $rec) (i32.wrap_i64 (local.get $seq)))
  *     (i32.store offset=16 (local.get $rec) (i32.wrap_i64 (i64.shr_u (local.get $seq) (i64.const 32))))
  *     (i32.store offset=20 (local.get $rec) (i32.sub (local.get $bodyEnd) (local.get $base)))
+ *     (i32.store offset=28 (local.get $rec)
+ *       (select (i32.const -1) (i32.sub (local.get $sessionFrom) (local.get $base)) (i32.lt_s (local.get $sessionFrom) (i32.const 0))))
+ *     (i32.store offset=32 (local.get $rec)
+ *       (select (i32.const -1) (i32.sub (local.get $sessionTo) (local.get $base)) (i32.lt_s (local.get $sessionTo) (i32.const 0))))
+ *     (i32.store offset=36 (local.get $rec)
+ *       (select (i32.const -1) (i32.sub (local.get $keyFrom) (local.get $base)) (i32.lt_s (local.get $keyFrom) (i32.const 0))))
  *     (global.set $checked (local.get $checked))
  *     (global.set $stored (local.get $stored))
  *     (i32.const 1))
@@ -228,13 +248,13 @@
  *       (br_if $bits (i32.lt_u (local.get $k) (i32.const 32))))
  *     (local.get $p))
  *
- *   ;; x to the power 8n modulo the polynomial (zlib's x2nmodp(n, 3)), from x^(2^k) at 132096 + 4k; kept at
- *   ;; 133120 + 4n for n below 65536 (0 until made: no such power is 0).
+ *   ;; x to the power 8n modulo the polynomial (zlib's x2nmodp(n, 3)), from x^(2^k) at 164864 + 4k; kept at
+ *   ;; 165888 + 4n for n below 65536 (0 until made: no such power is 0).
  *   (func $shiftOf (param $n i32) (result i32)
  *     (local $p i32) (local $k i32) (local $at i32)
  *     (if (i32.lt_u (local.get $n) (i32.const 65536))
  *       (then
- *         (local.set $at (i32.add (i32.const 133120) (i32.shl (local.get $n) (i32.const 2))))
+ *         (local.set $at (i32.add (i32.const 165888) (i32.shl (local.get $n) (i32.const 2))))
  *         (local.set $p (i32.load (local.get $at)))
  *         (if (local.get $p) (then (return (local.get $p))))))
  *     (local.set $p (i32.const 0x80000000))
@@ -246,7 +266,7 @@
  *           (then
  *             (local.set $p
  *               (call $multModP
- *                 (i32.load (i32.add (i32.const 132096) (i32.shl (i32.and (local.get $k) (i32.const 31)) (i32.const 2))))
+ *                 (i32.load (i32.add (i32.const 164864) (i32.shl (i32.and (local.get $k) (i32.const 31)) (i32.const 2))))
  *                 (local.get $p)))))
  *         (local.set $n (i32.shr_u (local.get $n) (i32.const 1)))
  *         (local.set $k (i32.add (local.get $k) (i32.const 1)))
@@ -254,7 +274,7 @@
  *     (if (local.get $at) (then (i32.store (local.get $at) (local.get $p))))
  *     (local.get $p))
  *
- *   ;; crc continued over bytes p to end, a byte at a time, with the table at 131072.
+ *   ;; crc continued over bytes p to end, a byte at a time, with the table at 163840.
  *   (func $crcBytes (param $crc i32) (param $p i32) (param $end i32) (result i32)
  *     (local $c i32)
  *     (local.set $c (i32.xor (local.get $crc) (i32.const -1)))
@@ -265,7 +285,7 @@
  *           (i32.xor
  *             (i32.load
  *               (i32.add
- *                 (i32.const 131072)
+ *                 (i32.const 163840)
  *                 (i32.shl (i32.and (i32.xor (local.get $c) (i32.load8_u (local.get $p))) (i32.const 0xff)) (i32.const 2))))
  *             (i32.shr_u (local.get $c) (i32.const 8))))
  *         (local.set $p (i32.add (local.get $p) (i32.const 1)))
@@ -273,9 +293,10 @@
  *     (i32.xor (local.get $c) (i32.const -1)))
  *
  *   ;; The lines of the block at base (length bytes) from offset from (a line's start), at most max of them: a record of
- *   ;; 8 i32 each at out (start, end, flags: 1 read in place, 2 holds a control byte, 4 the first of a span of lines
- *   ;; read in place; then for a line read in place: seq low and high, body end, and the CRC-32 of its span from the
- *   ;; span's first line to its own end), positions relative to base. Answers how many.
+ *   ;; 10 i32 each at out (start, end, flags: 1 read in place, 2 holds a control byte, 4 the first of a span of lines
+ *   ;; read in place; then for a line read in place: seq low and high, body end, the CRC-32 of its span from the
+ *   ;; span's first line to its own end, where its session id's text starts and ends, and where its key's starts),
+ *   ;; positions relative to base. Answers how many.
  *   (func (export "scan") (param $base i32) (param $length i32) (param $from i32) (param $out i32) (param $max i32) (result i32)
  *     (local $end i32) (local $p i32) (local $e i32) (local $count i32) (local $rec i32) (local $flags i32)
  *     (local.set $end (i32.add (local.get $base) (local.get $length)))
@@ -312,7 +333,7 @@
  *         (i32.store (local.get $rec) (i32.sub (local.get $p) (local.get $base)))
  *         (i32.store offset=4 (local.get $rec) (i32.sub (local.get $e) (local.get $base)))
  *         (i32.store offset=8 (local.get $rec) (local.get $flags))
- *         (local.set $rec (i32.add (local.get $rec) (i32.const 32)))
+ *         (local.set $rec (i32.add (local.get $rec) (i32.const 40)))
  *         (local.set $count (i32.add (local.get $count) (i32.const 1)))
  *         (local.set $p (i32.add (local.get $e) (i32.const 1)))
  *         (br $lines)))
@@ -324,29 +345,30 @@ import { CRC_TABLE, X2N } from "./Crc.js"
 
 const MODULE =
   "AGFzbQEAAAABJAVgAn9/AX9gBH9/f38Bf2ABfwF/YAN/f38Bf2AFf39/f38BfwMKCQAAAAABAAIDBAUDAQAEBhoFfwFBAAt/AUEAC38B" +
-  "QQALfwFBAAt/AUEACwcbAwZtZW1vcnkCAAdjb250cm9sAAAEc2NhbgAICr8NCXoDAX8BewF/IAAgAWohAgJAA0AgAEEQaiACSw0BIAD9" +
+  "QQALfwFBAAt/AUEACwcbAwZtZW1vcnkCAAdjb250cm9sAAAEc2NhbgAICoAOCXoDAX8BewF/IAAgAWohAgJAA0AgAEEQaiACSw0BIAD9" +
   "AAQAIQMgA0Eg/Q/9JiADQQr9D/0j/U/9UwRAQQEPCyAAQRBqIQAMAAsLAkADQCAAIAJPDQEgAC0AACEEIARBIEkgBEEKR3EEQEEBDwsg" +
   "AEEBaiEADAALC0EAC6oBAgF7A39BACQAAkADQCAAQRBqIAFLDQEgAP0ABAAhAiACQQr9D/0j/WQhAyACQSD9D/0mIAJBCv0P/SP9T/1k" +
   "IQQgAwRAIANoIQUgBEEBIAV0QQFrcQRAQQEkAAsgACAFag8LIAQEQEEBJAALIABBEGohAAwACwsCQANAIAAgAU8NASAALQAAIQUgBUEK" +
   "Rg0BIAVBIEkEQEEBJAALIABBAWohAAwACwsgAAs2AQF/AkADQCAAIAFPDQEgAC0AACECIAJBIkYEQCAADwsgAkHcAEYNASAAQQFqIQAM" +
   "AAsLQX8LfAEBfyABIABrQQFIIAEgAGtBgAFKcgRAQQAPCwJAA0AgACABTwRAQQEPCyAALQAAIQIgAkEwTyACQTpNcSACQcEATyACQdoA" +
-  "TXFyIAJB4QBPIAJB+gBNcSACQS5GciACQd8ARiACQS1GcnJyRQ0BIABBAWohAAwACwtBAAuKBgMFfwF+BH8gASAAa0EUSARAQQAPCyAB" +
-  "QQFrLQAAQf0ARwRAQQAPCyABQQJrLQAAQSJHBEBBAA8LIAFBEmshBCAEKQMAQqzEjJO3zIidIlIEQEEADwsgBEEIaiEGA0AgBi0AACEH" +
-  "IAdBME8gB0E5TXEEfyAHQTBrBSAHQeEATyAHQeYATXEEfyAHQdcAawVBAA8LCyEIIAVBBHQgCHIhBSAGQQFqIQYgBiAEQRBqSQ0ACyMA" +
-  "BEBBAA8LIABBB2ogAU0gACkDAEL//////////wCDQvvEzKuWzogdUXFFBEBBAA8LIABBB2ohBiAAQRdqIQoCQANAIAYgAU8NASAGIApP" +
-  "DQEgBi0AACEHIAdBMEkgB0E5S3INASAJQgp+IAdBMGutfCEJIAZBAWohBgwACwsgBiAAQQdqRgRAQQAPCyAJQgFUBEBBAA8LIAlC////" +
-  "/////w9WBEBBAA8LIAZBB2ogAU0gBikDAEL//////////wCDQqzE0JunxI4RUXFFBEBBAA8LIAZBB2ogARACIQsgC0EASARAQQAPCyAL" +
-  "QQFqIQsgC0EIaiABTSALKQMAQn+DQqzEzKu27ty07wBRcSALQQhqQQdqIAFNIAtBCGopAwBC//////////8Ag0LuvqWjpsSOEVFxcQRA" +
-  "IAtBD2ogARACIQsgC0EASARAQQAPCyALQQFqIQsLIAtBCGogAU0gCykDAEJ/g0KsxJSz18ybuiJRcSALQQhqQQJqIAFNIAtBCGopAwBC" +
-  "//8Dg0K69gFRcXFFBEBBAA8LIAQhDCAEQQFrLQAAQSJGBEAgBEECayENAkADQCANIABIBEBBAA8LIA0tAABBIkYNASANQQFrIQ0MAAsL" +
-  "IA1BB2shDCAMIABIBEBBAA8LIAxBCGogAU0gDCkDAEJ/g0KsxKyrls+InSJRcUUEQEEADwsgDUEBaiAEQQFrEANFBEBBAA8LCyAMQQFr" +
-  "LQAAQf0ARwRAQQAPCyADIAmnNgIMIAMgCUIgiKc2AhAgAyAMIAJrNgIUIAQkASAFJAJBAQtCAQJ/A0AgAiABIABBH3VxcyECIABBAXQh" +
-  "ACABQQF2QaCG4u1+QQAgAUEBcWtxcyEBIANBAWohAyADQSBJDQALIAILfAEDfyAAQYCABEkEQEGAkAggAEECdGohAyADKAIAIQEgAQRA" +
-  "IAEPCwtBgICAgHghAUEDIQICQANAIABFDQEgAEEBcQRAQYCICCACQR9xQQJ0aigCACABEAUhAQsgAEEBdiEAIAJBAWohAgwACwsgAwRA" +
-  "IAMgATYCAAsgAQtFAQF/IABBf3MhAwJAA0AgASACTw0BQYCACCADIAEtAABzQf8BcUECdGooAgAgA0EIdnMhAyABQQFqIQEMAAsLIANB" +
-  "f3MLzwEBBn8gACABaiEFIAAgAmohBiADIQkgAkUEQEEAJAQLAkADQCAIIARPDQEgBiAFSw0BIAYgBRABIQcjAEEBdCEKIAYgByAAIAkQ" +
-  "BARAIwQEQCMBIAZrEAYjAyAGQQFrIAYQBxAFIwJzJAMFIwIkAyAKQQRyIQoLIwMjASAHEAckA0EBJAQgCSMDNgIYIApBAXIhCgVBACQE" +
-  "CyAJIAYgAGs2AgAgCSAHIABrNgIEIAkgCjYCCCAJQSBqIQkgCEEBaiEIIAdBAWohBgwACwsgCAs="
+  "TXFyIAJB4QBPIAJB+gBNcSACQS5GciACQd8ARiACQS1GcnJyRQ0BIABBAWohAAwACwtBAAvLBgMFfwF+B39BfyEOQX8hD0F/IRAgASAA" +
+  "a0EUSARAQQAPCyABQQFrLQAAQf0ARwRAQQAPCyABQQJrLQAAQSJHBEBBAA8LIAFBEmshBCAEKQMAQqzEjJO3zIidIlIEQEEADwsgBEEI" +
+  "aiEGA0AgBi0AACEHIAdBME8gB0E5TXEEfyAHQTBrBSAHQeEATyAHQeYATXEEfyAHQdcAawVBAA8LCyEIIAVBBHQgCHIhBSAGQQFqIQYg" +
+  "BiAEQRBqSQ0ACyMABEBBAA8LIABBB2ogAU0gACkDAEL//////////wCDQvvEzKuWzogdUXFFBEBBAA8LIABBB2ohBiAAQRdqIQoCQANA" +
+  "IAYgAU8NASAGIApPDQEgBi0AACEHIAdBMEkgB0E5S3INASAJQgp+IAdBMGutfCEJIAZBAWohBgwACwsgBiAAQQdqRgRAQQAPCyAJQgFU" +
+  "BEBBAA8LIAlC/////////w9WBEBBAA8LIAZBB2ogAU0gBikDAEL//////////wCDQqzE0JunxI4RUXFFBEBBAA8LIAZBB2ogARACIQsg" +
+  "C0EASARAQQAPCyALQQFqIQsgC0EIaiABTSALKQMAQqzEzKu27ty07wBRcSALQQhqQQdqIAFNIAtBCGopAwBC//////////8Ag0LuvqWj" +
+  "psSOEVFxcQRAIAtBD2ohDiAOIAEQAiEPIA9BAEgEQEEADwsgD0EBaiELCyALQQhqIAFNIAspAwBCrMSUs9fMm7oiUXEgC0EIakECaiAB" +
+  "TSALQQhqKQMAQv//A4NCuvYBUXFxRQRAQQAPCyAEIQwgBEEBay0AAEEiRgRAIARBAmshDQJAA0AgDSAASARAQQAPCyANLQAAQSJGDQEg" +
+  "DUEBayENDAALCyANQQdrIQwgDCAASARAQQAPCyAMQQhqIAFNIAwpAwBCrMSsq5bPiJ0iUXFFBEBBAA8LIA1BAWohECAQIARBAWsQA0UE" +
+  "QEEADwsLIAxBAWstAABB/QBHBEBBAA8LIAMgCac2AgwgAyAJQiCIpzYCECADIAwgAms2AhQgA0F/IA4gAmsgDkEASBs2AhwgA0F/IA8g" +
+  "AmsgD0EASBs2AiAgA0F/IBAgAmsgEEEASBs2AiQgBCQBIAUkAkEBC0IBAn8DQCACIAEgAEEfdXFzIQIgAEEBdCEAIAFBAXZBoIbi7X5B" +
+  "ACABQQFxa3FzIQEgA0EBaiEDIANBIEkNAAsgAgt8AQN/IABBgIAESQRAQYCQCiAAQQJ0aiEDIAMoAgAhASABBEAgAQ8LC0GAgICAeCEB" +
+  "QQMhAgJAA0AgAEUNASAAQQFxBEBBgIgKIAJBH3FBAnRqKAIAIAEQBSEBCyAAQQF2IQAgAkEBaiECDAALCyADBEAgAyABNgIACyABC0UB" +
+  "AX8gAEF/cyEDAkADQCABIAJPDQFBgIAKIAMgAS0AAHNB/wFxQQJ0aigCACADQQh2cyEDIAFBAWohAQwACwsgA0F/cwvPAQEGfyAAIAFq" +
+  "IQUgACACaiEGIAMhCSACRQRAQQAkBAsCQANAIAggBE8NASAGIAVLDQEgBiAFEAEhByMAQQF0IQogBiAHIAAgCRAEBEAjBARAIwEgBmsQ" +
+  "BiMDIAZBAWsgBhAHEAUjAnMkAwUjAiQDIApBBHIhCgsjAyMBIAcQByQDQQEkBCAJIwM2AhggCkEBciEKBUEAJAQLIAkgBiAAazYCACAJ" +
+  "IAcgAGs2AgQgCSAKNgIIIAlBKGohCSAIQQFqIQggB0EBaiEGDAALCyAICw=="
 
 /** The bytes `controlByteIn` copies into the module's memory at once: its 4 pages of 64 KiB, which stay in the CPU's caches. */
 export const PIECE_BYTES = 4 * 64 * 1024
@@ -389,8 +411,8 @@ export const controlByteIn = (bytes: Uint8Array): boolean | undefined => {
   return false
 }
 
-/** A record's fields (`BlockLines.records`, 8 ints a line). */
-export const RECORD_INTS = 8
+/** A record's fields (`BlockLines.records`, 10 ints a line). */
+export const RECORD_INTS = 10
 export const LINE_START = 0
 export const LINE_END = 1
 export const LINE_FLAGS = 2
@@ -399,6 +421,11 @@ export const SEQ_HIGH = 4
 export const BODY_END = 5
 /** The CRC-32 of the line's span: from the span's first line (`SPAN_START`) to the line's end. */
 export const SPAN_CRC = 6
+/** Where the line's session id's text starts and ends (-1 when it has none). */
+export const SESSION_FROM = 7
+export const SESSION_TO = 8
+/** Where the line's idempotency key's text starts (-1 when it has none); it ends before the checksum field's quote. */
+export const KEY_FROM = 9
 /** `LINE_FLAGS`: the line is read in place (checksummed, in the codec's layout, no control byte). */
 export const IN_PLACE = 1
 /** `LINE_FLAGS`: the line holds a control byte. */
@@ -408,13 +435,13 @@ export const SPAN_START = 4
 
 /**
  * The module's memory, as `scan` uses it: the records (at most `MAX_RECORDS` a scan), the CRC-32
- * table, the powers x^(2^k), the multipliers of the line lengths made so far (at 133120, which
+ * table, the powers x^(2^k), the multipliers of the line lengths made so far (at 165888, which
  * only the module reads and writes), then the block.
  */
 const RECORDS_AT = 0
 const MAX_RECORDS = 4096
-const TABLE_AT = 131072
-const X2N_AT = 132096
+const TABLE_AT = 163840
+const X2N_AT = 164864
 const BLOCK_AT = 458752
 /** Room after a block: the module reads 16 bytes at a time, and a field's 8, past where it looks. */
 const SLACK = 16

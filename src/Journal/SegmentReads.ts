@@ -15,7 +15,7 @@ import { crc32 } from "node:zlib"
 import type * as FileSystem from "@effect/platform/FileSystem"
 import { Chunk, Effect, Option, type Scope, Stream } from "effect"
 import type { JournalEvent, JournalLine, JournalLineRun, LineReadOptions } from "../Journal.js"
-import { viewOf } from "../Scratch.js"
+import { textOf, viewOf } from "../Scratch.js"
 import { crcBytes, crcOfRest } from "./Crc.js"
 import { JournalCorrupt, JournalIoError, JournalPruned, type JournalReadError } from "./Errors.js"
 import * as Finalizer from "../Finalizer.js"
@@ -44,8 +44,11 @@ import {
   LINE_FLAGS,
   LINE_START,
   RECORD_INTS,
+  KEY_FROM,
   SEQ_HIGH,
   SEQ_LOW,
+  SESSION_FROM,
+  SESSION_TO,
   SPAN_CRC,
   SPAN_START
 } from "./LineScan.js"
@@ -121,16 +124,17 @@ const rawFormat: LineFormat<ByteLine, JournalLine> = {
 }
 
 /**
- * Lines in runs: a block's lines read in place, one after the other, are one `JournalLineRun`
- * over the block's bytes, with no object per line. The block's bytes are looked at by
- * WebAssembly (`BlockLines`, the twin of `scanInPlace` but for computing checksums): where each
- * line ends, where a line's fields lie, and the checksum its span of such lines must have, folded
- * from the checksums they hold (`Crc`). A run's lines are checked together, in one native pass
- * over the run's bytes as it is handed on; if they do not hold, the line that fails is found, the
- * lines before it are handed on and the read fails there, as a check line by line would have it.
- * Any other line is read as `readLines` reads it, between runs.
+ * A block's lines as WebAssembly finds them (`BlockLines`, the twin of `scanInPlace` but for
+ * computing checksums): where each line ends, where a line's fields lie, and the checksum its
+ * span of lines read in place must have, folded from the checksums they hold (`Crc`). Lines read
+ * in place one after the other are checked together, in one native pass over their bytes as they
+ * are handed on; if they do not hold, the line that fails is found, the lines before it are
+ * handed on and the read fails there, as a check line by line would have it. They are handed on
+ * as one `JournalLineRun` over the block's bytes, with no object per line (`runs`), or as a
+ * `JournalLine` each (as `rawFormat` reads them, but for the checksums). Any other line is read
+ * as `rawFormat` reads it, between them.
  */
-const runFormat = (scanner: BlockLines): ReadFormat<ByteLine, JournalLineRun | JournalLine> => ({
+const scannedFormat = (scanner: BlockLines, runs: boolean): ReadFormat<ByteLine, JournalLineRun | JournalLine> => ({
   // Control bytes are looked for line by line, as the lines are scanned.
   splitter: () => new ByteBlockSplitter(0, false),
   take: (block, read, out, memory) => {
@@ -141,6 +145,8 @@ const runFormat = (scanner: BlockLines): ReadFormat<ByteLine, JournalLineRun | J
     let ends: Array<number> = []
     let bodyEnds: Array<number> = []
     let count = 0
+    // The run's lines as items, when lines are handed on one by one.
+    const items: Array<JournalLine> = []
     // The checksum of the span before the run's first line (with its newline), when the run starts inside a span.
     let prefix: number | undefined
     // The checksum of the span up to the run's last line, and up to the line scanned last.
@@ -162,7 +168,7 @@ const runFormat = (scanner: BlockLines): ReadFormat<ByteLine, JournalLineRun | J
           }
         }
       }
-      if (count > 0) {
+      if (count > 0 && runs) {
         ends.length = count
         bodyEnds.length = count
         const last = ends[count - 1]!
@@ -171,6 +177,9 @@ const runFormat = (scanner: BlockLines): ReadFormat<ByteLine, JournalLineRun | J
           first,
           lines: { bytes: bytes.subarray(runStart, runStart + last), ends, bodyEnds }
         })
+      } else {
+        for (let i = 0; i < count; i++) out.push(items[i]!)
+        items.length = 0
       }
       runStart = -1
       return corrupt
@@ -206,6 +215,7 @@ const runFormat = (scanner: BlockLines): ReadFormat<ByteLine, JournalLineRun | J
           runCrc = spanCrc
           ends[count] = end - runStart
           bodyEnds[count] = records[r + BODY_END]! - runStart
+          if (!runs) items.push(lineAt(bytes, records, r, seq))
           count++
           if (admitted === "last") return flush() ?? "done"
           continue
@@ -231,6 +241,23 @@ const runFormat = (scanner: BlockLines): ReadFormat<ByteLine, JournalLineRun | J
   }
 })
 
+/** How far before a line's end its key's text ends: the key's closing quote and `,"crc":"…"}` are 19 bytes. */
+const KEY_TO_LINE_END = 19
+
+/** The item of a line read in place, from its record: its body a view of the block, its session and key as text. */
+const lineAt = (bytes: Uint8Array, records: Int32Array, r: number, seq: number): JournalLine => {
+  const start = records[r + LINE_START]!
+  const sessionFrom = records[r + SESSION_FROM]!
+  const keyFrom = records[r + KEY_FROM]!
+  return {
+    _tag: "Change",
+    seq,
+    sessionId: sessionFrom < 0 ? undefined : textOf(bytes, sessionFrom, records[r + SESSION_TO]!),
+    body: viewOf(bytes, start, records[r + BODY_END]!),
+    key: keyFrom < 0 ? undefined : textOf(bytes, keyFrom, records[r + LINE_END]! - KEY_TO_LINE_END)
+  }
+}
+
 /** What the reads need of the open journal: its files, and its segments and head as they are now. */
 export interface SegmentFiles {
   readonly fs: FileSystem.FileSystem
@@ -239,6 +266,8 @@ export interface SegmentFiles {
   readonly chunkBytes: number
   /** The chunk of a read that reuses its buffers (`reuseChunks`). */
   readonly reusedChunkBytes: number
+  /** Whether lines are looked at with WebAssembly SIMD where the runtime has it (`LineScan`). */
+  readonly simd: boolean
   readonly segments: () => ReadonlyArray<Segment>
   readonly head: () => number
 }
@@ -544,12 +573,14 @@ export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): S
 
   const decoded = perLine(decodedFormat(codec))
   const raw = perLine(rawFormat)
-  const scanner = blockLines()
-  const runs = scanner === undefined ? undefined : runFormat(scanner)
+  const scanner = files.simd ? blockLines() : undefined
+  // Without WebAssembly SIMD (`blockLines`), every line is read on its own (`rawFormat`), and there are no runs.
+  // Without runs, every item is a `JournalLine`.
+  const lines = scanner === undefined ? raw : (scannedFormat(scanner, false) as ReadFormat<ByteLine, JournalLine>)
+  const runs = scanner === undefined ? undefined : scannedFormat(scanner, true)
   return {
     read: (since, upTo) => readAs(decoded, since, upTo),
-    readLines: (since, upTo, options) => readAs(raw, since, upTo, options?.reuseChunks === true),
-    // Without WebAssembly SIMD (`blockLines`), no runs: every line is read on its own, as `readLines` reads it.
+    readLines: (since, upTo, options) => readAs(lines, since, upTo, options?.reuseChunks === true),
     readLineRuns: (since, upTo, options) =>
       runs === undefined
         ? readAs(raw, since, upTo, options?.reuseChunks === true)

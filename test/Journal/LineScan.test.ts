@@ -1,7 +1,7 @@
 /**
  * The WebAssembly scan of a block's lines, held to what the JavaScript reads of a line answer:
- * where each line ends, whether it holds a control byte, whether it is read in place (and its seq
- * and body end), and the checksum of each span of lines read in place; and the CRC-32 arithmetic
+ * where each line ends, whether it holds a control byte, whether it is read in place (and its seq,
+ * body end, session and key), and the checksum of each span of lines read in place; and the CRC-32 arithmetic
  * a run that starts inside a span is checked with.
  */
 import { describe, it, assert } from "@effect/vitest"
@@ -14,12 +14,15 @@ import {
   BODY_END,
   HOLDS_CONTROL,
   IN_PLACE,
+  KEY_FROM,
   LINE_END,
   LINE_FLAGS,
   LINE_START,
   RECORD_INTS,
   SEQ_HIGH,
   SEQ_LOW,
+  SESSION_FROM,
+  SESSION_TO,
   SPAN_CRC,
   SPAN_START
 } from "../../src/Journal/LineScan.js"
@@ -37,6 +40,8 @@ interface Record {
   readonly seq: number
   readonly bodyEnd: number
   readonly spanCrc: number
+  readonly session: readonly [number, number]
+  readonly keyFrom: number
 }
 
 /** Every record of a block, scanned batch after batch as a read does. */
@@ -55,7 +60,9 @@ const scanAll = (block: Uint8Array): Array<Record> => {
         flags: ints[r + LINE_FLAGS]!,
         seq: ints[r + SEQ_HIGH]! * 2 ** 32 + (ints[r + SEQ_LOW]! >>> 0),
         bodyEnd: ints[r + BODY_END]!,
-        spanCrc: ints[r + SPAN_CRC]! >>> 0
+        spanCrc: ints[r + SPAN_CRC]! >>> 0,
+        session: [ints[r + SESSION_FROM]!, ints[r + SESSION_TO]!],
+        keyFrom: ints[r + KEY_FROM]!
       })
       from = ints[r + LINE_END]! + 1
     }
@@ -134,6 +141,8 @@ describe("LineScan", () => {
         if (typeof read === "object") {
           assert.strictEqual(record.seq, read.seq, `line ${i}: seq`)
           assert.strictEqual(record.bodyEnd, read.bodyEnd, `line ${i}: body end`)
+          assert.deepStrictEqual(record.session, [read.sessionFrom, read.sessionTo], `line ${i}: session`)
+          assert.strictEqual(record.keyFrom, read.keyFrom, `line ${i}: key`)
         }
         start = end + 1
       }
