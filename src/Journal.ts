@@ -46,9 +46,10 @@ export interface JournalOptions {
   /** Read chunk size (default 256 KiB; 1 MiB for a read that reuses its chunks, `reuseChunks`). */
   readonly readChunkBytes?: number | undefined
   /**
-   * Whether reads look at the lines of a chunk with WebAssembly SIMD (the default, where the
-   * runtime has it) or line by line in JavaScript, as they do where it has not; both read the
-   * same lines alike.
+   * Whether reads scan the lines of a chunk with WebAssembly SIMD and check their checksums a
+   * span at a time (the default, where the runtime has WebAssembly SIMD), or read and check them
+   * line by line in JavaScript, as where it has not. Both give the same lines and report the same
+   * damage.
    */
   readonly scanWithSimd?: boolean | undefined
 }

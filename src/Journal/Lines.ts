@@ -743,13 +743,12 @@ export const hasControlByte = (bytes: Uint8Array): boolean =>
   (bytes.length >= SIMD_SEARCH_BYTES ? controlByteIn(bytes) : undefined) ?? wordsHoldControl(bytes)
 
 /**
- * `hasControlByte` in JavaScript. Looks at the bytes 16 at a time
- * (a byte-at-a-time loop doubled the cost of reading lines in place), as 4 aligned words. The
- * few bytes before and after those are looked at one by one first, and the words in a function
- * of their own with nothing after its loop: a whole chunk is one call, so its loop is optimized
- * while it runs (on-stack), and any code after the loop that had not run by then lacked the type
- * feedback to be optimized, cost a deoptimization at every chunk, and kept a process's first
- * replay in the interpreter.
+ * `hasControlByte` in JavaScript. Looks at the bytes 16 at a time (a byte-at-a-time loop doubled
+ * the cost of reading lines in place), as 4 aligned words. The few bytes before and after those
+ * are looked at one by one first, and the words in a function of their own with nothing after
+ * its loop: a whole chunk is one call, so its loop is optimized while it runs (on-stack), and
+ * any code after the loop that had not run by then lacked the type feedback to be optimized,
+ * cost a deoptimization at every chunk, and kept a process's first replay in the interpreter.
  */
 export const wordsHoldControl = (bytes: Uint8Array): boolean => {
   const n = bytes.length
