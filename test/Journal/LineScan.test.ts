@@ -78,7 +78,11 @@ const rechecksummed = (line: string): string => {
   return `${checked},"crc":"${crc32(checked).toString(16).padStart(8, "0")}"}`
 }
 
-/** Ways a line may differ from what the codec writes; each keeps its checksum right. */
+/**
+ * Ways a line may differ from what the codec writes: most with their checksum made right again
+ * (as by hand), some without a checksum, with a bad one, or cut. The line as written comes three
+ * times, so that runs of lines read in place come too.
+ */
 const variants: ReadonlyArray<(line: string) => string> = [
   (line) => line,
   (line) => line,
