@@ -243,6 +243,12 @@ export const numbered = <A>(entries: ReadonlyArray<JournalEntry<A>>, first: numb
   return events
 }
 
+/**
+ * Whether an appended event is still only its JSON (its entry was a `PendingEntry`): its line says
+ * all it holds, and its event is parsed only when asked for.
+ */
+export const isOnlyJson = (event: JournalEvent<unknown>): boolean => event instanceof PendingEvent
+
 /** An appended event as a reader gets it: a plain object, its event parsed if it was still JSON. */
 export const plainEvent = <A>(event: JournalEvent<A>): JournalEvent<A> => {
   if (!(event instanceof PendingEvent)) return event

@@ -886,7 +886,7 @@ describe("entries still only JSON", () => {
     }
   }
 
-  it.scopedLive("are_journaled_and_streamed_as_their_bytes_and_parsed_only_for_a_reader_of_events_once", () =>
+  it.scopedLive("are_journaled_and_streamed_as_their_bytes_and_decoded_only_for_a_reader_of_events_once_for_all", () =>
     Effect.gen(function* () {
       const directory = yield* tempDir
       const { feed } = yield* openFeed(directory)
@@ -909,7 +909,8 @@ describe("entries still only JSON", () => {
       )
       assert.strictEqual(parses(), 0, "no reader of events yet: nothing parsed")
 
-      // Readers of events at the live tail get plain objects, the event an own field, parsed once for all.
+      // Readers of events at the live tail get plain objects, the event an own field, decoded once
+      // for all from the line the live buffer holds (the producer's JSON is not kept to parse).
       const readers = [yield* follow(feed.changes({ since: 2 }), 2), yield* follow(feed.changes({ since: 2 }), 2)]
       for (const reader of readers) yield* delivered(reader, 1)
       const more = jsonEntries()
@@ -924,7 +925,11 @@ describe("entries still only JSON", () => {
         )
         assert.deepStrictEqual(Object.keys(reader.changes()[0]!), ["seq", "ts", "session_id", "event"])
       }
-      assert.deepStrictEqual([parses(), more.parses()], [0, 2])
+      const [first, second] = readers.map((reader) => reader.changes())
+      for (let i = 0; i < first!.length; i++) {
+        assert.strictEqual(first![i]!.event, second![i]!.event, "every reader gets the event decoded once")
+      }
+      assert.deepStrictEqual([parses(), more.parses()], [0, 0], "the producer's JSON is never parsed")
     }).pipe(Effect.provide(Env))
   )
 

@@ -11,6 +11,9 @@
  * what a batch holds: its events' lines share one buffer, which stays in memory as long as any
  * of them is held.
  *
+ * A batch may be held as one item that tells its events apart by seq (`pushShared`): each of its
+ * events' slots then holds that item, and no object is kept per event.
+ *
  * One buffer and one wake-up per batch for all readers, where a queue per reader would copy each
  * event into every queue and make a waiter per reader per wake-up. Its slots grow with what it
  * holds, up to `capacity`: a quiet feed (one of thousands of accounts) holds a few slots, not
@@ -46,8 +49,8 @@ export class LiveBuffer<T> {
   constructor(
     readonly capacity: number = Number.POSITIVE_INFINITY,
     readonly maxBytes: number = Number.POSITIVE_INFINITY,
-    /** An event's size for `after`'s `maxBytes`: what a reader copies when it passes the event on. */
-    private readonly weigh: (item: T) => number = () => 0
+    /** The size of the event at `seq` (held as `item`) for `after`'s `maxBytes`: what a reader copies when it passes the event on. */
+    private readonly weigh: (item: T, seq: number) => number = () => 0
   ) {
     this.items = new Array(Math.min(capacity, INITIAL_SLOTS))
   }
@@ -73,14 +76,35 @@ export class LiveBuffer<T> {
    */
   push(firstSeq: number, batch: ReadonlyArray<T>, bytes = 0): void {
     if (batch.length === 0) return
+    this.makeRoom(firstSeq, batch.length)
+    for (let i = 0; i < batch.length; i++) this.items[(firstSeq + i) % this.items.length] = batch[i]
+    this.admit(firstSeq, batch.length, bytes)
+  }
+
+  /**
+   * Holds `count` events from `firstSeq` as one item (a batch held as one object, which tells its
+   * events apart by seq): every one of their slots holds it, and no object is made per event.
+   */
+  pushShared(firstSeq: number, count: number, item: T, bytes = 0): void {
+    if (count === 0) return
+    this.makeRoom(firstSeq, count)
+    for (let i = 0; i < count; i++) this.items[(firstSeq + i) % this.items.length] = item
+    this.admit(firstSeq, count, bytes)
+  }
+
+  /** Starts over if `count` events from `firstSeq` do not continue what is held, and grows the slots to take them. */
+  private makeRoom(firstSeq: number, count: number): void {
     if (this.last !== 0 && firstSeq !== this.last + 1) this.clear()
     const held = this.last === 0 ? 0 : this.last - this.first + 1
-    if (held + batch.length > this.items.length && this.items.length < this.capacity) {
-      this.grow(Math.min(this.capacity, Math.max(held + batch.length, 2 * this.items.length)))
+    if (held + count > this.items.length && this.items.length < this.capacity) {
+      this.grow(Math.min(this.capacity, Math.max(held + count, 2 * this.items.length)))
     }
-    for (let i = 0; i < batch.length; i++) this.items[(firstSeq + i) % this.items.length] = batch[i]
+  }
+
+  /** Counts `count` events from `firstSeq`, just put in their slots, as held; lets go of the oldest past the bounds, and wakes readers. */
+  private admit(firstSeq: number, count: number, bytes: number): void {
     if (this.last === 0) this.first = firstSeq
-    this.last = firstSeq + batch.length - 1
+    this.last = firstSeq + count - 1
     this.batches.push({ last: this.last, bytes })
     this.heldBytes += bytes
     let first = Math.max(this.first, this.last - this.items.length + 1)
@@ -122,7 +146,7 @@ export class LiveBuffer<T> {
     let bytes = 0
     for (let seq = cursor + 1; seq <= to; seq++) {
       const item = this.items[seq % this.items.length]!
-      bytes += this.weigh(item)
+      bytes += this.weigh(item, seq)
       if (bytes > maxBytes && out.length > 0) break
       out.push(item)
     }

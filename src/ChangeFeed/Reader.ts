@@ -17,7 +17,7 @@ import type { Cursor } from "../Domain/Cursor.js"
 import type { CaughtUp, Change, FeedItem, LineChange, LineItem, Progress, Reset } from "../Domain/FeedItem.js"
 import { type Journal, type JournalLineRun, runLength } from "../Journal.js"
 import type { JournalReadError } from "../Journal/Errors.js"
-import { asItem, type Broadcast, lastOf, type LiveChange, type LiveRun } from "./Broadcast.js"
+import { asItem, type Broadcast, type LiveBatch, type LiveChange, type LiveRun } from "./Broadcast.js"
 import type { Instrument } from "./Instrument.js"
 import { decideReset, resetTo } from "./Reset.js"
 import * as Finalizer from "../Finalizer.js"
@@ -242,7 +242,7 @@ export const make = <A>(journal: Journal<A>, broadcast: Broadcast<A>, instrument
           cursor = takeRuns(next, cursor, out)
           return "taken"
         }
-        const events = live.after(cursor, LIVE_READ_EVENTS, LIVE_READ_BYTES)
+        const events = broadcast.after(cursor, LIVE_READ_EVENTS, LIVE_READ_BYTES)
         if (typeof events === "string") return events
         if (events.length === 0) return "none"
         deliver(events.map(format.live), out)
@@ -333,12 +333,12 @@ export const make = <A>(journal: Journal<A>, broadcast: Broadcast<A>, instrument
    * The rest of the batch holding `next` (the event after `cursor`), then the following batches
    * whole, as runs into `out`; answers the cursor after them.
    */
-  const takeRuns = (next: LiveChange<A>, cursor: number, out: { readonly push: (run: LiveRun) => unknown }): number => {
-    let change: LiveChange<A> | undefined | "gap" | "end" = next
-    for (let taken = 0; taken < LIVE_READ_BATCHES && typeof change === "object"; taken++) {
-      out.push({ _tag: "LiveRun", batch: change.batch, from: cursor + 1 })
-      cursor = lastOf(change.batch)
-      change = live.next(cursor)
+  const takeRuns = (next: LiveBatch<A>, cursor: number, out: { readonly push: (run: LiveRun) => unknown }): number => {
+    let batch: LiveBatch<A> | undefined | "gap" | "end" = next
+    for (let taken = 0; taken < LIVE_READ_BATCHES && typeof batch === "object"; taken++) {
+      out.push({ _tag: "LiveRun", batch, from: cursor + 1 })
+      cursor = batch.last
+      batch = live.next(cursor)
     }
     return cursor
   }

@@ -103,22 +103,19 @@ export const makeFrameEncoder = (epoch: string) => {
   const batchFrames = (batch: LiveBatch<unknown>): BatchFrames => {
     const made = batches.get(batch)
     if (made !== undefined) return made
-    const items = batch.items
-    const starts = new Int32Array(items.length + 1)
+    const starts = new Int32Array(batch.length + 1)
     let size = 0
-    for (let i = 0; i < items.length; i++) {
+    for (let i = 0; i < batch.length; i++) {
       starts[i] = size
-      size += headLength(batch.first + i) + items[i]!.line.body.length + 3
+      size += headLength(batch.first + i) + batch.bodyLength(i) + 3
     }
-    starts[items.length] = size
+    starts[batch.length] = size
     // A buffer of its own rather than a slice of Node's shared pool (it is kept as long as the
     // batch), framed as a chunk so that each connection sends it whole in one write.
     const bytes = chunkedBuffer(size)
-    for (let i = 0; i < items.length; i++) {
+    for (let i = 0; i < batch.length; i++) {
       const at = writeHead(bytes, starts[i]!, batch.first + i)
-      const body = items[i]!.line.body
-      bytes.set(body, at)
-      closeChange(bytes, at + body.length)
+      closeChange(bytes, at + batch.copyBody(i, bytes, at))
     }
     const frames = { bytes, starts }
     batches.set(batch, frames)

@@ -100,6 +100,32 @@ describe("LiveBuffer", () => {
     assert.deepStrictEqual(buffer.after(0, 2, 600), [1, 2], "and at most max")
   })
 
+  it("a_batch_held_as_one_item_answers_it_for_each_of_its_events_weighed_by_seq_and_slides_as_a_batch", () => {
+    interface Held {
+      readonly first: number
+      readonly sizes: ReadonlyArray<number>
+    }
+    const weigh = (held: Held, seq: number) => held.sizes[seq - held.first]!
+    const buffer = new LiveBuffer<Held>(6, Number.POSITIVE_INFINITY, weigh)
+    const a: Held = { first: 1, sizes: [100, 200, 300] }
+    const b: Held = { first: 4, sizes: [400, 500] }
+    buffer.pushShared(1, 3, a)
+    buffer.pushShared(4, 2, b)
+    assert.strictEqual(buffer.size, 5)
+    assert.deepStrictEqual(buffer.after(0, 100), [a, a, a, b, b], "each event's slot holds its batch")
+    assert.strictEqual(buffer.next(2), a)
+    assert.strictEqual(buffer.next(3), b)
+    assert.deepStrictEqual(buffer.after(1, 100, 600), [a, a], "weighed by each event's seq: 200 + 300")
+    assert.deepStrictEqual(buffer.after(3, 100, 100), [b], "the first even when alone it is over")
+    buffer.pushShared(6, 4, { first: 6, sizes: [1, 1, 1, 1] }) // 9 events past 6 slots: the oldest go
+    assert.strictEqual(buffer.after(2, 100), "gap")
+    assert.deepStrictEqual(
+      (buffer.after(3, 100) as Array<Held>).map((held) => held.first),
+      [4, 4, 6, 6, 6, 6]
+    )
+    assert.strictEqual(referenced(buffer), 6, "no slot holds a batch let go of")
+  })
+
   it("says_end_once_closed_and_nothing_is_left_after_the_cursor", () => {
     const buffer = new LiveBuffer<number>(4)
     buffer.push(1, [1, 2])

@@ -4,47 +4,66 @@
  * rendered one by one.
  */
 import { describe, it, assert } from "@effect/vitest"
-import type { LiveBatch, LiveChange } from "../../src/ChangeFeed/Broadcast.js"
-import type { LineChange, LineItem } from "../../src/Domain/FeedItem.js"
+import { LiveBatch } from "../../src/ChangeFeed/Broadcast.js"
+import type { LineItem } from "../../src/Domain/FeedItem.js"
 import type { JournalLineRun } from "../../src/Journal.js"
-import { lineAt, makeLineCodec, readInPlace } from "../../src/Journal/Lines.js"
+import { bodyAt, lineAt, makeLineCodec, readInPlace } from "../../src/Journal/Lines.js"
 import { makeFrameEncoder } from "../../src/Http/Sse.js"
 import { Note, note } from "../support/Notes.js"
 
-const text = new TextEncoder()
 const decode = (parts: ReadonlyArray<Uint8Array>) => parts.map((part) => Buffer.from(part).toString("utf8")).join("")
 
-/** A batch of `count` events from `first`, as the broadcast holds it. */
-const batchOf = (first: number, count: number): LiveBatch<unknown> => {
-  const items: Array<LiveChange<unknown>> = []
-  const batch = { first, items }
-  for (let i = 0; i < count; i++) {
-    const seq = first + i
-    const line: LineChange = {
-      _tag: "Change",
-      seq,
-      sessionId: "s",
-      body: text.encode(`{"seq":${seq},"ts":"t","session_id":"s","event":{"type":"x","n":"é${i}"}`),
-      live: true
-    }
-    items.push({ decoded: { _tag: "Change", change: { seq, ts: "t", event: {} } }, line, batch })
-  }
-  return batch
+const codec = makeLineCodec(Note)
+
+/**
+ * A batch of `count` events from `first` (some keyed, some in a session), as the broadcast holds
+ * it: as the lines the writer encoded, or as the bodies read back from the journal.
+ */
+const batchOf = (first: number, count: number, held: "lines" | "bodies" = "lines"): LiveBatch<unknown> => {
+  const events = Array.from({ length: count }, (_, i) => ({
+    seq: first + i,
+    ts: "2026-11-29T10:00:00.000Z",
+    ...(i % 2 === 0 ? { session_id: "s" } : {}),
+    ...(i % 3 === 0 ? { key: `k${i}` } : {}),
+    event: note(`é${i}`)
+  }))
+  const lines = codec.encodeBatch(events)
+  const sessions = events.map((event) => event.session_id)
+  return held === "lines"
+    ? new LiveBatch(first, count, sessions, lines, undefined, codec.decodeLine)
+    : new LiveBatch(
+        first,
+        count,
+        sessions,
+        events.map((_, i) => bodyAt(lines, i)),
+        events,
+        codec.decodeLine
+      )
 }
 
 /** The same events as a reader of single lines gets them (not live: rendered one by one). */
 const linesOf = (batch: LiveBatch<unknown>, from: number): Array<LineItem> =>
-  batch.items.slice(from - batch.first).map(({ line }) => ({ ...line, live: undefined }) as unknown as LineItem)
+  Array.from(
+    { length: batch.last - from + 1 },
+    (_, k) => ({ ...batch.change(from - batch.first + k).line, live: undefined }) as unknown as LineItem
+  )
 
 describe("frames of live batches", () => {
   it("a_run_from_inside_a_batch_and_a_whole_batch_read_as_their_events_one_by_one", () => {
     const frames = makeFrameEncoder("E")
     const batch = batchOf(10, 6)
     const next = batchOf(16, 3)
+    const readBack = batchOf(10, 6, "bodies")
     for (const from of [10, 11, 13, 15]) {
       const run = decode(frames([{ _tag: "LiveRun", batch, from }]))
       assert.strictEqual(run, decode(frames(linesOf(batch, from))), `the run from ${from}`)
       assert.isTrue(run.startsWith(`id: E:${from}\ndata: {"seq":${from},`))
+      assert.notInclude(run, '"key"', "the key is the journal's alone")
+      assert.strictEqual(
+        decode(frames([{ _tag: "LiveRun", batch: readBack, from }])),
+        run,
+        "a batch read back from the journal frames as the one the writer encoded"
+      )
     }
     const mixed = decode(
       frames([
@@ -73,8 +92,6 @@ describe("frames of live batches", () => {
 })
 
 describe("frames of journal runs", () => {
-  const codec = makeLineCodec(Note)
-
   /** Events `first`..`first + count - 1` as the journal wrote them (some keyed, some in a session), as one run. */
   const runOf = (first: number, count: number): JournalLineRun => {
     const lines = codec.encodeBatch(

@@ -103,7 +103,9 @@ const asChanges = <E>(pulled: Stream.Stream<Pulled, E>): Stream.Stream<FeedItem<
     Stream.mapConcat((item): Array<FeedItem<AgentEvent>> => {
       switch (item._tag) {
         case "LiveRun":
-          return item.batch.items.slice(item.from - item.batch.first).map((live) => lineAsChange(live.line))
+          return Array.from({ length: item.batch.last - item.from + 1 }, (_, k) =>
+            lineAsChange(item.batch.change(item.from - item.batch.first + k).line)
+          )
         case "LineRun": {
           const { bodyEnds, bytes, ends } = item.lines
           return ends.map((_, i) => {
