@@ -933,6 +933,31 @@ describe("entries still only JSON", () => {
     }).pipe(Effect.provide(Env))
   )
 
+  it.scopedLive(
+    "a_batch_mixing_json_and_values_reaches_readers_of_events_as_the_journal_holds_it_the_values_as_given",
+    () =>
+      Effect.gen(function* () {
+        const directory = yield* tempDir
+        const { feed } = yield* openFeed(directory)
+        const reader = yield* follow(feed.changes(), 0)
+        yield* delivered(reader, 0)
+        const { entries, parses } = jsonEntries()
+        const given = deleted("s3")
+        // One call, so one batch: a value between events that are only JSON.
+        assert.deepStrictEqual(
+          yield* feed.publishAll([entries[0]!, { sessionId: "s3", event: given }, entries[2]!]),
+          [1, 2, 3]
+        )
+        yield* seen(reader, 3)
+        assert.deepStrictEqual(
+          JSON.parse(JSON.stringify(reader.changes())),
+          (yield* linesOnDisk(directory)).map((change) => JSON.parse(JSON.stringify(change)))
+        )
+        assert.strictEqual(reader.changes()[1]!.event, given, "a value is handed on as it was given")
+        assert.strictEqual(parses(), 2, "the JSON kept with the values is parsed when read")
+      }).pipe(Effect.provide(Env))
+  )
+
   it.scopedLive("a_memory_journal_reads_them_back_as_plain_changes", () =>
     Effect.gen(function* () {
       const feed = yield* ChangeFeed.ChangeFeed
