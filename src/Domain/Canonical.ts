@@ -2,7 +2,10 @@
  * Canonical values of a schema: parsed JSON that decoding would only copy, and whose encoding
  * is the value itself. For such a value, `JSON.stringify(value)` is exactly what the journal's
  * encoder writes for it (`JSON.stringify(encode(decode(value)))`), so a producer that holds one
- * can skip both the decode copy and the encode, and hand the journal the event's JSON.
+ * can skip both the decode copy and the encode, and hand the journal the event's JSON. The
+ * journal's encoder asks the same of the events a producer gives as values: one that is canonical
+ * (a plain object, as the schema reads it) is written as `JSON.stringify` writes it, without the
+ * encoder's copy.
  *
  * The check is compiled once from the schema's AST and covers what plain JSON schemas are made
  * of: structs (fields in declaration order, optional ones exact), string, number, boolean and
@@ -73,6 +76,9 @@ const compile = (ast: SchemaAST.AST): CanonicalCheck => {
       const checks = fields.map((ps) => compile(ps.type))
       return (u) => {
         if (typeof u !== "object" || u === null || Array.isArray(u)) return false
+        // A plain object only: another (a class's, a `Data` value) may write itself otherwise (`toJSON`).
+        const prototype: unknown = Object.getPrototypeOf(u)
+        if (prototype !== Object.prototype && prototype !== null) return false
         const record = u as Record<string, unknown>
         let i = 0
         for (const key in record) {

@@ -14,6 +14,7 @@
 import { isUtf8 } from "node:buffer"
 import { crc32 } from "node:zlib"
 import { Either, ParseResult, Schema } from "effect"
+import { canonicalCheck } from "../Domain/Canonical.js"
 import type { ChangeEvent } from "../Domain/ChangeEvent.js"
 import type { LineChange } from "../Domain/FeedItem.js"
 import { copyOut, findByte, matchAt, maxUtf8Bytes, Scratch, textOf, viewOf, writeDigits } from "../Scratch.js"
@@ -218,6 +219,10 @@ const scratch = new Scratch(64 * 1024, 1024 * 1024)
 export const makeLineCodec = <A, I>(schema: Schema.Schema<A, I>): LineCodec<A> => {
   const encodeEvent = Schema.encodeSync(schema)
   const decodeEvent = Schema.decodeUnknownEither(schema)
+  // An event that is its own encoding (`Domain/Canonical.ts`) is written without the encoder's
+  // copy of it: what a producer builds as the schema reads it, fields in order, usually is.
+  const isCanonical = canonicalCheck(schema)
+  const jsonOf = (event: A): string => JSON.stringify(isCanonical(event) ? event : encodeEvent(event))
   return {
     encodeBatch: (events, encoded) => {
       // Each line is `JSON.stringify({ seq, ts, session_id?, event })` less its closing brace,
@@ -242,7 +247,7 @@ export const makeLineCodec = <A, I>(schema: Schema.Schema<A, I>): LineCodec<A> =
         if (given instanceof Uint8Array) {
           const first = separatorAt(given)
           body = first < 0 ? given : escapeSeparatorBytes(given, first)
-        } else text = escapeSeparators(given ?? JSON.stringify(encodeEvent(e.event)))
+        } else text = escapeSeparators(given ?? jsonOf(e.event))
         const session = e.session_id
         out = scratch.room(
           out,

@@ -79,6 +79,18 @@ describe("canonicalCheck", () => {
     assert.isFalse(isCanonicalAgentEvent(null))
   })
 
+  it("refuses_an_object_that_is_not_plain_which_may_write_itself_otherwise", () => {
+    const fields = { type: "session_created", session_id: "s1", project_id: "p" }
+    assert.isTrue(isCanonicalAgentEvent(Object.assign(Object.create(null), fields)))
+    assert.isFalse(isCanonicalAgentEvent(Object.assign(Object.create({ toJSON: () => "x" }), fields)))
+    class Created {
+      readonly type = "session_created"
+      readonly session_id = "s1"
+      readonly project_id = "p"
+    }
+    assert.isFalse(isCanonicalAgentEvent(new Created()))
+  })
+
   it("answers_false_for_a_schema_whose_decoding_does_more_than_copy", () => {
     const transformed = canonicalCheck(Schema.Struct({ n: Schema.NumberFromString }))
     assert.isFalse(transformed({ n: "1" }))

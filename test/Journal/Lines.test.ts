@@ -3,7 +3,7 @@
  * peek used to skip lines below a cursor, and byte offsets across chunks and multi-byte UTF-8.
  */
 import { describe, it, assert } from "@effect/vitest"
-import { FastCheck as fc } from "effect"
+import { FastCheck as fc, Schema } from "effect"
 import { crc32 } from "node:zlib"
 import {
   bodyAt,
@@ -551,6 +551,27 @@ describe("Lines", () => {
         assert.strictEqual(new TextDecoder().decode(codec.encodeBatch(events, given).bytes), expected)
       }
     )
+
+    it("writes_a_value_that_is_not_its_own_encoding_as_the_schema_encodes_it", () => {
+      // A schema whose plain values are their own encoding (`canonicalCheck` accepts them).
+      const Plain = Schema.Struct({ type: Schema.Literal("note"), text: Schema.String })
+      const plain = makeLineCodec(Plain)
+      const line = (event: unknown) =>
+        new TextDecoder().decode(lineAt(plain.encodeBatch([{ seq: 1, ts: "t", event: event as typeof Plain.Type }]), 0))
+      const written = '"event":{"type":"note","text":"x"}'
+      assert.include(line({ type: "note", text: "x" }), written, "its own encoding")
+      assert.include(line({ text: "x", type: "note" }), written, "fields in the schema's order")
+      assert.include(line({ type: "note", text: "x", extra: 1 }), written, "a field the schema does not hold dropped")
+      class Written {
+        readonly type = "note"
+        readonly text = "x"
+        toJSON() {
+          return "not the event"
+        }
+      }
+      assert.include(line(new Written()), written, "an object that writes itself otherwise")
+      assert.throws(() => line({ type: "note", text: 1 }), /Expected string/, "a value the schema refuses")
+    })
 
     it("writes_an_event_given_as_its_json_without_encoding_it_again", () => {
       // A JSON text the encoder would never write for the event: only a line made from it holds it.
