@@ -218,7 +218,7 @@ export const run = async (config: BenchConfig, report: Report): Promise<void> =>
   if (version === undefined) report.note(SECTION, REDIS_MISSING)
   {
     // Warm the JIT on every path so the first measured mode is not the slow one.
-    await oursPublish("never", 2_000)
+    await oursPublish("never", 20_000)
     await oursRecord("never", 20_000)
     if (version !== undefined) {
       log(`ingest: redis-server ${version} baselines: a fresh server per measurement`)
