@@ -110,8 +110,18 @@ const compile = (ast: SchemaAST.AST): CanonicalCheck => {
   }
 }
 
+/** Checks compiled so far, by schema: every account's journal asks for its schema's, and one is tens of KiB. */
+const compiled = new WeakMap<SchemaAST.AST, CanonicalCheck>()
+
 /** The canonical check of `schema`, compiled once. */
-export const canonicalCheck = <A, I>(schema: Schema.Schema<A, I>): CanonicalCheck => compile(schema.ast)
+export const canonicalCheck = <A, I>(schema: Schema.Schema<A, I>): CanonicalCheck => {
+  let check = compiled.get(schema.ast)
+  if (check === undefined) {
+    check = compile(schema.ast)
+    compiled.set(schema.ast, check)
+  }
+  return check
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // The same check on JSON text, before anything is parsed

@@ -91,6 +91,13 @@ describe("canonicalCheck", () => {
     assert.isFalse(isCanonicalAgentEvent(new Created()))
   })
 
+  it("compiles_a_schema_s_check_once_however_many_journals_ask_for_it", () => {
+    assert.strictEqual(canonicalCheck(AgentEvent), canonicalCheck(AgentEvent))
+    const other = Schema.Struct({ n: Schema.Number })
+    assert.notStrictEqual(canonicalCheck(other), canonicalCheck(AgentEvent))
+    assert.isTrue(canonicalCheck(other)({ n: 1 }))
+  })
+
   it("answers_false_for_a_schema_whose_decoding_does_more_than_copy", () => {
     const transformed = canonicalCheck(Schema.Struct({ n: Schema.NumberFromString }))
     assert.isFalse(transformed({ n: "1" }))
