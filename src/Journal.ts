@@ -18,7 +18,7 @@ import { viewOf } from "./Scratch.js"
 
 export * from "./Journal/Errors.js"
 export type { EncodedBatch } from "./Journal/Lines.js"
-export { bodyAt, lineAt } from "./Journal/Lines.js"
+export { bodyAt, bodyLengthAt, lineAt } from "./Journal/Lines.js"
 export type { RetentionPolicy } from "./Journal/Retention.js"
 export { defaultRetention } from "./Journal/Retention.js"
 

@@ -14,6 +14,7 @@ import type { Change, LineChange } from "../Domain/FeedItem.js"
 import {
   type Appended,
   bodyAt,
+  bodyLengthAt,
   type EncodedBatch,
   isOnlyJson,
   type Journal,
@@ -79,8 +80,7 @@ export class LiveBatch<A> {
   /** The length of event `i`'s body. */
   bodyLength(i: number): number {
     const bodies = this.bodies
-    if (!isEncoded(bodies)) return bodies[i]!.length
-    return bodies.bodyEnds[i]! - (i === 0 ? 0 : bodies.ends[i - 1]! + 1)
+    return isEncoded(bodies) ? bodyLengthAt(bodies, i) : bodies[i]!.length
   }
 
   /** Copies event `i`'s body into `out` at `at`; answers its length. */

@@ -61,6 +61,9 @@ export const lineAt = (batch: EncodedBatch, i: number): Uint8Array =>
 export const bodyAt = (batch: EncodedBatch, i: number): Uint8Array =>
   batch.bytes.subarray(lineStart(batch, i), batch.bodyEnds[i]!)
 
+/** The length of event `i`'s body in an encoded batch (no view made). */
+export const bodyLengthAt = (batch: EncodedBatch, i: number): number => batch.bodyEnds[i]! - lineStart(batch, i)
+
 /** Encode and decode events of one schema to and from journal lines. */
 export interface LineCodec<A> {
   /**

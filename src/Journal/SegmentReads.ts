@@ -215,7 +215,7 @@ const scannedFormat = (scanner: BlockLines, runs: boolean): ReadFormat<ByteLine,
           runCrc = spanCrc
           ends[count] = end - runStart
           bodyEnds[count] = records[r + BODY_END]! - runStart
-          if (!runs) items.push(lineAt(bytes, records, r, seq))
+          if (!runs) items.push(lineItemAt(bytes, records, r, seq))
           count++
           if (admitted === "last") return flush() ?? "done"
           continue
@@ -245,7 +245,7 @@ const scannedFormat = (scanner: BlockLines, runs: boolean): ReadFormat<ByteLine,
 const KEY_TO_LINE_END = 19
 
 /** The item of a line read in place, from its record: its body a view of the block, its session and key as text. */
-const lineAt = (bytes: Uint8Array, records: Int32Array, r: number, seq: number): JournalLine => {
+const lineItemAt = (bytes: Uint8Array, records: Int32Array, r: number, seq: number): JournalLine => {
   const start = records[r + LINE_START]!
   const sessionFrom = records[r + SESSION_FROM]!
   const keyFrom = records[r + KEY_FROM]!
