@@ -27,7 +27,7 @@ import {
   SPAN_START
 } from "../../src/Journal/LineScan.js"
 import { makeLineCodec, scanInPlace, wordsHoldControl } from "../../src/Journal/Lines.js"
-import { Note } from "../support/Notes.js"
+import { Note, storedNote } from "../support/Notes.js"
 
 const codec = makeLineCodec(Note)
 const encoder = new TextEncoder()
@@ -112,14 +112,7 @@ const lineArbitrary = fc.record({
 })
 
 const lineOf = (spec: typeof lineArbitrary extends fc.Arbitrary<infer T> ? T : never): string => {
-  const event = {
-    seq: spec.seq,
-    ts: "2026-11-27T10:00:00.000Z",
-    ...(spec.session === undefined ? {} : { session_id: spec.session }),
-    event: { type: "note" as const, text: spec.text },
-    ...(spec.key === undefined ? {} : { key: spec.key })
-  }
-  const written = decoder.decode(codec.encodeBatch([event]).bytes).slice(0, -1)
+  const written = decoder.decode(codec.encodeBatch([storedNote(spec)]).bytes).slice(0, -1)
   return variants[spec.variant]!(written)
 }
 

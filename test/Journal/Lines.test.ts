@@ -22,7 +22,7 @@ import {
   type Line
 } from "../../src/Journal/Lines.js"
 import { PIECE_BYTES } from "../../src/Journal/LineScan.js"
-import { Note } from "../support/Notes.js"
+import { Note, storedNote } from "../support/Notes.js"
 
 const bytes = (text: string) => new TextEncoder().encode(text)
 
@@ -307,13 +307,7 @@ describe("Lines", () => {
 
     /** The line of `e`, as written here or by the original. */
     const lineOf = (e: typeof stored extends fc.Arbitrary<infer T> ? T : never): Uint8Array => {
-      const change = {
-        seq: e.seq,
-        ts: "2026-11-27T10:00:00.000Z",
-        ...(e.session === undefined ? {} : { session_id: e.session }),
-        event: { type: "note" as const, text: e.text },
-        ...(e.key === undefined ? {} : { key: e.key })
-      }
+      const change = storedNote(e)
       if (!e.original) return lineAt(codec.encodeBatch([change]), 0).slice()
       const { key: _key, ...wire } = change
       return bytes(JSON.stringify(wire))
@@ -377,17 +371,20 @@ describe("Lines", () => {
       { fastCheck: { numRuns: 2000 } }
     )
 
+    /** A control byte other than a newline, and where (modulo the data's length) it goes, or none. */
+    const controlSomewhere = fc.option(
+      fc.tuple(
+        fc.nat(),
+        fc.integer({ min: 0, max: 0x1f }).filter((b) => b !== 0x0a)
+      ),
+      { nil: undefined }
+    )
+
     it.prop(
       "has_control_byte_finds_one_control_byte_among_text_and_newlines_wherever_it_lies",
       [
         fc.array(fc.oneof(fc.constant(0x0a), fc.integer({ min: 0x20, max: 0xff })), { maxLength: 200, size: "max" }),
-        fc.option(
-          fc.tuple(
-            fc.nat(),
-            fc.integer({ min: 0, max: 0x1f }).filter((b) => b !== 0x0a)
-          ),
-          { nil: undefined }
-        ),
+        controlSomewhere,
         fc.nat({ max: 7 })
       ],
       ([text, control, offset]) => {
@@ -405,17 +402,7 @@ describe("Lines", () => {
 
     it.prop(
       "has_control_byte_finds_one_control_byte_in_a_chunk_of_many_pieces_wherever_it_lies",
-      [
-        fc.integer({ min: 0, max: 3 * PIECE_BYTES + 40 }),
-        fc.option(
-          fc.tuple(
-            fc.nat(),
-            fc.integer({ min: 0, max: 0x1f }).filter((b) => b !== 0x0a)
-          ),
-          { nil: undefined }
-        ),
-        fc.nat({ max: 15 })
-      ],
+      [fc.integer({ min: 0, max: 3 * PIECE_BYTES + 40 }), controlSomewhere, fc.nat({ max: 15 })],
       ([length, control, offset]) => {
         // Text with a newline now and then, as a chunk of lines is; at an offset, as a chunk's lines are.
         const buffer = new Uint8Array(length + offset).fill(0x61)

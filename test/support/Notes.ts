@@ -22,6 +22,20 @@ export const NoteDomain: FeedDomain<Note, typeof Note.Encoded> = {
 export const note = (text: string, session?: string): Note =>
   session === undefined ? { type: "note", text } : { type: "note", session, text }
 
+/** A note as the journal stores it: its seq, a fixed ts, its session and key when given. */
+export const storedNote = (spec: {
+  readonly seq: number
+  readonly text: string
+  readonly session?: string | undefined
+  readonly key?: string | undefined
+}) => ({
+  seq: spec.seq,
+  ts: "2026-11-27T10:00:00.000Z",
+  ...(spec.session === undefined ? {} : { session_id: spec.session }),
+  event: { type: "note" as const, text: spec.text },
+  ...(spec.key === undefined ? {} : { key: spec.key })
+})
+
 /** Contiguous change events `from..from+count-1`, payloads padded to `pad` characters. */
 export const notes = (from: number, count: number, pad = 0): Array<ChangeEvent<Note>> =>
   Array.from({ length: count }, (_, i) => ({
