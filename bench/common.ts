@@ -228,8 +228,15 @@ export const ready = async (): Promise<number> => {
   return (JSON.parse(await nextLine()) as { t0: number }).t0
 }
 
-/** Writes a client's result as its last line and ends the process. */
-export const finish = (result: unknown): never => {
-  process.stdout.write(JSON.stringify(result) + "\n")
-  process.exit(0)
+let finished = false
+
+/**
+ * Writes a client's result as its last line and ends the process once the line is out: a pipe to
+ * the parent takes it asynchronously, and exiting at once cut long lines (a subscriber's latency
+ * histogram, hundreds of KiB). Only the first call counts.
+ */
+export const finish = (result: unknown): void => {
+  if (finished) return
+  finished = true
+  process.stdout.write(JSON.stringify(result) + "\n", () => process.exit(0))
 }

@@ -139,7 +139,9 @@ export const startClient = async <A>(
     child.once("exit", (code) => reject(new Error(`${script} ${mode} exited with ${code} before it was ready`)))
   })
   const result = new Promise<A>((resolve, reject) => {
-    child.once("exit", (code) => {
+    // `close`, not `exit`: by then its stdout has been read to the end (a subscriber's last line,
+    // its latency histogram, can run to hundreds of KiB).
+    child.once("close", (code) => {
       if (code !== 0) return reject(new Error(`${script} ${mode} ${args.join(" ")} exited with ${code}: ${last}`))
       try {
         resolve(JSON.parse(last) as A)
