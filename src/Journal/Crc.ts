@@ -66,3 +66,39 @@ const shiftFor = (length: number): number => {
 /** The checksum of the `length` bytes that follow a prefix, from the checksum of the prefix and of the two together. */
 export const crcOfRest = (whole: number, prefix: number, length: number): number =>
   (whole ^ multModP(shiftFor(length), prefix)) >>> 0
+
+/** A line's checksum field and the brace closing it, with its 8 hex digits at `FIELD_DIGITS_AT`. */
+const FIELD = ',"crc":"00000000"}'
+const FIELD_DIGITS_AT = 8
+const HEX_DIGITS = "0123456789abcdef"
+
+/**
+ * Tables to continue a checksum over a line's checksum field (`,"crc":"`, the 8 hex digits of
+ * the checksum the line holds, `"}`: 18 bytes that follow from that checksum): `crc32` continued
+ * from `crc` over the field of `stored` is the XOR of entries `i * 256 + byte i of crc` for i
+ * from 0 to 3 and `(4 + i) * 256 + byte i of stored` for i from 0 to 3 (byte 0 the lowest). The
+ * first four tables multiply `crc` by x^(8 * 18), the field's length (the fixed field's own
+ * checksum folded into the first); the last four add what each byte of `stored` (two hex digits)
+ * changes in that checksum (`crc32` is linear in the bytes it reads, past a constant). Eight
+ * lookups, where a byte at a time over the field takes 18 steps.
+ */
+export const CRC_FIELD_TABLES = (() => {
+  const bytes = Uint8Array.from(FIELD, (c) => c.charCodeAt(0))
+  const base = crcBytes(0, bytes, 0, bytes.length)
+  const shift = shiftFor(bytes.length)
+  /** What hex digit `nibble` at digit `k` (0 the first written) changes in the field's checksum. */
+  const digit = (k: number, nibble: number): number => {
+    const changed = bytes.slice()
+    changed[FIELD_DIGITS_AT + k] = HEX_DIGITS.charCodeAt(nibble)
+    return (crcBytes(0, changed, 0, changed.length) ^ base) >>> 0
+  }
+  const tables = new Int32Array(8 * 256)
+  for (let i = 0; i < 4; i++) {
+    for (let b = 0; b < 256; b++) {
+      tables[i * 256 + b] = multModP(shift, b << (8 * i)) ^ (i === 0 ? base : 0)
+      // Byte i of a checksum is written as its digits 6 - 2i (high nibble) and 7 - 2i.
+      tables[(4 + i) * 256 + b] = digit(6 - 2 * i, b >>> 4) ^ digit(7 - 2 * i, b & 15)
+    }
+  }
+  return tables
+})()

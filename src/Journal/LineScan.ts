@@ -274,6 +274,54 @@
  *     (if (local.get $at) (then (i32.store (local.get $at) (local.get $p))))
  *     (local.get $p))
  *
+ *   ;; b times x to the power 8n modulo the polynomial, four bits of b at a time (Horner's rule, x^4 by the table at
+ *   ;; 163840: its entry 16m is m times x^4): for n below 4096, from the multiples of x^(8n) by each four bits, kept at
+ *   ;; 458752 + 64n (made at the first use: entry 8, x^(8n) itself, is never 0); otherwise a bit at a time.
+ *   (func $shiftMult (param $n i32) (param $b i32) (result i32)
+ *     (local $t i32) (local $a0 i32) (local $a1 i32) (local $a2 i32) (local $a3 i32) (local $m i32) (local $p i32)
+ *     (local $k i32)
+ *     (if (i32.ge_u (local.get $n) (i32.const 4096))
+ *       (then (return (call $multModP (call $shiftOf (local.get $n)) (local.get $b)))))
+ *     (local.set $t (i32.add (i32.const 458752) (i32.shl (local.get $n) (i32.const 6))))
+ *     (if (i32.eqz (i32.load offset=32 (local.get $t)))
+ *       (then
+ *         (local.set $a0 (call $shiftOf (local.get $n)))
+ *         (local.set $a1
+ *           (i32.xor (i32.shr_u (local.get $a0) (i32.const 1))
+ *             (i32.and (i32.const 0xedb88320) (i32.sub (i32.const 0) (i32.and (local.get $a0) (i32.const 1))))))
+ *         (local.set $a2
+ *           (i32.xor (i32.shr_u (local.get $a1) (i32.const 1))
+ *             (i32.and (i32.const 0xedb88320) (i32.sub (i32.const 0) (i32.and (local.get $a1) (i32.const 1))))))
+ *         (local.set $a3
+ *           (i32.xor (i32.shr_u (local.get $a2) (i32.const 1))
+ *             (i32.and (i32.const 0xedb88320) (i32.sub (i32.const 0) (i32.and (local.get $a2) (i32.const 1))))))
+ *         ;; Entry m: the bits of m from its top one are x^0 to x^3.
+ *         (loop $entries
+ *           (i32.store (i32.add (local.get $t) (i32.shl (local.get $m) (i32.const 2)))
+ *             (i32.xor
+ *               (i32.xor
+ *                 (i32.and (local.get $a0) (i32.sub (i32.const 0) (i32.and (i32.shr_u (local.get $m) (i32.const 3)) (i32.const 1))))
+ *                 (i32.and (local.get $a1) (i32.sub (i32.const 0) (i32.and (i32.shr_u (local.get $m) (i32.const 2)) (i32.const 1)))))
+ *               (i32.xor
+ *                 (i32.and (local.get $a2) (i32.sub (i32.const 0) (i32.and (i32.shr_u (local.get $m) (i32.const 1)) (i32.const 1))))
+ *                 (i32.and (local.get $a3) (i32.sub (i32.const 0) (i32.and (local.get $m) (i32.const 1)))))))
+ *           (local.set $m (i32.add (local.get $m) (i32.const 1)))
+ *           (br_if $entries (i32.lt_u (local.get $m) (i32.const 16))))))
+ *     ;; The four bits of b of the highest powers (its lowest) first.
+ *     (local.set $p (i32.load (i32.add (local.get $t) (i32.shl (i32.and (local.get $b) (i32.const 15)) (i32.const 2)))))
+ *     (local.set $k (i32.const 4))
+ *     (loop $nibbles
+ *       (local.set $p
+ *         (i32.xor
+ *           (i32.xor
+ *             (i32.shr_u (local.get $p) (i32.const 4))
+ *             (i32.load offset=163840 (i32.shl (i32.and (local.get $p) (i32.const 15)) (i32.const 6))))
+ *           (i32.load
+ *             (i32.add (local.get $t) (i32.shl (i32.and (i32.shr_u (local.get $b) (local.get $k)) (i32.const 15)) (i32.const 2))))))
+ *       (local.set $k (i32.add (local.get $k) (i32.const 4)))
+ *       (br_if $nibbles (i32.lt_u (local.get $k) (i32.const 32))))
+ *     (local.get $p))
+ *
  *   ;; crc continued over bytes p to end, a byte at a time, with the table at 163840.
  *   (func $crcBytes (param $crc i32) (param $p i32) (param $end i32) (result i32)
  *     (local $c i32)
@@ -291,6 +339,25 @@
  *         (local.set $p (i32.add (local.get $p) (i32.const 1)))
  *         (br $bytes)))
  *     (i32.xor (local.get $c) (i32.const -1)))
+ *
+ *   ;; crc continued over a line's checksum field (`,"crc":"`, the 8 hex digits of stored, `"}`), from the tables at
+ *   ;; 428032 (`CRC_FIELD_TABLES`): eight lookups, by the bytes of crc and of stored.
+ *   (func $fieldCrc (param $crc i32) (param $stored i32) (result i32)
+ *     (i32.xor
+ *       (i32.xor
+ *         (i32.xor
+ *           (i32.load offset=428032 (i32.shl (i32.and (local.get $crc) (i32.const 0xff)) (i32.const 2)))
+ *           (i32.load offset=429056 (i32.shl (i32.and (i32.shr_u (local.get $crc) (i32.const 8)) (i32.const 0xff)) (i32.const 2))))
+ *         (i32.xor
+ *           (i32.load offset=430080 (i32.shl (i32.and (i32.shr_u (local.get $crc) (i32.const 16)) (i32.const 0xff)) (i32.const 2)))
+ *           (i32.load offset=431104 (i32.shl (i32.shr_u (local.get $crc) (i32.const 24)) (i32.const 2)))))
+ *       (i32.xor
+ *         (i32.xor
+ *           (i32.load offset=432128 (i32.shl (i32.and (local.get $stored) (i32.const 0xff)) (i32.const 2)))
+ *           (i32.load offset=433152 (i32.shl (i32.and (i32.shr_u (local.get $stored) (i32.const 8)) (i32.const 0xff)) (i32.const 2))))
+ *         (i32.xor
+ *           (i32.load offset=434176 (i32.shl (i32.and (i32.shr_u (local.get $stored) (i32.const 16)) (i32.const 0xff)) (i32.const 2)))
+ *           (i32.load offset=435200 (i32.shl (i32.shr_u (local.get $stored) (i32.const 24)) (i32.const 2)))))))
  *
  *   ;; The lines of the block at base (length bytes) from offset from (a line's start), at most max of them: a record of
  *   ;; 10 i32 each at out (start, end, flags: 1 read in place, 2 holds a control byte, 4 the first of a span of lines
@@ -318,14 +385,14 @@
  *               (then
  *                 (global.set $acc
  *                   (i32.xor
- *                     (call $multModP
- *                       (call $shiftOf (i32.sub (global.get $checked) (local.get $p)))
+ *                     (call $shiftMult
+ *                       (i32.sub (global.get $checked) (local.get $p))
  *                       (call $crcBytes (global.get $acc) (i32.sub (local.get $p) (i32.const 1)) (local.get $p)))
  *                     (global.get $stored))))
  *               (else
  *                 (global.set $acc (global.get $stored))
  *                 (local.set $flags (i32.or (local.get $flags) (i32.const 4)))))
- *             (global.set $acc (call $crcBytes (global.get $acc) (global.get $checked) (local.get $e)))
+ *             (global.set $acc (call $fieldCrc (global.get $acc) (global.get $stored)))
  *             (global.set $spanOpen (i32.const 1))
  *             (i32.store offset=24 (local.get $rec) (global.get $acc))
  *             (local.set $flags (i32.or (local.get $flags) (i32.const 1))))
@@ -341,34 +408,39 @@
  * ```
  */
 
-import { CRC_TABLE, X2N } from "./Crc.js"
+import { CRC_FIELD_TABLES, CRC_TABLE, X2N } from "./Crc.js"
 
 const MODULE =
-  "AGFzbQEAAAABJAVgAn9/AX9gBH9/f38Bf2ABfwF/YAN/f38Bf2AFf39/f38BfwMKCQAAAAABAAIDBAUDAQAEBhoFfwFBAAt/AUEAC38B" +
-  "QQALfwFBAAt/AUEACwcbAwZtZW1vcnkCAAdjb250cm9sAAAEc2NhbgAICoAOCXoDAX8BewF/IAAgAWohAgJAA0AgAEEQaiACSw0BIAD9" +
-  "AAQAIQMgA0Eg/Q/9JiADQQr9D/0j/U/9UwRAQQEPCyAAQRBqIQAMAAsLAkADQCAAIAJPDQEgAC0AACEEIARBIEkgBEEKR3EEQEEBDwsg" +
-  "AEEBaiEADAALC0EAC6oBAgF7A39BACQAAkADQCAAQRBqIAFLDQEgAP0ABAAhAiACQQr9D/0j/WQhAyACQSD9D/0mIAJBCv0P/SP9T/1k" +
-  "IQQgAwRAIANoIQUgBEEBIAV0QQFrcQRAQQEkAAsgACAFag8LIAQEQEEBJAALIABBEGohAAwACwsCQANAIAAgAU8NASAALQAAIQUgBUEK" +
-  "Rg0BIAVBIEkEQEEBJAALIABBAWohAAwACwsgAAs2AQF/AkADQCAAIAFPDQEgAC0AACECIAJBIkYEQCAADwsgAkHcAEYNASAAQQFqIQAM" +
-  "AAsLQX8LfAEBfyABIABrQQFIIAEgAGtBgAFKcgRAQQAPCwJAA0AgACABTwRAQQEPCyAALQAAIQIgAkEwTyACQTpNcSACQcEATyACQdoA" +
-  "TXFyIAJB4QBPIAJB+gBNcSACQS5GciACQd8ARiACQS1GcnJyRQ0BIABBAWohAAwACwtBAAvLBgMFfwF+B39BfyEOQX8hD0F/IRAgASAA" +
-  "a0EUSARAQQAPCyABQQFrLQAAQf0ARwRAQQAPCyABQQJrLQAAQSJHBEBBAA8LIAFBEmshBCAEKQMAQqzEjJO3zIidIlIEQEEADwsgBEEI" +
-  "aiEGA0AgBi0AACEHIAdBME8gB0E5TXEEfyAHQTBrBSAHQeEATyAHQeYATXEEfyAHQdcAawVBAA8LCyEIIAVBBHQgCHIhBSAGQQFqIQYg" +
-  "BiAEQRBqSQ0ACyMABEBBAA8LIABBB2ogAU0gACkDAEL//////////wCDQvvEzKuWzogdUXFFBEBBAA8LIABBB2ohBiAAQRdqIQoCQANA" +
-  "IAYgAU8NASAGIApPDQEgBi0AACEHIAdBMEkgB0E5S3INASAJQgp+IAdBMGutfCEJIAZBAWohBgwACwsgBiAAQQdqRgRAQQAPCyAJQgFU" +
-  "BEBBAA8LIAlC/////////w9WBEBBAA8LIAZBB2ogAU0gBikDAEL//////////wCDQqzE0JunxI4RUXFFBEBBAA8LIAZBB2ogARACIQsg" +
-  "C0EASARAQQAPCyALQQFqIQsgC0EIaiABTSALKQMAQqzEzKu27ty07wBRcSALQQhqQQdqIAFNIAtBCGopAwBC//////////8Ag0LuvqWj" +
-  "psSOEVFxcQRAIAtBD2ohDiAOIAEQAiEPIA9BAEgEQEEADwsgD0EBaiELCyALQQhqIAFNIAspAwBCrMSUs9fMm7oiUXEgC0EIakECaiAB" +
-  "TSALQQhqKQMAQv//A4NCuvYBUXFxRQRAQQAPCyAEIQwgBEEBay0AAEEiRgRAIARBAmshDQJAA0AgDSAASARAQQAPCyANLQAAQSJGDQEg" +
-  "DUEBayENDAALCyANQQdrIQwgDCAASARAQQAPCyAMQQhqIAFNIAwpAwBCrMSsq5bPiJ0iUXFFBEBBAA8LIA1BAWohECAQIARBAWsQA0UE" +
-  "QEEADwsLIAxBAWstAABB/QBHBEBBAA8LIAMgCac2AgwgAyAJQiCIpzYCECADIAwgAms2AhQgA0F/IA4gAmsgDkEASBs2AhwgA0F/IA8g" +
-  "AmsgD0EASBs2AiAgA0F/IBAgAmsgEEEASBs2AiQgBCQBIAUkAkEBC0IBAn8DQCACIAEgAEEfdXFzIQIgAEEBdCEAIAFBAXZBoIbi7X5B" +
-  "ACABQQFxa3FzIQEgA0EBaiEDIANBIEkNAAsgAgt8AQN/IABBgIAESQRAQYCQCiAAQQJ0aiEDIAMoAgAhASABBEAgAQ8LC0GAgICAeCEB" +
-  "QQMhAgJAA0AgAEUNASAAQQFxBEBBgIgKIAJBH3FBAnRqKAIAIAEQBSEBCyAAQQF2IQAgAkEBaiECDAALCyADBEAgAyABNgIACyABC0UB" +
-  "AX8gAEF/cyEDAkADQCABIAJPDQFBgIAKIAMgAS0AAHNB/wFxQQJ0aigCACADQQh2cyEDIAFBAWohAQwACwsgA0F/cwvPAQEGfyAAIAFq" +
-  "IQUgACACaiEGIAMhCSACRQRAQQAkBAsCQANAIAggBE8NASAGIAVLDQEgBiAFEAEhByMAQQF0IQogBiAHIAAgCRAEBEAjBARAIwEgBmsQ" +
-  "BiMDIAZBAWsgBhAHEAUjAnMkAwUjAiQDIApBBHIhCgsjAyMBIAcQByQDQQEkBCAJIwM2AhggCkEBciEKBUEAJAQLIAkgBiAAazYCACAJ" +
-  "IAcgAGs2AgQgCSAKNgIIIAlBKGohCSAIQQFqIQggB0EBaiEGDAALCyAICw=="
+  "AGFzbQEAAAABJAVgAn9/AX9gBH9/f38Bf2ABfwF/YAN/f38Bf2AFf39/f38BfwMMCwAAAAABAAIAAwAEBQMBAAQGGgV/AUEAC38BQQAL" +
+  "fwFBAAt/AUEAC38BQQALBxsDBm1lbW9yeQIAB2NvbnRyb2wAAARzY2FuAAoKmxELegMBfwF7AX8gACABaiECAkADQCAAQRBqIAJLDQEg" +
+  "AP0ABAAhAyADQSD9D/0mIANBCv0P/SP9T/1TBEBBAQ8LIABBEGohAAwACwsCQANAIAAgAk8NASAALQAAIQQgBEEgSSAEQQpHcQRAQQEP" +
+  "CyAAQQFqIQAMAAsLQQALqgECAXsDf0EAJAACQANAIABBEGogAUsNASAA/QAEACECIAJBCv0P/SP9ZCEDIAJBIP0P/SYgAkEK/Q/9I/1P" +
+  "/WQhBCADBEAgA2ghBSAEQQEgBXRBAWtxBEBBASQACyAAIAVqDwsgBARAQQEkAAsgAEEQaiEADAALCwJAA0AgACABTw0BIAAtAAAhBSAF" +
+  "QQpGDQEgBUEgSQRAQQEkAAsgAEEBaiEADAALCyAACzYBAX8CQANAIAAgAU8NASAALQAAIQIgAkEiRgRAIAAPCyACQdwARg0BIABBAWoh" +
+  "AAwACwtBfwt8AQF/IAEgAGtBAUggASAAa0GAAUpyBEBBAA8LAkADQCAAIAFPBEBBAQ8LIAAtAAAhAiACQTBPIAJBOk1xIAJBwQBPIAJB" +
+  "2gBNcXIgAkHhAE8gAkH6AE1xIAJBLkZyIAJB3wBGIAJBLUZycnJFDQEgAEEBaiEADAALC0EAC8sGAwV/AX4Hf0F/IQ5BfyEPQX8hECAB" +
+  "IABrQRRIBEBBAA8LIAFBAWstAABB/QBHBEBBAA8LIAFBAmstAABBIkcEQEEADwsgAUESayEEIAQpAwBCrMSMk7fMiJ0iUgRAQQAPCyAE" +
+  "QQhqIQYDQCAGLQAAIQcgB0EwTyAHQTlNcQR/IAdBMGsFIAdB4QBPIAdB5gBNcQR/IAdB1wBrBUEADwsLIQggBUEEdCAIciEFIAZBAWoh" +
+  "BiAGIARBEGpJDQALIwAEQEEADwsgAEEHaiABTSAAKQMAQv//////////AINC+8TMq5bOiB1RcUUEQEEADwsgAEEHaiEGIABBF2ohCgJA" +
+  "A0AgBiABTw0BIAYgCk8NASAGLQAAIQcgB0EwSSAHQTlLcg0BIAlCCn4gB0Ewa618IQkgBkEBaiEGDAALCyAGIABBB2pGBEBBAA8LIAlC" +
+  "AVQEQEEADwsgCUL/////////D1YEQEEADwsgBkEHaiABTSAGKQMAQv//////////AINCrMTQm6fEjhFRcUUEQEEADwsgBkEHaiABEAIh" +
+  "CyALQQBIBEBBAA8LIAtBAWohCyALQQhqIAFNIAspAwBCrMTMq7bu3LTvAFFxIAtBCGpBB2ogAU0gC0EIaikDAEL//////////wCDQu6+" +
+  "paOmxI4RUXFxBEAgC0EPaiEOIA4gARACIQ8gD0EASARAQQAPCyAPQQFqIQsLIAtBCGogAU0gCykDAEKsxJSz18ybuiJRcSALQQhqQQJq" +
+  "IAFNIAtBCGopAwBC//8Dg0K69gFRcXFFBEBBAA8LIAQhDCAEQQFrLQAAQSJGBEAgBEECayENAkADQCANIABIBEBBAA8LIA0tAABBIkYN" +
+  "ASANQQFrIQ0MAAsLIA1BB2shDCAMIABIBEBBAA8LIAxBCGogAU0gDCkDAEKsxKyrls+InSJRcUUEQEEADwsgDUEBaiEQIBAgBEEBaxAD" +
+  "RQRAQQAPCwsgDEEBay0AAEH9AEcEQEEADwsgAyAJpzYCDCADIAlCIIinNgIQIAMgDCACazYCFCADQX8gDiACayAOQQBIGzYCHCADQX8g" +
+  "DyACayAPQQBIGzYCICADQX8gECACayAQQQBIGzYCJCAEJAEgBSQCQQELQgECfwNAIAIgASAAQR91cXMhAiAAQQF0IQAgAUEBdkGghuLt" +
+  "fkEAIAFBAXFrcXMhASADQQFqIQMgA0EgSQ0ACyACC3wBA38gAEGAgARJBEBBgJAKIABBAnRqIQMgAygCACEBIAEEQCABDwsLQYCAgIB4" +
+  "IQFBAyECAkADQCAARQ0BIABBAXEEQEGAiAogAkEfcUECdGooAgAgARAFIQELIABBAXYhACACQQFqIQIMAAsLIAMEQCADIAE2AgALIAEL" +
+  "mAIBCH8gAEGAIE8EQCAAEAYgARAFDwtBgIAcIABBBnRqIQIgAigCIEUEQCAAEAYhAyADQQF2QaCG4u1+QQAgA0EBcWtxcyEEIARBAXZB" +
+  "oIbi7X5BACAEQQFxa3FzIQUgBUEBdkGghuLtfkEAIAVBAXFrcXMhBgNAIAIgB0ECdGogA0EAIAdBA3ZBAXFrcSAEQQAgB0ECdkEBcWtx" +
+  "cyAFQQAgB0EBdkEBcWtxIAZBACAHQQFxa3FzczYCACAHQQFqIQcgB0EQSQ0ACwsgAiABQQ9xQQJ0aigCACEIQQQhCQNAIAhBBHYgCEEP" +
+  "cUEGdCgCgIAKcyACIAEgCXZBD3FBAnRqKAIAcyEIIAlBBGohCSAJQSBJDQALIAgLRQEBfyAAQX9zIQMCQANAIAEgAk8NAUGAgAogAyAB" +
+  "LQAAc0H/AXFBAnRqKAIAIANBCHZzIQMgAUEBaiEBDAALCyADQX9zC4MBACAAQf8BcUECdCgCgJAaIABBCHZB/wFxQQJ0KAKAmBpzIABB" +
+  "EHZB/wFxQQJ0KAKAoBogAEEYdkECdCgCgKgac3MgAUH/AXFBAnQoAoCwGiABQQh2Qf8BcUECdCgCgLgacyABQRB2Qf8BcUECdCgCgMAa" +
+  "IAFBGHZBAnQoAoDIGnNzcwvLAQEGfyAAIAFqIQUgACACaiEGIAMhCSACRQRAQQAkBAsCQANAIAggBE8NASAGIAVLDQEgBiAFEAEhByMA" +
+  "QQF0IQogBiAHIAAgCRAEBEAjBARAIwEgBmsjAyAGQQFrIAYQCBAHIwJzJAMFIwIkAyAKQQRyIQoLIwMjAhAJJANBASQEIAkjAzYCGCAK" +
+  "QQFyIQoFQQAkBAsgCSAGIABrNgIAIAkgByAAazYCBCAJIAo2AgggCUEoaiEJIAhBAWohCCAHQQFqIQYMAAsLIAgL"
 
 /** The bytes `controlByteIn` copies into the module's memory at once: its 4 pages of 64 KiB, which stay in the CPU's caches. */
 export const PIECE_BYTES = 4 * 64 * 1024
@@ -436,13 +508,15 @@ export const SPAN_START = 4
 /**
  * The module's memory, as `scan` uses it: the records (at most `MAX_RECORDS` a scan), the CRC-32
  * table, the powers x^(2^k), the multipliers of the line lengths made so far (at 165888, which
- * only the module reads and writes), then the block.
+ * only the module reads and writes), the tables of a checksum field (`CRC_FIELD_TABLES`), the
+ * multiples of those multipliers by four bits (at 458752, the module's too), then the block.
  */
 const RECORDS_AT = 0
 const MAX_RECORDS = 4096
 const TABLE_AT = 163840
 const X2N_AT = 164864
-const BLOCK_AT = 458752
+const FIELD_TABLES_AT = 428032
+const BLOCK_AT = 720896
 /** Room after a block: the module reads 16 bytes at a time, and a field's 8, past where it looks. */
 const SLACK = 16
 const PAGE = 64 * 1024
@@ -462,6 +536,7 @@ export class BlockLines {
     this.ints = new Int32Array(memory.buffer)
     this.ints.set(CRC_TABLE, TABLE_AT / 4)
     this.ints.set(X2N, X2N_AT / 4)
+    this.ints.set(CRC_FIELD_TABLES, FIELD_TABLES_AT / 4)
   }
 
   /** Copies `bytes` (complete lines, the last without its newline) into the module's memory. */

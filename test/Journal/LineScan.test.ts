@@ -186,6 +186,27 @@ describe("LineScan", () => {
     assert.strictEqual(records[count - 1]!.spanCrc, crc32(lines))
   })
 
+  it("lines_of_4096_bytes_and_more_fold_into_their_spans_checksum_as_shorter_ones_do", () => {
+    // The fold keeps its multiples for lines below 4,096 bytes and works a bit at a time above:
+    // lengths on both sides of that, and again, in one span.
+    const texts = [10, 3990, 4070, 4075, 4080, 4085, 4090, 5000, 4080, 12, 9000, 4075].map((n) => "t".repeat(n))
+    const events = texts.map((text, i) => ({
+      seq: i + 1,
+      ts: "2026-11-30T10:00:00.000Z",
+      event: { type: "note" as const, text }
+    }))
+    const block = codec.encodeBatch(events).bytes
+    const lines = block.subarray(0, block.length - 1)
+    const records = scanAll(lines)
+    assert.strictEqual(records.length, texts.length)
+    const lengths = records.map((r) => r.end - r.start)
+    assert.isTrue(lengths.some((n) => n < 4096) && lengths.some((n) => n > 4096 + 18), `lengths ${lengths}`)
+    for (const record of records) {
+      assert.isTrue((record.flags & IN_PLACE) !== 0)
+      assert.strictEqual(record.spanCrc, crc32(lines.subarray(0, record.end)), `line ending at ${record.end}`)
+    }
+  })
+
   it.prop(
     "the_checksum_of_what_follows_a_prefix_comes_from_the_prefixs_and_the_wholes",
     [fc.uint8Array({ maxLength: 300 }), fc.uint8Array({ maxLength: 300 })],
