@@ -8,7 +8,7 @@
  * and the same bytes per event (the feed's journal line).
  * Server CPU time is read from `/proc/<pid>/stat` (user + system, every thread) around each run.
  * Figures are of a warm server, as users of a running service get it: both sides first run the
- * same load unmeasured (a server's first seconds compile its code); the first replay of a fresh
+ * same shape unmeasured (a server's first seconds compile its code); the first replay of a fresh
  * server is reported beside the second, and the overload shape, judged on its first seconds, has
  * no warm-up.
  *
