@@ -80,18 +80,23 @@ const HEX_DIGITS = "0123456789abcdef"
  * first four tables multiply `crc` by x^(8 * 18), the field's length (the fixed field's own
  * checksum folded into the first); the last four add what each byte of `stored` (two hex digits)
  * changes in that checksum (`crc32` is linear in the bytes it reads, past a constant). Eight
- * lookups, where a byte at a time over the field takes 18 steps.
+ * lookups, where a byte at a time over the field takes 18 steps. Made when asked (once, by the
+ * scan's module): a few milliseconds that the processes that never read a journal need not spend.
  */
-export const CRC_FIELD_TABLES = (() => {
+export const crcFieldTables = (): Int32Array => {
   const bytes = Uint8Array.from(FIELD, (c) => c.charCodeAt(0))
   const base = crcBytes(0, bytes, 0, bytes.length)
   const shift = shiftFor(bytes.length)
-  /** What hex digit `nibble` at digit `k` (0 the first written) changes in the field's checksum. */
-  const digit = (k: number, nibble: number): number => {
-    const changed = bytes.slice()
-    changed[FIELD_DIGITS_AT + k] = HEX_DIGITS.charCodeAt(nibble)
-    return (crcBytes(0, changed, 0, changed.length) ^ base) >>> 0
+  /** `digits[16 * k + nibble]`: what hex digit `nibble` at digit `k` (0 the first written) changes in the field's checksum. */
+  const digits = new Int32Array(8 * 16)
+  for (let k = 0; k < 8; k++) {
+    for (let nibble = 0; nibble < 16; nibble++) {
+      const changed = bytes.slice()
+      changed[FIELD_DIGITS_AT + k] = HEX_DIGITS.charCodeAt(nibble)
+      digits[16 * k + nibble] = crcBytes(0, changed, 0, changed.length) ^ base
+    }
   }
+  const digit = (k: number, nibble: number): number => digits[16 * k + nibble]!
   const tables = new Int32Array(8 * 256)
   for (let i = 0; i < 4; i++) {
     for (let b = 0; b < 256; b++) {
@@ -101,4 +106,4 @@ export const CRC_FIELD_TABLES = (() => {
     }
   }
   return tables
-})()
+}

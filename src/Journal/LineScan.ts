@@ -341,7 +341,7 @@
  *     (i32.xor (local.get $c) (i32.const -1)))
  *
  *   ;; crc continued over a line's checksum field (`,"crc":"`, the 8 hex digits of stored, `"}`), from the tables at
- *   ;; 428032 (`CRC_FIELD_TABLES`): eight lookups, by the bytes of crc and of stored.
+ *   ;; 428032 (`crcFieldTables`): eight lookups, by the bytes of crc and of stored.
  *   (func $fieldCrc (param $crc i32) (param $stored i32) (result i32)
  *     (i32.xor
  *       (i32.xor
@@ -408,7 +408,7 @@
  * ```
  */
 
-import { CRC_FIELD_TABLES, CRC_TABLE, X2N } from "./Crc.js"
+import { CRC_TABLE, crcFieldTables, X2N } from "./Crc.js"
 
 const MODULE =
   "AGFzbQEAAAABJAVgAn9/AX9gBH9/f38Bf2ABfwF/YAN/f38Bf2AFf39/f38BfwMMCwAAAAABAAIAAwAEBQMBAAQGGgV/AUEAC38BQQAL" +
@@ -508,7 +508,7 @@ export const SPAN_START = 4
 /**
  * The module's memory, as `scan` uses it: the records (at most `MAX_RECORDS` a scan), the CRC-32
  * table, the powers x^(2^k), the multipliers of the line lengths made so far (at 165888, which
- * only the module reads and writes), the tables of a checksum field (`CRC_FIELD_TABLES`), the
+ * only the module reads and writes), the tables of a checksum field (`crcFieldTables`), the
  * multiples of those multipliers by four bits (at 458752, the module's too), then the block.
  */
 const RECORDS_AT = 0
@@ -536,7 +536,7 @@ export class BlockLines {
     this.ints = new Int32Array(memory.buffer)
     this.ints.set(CRC_TABLE, TABLE_AT / 4)
     this.ints.set(X2N, X2N_AT / 4)
-    this.ints.set(CRC_FIELD_TABLES, FIELD_TABLES_AT / 4)
+    this.ints.set(crcFieldTables(), FIELD_TABLES_AT / 4)
   }
 
   /** Copies `bytes` (complete lines, the last without its newline) into the module's memory. */
