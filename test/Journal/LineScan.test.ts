@@ -169,11 +169,7 @@ describe("LineScan", () => {
 
   it("a_block_of_more_lines_than_a_scan_answers_is_scanned_on_with_its_span_unbroken", () => {
     const count = BlockLines.batch * 2 + 10
-    const events = Array.from({ length: count }, (_, i) => ({
-      seq: i + 1,
-      ts: "2026-11-27T10:00:00.000Z",
-      event: { type: "note" as const, text: `n${i}` }
-    }))
+    const events = Array.from({ length: count }, (_, i) => storedNote({ seq: i + 1, text: `n${i}` }))
     const block = codec.encodeBatch(events).bytes
     const lines = block.subarray(0, block.length - 1)
     const records = scanAll(lines)
@@ -190,11 +186,7 @@ describe("LineScan", () => {
     // The fold keeps its multiples for lines below 4,096 bytes and works a bit at a time above:
     // lengths on both sides of that, and again, in one span.
     const texts = [10, 3990, 4070, 4075, 4080, 4085, 4090, 5000, 4080, 12, 9000, 4075].map((n) => "t".repeat(n))
-    const events = texts.map((text, i) => ({
-      seq: i + 1,
-      ts: "2026-11-30T10:00:00.000Z",
-      event: { type: "note" as const, text }
-    }))
+    const events = texts.map((text, i) => storedNote({ seq: i + 1, text }))
     const block = codec.encodeBatch(events).bytes
     const lines = block.subarray(0, block.length - 1)
     const records = scanAll(lines)
