@@ -552,6 +552,8 @@ const makeFeedRoutes = (options: HttpOptions) =>
                 new IdempotencyKeyReused({ field: "Idempotency-Key", key: e.key, message: e.message })
             })
           )
+          // Answered: its entries are let go of (see `Writer`'s `letGo`).
+          entries.length = 0
           // The answer as the schema would encode it (an array of seqs and nulls), without
           // walking one number at a time through the encoder on every append.
           return HttpServerResponse.unsafeJson({ seqs })

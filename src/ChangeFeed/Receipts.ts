@@ -83,8 +83,10 @@ export class BatchItem<A, R> {
   isAwaited = false
   private exit: AckExit | undefined = undefined
   private resume: Resume<R>["resume"] | undefined = undefined
+  /** The batch's entries until it is journaled, none after (`journaled`). */
+  entries: ReadonlyArray<Entry<A>>
   constructor(
-    readonly entries: ReadonlyArray<Entry<A>>,
+    entries: ReadonlyArray<Entry<A>>,
     /** What the entries hold in memory, by `estimateBytes`. */
     readonly bytes: number,
     /** When the publisher stops waiting for room and durability (Clock millis), and its timeout. */
@@ -97,7 +99,9 @@ export class BatchItem<A, R> {
     /** Told the call's outcome when the publisher takes the answer; `undefined` when its caller observes the call. */
     private readonly observe: ObservePublish | undefined = undefined,
     private readonly started = 0
-  ) {}
+  ) {
+    this.entries = entries
+  }
 
   /** Answers the publisher; later answers are ignored. */
   done(exit: AckExit): void {
@@ -106,6 +110,16 @@ export class BatchItem<A, R> {
     const resume = this.resume
     this.resume = undefined
     resume?.(this.answer(exit))
+  }
+
+  /**
+   * Once the writer has journaled the batch, it lets go of its entries: whatever still points at
+   * the batch then (its publisher's finished steps) must not keep its events, and the body they
+   * lie in, from the collector (see `Writer`'s `letGo`). A batch answered before (at its deadline)
+   * keeps them until then: it is still to be journaled.
+   */
+  journaled(): void {
+    this.entries = []
   }
 
   private answer(exit: AckExit): Effect.Effect<R, AckError> {

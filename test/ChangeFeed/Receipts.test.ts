@@ -3,7 +3,8 @@
  * sweeper, whether its deadline comes before or after the one the sweeper sleeps until, and
  * whether that one's batch is still waiting or has been answered meanwhile. The publisher's
  * answer is made of the batch's and recorded as it takes it, also when the batch was answered
- * before it waited, and never for a publisher interrupted first.
+ * before it waited, and never for a publisher interrupted first. A batch keeps its entries until it
+ * is journaled, then holds none.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Effect, Exit, Fiber, Option, TestClock } from "effect"
@@ -42,6 +43,20 @@ describe("Receipts", () => {
       assert.strictEqual(outcomes.length, 0, "recorded as the publisher takes the answer, not before")
       assert.strictEqual(yield* item.await, "seq 3")
       assert.deepStrictEqual(outcomes, [Exit.succeed(3)])
+    })
+  )
+
+  it.effect("a_batch_keeps_its_entries_until_journaled_even_once_answered_then_lets_go_of_them", () =>
+    Effect.gen(function* () {
+      const entries = [{ sessionId: "s", event: "e" }]
+      const item = new BatchItem<string, number>(entries, 0, 1_000, 1_000, undefined, (first) => first)
+      // Answered at its deadline: still accepted, and still to be journaled.
+      item.done(Exit.fail(new NotYetDurable({ timeoutMs: 1_000 })))
+      assert.strictEqual(item.entries, entries)
+      item.journaled()
+      assert.deepStrictEqual(item.entries, [])
+      assert.deepStrictEqual(entries, [{ sessionId: "s", event: "e" }], "the publisher's own array untouched")
+      assert.strictEqual(failureOf(yield* Effect.exit(item.await)), "NotYetDurable")
     })
   )
 
