@@ -55,6 +55,56 @@ const closeChange = (frame: Uint8Array, at: number): number => {
   return at + 3
 }
 
+/**
+ * The heads of consecutive changes' frames (`id:`, the cursor, `data: `), from `seq` on: each
+ * one copy of a template whose seq digits are counted up in place, where writing the prefix, the
+ * digits and the field apart took three steps an event (a run's heads are ~40 % of its frames'
+ * making).
+ */
+class Heads {
+  private template: Uint8Array
+  private head: Uint8Array
+  /** Where the seq's digits start in the template (after the prefix) and end. */
+  private readonly digitsStart: number
+  private digitsEnd = 0
+
+  constructor(
+    private readonly prefix: Uint8Array,
+    private seq: number
+  ) {
+    this.digitsStart = prefix.length
+    this.template = new Uint8Array(prefix.length + 20 + DATA_FIELD.length)
+    this.template.set(prefix)
+    this.head = this.fill()
+  }
+
+  /** The template for `seq` written afresh (at the start, and when its digits grow). */
+  private fill(): Uint8Array {
+    if (this.template.length < this.digitsStart + digitsOf(this.seq) + DATA_FIELD.length) {
+      const wider = new Uint8Array(this.digitsStart + digitsOf(this.seq) + DATA_FIELD.length)
+      wider.set(this.prefix)
+      this.template = wider
+    }
+    this.digitsEnd = writeDigits(this.template, this.digitsStart, this.seq)
+    this.template.set(DATA_FIELD, this.digitsEnd)
+    return this.template.subarray(0, this.digitsEnd + DATA_FIELD.length)
+  }
+
+  /** Writes the head of the next change's frame at `at`; answers where it ends. */
+  write(out: Uint8Array, at: number): number {
+    out.set(this.head, at)
+    const end = at + this.head.length
+    // The next seq: its last digit counted up, carrying; one digit more takes the template afresh.
+    this.seq++
+    const t = this.template
+    let k = this.digitsEnd - 1
+    while (k >= this.digitsStart && t[k] === 0x39) t[k--] = 0x30
+    if (k >= this.digitsStart) t[k]!++
+    else this.head = this.fill()
+    return end
+  }
+}
+
 /** A batch's frames, made once: every event's frame after the other, and where each starts. */
 interface BatchFrames {
   readonly bytes: Uint8Array
@@ -113,8 +163,9 @@ export const makeFrameEncoder = (epoch: string) => {
     // A buffer of its own rather than a slice of Node's shared pool (it is kept as long as the
     // batch), framed as a chunk so that each connection sends it whole in one write.
     const bytes = chunkedBuffer(size)
+    const heads = new Heads(idPrefix, batch.first)
     for (let i = 0; i < batch.length; i++) {
-      const at = writeHead(bytes, starts[i]!, batch.first + i)
+      const at = heads.write(bytes, starts[i]!)
       closeChange(bytes, at + batch.copyBody(i, bytes, at))
     }
     const frames = { bytes, starts }
@@ -135,8 +186,9 @@ export const makeFrameEncoder = (epoch: string) => {
   /** Writes the frames of a run of journal lines at `at`, each body copied from where it lies in the run's bytes; answers the end. */
   const writeRun = (out: Uint8Array, at: number, run: JournalLineRun): number => {
     const { bodyEnds, bytes, ends } = run.lines
+    const heads = new Heads(idPrefix, run.first)
     for (let i = 0, start = 0; i < ends.length; start = ends[i]! + 1, i++) {
-      at = writeHead(out, at, run.first + i)
+      at = heads.write(out, at)
       at = closeChange(out, at + copyBytes(bytes, out, at, start, bodyEnds[i]!))
     }
     return at

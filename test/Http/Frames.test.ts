@@ -80,6 +80,23 @@ describe("frames of live batches", () => {
     )
   })
 
+  it("a_batch_s_frames_read_as_its_events_one_by_one_whatever_the_digits_of_their_seqs", () => {
+    const frames = makeFrameEncoder("E")
+    for (const [first, count] of [
+      [7, 5],
+      [95, 10],
+      [1_098, 4],
+      [999_999, 2]
+    ] as const) {
+      const batch = batchOf(first, count)
+      assert.strictEqual(
+        decode(frames([{ _tag: "LiveRun", batch, from: first }])),
+        decode(frames(linesOf(batch, first))),
+        `the batch from ${first}`
+      )
+    }
+  })
+
   it("a_batch_s_frames_are_made_once_and_every_run_of_it_is_a_view_of_them", () => {
     const frames = makeFrameEncoder("E")
     const batch = batchOf(1, 4)
@@ -116,6 +133,7 @@ describe("frames of journal runs", () => {
       [1, 1],
       [8, 5],
       [97, 6],
+      [1_098, 4],
       [999_998, 4]
     ] as const) {
       const run = runOf(first, count)
