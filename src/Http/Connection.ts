@@ -205,6 +205,13 @@ export class ConnectionWriter {
       for (const bytes of out) this.writeOne(bytes)
       this.response.uncork()
     }
+    // Emptied once written. Every connection always holds an array of what waits, so V8 soon
+    // allocates them in the old generation (allocation-site pretenuring), and an old array that is
+    // garbage keeps what it points to alive through young collections until the next full one:
+    // each write's frames, and the buffers they view, were copied into the old generation. With
+    // 1,000 subscribers at 1,000 ev/s: ~1.45 MB promoted a young collection, ~0.3 MB emptied, and
+    // no full collection (a ~40 ms stall of every connection) in a 5 s run where there was one.
+    out.length = 0
     this.wake()
   }
 
