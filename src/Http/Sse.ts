@@ -105,6 +105,24 @@ class Heads {
   }
 }
 
+/** The digits of the seqs `first` to `first + count - 1`, all together: a step per length of them. */
+export const digitsOfRange = (first: number, count: number): number => {
+  let total = 0
+  let seq = first
+  let left = count
+  let digits = digitsOf(first)
+  let next = 10 ** digits
+  while (left > 0) {
+    const here = Math.min(left, next - seq)
+    total += here * digits
+    left -= here
+    seq += here
+    digits++
+    next *= 10
+  }
+  return total
+}
+
 /** A batch's frames, made once: every event's frame after the other, and where each starts. */
 interface BatchFrames {
   readonly bytes: Uint8Array
@@ -173,13 +191,12 @@ export const makeFrameEncoder = (epoch: string) => {
     return frames
   }
 
-  /** The size of the frames of a run of journal lines. */
+  /** The size of the frames of a run of journal lines: its bodies, and heads counted by digits rather than one by one. */
   const runSize = (run: JournalLineRun): number => {
     const { bodyEnds, ends } = run.lines
-    let size = 0
-    for (let i = 0, start = 0; i < ends.length; start = ends[i]! + 1, i++) {
-      size += headLength(run.first + i) + bodyEnds[i]! - start + 3
-    }
+    const count = ends.length
+    let size = count * (idPrefix.length + DATA_FIELD.length + 3) + digitsOfRange(run.first, count)
+    for (let i = 0, start = 0; i < count; start = ends[i]! + 1, i++) size += bodyEnds[i]! - start
     return size
   }
 

@@ -1,14 +1,17 @@
 /**
  * The SSE frames of runs: a run of a live batch is a view of the batch's frames, made once, and a
  * run of journal lines is rendered from the bytes read; both read exactly as the same events
- * rendered one by one.
+ * rendered one by one, and a run's size is counted right across every change in the length of its
+ * seqs.
  */
 import { describe, it, assert } from "@effect/vitest"
+import { FastCheck as fc } from "effect"
 import { LiveBatch } from "../../src/ChangeFeed/Broadcast.js"
 import type { LineItem } from "../../src/Domain/FeedItem.js"
 import type { JournalLineRun } from "../../src/Journal.js"
 import { bodyAt, lineAt, makeLineCodec, readInPlace } from "../../src/Journal/Lines.js"
-import { makeFrameEncoder } from "../../src/Http/Sse.js"
+import { digitsOfRange, makeFrameEncoder } from "../../src/Http/Sse.js"
+import { digitsOf } from "../../src/Scratch.js"
 import { Note, note } from "../support/Notes.js"
 
 const decode = (parts: ReadonlyArray<Uint8Array>) => parts.map((part) => Buffer.from(part).toString("utf8")).join("")
@@ -162,6 +165,27 @@ describe("frames of journal runs", () => {
         decode(frames(linesOfRun(run))) +
         decode(frames(linesOfRun(runOf(8, 2)))) +
         decode(frames(linesOfRun(runOf(10, 2))))
+    )
+  })
+})
+
+describe("frame sizes", () => {
+  it("the_digits_of_a_range_of_seqs_are_the_sum_of_each_one_s_across_every_length_boundary", () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(
+          fc.integer({ min: 0, max: 2_000 }),
+          fc.constantFrom(9, 10, 99, 100, 999_990, 9_999_999_990),
+          fc.integer({ min: 0, max: 10 ** 15 })
+        ),
+        fc.integer({ min: 0, max: 3_000 }),
+        (first, count) => {
+          let sum = 0
+          for (let i = 0; i < count; i++) sum += digitsOf(first + i)
+          return digitsOfRange(first, count) === sum
+        }
+      ),
+      { numRuns: 500 }
     )
   })
 })
