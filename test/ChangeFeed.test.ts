@@ -6,7 +6,7 @@
 import { FileSystem, Path } from "@effect/platform"
 import * as NFs from "node:fs"
 import { describe, it, assert } from "@effect/vitest"
-import { Chunk, Deferred, Effect, Fiber, Logger, Option, Stream, TestClock } from "effect"
+import { Chunk, Deferred, Effect, Fiber, Logger, LogLevel, Option, Stream, TestClock } from "effect"
 import * as ChangeFeed from "../src/ChangeFeed.js"
 import { JsonEntry } from "../src/ChangeFeed/Receipts.js"
 import type { AgentEvent } from "../src/Domain/AgentEvent.js"
@@ -540,6 +540,28 @@ describe("invariant 7: shutdown drains", () => {
 
       const second = yield* openFeed(directory)
       assert.deepStrictEqual(sessionsOf(yield* journaled(second.feed)), ["e1"])
+    }).pipe(Effect.provide(Env))
+  )
+
+  it.scopedLive("shutdown_reports_how_many_queued_items_it_journaled", () =>
+    Effect.gen(function* () {
+      const directory = yield* tempDir
+      const debug: Array<string> = []
+      const capture = Logger.make(({ logLevel, message }) => {
+        if (logLevel._tag === "Debug") debug.push((Array.isArray(message) ? message : [message]).join(" "))
+      })
+      // The feed's finalizers log as it was opened.
+      const first = yield* openFeed(directory).pipe(
+        Logger.withMinimumLogLevel(LogLevel.Debug),
+        Effect.provide(Logger.replace(Logger.defaultLogger, capture))
+      )
+      yield* settle() // the writer is idle, waiting for work
+      for (const id of ["e1", "e2", "e3"]) first.feed.unsafeRecord(undefined, deleted(id))
+      yield* first.close // before the writer has run again
+      assert.isTrue(
+        debug.some((line) => line.includes("change feed closed: drained 3 queued item(s), head 3")),
+        debug.join("\n")
+      )
     }).pipe(Effect.provide(Env))
   )
 

@@ -369,8 +369,9 @@ export const make = <A>(deps: {
           const items = stranded.concat(taken)
           stranded = []
           if (items.length === 0) break
-          yield* writeInBatches(items, (effect) => effect, options.drainAttempts)
+          // Counted first: `writeInBatches` empties `items` once it has journaled them.
           drained += items.length
+          yield* writeInBatches(items, (effect) => effect, options.drainAttempts)
         }
         broadcast.close()
         yield* Effect.logDebug(`change feed closed: drained ${drained} queued item(s), head ${head}`)
