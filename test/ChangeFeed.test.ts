@@ -43,6 +43,15 @@ const recordAll = (feed: ChangeFeed.ChangeFeedService<AgentEvent>, events: Reado
 const sessionsOf = (events: ReadonlyArray<{ readonly event: AgentEvent }>) =>
   events.map(({ event }) => ("session_id" in event ? event.session_id : undefined))
 
+/** A logger that keeps the messages logged at `level`, as text, in `lines`. */
+const capturing = (level: "Debug" | "Warning") => {
+  const lines: Array<string> = []
+  const logger = Logger.make(({ logLevel, message }) => {
+    if (logLevel._tag === level) lines.push((Array.isArray(message) ? message : [message]).join(" "))
+  })
+  return { lines, layer: Logger.replace(Logger.defaultLogger, logger) }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // The seed's tests (account_sink.rs), on the agent domain through the `ChangeFeed` layer
 // ---------------------------------------------------------------------------------------------------------------
@@ -310,12 +319,9 @@ describe("invariant 3: record never blocks", () => {
   it.scoped("drop_warnings_are_rate_limited", () =>
     Effect.gen(function* () {
       const directory = yield* tempDir
-      const warnings: Array<string> = []
-      const capture = Logger.make(({ logLevel, message }) => {
-        if (logLevel._tag === "Warning") warnings.push((Array.isArray(message) ? message : [message]).join(" "))
-      })
+      const { layer, lines: warnings } = capturing("Warning")
       const { feed } = yield* openFeed(directory, { queueCapacity: 4, dropWarningInterval: 10_000 }).pipe(
-        Effect.provide(Logger.replace(Logger.defaultLogger, capture))
+        Effect.provide(layer)
       )
 
       yield* recordAll(feed, numbered(1, 100))
@@ -546,15 +552,9 @@ describe("invariant 7: shutdown drains", () => {
   it.scopedLive("shutdown_reports_how_many_queued_items_it_journaled", () =>
     Effect.gen(function* () {
       const directory = yield* tempDir
-      const debug: Array<string> = []
-      const capture = Logger.make(({ logLevel, message }) => {
-        if (logLevel._tag === "Debug") debug.push((Array.isArray(message) ? message : [message]).join(" "))
-      })
+      const { layer, lines: debug } = capturing("Debug")
       // The feed's finalizers log as it was opened.
-      const first = yield* openFeed(directory).pipe(
-        Logger.withMinimumLogLevel(LogLevel.Debug),
-        Effect.provide(Logger.replace(Logger.defaultLogger, capture))
-      )
+      const first = yield* openFeed(directory).pipe(Logger.withMinimumLogLevel(LogLevel.Debug), Effect.provide(layer))
       yield* settle() // the writer is idle, waiting for work
       for (const id of ["e1", "e2", "e3"]) first.feed.unsafeRecord(undefined, deleted(id))
       yield* first.close // before the writer has run again

@@ -62,29 +62,25 @@ const closeChange = (frame: Uint8Array, at: number): number => {
  * time (~75 ns an event of ~450 bytes against ~105).
  */
 class Heads {
-  private template: Uint8Array
+  /** Room for the digits of any safe integer (16 at most), the seqs a feed gives. */
+  private readonly template: Uint8Array
   private head: Uint8Array
   /** Where the seq's digits start in the template (after the prefix) and end. */
   private readonly digitsStart: number
   private digitsEnd = 0
 
   constructor(
-    private readonly prefix: Uint8Array,
+    prefix: Uint8Array,
     private seq: number
   ) {
     this.digitsStart = prefix.length
-    this.template = new Uint8Array(prefix.length + 20 + DATA_FIELD.length)
+    this.template = new Uint8Array(prefix.length + 16 + DATA_FIELD.length)
     this.template.set(prefix)
     this.head = this.fill()
   }
 
   /** The template for `seq` written afresh (at the start, and when its digits grow). */
   private fill(): Uint8Array {
-    if (this.template.length < this.digitsStart + digitsOf(this.seq) + DATA_FIELD.length) {
-      const wider = new Uint8Array(this.digitsStart + digitsOf(this.seq) + DATA_FIELD.length)
-      wider.set(this.prefix)
-      this.template = wider
-    }
     this.digitsEnd = writeDigits(this.template, this.digitsStart, this.seq)
     this.template.set(DATA_FIELD, this.digitsEnd)
     return this.template.subarray(0, this.digitsEnd + DATA_FIELD.length)
