@@ -16,6 +16,8 @@
  *   post <port> <events> <batch> <inFlight>             POST /api/v1/events, `batch` events each
  *   xadd <port> <key> <events> <batch> <connections>    pipelined XADD, `batch` per round trip
  *   sse-replay <port>                                   GET /api/v1/stream?since=0 to caught_up
+ *   sse-recorded <port>                                 not a client: records one replay of the service
+ *       at `port`, then serves its bytes from memory to any GET (the replay client's own ceiling)
  *   xread-replay <port> <key> <events>                  XREAD COUNT 10000 from the start
  *   xload <port> <key> <dir>                            XADD every line of a journal (ids 1..N)
  *   sse-sub <port> <connections>                        live SSE subscribers
@@ -42,6 +44,8 @@ import {
 } from "./common.js"
 
 const TICK_MS = 10
+/** The writes of `sse-recorded`. */
+const PIECE = 1024 * 1024
 const XREAD_COUNT = 10_000
 const WINDOW_MS = 1_000
 /** Requests each load client sends before its `ready` (not measured). */
@@ -285,6 +289,58 @@ const sseReplay = async (port: number): Promise<void> => {
     request.once("error", reject)
   })
   finish({ events, startedAt, endedAt: clock() } satisfies ReplayResult)
+}
+
+/**
+ * Not a client: a stand-in for the service that does no work per event, to measure what the SSE
+ * replay client itself can take on this machine. It records one replay of the service at `port`
+ * (its bytes, up to and with the `caught_up` frame), then serves those bytes to every `GET` as
+ * they were sent, from memory, in writes of 1 MiB that wait for the socket to drain; it prints
+ * its address the way the service does and runs until it is killed.
+ */
+const recordedReplay = async (port: number): Promise<void> => {
+  const pieces: Array<Buffer> = []
+  await new Promise<void>((resolve, reject) => {
+    const request = Http.get({ host: "127.0.0.1", port, path: "/api/v1/stream?since=0", agent: false }, (response) => {
+      let tail = ""
+      response.on("data", (chunk: Buffer) => {
+        pieces.push(Buffer.from(chunk))
+        const text = tail + chunk.toString("latin1")
+        const end = text.indexOf(CAUGHT_UP)
+        if (end >= 0) {
+          // The recording ends with the `caught_up` frame (its three lines); what follows is live.
+          const frameEnd = text.indexOf("\n\n", end)
+          if (frameEnd < 0) throw new Error("the caught_up frame is cut at a chunk's end")
+          const over = text.length - (frameEnd + 2)
+          const last = pieces.pop()!
+          pieces.push(last.subarray(0, last.length - over))
+          response.destroy()
+          return resolve()
+        }
+        tail = text.slice(-(CAUGHT_UP.length + 64))
+      })
+      response.once("error", reject)
+    })
+    request.once("error", reject)
+  })
+  const body = Buffer.concat(pieces)
+  pieces.length = 0
+  const server = Http.createServer((_, response) => {
+    response.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" })
+    let at = 0
+    const write = (): void => {
+      while (at < body.length) {
+        const piece = body.subarray(at, at + PIECE)
+        at += piece.length
+        if (!response.write(piece)) return void response.once("drain", write)
+      }
+    }
+    write()
+  })
+  server.listen(0, "127.0.0.1", () => {
+    const address = server.address() as { port: number }
+    process.stdout.write(`recorded ${body.length} bytes, at http://127.0.0.1:${address.port}/api/v1/stream\n`)
+  })
 }
 
 /**
@@ -542,6 +598,7 @@ runMode("e2e-client", {
   post: (a) => postLoad(n(a, 0), n(a, 1), n(a, 2), n(a, 3)),
   xadd: (a) => xaddLoad(n(a, 0), a[1]!, n(a, 2), n(a, 3), n(a, 4)),
   "sse-replay": (a) => sseReplay(n(a, 0)),
+  "sse-recorded": (a) => recordedReplay(n(a, 0)),
   "xread-replay": (a) => xreadReplay(n(a, 0), a[1]!, n(a, 2)),
   xload: (a) => xload(n(a, 0), a[1]!, a[2]!),
   "sse-sub": (a) => sseSubscribe(n(a, 0), n(a, 1)),

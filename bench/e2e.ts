@@ -19,7 +19,9 @@
  *    short of warm: more CPU per event than after 240,000, in every one of five pairs).
  * 2. Replay: `GET /api/v1/stream?since=0` until `caught_up` from a client process, against
  *    `XREAD COUNT 10000` over a stream holding the same journal lines, twice per server (the
- *    second is the headline); the server's peak RSS (`VmHWM`) over both.
+ *    second is the headline); the server's peak RSS (`VmHWM`) over both. Then the same client
+ *    against a process that sends the service's replay as recorded, from memory, with no work per
+ *    event (`sse-recorded`): the client's own ceiling here, which ours and `XREAD` are read against.
  * 3. Fan-out: N SSE subscribers (in 4 client processes holding N/4 connections each) while a
  *    producer process POSTs at a fixed rate (a POST every 10 ms); each event carries the time it
  *    was sent, and latency is from then to its receipt by each subscriber, after a warm-up of
@@ -43,10 +45,12 @@ import {
   redisLoadJournal,
   redisReplay,
   type Replay,
+  type ReplaySource,
   runLoad,
   type Service,
   sseReplay,
   startClient,
+  startRecordedReplay,
   startService
 } from "./processes.js"
 import { REDIS_MISSING, type RedisServer, redisVersion, startRedis } from "./redis.js"
@@ -237,6 +241,8 @@ const replay = async (size: Sizes, config: BenchConfig, report: Report, redis: b
   // The first replay of a fresh server, before its code is compiled, reported beside the second.
   let oursFirst: Replay | undefined
   let theirsFirst: Replay | undefined
+  let recorded: (ReplaySource & { readonly stop: () => Promise<void> }) | undefined
+  let ceiling: Replay | undefined
   let peak = 0
   let before = 0
   try {
@@ -256,13 +262,20 @@ const replay = async (size: Sizes, config: BenchConfig, report: Report, redis: b
       oursFirst = await sseReplay(service)
       ours = await sseReplay(service)
       peak = service.peakRss()
+      recorded = await startRecordedReplay(service)
     } finally {
       await service.stop()
     }
+    // The same client against the replay's bytes served from memory: what it takes at most here.
+    await sseReplay(recorded)
+    ceiling = await sseReplay(recorded)
   } finally {
     await server?.stop()
+    await recorded?.stop()
   }
   if (ours.events !== events) throw new Error(`SSE replay counted ${ours.events} events, expected ${events}`)
+  if (ceiling!.events !== events)
+    throw new Error(`the recorded replay counted ${ceiling!.events} events, expected ${events}`)
   const first = (r: Replay) => `first replay of the fresh server ${Math.round(r.rate)} ev/s, ${us(r.cpuPerEventUs)}`
   const detail = `${events} events, ${(size.replayBytes / MB).toFixed(0)} MiB; ${first(oursFirst!)}`
   report.figure(
@@ -275,6 +288,15 @@ const replay = async (size: Sizes, config: BenchConfig, report: Report, redis: b
   )
   report.figure(SECTION, "http.replay.ours.cpu", "  server CPU per event", ours.cpuPerEventUs, "µs")
   report.figure(SECTION, "http.replay.ours.first", "  1st replay of the fresh server", oursFirst!.rate, "ev/s")
+  report.figure(
+    SECTION,
+    "http.replay.ceiling",
+    "  the same client from a process sending the recorded replay (no work per event)",
+    ceiling!.rate,
+    "ev/s",
+    { detail: "the SSE client's own ceiling on this machine (2nd of two)" }
+  )
+  report.ratio("http.replay.ours", "http.replay.ceiling", "ceiling")
   if (theirs !== undefined) {
     if (theirs.events !== events) throw new Error(`XREAD counted ${theirs.events} events, expected ${events}`)
     report.figure(
@@ -297,6 +319,7 @@ const replay = async (size: Sizes, config: BenchConfig, report: Report, redis: b
     report.ratio("http.replay.ours", "http.replay.redis", "XREAD")
     report.ratio("http.replay.ours.cpu", "http.replay.redis.cpu", "XREAD", true)
     report.ratio("http.replay.ours.first", "http.replay.redis.first", "XREAD")
+    report.ratio("http.replay.ceiling", "http.replay.redis", "XREAD")
   }
   report.goal(
     SECTION,

@@ -13,7 +13,7 @@ import {
   serviceArgs,
   clock,
   onExit,
-  processCpu,
+  processCpuMs,
   processMemory,
   profileDir,
   projectDir,
@@ -67,37 +67,14 @@ export const startService = async (
   })
   const kill = () => child.kill("SIGKILL")
   onExit(kill)
-  let output = ""
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
-  const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      kill()
-      reject(new Error(`the service did not start within 60 s: ${output}`))
-    }, 60_000)
-    const watch = (data: Buffer) => {
-      output = (output + data.toString()).slice(-4000)
-      const found = /http:\/\/127\.0\.0\.1:(\d+)\/api\/v1\/stream/.exec(output)
-      if (found !== null) {
-        clearTimeout(timer)
-        resolve(Number(found[1]))
-      }
-    }
-    child.stdout.on("data", watch)
-    child.stderr.on("data", watch)
-    child.once("exit", (code) => {
-      clearTimeout(timer)
-      reject(new Error(`the service exited with ${code} at start: ${output}`))
-    })
-  })
+  const port = await listening(child, "the service", kill)
   const pid = child.pid!
   return {
     pid,
     port,
     dir,
-    cpuMs: () => {
-      const { user, system } = processCpu(pid)
-      return user + system
-    },
+    cpuMs: () => processCpuMs(pid),
     rss: () => processMemory(pid, "VmRSS"),
     peakRss: () => processMemory(pid, "VmHWM"),
     stop: async () => {
@@ -107,6 +84,67 @@ export const startService = async (
       await exited
       clearTimeout(timer)
       removeDir(dir)
+    }
+  }
+}
+
+/**
+ * The port of a process that prints its stream's address (`http://127.0.0.1:<port>/api/v1/stream`)
+ * once it listens, as the service does at start; killed if it has not within 60 s.
+ */
+const listening = (child: ChildProcess.ChildProcess, what: string, kill: () => void): Promise<number> => {
+  let output = ""
+  return new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      kill()
+      reject(new Error(`${what} did not start within 60 s: ${output}`))
+    }, 60_000)
+    const watch = (data: Buffer) => {
+      output = (output + data.toString()).slice(-4000)
+      const found = /http:\/\/127\.0\.0\.1:(\d+)\/api\/v1\/stream/.exec(output)
+      if (found !== null) {
+        clearTimeout(timer)
+        resolve(Number(found[1]))
+      }
+    }
+    child.stdout?.on("data", watch)
+    child.stderr?.on("data", watch)
+    child.once("exit", (code) => {
+      clearTimeout(timer)
+      reject(new Error(`${what} exited with ${code} at start: ${output}`))
+    })
+  })
+}
+
+/** What a replay client needs of the process it replays from: its port and CPU time (ms). */
+export type ReplaySource = Pick<Service, "port" | "cpuMs">
+
+/**
+ * The `sse-recorded` stand-in (`e2e-client.ts`): records one replay of `service`, then serves its
+ * bytes from memory, doing no work per event; the replay client's ceiling on this machine.
+ */
+export const startRecordedReplay = async (
+  service: Service
+): Promise<ReplaySource & { readonly stop: () => Promise<void> }> => {
+  const child = ChildProcess.spawn(
+    process.execPath,
+    [...(await nodeArgs(CLIENT)), "sse-recorded", String(service.port)],
+    {
+      cwd: projectDir,
+      stdio: ["ignore", "pipe", "pipe"]
+    }
+  )
+  const kill = () => child.kill("SIGKILL")
+  onExit(kill)
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
+  const port = await listening(child, "the recorded replay", kill)
+  const pid = child.pid!
+  return {
+    port,
+    cpuMs: () => processCpuMs(pid),
+    stop: async () => {
+      kill()
+      await exited
     }
   }
 }
@@ -237,7 +275,7 @@ export const redisReplay = async (server: RedisServer, key: string, events: numb
 }
 
 /** `GET /api/v1/stream?since=0` until `caught_up` from a client process. */
-export const sseReplay = async (service: Service): Promise<Replay> => {
+export const sseReplay = async (service: ReplaySource): Promise<Replay> => {
   const cpu0 = service.cpuMs()
   const [r] = await runClients<ReplayResult>([["sse-replay", [service.port]]])
   const cpu1 = service.cpuMs()

@@ -9,7 +9,7 @@
 import * as ChildProcess from "node:child_process"
 import { freePort, listening } from "./common.js"
 import { encodeCommand, RespClient } from "./resp.js"
-import { onExit, processCpu, removeDir, sleep, tempDir } from "./support.js"
+import { onExit, processCpuMs, removeDir, sleep, tempDir } from "./support.js"
 
 /** `redis-server --version`, or undefined when Debian's redis-server is not installed. */
 export const redisVersion = (): string | undefined => {
@@ -113,10 +113,7 @@ export const startRedis = async (appendfsync: "always" | "everysec" | "no"): Pro
     pid,
     appendfsync,
     connect,
-    cpuMs: () => {
-      const { user, system } = processCpu(pid)
-      return user + system
-    },
+    cpuMs: () => processCpuMs(pid),
     stop
   }
 }

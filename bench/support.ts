@@ -555,6 +555,12 @@ export const processCpu = (pid: number): { readonly user: number; readonly syste
   return { user: (Number(fields[11]) * 1000) / CLOCK_TICKS, system: (Number(fields[12]) * 1000) / CLOCK_TICKS }
 }
 
+/** The same, user and system together, ms. */
+export const processCpuMs = (pid: number): number => {
+  const { user, system } = processCpu(pid)
+  return user + system
+}
+
 /** `VmRSS` (now) or `VmHWM` (the peak so far) of process `pid`, in bytes. */
 export const processMemory = (pid: number, which: "VmRSS" | "VmHWM" = "VmRSS"): number => {
   const kib = new RegExp(`${which}:\\s+(\\d+)\\s+kB`).exec(Fs.readFileSync(`/proc/${pid}/status`, "utf8"))
