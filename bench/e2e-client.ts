@@ -300,30 +300,36 @@ const sseReplay = async (port: number): Promise<void> => {
  */
 const recordedReplay = async (port: number): Promise<void> => {
   const pieces: Array<Buffer> = []
-  await new Promise<void>((resolve, reject) => {
+  // The recording ends with the `caught_up` frame (its lines and the blank line): what follows is live.
+  const length = await new Promise<number>((resolve, reject) => {
     const request = Http.get({ host: "127.0.0.1", port, path: "/api/v1/stream?since=0", agent: false }, (response) => {
+      let received = 0
+      // The text from the marker on, once seen (a chunk may end inside the frame).
+      let marked: { readonly at: number; text: string } | undefined
       let tail = ""
       response.on("data", (chunk: Buffer) => {
         pieces.push(Buffer.from(chunk))
-        const text = tail + chunk.toString("latin1")
-        const end = text.indexOf(CAUGHT_UP)
-        if (end >= 0) {
-          // The recording ends with the `caught_up` frame (its three lines); what follows is live.
-          const frameEnd = text.indexOf("\n\n", end)
-          if (frameEnd < 0) throw new Error("the caught_up frame is cut at a chunk's end")
-          const over = text.length - (frameEnd + 2)
-          const last = pieces.pop()!
-          pieces.push(last.subarray(0, last.length - over))
-          response.destroy()
-          return resolve()
+        received += chunk.length
+        const text = chunk.toString("latin1")
+        if (marked === undefined) {
+          const seen = tail + text
+          const found = seen.indexOf(CAUGHT_UP)
+          tail = seen.slice(-(CAUGHT_UP.length - 1))
+          if (found < 0) return
+          marked = { at: received - seen.length + found, text: seen.slice(found) }
+        } else {
+          marked.text += text
         }
-        tail = text.slice(-(CAUGHT_UP.length + 64))
+        const end = marked.text.indexOf("\n\n")
+        if (end < 0) return
+        response.destroy()
+        resolve(marked.at + end + 2)
       })
       response.once("error", reject)
     })
     request.once("error", reject)
   })
-  const body = Buffer.concat(pieces)
+  const body = Buffer.concat(pieces).subarray(0, length)
   pieces.length = 0
   const server = Http.createServer((_, response) => {
     response.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" })
