@@ -325,6 +325,7 @@ const recordedReplay = async (port: number): Promise<void> => {
         response.destroy()
         resolve(marked.at + end + 2)
       })
+      response.once("end", () => reject(new Error("the replay ended before its caught_up frame")))
       response.once("error", reject)
     })
     request.once("error", reject)

@@ -44,8 +44,8 @@ import {
   redisLoad,
   redisLoadJournal,
   redisReplay,
+  type RecordedReplay,
   type Replay,
-  type ReplaySource,
   runLoad,
   type Service,
   sseReplay,
@@ -241,7 +241,7 @@ const replay = async (size: Sizes, config: BenchConfig, report: Report, redis: b
   // The first replay of a fresh server, before its code is compiled, reported beside the second.
   let oursFirst: Replay | undefined
   let theirsFirst: Replay | undefined
-  let recorded: (ReplaySource & { readonly stop: () => Promise<void> }) | undefined
+  let recorded: RecordedReplay | undefined
   let ceiling: Replay | undefined
   let peak = 0
   let before = 0

@@ -119,13 +119,16 @@ const listening = (child: ChildProcess.ChildProcess, what: string, kill: () => v
 /** What a replay client needs of the process it replays from: its port and CPU time (ms). */
 export type ReplaySource = Pick<Service, "port" | "cpuMs">
 
+/** The `sse-recorded` stand-in, running. */
+export interface RecordedReplay extends ReplaySource {
+  readonly stop: () => Promise<void>
+}
+
 /**
  * The `sse-recorded` stand-in (`e2e-client.ts`): records one replay of `service`, then serves its
  * bytes from memory, doing no work per event; the replay client's ceiling on this machine.
  */
-export const startRecordedReplay = async (
-  service: Service
-): Promise<ReplaySource & { readonly stop: () => Promise<void> }> => {
+export const startRecordedReplay = async (service: Service): Promise<RecordedReplay> => {
   const child = ChildProcess.spawn(
     process.execPath,
     [...(await nodeArgs(CLIENT)), "sse-recorded", String(service.port)],
