@@ -30,6 +30,7 @@
 import * as Fs from "node:fs"
 import * as Http from "node:http"
 import { encodeCommand, encodeCommands, RespClient } from "./resp.js"
+import { stamped, stampScanner } from "./stamps.js"
 import {
   changeLine,
   clock,
@@ -97,61 +98,9 @@ export interface ProduceResult {
 const postBody = (events: ReadonlyArray<{ readonly session_id: string; readonly event: unknown }>): Buffer =>
   Buffer.from(JSON.stringify({ events }))
 
-/**
- * Event `i` stamped with the time it is sent: its `message_id` is `m<i>_<µs since the epoch>`,
- * which subscribers find by scanning bytes (`stampScanner`).
- */
-const stamped = (i: number, micros: number) => ({ ...durableEvent(i), message_id: `m${i}_${micros}` })
-
 /** The journal line of a stamped event, as the feed writes it (`seq` is `i + 1`). */
 const stampedLine = (i: number, micros: number, ts: string): string =>
   JSON.stringify({ seq: i + 1, ts, session_id: sessionOf(i), event: stamped(i, micros) })
-
-const MARKER = Buffer.from('message_id":"m')
-const DIGIT_0 = 0x30
-const UNDERSCORE = 0x5f
-
-/**
- * Scans a byte stream for stamped events: calls `onEvent(index, sentMicros, at)` for each, with
- * `at` the time the chunk arrived. A stamp split between chunks is kept for the next one.
- */
-export const stampScanner = (onEvent: (index: number, sentMicros: number, at: number) => void) => {
-  let carry: Buffer | undefined
-  return (chunk: Buffer): void => {
-    const at = clock()
-    const bytes = carry === undefined ? chunk : Buffer.concat([carry, chunk])
-    carry = undefined
-    let from = 0
-    for (;;) {
-      const found = bytes.indexOf(MARKER, from)
-      if (found < 0) break
-      let p = found + MARKER.length
-      let index = 0
-      for (; p < bytes.length; p++) {
-        const digit = bytes[p]! - DIGIT_0
-        if (digit < 0 || digit > 9) break
-        index = index * 10 + digit
-      }
-      let micros = 0
-      let q = p + 1
-      for (; q < bytes.length; q++) {
-        const digit = bytes[q]! - DIGIT_0
-        if (digit < 0 || digit > 9) break
-        micros = micros * 10 + digit
-      }
-      if (q >= bytes.length) {
-        carry = Buffer.from(bytes.subarray(found))
-        return
-      }
-      // An event without a stamp (`m<i>` alone, as the producer's warm-up request sends) is not counted.
-      if (bytes[p] === UNDERSCORE && q > p + 1) onEvent(index, micros, at)
-      from = q
-    }
-    // Whatever could begin a marker is kept for the next chunk.
-    const keep = Math.max(from, bytes.length - MARKER.length + 1)
-    if (keep < bytes.length) carry = Buffer.from(bytes.subarray(keep))
-  }
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Plumbing
