@@ -240,9 +240,10 @@ const main = async () => {
         stdio: ["ignore", "ignore", "inherit"]
       }
     )
-    await waitForPort(port)
-    const ours = await measure("http", server.pid!, port, clients, events, batch)
-    await stop(server)
+    // Stopped whatever happens: a client's failure (a batch over the server's limit) must not leave it running.
+    const ours = await waitForPort(port)
+      .then(() => measure("http", server.pid!, port, clients, events, batch))
+      .finally(() => stop(server))
     console.log(`ours  HTTP POST ${batch}/batch, ${clients} clients, fsync always: ${describe(ours)}`)
     if (flag("redis")) {
       const redisPort = await freePort()
@@ -253,9 +254,9 @@ const main = async () => {
           .concat(["--loglevel", "warning"]),
         { stdio: ["ignore", "ignore", "inherit"] }
       )
-      await waitForPort(redisPort)
-      const theirs = await measure("redis", redis.pid!, redisPort, clients, events, batch)
-      await stop(redis)
+      const theirs = await waitForPort(redisPort)
+        .then(() => measure("redis", redis.pid!, redisPort, clients, events, batch))
+        .finally(() => stop(redis))
       console.log(
         `redis XADD pipelined ${batch}, ${clients} clients, appendfsync always: ${describe(theirs)}; ` +
           `ours/redis ${(ours.rate / theirs.rate).toFixed(2)}x`
