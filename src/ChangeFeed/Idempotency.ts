@@ -283,13 +283,16 @@ export const restoreKeys = <A>(
     let edge: string | undefined = undefined
     // Only each line's seq and key (a string) are kept, so the read may reuse its chunks: a window
     // of many events would otherwise leave as many bytes of chunks for a full collection to free.
+    // A chunk's lines are taken in one step: an effect per line cost more than reading the line.
     yield* journal.readLines(Math.max(info.oldestSeq - 1, floor - 1), info.headSeq, { reuseChunks: true }).pipe(
-      Stream.runForEach((line) =>
+      Stream.runForEachChunk((lines) =>
         Effect.sync(() => {
-          const key = line.key
-          if (key === undefined) return
-          if (line.seq <= floor) edge = key
-          else if (key !== edge) window.restore(key, line.seq)
+          for (const line of lines) {
+            const key = line.key
+            if (key === undefined) continue
+            if (line.seq <= floor) edge = key
+            else if (key !== edge) window.restore(key, line.seq)
+          }
         })
       ),
       // Nothing is pruned while the feed opens: the window starts at the oldest retained event.
