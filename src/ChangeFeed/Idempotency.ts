@@ -320,15 +320,17 @@ export const recallFingerprint = <A>(
     for (let r = 0; r < slot.runs.length; r += 2) {
       const first = slot.runs[r]!
       yield* journal.readLines(first - 1, first + slot.runs[r + 1]! - 1).pipe(
-        Stream.runForEach((line) =>
+        Stream.runForEachChunk((lines) =>
           Effect.sync(() => {
-            if (fingerprint === undefined || line.key !== slot.key) {
-              fingerprint = undefined
-              return
+            for (const line of lines) {
+              if (fingerprint === undefined || line.key !== slot.key) {
+                fingerprint = undefined
+                return
+              }
+              // The line's wire JSON (its body and the closing brace): the event as it was stored.
+              const change = JSON.parse(bodyDecoder.decode(line.body) + "}")
+              fingerprint = chainFingerprint(fingerprint, entryText(change.session_id, change.event))
             }
-            // The line's wire JSON (its body and the closing brace): the event as it was stored.
-            const change = JSON.parse(bodyDecoder.decode(line.body) + "}")
-            fingerprint = chainFingerprint(fingerprint, entryText(change.session_id, change.event))
           })
         )
       )
