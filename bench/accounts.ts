@@ -38,6 +38,7 @@ import {
   profileDir,
   projectDir,
   removeDir,
+  serviceStop,
   type Report,
   rounds,
   runChild,
@@ -180,7 +181,7 @@ const startServer = async (name: string, env: Record<string, string>, heap = fal
   Readline.createInterface({ input: child.stderr }).on("line", (line) => {
     if (line.startsWith(HEAP_LINE)) collected.shift()?.(JSON.parse(line.slice(HEAP_LINE.length)) as HeapReading)
   })
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
+  const stop = serviceStop(child, kill, dir)
   const pid = child.pid!
   const deadline = Date.now() + 60_000
   for (;;) {
@@ -211,14 +212,7 @@ const startServer = async (name: string, env: Record<string, string>, heap = fal
       child.kill("SIGUSR2")
       return reading
     },
-    stop: async () => {
-      // SIGTERM: the service drains every open feed and exits; killed if it has not within 30 s.
-      child.kill("SIGTERM")
-      const timer = setTimeout(kill, 30_000)
-      await exited
-      clearTimeout(timer)
-      removeDir(dir)
-    }
+    stop
   }
 }
 

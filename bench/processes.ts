@@ -17,7 +17,7 @@ import {
   processMemory,
   profileDir,
   projectDir,
-  removeDir,
+  serviceStop,
   tempDir
 } from "./support.js"
 
@@ -67,7 +67,7 @@ export const startService = async (
   })
   const kill = () => child.kill("SIGKILL")
   onExit(kill)
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
+  const stop = serviceStop(child, kill, dir)
   const port = await listening(child, "the service", kill)
   const pid = child.pid!
   return {
@@ -77,14 +77,7 @@ export const startService = async (
     cpuMs: () => processCpuMs(pid),
     rss: () => processMemory(pid, "VmRSS"),
     peakRss: () => processMemory(pid, "VmHWM"),
-    stop: async () => {
-      // SIGTERM: the service ends its streams, drains and exits (and writes its CPU profile).
-      child.kill("SIGTERM")
-      const timer = setTimeout(kill, 30_000)
-      await exited
-      clearTimeout(timer)
-      removeDir(dir)
-    }
+    stop
   }
 }
 

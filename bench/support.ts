@@ -201,6 +201,22 @@ export const tempDir = (prefix: string): string => {
 export const removeDir = (dir: string): void => Fs.rmSync(dir, { recursive: true, force: true })
 
 /**
+ * How a service process the bench started stops, made as soon as it is spawned (so that an exit
+ * before the stop is seen): SIGTERM, on which the service ends its streams, drains every open feed
+ * and exits (writing its CPU profile); `kill` if it has not within 30 s; then its folder goes.
+ */
+export const serviceStop = (child: ChildProcess.ChildProcess, kill: () => void, dir: string) => {
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
+  return async (): Promise<void> => {
+    child.kill("SIGTERM")
+    const timer = setTimeout(kill, 30_000)
+    await exited
+    clearTimeout(timer)
+    removeDir(dir)
+  }
+}
+
+/**
  * Flushes dirty pages machine-wide (`sync`), so a measurement that syncs is not slowed by the
  * writeback of what an earlier one left in the page cache.
  */
