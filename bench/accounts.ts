@@ -24,7 +24,7 @@ import * as ChildProcess from "node:child_process"
 import * as Os from "node:os"
 import * as Readline from "node:readline"
 import type { ColdResult, LoadResult, OpenResult } from "./accounts-client.js"
-import { freePort, getJson } from "./common.js"
+import { freePort, getJson, getText } from "./common.js"
 import {
   type BenchConfig,
   nodeArgs,
@@ -144,6 +144,8 @@ interface Server {
   readonly accounts: () => Promise<{ readonly open: number; readonly listed: number }>
   /** Forces a full GC in the server and reads its memory (only when started with `heap`). */
   readonly collect: () => Promise<HeapReading>
+  /** `GET /metrics`, as a Prometheus server scrapes it: the lines of `account` labels it holds. */
+  readonly scrape: () => Promise<number>
   readonly stop: () => Promise<void>
 }
 
@@ -206,6 +208,8 @@ const startServer = async (name: string, env: Record<string, string>, heap = fal
       const { accounts } = await getJson<{ accounts: Array<{ open: boolean }> }>(port, "/api/v1/accounts")
       return { open: accounts.filter((a) => a.open).length, listed: accounts.length }
     },
+    scrape: () =>
+      getText(port, "/metrics").then((text) => text.split("\n").filter((line) => line.includes('account="')).length),
     collect: () => {
       if (!heap) return Promise.reject(new Error("the server was started without the heap preload"))
       const reading = new Promise<HeapReading>((resolve) => collected.push(resolve))
@@ -221,6 +225,34 @@ const settledRss = async (server: Server, ms: number): Promise<number> => {
   const end = Date.now() + ms
   while (Date.now() < end) await sleep(250)
   return server.rss()
+}
+
+/** How often the churn's scraper scrapes `/metrics`, as a Prometheus server would (commonly every 15 s to 1 min). */
+const SCRAPE_EVERY_MS = 5_000
+
+/**
+ * A Prometheus server's part: `GET /metrics`, then a pause of `everyMs`, until stopped; answers
+ * how many scrapes it made and the most lines with an account label one of them had.
+ */
+const scraper = (server: Server, everyMs: number) => {
+  let stopped = false
+  const seen = { scrapes: 0, largest: 0 }
+  const loop = (async () => {
+    while (!stopped) {
+      const lines = await server.scrape()
+      seen.scrapes++
+      seen.largest = Math.max(seen.largest, lines)
+      const end = Date.now() + everyMs
+      while (!stopped && Date.now() < end) await sleep(100)
+    }
+  })()
+  return {
+    stop: async () => {
+      stopped = true
+      await loop
+      return seen
+    }
+  }
 }
 
 /** Polls the listing until no account is open; answers how long that took. */
@@ -612,6 +644,8 @@ const churn = async (size: Sizes, report: Report): Promise<void> => {
     )
     await openAccounts(server, "warmup-", 0, size.churnWarmup)
     await untilNoneOpen(server, 60_000)
+    // A service is scraped: the series of its closed accounts go at the scrape after they close.
+    await server.scrape()
     const before = await settledRss(server, size.settleMs)
     const beforeGc = await server.collect()
     let peak = before
@@ -619,6 +653,8 @@ const churn = async (size: Sizes, report: Report): Promise<void> => {
     let peakOpen = 0
     let openMs = 0
     const t0 = Date.now()
+    const scraping = scraper(server, SCRAPE_EVERY_MS)
+    let scraped = { scrapes: 0, largest: 0 }
     try {
       for (let from = 0; from < size.churn; from += size.wave) {
         openMs += (await openAccounts(server, "churn-", from, Math.min(size.churn, from + size.wave))).ms
@@ -627,8 +663,11 @@ const churn = async (size: Sizes, report: Report): Promise<void> => {
       await untilNoneOpen(server, 120_000)
     } finally {
       clearInterval(sampler)
+      scraped = await scraping.stop()
     }
     const seconds = (Date.now() - t0) / 1000
+    const finalLines = await server.scrape()
+    const leftLines = await server.scrape()
     const after = await settledRss(server, size.settleMs)
     const afterGc = await server.collect()
     const { listed } = await server.accounts()
@@ -640,8 +679,8 @@ const churn = async (size: Sizes, report: Report): Promise<void> => {
     report.figure(SECTION, "accounts.churn.before", "server RSS before the churn", before / MB, "MB", {
       baseline: true,
       detail:
-        `after ${size.churnWarmup} accounts opened and closed; read ${size.settleMs / 1000} s after the last ` +
-        `request, no GC forced before it`
+        `after ${size.churnWarmup} accounts opened and closed, and a scrape of /metrics; read ` +
+        `${size.settleMs / 1000} s after the last request, no GC forced before it`
     })
     report.figure(SECTION, "accounts.churn.peak", `server RSS at the peak, ${what}`, peak / MB, "MB", {
       detail:
@@ -650,7 +689,10 @@ const churn = async (size: Sizes, report: Report): Promise<void> => {
         `${seconds.toFixed(0)} s until none open; load ${load1()}`
     })
     report.figure(SECTION, "accounts.churn.after", "server RSS once none is open", after / MB, "MB", {
-      detail: `${listed} accounts on disk, none open; read ${size.settleMs / 1000} s later, no GC forced before it`
+      detail:
+        `${listed} accounts on disk, none open; /metrics scraped every ${SCRAPE_EVERY_MS / 1000} s during ` +
+        `the churn (${scraped.scrapes} scrapes, at most ${scraped.largest} lines with an account label), then ` +
+        `twice (${finalLines} and ${leftLines} such lines); read ${size.settleMs / 1000} s later, no GC forced before it`
     })
     report.figure(
       SECTION,

@@ -165,7 +165,8 @@ export const listening = (port: number): Promise<boolean> =>
   })
 
 /** `GET 127.0.0.1:<port><path>`, its JSON body; rejects on any status but 200. */
-export const getJson = <A>(port: number, path: string): Promise<A> =>
+/** The body of `GET path`, answered 200, as text; any other answer rejects with its status and body. */
+export const getText = (port: number, path: string): Promise<string> =>
   new Promise((resolve, reject) => {
     const request = Http.get({ host: "127.0.0.1", port, path, agent: false }, (response) => {
       let text = ""
@@ -173,12 +174,15 @@ export const getJson = <A>(port: number, path: string): Promise<A> =>
       response.on("data", (chunk: string) => (text += chunk))
       response.once("end", () =>
         response.statusCode === 200
-          ? resolve(JSON.parse(text) as A)
+          ? resolve(text)
           : reject(new Error(`GET ${path}: ${response.statusCode} ${text.slice(0, 300)}`))
       )
     })
     request.once("error", reject)
   })
+
+export const getJson = <A>(port: number, path: string): Promise<A> =>
+  getText(port, path).then((text) => JSON.parse(text) as A)
 
 /**
  * Runs the mode a client process was started in (`process.argv[2]`), its arguments after it;

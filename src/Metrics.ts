@@ -7,6 +7,10 @@
  * from each open feed when the metrics are collected, as OpenTelemetry's observable gauges
  * are: they cost nothing between scrapes and are never stale.
  *
+ * An account's series are held while its feed (and journal) is open (`holdAccount`); once no
+ * one holds them, the next collection exports their final values and they are dropped from
+ * Effect's registry, which would otherwise keep every account the process ever opened.
+ *
  * `layerPrometheus` exports them in the Prometheus text format through `@effect/opentelemetry`
  * and OpenTelemetry's Prometheus exporter, serialized on request (the service answers it at
  * `GET /metrics`, on its own port).
@@ -15,24 +19,44 @@ import * as OtelMetrics from "@effect/opentelemetry/Metrics"
 import * as OtelResource from "@effect/opentelemetry/Resource"
 import { PrometheusExporter, PrometheusSerializer } from "@opentelemetry/exporter-prometheus"
 import type { MetricProducer } from "@opentelemetry/sdk-metrics"
-import { Context, Effect, Layer, Metric, MetricBoundaries, MetricKey, MetricLabel, type MetricKeyType } from "effect"
+import {
+  Clock,
+  Context,
+  Duration,
+  Effect,
+  Layer,
+  Metric,
+  MetricBoundaries,
+  MetricKey,
+  MetricLabel,
+  type MetricKeyType,
+  MutableHashMap,
+  Predicate,
+  type Scope
+} from "effect"
 import { ResetReason } from "./Domain/FeedItem.js"
+import * as Finalizer from "./Finalizer.js"
 
-/** A metric with its labels fixed: updated through its own registry entry, with no label lookup per update. */
-const labelled = <Type extends MetricKeyType.MetricKeyType<any, any>>(
+/** Makes the metrics of one series each, and keeps their keys in `made`. */
+type Labelled = <Type extends MetricKeyType.MetricKeyType<any, any>>(
   key: MetricKey.MetricKey<Type>,
   labels: Record<string, string>
-) => {
-  const metric = Metric.fromMetricKey(
-    MetricKey.taggedWithLabels(
+) => Metric.Metric<Type, MetricKeyType.MetricKeyType.InType<Type>, MetricKeyType.MetricKeyType.OutType<Type>>
+
+/** A metric with its labels fixed: updated through its own registry entry, with no label lookup per update. */
+const labelledInto =
+  (made: Array<MetricKey.MetricKey.Untyped>): Labelled =>
+  (key, labels) => {
+    const series = MetricKey.taggedWithLabels(
       key,
       Object.entries(labels).map(([name, value]) => MetricLabel.make(name, value))
     )
-  )
-  // Registered now, so that the series is exported (at zero) before its first update.
-  metric.unsafeValue([])
-  return metric
-}
+    made.push(series)
+    const metric = Metric.fromMetricKey(series)
+    // Registered now, so that the series is exported (at zero) before its first update.
+    metric.unsafeValue([])
+    return metric
+  }
 
 const counter = (name: string, description: string) => MetricKey.counter(name, { description, incremental: true })
 const gauge = (name: string, description: string) => MetricKey.gauge(name, { description })
@@ -82,6 +106,7 @@ const refusedReasons: ReadonlyArray<RefusedReason> = ["busy", "closed", "unwrita
 const resetReasons: ReadonlyArray<ResetReason> = ResetReason.literals
 
 const byReason = <R extends string, Type extends MetricKeyType.MetricKeyType<any, any>>(
+  labelled: Labelled,
   key: MetricKey.MetricKey<Type>,
   account: string,
   reasons: ReadonlyArray<R>
@@ -91,14 +116,14 @@ const byReason = <R extends string, Type extends MetricKeyType.MetricKeyType<any
     Metric.Metric<Type, MetricKeyType.MetricKeyType.InType<Type>, MetricKeyType.MetricKeyType.OutType<Type>>
   >
 
-/** One account's metrics (two feeds of one account share them). */
-export const forAccount = (account: string) => ({
+/** One account's metrics, made with `labelled`. */
+const accountMetrics = (labelled: Labelled, account: string) => ({
   journaled: labelled(keys.journaled, { account }),
   appendFailures: labelled(keys.appendFailures, { account }),
   dropped: labelled(keys.dropped, { account }),
-  refused: byReason(keys.refused, account, refusedReasons),
+  refused: byReason(labelled, keys.refused, account, refusedReasons),
   ackTimeouts: labelled(keys.ackTimeouts, { account }),
-  resets: byReason(keys.resets, account, resetReasons),
+  resets: byReason(labelled, keys.resets, account, resetReasons),
   corrupt: labelled(keys.corrupt, { account }),
   publishSeconds: labelled(keys.publishSeconds, { account }),
   appendSeconds: labelled(keys.appendSeconds, { account }),
@@ -114,7 +139,108 @@ export const forAccount = (account: string) => ({
   degraded: labelled(keys.degraded, { account })
 })
 
+/** The keys of the series of each account `forAccount` made, until they are dropped. */
+const seriesOf = new Map<string, ReadonlyArray<MetricKey.MetricKey.Untyped>>()
+
+/**
+ * One account's metrics (two feeds of one account share them), registered now. An open feed and
+ * its journal hold them (`holdAccount`); this alone does not, so what it registers stays until a
+ * hold of the account is let go.
+ */
+export const forAccount = (account: string) => {
+  const made: Array<MetricKey.MetricKey.Untyped> = []
+  const metrics = accountMetrics(labelledInto(made), account)
+  if (!seriesOf.has(account)) seriesOf.set(account, made)
+  return metrics
+}
+
 export type AccountMetrics = ReturnType<typeof forAccount>
+
+// ---- the series of accounts no longer open ------------------------------------------------
+
+/**
+ * How long the series of an account that no feed holds any more are kept at most, for a scrape
+ * to export their final values. Effect's registry keeps every series it is given for the life of
+ * the process: a service that serves many accounts in turn would otherwise keep (and export) the
+ * ~30 series of every account it ever opened, ~20 KiB of heap each account.
+ */
+export const releasedSeriesKept = Duration.minutes(5)
+
+/** How many open feeds and journals hold each account's series. */
+const holds = new Map<string, number>()
+/** The accounts no hold keeps, with when the last one was let go, oldest first. */
+const released = new Map<string, number>()
+
+/**
+ * The map of Effect's registry of series (`Metric.globalMetricRegistry`), which has no way to
+ * remove one of its own. Checked for its type: in a registry without it, series are kept as
+ * they always were.
+ */
+const registryMap = ((): MutableHashMap.MutableHashMap<MetricKey.MetricKey.Untyped, unknown> | undefined => {
+  const map: unknown = (Metric.globalMetricRegistry as unknown as { readonly map?: unknown }).map
+  return Predicate.hasProperty(map, Symbol.for("effect/MutableHashMap"))
+    ? (map as unknown as MutableHashMap.MutableHashMap<MetricKey.MetricKey.Untyped, unknown>)
+    : undefined
+})()
+
+const drop = (account: string) => {
+  released.delete(account)
+  const series = seriesOf.get(account)
+  if (series === undefined || registryMap === undefined) return
+  seriesOf.delete(account)
+  for (const key of series) MutableHashMap.remove(registryMap, key)
+}
+
+/** Drops the series of the accounts let go `releasedSeriesKept` ago or longer. */
+const dropExpired = (now: number) => {
+  const before = now - Duration.toMillis(releasedSeriesKept)
+  for (const [account, at] of released) {
+    if (at > before) break
+    drop(account)
+  }
+}
+
+/**
+ * One account's metrics, held while the scope is open. Once no scope holds them, the account's
+ * series are kept until the next collection (`layerPrometheus`) has exported their final
+ * values, and `releasedSeriesKept` at most; then they are dropped from the registry, and an
+ * account opened again starts them afresh (its counters from zero: a counter reset, which
+ * Prometheus's `rate` and `increase` take in their stride).
+ */
+export const holdAccount = (account: string): Effect.Effect<AccountMetrics, never, Scope.Scope> =>
+  Effect.flatMap(Clock.currentTimeMillis, (now) =>
+    Finalizer.acquireSync(
+      () => {
+        dropExpired(now)
+        released.delete(account)
+        holds.set(account, (holds.get(account) ?? 0) + 1)
+        return forAccount(account)
+      },
+      () =>
+        Effect.flatMap(Clock.currentTimeMillis, (later) =>
+          Effect.sync(() => {
+            const left = holds.get(account)! - 1
+            if (left > 0) return void holds.set(account, left)
+            holds.delete(account)
+            // Added last (it was not there while held): the map stays in the order of the times.
+            released.set(account, later)
+            dropExpired(later)
+          })
+        )
+    )
+  )
+
+/**
+ * Runs `collect` (a collection, which reads the registry as it starts), then drops the series
+ * of the accounts let go before it started and not held since: it exported their final values.
+ */
+const droppingAfter = <A>(collect: () => Promise<A>): Promise<A> => {
+  const due = [...released]
+  return collect().then((collected) => {
+    for (const [account, at] of due) if (released.get(account) === at) drop(account)
+    return collected
+  })
+}
 
 /** The account of a feed that was given none. */
 export const defaultAccount = "default"
@@ -148,7 +274,7 @@ export const sampleWhileOpen = (sample: Effect.Effect<void>) =>
 const sampling = (producer: MetricProducer): MetricProducer => ({
   collect: (options) => {
     sampleAll()
-    return producer.collect(options)
+    return droppingAfter(() => producer.collect(options))
   }
 })
 

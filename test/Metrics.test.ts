@@ -5,10 +5,10 @@
  * for the whole process.
  */
 import { describe, it, assert } from "@effect/vitest"
-import { Context, Effect, Exit, Layer, Redacted, Scope, Stream } from "effect"
+import { Context, Duration, Effect, Exit, Layer, Metric, Redacted, Scope, Stream, TestClock } from "effect"
 import * as ChangeFeed from "../src/ChangeFeed.js"
 import * as Metrics from "../src/Metrics.js"
-import { parse, valueOf } from "./support/Prometheus.js"
+import { type Family, parse, valueOf } from "./support/Prometheus.js"
 import {
   type AppendEntry,
   createdMany,
@@ -42,6 +42,16 @@ const appendTo = (server: TestServer, account: string, entries: ReadonlyArray<Ap
       answer.status === 200 ? Effect.void : Effect.dieMessage(`append answered ${answer.status}`)
     )
   )
+
+/** A feed on an in-memory journal, closed with the returned scope, and a scrape of every metric. */
+const feedWithScrape = (options: ChangeFeed.ChangeFeedOptions) =>
+  Effect.gen(function* () {
+    const scrapeAll = Context.get(yield* Layer.build(Metrics.layerPrometheus), Metrics.PrometheusScrape)
+    const scope = yield* Scope.make()
+    yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
+    const feed = Context.get(yield* Layer.buildWithScope(ChangeFeed.layerMemory(options), scope), ChangeFeed.ChangeFeed)
+    return { feed, scope, scrapeAll: Effect.map(scrapeAll, parse) }
+  })
 
 describe("GET /metrics", () => {
   it.scopedLive("a_scrape_after_appends_and_reads_parses_strictly_and_counts_what_happened", () =>
@@ -128,19 +138,6 @@ describe("GET /metrics", () => {
 })
 
 describe("feed metrics", () => {
-  /** A feed on an in-memory journal, closed with the returned scope, and a scrape of every metric. */
-  const feedWithScrape = (options: ChangeFeed.ChangeFeedOptions) =>
-    Effect.gen(function* () {
-      const scrapeAll = Context.get(yield* Layer.build(Metrics.layerPrometheus), Metrics.PrometheusScrape)
-      const scope = yield* Scope.make()
-      yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
-      const feed = Context.get(
-        yield* Layer.buildWithScope(ChangeFeed.layerMemory(options), scope),
-        ChangeFeed.ChangeFeed
-      )
-      return { feed, scope, scrapeAll: Effect.map(scrapeAll, parse) }
-    })
-
   it.scopedLive("the_lag_gauge_is_how_far_the_furthest_reader_is_behind_the_head", () =>
     Effect.gen(function* () {
       const account = freshAccount()
@@ -191,6 +188,102 @@ describe("feed metrics", () => {
       assert.strictEqual(valueOf(families, "change_feed_head_seq", { account }), 6)
       assert.strictEqual(valueOf(families, "change_feed_queue_depth", { account }), 0)
       assert.strictEqual(valueOf(families, "change_feed_subscribers", { account }), 0)
+    })
+  )
+})
+
+describe("the series of accounts no longer open", () => {
+  /** Whether Effect's registry holds a series of `account`. */
+  const registered = (account: string) =>
+    Metric.unsafeSnapshot().some(({ metricKey }) =>
+      metricKey.tags.some((label) => label.key === "account" && label.value === account)
+    )
+
+  const scraped = (families: Map<string, Family>, account: string) =>
+    [...families.values()].some((family) => family.samples.some((sample) => sample.labels.account === account))
+
+  const deleted = { type: "session_deleted", session_id: "s1" } as const
+
+  it.scopedLive("a_closed_account_is_scraped_once_more_with_its_final_values_then_dropped_and_starts_afresh", () =>
+    Effect.gen(function* () {
+      const account = freshAccount()
+      const { feed, scope, scrapeAll } = yield* feedWithScrape({ account })
+      for (let i = 0; i < 3; i++) yield* feed.publish("s1", deleted)
+      yield* Scope.close(scope, Exit.void)
+
+      const last = yield* scrapeAll
+      assert.strictEqual(valueOf(last, "change_feed_journaled_total", { account }), 3)
+      assert.strictEqual(valueOf(last, "change_feed_head_seq", { account }), 3)
+      assert.strictEqual(valueOf(last, "change_feed_subscribers", { account }), 0)
+      assert.isFalse(scraped(yield* scrapeAll, account), "the next scrape has no series of the closed account")
+      assert.isFalse(registered(account))
+
+      // Opened again (on a journal of its own): counters from zero, gauges from the feed.
+      const again = yield* feedWithScrape({ account })
+      yield* again.feed.publish("s1", deleted)
+      const reopened = yield* again.scrapeAll
+      assert.strictEqual(valueOf(reopened, "change_feed_journaled_total", { account }), 1)
+      assert.strictEqual(valueOf(reopened, "change_feed_publish_seconds_count", { account }), 1)
+      assert.strictEqual(valueOf(reopened, "change_feed_head_seq", { account }), 1)
+    })
+  )
+
+  it.scopedLive("an_account_still_held_elsewhere_keeps_its_series", () =>
+    Effect.gen(function* () {
+      const account = freshAccount()
+      // What a second feed of the account does (another journal, a reader of its metrics).
+      yield* Metrics.holdAccount(account)
+      const { feed, scope, scrapeAll } = yield* feedWithScrape({ account })
+      yield* feed.publish("s1", deleted)
+      yield* Scope.close(scope, Exit.void)
+      yield* scrapeAll
+      const later = yield* scrapeAll
+      assert.strictEqual(valueOf(later, "change_feed_journaled_total", { account }), 1)
+      assert.isTrue(registered(account))
+    })
+  )
+
+  it.scoped("with_no_scrape_a_closed_accounts_series_go_once_they_have_been_kept_their_time", () =>
+    Effect.gen(function* () {
+      // A collection first, so that no account let go by another test (on the real clock) waits.
+      const scrapeAll = Context.get(yield* Layer.build(Metrics.layerPrometheus), Metrics.PrometheusScrape)
+      yield* scrapeAll
+      const account = freshAccount()
+      const { scope } = yield* feedWithScrape({ account })
+      yield* Scope.close(scope, Exit.void)
+      // Another account opening and closing is when the time kept is looked at.
+      const openAndClose = Effect.scoped(Metrics.holdAccount(freshAccount()))
+      yield* TestClock.adjust(Duration.subtract(Metrics.releasedSeriesKept, Duration.millis(1)))
+      yield* openAndClose
+      assert.isTrue(registered(account), "kept until its time is up")
+      yield* TestClock.adjust(Duration.millis(1))
+      yield* openAndClose
+      assert.isFalse(registered(account), "dropped once it is")
+    })
+  )
+
+  it.scopedLive("a_service_that_served_accounts_in_turn_keeps_no_series_of_those_it_closed", () =>
+    Effect.gen(function* () {
+      const server = yield* start({ directory: yield* tempDir, feed: { idleTimeToLive: "20 millis" } })
+      const before = Metric.unsafeSnapshot().length
+      const served = Array.from({ length: 20 }, freshAccount)
+      for (const account of served) yield* appendTo(server, account, createdMany(2))
+      // Scraped until no series of theirs is left: the last one that had any had their final values.
+      let lastSeen: Map<string, Family> | undefined
+      yield* eventually(
+        "the closed accounts' series are dropped",
+        Effect.map(scrape(server), (families) => {
+          if (served.some((account) => scraped(families, account))) lastSeen = families
+          return served.every((account) => !scraped(families, account))
+        })
+      )
+      for (const account of served) {
+        if (lastSeen !== undefined && scraped(lastSeen, account)) {
+          assert.strictEqual(valueOf(lastSeen, "change_feed_journaled_total", { account }), 2)
+        }
+        assert.isFalse(registered(account))
+      }
+      assert.isAtMost(Metric.unsafeSnapshot().length, before)
     })
   )
 })

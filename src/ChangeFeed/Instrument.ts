@@ -35,7 +35,8 @@ export type Instrument = Effect.Effect.Success<ReturnType<typeof make>>
 export const make = (account: string = Metrics.defaultAccount) =>
   Effect.gen(function* () {
     const tracing = yield* Tracing.active
-    const metrics = Metrics.forAccount(account)
+    // Held first, so let go last: after the gauges below are set from the closed feed.
+    const metrics = yield* Metrics.holdAccount(account)
     const accountAttribute = { "feed.account": account }
     /** Where each open reader is: its cursor. */
     const readers = new Set<() => number>()
@@ -55,8 +56,8 @@ export const make = (account: string = Metrics.defaultAccount) =>
     /** The journal's state, once `observe` is given it. */
     let journalState: Effect.Effect<JournalState> | undefined
     // Added first, so run last, after the feed's own shutdown (its drain): the gauges of a closed
-    // feed say so (no queue, no reader, not degraded) and keep its final head, for whatever
-    // collects them later.
+    // feed say so (no queue, no reader, not degraded) and keep its final head, for the collection
+    // that exports them one last time (`Metrics.holdAccount`).
     yield* Effect.addFinalizer(() =>
       journalState === undefined
         ? Effect.void

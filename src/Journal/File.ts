@@ -92,7 +92,9 @@ const open = <A, I>(
     const reusedChunkBytes = options.readChunkBytes ?? DEFAULT_REUSED_READ_CHUNK
     const codec: LineCodec<A> = makeLineCodec(schema)
     const at = (name: string) => path.join(directory, name)
-    const timedSync = Metrics.timed(Metrics.forAccount(options.account ?? Metrics.defaultAccount).fsyncSeconds)
+    const timedSync = Metrics.timed(
+      (yield* Metrics.holdAccount(options.account ?? Metrics.defaultAccount)).fsyncSeconds
+    )
     const io = (operation: string, file: string) => (cause: unknown) =>
       new JournalIoError({ operation, path: file, cause })
 
