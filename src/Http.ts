@@ -401,6 +401,7 @@ const makeFeedRoutes = (options: HttpOptions) =>
       Effect.forkScoped
     )
     yield* Deferred.await(shutdown).pipe(Effect.zipRight(Effect.sync(() => connections.shutdown())), Effect.forkScoped)
+    const streamBudget = options.streamBufferBytes ?? 1024 * 1024
     // One encoder per feed, so that a live event's frame is made once for all its connections.
     const encoders = new WeakMap<Feed, ReturnType<typeof makeFrameEncoder>>()
     const framesOf = (feed: Feed) => {
@@ -458,10 +459,14 @@ const makeFeedRoutes = (options: HttpOptions) =>
             const feed = yield* feeds.get(account)
             const frames = framesOf(feed)
             const alloc = connection?.alloc
+            // Frames in buffers of at most the connection's budget, so that the budget bounds what it holds.
             const tail: LiveTail | undefined =
               connection === undefined
                 ? undefined
-                : { offer: (items) => connection.writer.offer(frames(items, alloc)), wake: connection.wake }
+                : {
+                    offer: (items) => connection.writer.offer(frames(items, alloc, streamBudget)),
+                    wake: connection.wake
+                  }
             const pull = yield* feed.pullLines(
               { since: cursor, sessionId: request.urlParams.session_id, reuseChunks: true },
               tail
@@ -470,7 +475,7 @@ const makeFeedRoutes = (options: HttpOptions) =>
             return Effect.suspend((): NextFrames => {
               if (ended) return Effect.succeed(undefined)
               return Effect.matchEffect(pull, {
-                onSuccess: (items) => Effect.succeed(frames(Chunk.toReadonlyArray(items), alloc)),
+                onSuccess: (items) => Effect.succeed(frames(Chunk.toReadonlyArray(items), alloc, streamBudget)),
                 onFailure: (end) => {
                   ended = true
                   return Option.isNone(end) ? Effect.succeed(undefined) : failed(end.value)
@@ -493,7 +498,7 @@ const makeFeedRoutes = (options: HttpOptions) =>
           first: retryBytes,
           keepalive: keepaliveBytes,
           keepaliveEvery,
-          maxBufferedBytes: options.streamBufferBytes ?? 1024 * 1024,
+          maxBufferedBytes: streamBudget,
           framePool,
           shutdown: Deferred.await(shutdown),
           connections

@@ -159,13 +159,15 @@ export class ConnectionWriter {
   }
 
   /**
-   * Sends all of `frames` after everything before it, in one write, if they fit now; otherwise
-   * takes none of them (answers false), for the connection's reader to send them when there is room.
+   * Sends all of `frames` after everything before it, in one write, if they fit now (several
+   * buffers only within the budget: each may be one it lets in alone); otherwise takes none of
+   * them (answers false), for the connection's reader to send them when there is room.
    */
   offer(frames: ReadonlyArray<Uint8Array>): boolean {
     let bytes = 0
     for (const frame of frames) bytes += frame.length
-    if (this.ended || !this.fits(bytes)) return false
+    const fits = frames.length === 1 ? this.fits(bytes) : this.pendingBytes + bytes <= this.maxBufferedBytes
+    if (this.ended || !fits) return false
     for (const frame of frames) this.queue(frame)
     this.flush()
     return true

@@ -101,6 +101,21 @@ class Heads {
   }
 }
 
+/** Lines `from` to `to` (exclusive) of a run of journal lines, as a run of their own (over the same bytes). */
+const subRun = (run: JournalLineRun, from: number, to: number): JournalLineRun => {
+  const { bodyEnds, bytes, ends } = run.lines
+  const base = from === 0 ? 0 : ends[from - 1]! + 1
+  return {
+    _tag: "LineRun",
+    first: run.first + from,
+    lines: {
+      bytes: bytes.subarray(base, ends[to - 1]!),
+      ends: ends.slice(from, to).map((end) => end - base),
+      bodyEnds: bodyEnds.slice(from, to).map((end) => end - base)
+    }
+  }
+}
+
 /** The digits of the seqs `first` to `first + count - 1`, all together: a step per length of them. */
 export const digitsOfRange = (first: number, count: number): number => {
   let total = 0
@@ -241,19 +256,98 @@ export const makeFrameEncoder = (epoch: string) => {
     return out
   }
 
-  return (items: ReadonlyArray<FrameItem>, alloc: FrameAlloc = allocFresh): Array<Uint8Array> => {
+  /** The frame of line `k` of a run whose line `k` starts at `start`: its size. */
+  const lineFrameSize = (run: JournalLineRun, k: number, start: number): number =>
+    headLength(run.first + k) + run.lines.bodyEnds[k]! - start + 3
+
+  /**
+   * Items `from` to `to` (none of them a live run) rendered into buffers of at most `maxBytes`
+   * each, cut between frames (a run of journal lines between its lines); a frame larger than
+   * `maxBytes` is a buffer of its own. Most pulls fit in one.
+   */
+  const renderWithin = (
+    items: ReadonlyArray<FrameItem>,
+    from: number,
+    to: number,
+    alloc: FrameAlloc,
+    maxBytes: number,
+    out: Array<Uint8Array>
+  ): void => {
+    let stretch: Array<FrameItem> = []
+    let size = 0
+    const close = () => {
+      if (stretch.length > 0) out.push(render(stretch, 0, stretch.length, alloc))
+      stretch = []
+      size = 0
+    }
+    for (let i = from; i < to; i++) {
+      const item = items[i] as LineItem | JournalLineRun
+      if (item._tag !== "LineRun") {
+        const bytes =
+          item._tag === "Change" ? headLength(item.seq) + item.body.length + 3 : markerFrame(epoch, item).length
+        if (size > 0 && size + bytes > maxBytes) close()
+        stretch.push(item)
+        size += bytes
+        continue
+      }
+      // A run whole when it fits, else cut between its lines (`taken` of them are in the stretch's part of it).
+      const ends = item.lines.ends
+      let taken = 0
+      let part = 0
+      for (let k = 0, start = 0; k < ends.length; start = ends[k]! + 1, k++) {
+        const bytes = lineFrameSize(item, k, start)
+        if (size + part > 0 && size + part + bytes > maxBytes) {
+          if (k > taken) stretch.push(subRun(item, taken, k))
+          size += part
+          close()
+          taken = k
+          part = 0
+        }
+        part += bytes
+      }
+      stretch.push(taken === 0 ? item : subRun(item, taken, ends.length))
+      size += part
+    }
+    close()
+  }
+
+  /**
+   * Every item's frames, in as few buffers as may be: one per stretch of items between live runs,
+   * and a live run's frames as made once for every connection, each buffer of at most `maxBytes`
+   * (a connection's budget), but for a frame larger alone.
+   */
+  return (
+    items: ReadonlyArray<FrameItem>,
+    alloc: FrameAlloc = allocFresh,
+    maxBytes: number = Number.POSITIVE_INFINITY
+  ): Array<Uint8Array> => {
     const out: Array<Uint8Array> = []
+    const stretch = (from: number, to: number) => {
+      if (maxBytes === Number.POSITIVE_INFINITY) out.push(render(items, from, to, alloc))
+      else renderWithin(items, from, to, alloc, maxBytes, out)
+    }
     let from = 0
     for (let i = 0; i < items.length; i++) {
       const item = items[i]!
       if (item._tag !== "LiveRun") continue
-      if (from < i) out.push(render(items, from, i, alloc))
+      if (from < i) stretch(from, i)
       from = i + 1
-      const frames = batchFrames(item.batch)
+      const { bytes, starts } = batchFrames(item.batch)
       const index = item.from - item.batch.first
-      out.push(index === 0 ? frames.bytes : frames.bytes.subarray(frames.starts[index]!))
+      const end = starts[item.batch.length]!
+      if (end - starts[index]! <= maxBytes) {
+        out.push(index === 0 ? bytes : bytes.subarray(starts[index]!))
+        continue
+      }
+      // Views of the batch's frames, cut between frames.
+      for (let a = index; a < item.batch.length;) {
+        let b = a + 1
+        while (b < item.batch.length && starts[b + 1]! - starts[a]! <= maxBytes) b++
+        out.push(bytes.subarray(starts[a]!, starts[b]!))
+        a = b
+      }
     }
-    if (from < items.length) out.push(render(items, from, items.length, alloc))
+    if (from < items.length) stretch(from, items.length)
     return out
   }
 }

@@ -4,7 +4,8 @@
  * pooled, and only so many bytes of buffers wait in it. (Pooled frames behind a client that stops
  * reading, end to end, are in `Fanout.test.ts`.) The writer, on a real server on loopback read
  * byte for byte: a chunked buffer goes out as one well-formed chunk in order with the response's
- * own writes, through the response before its head is out, and as plain bytes to HTTP/1.0.
+ * own writes, through the response before its head is out, and as plain bytes to HTTP/1.0; an
+ * offer of several buffers is taken only within the connection's budget.
  */
 import * as Http from "node:http"
 import * as Net from "node:net"
@@ -98,6 +99,18 @@ describe("ConnectionWriter", () => {
     })
     assert.match(answer, /^HTTP\/1\.1 200 OK\r\n/)
     assert.strictEqual(dechunk(answer).body, "id: 1\ndata: {}\n\nid: 2\ndata: {}\n\n")
+  })
+
+  it("an_offer_of_several_buffers_is_taken_within_the_budget_only_and_one_buffer_larger_alone", async () => {
+    const answer = await exchange(GET_1_1, (_writer, response) => {
+      const writer = new ConnectionWriter(response, 32, () => {})
+      const frame = (text: string) => Buffer.from(`data: ${text}\n\n`)
+      assert.isFalse(writer.offer([frame("1234567890"), frame("1234567890")]), "36 bytes of two buffers over 32")
+      assert.isTrue(writer.offer([frame("a frame of more than 32 bytes alone")]), "one buffer over 32, nothing waiting")
+      assert.isTrue(writer.offer([frame("1"), frame("2")]), "two buffers within 32")
+      response.end()
+    })
+    assert.strictEqual(dechunk(answer).body, "data: a frame of more than 32 bytes alone\n\ndata: 1\n\ndata: 2\n\n")
   })
 
   it("an_http_1_0_client_gets_a_chunked_buffer_as_plain_bytes", async () => {

@@ -10,7 +10,7 @@ import { LiveBatch } from "../../src/ChangeFeed/Broadcast.js"
 import type { LineItem } from "../../src/Domain/FeedItem.js"
 import type { JournalLineRun } from "../../src/Journal.js"
 import { bodyAt, lineAt, makeLineCodec, readInPlace } from "../../src/Journal/Lines.js"
-import { digitsOfRange, makeFrameEncoder } from "../../src/Http/Sse.js"
+import { digitsOfRange, type FrameItem, makeFrameEncoder } from "../../src/Http/Sse.js"
 import { digitsOf } from "../../src/Scratch.js"
 import { Note, note } from "../support/Notes.js"
 
@@ -165,6 +165,64 @@ describe("frames of journal runs", () => {
         decode(frames(linesOfRun(run))) +
         decode(frames(linesOfRun(runOf(8, 2)))) +
         decode(frames(linesOfRun(runOf(10, 2))))
+    )
+  })
+  it("frames_are_cut_between_frames_into_buffers_of_at_most_the_budget_but_for_a_frame_larger_alone", () => {
+    type Piece =
+      | { readonly kind: "run"; readonly count: number }
+      | { readonly kind: "lines"; readonly count: number }
+      | { readonly kind: "marker" }
+      | { readonly kind: "live"; readonly count: number; readonly skip: number }
+    const piece: fc.Arbitrary<Piece> = fc.oneof(
+      fc.record({ kind: fc.constant("run" as const), count: fc.integer({ min: 1, max: 12 }) }),
+      fc.record({ kind: fc.constant("lines" as const), count: fc.integer({ min: 1, max: 3 }) }),
+      fc.record({ kind: fc.constant("marker" as const) }),
+      fc.record({
+        kind: fc.constant("live" as const),
+        count: fc.integer({ min: 1, max: 12 }),
+        skip: fc.integer({ min: 0, max: 11 })
+      })
+    )
+    fc.assert(
+      fc.property(
+        fc.array(piece, { minLength: 1, maxLength: 6 }),
+        fc.integer({ min: 1, max: 1500 }),
+        (pieces, budget) => {
+          const frames = makeFrameEncoder("E")
+          let seq = 1
+          const items = pieces.flatMap((p): Array<FrameItem> => {
+            const first = seq
+            switch (p.kind) {
+              case "run":
+                seq += p.count
+                return [runOf(first, p.count)]
+              case "lines":
+                seq += p.count
+                return linesOfRun(runOf(first, p.count))
+              case "marker":
+                return [{ _tag: "CaughtUp" as const, seq: first - 1 }]
+              case "live": {
+                seq += p.count
+                const batch = batchOf(first, p.count)
+                return [{ _tag: "LiveRun" as const, batch, from: first + Math.min(p.skip, p.count - 1) }]
+              }
+            }
+          })
+          const whole = frames(items)
+          const cut = frames(items, undefined, budget)
+          assert.strictEqual(decode(cut), decode(whole), "the same bytes")
+          for (const buffer of cut) {
+            const text = decode([buffer])
+            assert.isTrue(text.endsWith("\n\n"), "a buffer ends where a frame does")
+            const framesIn = text.split("\n\n").length - 1
+            assert.isTrue(
+              buffer.length <= budget || framesIn === 1,
+              `${buffer.length} bytes over ${budget} hold one frame`
+            )
+          }
+        }
+      ),
+      { numRuns: 300 }
     )
   })
 })
