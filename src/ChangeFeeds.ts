@@ -25,6 +25,7 @@ import {
   Effect,
   Either,
   Exit,
+  Fiber,
   Layer,
   RcMap,
   Runtime,
@@ -146,6 +147,8 @@ export const make = <A, I>(
 ): Effect.Effect<ChangeFeedsService<A>, never, Scope.Scope> =>
   Effect.gen(function* () {
     const maxOpen = Math.max(1, options.maxOpen ?? 1000)
+    /** Runs effects as fibers of their own, with what the feeds were made with. */
+    const runFork = Runtime.runFork(yield* Effect.runtime<never>())
     const idle = Duration.decode(options.idleTimeToLive ?? Duration.minutes(5))
 
     /** How many holders each open feed has, and since when an unheld one is idle: to pick whom to close. */
@@ -156,7 +159,7 @@ export const make = <A, I>(
     /** Resolved once an account's feed has closed: a reopen waits for it, since the journal lock is still held until then. */
     const closed = new Map<AccountId, Deferred.Deferred<void>>()
 
-    const open = (account: AccountId) =>
+    const openIn = (account: AccountId) =>
       Effect.gen(function* () {
         const previous = closed.get(account)
         if (previous !== undefined) yield* Deferred.await(previous)
@@ -175,6 +178,19 @@ export const make = <A, I>(
         // Runs first at close: a closing feed is no longer listed as open.
         yield* Effect.addFinalizer(() => Effect.sync(() => opened.delete(account)))
         return feed
+      })
+
+    /**
+     * An account's feed, opened in the entry's scope by a fiber of its own, not by the request's
+     * that asked first: the fibers an open feed forks (its writer, its sweepers) keep what the
+     * fiber that forked them had (its context, and the values its own parents had before it), as
+     * long as the feed is open, and a feed opened by a request's fiber kept that request (its
+     * socket, its answer: ~12 KiB an account) and its span, the parent of every later commit.
+     */
+    const open = (account: AccountId) =>
+      Effect.flatMap(Effect.scope, (scope) => {
+        const opening = runFork(Scope.extend(openIn(account), scope))
+        return Effect.onInterrupt(Fiber.join(opening), () => Fiber.interrupt(opening))
       }).pipe(
         Effect.mapError((cause) => new AccountUnavailable({ account, cause })),
         Effect.withSpan("ChangeFeeds.open", { attributes: { account } })
@@ -256,7 +272,6 @@ export const make = <A, I>(
     const unheld = new Set<Lease<A>>()
     const lingerMs = Math.min(LEASE_LINGER_MS, Duration.toMillis(idle))
     let sweep: ReturnType<typeof setTimeout> | undefined
-    const runFork = Runtime.runFork(yield* Effect.runtime<never>())
 
     /** Lets go of the unheld holds: all of them, or those unheld for `lingerMs` (then looks again later for the rest). */
     const letGo = (all: boolean) =>

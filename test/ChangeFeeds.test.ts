@@ -5,7 +5,9 @@
  */
 import { FileSystem, Path } from "@effect/platform"
 import { describe, it, assert } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber, Option, Queue, Scope } from "effect"
+import * as V8 from "node:v8"
+import * as Vm from "node:vm"
+import { Context, Deferred, Effect, Exit, Fiber, Option, Queue, Scope } from "effect"
 import * as ChangeFeed from "../src/ChangeFeed.js"
 import * as ChangeFeeds from "../src/ChangeFeeds.js"
 import * as FileJournal from "../src/Journal/File.js"
@@ -16,6 +18,12 @@ const feedsIn = (directory: string, options: Partial<ChangeFeeds.FileFeedsOption
   Effect.flatMap(FileJournal.store({ directory, fsync: "never", ...options }), (store) =>
     ChangeFeeds.make(AgentDomain, store, options)
   )
+
+/** A full collection on demand (V8's `gc`, exposed at run time). */
+const collector = (): (() => void) => {
+  V8.setFlagsFromString("--expose-gc")
+  return Vm.runInNewContext("gc") as () => void
+}
 
 const publish = (feeds: ChangeFeeds.ChangeFeedsService<any>, account: string, session: string) =>
   feeds.use(account, (feed) => feed.publish(session, deleted(session)))
@@ -55,6 +63,33 @@ describe("ChangeFeeds", () => {
           ["globex", true, 1]
         ]
       )
+    }).pipe(Effect.provide(Env))
+  )
+
+  it.scopedLive("an_open_feed_keeps_nothing_of_the_fiber_that_opened_it", () =>
+    Effect.gen(function* () {
+      // What a request's fiber has in context (its request, its answer, its socket), here 1 MiB.
+      class Caller extends Context.Tag("test/Caller")<Caller, { readonly payload: Uint8Array }>() {}
+      const collect = collector()
+      const feeds = yield* feedsIn(yield* tempDir, { idleTimeToLive: "1 hour" })
+      // Nothing here keeps the caller or the effect that opened the feed with it: only this.
+      const gone = yield* Effect.suspend(() => {
+        const caller = { payload: new Uint8Array(1024 * 1024) }
+        const gone = new WeakRef(caller)
+        return Effect.provideService(publish(feeds, "acme", "s1"), Caller, caller).pipe(
+          Effect.tap((seq) => assert.deepStrictEqual(seq, Option.some(1))),
+          Effect.as(gone)
+        )
+      })
+      const open = yield* feeds.accounts
+      assert.isTrue(
+        open.some((account) => account.account === "acme" && account.open),
+        "the feed stays open"
+      )
+      yield* eventually("what the opening fiber had is collected", () => {
+        collect()
+        return gone.deref() === undefined
+      })
     }).pipe(Effect.provide(Env))
   )
 

@@ -111,6 +111,37 @@ describe("spans", () => {
   )
 })
 
+describe("an account's feed and the requests that use it", () => {
+  it.scopedLive("the_request_that_opened_an_account_is_no_parent_of_its_later_commits", () =>
+    Effect.gen(function* () {
+      const { exporter, layer } = yield* inMemoryTracing
+      const server = yield* start({ directory: yield* tempDir, around: layer })
+      const traceOf = (n: number) => `${String(n).padStart(2, "0")}f7651916cd43dd8448eb211c80319c`
+      for (const n of [1, 2]) {
+        const answer = yield* post(
+          `${server.url}/api/v1/accounts/opened-by-a-request/events`,
+          { event: { type: "session_created", session_id: `s${n}`, title: "t" } },
+          { traceparent: `00-${traceOf(n)}-b7ad6b7169203331-01` }
+        )
+        assert.deepStrictEqual(answer.body, { seqs: [n] })
+      }
+      yield* eventually(
+        "both commits are traced",
+        () => named(exporter.getFinishedSpans(), "ChangeFeed.commit").length === 2
+      )
+      const spans = exporter.getFinishedSpans()
+      const [open] = named(spans, "ChangeFeeds.open")
+      assert.strictEqual(open!.spanContext().traceId, traceOf(1), "the open is part of the request that waited for it")
+      for (const commit of named(spans, "ChangeFeed.commit")) {
+        // The writer was forked as the feed opened: it outlives that request and the feed's own
+        // opening, and a batch it commits holds the events of any of the requests after them.
+        assert.isUndefined(commit.parentSpanContext, "a commit is a trace of its own")
+        assert.notInclude([traceOf(1), traceOf(2), open!.spanContext().traceId], commit.spanContext().traceId)
+      }
+    })
+  )
+})
+
 describe("OTLP export", () => {
   /** A collector on loopback: the JSON bodies posted to `/v1/traces`. */
   const collector = Effect.acquireRelease(

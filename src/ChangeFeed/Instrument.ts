@@ -150,9 +150,12 @@ export const make = (account: string = Metrics.defaultAccount) =>
               "feed.seq.last": appended.events.at(-1)?.seq
             })
           ),
+          // A trace of its own: the writer outlives whatever it was forked in (the feed's opening,
+          // and the request that asked for it), and a batch holds the events of many publishers.
           Effect.withSpan("ChangeFeed.commit", {
             attributes: { ...accountAttribute, "feed.batch.events": events },
-            captureStackTrace: false
+            captureStackTrace: false,
+            root: true
           })
         )
       },
