@@ -13,7 +13,9 @@
  *    by the same POST to an open account (the baseline).
  * 3. The server's RSS per open idle account: after opening 1,000 more accounts, minus before.
  * 4. 10,000 accounts opened in waves and closed again (`FEED_ACCOUNT_IDLE=1 second`): the RSS
- *    before, at the peak and once `GET /api/v1/accounts` shows none open.
+ *    before, at the peak and once `GET /api/v1/accounts` shows none open. `/metrics` is scraped
+ *    as a Prometheus server would, once before, every 5 s during the churn and twice after it
+ *    (a closed account's series go at the scrape after its close).
  *
  * RSS is read as it is (`VmRSS`), with no GC forced: the service exposes no heap figure. For
  * parts 3 and 4 the server also runs with `--expose-gc` and a preload (`accounts-heap.ts`) that
@@ -236,7 +238,9 @@ const SCRAPE_EVERY_MS = 5_000
  */
 const scraper = (server: Server, everyMs: number) => {
   let stopped = false
+  let failure: { readonly error: unknown } | undefined
   const seen = { scrapes: 0, largest: 0 }
+  // A failed scrape stops the scraper; `stop` then throws it (held until then, never unhandled).
   const loop = (async () => {
     while (!stopped) {
       const lines = await server.scrape()
@@ -245,11 +249,14 @@ const scraper = (server: Server, everyMs: number) => {
       const end = Date.now() + everyMs
       while (!stopped && Date.now() < end) await sleep(100)
     }
-  })()
+  })().catch((error: unknown) => {
+    failure = { error }
+  })
   return {
     stop: async () => {
       stopped = true
       await loop
+      if (failure !== undefined) throw failure.error
       return seen
     }
   }

@@ -185,7 +185,7 @@ export const make = <A, I>(
      * that asked first: the fibers an open feed forks (its writer, its sweepers) keep what the
      * fiber that forked them had (its context, and the values its own parents had before it), as
      * long as the feed is open, and a feed opened by a request's fiber kept that request (its
-     * socket, its answer: ~12 KiB an account) and its span, the parent of every later commit.
+     * socket, its answer: ~8 KiB of heap an open account) and its span.
      */
     const open = (account: AccountId) =>
       Effect.flatMap(Effect.scope, (scope) => {
