@@ -167,7 +167,7 @@ describe("frames of journal runs", () => {
         decode(frames(linesOfRun(runOf(10, 2))))
     )
   })
-  it("frames_are_cut_between_frames_into_buffers_of_at_most_the_budget_but_for_a_frame_larger_alone", () => {
+  it("rendered_frames_are_cut_between_frames_into_buffers_of_at_most_the_budget_but_for_a_frame_larger_alone", () => {
     type Piece =
       | { readonly kind: "run"; readonly count: number }
       | { readonly kind: "lines"; readonly count: number }
@@ -211,7 +211,12 @@ describe("frames of journal runs", () => {
           const whole = frames(items)
           const cut = frames(items, undefined, budget)
           assert.strictEqual(decode(cut), decode(whole), "the same bytes")
+          // A live run's frames are the batch's, made once for every connection, and go as they are.
+          const shared = new Set(
+            items.flatMap((item) => (item._tag === "LiveRun" ? frames([item]).map((view) => view.buffer) : []))
+          )
           for (const buffer of cut) {
+            if (shared.has(buffer.buffer)) continue
             const text = decode([buffer])
             assert.isTrue(text.endsWith("\n\n"), "a buffer ends where a frame does")
             const framesIn = text.split("\n\n").length - 1
