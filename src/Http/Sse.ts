@@ -5,6 +5,7 @@
  */
 import type { LiveBatch, LiveRun } from "../ChangeFeed.js"
 import type { JournalLineRun } from "../Journal.js"
+import { bodyLengthAt, lineStart } from "../Journal/Lines.js"
 import { cursorPrefix, formatCursor } from "../Domain/Cursor.js"
 import { caughtUpText, failureText, progressText, resetText, type StreamFailure } from "../Domain/FeedFrame.js"
 import type { LineItem } from "../Domain/FeedItem.js"
@@ -104,7 +105,7 @@ class Heads {
 /** Lines `from` to `to` (exclusive) of a run of journal lines, as a run of their own (over the same bytes). */
 const subRun = (run: JournalLineRun, from: number, to: number): JournalLineRun => {
   const { bodyEnds, bytes, ends } = run.lines
-  const base = from === 0 ? 0 : ends[from - 1]! + 1
+  const base = lineStart(run.lines, from)
   return {
     _tag: "LineRun",
     first: run.first + from,
@@ -256,9 +257,9 @@ export const makeFrameEncoder = (epoch: string) => {
     return out
   }
 
-  /** The frame of line `k` of a run whose line `k` starts at `start`: its size. */
-  const lineFrameSize = (run: JournalLineRun, k: number, start: number): number =>
-    headLength(run.first + k) + run.lines.bodyEnds[k]! - start + 3
+  /** The size of the frame of line `k` of a run. */
+  const lineFrameSize = (run: JournalLineRun, k: number): number =>
+    headLength(run.first + k) + bodyLengthAt(run.lines, k) + 3
 
   /**
    * Items `from` to `to` (none of them a live run) rendered into buffers of at most `maxBytes`
@@ -294,8 +295,8 @@ export const makeFrameEncoder = (epoch: string) => {
       const ends = item.lines.ends
       let taken = 0
       let part = 0
-      for (let k = 0, start = 0; k < ends.length; start = ends[k]! + 1, k++) {
-        const bytes = lineFrameSize(item, k, start)
+      for (let k = 0; k < ends.length; k++) {
+        const bytes = lineFrameSize(item, k)
         if (size + part > 0 && size + part + bytes > maxBytes) {
           if (k > taken) stretch.push(subRun(item, taken, k))
           size += part

@@ -51,7 +51,8 @@ export interface EncodedBatch {
   readonly bodyEnds: ReadonlyArray<number>
 }
 
-const lineStart = (batch: EncodedBatch, i: number) => (i === 0 ? 0 : batch.ends[i - 1]! + 1)
+/** Where event `i`'s line starts in an encoded batch. */
+export const lineStart = (batch: EncodedBatch, i: number): number => (i === 0 ? 0 : batch.ends[i - 1]! + 1)
 
 /** The bytes of event `i`'s line in an encoded batch, without its newline (no copy). */
 export const lineAt = (batch: EncodedBatch, i: number): Uint8Array =>
