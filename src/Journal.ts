@@ -14,6 +14,7 @@ import type { AccountId } from "./Domain/Account.js"
 import type { JournalIoError, JournalOpenError, JournalReadError } from "./Journal/Errors.js"
 import type { EncodedBatch, StoredEvent, StoredLine } from "./Journal/Lines.js"
 import type { RetentionPolicy } from "./Journal/Retention.js"
+import type { SegmentIndexes } from "./Journal/SegmentIndex.js"
 import { viewOf } from "./Scratch.js"
 
 export * from "./Journal/Errors.js"
@@ -52,6 +53,13 @@ export interface JournalOptions {
    * damage.
    */
   readonly scanWithSimd?: boolean | undefined
+  /**
+   * Where the line indexes of sealed segments are kept once a read has checked them whole, so
+   * that replays of runs (an unfiltered SSE stream) take their lines from there rather than scan
+   * and checksum them again (`Journal/SegmentIndex.ts`); by default one budget for the process
+   * (`SegmentIndexes.shared`, 32 MiB), `false` for none.
+   */
+  readonly segmentIndexes?: SegmentIndexes | false | undefined
 }
 
 export interface JournalInfo {

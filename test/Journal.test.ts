@@ -18,6 +18,7 @@ import * as Journal from "../src/Journal.js"
 import * as MemoryJournal from "../src/Journal/Memory.js"
 import * as FileJournal from "../src/Journal/File.js"
 import { acquireLock, findFlock } from "../src/Journal/Lock.js"
+import { SegmentIndexes, SETTLED_MS, stampOf } from "../src/Journal/SegmentIndex.js"
 import * as FailingFileSystem from "./support/FailingFileSystem.js"
 import { type Note as NoteType, Note, note, notes } from "./support/Notes.js"
 import { range } from "./support/Expected.js"
@@ -125,7 +126,10 @@ describe("Journal", () => {
       ...(e.seq % 3 === 0 ? { session_id: `s${e.seq % 2}` } : {}),
       ...(e.seq % 5 === 0 ? { key: `key-${e.seq}` } : {})
     }))
-    yield* withJournal(dir, { segmentBytes: 600 }, (journal) => journal.append(events))
+    // Appends of 3: a segment is rotated between appends only.
+    yield* withJournal(dir, { segmentBytes: 600 }, (journal) =>
+      Effect.forEach(range(0, 13), (i) => journal.append(events.slice(3 * i, 3 * i + 3)), { discard: true })
+    )
     const ts = events[0]!.ts
     const replaced: Record<number, string> = {
       7: `{"seq":7,"ts":"${ts}","event":{"type":"note","text":"of the original"}}`,
@@ -291,6 +295,157 @@ describe("Journal", () => {
         assert.deepStrictEqual(yield* copiedLines(journal.readLineRuns!(since, upTo, reuse)), expected, "readLineRuns")
       }).pipe(Effect.provide(NodeContext.layer)),
     { fastCheck: { numRuns: 40 } }
+  )
+
+  /** The start seqs of a journal's segments, in order. */
+  const segmentStarts = (dir: string) =>
+    Effect.map(segmentFiles(dir), (names) => names.map((name) => Number(name.slice(7, 27))))
+
+  it.scopedLive.prop(
+    "runs_read_through_the_indexes_of_sealed_segments_give_exactly_what_a_scan_gives_for_any_cursor_and_chunk_size",
+    { chunk: fc.integer({ min: 1, max: 4096 }), since: fc.nat({ max: 42 }), upTo: fc.nat({ max: 42 }) },
+    ({ chunk, since, upTo }) =>
+      Effect.gen(function* () {
+        const dir = yield* mixedJournal
+        const options = { segmentBytes: 600, readChunkBytes: chunk }
+        const expected = yield* withJournal(dir, { ...options, segmentIndexes: false }, (journal) =>
+          copiedLines(journal.readLineRuns!(since, upTo))
+        )
+        // Indexed as soon as read: nothing writes these files while the test reads them.
+        const indexes = new SegmentIndexes(1024 * 1024, 0)
+        const journal = yield* open(dir, { ...options, segmentIndexes: indexes })
+        yield* copiedLines(journal.readLineRuns!(0))
+        // Every sealed segment but those holding a line that is not read in place (7, 12, 20); never the last.
+        const starts = yield* segmentStarts(dir)
+        const indexed = starts
+          .map((start, i) => ({ start, end: (starts[i + 1] ?? 41) - 1 }))
+          .slice(0, -1)
+          .filter(({ end, start }) => ![7, 12, 20].some((seq) => seq >= start && seq <= end))
+        assert.isAtLeast(indexed.length, 3)
+        assert.strictEqual(indexes.size, indexed.length)
+        const hits = indexes.hits
+        assert.deepStrictEqual(yield* copiedLines(journal.readLineRuns!(since, upTo)), expected, "fresh chunks")
+        assert.deepStrictEqual(
+          yield* copiedLines(journal.readLineRuns!(since, upTo, { reuseChunks: true })),
+          expected,
+          "reused chunks"
+        )
+        const read = indexed.filter(({ end, start }) => end > since && start <= upTo && since < upTo)
+        assert.strictEqual(indexes.hits - hits, 2 * read.length, "reads of indexed segments take their index")
+      }).pipe(Effect.provide(NodeContext.layer)),
+    { fastCheck: { numRuns: 60 } }
+  )
+
+  it.scoped("only_a_sealed_segment_read_from_its_first_line_to_its_end_is_indexed", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const indexes = new SegmentIndexes(1024 * 1024, 0)
+      const journal = yield* open(dir, { segmentBytes: 600, segmentIndexes: indexes })
+      yield* appendBatches(
+        journal,
+        Array.from({ length: 12 }, () => 5),
+        30
+      )
+      const starts = yield* segmentStarts(dir)
+      assert.isAtLeast(starts.length, 5)
+      // From inside the 2nd segment to inside the 4th: only the 3rd is read whole.
+      yield* copiedLines(journal.readLineRuns!(starts[1]!, starts[3]! + 1))
+      assert.strictEqual(indexes.size, 1)
+      // Lines one by one (`readLines`) are not indexed, nor do they use the indexes.
+      yield* copiedLines(journal.readLines(0))
+      assert.strictEqual(indexes.size, 1)
+      assert.strictEqual(indexes.hits, 0)
+      // A whole read indexes every sealed segment, and the last, still written to, never.
+      yield* copiedLines(journal.readLineRuns!(0))
+      assert.strictEqual(indexes.size, starts.length - 1)
+      assert.strictEqual(indexes.hits, 1)
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  it.scopedLive("damage_to_an_indexed_segment_is_reported_as_a_scan_reports_it_even_with_its_times_put_back", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      yield* withJournal(dir, { segmentBytes: 600 }, (journal) => appendBatches(journal, [5, 5, 5, 5, 5, 5], 30))
+      const indexes = new SegmentIndexes(1024 * 1024)
+      const journal = yield* open(dir, { segmentBytes: 600, segmentIndexes: indexes })
+      // Segments written a moment ago are not indexed: a write in the same tick of the file clock would go unseen.
+      yield* copiedLines(journal.readLineRuns!(0))
+      assert.strictEqual(indexes.size, 0)
+      // Times of whole seconds, which `utimes` can put back exactly.
+      const names = yield* segmentFiles(dir)
+      const past = Math.floor(Date.now() / 1000) - 60
+      for (const name of names) NFs.utimesSync(`${dir}/${name}`, past, past)
+      yield* Effect.sleep(SETTLED_MS + 100)
+      const clean = yield* copiedLines(journal.readLineRuns!(0))
+      assert.strictEqual(indexes.size, names.length - 1)
+      // One letter of the 2nd sealed segment's 2nd line, changed in place: same size, times put back as they were.
+      const file = `${dir}/${names[1]}`
+      const before = NFs.statSync(file, { bigint: true })
+      const bytes = NFs.readFileSync(file)
+      const at = bytes.indexOf("note", bytes.indexOf(0x0a) + 1) + 1
+      bytes[at] = bytes[at] === 0x61 ? 0x62 : 0x61
+      NFs.writeFileSync(file, bytes)
+      NFs.utimesSync(file, past, past)
+      const after = NFs.statSync(file, { bigint: true })
+      assert.strictEqual(after.mtimeNs, before.mtimeNs)
+      assert.strictEqual(after.size, before.size)
+      const scanned = bodiesOf(yield* outcomeOf(journal.readLines(0)))
+      assert.match(scanned.end, /checksum/)
+      assert.include(scanned.end, file)
+      assert.deepStrictEqual(bodiesOf(yield* outcomeOf(journal.readLineRuns!(0))), scanned)
+      assert.deepStrictEqual(scanned.seen, clean.slice(0, scanned.seen.length))
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  it.scoped("an_index_that_does_not_match_its_file_is_reported_as_corruption_never_served", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const indexes = new SegmentIndexes(1024 * 1024, 0)
+      const journal = yield* open(dir, { segmentBytes: 600, segmentIndexes: indexes })
+      yield* appendBatches(journal, [5, 5, 5, 5], 30)
+      yield* copiedLines(journal.readLineRuns!(0))
+      const file = `${dir}/${(yield* segmentFiles(dir))[0]}`
+      const fd = NFs.openSync(file, "r")
+      const { stamp } = stampOf(fd, Date.now())!
+      NFs.closeSync(fd)
+      const index = indexes.get(file, stamp)!
+      const ends = index.ends.slice()
+      // The 3rd line said to end a byte early; then the last line said to end before the file does.
+      ends[2]! -= 1
+      indexes.put(file, stamp, { ...index, ends })
+      const early = yield* outcomeOf(journal.readLineRuns!(0))
+      assert.strictEqual(early.end, `${file} at ${ends[1]! + 1}: the segment no longer matches its line index`)
+      assert.deepStrictEqual(
+        early.seen.map((e) => e.seq),
+        [1, 2]
+      )
+      indexes.put(file, stamp, { ...index, count: index.count - 1 })
+      const short = yield* outcomeOf(journal.readLineRuns!(0))
+      assert.match(short.end, /no longer matches its line index/)
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  it.scoped("pruned_segments_and_a_closed_journal_leave_nothing_indexed", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const indexes = new SegmentIndexes(1024 * 1024, 0)
+      yield* Effect.scoped(
+        Effect.gen(function* () {
+          const journal = yield* open(dir, { segmentBytes: 600, retention: { segments: 4 }, segmentIndexes: indexes })
+          yield* appendBatches(journal, [5, 5, 5, 5], 30)
+          yield* copiedLines(journal.readLineRuns!(0))
+          assert.strictEqual(indexes.size, 3)
+          // Rotations prune the oldest segments, and their indexes with them.
+          yield* appendBatches(journal, [5, 5, 5, 5, 5, 5], 30)
+          assert.isAtMost(indexes.size, 3)
+          const oldest = (yield* segmentStarts(dir))[0]!
+          yield* copiedLines(journal.readLineRuns!(oldest - 1))
+          assert.strictEqual(indexes.size, 3)
+        })
+      )
+      assert.strictEqual(indexes.size, 0)
+      assert.strictEqual(indexes.bytes, 0)
+    }).pipe(Effect.provide(NodeContext.layer))
   )
 
   it.scoped(

@@ -42,6 +42,7 @@ import { recoverTail } from "./Recovery.js"
 import { defaultRetention, type RetentionPolicy, segmentsToPrune } from "./Retention.js"
 import { parseSegmentName, type Segment, segmentName } from "./Segment.js"
 import { makeSegmentReads } from "./SegmentReads.js"
+import { SegmentIndexes } from "./SegmentIndex.js"
 
 const DEFAULT_READ_CHUNK = 256 * 1024
 /**
@@ -91,6 +92,7 @@ const open = <A, I>(
     const chunkBytes = options.readChunkBytes ?? DEFAULT_READ_CHUNK
     const reusedChunkBytes = options.readChunkBytes ?? DEFAULT_REUSED_READ_CHUNK
     const codec: LineCodec<A> = makeLineCodec(schema)
+    const indexes = options.segmentIndexes === undefined ? SegmentIndexes.shared : options.segmentIndexes || undefined
     const at = (name: string) => path.join(directory, name)
     const timedSync = Metrics.timed(
       (yield* Metrics.holdAccount(options.account ?? Metrics.defaultAccount)).fsyncSeconds
@@ -214,6 +216,7 @@ const open = <A, I>(
         // oldest seq past it and answers a reset, not corruption. A file that cannot be removed
         // is no longer served and is pruned again at the next open.
         const segment = segments.shift()!
+        indexes?.delete(at(segment.name))
         const error = yield* fs.remove(at(segment.name)).pipe(Effect.flip, Effect.option)
         if (Option.isSome(error) && !(error.value._tag === "SystemError" && error.value.reason === "NotFound")) {
           yield* Effect.logWarning(`journal: could not remove ${at(segment.name)}`, error.value)
@@ -236,6 +239,8 @@ const open = <A, I>(
             yield* active.file.truncate(active.segment.bytes).pipe(Effect.ignore)
           if (active !== undefined && unsynced) yield* active.file.sync.pipe(Effect.ignore)
           yield* closeActive
+          // Another process may write this folder next: what this one indexed of it goes.
+          indexes?.deleteUnder(directory)
           // Closed cleanly: the next open need not suspect lost events.
           yield* fs.remove(at(OPEN_FILE)).pipe(Effect.ignore)
         })
@@ -334,7 +339,8 @@ const open = <A, I>(
         reusedChunkBytes,
         simd: options.scanWithSimd ?? true,
         segments: () => segments,
-        head: () => head
+        head: () => head,
+        indexes
       },
       codec
     )

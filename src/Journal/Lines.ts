@@ -524,13 +524,15 @@ export class LineSplitter extends Splitter<Line> {
 export class ByteBlockSplitter extends Splitter<ByteLine> {
   constructor(
     startOffset = 0,
-    private readonly checkControl = true
+    private readonly checkControl = true,
+    /** False for a reader whose lines were checked already (a sealed segment's index): UTF-8 is not looked at. */
+    private readonly checkUtf8 = true
   ) {
     super(startOffset)
   }
 
   protected split(complete: Uint8Array, base: number): Array<ByteLine> | undefined {
-    if (!isUtf8(complete)) return undefined
+    if (this.checkUtf8 && !isUtf8(complete)) return undefined
     return [{ bytes: complete, offset: base, controlFree: this.checkControl && !hasControlByte(complete) }]
   }
 }

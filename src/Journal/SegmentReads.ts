@@ -53,6 +53,9 @@ import {
   SPAN_START
 } from "./LineScan.js"
 import { type Segment, segmentIndexFor } from "./Segment.js"
+import { IndexBuilder, type SegmentIndex, type SegmentIndexes, stampOf } from "./SegmentIndex.js"
+
+const NEWLINE = 0x0a
 
 /** What a read of a segment makes of each line's seq (`admit`). */
 type Admitted = "skip" | "take" | "last" | JournalCorrupt
@@ -66,6 +69,8 @@ interface SegmentRead {
   /** Checks a line's seq and moves the read past it: skip it, take it, take it as the last, or corruption. */
   readonly admit: (seq: number, offset: number) => Admitted
   readonly corrupt: (offset: number, reason: string) => JournalCorrupt
+  /** The segment's index in the making, when this read may index it (it reads a sealed segment whole). */
+  readonly building: IndexBuilder | undefined
 }
 
 /**
@@ -168,6 +173,11 @@ const scannedFormat = (scanner: BlockLines, runs: boolean): ReadFormat<ByteLine,
           }
         }
       }
+      const building = read.building
+      if (building !== undefined) {
+        const base = block.offset + runStart
+        for (let i = 0; i < count; i++) building.add(first + i, base + ends[i]!, base + bodyEnds[i]!)
+      }
       if (count > 0 && runs) {
         ends.length = count
         bodyEnds.length = count
@@ -200,7 +210,10 @@ const scannedFormat = (scanner: BlockLines, runs: boolean): ReadFormat<ByteLine,
         from = end + 1
         if (read.skipping()) {
           const peeked = inPlace ? seq : peekSeqBytes(bytes, start, end)
-          if (peeked !== undefined && peeked <= read.since) continue
+          if (peeked !== undefined && peeked <= read.since) {
+            read.building?.spoil()
+            continue
+          }
         }
         const admitted = inPlace ? read.admit(seq, offset) : undefined
         if (inPlace && (admitted === "take" || admitted === "last")) {
@@ -221,6 +234,7 @@ const scannedFormat = (scanner: BlockLines, runs: boolean): ReadFormat<ByteLine,
           continue
         }
         // Any other line: the run before it first, then its own checksum, then what it is.
+        read.building?.spoil()
         const before = flush()
         if (before !== undefined) return before
         const checked = verifyChecksum(bytes, start, end)
@@ -240,6 +254,82 @@ const scannedFormat = (scanner: BlockLines, runs: boolean): ReadFormat<ByteLine,
     return flush()
   }
 })
+
+/**
+ * A sealed segment's lines as its index gives them (`SegmentIndex`): each block's lines are
+ * handed on as one `JournalLineRun`, taken from the index without a look at their bytes (no
+ * scan, no checksum, no UTF-8 check: the read that built the index did all three, and the file
+ * has not changed since), but for each line's newline being where the index says, which a
+ * changed file would miss. The seqs are admitted as any read admits them, so the read still
+ * checks they follow on from the segment before.
+ */
+const indexedFormat = (index: SegmentIndex): ReadFormat<ByteLine, JournalLineRun> => {
+  // The next line of the index to take: blocks come in file order, each starting where the last ended.
+  let k = 0
+  return {
+    splitter: () => new ByteBlockSplitter(0, false, false),
+    take: (block, read, out, memory) => {
+      const bytes = block.bytes
+      const base = block.offset
+      const blockEnd = base + bytes.length
+      const { bodyEnds: indexBodyEnds, ends: indexEnds } = index
+      let runStart = -1
+      let first = 0
+      let ends: Array<number> = []
+      let bodyEnds: Array<number> = []
+      let count = 0
+      const flush = () => {
+        if (count === 0) return
+        ends.length = count
+        bodyEnds.length = count
+        out.push({
+          _tag: "LineRun",
+          first,
+          lines: { bytes: bytes.subarray(runStart, runStart + ends[count - 1]!), ends, bodyEnds }
+        })
+        count = 0
+      }
+      let start = k === 0 ? 0 : indexEnds[k - 1]! + 1
+      if (start !== base) return read.corrupt(base, "the segment no longer matches its line index")
+      while (k < index.count) {
+        const end = indexEnds[k]!
+        if (end > blockEnd) break
+        if (end < blockEnd && bytes[end - base] !== NEWLINE) {
+          flush()
+          return read.corrupt(base + start, "the segment no longer matches its line index")
+        }
+        const seq = index.first + k
+        k++
+        const admitted = read.admit(seq, start)
+        if (typeof admitted === "object") {
+          flush()
+          return admitted
+        }
+        if (admitted !== "skip") {
+          if (count === 0) {
+            runStart = start - base
+            first = seq
+            ends = memory.array()
+            bodyEnds = memory.array()
+          }
+          ends[count] = end - base - runStart
+          bodyEnds[count] = indexBodyEnds[k - 1]! - base - runStart
+          count++
+          if (admitted === "last") {
+            flush()
+            return "done"
+          }
+        }
+        start = end + 1
+      }
+      flush()
+      // A block ends with a line's end: one the index does not hold means the file changed.
+      return start === blockEnd + 1
+        ? undefined
+        : read.corrupt(base + start, "the segment no longer matches its line index")
+    }
+  }
+}
 
 /** How far before a line's end its key's text ends: the key's closing quote and `,"crc":"…"}` are 19 bytes. */
 const KEY_TO_LINE_END = 19
@@ -270,6 +360,8 @@ export interface SegmentFiles {
   readonly simd: boolean
   readonly segments: () => ReadonlyArray<Segment>
   readonly head: () => number
+  /** Where the line indexes of sealed segments are kept, for reads of runs (`readLineRuns`); none: never indexed. */
+  readonly indexes: SegmentIndexes | undefined
 }
 
 export interface SegmentReads<A> {
@@ -423,7 +515,8 @@ export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): S
     format: ReadFormat<L, T>,
     since: number,
     upTo?: number,
-    reuseChunks = false
+    reuseChunks = false,
+    indexed?: (index: SegmentIndex) => ReadFormat<L, T>
   ): Stream.Stream<T, JournalReadError> =>
     Stream.suspend(() => {
       const head = files.head()
@@ -451,6 +544,8 @@ export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): S
                 })
               )
             }
+            // Only a sealed segment is indexed: the last one may still grow.
+            const sealed = segment !== snapshot[snapshot.length - 1]
             return readSegment(
               format,
               file,
@@ -458,7 +553,9 @@ export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): S
               (seq) => (expected = seq + 1),
               since,
               target,
-              memory
+              memory,
+              sealed && files.indexes !== undefined ? indexed : undefined,
+              since < segment.start
             )
           })
         ),
@@ -499,12 +596,21 @@ export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): S
     advance: (seq: number) => void,
     since: number,
     target: number,
-    memory: ReadMemory
+    memory: ReadMemory,
+    indexed: ((index: SegmentIndex) => ReadFormat<L, T>) | undefined,
+    fromStart: boolean
   ): Stream.Stream<T, JournalReadError> =>
     Stream.unwrapScoped(
       Effect.gen(function* () {
         const handle = yield* openForRead(file, expected())
-        const splitter = format.splitter()
+        // A sealed segment's lines from its index, or, read whole and settled, an index made of them as they are checked.
+        const indexes = files.indexes!
+        const stamped = indexed === undefined ? undefined : stampOf(handle.fd, Date.now(), indexes.settledMs)
+        const index = stamped === undefined ? undefined : indexes.get(file, stamped.stamp)
+        const chosen = index === undefined ? format : indexed!(index)
+        const building =
+          stamped !== undefined && index === undefined && stamped.settled && fromStart ? new IndexBuilder() : undefined
+        const splitter = chosen.splitter()
         const chunks = new ChunkReads(handle.fd, file, memory, files.chunkBytes)
         // A read still under way when the read ends must not outlive the file it reads.
         yield* Finalizer.onClose(chunks.settled)
@@ -520,7 +626,8 @@ export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): S
             advance(seq)
             return seq >= target ? "last" : "take"
           },
-          corrupt: (offset, reason) => new JournalCorrupt({ file, offset, reason })
+          corrupt: (offset, reason) => new JournalCorrupt({ file, offset, reason }),
+          building
         }
         let done = false
         // A bad line found after good ones in the same chunk: the good ones are delivered first, then this.
@@ -532,6 +639,13 @@ export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): S
           const chunk = yield* chunks.next
           if (Option.isNone(chunk)) {
             done = true
+            if (building !== undefined && splitter.pending === 0) {
+              const made = building.finish()
+              // Kept only if the file is as it was when the read began.
+              if (made !== undefined && stampOf(handle.fd, Date.now(), indexes.settledMs)?.stamp === stamped!.stamp) {
+                indexes.put(file, stamped!.stamp, made)
+              }
+            }
             if (expected() <= target && splitter.pending > 0) {
               return yield* Effect.fail(
                 Option.some(
@@ -548,7 +662,7 @@ export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): S
             : new JournalCorrupt({ file, offset: split.invalidUtf8At, reason: "line is not valid UTF-8" })
           const out: Array<T> = []
           for (const piece of lines) {
-            const taken = format.take(piece, read, out, memory)
+            const taken = chosen.take(piece, read, out, memory)
             if (taken === "done") {
               // Whatever follows the target (even a bad line) is not part of this read.
               done = true
@@ -584,6 +698,6 @@ export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): S
     readLineRuns: (since, upTo, options) =>
       runs === undefined
         ? readAs(raw, since, upTo, options?.reuseChunks === true)
-        : readAs(runs, since, upTo, options?.reuseChunks === true)
+        : readAs(runs, since, upTo, options?.reuseChunks === true, indexedFormat)
   }
 }

@@ -1,0 +1,186 @@
+/**
+ * Line indexes of sealed segments: where each line of a segment ends and where its body ends,
+ * kept once a read has gone through the whole segment and every line checked out (in place,
+ * checksum holding, no control byte). A later read of runs (what an unfiltered SSE replay pulls)
+ * takes the segment's lines from its index instead of scanning and checksumming its bytes again:
+ * a sealed segment never changes, and those two were a third of a replay's work on the main
+ * thread.
+ *
+ * What stands for "never changes": the file's identity and state as `fstat` gives them (device,
+ * inode, size, and the change and modification times to the nanosecond), taken when the index is
+ * built and compared at every open. Any write to the file, a truncation, a `utimes` back to the
+ * old time, or another file under the same name moves one of them. Only a segment last written
+ * well before it is indexed (`SETTLED_MS`) is: file times come from a clock that may tick only
+ * every few milliseconds, and a write within the same tick as the last append would keep them.
+ *
+ * The indexes of a process share one budget in bytes (`SegmentIndexes.shared`, 32 MiB by default:
+ * 8 bytes a line, ~1 GiB of journal at ~450 bytes a line); the least recently used go first.
+ */
+import * as Fs from "node:fs"
+
+/** The lines of one sealed segment, read whole and checked: line `k` has seq `first + k`. */
+export interface SegmentIndex {
+  readonly first: number
+  readonly count: number
+  /** Where line `k` ends in the file (the offset of its newline). */
+  readonly ends: Int32Array
+  /** Where line `k`'s body (its wire JSON less the closing brace) ends in the file. */
+  readonly bodyEnds: Int32Array
+}
+
+/** How long before it is indexed a segment must have been last written (file times tick coarsely). */
+export const SETTLED_MS = 2_000
+
+/** What an open segment file is, as `fstat` tells: an index is used only for the same stamp. */
+export type FileStamp = string
+
+/**
+ * The stamp of an open file, and whether it was last written long enough ago to be indexed;
+ * `undefined` when `fstat` fails (the read then goes on without an index).
+ */
+export const stampOf = (
+  fd: number,
+  now: number,
+  settledMs: number = SETTLED_MS
+): { readonly stamp: FileStamp; readonly settled: boolean } | undefined => {
+  let stats: Fs.BigIntStats
+  try {
+    stats = Fs.fstatSync(fd, { bigint: true })
+  } catch {
+    return undefined
+  }
+  const written = stats.mtimeNs > stats.ctimeNs ? stats.mtimeNs : stats.ctimeNs
+  return {
+    stamp: `${stats.dev}:${stats.ino}:${stats.size}:${stats.mtimeNs}:${stats.ctimeNs}`,
+    settled: BigInt(now) * 1_000_000n - written > BigInt(settledMs) * 1_000_000n
+  }
+}
+
+const bytesOf = (index: SegmentIndex): number => index.ends.byteLength + index.bodyEnds.byteLength
+
+interface Entry {
+  readonly stamp: FileStamp
+  readonly index: SegmentIndex
+}
+
+/** Indexes of sealed segments by file path, within a budget in bytes, least recently used out first. */
+export class SegmentIndexes {
+  /** One for the whole process: every journal opened without one of its own shares it. */
+  static readonly shared = new SegmentIndexes(32 * 1024 * 1024)
+
+  // A `Map` iterates in insertion order: an entry used is inserted again, so the first is the least recently used.
+  private readonly entries = new Map<string, Entry>()
+  private held = 0
+  /** Reads that found their segment's index, and those that found none or a stale one. */
+  hits = 0
+  misses = 0
+
+  constructor(
+    readonly maxBytes: number,
+    /** How long before it is indexed a segment must have been last written (`SETTLED_MS`). */
+    readonly settledMs: number = SETTLED_MS
+  ) {}
+
+  /** Bytes the indexes hold. */
+  get bytes(): number {
+    return this.held
+  }
+
+  get size(): number {
+    return this.entries.size
+  }
+
+  /** The index of `file` if it was built for the same stamp; a stale one is dropped. */
+  get(file: string, stamp: FileStamp): SegmentIndex | undefined {
+    const entry = this.entries.get(file)
+    if (entry === undefined || entry.stamp !== stamp) {
+      if (entry !== undefined) this.delete(file)
+      this.misses++
+      return undefined
+    }
+    this.entries.delete(file)
+    this.entries.set(file, entry)
+    this.hits++
+    return entry.index
+  }
+
+  /** Keeps `index` for `file` as it is at `stamp`, making room by dropping the least recently used. */
+  put(file: string, stamp: FileStamp, index: SegmentIndex): void {
+    const size = bytesOf(index)
+    this.delete(file)
+    if (size > this.maxBytes) return
+    for (const [key, entry] of this.entries) {
+      if (this.held + size <= this.maxBytes) break
+      this.entries.delete(key)
+      this.held -= bytesOf(entry.index)
+    }
+    this.entries.set(file, { stamp, index })
+    this.held += size
+  }
+
+  delete(file: string): void {
+    const entry = this.entries.get(file)
+    if (entry === undefined) return
+    this.entries.delete(file)
+    this.held -= bytesOf(entry.index)
+  }
+
+  /** Drops the indexes of every file in `directory` (a journal that closes). */
+  deleteUnder(directory: string): void {
+    const prefix = directory.endsWith("/") ? directory : `${directory}/`
+    for (const key of [...this.entries.keys()]) if (key.startsWith(prefix)) this.delete(key)
+  }
+}
+
+const MAX_OFFSET = 2 ** 31 - 1
+
+/**
+ * An index in the making, as a read goes through a segment from its first line: the lines it
+ * checked, in order. Spoiled by any line it did not check as a line read in place, which then
+ * leaves the segment unindexed.
+ */
+export class IndexBuilder {
+  private ends = new Int32Array(4096)
+  private bodyEnds = new Int32Array(4096)
+  private count = 0
+  private first = 0
+  private spoiled = false
+
+  /** A line the read did not check as a line read in place: the segment stays unindexed. */
+  spoil(): void {
+    this.spoiled = true
+  }
+
+  /** Line `seq`, checked, ends at `end` in the file and its body at `bodyEnd`. */
+  add(seq: number, end: number, bodyEnd: number): void {
+    if (this.spoiled) return
+    // Offsets past 2 GiB do not fit the index (a segment that large is not indexed).
+    if (end > MAX_OFFSET || (this.count > 0 && seq !== this.first + this.count)) {
+      this.spoiled = true
+      return
+    }
+    if (this.count === 0) this.first = seq
+    if (this.count === this.ends.length) {
+      const ends = new Int32Array(this.count * 2)
+      const bodyEnds = new Int32Array(this.count * 2)
+      ends.set(this.ends)
+      bodyEnds.set(this.bodyEnds)
+      this.ends = ends
+      this.bodyEnds = bodyEnds
+    }
+    this.ends[this.count] = end
+    this.bodyEnds[this.count] = bodyEnd
+    this.count++
+  }
+
+  /** The index, once the read reached the segment's end with every line checked (none if it holds no line). */
+  finish(): SegmentIndex | undefined {
+    if (this.spoiled || this.count === 0) return undefined
+    return {
+      first: this.first,
+      count: this.count,
+      ends: this.ends.slice(0, this.count),
+      bodyEnds: this.bodyEnds.slice(0, this.count)
+    }
+  }
+}

@@ -1,0 +1,120 @@
+/**
+ * The cache of sealed segments' line indexes: its budget in bytes, least recently used out first,
+ * stale stamps, and the builder that makes an index only of lines checked in order.
+ */
+import { describe, it, assert } from "@effect/vitest"
+import * as NFs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import { IndexBuilder, type SegmentIndex, SegmentIndexes, stampOf } from "../../src/Journal/SegmentIndex.js"
+
+/** An index of `count` lines from seq 1 (8 bytes a line). */
+const indexOf = (count: number): SegmentIndex => ({
+  first: 1,
+  count,
+  ends: Int32Array.from({ length: count }, (_, i) => 10 * i + 9),
+  bodyEnds: Int32Array.from({ length: count }, (_, i) => 10 * i + 5)
+})
+
+describe("SegmentIndexes", () => {
+  it("indexes_stay_within_their_budget_and_the_least_recently_used_go_first", () => {
+    // Room for 3 indexes of 100 lines (800 bytes each).
+    const indexes = new SegmentIndexes(2_400)
+    indexes.put("/j/a", "s", indexOf(100))
+    indexes.put("/j/b", "s", indexOf(100))
+    indexes.put("/j/c", "s", indexOf(100))
+    assert.strictEqual(indexes.bytes, 2_400)
+    // `a` used last: `b` is the one to go.
+    assert.isDefined(indexes.get("/j/a", "s"))
+    indexes.put("/j/d", "s", indexOf(100))
+    assert.strictEqual(indexes.size, 3)
+    assert.isUndefined(indexes.get("/j/b", "s"))
+    assert.isDefined(indexes.get("/j/a", "s"))
+    assert.isDefined(indexes.get("/j/d", "s"))
+    // Larger than the budget: kept not at all, and nothing dropped for it.
+    indexes.put("/j/e", "s", indexOf(400))
+    assert.strictEqual(indexes.size, 3)
+    assert.isUndefined(indexes.get("/j/e", "s"))
+    // Two at once go for one that needs their room.
+    indexes.put("/j/f", "s", indexOf(200))
+    assert.strictEqual(indexes.bytes, 2_400)
+    assert.deepStrictEqual(
+      ["/j/a", "/j/c", "/j/d", "/j/f"].map((file) => indexes.get(file, "s") !== undefined),
+      [false, false, true, true]
+    )
+  })
+
+  it("an_index_asked_for_with_another_stamp_is_dropped", () => {
+    const indexes = new SegmentIndexes(10_000)
+    indexes.put("/j/a", "old", indexOf(10))
+    assert.isUndefined(indexes.get("/j/a", "new"))
+    assert.strictEqual(indexes.size, 0)
+    assert.strictEqual(indexes.bytes, 0)
+    assert.isUndefined(indexes.get("/j/a", "old"))
+    assert.strictEqual(indexes.misses, 2)
+  })
+
+  it("a_journal_folder_s_indexes_go_together_and_no_other_s", () => {
+    const indexes = new SegmentIndexes(10_000)
+    indexes.put("/j/a/events-1.jsonl", "s", indexOf(10))
+    indexes.put("/j/a/events-2.jsonl", "s", indexOf(10))
+    indexes.put("/j/ab/events-1.jsonl", "s", indexOf(10))
+    indexes.deleteUnder("/j/a")
+    assert.strictEqual(indexes.size, 1)
+    assert.isDefined(indexes.get("/j/ab/events-1.jsonl", "s"))
+  })
+
+  it("a_file_s_stamp_moves_with_any_write_to_it_and_it_is_settled_only_once_written_long_enough_ago", async () => {
+    const file = Path.join(NFs.mkdtempSync(Path.join(Os.tmpdir(), "segment-index-")), "events.jsonl")
+    try {
+      NFs.writeFileSync(file, "abc\n")
+      const fd = NFs.openSync(file, "r")
+      try {
+        const now = Date.now()
+        const first = stampOf(fd, now, 2_000)!
+        assert.isFalse(first.settled)
+        assert.isTrue(stampOf(fd, now + 60_000, 2_000)!.settled)
+        assert.strictEqual(stampOf(fd, now, 2_000)!.stamp, first.stamp)
+        // Same size, same modification time: the change time still moves (once the file clock has ticked).
+        const { mtime } = NFs.statSync(file)
+        await new Promise((resolve) => setTimeout(resolve, 50))
+        NFs.writeFileSync(file, "abd\n")
+        NFs.utimesSync(file, mtime, mtime)
+        assert.notStrictEqual(stampOf(fd, now, 2_000)!.stamp, first.stamp)
+      } finally {
+        NFs.closeSync(fd)
+      }
+    } finally {
+      NFs.rmSync(Path.dirname(file), { recursive: true })
+    }
+  })
+})
+
+describe("IndexBuilder", () => {
+  it("an_index_holds_the_lines_added_in_order_however_many", () => {
+    const builder = new IndexBuilder()
+    for (let i = 0; i < 10_000; i++) builder.add(7 + i, 10 * i + 9, 10 * i + 5)
+    const index = builder.finish()!
+    assert.strictEqual(index.first, 7)
+    assert.strictEqual(index.count, 10_000)
+    assert.strictEqual(index.ends.length, 10_000)
+    assert.strictEqual(index.ends[9_999], 99_999)
+    assert.strictEqual(index.bodyEnds[1], 15)
+  })
+
+  it("a_line_out_of_order_or_one_not_checked_leaves_no_index", () => {
+    const gap = new IndexBuilder()
+    gap.add(1, 9, 5)
+    gap.add(3, 19, 15)
+    assert.isUndefined(gap.finish())
+    const unchecked = new IndexBuilder()
+    unchecked.add(1, 9, 5)
+    unchecked.spoil()
+    unchecked.add(2, 19, 15)
+    assert.isUndefined(unchecked.finish())
+    assert.isUndefined(new IndexBuilder().finish())
+    const far = new IndexBuilder()
+    far.add(1, 2 ** 31, 5)
+    assert.isUndefined(far.finish())
+  })
+})
