@@ -409,12 +409,13 @@ describe("Journal", () => {
       const { stamp } = stampOf(fd, Date.now())!
       NFs.closeSync(fd)
       const index = indexes.get(file, stamp)!
-      const ends = index.ends.slice()
-      // The 3rd line said to end a byte early; then the last line said to end before the file does.
-      ends[2]! -= 1
-      indexes.put(file, stamp, { ...index, ends })
+      const lengths = index.lengths.slice()
+      // The 3rd line said to end a byte early; then the segment said to end a line early.
+      lengths[2]! -= 1
+      indexes.put(file, stamp, { ...index, lengths })
       const early = yield* outcomeOf(journal.readLineRuns!(0))
-      assert.strictEqual(early.end, `${file} at ${ends[1]! + 1}: the segment no longer matches its line index`)
+      const third = lengths[0]! + lengths[1]! + 2
+      assert.strictEqual(early.end, `${file} at ${third}: the segment no longer matches its line index`)
       assert.deepStrictEqual(
         early.seen.map((e) => e.seq),
         [1, 2]

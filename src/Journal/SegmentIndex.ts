@@ -14,18 +14,21 @@
  * every few milliseconds, and a write within the same tick as the last append would keep them.
  *
  * The indexes of a process share one budget in bytes (`SegmentIndexes.shared`, 32 MiB by default:
- * 8 bytes a line, ~1 GiB of journal at ~450 bytes a line); the least recently used go first.
+ * 4 bytes a line, ~3.5 GiB of journal at ~450 bytes a line); the least recently used go first.
  */
 import * as Fs from "node:fs"
 
-/** The lines of one sealed segment, read whole and checked: line `k` has seq `first + k`. */
+/**
+ * The lines of one sealed segment, read whole and checked: line `k` has seq `first + k`, starts
+ * where line `k - 1` ended (its newline) plus one, and is `lengths[k]` bytes long without its
+ * newline; its body ends `tails[k]` bytes before its end (what follows the body: the key, the
+ * checksum, the closing brace). 16 bits each where every line fits them (4 bytes a line), else 32.
+ */
 export interface SegmentIndex {
   readonly first: number
   readonly count: number
-  /** Where line `k` ends in the file (the offset of its newline). */
-  readonly ends: Int32Array
-  /** Where line `k`'s body (its wire JSON less the closing brace) ends in the file. */
-  readonly bodyEnds: Int32Array
+  readonly lengths: Uint16Array | Uint32Array
+  readonly tails: Uint16Array | Uint32Array
 }
 
 /** How long before it is indexed a segment must have been last written (file times tick coarsely). */
@@ -56,7 +59,7 @@ export const stampOf = (
   }
 }
 
-const bytesOf = (index: SegmentIndex): number => index.ends.byteLength + index.bodyEnds.byteLength
+const bytesOf = (index: SegmentIndex): number => index.lengths.byteLength + index.tails.byteLength
 
 interface Entry {
   readonly stamp: FileStamp
@@ -132,55 +135,80 @@ export class SegmentIndexes {
   }
 }
 
-const MAX_OFFSET = 2 ** 31 - 1
+/** Lines a block of an index in the making holds (two blocks of 32 KiB). */
+const BLOCK = 8192
+/** Blocks let go by builders, for the next ones: a segment's build makes no garbage but its index. */
+const freeBlocks: Array<Uint32Array> = []
+const FREE_BLOCKS_KEPT = 64
+
+const takeBlock = (): Uint32Array => freeBlocks.pop() ?? new Uint32Array(BLOCK)
 
 /**
  * An index in the making, as a read goes through a segment from its first line: the lines it
- * checked, in order. Spoiled by any line it did not check as a line read in place, which then
- * leaves the segment unindexed.
+ * checked, in order, in blocks taken from a pool and given back once the index is made. Spoiled
+ * by any line it did not check as a line read in place, which then leaves the segment unindexed.
  */
 export class IndexBuilder {
-  private ends = new Int32Array(4096)
-  private bodyEnds = new Int32Array(4096)
+  private lengths: Array<Uint32Array> = []
+  private tails: Array<Uint32Array> = []
   private count = 0
   private first = 0
+  /** Where the next line starts in the file. */
+  private next = 0
   private spoiled = false
+  private longest = 0
 
   /** A line the read did not check as a line read in place: the segment stays unindexed. */
   spoil(): void {
     this.spoiled = true
+    this.release()
   }
 
-  /** Line `seq`, checked, ends at `end` in the file and its body at `bodyEnd`. */
+  /** Line `seq`, checked, ends at `end` in the file and its body at `bodyEnd` (it starts where the last one added ended). */
   add(seq: number, end: number, bodyEnd: number): void {
     if (this.spoiled) return
-    // Offsets past 2 GiB do not fit the index (a segment that large is not indexed).
-    if (end > MAX_OFFSET || (this.count > 0 && seq !== this.first + this.count)) {
-      this.spoiled = true
+    const start = this.next
+    if (this.count === 0) this.first = seq
+    // Lines must follow one another, seqs and bytes alike.
+    if (seq !== this.first + this.count || end < bodyEnd || bodyEnd < start) {
+      this.spoil()
       return
     }
-    if (this.count === 0) this.first = seq
-    if (this.count === this.ends.length) {
-      const ends = new Int32Array(this.count * 2)
-      const bodyEnds = new Int32Array(this.count * 2)
-      ends.set(this.ends)
-      bodyEnds.set(this.bodyEnds)
-      this.ends = ends
-      this.bodyEnds = bodyEnds
+    const at = this.count % BLOCK
+    if (at === 0) {
+      this.lengths.push(takeBlock())
+      this.tails.push(takeBlock())
     }
-    this.ends[this.count] = end
-    this.bodyEnds[this.count] = bodyEnd
+    const length = end - start
+    const tail = end - bodyEnd
+    this.lengths[this.lengths.length - 1]![at] = length
+    this.tails[this.tails.length - 1]![at] = tail
+    if (length > this.longest) this.longest = length
+    if (tail > this.longest) this.longest = tail
+    this.next = end + 1
     this.count++
   }
 
   /** The index, once the read reached the segment's end with every line checked (none if it holds no line). */
   finish(): SegmentIndex | undefined {
     if (this.spoiled || this.count === 0) return undefined
-    return {
-      first: this.first,
-      count: this.count,
-      ends: this.ends.slice(0, this.count),
-      bodyEnds: this.bodyEnds.slice(0, this.count)
+    const wide = this.longest > 0xffff
+    const lengths = wide ? new Uint32Array(this.count) : new Uint16Array(this.count)
+    const tails = wide ? new Uint32Array(this.count) : new Uint16Array(this.count)
+    for (let b = 0; b < this.lengths.length; b++) {
+      const n = Math.min(BLOCK, this.count - b * BLOCK)
+      lengths.set(this.lengths[b]!.subarray(0, n), b * BLOCK)
+      tails.set(this.tails[b]!.subarray(0, n), b * BLOCK)
     }
+    const index = { first: this.first, count: this.count, lengths, tails }
+    this.release()
+    return index
+  }
+
+  private release(): void {
+    for (const block of [...this.lengths, ...this.tails])
+      if (freeBlocks.length < FREE_BLOCKS_KEPT) freeBlocks.push(block)
+    this.lengths = []
+    this.tails = []
   }
 }

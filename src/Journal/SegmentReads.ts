@@ -264,16 +264,17 @@ const scannedFormat = (scanner: BlockLines, runs: boolean): ReadFormat<ByteLine,
  * checks they follow on from the segment before.
  */
 const indexedFormat = (index: SegmentIndex): ReadFormat<ByteLine, JournalLineRun> => {
-  // The next line of the index to take: blocks come in file order, each starting where the last ended.
+  // The next line of the index to take, and where it starts in the file: blocks come in file order, each starting there.
   let k = 0
+  let start = 0
   return {
     splitter: () => new ByteBlockSplitter(0, false, false),
     take: (block, read, out, memory) => {
       const bytes = block.bytes
       const base = block.offset
       const blockEnd = base + bytes.length
-      const { bodyEnds: indexBodyEnds, ends: indexEnds } = index
-      let runStart = -1
+      const { lengths, tails } = index
+      let runStart = 0
       let first = 0
       let ends: Array<number> = []
       let bodyEnds: Array<number> = []
@@ -289,17 +290,16 @@ const indexedFormat = (index: SegmentIndex): ReadFormat<ByteLine, JournalLineRun
         })
         count = 0
       }
-      let start = k === 0 ? 0 : indexEnds[k - 1]! + 1
-      if (start !== base) return read.corrupt(base, "the segment no longer matches its line index")
+      const mismatch = (at: number) => {
+        flush()
+        return read.corrupt(at, "the segment no longer matches its line index")
+      }
+      if (start !== base) return mismatch(base)
       while (k < index.count) {
-        const end = indexEnds[k]!
+        const end = start + lengths[k]!
         if (end > blockEnd) break
-        if (end < blockEnd && bytes[end - base] !== NEWLINE) {
-          flush()
-          return read.corrupt(base + start, "the segment no longer matches its line index")
-        }
+        if (end < blockEnd && bytes[end - base] !== NEWLINE) return mismatch(start)
         const seq = index.first + k
-        k++
         const admitted = read.admit(seq, start)
         if (typeof admitted === "object") {
           flush()
@@ -313,20 +313,19 @@ const indexedFormat = (index: SegmentIndex): ReadFormat<ByteLine, JournalLineRun
             bodyEnds = memory.array()
           }
           ends[count] = end - base - runStart
-          bodyEnds[count] = indexBodyEnds[k - 1]! - base - runStart
+          bodyEnds[count] = end - tails[k]! - base - runStart
           count++
-          if (admitted === "last") {
-            flush()
-            return "done"
-          }
         }
+        k++
         start = end + 1
+        if (admitted === "last") {
+          flush()
+          return "done"
+        }
       }
       flush()
       // A block ends with a line's end: one the index does not hold means the file changed.
-      return start === blockEnd + 1
-        ? undefined
-        : read.corrupt(base + start, "the segment no longer matches its line index")
+      return start === blockEnd + 1 ? undefined : mismatch(start)
     }
   }
 }

@@ -8,22 +8,22 @@ import * as Os from "node:os"
 import * as Path from "node:path"
 import { IndexBuilder, type SegmentIndex, SegmentIndexes, stampOf } from "../../src/Journal/SegmentIndex.js"
 
-/** An index of `count` lines from seq 1 (8 bytes a line). */
+/** An index of `count` lines from seq 1, of 9 bytes each (4 bytes a line). */
 const indexOf = (count: number): SegmentIndex => ({
   first: 1,
   count,
-  ends: Int32Array.from({ length: count }, (_, i) => 10 * i + 9),
-  bodyEnds: Int32Array.from({ length: count }, (_, i) => 10 * i + 5)
+  lengths: new Uint16Array(count).fill(9),
+  tails: new Uint16Array(count).fill(4)
 })
 
 describe("SegmentIndexes", () => {
   it("indexes_stay_within_their_budget_and_the_least_recently_used_go_first", () => {
-    // Room for 3 indexes of 100 lines (800 bytes each).
-    const indexes = new SegmentIndexes(2_400)
+    // Room for 3 indexes of 100 lines (400 bytes each).
+    const indexes = new SegmentIndexes(1_200)
     indexes.put("/j/a", "s", indexOf(100))
     indexes.put("/j/b", "s", indexOf(100))
     indexes.put("/j/c", "s", indexOf(100))
-    assert.strictEqual(indexes.bytes, 2_400)
+    assert.strictEqual(indexes.bytes, 1_200)
     // `a` used last: `b` is the one to go.
     assert.isDefined(indexes.get("/j/a", "s"))
     indexes.put("/j/d", "s", indexOf(100))
@@ -37,7 +37,7 @@ describe("SegmentIndexes", () => {
     assert.isUndefined(indexes.get("/j/e", "s"))
     // Two at once go for one that needs their room.
     indexes.put("/j/f", "s", indexOf(200))
-    assert.strictEqual(indexes.bytes, 2_400)
+    assert.strictEqual(indexes.bytes, 1_200)
     assert.deepStrictEqual(
       ["/j/a", "/j/c", "/j/d", "/j/f"].map((file) => indexes.get(file, "s") !== undefined),
       [false, false, true, true]
@@ -91,15 +91,23 @@ describe("SegmentIndexes", () => {
 })
 
 describe("IndexBuilder", () => {
-  it("an_index_holds_the_lines_added_in_order_however_many", () => {
+  it("an_index_holds_the_lines_added_in_order_however_many_in_16_bits_a_field_where_they_fit", () => {
     const builder = new IndexBuilder()
-    for (let i = 0; i < 10_000; i++) builder.add(7 + i, 10 * i + 9, 10 * i + 5)
+    // Lines of 9 bytes and a newline, each body ending 4 bytes before its line's end.
+    for (let i = 0; i < 20_000; i++) builder.add(7 + i, 10 * i + 9, 10 * i + 5)
     const index = builder.finish()!
     assert.strictEqual(index.first, 7)
-    assert.strictEqual(index.count, 10_000)
-    assert.strictEqual(index.ends.length, 10_000)
-    assert.strictEqual(index.ends[9_999], 99_999)
-    assert.strictEqual(index.bodyEnds[1], 15)
+    assert.strictEqual(index.count, 20_000)
+    assert.instanceOf(index.lengths, Uint16Array)
+    assert.deepStrictEqual([...new Set(index.lengths)], [9])
+    assert.deepStrictEqual([...new Set(index.tails)], [4])
+    const long = new IndexBuilder()
+    long.add(1, 9, 5)
+    long.add(2, 10 + 70_000, 12)
+    const wide = long.finish()!
+    assert.instanceOf(wide.lengths, Uint32Array)
+    assert.deepStrictEqual([...wide.lengths], [9, 70_000])
+    assert.deepStrictEqual([...wide.tails], [4, 69_998])
   })
 
   it("a_line_out_of_order_or_one_not_checked_leaves_no_index", () => {
@@ -113,8 +121,8 @@ describe("IndexBuilder", () => {
     unchecked.add(2, 19, 15)
     assert.isUndefined(unchecked.finish())
     assert.isUndefined(new IndexBuilder().finish())
-    const far = new IndexBuilder()
-    far.add(1, 2 ** 31, 5)
-    assert.isUndefined(far.finish())
+    const backwards = new IndexBuilder()
+    backwards.add(1, 9, 10)
+    assert.isUndefined(backwards.finish())
   })
 })
