@@ -302,15 +302,23 @@ describe("Journal", () => {
     Effect.map(segmentFiles(dir), (names) => names.map((name) => Number(name.slice(7, 27))))
 
   it.scopedLive.prop(
-    "runs_read_through_the_indexes_of_sealed_segments_give_exactly_what_a_scan_gives_for_any_cursor_and_chunk_size",
+    "reads_through_the_indexes_of_sealed_segments_give_exactly_what_a_scan_gives_for_any_cursor_and_chunk_size",
     { chunk: fc.integer({ min: 1, max: 4096 }), since: fc.nat({ max: 42 }), upTo: fc.nat({ max: 42 }) },
     ({ chunk, since, upTo }) =>
       Effect.gen(function* () {
         const dir = yield* mixedJournal
         const options = { segmentBytes: 600, readChunkBytes: chunk }
-        const expected = yield* withJournal(dir, { ...options, segmentIndexes: false }, (journal) =>
-          copiedLines(journal.readLineRuns!(since, upTo))
-        )
+        const decoder = new TextDecoder()
+        const asRead = (line: Journal.JournalLine) => ({ ...line, body: decoder.decode(line.body) })
+        const readsOf = (journal: Journal.Journal<NoteType>) =>
+          Effect.all({
+            runs: copiedLines(journal.readLineRuns!(since, upTo)),
+            lines: Effect.map(Stream.runCollect(journal.readLines(since, upTo)), (lines) =>
+              Chunk.toArray(lines).map(asRead)
+            ),
+            decoded: Effect.map(Stream.runCollect(journal.read(since, upTo)), Chunk.toArray)
+          })
+        const expected = yield* withJournal(dir, { ...options, segmentIndexes: false }, readsOf)
         // Indexed as soon as read: nothing writes these files while the test reads them.
         const indexes = new SegmentIndexes(1024 * 1024, 0)
         const journal = yield* open(dir, { ...options, segmentIndexes: indexes })
@@ -324,14 +332,15 @@ describe("Journal", () => {
         assert.isAtLeast(indexed.length, 3)
         assert.strictEqual(indexes.size, indexed.length)
         const hits = indexes.hits
-        assert.deepStrictEqual(yield* copiedLines(journal.readLineRuns!(since, upTo)), expected, "fresh chunks")
+        // Runs from the index; lines and decoded events from the cursor's line, which the index locates.
+        assert.deepStrictEqual(yield* readsOf(journal), expected)
         assert.deepStrictEqual(
           yield* copiedLines(journal.readLineRuns!(since, upTo, { reuseChunks: true })),
-          expected,
-          "reused chunks"
+          expected.runs,
+          "runs reusing chunks"
         )
         const read = indexed.filter(({ end, start }) => end > since && start <= upTo && since < upTo)
-        assert.strictEqual(indexes.hits - hits, 2 * read.length, "reads of indexed segments take their index")
+        assert.strictEqual(indexes.hits - hits, 4 * read.length, "reads of indexed segments take their index")
       }).pipe(Effect.provide(NodeContext.layer)),
     { fastCheck: { numRuns: 60 } }
   )
@@ -351,14 +360,16 @@ describe("Journal", () => {
       // From inside the 2nd segment to inside the 4th: only the 3rd is read whole.
       yield* copiedLines(journal.readLineRuns!(starts[1]!, starts[3]! + 1))
       assert.strictEqual(indexes.size, 1)
-      // Lines one by one (`readLines`) are not indexed, nor do they use the indexes.
-      yield* copiedLines(journal.readLines(0))
+      // A decoded read uses the index it finds, and makes none: it does not check lines as the scan does.
+      yield* seqsOf(journal.read(0))
       assert.strictEqual(indexes.size, 1)
-      assert.strictEqual(indexes.hits, 0)
-      // A whole read indexes every sealed segment, and the last, still written to, never.
-      yield* copiedLines(journal.readLineRuns!(0))
-      assert.strictEqual(indexes.size, starts.length - 1)
       assert.strictEqual(indexes.hits, 1)
+      // A whole read of lines indexes every sealed segment, and the last, still written to, never.
+      yield* copiedLines(journal.readLines(0))
+      assert.strictEqual(indexes.size, starts.length - 1)
+      assert.strictEqual(indexes.hits, 2)
+      yield* copiedLines(journal.readLineRuns!(0))
+      assert.strictEqual(indexes.hits, 2 + starts.length - 1)
     }).pipe(Effect.provide(NodeContext.layer))
   )
 
@@ -423,6 +434,46 @@ describe("Journal", () => {
       indexes.put(file, stamp, { ...index, count: index.count - 1 })
       const short = yield* outcomeOf(journal.readLineRuns!(0))
       assert.match(short.end, /no longer matches its line index/)
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  it.scoped("a_read_from_a_cursor_inside_an_indexed_segment_starts_at_its_line_and_reads_none_before_it", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const indexes = new SegmentIndexes(1024 * 1024, 0)
+      const journal = yield* open(dir, { segmentBytes: 600, segmentIndexes: indexes })
+      yield* appendBatches(journal, [5, 5, 5, 5], 30)
+      yield* copiedLines(journal.readLineRuns!(0))
+      const starts = yield* segmentStarts(dir)
+      // The 2nd line of the 1st segment made unreadable (its seq a letter), and the index kept for the file as it now is.
+      const file = `${dir}/${(yield* segmentFiles(dir))[0]}`
+      const stampNow = () => {
+        const fd = NFs.openSync(file, "r")
+        const { stamp } = stampOf(fd, Date.now())!
+        NFs.closeSync(fd)
+        return stamp
+      }
+      const index = indexes.get(file, stampNow())!
+      const bytes = NFs.readFileSync(file)
+      const second = bytes.indexOf(0x0a) + 1
+      assert.strictEqual(bytes.subarray(second, second + 8).toString(), '{"seq":2')
+      bytes[second + 7] = 0x78
+      NFs.writeFileSync(file, bytes)
+      indexes.put(file, stampNow(), index)
+      // From seq 3 on, the line before is never looked at, in any read; from seq 1 on, it is, and reported.
+      const after = range(4, starts[1]! - 1)
+      assert.deepStrictEqual(yield* seqsOf(journal.read(3, starts[1]! - 1)), after)
+      assert.deepStrictEqual(
+        (yield* copiedLines(journal.readLines(3, starts[1]! - 1))).map((e) => e.seq),
+        after
+      )
+      assert.deepStrictEqual(
+        (yield* copiedLines(journal.readLineRuns!(3, starts[1]! - 1))).map((e) => e.seq),
+        after
+      )
+      const { error } = yield* untilFailure(journal.read(1))
+      assert.instanceOf(error, Journal.JournalCorrupt)
+      assert.strictEqual((error as Journal.JournalCorrupt).offset, second)
     }).pipe(Effect.provide(NodeContext.layer))
   )
 

@@ -78,13 +78,14 @@ interface SegmentRead {
  * items go into `out`; answers "done" once the read's target is taken, a corruption, or nothing.
  */
 interface ReadFormat<L, T> {
-  readonly splitter: () => Splitter<L>
+  /** A splitter of the segment's bytes from `offset` (a line's start) on. */
+  readonly splitter: (offset: number) => Splitter<L>
   readonly take: (piece: L, read: SegmentRead, out: Array<T>, memory: ReadMemory) => "done" | JournalCorrupt | undefined
 }
 
 /** How a read that makes one item per line turns a line into its item. */
 interface LineFormat<L extends { readonly offset: number }, T> {
-  readonly splitter: () => Splitter<L>
+  readonly splitter: (offset: number) => Splitter<L>
   /** The seq of a line without parsing it, to skip lines below the cursor; `undefined` to parse. */
   readonly peek: (line: L) => number | undefined
   /** The item of a line, or why the line is invalid. */
@@ -93,7 +94,7 @@ interface LineFormat<L extends { readonly offset: number }, T> {
 }
 
 const decodedFormat = <A>(codec: LineCodec<A>): LineFormat<Line, JournalEvent<A>> => ({
-  splitter: () => new LineSplitter(),
+  splitter: (offset) => new LineSplitter(offset),
   peek: (line) => peekSeq(line.text),
   parse: (line) => codec.decodeLine(line.text, line.bytes),
   seqOf: (event) => event.seq
@@ -118,7 +119,7 @@ const perLine = <L extends { readonly offset: number }, T>(format: LineFormat<L,
 })
 
 const rawFormat: LineFormat<ByteLine, JournalLine> = {
-  splitter: () => new ByteLineSplitter(),
+  splitter: (offset) => new ByteLineSplitter(offset),
   peek: (line) => peekSeqBytes(line.bytes),
   parse: (line) => {
     const controlFree = line.controlFree || !hasControlByte(line.bytes)
@@ -141,7 +142,7 @@ const rawFormat: LineFormat<ByteLine, JournalLine> = {
  */
 const scannedFormat = (scanner: BlockLines, runs: boolean): ReadFormat<ByteLine, JournalLineRun | JournalLine> => ({
   // Control bytes are looked for line by line, as the lines are scanned.
-  splitter: () => new ByteBlockSplitter(0, false),
+  splitter: (offset) => new ByteBlockSplitter(offset, false),
   take: (block, read, out, memory) => {
     const bytes = block.bytes
     let runStart = -1
@@ -255,6 +256,21 @@ const scannedFormat = (scanner: BlockLines, runs: boolean): ReadFormat<ByteLine,
   }
 })
 
+/** What a read does with the indexes of the sealed segments it reads. */
+interface Indexing<L, T> {
+  /** The format that takes a segment's lines from its index, from line `line` at `offset` (none: the read's own). */
+  readonly fromIndex: ((index: SegmentIndex, line: number, offset: number) => ReadFormat<L, T>) | undefined
+  /** Whether the read's format checks lines as an index is made of (a segment read whole is then indexed). */
+  readonly builds: boolean
+}
+
+/** Where line `line` of an indexed segment starts in its file (its end, for the line past the last). */
+const offsetOf = (index: SegmentIndex, line: number): number => {
+  let offset = 0
+  for (let k = 0; k < line; k++) offset += index.lengths[k]! + 1
+  return offset
+}
+
 /**
  * A sealed segment's lines as its index gives them (`SegmentIndex`): each block's lines are
  * handed on as one `JournalLineRun`, taken from the index without a look at their bytes (no
@@ -263,12 +279,12 @@ const scannedFormat = (scanner: BlockLines, runs: boolean): ReadFormat<ByteLine,
  * changed file would miss. The seqs are admitted as any read admits them, so the read still
  * checks they follow on from the segment before.
  */
-const indexedFormat = (index: SegmentIndex): ReadFormat<ByteLine, JournalLineRun> => {
+const indexedFormat = (index: SegmentIndex, line: number, offset: number): ReadFormat<ByteLine, JournalLineRun> => {
   // The next line of the index to take, and where it starts in the file: blocks come in file order, each starting there.
-  let k = 0
-  let start = 0
+  let k = line
+  let start = offset
   return {
-    splitter: () => new ByteBlockSplitter(0, false, false),
+    splitter: () => new ByteBlockSplitter(offset, false, false),
     take: (block, read, out, memory) => {
       const bytes = block.bytes
       const base = block.offset
@@ -452,7 +468,6 @@ type ChunkResult = Effect.Effect<Option.Option<Uint8Array>, Option.Option<Journa
  * than the read, and what it kept of its state outlived it into the old generation).
  */
 class ChunkReads {
-  private position = 0
   /** The read under way or done and not yet answered, if any. */
   private ahead: ChunkResult | undefined
   /** Whoever waits for the read under way (`next`, or `settled`): called with its result once it completes. */
@@ -463,7 +478,9 @@ class ChunkReads {
     private readonly fd: number,
     private readonly file: string,
     private readonly memory: ReadMemory,
-    private readonly chunkBytes: number
+    private readonly chunkBytes: number,
+    /** Where in the file the first chunk starts. */
+    private position: number
   ) {}
 
   /** The next chunk; the one after it is then read ahead, unless this one is the end. */
@@ -515,7 +532,7 @@ export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): S
     since: number,
     upTo?: number,
     reuseChunks = false,
-    indexed?: (index: SegmentIndex) => ReadFormat<L, T>
+    indexing?: Indexing<L, T>
   ): Stream.Stream<T, JournalReadError> =>
     Stream.suspend(() => {
       const head = files.head()
@@ -553,7 +570,7 @@ export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): S
               since,
               target,
               memory,
-              sealed && files.indexes !== undefined ? indexed : undefined,
+              sealed && files.indexes !== undefined ? indexing : undefined,
               since < segment.start
             )
           })
@@ -596,21 +613,27 @@ export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): S
     since: number,
     target: number,
     memory: ReadMemory,
-    indexed: ((index: SegmentIndex) => ReadFormat<L, T>) | undefined,
+    indexing: Indexing<L, T> | undefined,
     fromStart: boolean
   ): Stream.Stream<T, JournalReadError> =>
     Stream.unwrapScoped(
       Effect.gen(function* () {
         const handle = yield* openForRead(file, expected())
-        // A sealed segment's lines from its index, or, read whole and settled, an index made of them as they are checked.
+        // A sealed segment with an index is read from the cursor's line on (and in runs, from the index); one
+        // without, read whole and settled, gets an index made of its lines as they are checked.
         const indexes = files.indexes!
-        const stamped = indexed === undefined ? undefined : stampOf(handle.fd, Date.now(), indexes.settledMs)
+        const stamped = indexing === undefined ? undefined : stampOf(handle.fd, Date.now(), indexes.settledMs)
         const index = stamped === undefined ? undefined : indexes.get(file, stamped.stamp)
-        const chosen = index === undefined ? format : indexed!(index)
+        const line = index === undefined ? 0 : Math.min(Math.max(since + 1 - index.first, 0), index.count)
+        const offset = index === undefined ? 0 : offsetOf(index, line)
+        const chosen =
+          index === undefined || indexing?.fromIndex === undefined ? format : indexing.fromIndex(index, line, offset)
         const building =
-          stamped !== undefined && index === undefined && stamped.settled && fromStart ? new IndexBuilder() : undefined
-        const splitter = chosen.splitter()
-        const chunks = new ChunkReads(handle.fd, file, memory, files.chunkBytes)
+          stamped !== undefined && index === undefined && stamped.settled && fromStart && indexing!.builds
+            ? new IndexBuilder()
+            : undefined
+        const splitter = chosen.splitter(offset)
+        const chunks = new ChunkReads(handle.fd, file, memory, files.chunkBytes, offset)
         // A read still under way when the read ends must not outlive the file it reads.
         yield* Finalizer.onClose(chunks.settled)
         const read: SegmentRead = {
@@ -691,12 +714,15 @@ export const makeSegmentReads = <A>(files: SegmentFiles, codec: LineCodec<A>): S
   // Without runs, every item is a `JournalLine`.
   const lines = scanner === undefined ? raw : (scannedFormat(scanner, false) as ReadFormat<ByteLine, JournalLine>)
   const runs = scanner === undefined ? undefined : scannedFormat(scanner, true)
+  // Every read seeks to its cursor's line in an indexed segment; those that check lines as the scan does build indexes.
+  const seeks = { fromIndex: undefined, builds: false }
+  const scanned = { fromIndex: undefined, builds: scanner !== undefined }
   return {
-    read: (since, upTo) => readAs(decoded, since, upTo),
-    readLines: (since, upTo, options) => readAs(lines, since, upTo, options?.reuseChunks === true),
+    read: (since, upTo) => readAs(decoded, since, upTo, false, seeks),
+    readLines: (since, upTo, options) => readAs(lines, since, upTo, options?.reuseChunks === true, scanned),
     readLineRuns: (since, upTo, options) =>
       runs === undefined
-        ? readAs(raw, since, upTo, options?.reuseChunks === true)
-        : readAs(runs, since, upTo, options?.reuseChunks === true, indexedFormat)
+        ? readAs(raw, since, upTo, options?.reuseChunks === true, seeks)
+        : readAs(runs, since, upTo, options?.reuseChunks === true, { fromIndex: indexedFormat, builds: true })
   }
 }
