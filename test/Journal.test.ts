@@ -146,15 +146,23 @@ describe("Journal", () => {
     return dir
   })
 
+  /** A read of `mixedJournal`: its chunk size, cursor and target. */
+  const readsOfMixed = {
+    chunk: fc.integer({ min: 1, max: 4096 }),
+    since: fc.nat({ max: 42 }),
+    upTo: fc.nat({ max: 42 })
+  }
+
+  /** A line with its body as text. */
+  const asRead = (line: Journal.JournalLine) => ({ ...line, body: new TextDecoder().decode(line.body) })
+
   it.scopedLive.prop(
     "reads_with_simd_in_lines_and_in_runs_give_exactly_what_reading_line_by_line_gives_for_any_cursor_and_chunk_size",
-    { chunk: fc.integer({ min: 1, max: 4096 }), since: fc.nat({ max: 42 }), upTo: fc.nat({ max: 42 }) },
+    readsOfMixed,
     ({ chunk, since, upTo }) =>
       Effect.gen(function* () {
         const dir = yield* mixedJournal
         const options = { segmentBytes: 600, readChunkBytes: chunk }
-        const decoder = new TextDecoder()
-        const asRead = (line: Journal.JournalLine) => ({ ...line, body: decoder.decode(line.body) })
         // Line by line in JavaScript, as where the runtime has no WebAssembly SIMD: the lines every read must give.
         const lines = yield* withJournal(dir, { ...options, scanWithSimd: false }, (journal) =>
           Stream.runCollect(journal.readLines(since, upTo)).pipe(Effect.map((lines) => Chunk.toArray(lines)))
@@ -165,7 +173,7 @@ describe("Journal", () => {
         const items = Chunk.toArray(yield* Stream.runCollect(journal.readLineRuns!(since, upTo)))
         assert.deepStrictEqual(
           items.flatMap(eventsOfRuns),
-          lines.map((line) => ({ seq: line.seq, body: decoder.decode(line.body) }))
+          lines.map((line) => ({ seq: line.seq, body: asRead(line).body }))
         )
         // Runs only where the lines are vouched for; each of the others alone, between runs.
         const alone = items.flatMap((item) => (item._tag === "LineRun" ? [] : [item.seq]))
@@ -284,7 +292,7 @@ describe("Journal", () => {
 
   it.scopedLive.prop(
     "reads_that_reuse_their_chunks_give_exactly_what_reads_into_fresh_chunks_give_for_any_cursor_and_chunk_size",
-    { chunk: fc.integer({ min: 1, max: 4096 }), since: fc.nat({ max: 42 }), upTo: fc.nat({ max: 42 }) },
+    readsOfMixed,
     ({ chunk, since, upTo }) =>
       Effect.gen(function* () {
         const dir = yield* mixedJournal
@@ -303,13 +311,11 @@ describe("Journal", () => {
 
   it.scopedLive.prop(
     "reads_through_the_indexes_of_sealed_segments_give_exactly_what_a_scan_gives_for_any_cursor_and_chunk_size",
-    { chunk: fc.integer({ min: 1, max: 4096 }), since: fc.nat({ max: 42 }), upTo: fc.nat({ max: 42 }) },
+    readsOfMixed,
     ({ chunk, since, upTo }) =>
       Effect.gen(function* () {
         const dir = yield* mixedJournal
         const options = { segmentBytes: 600, readChunkBytes: chunk }
-        const decoder = new TextDecoder()
-        const asRead = (line: Journal.JournalLine) => ({ ...line, body: decoder.decode(line.body) })
         const readsOf = (journal: Journal.Journal<NoteType>) =>
           Effect.all({
             runs: copiedLines(journal.readLineRuns!(since, upTo)),
@@ -408,17 +414,31 @@ describe("Journal", () => {
     }).pipe(Effect.provide(NodeContext.layer))
   )
 
+  /** The stamp of a file as the indexes take it. */
+  const stampOfFile = (file: string) => {
+    const fd = NFs.openSync(file, "r")
+    try {
+      return stampOf(fd, Date.now())!.stamp
+    } finally {
+      NFs.closeSync(fd)
+    }
+  }
+
+  /** A journal of 20 events in segments of a few, its sealed segments indexed, and its first segment's file. */
+  const indexedJournal = Effect.gen(function* () {
+    const dir = yield* tempDir
+    const indexes = new SegmentIndexes(1024 * 1024, 0)
+    const journal = yield* open(dir, { segmentBytes: 600, segmentIndexes: indexes })
+    yield* appendBatches(journal, [5, 5, 5, 5], 30)
+    yield* copiedLines(journal.readLineRuns!(0))
+    const file = `${dir}/${(yield* segmentFiles(dir))[0]}`
+    return { dir, file, indexes, journal }
+  })
+
   it.scoped("an_index_that_does_not_match_its_file_is_reported_as_corruption_never_served", () =>
     Effect.gen(function* () {
-      const dir = yield* tempDir
-      const indexes = new SegmentIndexes(1024 * 1024, 0)
-      const journal = yield* open(dir, { segmentBytes: 600, segmentIndexes: indexes })
-      yield* appendBatches(journal, [5, 5, 5, 5], 30)
-      yield* copiedLines(journal.readLineRuns!(0))
-      const file = `${dir}/${(yield* segmentFiles(dir))[0]}`
-      const fd = NFs.openSync(file, "r")
-      const { stamp } = stampOf(fd, Date.now())!
-      NFs.closeSync(fd)
+      const { file, indexes, journal } = yield* indexedJournal
+      const stamp = stampOfFile(file)
       const index = indexes.get(file, stamp)!
       const lengths = index.lengths.slice()
       // The 3rd line said to end a byte early; then the segment said to end a line early.
@@ -439,27 +459,16 @@ describe("Journal", () => {
 
   it.scoped("a_read_from_a_cursor_inside_an_indexed_segment_starts_at_its_line_and_reads_none_before_it", () =>
     Effect.gen(function* () {
-      const dir = yield* tempDir
-      const indexes = new SegmentIndexes(1024 * 1024, 0)
-      const journal = yield* open(dir, { segmentBytes: 600, segmentIndexes: indexes })
-      yield* appendBatches(journal, [5, 5, 5, 5], 30)
-      yield* copiedLines(journal.readLineRuns!(0))
+      const { dir, file, indexes, journal } = yield* indexedJournal
       const starts = yield* segmentStarts(dir)
       // The 2nd line of the 1st segment made unreadable (its seq a letter), and the index kept for the file as it now is.
-      const file = `${dir}/${(yield* segmentFiles(dir))[0]}`
-      const stampNow = () => {
-        const fd = NFs.openSync(file, "r")
-        const { stamp } = stampOf(fd, Date.now())!
-        NFs.closeSync(fd)
-        return stamp
-      }
-      const index = indexes.get(file, stampNow())!
+      const index = indexes.get(file, stampOfFile(file))!
       const bytes = NFs.readFileSync(file)
       const second = bytes.indexOf(0x0a) + 1
       assert.strictEqual(bytes.subarray(second, second + 8).toString(), '{"seq":2')
       bytes[second + 7] = 0x78
       NFs.writeFileSync(file, bytes)
-      indexes.put(file, stampNow(), index)
+      indexes.put(file, stampOfFile(file), index)
       // From seq 3 on, the line before is never looked at, in any read; from seq 1 on, it is, and reported.
       const after = range(4, starts[1]! - 1)
       assert.deepStrictEqual(yield* seqsOf(journal.read(3, starts[1]! - 1)), after)
