@@ -56,8 +56,8 @@ export interface JournalOptions {
   /**
    * Where the line indexes of sealed segments are kept once a read has checked them whole, so
    * that replays of runs (an unfiltered SSE stream) take their lines from there rather than scan
-   * and checksum them again (`Journal/SegmentIndex.ts`); by default one budget for the process
-   * (`SegmentIndexes.shared`, 32 MiB), `false` for none.
+   * and checksum them again, and reads from a cursor start at its line (`Journal/SegmentIndex.ts`);
+   * by default one budget for the process (`SegmentIndexes.shared`, 32 MiB), `false` for none.
    */
   readonly segmentIndexes?: SegmentIndexes | false | undefined
 }

@@ -1,10 +1,11 @@
 /**
  * Line indexes of sealed segments: where each line of a segment ends and where its body ends,
- * kept once a read has gone through the whole segment and every line checked out (in place,
- * checksum holding, no control byte). A later read of runs (what an unfiltered SSE replay pulls)
- * takes the segment's lines from its index instead of scanning and checksumming its bytes again:
- * a sealed segment never changes, and those two were a third of a replay's work on the main
- * thread.
+ * kept once a read of lines or runs has gone through the whole segment and every line checked
+ * out (in place, checksum holding, no control byte). A later read of runs (what an unfiltered SSE
+ * replay pulls) takes the segment's lines from its index instead of scanning and checksumming
+ * its bytes again: a sealed segment never changes, and those two were a third of a replay's work
+ * on the main thread. Any read from a cursor inside the segment starts at the cursor's line,
+ * which the index locates, rather than going through the lines before it.
  *
  * What stands for "never changes": the file's identity and state as `fstat` gives them (device,
  * inode, size, and the change and modification times to the nanosecond), taken when the index is

@@ -3,7 +3,10 @@
  * bounded chunks with the next chunk read ahead, each line either decoded (`read`), taken as
  * its wire bytes (`readLines`), or taken with the lines around it as one run of a chunk's bytes
  * (`readLineRuns`). A read checks what it passes over: UTF-8, checksums, contiguous seqs, missing
- * segments (pruned under the reader: `JournalPruned`; otherwise corruption).
+ * segments (pruned under the reader: `JournalPruned`; otherwise corruption). A sealed segment
+ * that a read of lines or runs went through whole and found sound gets a line index
+ * (`SegmentIndex`): later reads start at their cursor's line, and reads of runs take the lines
+ * from the index with no scan and no checksum.
  *
  * Each chunk is read into a buffer of its own, since what a read hands over is views of it, kept
  * as long as the caller likes; a read of lines or runs asked to (`reuseChunks`) reads into two
@@ -284,7 +287,7 @@ const indexedFormat = (index: SegmentIndex, line: number, offset: number): ReadF
   let k = line
   let start = offset
   return {
-    splitter: () => new ByteBlockSplitter(offset, false, false),
+    splitter: (from) => new ByteBlockSplitter(from, false, false),
     take: (block, read, out, memory) => {
       const bytes = block.bytes
       const base = block.offset
@@ -375,7 +378,7 @@ export interface SegmentFiles {
   readonly simd: boolean
   readonly segments: () => ReadonlyArray<Segment>
   readonly head: () => number
-  /** Where the line indexes of sealed segments are kept, for reads of runs (`readLineRuns`); none: never indexed. */
+  /** Where the line indexes of sealed segments are kept (`SegmentIndex`); none: never indexed. */
   readonly indexes: SegmentIndexes | undefined
 }
 
