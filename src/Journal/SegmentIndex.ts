@@ -11,8 +11,9 @@
  * inode, size, and the change and modification times to the nanosecond), taken when the index is
  * built and compared at every open. Any write to the file, a truncation, a `utimes` back to the
  * old time, or another file under the same name moves one of them. Only a segment last written
- * well before it is indexed (`SETTLED_MS`) is: file times come from a clock that may tick only
- * every few milliseconds, and a write within the same tick as the last append would keep them.
+ * well before it is indexed is (`settledAfter`): file times come from a clock that ticks every
+ * few milliseconds, or every second or two on file systems that keep whole seconds, and a write
+ * within the same tick as the last append would keep them.
  *
  * The indexes of a process share one budget in bytes (`SegmentIndexes.shared`, 32 MiB by default:
  * 4 bytes a line, ~3.5 GiB of journal at ~450 bytes a line); the least recently used go first.
@@ -32,8 +33,12 @@ export interface SegmentIndex {
   readonly tails: Uint16Array | Uint32Array
 }
 
-/** How long before it is indexed a segment must have been last written (file times tick coarsely). */
-export const SETTLED_MS = 2_000
+/**
+ * How long before it is indexed a segment must have been last written, by the file times the
+ * file system keeps: 50 ms where they have fractions of a second (the kernel's file clock ticks
+ * every 1-10 ms), 2 s where they are whole seconds (FAT keeps even seconds).
+ */
+export const settledAfter = (written: bigint): number => (written % 1_000_000_000n === 0n ? 2_000 : 50)
 
 /** What an open segment file is, as `fstat` tells: an index is used only for the same stamp. */
 export type FileStamp = string
@@ -45,7 +50,7 @@ export type FileStamp = string
 export const stampOf = (
   fd: number,
   now: number,
-  settledMs: number = SETTLED_MS
+  settledMs?: number
 ): { readonly stamp: FileStamp; readonly settled: boolean } | undefined => {
   let stats: Fs.BigIntStats
   try {
@@ -56,7 +61,7 @@ export const stampOf = (
   const written = stats.mtimeNs > stats.ctimeNs ? stats.mtimeNs : stats.ctimeNs
   return {
     stamp: `${stats.dev}:${stats.ino}:${stats.size}:${stats.mtimeNs}:${stats.ctimeNs}`,
-    settled: BigInt(now) * 1_000_000n - written > BigInt(settledMs) * 1_000_000n
+    settled: BigInt(now) * 1_000_000n - written > BigInt(settledMs ?? settledAfter(written)) * 1_000_000n
   }
 }
 
@@ -81,8 +86,8 @@ export class SegmentIndexes {
 
   constructor(
     readonly maxBytes: number,
-    /** How long before it is indexed a segment must have been last written (`SETTLED_MS`). */
-    readonly settledMs: number = SETTLED_MS
+    /** How long before it is indexed a segment must have been last written (by default, `settledAfter`). */
+    readonly settledMs?: number
   ) {}
 
   /** Bytes the indexes hold. */

@@ -6,7 +6,13 @@ import { describe, it, assert } from "@effect/vitest"
 import * as NFs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { IndexBuilder, type SegmentIndex, SegmentIndexes, stampOf } from "../../src/Journal/SegmentIndex.js"
+import {
+  IndexBuilder,
+  type SegmentIndex,
+  SegmentIndexes,
+  settledAfter,
+  stampOf
+} from "../../src/Journal/SegmentIndex.js"
 
 /** An index of `count` lines from seq 1, of 9 bytes each (4 bytes a line). */
 const indexOf = (count: number): SegmentIndex => ({
@@ -62,6 +68,28 @@ describe("SegmentIndexes", () => {
     indexes.deleteUnder("/j/a")
     assert.strictEqual(indexes.size, 1)
     assert.isDefined(indexes.get("/j/ab/events-1.jsonl", "s"))
+  })
+
+  it("a_file_is_settled_50_ms_after_its_last_write_where_file_times_have_fractions_of_a_second_and_2_s_where_they_do_not", () => {
+    assert.strictEqual(settledAfter(1_796_066_572_000_000_000n), 2_000)
+    assert.strictEqual(settledAfter(1_796_066_572_832_085_700n), 50)
+    const file = Path.join(NFs.mkdtempSync(Path.join(Os.tmpdir(), "segment-index-")), "events.jsonl")
+    try {
+      NFs.writeFileSync(file, "abc\n")
+      const fd = NFs.openSync(file, "r")
+      try {
+        // Written just now: the change time is this file system's, with or without fractions.
+        const { ctimeNs } = NFs.fstatSync(fd, { bigint: true })
+        const written = Number(ctimeNs / 1_000_000n)
+        const after = settledAfter(ctimeNs)
+        assert.isFalse(stampOf(fd, written + after - 1)!.settled)
+        assert.isTrue(stampOf(fd, written + after + 1)!.settled)
+      } finally {
+        NFs.closeSync(fd)
+      }
+    } finally {
+      NFs.rmSync(Path.dirname(file), { recursive: true })
+    }
   })
 
   it("a_file_s_stamp_moves_with_any_write_to_it_and_it_is_settled_only_once_written_long_enough_ago", async () => {
