@@ -1,7 +1,8 @@
 /**
  * The feed's metrics and their export.
  *
- * Every metric is an Effect `Metric` labelled with the feed's `account`. Counters and
+ * Every metric is an Effect `Metric` labelled with the feed's `account`, but those of the
+ * process's line indexes of sealed segments (`change_feed_segment_index_*`). Counters and
  * histograms are updated where the thing happens (an append, a reset, a refused publish).
  * Gauges of state (head, oldest seq, queue depth, subscribers, reader lag, degraded) are read
  * from each open feed when the metrics are collected, as OpenTelemetry's observable gauges
@@ -36,6 +37,7 @@ import {
 } from "effect"
 import { ResetReason } from "./Domain/FeedItem.js"
 import * as Finalizer from "./Finalizer.js"
+import { SegmentIndexes } from "./Journal/SegmentIndex.js"
 
 /** Makes the metrics of one series each, and keeps their keys in `made`. */
 type Labelled = <Type extends MetricKeyType.MetricKeyType<any, any>>(
@@ -261,6 +263,47 @@ const samplers = new Set<Effect.Effect<void>>()
 
 const sampleAll = () => {
   for (const sample of samplers) Effect.runSync(sample)
+  sampleIndexes()
+}
+
+// ---- the process's line indexes of sealed segments ---------------------------------------
+
+/** The series of `SegmentIndexes.shared`, which every journal opened without indexes of its own uses: no account label. */
+const indexSeries = {
+  bytes: Metric.fromMetricKey(
+    gauge("change_feed_segment_index_bytes", "Bytes the line indexes of sealed segments hold (budget 32 MiB)")
+  ),
+  segments: Metric.fromMetricKey(gauge("change_feed_segment_index_segments", "Sealed segments with a line index")),
+  reads: Object.fromEntries(
+    (["hit", "miss"] as const).map((result) => [
+      result,
+      Metric.fromMetricKey(
+        MetricKey.taggedWithLabels(
+          counter(
+            "change_feed_segment_index_reads_total",
+            "Opens of a sealed segment by a read, by result: hit (read through its line index), miss (scanned)"
+          ),
+          [MetricLabel.make("result", result)]
+        )
+      )
+    ])
+  ) as Record<"hit" | "miss", Metric.Metric.Counter<number>>
+}
+/** The reads counted into the counters so far: each collection adds what came since. */
+let indexReadsCounted = { hit: 0, miss: 0 }
+
+const sampleIndexes = () => {
+  const indexes = SegmentIndexes.shared
+  const reads = { hit: indexes.hits, miss: indexes.misses }
+  Effect.runSync(
+    Effect.all([
+      Metric.set(indexSeries.bytes, indexes.bytes),
+      Metric.set(indexSeries.segments, indexes.size),
+      Metric.incrementBy(indexSeries.reads.hit, reads.hit - indexReadsCounted.hit),
+      Metric.incrementBy(indexSeries.reads.miss, reads.miss - indexReadsCounted.miss)
+    ])
+  )
+  indexReadsCounted = reads
 }
 
 /** Keeps `sample` (which sets gauges from live state) run at every collection while the scope is open. */

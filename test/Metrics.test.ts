@@ -6,6 +6,7 @@
  */
 import { describe, it, assert } from "@effect/vitest"
 import { Context, Duration, Effect, Exit, Layer, Metric, Redacted, Scope, Stream, TestClock } from "effect"
+import * as NFs from "node:fs"
 import * as ChangeFeed from "../src/ChangeFeed.js"
 import * as Metrics from "../src/Metrics.js"
 import { type Family, parse, valueOf } from "./support/Prometheus.js"
@@ -133,6 +134,39 @@ describe("GET /metrics", () => {
       const frames = yield* reader.takeUntil((frame) => frame.event === "feed_error")
       assert.include(frames.at(-1)!.data, "JournalCorrupt")
       assert.strictEqual(valueOf(yield* scrape(server), "change_feed_journal_corrupt_total", { account }), 1)
+    })
+  )
+})
+
+describe("segment index metrics", () => {
+  it.scopedLive("replays_of_sealed_segments_count_their_index_reads_and_the_bytes_the_indexes_hold", () =>
+    Effect.gen(function* () {
+      const account = freshAccount()
+      const server = yield* start({ directory: yield* tempDir, feed: { segmentBytes: 1024 } })
+      // One event a request: segments of ~1 KiB, rotated between appends.
+      yield* appendTo(server, account, createdMany(24))
+      const sealed =
+        NFs.readdirSync(`${server.directory}/accounts/${account}`).filter((name) => name.startsWith("events-")).length -
+        1
+      assert.isAtLeast(sealed, 2)
+      // Past the time a segment must have been last written before it is indexed.
+      yield* Effect.sleep(Duration.millis(100))
+      const replay = Effect.flatMap(openStream(`${accountUrl(server, account)}/stream?since=0`), (reader) =>
+        reader.takeUntil((frame) => frame.event === "caught_up")
+      )
+      const reads = (metrics: ReadonlyMap<string, Family>, result: string) =>
+        valueOf(metrics, "change_feed_segment_index_reads_total", { result })
+      const before = yield* scrape(server)
+      yield* replay
+      const first = yield* scrape(server)
+      yield* replay
+      const second = yield* scrape(server)
+      // The first replay scans and indexes every sealed segment; the second reads each through its index.
+      assert.strictEqual(reads(first, "miss") - reads(before, "miss"), sealed)
+      assert.strictEqual(reads(second, "hit") - reads(first, "hit"), sealed)
+      assert.strictEqual(reads(second, "miss"), reads(first, "miss"))
+      assert.isAtLeast(valueOf(second, "change_feed_segment_index_segments", {}), sealed)
+      assert.isAbove(valueOf(second, "change_feed_segment_index_bytes", {}), 0)
     })
   )
 })
