@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url"
 import { jwtSecretProblem, tokenProblem } from "./Http/Auth.js"
 import * as Cors from "./Http/Cors.js"
 import { DEFAULT_SEGMENT_BYTES, defaultRetention, type FsyncMode, fsyncModes } from "./Journal.js"
+import { DEFAULT_SEGMENT_INDEX_BYTES } from "./Journal/SegmentIndex.js"
 import * as Tracing from "./Tracing.js"
 
 /** A secret from the environment, refused (naming the variable) when `problem` finds one. */
@@ -89,6 +90,10 @@ export const ServerConfig = Config.all({
   retainSegments: Config.integer("FEED_RETAIN_SEGMENTS").pipe(
     Config.validate({ message: "FEED_RETAIN_SEGMENTS must be at least 1", validation: (n) => n >= 1 }),
     Config.withDefault(defaultRetention.segments)
+  ),
+  segmentIndexBytes: Config.integer("FEED_SEGMENT_INDEX_BYTES").pipe(
+    Config.validate({ message: "FEED_SEGMENT_INDEX_BYTES must be 0 or more", validation: (n) => n >= 0 }),
+    Config.withDefault(DEFAULT_SEGMENT_INDEX_BYTES)
   ),
   maxOpenAccounts: Config.integer("FEED_MAX_OPEN_ACCOUNTS").pipe(
     Config.validate({ message: "FEED_MAX_OPEN_ACCOUNTS must be at least 1", validation: (n) => n >= 1 }),

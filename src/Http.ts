@@ -74,6 +74,7 @@ import type * as Journal from "./Journal.js"
 import type { JournalReadError } from "./Journal.js"
 import * as FileJournal from "./Journal/File.js"
 import * as PostgresJournal from "./Journal/Postgres.js"
+import { SegmentIndexes } from "./Journal/SegmentIndex.js"
 import * as Tracing from "./Tracing.js"
 
 export interface HttpOptions {
@@ -826,12 +827,16 @@ const journalStore = (
 ): Effect.Effect<Journal.JournalStore, Journal.JournalIoError, FileSystem.FileSystem | Path.Path | Scope.Scope> =>
   Option.match(config.databaseUrl, {
     onNone: () =>
-      FileJournal.store({
-        directory: config.directory,
-        fsync: config.fsync,
-        segmentBytes: config.segmentBytes,
-        retention: { segments: config.retainSegments }
-      }),
+      // The process's indexes, which every file journal here uses (and the metrics read), sized for the service.
+      Effect.zipRight(
+        Effect.sync(() => SegmentIndexes.shared.resize(config.segmentIndexBytes)),
+        FileJournal.store({
+          directory: config.directory,
+          fsync: config.fsync,
+          segmentBytes: config.segmentBytes,
+          retention: { segments: config.retainSegments }
+        })
+      ),
     onSome: (url) =>
       PostgresJournal.store({
         url: Redacted.value(url),

@@ -72,10 +72,13 @@ interface Entry {
   readonly index: SegmentIndex
 }
 
+/** The budget of the process's indexes unless the service is told otherwise (`FEED_SEGMENT_INDEX_BYTES`). */
+export const DEFAULT_SEGMENT_INDEX_BYTES = 32 * 1024 * 1024
+
 /** Indexes of sealed segments by file path, within a budget in bytes, least recently used out first. */
 export class SegmentIndexes {
   /** One for the whole process: every journal opened without one of its own shares it. */
-  static readonly shared = new SegmentIndexes(32 * 1024 * 1024)
+  static readonly shared = new SegmentIndexes(DEFAULT_SEGMENT_INDEX_BYTES)
 
   // A `Map` iterates in insertion order: an entry used is inserted again, so the first is the least recently used.
   private readonly entries = new Map<string, Entry>()
@@ -85,7 +88,7 @@ export class SegmentIndexes {
   misses = 0
 
   constructor(
-    readonly maxBytes: number,
+    private budget: number,
     /** How long before it is indexed a segment must have been last written (by default, `settledAfter`). */
     readonly settledMs?: number
   ) {}
@@ -93,6 +96,26 @@ export class SegmentIndexes {
   /** Bytes the indexes hold. */
   get bytes(): number {
     return this.held
+  }
+
+  /** The budget in bytes (0: nothing is kept). */
+  get maxBytes(): number {
+    return this.budget
+  }
+
+  /** Sets the budget (the service's `FEED_SEGMENT_INDEX_BYTES`), dropping the least recently used down to it. */
+  resize(maxBytes: number): void {
+    this.budget = maxBytes
+    this.makeRoom(0)
+  }
+
+  /** Drops the least recently used until `size` more bytes fit the budget. */
+  private makeRoom(size: number): void {
+    for (const [key, entry] of this.entries) {
+      if (this.held + size <= this.budget) break
+      this.entries.delete(key)
+      this.held -= bytesOf(entry.index)
+    }
   }
 
   get size(): number {
@@ -117,12 +140,8 @@ export class SegmentIndexes {
   put(file: string, stamp: FileStamp, index: SegmentIndex): void {
     const size = bytesOf(index)
     this.delete(file)
-    if (size > this.maxBytes) return
-    for (const [key, entry] of this.entries) {
-      if (this.held + size <= this.maxBytes) break
-      this.entries.delete(key)
-      this.held -= bytesOf(entry.index)
-    }
+    if (size > this.budget) return
+    this.makeRoom(size)
     this.entries.set(file, { stamp, index })
     this.held += size
   }

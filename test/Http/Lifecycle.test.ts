@@ -4,10 +4,24 @@
  * server shuts down, and resuming across a restart on the same journal directory and port.
  */
 import { describe, it, assert } from "@effect/vitest"
-import { Chunk, ConfigProvider, Deferred, Duration, Effect, Fiber, Option, Queue, Redacted, TestClock } from "effect"
+import {
+  Chunk,
+  ConfigProvider,
+  Deferred,
+  Duration,
+  Effect,
+  Either,
+  Fiber,
+  Layer,
+  Option,
+  Queue,
+  Redacted,
+  TestClock
+} from "effect"
 import * as NodeHttp from "node:http"
 import * as Settings from "../../src/Config.js"
 import * as Http from "../../src/Http.js"
+import { DEFAULT_SEGMENT_INDEX_BYTES, SegmentIndexes } from "../../src/Journal/SegmentIndex.js"
 import { append, createdMany, openStream, request, seqsOf, start, status, type TestServer } from "../support/Server.js"
 import { tempDir } from "../support/TempDir.js"
 import { eventually } from "../support/Wait.js"
@@ -49,6 +63,37 @@ describe("startup", () => {
       // A server with a token it can check starts in the same directory.
       const server = yield* start({ directory, http: { token: Redacted.make("s3cret") } })
       assert.strictEqual((yield* request(`${server.url}/api/v1/stream?access_token=`)).status, 401)
+    })
+  )
+  it.effect("the_budget_of_the_segment_indexes_is_32_mib_unless_set_0_for_none_and_never_negative", () =>
+    Effect.gen(function* () {
+      const budget = (env: Record<string, string>) =>
+        Effect.either(
+          Effect.map(
+            Settings.ServerConfig.pipe(Effect.withConfigProvider(ConfigProvider.fromJson(env))),
+            (settings) => settings.segmentIndexBytes
+          )
+        )
+      assert.deepStrictEqual(yield* budget({}), Either.right(32 * 1024 * 1024))
+      assert.deepStrictEqual(yield* budget({ FEED_SEGMENT_INDEX_BYTES: "0" }), Either.right(0))
+      const negative = yield* budget({ FEED_SEGMENT_INDEX_BYTES: "-1" })
+      assert.isTrue(
+        Either.isLeft(negative) && String(negative.left).includes("FEED_SEGMENT_INDEX_BYTES must be 0 or more"),
+        String(negative)
+      )
+    })
+  )
+
+  it.scopedLive("the_service_sizes_the_process_s_segment_indexes_as_its_settings_say", () =>
+    Effect.gen(function* () {
+      yield* Effect.addFinalizer(() => Effect.sync(() => SegmentIndexes.shared.resize(DEFAULT_SEGMENT_INDEX_BYTES)))
+      const settings = yield* Settings.ServerConfig.pipe(
+        Effect.withConfigProvider(
+          ConfigProvider.fromJson({ PORT: "0", FEED_DIR: yield* tempDir, FEED_SEGMENT_INDEX_BYTES: "4096" })
+        )
+      )
+      yield* Layer.build(Http.layerFromSettings(settings))
+      assert.strictEqual(SegmentIndexes.shared.maxBytes, 4096)
     })
   )
 })

@@ -50,6 +50,22 @@ describe("SegmentIndexes", () => {
     )
   })
 
+  it("a_smaller_budget_drops_the_least_recently_used_down_to_it_and_none_keeps_nothing", () => {
+    const indexes = new SegmentIndexes(1_200)
+    for (const file of ["/j/a", "/j/b", "/j/c"]) indexes.put(file, "s", indexOf(100))
+    assert.isDefined(indexes.get("/j/a", "s"))
+    indexes.resize(800)
+    assert.strictEqual(indexes.bytes, 800)
+    assert.deepStrictEqual(
+      ["/j/a", "/j/b", "/j/c"].map((file) => indexes.get(file, "s") !== undefined),
+      [true, false, true]
+    )
+    indexes.resize(0)
+    assert.strictEqual(indexes.size, 0)
+    indexes.put("/j/d", "s", indexOf(1))
+    assert.strictEqual(indexes.size, 0)
+  })
+
   it("an_index_asked_for_with_another_stamp_is_dropped", () => {
     const indexes = new SegmentIndexes(10_000)
     indexes.put("/j/a", "old", indexOf(10))
