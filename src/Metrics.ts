@@ -271,7 +271,10 @@ const sampleAll = () => {
 /** The series of `SegmentIndexes.shared`, which every journal opened without indexes of its own uses: no account label. */
 const indexSeries = {
   bytes: Metric.fromMetricKey(
-    gauge("change_feed_segment_index_bytes", "Bytes the line indexes of sealed segments hold (budget 32 MiB)")
+    gauge(
+      "change_feed_segment_index_bytes",
+      "Bytes the line indexes of sealed segments hold (their budget: FEED_SEGMENT_INDEX_BYTES, 32 MiB unless set)"
+    )
   ),
   segments: Metric.fromMetricKey(gauge("change_feed_segment_index_segments", "Sealed segments with a line index")),
   reads: Object.fromEntries(
