@@ -92,7 +92,7 @@ const open = <A, I>(
     const chunkBytes = options.readChunkBytes ?? DEFAULT_READ_CHUNK
     const reusedChunkBytes = options.readChunkBytes ?? DEFAULT_REUSED_READ_CHUNK
     const codec: LineCodec<A> = makeLineCodec(schema)
-    const indexes = options.segmentIndexes === undefined ? SegmentIndexes.shared : options.segmentIndexes || undefined
+    const indexes = options.segmentIndexes === false ? undefined : (options.segmentIndexes ?? SegmentIndexes.shared)
     const at = (name: string) => path.join(directory, name)
     const timedSync = Metrics.timed(
       (yield* Metrics.holdAccount(options.account ?? Metrics.defaultAccount)).fsyncSeconds
