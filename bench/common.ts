@@ -164,8 +164,7 @@ export const listening = (port: number): Promise<boolean> =>
     socket.once("error", () => resolve(false))
   })
 
-/** `GET 127.0.0.1:<port><path>`, its JSON body; rejects on any status but 200. */
-/** The body of `GET path`, answered 200, as text; any other answer rejects with its status and body. */
+/** The body of `GET 127.0.0.1:<port><path>`, answered 200, as text; any other answer rejects with its status and body. */
 export const getText = (port: number, path: string): Promise<string> =>
   new Promise((resolve, reject) => {
     const request = Http.get({ host: "127.0.0.1", port, path, agent: false }, (response) => {
@@ -181,6 +180,7 @@ export const getText = (port: number, path: string): Promise<string> =>
     request.once("error", reject)
   })
 
+/** `GET 127.0.0.1:<port><path>`, its JSON body; rejects on any status but 200. */
 export const getJson = <A>(port: number, path: string): Promise<A> =>
   getText(port, path).then((text) => JSON.parse(text) as A)
 

@@ -48,12 +48,15 @@ const copyBytes = Function.prototype.call.bind(Buffer.prototype.copy) as (
 
 const DATA_FIELD = Buffer.from("\ndata: ", "latin1")
 
-/** Writes what follows a change's body in its frame (the JSON's closing brace, the frame's end); answers the end. */
+/** What follows a change's body in its frame: the JSON's closing brace, and the blank line that ends the frame. */
+const CLOSE_LENGTH = 3
+
+/** Writes what follows a change's body in its frame (`CLOSE_LENGTH` bytes); answers the end. */
 const closeChange = (frame: Uint8Array, at: number): number => {
   frame[at] = 0x7d // }
   frame[at + 1] = 0x0a
   frame[at + 2] = 0x0a
-  return at + 3
+  return at + CLOSE_LENGTH
 }
 
 /**
@@ -170,6 +173,8 @@ export const makeFrameEncoder = (epoch: string) => {
   const idPrefix = Buffer.from(`id: ${cursorPrefix(epoch)}`, "latin1")
   /** The length of what precedes a change's body in its frame. */
   const headLength = (seq: number): number => idPrefix.length + digitsOf(seq) + DATA_FIELD.length
+  /** The length of a change's frame: its head, its body, and what `closeChange` writes after it. */
+  const frameLength = (seq: number, bodyLength: number): number => headLength(seq) + bodyLength + CLOSE_LENGTH
   /** Writes what precedes a change's body in its frame (`id:`, its cursor, `data: `); answers where it ends. */
   const writeHead = (out: Uint8Array, at: number, seq: number): number => {
     out.set(idPrefix, at)
@@ -187,7 +192,7 @@ export const makeFrameEncoder = (epoch: string) => {
     let size = 0
     for (let i = 0; i < batch.length; i++) {
       starts[i] = size
-      size += headLength(batch.first + i) + batch.bodyLength(i) + 3
+      size += frameLength(batch.first + i, batch.bodyLength(i))
     }
     starts[batch.length] = size
     // A buffer of its own rather than a slice of Node's shared pool (it is kept as long as the
@@ -207,7 +212,7 @@ export const makeFrameEncoder = (epoch: string) => {
   const runSize = (run: JournalLineRun): number => {
     const { bodyEnds, ends } = run.lines
     const count = ends.length
-    let size = count * (idPrefix.length + DATA_FIELD.length + 3) + digitsOfRange(run.first, count)
+    let size = count * (idPrefix.length + DATA_FIELD.length + CLOSE_LENGTH) + digitsOfRange(run.first, count)
     for (let i = 0, start = 0; i < count; start = ends[i]! + 1, i++) size += bodyEnds[i]! - start
     return size
   }
@@ -233,7 +238,7 @@ export const makeFrameEncoder = (epoch: string) => {
       if (item._tag === "LineRun") {
         size += runSize(item)
       } else if (item._tag === "Change") {
-        size += headLength(item.seq) + item.body.length + 3
+        size += frameLength(item.seq, item.body.length)
       } else {
         const marker = markerFrame(epoch, item)
         markers[i - from] = marker
@@ -259,7 +264,7 @@ export const makeFrameEncoder = (epoch: string) => {
 
   /** The size of the frame of line `k` of a run. */
   const lineFrameSize = (run: JournalLineRun, k: number): number =>
-    headLength(run.first + k) + bodyLengthAt(run.lines, k) + 3
+    frameLength(run.first + k, bodyLengthAt(run.lines, k))
 
   /**
    * Items `from` to `to` (none of them a live run) rendered into buffers of at most `maxBytes`
@@ -284,8 +289,7 @@ export const makeFrameEncoder = (epoch: string) => {
     for (let i = from; i < to; i++) {
       const item = items[i] as LineItem | JournalLineRun
       if (item._tag !== "LineRun") {
-        const bytes =
-          item._tag === "Change" ? headLength(item.seq) + item.body.length + 3 : markerFrame(epoch, item).length
+        const bytes = item._tag === "Change" ? frameLength(item.seq, item.body.length) : markerFrame(epoch, item).length
         if (size > 0 && size + bytes > maxBytes) close()
         stretch.push(item)
         size += bytes

@@ -133,6 +133,27 @@ const rawFormat: LineFormat<ByteLine, JournalLine> = {
 }
 
 /**
+ * The first `count` lines of a run found in a block from `runStart` on, their ends and body ends
+ * counted from there (the arrays, of the read's memory, are cut to `count`), as one `JournalLineRun`.
+ */
+const lineRun = (
+  bytes: Uint8Array,
+  runStart: number,
+  first: number,
+  ends: Array<number>,
+  bodyEnds: Array<number>,
+  count: number
+): JournalLineRun => {
+  ends.length = count
+  bodyEnds.length = count
+  return {
+    _tag: "LineRun",
+    first,
+    lines: { bytes: bytes.subarray(runStart, runStart + ends[count - 1]!), ends, bodyEnds }
+  }
+}
+
+/**
  * A block's lines as WebAssembly finds them (`BlockLines`, the twin of `scanInPlace` but for
  * computing checksums): where each line ends, where a line's fields lie, and the checksum its
  * span of lines read in place must have, folded from the checksums they hold (`Crc`). Lines read
@@ -183,14 +204,7 @@ const scannedFormat = (scanner: BlockLines, runs: boolean): ReadFormat<ByteLine,
         for (let i = 0; i < count; i++) building.add(first + i, base + ends[i]!, base + bodyEnds[i]!)
       }
       if (count > 0 && runs) {
-        ends.length = count
-        bodyEnds.length = count
-        const last = ends[count - 1]!
-        out.push({
-          _tag: "LineRun",
-          first,
-          lines: { bytes: bytes.subarray(runStart, runStart + last), ends, bodyEnds }
-        })
+        out.push(lineRun(bytes, runStart, first, ends, bodyEnds, count))
       } else {
         for (let i = 0; i < count; i++) out.push(items[i]!)
         items.length = 0
@@ -300,13 +314,7 @@ const indexedFormat = (index: SegmentIndex, line: number, offset: number): ReadF
       let count = 0
       const flush = () => {
         if (count === 0) return
-        ends.length = count
-        bodyEnds.length = count
-        out.push({
-          _tag: "LineRun",
-          first,
-          lines: { bytes: bytes.subarray(runStart, runStart + ends[count - 1]!), ends, bodyEnds }
-        })
+        out.push(lineRun(bytes, runStart, first, ends, bodyEnds, count))
         count = 0
       }
       const mismatch = (at: number) => {
